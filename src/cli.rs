@@ -1,0 +1,815 @@
+//! Command line: raw arguments (lexopt) → validated [`Cli`], before any I/O.
+//!
+//! Phase one ([`parse_raw`]) only collects what was written into [`RawArgs`].
+//! Phase two ([`RawArgs::validate`]) checks values, parses the output
+//! reference, applies environment defaults and produces a [`Command`].
+//! `--help` and `--version` return early from phase one.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Exit};
+use crate::outref::{self, OutputRef};
+
+pub const DEFAULT_API: &str = "https://api.flakehub.com";
+pub const DEFAULT_CACHE: &str = "https://cache.flakehub.com";
+pub const DEFAULT_FRONTEND: &str = "https://flakehub.com";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/fh-lite";
+pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
+
+pub const HELP: &str = "\
+fh-lite — deploy a FlakeHub-published NixOS, nix-darwin or Home Manager
+configuration onto this machine: resolve the reference, fetch the closure
+from the binary cache (every signature and hash verified while streaming),
+register it, activate it, and roll back when activation fails.
+
+USAGE:
+    fh-lite apply nixos REF [ACTION] [OPTIONS]
+    fh-lite apply nix-darwin REF [OPTIONS]
+    fh-lite apply home-manager REF [OPTIONS]
+    fh-lite resolve REF [--json]
+    fh-lite status [--json]
+    fh-lite rollback [--to N]
+    fh-lite --help | --version
+
+REF:
+    ORG/PROJECT/VERSION_REQ[#ATTR_PATH], or the same after
+    https://flakehub.com/f/. VERSION_REQ is Cargo-style: 0.1, 0.1.*, *, ~0.1
+    are loose (always the newest matching release); =0.1.175 is exact and
+    the only way a later run can roll back to it. Without #ATTR_PATH:
+    nixosConfigurations.<hostname>, darwinConfigurations.<hostname> or
+    homeConfigurations.<user>.
+    Example: DeterminateSystems/demo/=0.1.175#nixosConfigurations.ethercalc-demo
+
+ACTION (nixos):
+    switch (default)  make it the boot default and activate it now
+    boot              make it the boot default; activate at next boot
+    test              activate now, not the boot default (no generation)
+    dry-activate      show what activation would do (no generation)
+
+COMMANDS:
+    apply      resolve → plan → fetch → register → activate
+    resolve    print the store path REF resolves to (no download)
+    status     current generation, last attempt and success, failed paths,
+               which token file is used and when it expires
+    rollback   switch the profile to the previous generation (or --to N)
+               and activate it
+
+OPTIONS:
+    -h, --help                 this text
+    -V, --version              print the version
+    -q, --quiet                no progress output
+    -v, --verbose              more detail (retries, each request)
+        --json                 machine-readable output (events for apply)
+        --dry-run              plan only: print paths and sizes, change nothing
+        --root DIR             work on the system installed at DIR (store,
+                               profiles, state under DIR; activation chrooted)
+        --store KIND           auto | daemon | local | nix (default auto;
+                               image with --root)
+        --daemon-socket PATH   nix-daemon socket (default
+                               /nix/var/nix/daemon-socket/socket)
+        --profile PATH         profile to update (default
+                               /nix/var/nix/profiles/system)
+        --jobs N               parallel narinfo/NAR downloads (default 4)
+        --token-file FILE      device token file (see ENVIRONMENT for the
+                               search order when not given)
+        --api-addr URL         FlakeHub API (default https://api.flakehub.com)
+        --cache-addr URL       binary cache (default https://cache.flakehub.com)
+        --frontend-addr URL    FlakeHub web address, for REF prefixes
+                               (default https://flakehub.com)
+        --ca-file FILE         extra PEM CA certificates to trust (replaces
+                               the built-in roots)
+        --allow-insecure-http  allow http:// addresses (tests and labs only)
+        --trusted-key NAME:KEY trust this ed25519 cache key (repeatable)
+        --no-default-keys      do not trust the built-in cache.flakehub.com keys
+        --install-bootloader   pass NIXOS_INSTALL_BOOTLOADER=1 to activation
+        --force                activate even if REF is already current
+        --no-rollback          keep a failed activation instead of rolling back
+        --rollback-on CODES    switch-to-configuration exit codes that roll
+                               back (default 1,2,4)
+        --health-check CMD     after activation run CMD (via /bin/sh -c); a
+                               failure rolls back
+        --health-timeout SECS  how long CMD may run (default 60)
+        --retry-failed         apply a path even if it failed before
+        --state-dir DIR        state and lock (default /var/lib/fh-lite)
+        --to N                 rollback: the generation number to switch to
+
+ENVIRONMENT:
+    FH_API_ADDR, FH_CACHE_ADDR, FH_FRONTEND_ADDR
+                         defaults for the three address options
+    CREDENTIALS_DIRECTORY
+                         systemd LoadCredential=: the device token is read
+                         from $CREDENTIALS_DIRECTORY/flakehub-token
+    XDG_CONFIG_HOME, HOME
+                         $XDG_CONFIG_HOME/flakehub/auth (or
+                         ~/.config/flakehub/auth) is the last token file tried
+    SSL_CERT_FILE        extra PEM CA certificates (like --ca-file)
+    HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY
+                         proxies, the usual way
+    NIX_DAEMON_SOCKET_PATH
+                         default for --daemon-socket
+    Token search order: --token-file, $CREDENTIALS_DIRECTORY/flakehub-token,
+    /nix/var/determinate/token, $XDG_CONFIG_HOME/flakehub/auth. The token is
+    never taken from the command line or the environment.
+
+EXIT STATUS:
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyKind {
+    Nixos,
+    NixDarwin,
+    HomeManager,
+}
+
+impl ApplyKind {
+    fn parse(s: &str) -> Result<ApplyKind, Error> {
+        match s {
+            "nixos" => Ok(ApplyKind::Nixos),
+            "nix-darwin" => Ok(ApplyKind::NixDarwin),
+            "home-manager" => Ok(ApplyKind::HomeManager),
+            _ => Err(Error::usage(format!(
+                "unknown apply type '{s}' [pick from: nixos, nix-darwin, home-manager]"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Switch,
+    Boot,
+    Test,
+    DryActivate,
+}
+
+impl Action {
+    fn parse(s: &str) -> Result<Action, Error> {
+        match s {
+            "switch" => Ok(Action::Switch),
+            "boot" => Ok(Action::Boot),
+            "test" => Ok(Action::Test),
+            "dry-activate" => Ok(Action::DryActivate),
+            _ => Err(Error::usage(format!(
+                "unknown action '{s}' [pick from: switch, boot, test, dry-activate]"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Switch => "switch",
+            Action::Boot => "boot",
+            Action::Test => "test",
+            Action::DryActivate => "dry-activate",
+        }
+    }
+
+    /// `switch` and `boot` create a profile generation; `test` and
+    /// `dry-activate` do not (as nixos-rebuild).
+    pub fn makes_generation(self) -> bool {
+        matches!(self, Action::Switch | Action::Boot)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Auto,
+    Daemon,
+    Local,
+    Nix,
+    Image,
+}
+
+impl StoreKind {
+    fn parse(s: &str) -> Result<StoreKind, Error> {
+        match s {
+            "auto" => Ok(StoreKind::Auto),
+            "daemon" => Ok(StoreKind::Daemon),
+            "local" => Ok(StoreKind::Local),
+            "nix" => Ok(StoreKind::Nix),
+            "image" => Ok(StoreKind::Image),
+            _ => Err(Error::usage(format!(
+                "unknown store '{s}' [pick from: auto, daemon, local, nix, image]"
+            ))),
+        }
+    }
+}
+
+/// Options every command shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Common {
+    pub api_addr: String,
+    pub cache_addr: String,
+    pub frontend_addr: String,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub allow_insecure_http: bool,
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub root: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub profile: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOpts {
+    pub kind: ApplyKind,
+    pub reference: OutputRef,
+    pub action: Action,
+    pub trusted_keys: Vec<String>,
+    pub no_default_keys: bool,
+    pub jobs: usize,
+    pub dry_run: bool,
+    pub store: StoreKind,
+    pub daemon_socket: Option<PathBuf>,
+    pub install_bootloader: bool,
+    pub force: bool,
+    pub no_rollback: bool,
+    pub rollback_on: Vec<i32>,
+    pub health_check: Option<String>,
+    pub health_timeout: Duration,
+    pub retry_failed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Version,
+    Apply(Box<ApplyOpts>),
+    Resolve { reference: OutputRef },
+    Status,
+    Rollback { to: Option<u64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cli {
+    pub common: Common,
+    pub command: Command,
+}
+
+/// Phase one: what was written, unvalidated.
+#[derive(Default, Debug)]
+pub struct RawArgs {
+    help: bool,
+    version: bool,
+    positionals: Vec<String>,
+    api_addr: Option<String>,
+    cache_addr: Option<String>,
+    frontend_addr: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    allow_insecure_http: bool,
+    json: bool,
+    quiet: bool,
+    verbose: bool,
+    root: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    profile: Option<PathBuf>,
+    trusted_keys: Vec<String>,
+    no_default_keys: bool,
+    jobs: Option<String>,
+    dry_run: bool,
+    store: Option<String>,
+    daemon_socket: Option<PathBuf>,
+    install_bootloader: bool,
+    force: bool,
+    no_rollback: bool,
+    rollback_on: Option<String>,
+    health_check: Option<String>,
+    health_timeout: Option<String>,
+    retry_failed: bool,
+    to: Option<String>,
+    /// Options given, in order, for the "does not apply to" check.
+    seen: Vec<&'static str>,
+}
+
+/// Every long option the parser accepts (a test checks each is in HELP).
+pub const LONG_OPTIONS: &[&str] = &[
+    "help",
+    "version",
+    "quiet",
+    "verbose",
+    "json",
+    "dry-run",
+    "root",
+    "store",
+    "daemon-socket",
+    "profile",
+    "jobs",
+    "token-file",
+    "api-addr",
+    "cache-addr",
+    "frontend-addr",
+    "ca-file",
+    "allow-insecure-http",
+    "trusted-key",
+    "no-default-keys",
+    "install-bootloader",
+    "force",
+    "no-rollback",
+    "rollback-on",
+    "health-check",
+    "health-timeout",
+    "retry-failed",
+    "state-dir",
+    "to",
+];
+
+/// Options that only make sense for `apply`.
+const APPLY_ONLY: &[&str] = &[
+    "dry-run",
+    "store",
+    "daemon-socket",
+    "jobs",
+    "trusted-key",
+    "no-default-keys",
+    "install-bootloader",
+    "force",
+    "no-rollback",
+    "rollback-on",
+    "health-check",
+    "health-timeout",
+    "retry-failed",
+];
+
+fn string(v: OsString, opt: &str) -> Result<String, Error> {
+    v.into_string()
+        .map_err(|v| Error::usage(format!("option '--{opt}': value {v:?} is not valid UTF-8")))
+}
+
+fn usage(e: lexopt::Error) -> Error {
+    Error::usage(e.to_string())
+}
+
+/// Phase one: collect arguments. `args` excludes the program name.
+pub fn parse_raw<I>(args: I) -> Result<RawArgs, Error>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut a = RawArgs::default();
+    while let Some(arg) = p.next().map_err(usage)? {
+        let name: &'static str = match &arg {
+            Short('h') | Long("help") => "help",
+            Short('V') | Long("version") => "version",
+            Short('q') | Long("quiet") => "quiet",
+            Short('v') | Long("verbose") => "verbose",
+            Long(l) => match LONG_OPTIONS.iter().find(|o| *o == l) {
+                Some(o) => o,
+                None => return Err(usage(arg.unexpected())),
+            },
+            Value(v) => {
+                a.positionals.push(string(v.clone(), "")?);
+                continue;
+            }
+            _ => return Err(usage(arg.unexpected())),
+        };
+        a.seen.push(name);
+        match name {
+            "help" => a.help = true,
+            "version" => a.version = true,
+            "quiet" => a.quiet = true,
+            "verbose" => a.verbose = true,
+            "json" => a.json = true,
+            "dry-run" => a.dry_run = true,
+            "allow-insecure-http" => a.allow_insecure_http = true,
+            "no-default-keys" => a.no_default_keys = true,
+            "install-bootloader" => a.install_bootloader = true,
+            "force" => a.force = true,
+            "no-rollback" => a.no_rollback = true,
+            "retry-failed" => a.retry_failed = true,
+            "root" => a.root = Some(p.value().map_err(usage)?.into()),
+            "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
+            "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
+            "token-file" => a.token_file = Some(p.value().map_err(usage)?.into()),
+            "ca-file" => a.ca_file = Some(p.value().map_err(usage)?.into()),
+            "daemon-socket" => a.daemon_socket = Some(p.value().map_err(usage)?.into()),
+            other => {
+                let v = string(p.value().map_err(usage)?, other)?;
+                match other {
+                    "api-addr" => a.api_addr = Some(v),
+                    "cache-addr" => a.cache_addr = Some(v),
+                    "frontend-addr" => a.frontend_addr = Some(v),
+                    "trusted-key" => a.trusted_keys.push(v),
+                    "jobs" => a.jobs = Some(v),
+                    "store" => a.store = Some(v),
+                    "rollback-on" => a.rollback_on = Some(v),
+                    "health-check" => a.health_check = Some(v),
+                    "health-timeout" => a.health_timeout = Some(v),
+                    "to" => a.to = Some(v),
+                    // LONG_OPTIONS and this match list the same names;
+                    // a test parses every one of them.
+                    _ => unreachable!("option --{other} has no handler"),
+                }
+            }
+        }
+    }
+    Ok(a)
+}
+
+impl RawArgs {
+    /// Phase two: validate and build the command. `env` looks up
+    /// environment variables (a function so that tests need no globals).
+    pub fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Cli, Error> {
+        let a = self;
+        let addr = |opt: &Option<String>, var: &str, default: &str| -> String {
+            opt.clone()
+                .or_else(|| env(var).filter(|v| !v.is_empty()))
+                .unwrap_or_else(|| default.to_string())
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let root = a.root.clone();
+        let under_root = |p: &str| -> PathBuf {
+            match &root {
+                Some(r) => r.join(p.trim_start_matches('/')),
+                None => PathBuf::from(p),
+            }
+        };
+        let common = Common {
+            api_addr: addr(&a.api_addr, "FH_API_ADDR", DEFAULT_API),
+            cache_addr: addr(&a.cache_addr, "FH_CACHE_ADDR", DEFAULT_CACHE),
+            frontend_addr: addr(&a.frontend_addr, "FH_FRONTEND_ADDR", DEFAULT_FRONTEND),
+            token_file: a.token_file.clone(),
+            ca_file: a.ca_file.clone(),
+            allow_insecure_http: a.allow_insecure_http,
+            json: a.json,
+            quiet: a.quiet,
+            verbose: a.verbose,
+            root: a.root.clone(),
+            state_dir: a
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| under_root(DEFAULT_STATE_DIR)),
+            profile: a
+                .profile
+                .clone()
+                .unwrap_or_else(|| under_root(DEFAULT_PROFILE)),
+        };
+        if a.help {
+            return Ok(Cli {
+                common,
+                command: Command::Help,
+            });
+        }
+        if a.version {
+            return Ok(Cli {
+                common,
+                command: Command::Version,
+            });
+        }
+        let mut pos = a.positionals.iter().map(String::as_str);
+        let Some(cmd) = pos.next() else {
+            return Err(Error::usage(
+                "no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'",
+            ));
+        };
+        let rest: Vec<&str> = pos.collect();
+        let extra = |max: usize, what: &str| -> Result<(), Error> {
+            match rest.get(max) {
+                Some(x) => Err(Error::usage(format!(
+                    "unexpected argument '{x}' after {what}; see 'fh-lite --help'"
+                ))),
+                None => Ok(()),
+            }
+        };
+        if cmd != "apply" {
+            if let Some(o) = a.seen.iter().find(|o| APPLY_ONLY.contains(o)) {
+                return Err(Error::usage(format!(
+                    "option '--{o}' is only for 'apply', not '{cmd}'"
+                )));
+            }
+        }
+        if cmd != "rollback" && a.to.is_some() {
+            return Err(Error::usage(format!(
+                "option '--to' is only for 'rollback', not '{cmd}'"
+            )));
+        }
+        let command = match cmd {
+            "apply" => {
+                let Some(kind) = rest.first() else {
+                    return Err(Error::usage(
+                        "apply needs a type and a reference: fh-lite apply nixos|nix-darwin|home-manager REF",
+                    ));
+                };
+                let kind = ApplyKind::parse(kind)?;
+                let Some(reference) = rest.get(1) else {
+                    return Err(Error::usage(format!(
+                        "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
+                        rest[0]
+                    )));
+                };
+                let reference = outref::parse(
+                    reference,
+                    &common.frontend_addr,
+                    &outref::default_attr(kind),
+                )?;
+                let action = match (kind, rest.get(2)) {
+                    (_, None) => Action::Switch,
+                    (ApplyKind::Nixos, Some(act)) => Action::parse(act)?,
+                    (_, Some(act)) => {
+                        return Err(Error::usage(format!(
+                            "unexpected argument '{act}': only 'apply nixos' takes an ACTION"
+                        )))
+                    }
+                };
+                extra(3, "the action")?;
+                let jobs = match &a.jobs {
+                    None => 4,
+                    Some(j) => match j.parse::<usize>() {
+                        Ok(n) if (1..=64).contains(&n) => n,
+                        _ => {
+                            return Err(Error::usage(format!(
+                                "option '--jobs': '{j}' is not a number from 1 to 64"
+                            )))
+                        }
+                    },
+                };
+                let store = match &a.store {
+                    None if common.root.is_some() => StoreKind::Image,
+                    None => StoreKind::Auto,
+                    Some(s) => StoreKind::parse(s)?,
+                };
+                let rollback_on = match &a.rollback_on {
+                    None => vec![1, 2, 4],
+                    Some(s) => parse_codes(s)?,
+                };
+                let health_timeout = match &a.health_timeout {
+                    None => Duration::from_secs(60),
+                    Some(s) => match s.parse::<u64>() {
+                        Ok(n) if n > 0 => Duration::from_secs(n),
+                        _ => return Err(Error::usage(format!(
+                            "option '--health-timeout': '{s}' is not a positive number of seconds"
+                        ))),
+                    },
+                };
+                for k in &a.trusted_keys {
+                    match k.split_once(':') {
+                        Some((n, v)) if !n.is_empty() && !v.is_empty() => {}
+                        _ => {
+                            return Err(Error::usage(format!(
+                                "option '--trusted-key': '{k}' is not NAME:BASE64KEY (e.g. cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=)"
+                            )))
+                        }
+                    }
+                }
+                Command::Apply(Box::new(ApplyOpts {
+                    kind,
+                    reference,
+                    action,
+                    trusted_keys: a.trusted_keys.clone(),
+                    no_default_keys: a.no_default_keys,
+                    jobs,
+                    dry_run: a.dry_run,
+                    store,
+                    daemon_socket: a
+                        .daemon_socket
+                        .clone()
+                        .or_else(|| env("NIX_DAEMON_SOCKET_PATH").map(PathBuf::from)),
+                    install_bootloader: a.install_bootloader,
+                    force: a.force,
+                    no_rollback: a.no_rollback,
+                    rollback_on,
+                    health_check: a.health_check.clone(),
+                    health_timeout,
+                    retry_failed: a.retry_failed,
+                }))
+            }
+            "resolve" => {
+                let Some(reference) = rest.first() else {
+                    return Err(Error::usage(
+                        "resolve needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
+                    ));
+                };
+                extra(1, "the reference")?;
+                let reference = outref::parse(
+                    reference,
+                    &common.frontend_addr,
+                    &outref::default_attr(ApplyKind::Nixos),
+                )?;
+                Command::Resolve { reference }
+            }
+            "status" => {
+                extra(0, "'status'")?;
+                Command::Status
+            }
+            "rollback" => {
+                extra(0, "'rollback'")?;
+                let to = match &a.to {
+                    None => None,
+                    Some(s) => match s.parse::<u64>() {
+                        Ok(n) if n > 0 => Some(n),
+                        _ => {
+                            return Err(Error::usage(format!(
+                                "option '--to': '{s}' is not a generation number"
+                            )))
+                        }
+                    },
+                };
+                Command::Rollback { to }
+            }
+            other => {
+                return Err(Error::usage(format!(
+                    "unknown command '{other}' [pick from: apply, resolve, status, rollback]"
+                )))
+            }
+        };
+        Ok(Cli { common, command })
+    }
+}
+
+fn parse_codes(s: &str) -> Result<Vec<i32>, Error> {
+    s.split(',')
+        .map(|c| {
+            c.trim().parse::<i32>().map_err(|_| {
+                Error::usage(format!(
+                    "option '--rollback-on': '{s}' is not a comma-separated list of exit codes (e.g. 1,2,4)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The full help text, with the exit-status table.
+pub fn help() -> String {
+    let mut h = HELP.to_string();
+    for e in Exit::ALL {
+        h.push_str(&format!("    {:>3}  {}\n", e.code(), e.meaning()));
+    }
+    h
+}
+
+/// Both phases, reading the real environment.
+pub fn parse_env() -> Result<Cli, Error> {
+    parse_raw(std::env::args_os().skip(1))?.validate(&|k| std::env::var(k).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<Cli, Error> {
+        parse_with_env(args, &[])
+    }
+
+    fn parse_with_env(args: &str, vars: &[(&str, &str)]) -> Result<Cli, Error> {
+        let owned: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_raw(args.split_whitespace())?
+            .validate(&move |k| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    fn apply(args: &str) -> ApplyOpts {
+        match parse(args).unwrap().command {
+            Command::Apply(o) => *o,
+            c => panic!("not apply: {c:?}"),
+        }
+    }
+
+    fn err(args: &str) -> String {
+        let e = parse(args).expect_err(args);
+        assert_eq!(e.exit, Exit::Usage, "{args}");
+        e.message
+    }
+
+    #[test]
+    fn every_long_option_is_in_help_and_parses() {
+        let h = help();
+        for o in LONG_OPTIONS {
+            assert!(h.contains(&format!("--{o}")), "--{o} missing from HELP");
+            // Every option is accepted by phase one (with a value if it takes one).
+            let r = parse_raw([format!("--{o}"), "1".to_string()]);
+            assert!(r.is_ok(), "--{o}: {:?}", r.err());
+        }
+    }
+
+    #[test]
+    fn help_and_version_return_early() {
+        assert_eq!(parse("--help").unwrap().command, Command::Help);
+        assert_eq!(parse("-h apply").unwrap().command, Command::Help);
+        assert_eq!(parse("-V").unwrap().command, Command::Version);
+        assert_eq!(parse("--version").unwrap().command, Command::Version);
+        assert!(help().contains("EXIT STATUS:\n      0  success"));
+    }
+
+    #[test]
+    fn apply_defaults_and_spellings() {
+        let o = apply("apply nixos org/proj/0.1#nixosConfigurations.pi");
+        assert_eq!(o.kind, ApplyKind::Nixos);
+        assert_eq!(o.action, Action::Switch);
+        assert_eq!(o.jobs, 4);
+        assert_eq!(o.store, StoreKind::Auto);
+        assert_eq!(o.rollback_on, vec![1, 2, 4]);
+        assert_eq!(o.health_timeout, Duration::from_secs(60));
+        let o = apply("apply nixos org/proj/=0.1.2#x boot --jobs 8 --store daemon --dry-run");
+        assert_eq!(o.action, Action::Boot);
+        assert_eq!(o.jobs, 8);
+        assert_eq!(o.store, StoreKind::Daemon);
+        assert!(o.dry_run);
+        assert!(o.reference.exact);
+        let o = apply("apply nixos org/proj/0.1#x --jobs=2 --rollback-on=1,4 --health-timeout 5");
+        assert_eq!(o.jobs, 2);
+        assert_eq!(o.rollback_on, vec![1, 4]);
+        assert_eq!(o.health_timeout, Duration::from_secs(5));
+        let o = apply(
+            "apply nixos org/proj/0.1#x --trusted-key a:b --trusted-key c:d --no-default-keys",
+        );
+        assert_eq!(o.trusted_keys, vec!["a:b", "c:d"]);
+        assert!(o.no_default_keys);
+        let o = apply("apply home-manager org/proj/0.1#homeConfigurations.me");
+        assert_eq!(o.kind, ApplyKind::HomeManager);
+        let o = apply("apply nix-darwin org/proj/0.1");
+        assert!(o.reference.attr_path.starts_with("darwinConfigurations."));
+    }
+
+    #[test]
+    fn root_moves_state_profile_and_store() {
+        let c = parse("--root /mnt apply nixos org/proj/0.1#x boot").unwrap();
+        assert_eq!(c.common.state_dir, PathBuf::from("/mnt/var/lib/fh-lite"));
+        assert_eq!(
+            c.common.profile,
+            PathBuf::from("/mnt/nix/var/nix/profiles/system")
+        );
+        match c.command {
+            Command::Apply(o) => assert_eq!(o.store, StoreKind::Image),
+            _ => panic!(),
+        }
+        let c = parse("status").unwrap();
+        assert_eq!(c.common.state_dir, PathBuf::from("/var/lib/fh-lite"));
+    }
+
+    #[test]
+    fn addresses_from_options_then_env_then_default() {
+        let c = parse("resolve a/b/0.1#x").unwrap();
+        assert_eq!(c.common.api_addr, DEFAULT_API);
+        assert_eq!(c.common.cache_addr, DEFAULT_CACHE);
+        let c = parse_with_env(
+            "resolve a/b/0.1#x",
+            &[
+                ("FH_API_ADDR", "http://127.0.0.1:1/"),
+                ("FH_CACHE_ADDR", "http://c"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.common.api_addr, "http://127.0.0.1:1");
+        assert_eq!(c.common.cache_addr, "http://c");
+        let c = parse_with_env(
+            "resolve a/b/0.1#x --api-addr http://o",
+            &[("FH_API_ADDR", "http://e")],
+        )
+        .unwrap();
+        assert_eq!(c.common.api_addr, "http://o");
+    }
+
+    #[test]
+    fn rollback_and_status() {
+        assert_eq!(
+            parse("rollback").unwrap().command,
+            Command::Rollback { to: None }
+        );
+        assert_eq!(
+            parse("rollback --to 3").unwrap().command,
+            Command::Rollback { to: Some(3) }
+        );
+        assert_eq!(parse("status --json").unwrap().command, Command::Status);
+    }
+
+    #[test]
+    fn usage_errors_are_exact() {
+        let cases: &[(&str, &str)] = &[
+            ("", "no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, resolve, status, rollback]"),
+            ("apply", "apply needs a type and a reference: fh-lite apply nixos|nix-darwin|home-manager REF"),
+            ("apply nixes a/b/c", "unknown apply type 'nixes' [pick from: nixos, nix-darwin, home-manager]"),
+            ("apply nixos", "apply nixos needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo"),
+            ("apply nixos a/b/0.1#x reboot", "unknown action 'reboot' [pick from: switch, boot, test, dry-activate]"),
+            ("apply nixos a/b/0.1#x boot more", "unexpected argument 'more' after the action; see 'fh-lite --help'"),
+            ("apply home-manager a/b/0.1#x switch", "unexpected argument 'switch': only 'apply nixos' takes an ACTION"),
+            ("apply nixos a/b/0.1#x --jobs 0", "option '--jobs': '0' is not a number from 1 to 64"),
+            ("apply nixos a/b/0.1#x --jobs many", "option '--jobs': 'many' is not a number from 1 to 64"),
+            ("apply nixos a/b/0.1#x --store s3", "unknown store 's3' [pick from: auto, daemon, local, nix, image]"),
+            ("apply nixos a/b/0.1#x --rollback-on 1,x", "option '--rollback-on': '1,x' is not a comma-separated list of exit codes (e.g. 1,2,4)"),
+            ("apply nixos a/b/0.1#x --health-timeout 0", "option '--health-timeout': '0' is not a positive number of seconds"),
+            ("apply nixos a/b/0.1#x --trusted-key nocolon", "option '--trusted-key': 'nocolon' is not NAME:BASE64KEY (e.g. cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=)"),
+            ("resolve", "resolve needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo"),
+            ("resolve a/b/0.1 extra", "unexpected argument 'extra' after the reference; see 'fh-lite --help'"),
+            ("resolve a/b", "output reference 'a/b' has 2 '/'-separated segments before '#', expected 3: ORG/PROJECT/VERSION_REQ (for example DeterminateSystems/demo/0.1)"),
+            ("status --dry-run", "option '--dry-run' is only for 'apply', not 'status'"),
+            ("status --to 2", "option '--to' is only for 'rollback', not 'status'"),
+            ("rollback --to zero", "option '--to': 'zero' is not a generation number"),
+            ("status --bogus", "invalid option '--bogus'"),
+            ("status -x", "invalid option '-x'"),
+            ("status --root", "missing argument for option '--root'"),
+        ];
+        for (args, want) in cases {
+            assert_eq!(err(args), *want, "args: {args:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Download → decompress → NAR → files, verified while streaming.

@@ -1,0 +1,1 @@
+//! The one HTTP agent: TLS roots, timeouts, retries, per-host credentials.

@@ -1,0 +1,68 @@
+//! fh-lite: deploy a FlakeHub-published configuration onto this machine.
+//!
+//! The whole program is one pipeline (DESIGN.md):
+//!
+//! ```text
+//! outref ──► resolve ──► plan ──► fetch ──► register ──► activate
+//! ```
+//!
+//! `main` is thin: parse the command line (two phases, `cli`), run the
+//! command, print an error once as `fh-lite: <message>`, and exit with the
+//! status of its class (`error::Exit`, the table in `--help`).
+
+#![forbid(unsafe_code)]
+
+mod activate;
+mod apply;
+mod cli;
+mod error;
+mod fetch;
+mod flakehub;
+mod http;
+mod nix;
+mod outref;
+mod plan;
+mod progress;
+mod state;
+mod store;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+use error::{Error, Exit};
+
+fn main() -> ExitCode {
+    let result = cli::parse_env().and_then(run);
+    match result {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => {
+            // One line (or a short paragraph) per error, never a backtrace.
+            let _ = writeln!(std::io::stderr().lock(), "fh-lite: {}", e.message);
+            ExitCode::from(e.exit.code())
+        }
+    }
+}
+
+/// Run one command; the whole program's shape fits on this screen.
+fn run(cli: Cli) -> Result<Exit, Error> {
+    match cli.command {
+        Command::Help => {
+            print_stdout(&cli::help());
+            Ok(Exit::Success)
+        }
+        Command::Version => {
+            print_stdout(&format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
+            Ok(Exit::Success)
+        }
+        Command::Resolve { ref reference } => flakehub::cmd_resolve(&cli.common, reference),
+        Command::Apply(ref opts) => apply::run(&cli.common, opts),
+        Command::Status => state::cmd_status(&cli.common),
+        Command::Rollback { to } => activate::cmd_rollback(&cli.common, to),
+    }
+}
+
+/// Write to stdout; a closed pipe (`fh-lite --help | head`) is not an error.
+pub fn print_stdout(s: &str) {
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}

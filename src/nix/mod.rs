@@ -1,0 +1,1 @@
+//! Nix formats, pure: no network, no filesystem.

@@ -1,0 +1,1 @@
+//! Closure walk: narinfos fetched concurrently and verified on arrival.

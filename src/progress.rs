@@ -1,0 +1,1 @@
+//! Progress: a TTY line, plain log lines, or --json events.

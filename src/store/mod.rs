@@ -1,0 +1,1 @@
+//! Where substituted paths land: one trait, one file per backend.

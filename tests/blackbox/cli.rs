@@ -1,0 +1,88 @@
+use crate::util::run;
+
+#[test]
+fn help_lists_commands_options_environment_and_exit_status() {
+    let r = run(&["--help"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for section in [
+        "USAGE:",
+        "COMMANDS:",
+        "OPTIONS:",
+        "ENVIRONMENT:",
+        "EXIT STATUS:",
+    ] {
+        assert!(r.stdout.contains(section), "--help lacks {section}: {r:?}");
+    }
+    assert!(
+        r.stdout.contains("fh-lite apply nixos REF [ACTION]"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("\n     41  another fh-lite apply is running\n"),
+        "{r:?}"
+    );
+    assert_eq!(r.stderr, "");
+    // -h is the same text.
+    assert_eq!(run(&["-h"]).stdout, r.stdout);
+}
+
+#[test]
+fn version() {
+    let r = run(&["--version"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn no_command_is_a_usage_error() {
+    let r = run(&[]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'\n"
+    );
+}
+
+#[test]
+fn reference_errors_quote_the_input() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["resolve", "DeterminateSystems/demo"],
+            "fh-lite: output reference 'DeterminateSystems/demo' has 2 '/'-separated segments before '#', expected 3: ORG/PROJECT/VERSION_REQ (for example DeterminateSystems/demo/0.1)\n",
+        ),
+        (
+            &["apply", "nixos", "org/proj/0.1 #x"],
+            "fh-lite: output reference 'org/proj/0.1 #x' contains white space: expected ORG/PROJECT/VERSION_REQ[#ATTR_PATH]\n",
+        ),
+        (
+            &["apply", "nixos", "org/proj/zero.one#x"],
+            "fh-lite: output reference 'org/proj/zero.one#x': invalid version requirement 'zero.one': unexpected character 'z' while parsing major version number (examples: 0.1, 0.1.*, =0.1.175, *)\n",
+        ),
+        (
+            &["apply", "nixos", "org/proj/0.1#a#b"],
+            "fh-lite: output reference 'org/proj/0.1#a#b' has more than one '#': expected ORG/PROJECT/VERSION_REQ[#ATTR_PATH]\n",
+        ),
+        (
+            &["apply", "nixos", "https://flakehub.com/f/org/proj#x"],
+            "fh-lite: output reference 'https://flakehub.com/f/org/proj#x' has 2 '/'-separated segments before '#', expected 3: ORG/PROJECT/VERSION_REQ (for example DeterminateSystems/demo/0.1)\n",
+        ),
+        (
+            &["apply", "nixos", "org/proj/0.1#x", "reboot"],
+            "fh-lite: unknown action 'reboot' [pick from: switch, boot, test, dry-activate]\n",
+        ),
+    ];
+    for (args, want) in cases {
+        let r = run(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert_eq!(r.stderr, *want, "{args:?}");
+        assert_eq!(r.stdout, "", "{args:?}");
+    }
+}
+
+#[test]
+fn unknown_option_is_a_usage_error() {
+    let r = run(&["status", "--token", "abc"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(r.stderr, "fh-lite: invalid option '--token'\n");
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: they run the built fh-lite binary, nothing else.
+//!
+//! `FH_LITE_EXE` names the binary under test (default: the one cargo just
+//! built) and `FH_LITE_RUNNER` an optional wrapper such as
+//! `qemu-aarch64-static`, so the same suite runs natively and under
+//! qemu-user for every ARM target (scripts/test does all three).
+
+mod util;
+
+/// --help, --version, usage and reference-parsing errors.
+mod cli;

@@ -1,0 +1,103 @@
+//! Helpers: run the binary under test, temporary directories.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The binary under test and its optional runner (qemu-user).
+pub fn exe() -> (PathBuf, Option<String>) {
+    let exe = std::env::var_os("FH_LITE_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fh-lite")));
+    let runner = std::env::var("FH_LITE_RUNNER")
+        .ok()
+        .filter(|s| !s.is_empty());
+    (exe, runner)
+}
+
+/// A command for fh-lite with a clean environment: no FlakeHub variables,
+/// HOME and XDG dirs pointing nowhere, so a developer's token is never read.
+pub fn fh_lite(args: &[&str]) -> Command {
+    let (exe, runner) = exe();
+    let mut cmd = match runner {
+        Some(r) => {
+            let mut c = Command::new(r);
+            c.arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args(args);
+    cmd.env_clear();
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.env("HOME", "/nonexistent-fh-lite-test-home");
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent-fh-lite-test-config");
+    cmd.env("USER", "tester");
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}\n---",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn output(mut cmd: Command) -> Run {
+    let out: Output = cmd
+        .output()
+        .expect("spawn fh-lite (is FH_LITE_RUNNER installed?)");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn run(args: &[&str]) -> Run {
+    output(fh_lite(args))
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "fh-lite-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Store paths are read-only (0555 dirs); make them writable first.
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
