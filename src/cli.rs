@@ -543,9 +543,11 @@ impl RawArgs {
                     None => Duration::from_secs(60),
                     Some(s) => match s.parse::<u64>() {
                         Ok(n) if n > 0 => Duration::from_secs(n),
-                        _ => return Err(Error::usage(format!(
+                        _ => {
+                            return Err(Error::usage(format!(
                             "option '--health-timeout': '{s}' is not a positive number of seconds"
-                        ))),
+                        )))
+                        }
                     },
                 };
                 for k in &a.trusted_keys {
