@@ -1,0 +1,403 @@
+//! The local-store backend: root writes the store directly (no daemon) and
+//! registers paths with `nix-store --load-db` (nix-protocols.md §5.2, §5.3).
+//!
+//! The store lives under `root` ("/" on a live system, DIR with `--root`):
+//! paths in `<root>/nix/store`, state in `<root>/nix/var/nix`.
+//!
+//! Coordination with other Nix processes, as Nix itself does it (§5.3):
+//! - GC protection: temp roots in `temproots/<pid>` (full paths, each
+//!   followed by NUL) under a shared flock, appended under an exclusive
+//!   one; before each append we try to take `gc.lock` shared without
+//!   blocking; if a collector holds it we tell it about the path through
+//!   `gc-socket/socket` (path + `\n`, answer byte `1`).
+//! - Per-path lock `<store>/<base>.lock` (flock exclusive); a lock file
+//!   with content is stale (its owner deleted it) and is reopened.
+//!
+//! `add_path`: lock, unpack into `<store>/<hash>-fhlite-tmp-<pid>` (itself
+//! a temp root, so a concurrent GC leaves it alone) while hashing, counting
+//! and strictly parsing the NAR, check NarHash/NarSize, rename into place,
+//! then `nix-store --load-db` with the record (hash and size given, so Nix
+//! does not re-hash). On any failure the temp dir or the moved path is
+//! removed: nothing half-written stays and nothing is registered.
+//! `--load-db` cannot carry signatures or CA: the paths are registered
+//! without them (fh-lite verified the signatures before downloading).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use super::unpack::{remove_tree, UnpackSink};
+use super::{Store, StoreError};
+use crate::nix::hash::HashingReader;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StorePath;
+
+/// The local-store backend (see the module doc).
+pub struct LocalStore {
+    root: PathBuf,
+    nix_store: OsString,
+    /// Extra environment for `nix-store` (tests point it at a private
+    /// config); empty in production.
+    env: Vec<(OsString, OsString)>,
+    roots: Mutex<TempRoots>,
+}
+
+#[derive(Default)]
+struct TempRoots {
+    /// `temproots/<pid>`, held with a shared flock while we live.
+    file: Option<(PathBuf, File)>,
+    gc_lock: Option<File>,
+    gc_socket: Option<UnixStream>,
+    added: BTreeSet<String>,
+}
+
+fn io_err(what: &str, file: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let (what, file) = (what.to_string(), file.to_path_buf());
+    move |err| StoreError::Io { what, file, err }
+}
+
+impl LocalStore {
+    /// A local store under `root` ("/" for the live system).
+    pub fn new(root: &Path) -> LocalStore {
+        LocalStore {
+            root: root.to_path_buf(),
+            nix_store: "nix-store".into(),
+            env: Vec::new(),
+            roots: Mutex::new(TempRoots::default()),
+        }
+    }
+
+    /// Run `nix-store` with this environment added (tests).
+    #[cfg(test)]
+    pub fn with_env(mut self, env: Vec<(OsString, OsString)>) -> LocalStore {
+        self.env = env;
+        self
+    }
+
+    /// `<root>/nix/store`
+    pub fn real_store_dir(&self) -> PathBuf {
+        self.root.join("nix/store")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.root.join("nix/var/nix")
+    }
+
+    /// Can this process write the store's database (for `--store auto`)?
+    pub fn writable(root: &Path) -> bool {
+        rustix::process::geteuid().is_root()
+            && rustix::fs::access(root.join("nix/var/nix/db"), rustix::fs::Access::WRITE_OK).is_ok()
+    }
+
+    fn nix_store(
+        &self,
+        args: &[&std::ffi::OsStr],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, StoreError> {
+        let mut cmd = Command::new(&self.nix_store);
+        cmd.arg("--store").arg(&self.root).args(args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let program = self.nix_store.to_string_lossy().into_owned();
+        let mut child = cmd.spawn().map_err(|err| StoreError::NoProgram {
+            program: program.clone(),
+            err,
+        })?;
+        let command = format!(
+            "{program} --store {} {}",
+            self.root.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            // The records are small; nix-store reads them all before it
+            // writes anything, so this cannot deadlock.
+            w.write_all(data).map_err(|e| StoreError::Program {
+                command: command.clone(),
+                detail: format!("writing its input: {e}"),
+            })?;
+        }
+        let out = child.wait_with_output().map_err(|e| StoreError::Program {
+            command: command.clone(),
+            detail: e.to_string(),
+        })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(StoreError::Program {
+                command,
+                detail: format!("{}: {}", out.status, err.trim()),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn add_temp_root(&self, full: &str) -> Result<(), StoreError> {
+        let mut r = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        if r.added.contains(full) {
+            return Ok(());
+        }
+        let state = self.state_dir();
+        if r.file.is_none() {
+            let dir = state.join("temproots");
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+            let p = dir.join(std::process::id().to_string());
+            loop {
+                // A file of ours from a dead process with the same pid.
+                let _ = fs::remove_file(&p);
+                let f = open_lock_file(&p)?;
+                f.lock_shared().map_err(io_err("locking", &p))?;
+                let len = f.metadata().map_err(io_err("reading", &p))?.len();
+                // The collector deleted it before we locked it: again.
+                if len == 0 {
+                    r.file = Some((p, f));
+                    break;
+                }
+            }
+        }
+        if r.gc_lock.is_none() {
+            let p = state.join("gc.lock");
+            r.gc_lock = Some(open_lock_file(&p)?);
+        }
+        loop {
+            let gc_lock = r.gc_lock.as_ref().ok_or_else(|| unreachable_io(&state))?;
+            let got = match gc_lock.try_lock_shared() {
+                Ok(()) => true,
+                Err(fs::TryLockError::WouldBlock) => false,
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_err("locking", &state.join("gc.lock"))(e))
+                }
+            };
+            if !got {
+                // The collector is running: tell it about the root.
+                let sock = state.join("gc-socket/socket");
+                if r.gc_socket.is_none() {
+                    let s = UnixStream::connect(&sock).map_err(io_err("connecting to", &sock))?;
+                    r.gc_socket = Some(s);
+                }
+                let told = r.gc_socket.as_mut().map(|s| {
+                    s.write_all(format!("{full}\n").as_bytes())?;
+                    let mut c = [0u8; 1];
+                    s.read_exact(&mut c)?;
+                    Ok::<u8, io::Error>(c[0])
+                });
+                match told {
+                    Some(Ok(b'1')) => {}
+                    Some(Ok(c)) => {
+                        return Err(StoreError::Io {
+                            what: "unexpected answer from the garbage collector at".into(),
+                            file: sock,
+                            err: io::Error::new(io::ErrorKind::InvalidData, format!("byte {c}")),
+                        })
+                    }
+                    // The collector finished meanwhile: start over.
+                    _ => {
+                        r.gc_socket = None;
+                        continue;
+                    }
+                }
+            }
+            let (p, f) = r.file.as_ref().ok_or_else(|| unreachable_io(&state))?;
+            f.lock().map_err(io_err("locking", p))?;
+            let mut w = f;
+            w.write_all(format!("{full}\0").as_bytes())
+                .map_err(io_err("writing", p))?;
+            f.lock_shared().map_err(io_err("locking", p))?;
+            if got {
+                let _ = r.gc_lock.as_ref().map(File::unlock);
+            }
+            break;
+        }
+        r.added.insert(full.to_string());
+        Ok(())
+    }
+
+    fn is_valid(&self, p: &StorePath) -> Result<bool, StoreError> {
+        Ok(self.query_valid(std::slice::from_ref(p))?.contains(p))
+    }
+
+    fn register(&self, info: &NarInfo) -> Result<(), StoreError> {
+        // §5.2: path, narHash (bare base16), narSize, deriver, refs.
+        let mut rec = String::new();
+        rec.push_str(&format!("{}\n", info.store_path));
+        rec.push_str(&format!("{}\n", hex(&info.nar_hash.0)));
+        rec.push_str(&format!("{}\n", info.nar_size));
+        match &info.deriver {
+            Some(d) => rec.push_str(&format!("{d}\n")),
+            None => rec.push('\n'),
+        }
+        rec.push_str(&format!("{}\n", info.references.len()));
+        for r in &info.references {
+            rec.push_str(&format!("{r}\n"));
+        }
+        self.nix_store(&["--load-db".as_ref()], Some(rec.as_bytes()))
+            .map(|_| ())
+    }
+
+    fn unpack_verified(
+        &self,
+        info: &NarInfo,
+        nar: &mut dyn Read,
+        tmp: &Path,
+    ) -> Result<(), StoreError> {
+        let path = &info.store_path;
+        let mut hr =
+            HashingReader::new(io::BufReader::with_capacity(64 * 1024, nar), info.nar_size);
+        crate::nix::nar::parse(&mut hr, &mut UnpackSink::new(tmp)).map_err(|e| {
+            StoreError::BadNar {
+                path: path.clone(),
+                detail: super::nar_error_detail(&e),
+            }
+        })?;
+        let mut extra = [0u8; 1];
+        if !matches!(hr.read(&mut extra), Ok(0)) {
+            return Err(StoreError::BadNar {
+                path: path.clone(),
+                detail: format!(
+                    "trailing data after the end of the archive (NarSize {})",
+                    info.nar_size
+                ),
+            });
+        }
+        let (hash, size) = hr.finish();
+        super::check_hash_size(info, hash, size)
+    }
+}
+
+fn unreachable_io(state: &Path) -> StoreError {
+    StoreError::Io {
+        what: "temp roots not initialised for".into(),
+        file: state.to_path_buf(),
+        err: io::Error::other("internal error"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn open_lock_file(p: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(p)
+        .map_err(io_err("opening", p))
+}
+
+/// `<path>.lock`, held exclusively; dropped = released and deleted.
+struct PathLock {
+    path: PathBuf,
+    file: File,
+}
+
+impl PathLock {
+    fn acquire(p: PathBuf) -> Result<PathLock, StoreError> {
+        loop {
+            let file = open_lock_file(&p)?;
+            file.lock().map_err(io_err("locking", &p))?;
+            // Non-empty: its owner deleted it after we opened it.
+            if file.metadata().map_err(io_err("reading", &p))?.len() == 0 {
+                return Ok(PathLock { path: p, file });
+            }
+        }
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        // As Nix: unlink, then mark the file stale for anyone who opened it
+        // before the unlink and is waiting for the lock.
+        let _ = fs::remove_file(&self.path);
+        let _ = (&self.file).write_all(b"d");
+    }
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("local store at {}", self.root.display())
+    }
+
+    fn query_valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        if paths.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let mut args: Vec<OsString> = vec!["--check-validity".into(), "--print-invalid".into()];
+        args.extend(paths.iter().map(|p| OsString::from(p.to_string())));
+        let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let out = self.nix_store(&argv, None)?;
+        let invalid: BTreeSet<String> = out.lines().map(str::to_string).collect();
+        Ok(paths
+            .iter()
+            .filter(|p| !invalid.contains(&p.to_string()))
+            .cloned()
+            .collect())
+    }
+
+    fn add_temp_roots(&self, paths: &[StorePath]) -> Result<(), StoreError> {
+        for p in paths {
+            self.add_temp_root(&p.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
+        let path = &info.store_path;
+        super::check_references(self, info)?;
+        let store = self.real_store_dir();
+        let tmp_name = format!("{}-fhlite-tmp-{}", path.hash_part(), std::process::id());
+        self.add_temp_root(&path.to_string())?;
+        self.add_temp_root(&format!("{}/{tmp_name}", crate::nix::store_path::STORE_DIR))?;
+        let _lock = PathLock::acquire(store.join(format!("{}.lock", path.base_name())))?;
+        if self.is_valid(path)? {
+            return Ok(());
+        }
+        let final_path = store.join(path.base_name());
+        let tmp = store.join(&tmp_name);
+        // Leftovers of an earlier, interrupted attempt (not valid: see above).
+        remove_tree(&final_path).map_err(io_err("removing stale", &final_path))?;
+        remove_tree(&tmp).map_err(io_err("removing stale", &tmp))?;
+        if let Err(e) = self.unpack_verified(info, nar, &tmp) {
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&tmp, &final_path) {
+            let _ = remove_tree(&tmp);
+            return Err(io_err("moving into place", &final_path)(e));
+        }
+        if let Err(e) = self.register(info) {
+            let _ = remove_tree(&final_path);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        // Our temp roots end with us, as in Nix's LocalStore destructor.
+        let r = self.roots.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, _)) = r.file.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
