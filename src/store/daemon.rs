@@ -332,6 +332,11 @@ struct Conn {
 
 impl Conn {
     fn connect(socket: &Path, log: LogFn) -> Result<Conn, StoreError> {
+        Conn::connect_as(socket, log, CLIENT_VERSION)
+    }
+
+    /// `connect`, announcing `client_version` (tests try 1.38 too).
+    fn connect_as(socket: &Path, log: LogFn, client_version: u64) -> Result<Conn, StoreError> {
         let stream = UnixStream::connect(socket).map_err(|err| StoreError::DaemonConnect {
             socket: socket.to_path_buf(),
             err,
@@ -344,17 +349,17 @@ impl Conn {
             trusted: None,
             log,
         };
-        conn.handshake()
+        conn.handshake(client_version)
             .map_err(|e| e.at(socket, "during the handshake"))?;
         Ok(conn)
     }
 
-    fn handshake(&mut self) -> Result<(), Wire> {
+    fn handshake(&mut self, client_version: u64) -> Result<(), Wire> {
         self.stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         // Magic and our version back to back, as Nix's own client does.
         let mut hello = Vec::new();
         put_u64(&mut hello, WORKER_MAGIC_1);
-        put_u64(&mut hello, CLIENT_VERSION);
+        put_u64(&mut hello, client_version);
         self.stream.write_all(&hello)?;
         let r = &mut self.stream;
         let magic = get_u64(r).map_err(|e| match e {
@@ -382,7 +387,7 @@ impl Conn {
                 server & 0xff
             )));
         }
-        let version = server.min(CLIENT_VERSION);
+        let version = server.min(client_version);
         let mut out = Vec::new();
         if version >= proto(1, 38) {
             // Feature exchange: we offer none; the result is the intersection.
@@ -742,4 +747,358 @@ impl Store for DaemonStore {
 /// Does a nix-daemon answer the handshake at `socket`? (for `--store auto`)
 pub fn probe(socket: &Path) -> Result<(), StoreError> {
     Conn::connect(socket, log_to_stderr).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::{Closure, Daemon, NixEnv, Slow, TempDir};
+    use std::cell::RefCell;
+    use std::os::unix::net::UnixListener;
+
+    thread_local! {
+        static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+    fn capture(line: &str) {
+        LOG.with(|l| l.borrow_mut().push(line.to_string()));
+    }
+
+    fn s(out: &mut Vec<u8>, v: &str) {
+        put_bytes(out, v.as_bytes());
+    }
+
+    #[test]
+    fn stderr_stream_cases() {
+        type Build = fn(&mut Vec<u8>);
+        let v37 = proto(1, 37);
+        let cases: &[(&str, u64, Build, Result<(), &str>, &[&str])] = &[
+            ("last only", v37, |_| {}, Ok(()), &[]),
+            (
+                "log lines, ansi stripped",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_NEXT);
+                    s(o, "copying \u{1b}[35;1mpath\u{1b}[0m\n");
+                    put_u64(o, STDERR_NEXT);
+                    s(o, "\n");
+                },
+                Ok(()),
+                &["copying path"],
+            ),
+            (
+                "activities and results",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_START_ACTIVITY);
+                    for v in [7, 3, 100] {
+                        put_u64(o, v);
+                    }
+                    s(o, "copying path");
+                    put_u64(o, 2);
+                    put_u64(o, 0);
+                    put_u64(o, 42);
+                    put_u64(o, 1);
+                    s(o, "field");
+                    put_u64(o, 0); // parent
+                    put_u64(o, STDERR_RESULT);
+                    put_u64(o, 7);
+                    put_u64(o, 105);
+                    put_u64(o, 0);
+                    put_u64(o, STDERR_STOP_ACTIVITY);
+                    put_u64(o, 7);
+                },
+                Ok(()),
+                &[],
+            ),
+            (
+                "error, new format with a trace",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_ERROR);
+                    s(o, "Error");
+                    put_u64(o, 0);
+                    s(o, "Error");
+                    s(o, "path '\u{1b}[35;1m/nix/store/x\u{1b}[0m' is not valid");
+                    put_u64(o, 0);
+                    put_u64(o, 1);
+                    put_u64(o, 0);
+                    s(o, "while adding");
+                },
+                Err("daemon: path '/nix/store/x' is not valid; while adding"),
+                &[],
+            ),
+            (
+                "error, old format",
+                proto(1, 25),
+                |o| {
+                    put_u64(o, STDERR_ERROR);
+                    s(o, "error: out of disk space");
+                    put_u64(o, 1);
+                },
+                Err("daemon: out of disk space"),
+                &[],
+            ),
+            (
+                "read request",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_READ);
+                    put_u64(o, 100);
+                },
+                Err("protocol: the daemon asked to exchange raw data, which no operation fh-lite uses does"),
+                &[],
+            ),
+            (
+                "write request",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_WRITE);
+                    s(o, "data");
+                },
+                Err("protocol: the daemon asked to exchange raw data, which no operation fh-lite uses does"),
+                &[],
+            ),
+            (
+                "unknown tag",
+                v37,
+                |o| put_u64(o, 0x1234),
+                Err("protocol: unknown stderr message tag 0x1234"),
+                &[],
+            ),
+            (
+                "oversized string",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_NEXT);
+                    put_u64(o, MAX_STRING + 1);
+                },
+                Err("protocol: log line of 1048577 bytes is longer than the limit of 1048576"),
+                &[],
+            ),
+            (
+                "bad padding",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_NEXT);
+                    put_u64(o, 1);
+                    o.extend_from_slice(b"a\x01\0\0\0\0\0\0");
+                },
+                Err("protocol: log line has non-zero padding"),
+                &[],
+            ),
+            (
+                "bad field kind",
+                v37,
+                |o| {
+                    put_u64(o, STDERR_RESULT);
+                    put_u64(o, 1);
+                    put_u64(o, 105);
+                    put_u64(o, 1);
+                    put_u64(o, 9);
+                },
+                Err("protocol: unknown activity field kind 9"),
+                &[],
+            ),
+        ];
+        for (name, version, build, want, logs) in cases {
+            let mut bytes = Vec::new();
+            build(&mut bytes);
+            let is_err = want.is_err();
+            if !is_err {
+                put_u64(&mut bytes, STDERR_LAST);
+            }
+            LOG.with(|l| l.borrow_mut().clear());
+            let got = process_stderr(&mut &bytes[..], *version, capture).map_err(|e| match e {
+                Wire::Daemon(m) => format!("daemon: {m}"),
+                Wire::Protocol(m) => format!("protocol: {m}"),
+                Wire::Io(e) => format!("io: {e}"),
+            });
+            assert_eq!(got, want.map_err(str::to_string), "{name}");
+            let got_logs = LOG.with(|l| l.borrow().clone());
+            assert_eq!(got_logs, *logs, "{name}: log lines");
+        }
+        // A stream cut short is an I/O error, never a hang or a panic.
+        let mut cut = Vec::new();
+        put_u64(&mut cut, STDERR_NEXT);
+        put_u64(&mut cut, 10);
+        let e = process_stderr(&mut &cut[..], v37, capture).unwrap_err();
+        assert!(
+            matches!(e, Wire::Io(ref e) if e.kind() == io::ErrorKind::UnexpectedEof),
+            "{e:?}"
+        );
+    }
+
+    /// A scripted daemon: speaks `server` and, at ≥ 1.38, offers a feature.
+    fn fake_daemon(dir: &Path, server: u64) -> (PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sock = dir.join(format!("fake-{server:x}-{n}"));
+        let l = UnixListener::bind(&sock).unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 16];
+            c.read_exact(&mut buf).unwrap();
+            seen.extend_from_slice(&buf);
+            let client = u64::from_le_bytes(buf[8..].try_into().unwrap());
+            let mut o = Vec::new();
+            put_u64(&mut o, WORKER_MAGIC_2);
+            put_u64(&mut o, server);
+            c.write_all(&o).unwrap();
+            if server >> 8 != 1 || server < MIN_DAEMON_VERSION {
+                return seen;
+            }
+            let v = server.min(client);
+            if v >= proto(1, 38) {
+                let n = get_u64(&mut c).unwrap();
+                seen.extend_from_slice(&n.to_le_bytes());
+                let mut o = Vec::new();
+                put_set(&mut o, &["realisation-with-path-not-hash"]);
+                c.write_all(&o).unwrap();
+            }
+            c.read_exact(&mut buf).unwrap();
+            seen.extend_from_slice(&buf);
+            let mut o = Vec::new();
+            if v >= proto(1, 33) {
+                s(&mut o, "2.99.0");
+            }
+            if v >= proto(1, 35) {
+                put_u64(&mut o, 2);
+            }
+            put_u64(&mut o, STDERR_NEXT);
+            s(&mut o, "welcome\n");
+            put_u64(&mut o, STDERR_LAST);
+            c.write_all(&o).unwrap();
+            seen
+        });
+        (sock, h)
+    }
+
+    #[test]
+    fn handshake_with_fake_daemons() {
+        let dir = TempDir::new("fake-daemon");
+        // (name, server, announced, negotiated, nix version, trusted, bytes the server saw after the hello)
+        type Case = (
+            &'static str,
+            u64,
+            u64,
+            u64,
+            Option<&'static str>,
+            Option<bool>,
+            usize,
+        );
+        let cases: &[Case] = &[
+            (
+                "nix 2.8",
+                proto(1, 34),
+                CLIENT_VERSION,
+                proto(1, 34),
+                Some("2.99.0"),
+                None,
+                16,
+            ),
+            (
+                "nix 2.3 style 1.23",
+                proto(1, 23),
+                CLIENT_VERSION,
+                proto(1, 23),
+                None,
+                None,
+                16,
+            ),
+            (
+                "1.38 daemon, we announce 1.37",
+                proto(1, 38),
+                CLIENT_VERSION,
+                proto(1, 37),
+                Some("2.99.0"),
+                Some(false),
+                16,
+            ),
+            (
+                "1.38 daemon, we announce 1.38",
+                proto(1, 38),
+                proto(1, 38),
+                proto(1, 38),
+                Some("2.99.0"),
+                Some(false),
+                24,
+            ),
+        ];
+        for (name, server, announce, negotiated, nixv, trusted, seen_len) in cases {
+            let (sock, h) = fake_daemon(dir.path(), *server);
+            LOG.with(|l| l.borrow_mut().clear());
+            let c = Conn::connect_as(&sock, capture, *announce)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.version, *negotiated, "{name}: version");
+            assert_eq!(c.daemon_version.as_deref(), *nixv, "{name}: nix version");
+            assert_eq!(c.trusted, *trusted, "{name}: trusted");
+            drop(c);
+            let seen = h.join().unwrap();
+            assert_eq!(&seen[..8], &WORKER_MAGIC_1.to_le_bytes(), "{name}: magic");
+            assert_eq!(
+                &seen[8..16],
+                &announce.to_le_bytes(),
+                "{name}: version sent"
+            );
+            // Feature list (when ≥ 1.38: empty), then two obsolete zeros.
+            assert_eq!(seen.len() - 16, *seen_len, "{name}: rest");
+            assert!(seen[16..].iter().all(|&b| b == 0), "{name}: zeros");
+            assert_eq!(LOG.with(|l| l.borrow().clone()), ["welcome"], "{name}: log");
+        }
+        let refused: &[(&str, u64, String)] = &[
+            (
+                "too old",
+                proto(1, 21),
+                "daemon protocol 1.21 is too old: fh-lite needs 1.23 or newer (Nix 2.4+)".into(),
+            ),
+            (
+                "major 2",
+                proto(2, 0),
+                "unsupported protocol major version 2 (fh-lite speaks 1.x)".into(),
+            ),
+        ];
+        for (name, server, want) in refused {
+            let (sock, h) = fake_daemon(dir.path(), *server);
+            let e = Conn::connect(&sock, capture).err().unwrap();
+            assert_eq!(
+                e.to_string(),
+                format!("nix-daemon at {}: protocol error: {want}", sock.display()),
+                "{name}"
+            );
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn wrong_sockets_give_clear_errors() {
+        let dir = TempDir::new("wrong-socket");
+        let sock = dir.path().join("http");
+        let l = UnixListener::bind(&sock).unwrap();
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            let mut b = [0u8; 16];
+            let _ = c.read_exact(&mut b);
+        });
+        let e = probe(&sock).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "nix-daemon at {}: protocol error: not a nix-daemon socket: expected magic 0x6478696f, got 0x312e312f50545448",
+                sock.display()
+            )
+        );
+        h.join().unwrap();
+        let missing = dir.path().join("nothing-here");
+        let e = probe(&missing).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "nix-daemon at {}: cannot connect: No such file or directory (os error 2) (is nix-daemon running? see --daemon-socket, --store)",
+                missing.display()
+            )
+        );
+        assert_eq!(crate::error::Error::from(e).exit, crate::error::Exit::Store);
+    }
 }

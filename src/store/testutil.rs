@@ -73,7 +73,7 @@ impl NixEnv {
             "{test}: these tests run as root (CI does)"
         );
         let dir = TempDir::new(test);
-        let d = dir.path();
+        let d = dir.path().to_path_buf();
         for sub in ["home", "cache", "config", "data", "etc"] {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
