@@ -183,18 +183,6 @@ fn get_count(r: &mut dyn Read, what: &str) -> Result<u64, Wire> {
     Ok(n)
 }
 
-/// Lower-case hex, as `AddToStoreNar` wants NarHash ("bare base16").
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `name:base64`, the form Nix stores and sends signatures in.
-fn sig_string(s: &crate::nix::signature::Signature) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(s.bytes);
-    format!("{}:{b64}", s.name)
-}
-
 /// Daemon messages carry ANSI colour codes (Nix's hint formatting); strip
 /// them, and the "error: " prefix the Nix client would add itself.
 fn clean_message(raw: &str) -> String {
@@ -493,13 +481,14 @@ impl Conn {
             .map(|d| d.to_string())
             .unwrap_or_default();
         put_bytes(&mut req, deriver.as_bytes());
-        put_bytes(&mut req, hex(&info.nar_hash.0).as_bytes());
+        // NarHash as bare base16, as Nix sends it.
+        put_bytes(&mut req, info.nar_hash.to_hex().as_bytes());
         let refs: Vec<String> = info.references.iter().map(|r| r.to_string()).collect();
         put_set(&mut req, &refs);
         put_u64(&mut req, 0); // registrationTime: now
         put_u64(&mut req, info.nar_size);
         put_u64(&mut req, 0); // ultimate: we did not build it
-        let sigs: Vec<String> = info.sigs.iter().map(sig_string).collect();
+        let sigs: Vec<String> = info.sigs.iter().map(|s| s.to_string()).collect();
         put_set(&mut req, &sigs);
         put_bytes(&mut req, info.ca.as_deref().unwrap_or("").as_bytes());
         put_u64(&mut req, 0); // repair
@@ -1100,5 +1089,257 @@ mod tests {
             )
         );
         assert_eq!(crate::error::Error::from(e).exit, crate::error::Exit::Store);
+    }
+
+    // ---- against a real nix-daemon (Debian nix-bin 2.8) ------------------
+
+    fn setup(test: &str) -> Option<(NixEnv, Closure, Daemon)> {
+        let env = NixEnv::new(test)?;
+        let closure = env.source_closure();
+        let daemon = Daemon::start(&env, "d");
+        Some((env, closure, daemon))
+    }
+
+    #[test]
+    fn real_daemon_adds_signed_closure() {
+        let Some((env, c, daemon)) = setup("daemon-add") else {
+            return;
+        };
+        let store = DaemonStore::connect_with_log(&daemon.socket, true, capture).unwrap();
+        assert_eq!(store.daemon_version().as_deref(), Some("2.8.0"));
+        let both = [c.dep.store_path.clone(), c.top.store_path.clone()];
+        assert!(store.query_valid(&both).unwrap().is_empty());
+        store.add_temp_roots(&both).unwrap();
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        store.add_path(&c.top, &mut &c.top_nar[..]).unwrap();
+        store.finish().unwrap();
+        assert_eq!(
+            env.verify(&daemon.store).trim(),
+            "",
+            "verify --check-contents"
+        );
+        for p in &both {
+            let sigs = env.sigs(&daemon.store, p).unwrap();
+            assert!(sigs.contains(&format!("{p}")), "{sigs}");
+            assert!(sigs.contains("test-1:"), "signature of {p} missing: {sigs}");
+        }
+        // A second run finds everything valid: nothing to transfer.
+        let again = DaemonStore::connect(&daemon.socket, true).unwrap();
+        assert_eq!(
+            again.query_valid(&both).unwrap(),
+            both.iter().cloned().collect()
+        );
+    }
+
+    #[test]
+    fn real_daemon_rejects_bad_nars_and_keeps_nothing() {
+        let Some((env, c, daemon)) = setup("daemon-bad") else {
+            return;
+        };
+        let store = DaemonStore::connect(&daemon.socket, true).unwrap();
+        let p = c.dep.store_path.clone();
+        let mut flipped = c.dep_nar.clone();
+        let at = 1000; // inside the first file's (big's) contents
+        flipped[at] ^= 0xff;
+        let mut wrong_hash = c.dep.clone();
+        wrong_hash.nar_hash.0[0] ^= 1;
+        let mut short = c.dep.clone();
+        short.nar_size -= 8;
+        let mut long = c.dep.clone();
+        long.nar_size += 8;
+        let truncated = &c.dep_nar[..c.dep_nar.len() - 100];
+        let cases: &[(&str, &NarInfo, &[u8], String)] = &[
+            (
+                "contents changed",
+                &c.dep,
+                &flipped,
+                format!(
+                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has ",
+                    c.dep.nar_hash.to_nix32_prefixed()
+                ),
+            ),
+            (
+                "narinfo hash differs",
+                &wrong_hash,
+                &c.dep_nar,
+                format!(
+                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has {}",
+                    wrong_hash.nar_hash.to_nix32_prefixed(),
+                    c.dep.nar_hash.to_nix32_prefixed()
+                ),
+            ),
+            (
+                "NarSize too small",
+                &short,
+                &c.dep_nar,
+                format!("NAR of {p}: "),
+            ),
+            (
+                "NarSize too large",
+                &long,
+                &c.dep_nar,
+                format!(
+                    "NAR of {p}: size mismatch: the narinfo says {} bytes, the NAR has {}",
+                    long.nar_size, c.dep.nar_size
+                ),
+            ),
+            ("truncated", &c.dep, truncated, format!("NAR of {p}: ")),
+        ];
+        for (name, info, nar, want) in cases {
+            let e = store.add_path(info, &mut &nar[..]).unwrap_err();
+            assert!(e.to_string().starts_with(want.as_str()), "{name}: {e}");
+            assert_eq!(e.exit(), crate::error::Exit::Verification, "{name}");
+            assert!(
+                store
+                    .query_valid(std::slice::from_ref(&p))
+                    .unwrap()
+                    .is_empty(),
+                "{name}: became valid"
+            );
+        }
+        assert!(!env.valid(&daemon.store, &p));
+        assert_eq!(env.verify(&daemon.store).trim(), "");
+        // The good NAR still goes in afterwards.
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        assert!(env.valid(&daemon.store, &p));
+    }
+
+    #[test]
+    fn real_daemon_needs_references_first_and_reports_its_errors() {
+        let Some((_env, c, daemon)) = setup("daemon-refs") else {
+            return;
+        };
+        let store = DaemonStore::connect(&daemon.socket, true).unwrap();
+        let e = store.add_path(&c.top, &mut &c.top_nar[..]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot add {}: its reference {} is not valid in the store yet (references must be added first)",
+                c.top.store_path, c.dep.store_path
+            )
+        );
+        // Unsigned, and we ask the daemon to check: its refusal is ours.
+        // (Nix accepts content-addressed paths unsigned: drop the CA too.)
+        let mut unsigned = c.dep.clone();
+        unsigned.sigs.clear();
+        unsigned.ca = None;
+        let e = store.add_path(&unsigned, &mut &c.dep_nar[..]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "nix-daemon at {}: adding {p}: cannot add path '{p}' because it lacks a valid signature",
+                daemon.socket.display(),
+                p = c.dep.store_path
+            )
+        );
+        assert_eq!(e.exit(), crate::error::Exit::Store);
+        // Trusted (root) with dontCheckSigs: accepted.
+        let trusting = DaemonStore::connect(&daemon.socket, false).unwrap();
+        trusting.add_path(&unsigned, &mut &c.dep_nar[..]).unwrap();
+    }
+
+    #[test]
+    fn real_daemon_killed_mid_transfer() {
+        let Some((env, c, mut daemon)) = setup("daemon-kill") else {
+            return;
+        };
+        let store = DaemonStore::connect(&daemon.socket, true).unwrap();
+        let p = c.dep.store_path.clone();
+        let result = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let mut slow = Slow {
+                    data: &c.dep_nar,
+                    chunk: 16 * 1024,
+                    pause: Duration::from_millis(40),
+                };
+                store.add_path(&c.dep, &mut slow)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            daemon.kill();
+            h.join().unwrap()
+        });
+        let e = result.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "nix-daemon at {}: connection lost while adding {p}: ",
+                daemon.socket.display()
+            )),
+            "{msg}"
+        );
+        assert!(!env.valid(&daemon.store, &p));
+    }
+
+    #[test]
+    fn real_daemon_temp_roots_survive_gc() {
+        let Some((env, c, daemon)) = setup("daemon-gc") else {
+            return;
+        };
+        let sock = format!("unix://{}", daemon.socket.display());
+        let gc = || env.run("nix-store", &["--store", &sock, "--gc"], None);
+        // Control: without a temp root the collector takes a fresh path.
+        {
+            let store = DaemonStore::connect(&daemon.socket, true).unwrap();
+            store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        }
+        assert!(env.valid(&daemon.store, &c.dep.store_path));
+        gc();
+        assert!(
+            !env.valid(&daemon.store, &c.dep.store_path),
+            "control: GC kept an unrooted path"
+        );
+        // With the closure temp-rooted, a GC while `top` uploads slowly
+        // keeps `dep` (already added) and lets `top` finish.
+        let store = DaemonStore::connect(&daemon.socket, true).unwrap();
+        store
+            .add_temp_roots(&[c.dep.store_path.clone(), c.top.store_path.clone()])
+            .unwrap();
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let mut slow = Slow {
+                    data: &c.top_nar,
+                    chunk: 16,
+                    pause: Duration::from_millis(50),
+                };
+                store.add_path(&c.top, &mut slow)
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            gc();
+            h.join().unwrap().unwrap();
+        });
+        gc();
+        assert!(
+            env.valid(&daemon.store, &c.dep.store_path),
+            "dep was collected"
+        );
+        assert!(
+            env.valid(&daemon.store, &c.top.store_path),
+            "top was collected"
+        );
+        assert_eq!(env.verify(&daemon.store).trim(), "");
+        drop(store);
+    }
+
+    #[test]
+    fn real_daemon_indirect_root() {
+        let Some((env, c, daemon)) = setup("daemon-indirect") else {
+            return;
+        };
+        let store = DaemonStore::connect(&daemon.socket, true).unwrap();
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        let link = env.path().join("result");
+        std::os::unix::fs::symlink(c.dep.store_path.to_string(), &link).unwrap();
+        store.add_indirect_root(&link).unwrap();
+        drop(store);
+        let sock = format!("unix://{}", daemon.socket.display());
+        env.run("nix-store", &["--store", &sock, "--gc"], None);
+        assert!(
+            env.valid(&daemon.store, &c.dep.store_path),
+            "indirect root did not hold"
+        );
+        let auto = daemon.store.join("nix/var/nix/gcroots/auto");
+        let n = std::fs::read_dir(&auto).unwrap().count();
+        assert_eq!(n, 1, "{}", auto.display());
     }
 }

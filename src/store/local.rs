@@ -35,6 +35,7 @@ use std::sync::Mutex;
 use super::unpack::{remove_tree, UnpackSink};
 use super::{Store, StoreError};
 use crate::nix::hash::HashingReader;
+use crate::nix::nar::NarError;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
 
@@ -233,7 +234,7 @@ impl LocalStore {
         // §5.2: path, narHash (bare base16), narSize, deriver, refs.
         let mut rec = String::new();
         rec.push_str(&format!("{}\n", info.store_path));
-        rec.push_str(&format!("{}\n", hex(&info.nar_hash.0)));
+        rec.push_str(&format!("{}\n", info.nar_hash.to_hex()));
         rec.push_str(&format!("{}\n", info.nar_size));
         match &info.deriver {
             Some(d) => rec.push_str(&format!("{d}\n")),
@@ -256,11 +257,17 @@ impl LocalStore {
         let path = &info.store_path;
         let mut hr =
             HashingReader::new(io::BufReader::with_capacity(64 * 1024, nar), info.nar_size);
-        crate::nix::nar::parse(&mut hr, &mut UnpackSink::new(tmp)).map_err(|e| {
-            StoreError::BadNar {
+        crate::nix::nar::parse(&mut hr, &mut UnpackSink::new(tmp)).map_err(|e| match e {
+            // Writing failed (disk full, permissions): the store's fault.
+            NarError::Sink { path: inner, err } => StoreError::Io {
+                what: format!("unpacking {path}: writing /{inner} in"),
+                file: tmp.to_path_buf(),
+                err,
+            },
+            e => StoreError::BadNar {
                 path: path.clone(),
                 detail: super::nar_error_detail(&e),
-            }
+            },
         })?;
         let mut extra = [0u8; 1];
         if !matches!(hr.read(&mut extra), Ok(0)) {
@@ -283,10 +290,6 @@ fn unreachable_io(state: &Path) -> StoreError {
         file: state.to_path_buf(),
         err: io::Error::other("internal error"),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn open_lock_file(p: &Path) -> Result<File, StoreError> {

@@ -176,13 +176,10 @@ pub(crate) fn check_hash_size(info: &NarInfo, hash: Sha256, size: u64) -> Result
     Ok(())
 }
 
-/// One line for a NAR parse error.
+/// One line for a NAR parse error (its Display without the "nar: " tag).
 pub(crate) fn nar_error_detail(e: &NarError) -> String {
-    match e {
-        NarError::Malformed { rule, path } => format!("/{path}: {rule}"),
-        NarError::Truncated { path } => format!("/{path}: the archive ends early"),
-        NarError::Io(err) => err.to_string(),
-    }
+    let s = e.to_string();
+    s.strip_prefix("nar: ").unwrap_or(&s).to_string()
 }
 
 /// Fail with `MissingReference` unless every reference of `info` (other

@@ -7,7 +7,6 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,13 +49,11 @@ pub struct NixEnv {
     pub pk: String,
 }
 
+/// Is `prog` on PATH? Looked up, not run: `nix-store --version` opens
+/// the default store and so would create the host's /nix.
 fn have(prog: &str) -> bool {
-    Command::new(prog)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
 }
 
@@ -261,7 +258,19 @@ impl NixEnv {
             "verify: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+        let all = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        // Progress lines are always printed; anything else is a finding.
+        const PROGRESS: [&str; 4] = [
+            "reading the Nix store...",
+            "checking path existence...",
+            "checking link hashes...",
+            "checking store hashes...",
+        ];
+        all.lines()
+            .filter(|l| !PROGRESS.contains(l))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     /// `nix path-info --sigs` of one path in a chroot store (None: invalid).
@@ -376,6 +385,7 @@ fn parse_path_info(json: &str) -> Vec<NarInfo> {
 /// process group (workers included) is killed on drop.
 pub struct Daemon {
     child: Child,
+    killed: bool,
     pub socket: PathBuf,
     pub store: PathBuf,
 }
@@ -388,18 +398,20 @@ impl Daemon {
         c.arg("--store")
             .arg(&store)
             .env("NIX_DAEMON_SOCKET_PATH", &socket)
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = c.spawn().unwrap();
         let d = Daemon {
             child,
+            killed: false,
             socket,
             store,
         };
         let start = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
+        // Ready = a full handshake works: its worker has also created the
+        // store's database, so later connections do not race on that.
+        while super::daemon::probe(&d.socket).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "nix-daemon did not start"
@@ -409,10 +421,29 @@ impl Daemon {
         d
     }
 
-    /// SIGKILL the daemon and its workers.
+    /// SIGKILL the daemon and its workers (which start their own
+    /// sessions, so they are found by parent pid).
     pub fn kill(&mut self) {
+        if self.killed {
+            return;
+        }
+        self.killed = true;
+        let me = self.child.id().to_string();
+        let mut pids = vec![me.clone()];
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid …; comm may contain spaces: split after ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1));
+            if ppid == Some(me.as_str()) {
+                pids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
         let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
     }
