@@ -760,7 +760,15 @@ mod tests {
     fn stderr_stream_cases() {
         type Build = fn(&mut Vec<u8>);
         let v37 = proto(1, 37);
-        let cases: &[(&str, u64, Build, Result<(), &str>, &[&str])] = &[
+        // (name, protocol version, stream before LAST, result, log lines)
+        type Case = (
+            &'static str,
+            u64,
+            Build,
+            Result<(), &'static str>,
+            &'static [&'static str],
+        );
+        let cases: &[Case] = &[
             ("last only", v37, |_| {}, Ok(()), &[]),
             (
                 "log lines, ansi stripped",
