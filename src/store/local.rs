@@ -363,6 +363,9 @@ impl Store for LocalStore {
         let path = &info.store_path;
         super::check_references(self, info)?;
         let store = self.real_store_dir();
+        // A fresh root (image builds, tests) may have no store dir yet;
+        // `nix-store --load-db` creates the database itself.
+        fs::create_dir_all(&store).map_err(io_err("creating", &store))?;
         let tmp_name = format!("{}-fhlite-tmp-{}", path.hash_part(), std::process::id());
         self.add_temp_root(&path.to_string())?;
         self.add_temp_root(&format!("{}/{tmp_name}", crate::nix::store_path::STORE_DIR))?;
@@ -402,5 +405,169 @@ impl Drop for LocalStore {
         if let Some((p, _)) = r.file.take() {
             let _ = fs::remove_file(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::NixEnv;
+    use std::os::unix::fs::MetadataExt;
+
+    fn entries(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".links")
+            .collect()
+    }
+
+    #[test]
+    fn local_store_adds_closure() {
+        let Some(env) = NixEnv::new("local-add") else {
+            return;
+        };
+        let c = env.source_closure();
+        let root = env.path().join("local");
+        let store = LocalStore::new(&root).with_env(env.env.clone());
+        let both = [c.dep.store_path.clone(), c.top.store_path.clone()];
+        assert!(store.query_valid(&both).unwrap().is_empty());
+        store.add_temp_roots(&both).unwrap();
+        let roots_file = root
+            .join("nix/var/nix/temproots")
+            .join(std::process::id().to_string());
+        assert_eq!(
+            fs::read_to_string(&roots_file).unwrap(),
+            format!("{}\0{}\0", both[0], both[1])
+        );
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        store.add_path(&c.top, &mut &c.top_nar[..]).unwrap();
+        store.finish().unwrap();
+        assert_eq!(env.verify(&root), "", "verify --check-contents");
+        assert_eq!(
+            store.query_valid(&both).unwrap(),
+            both.iter().cloned().collect()
+        );
+        let real = root.join("nix/store");
+        assert_eq!(
+            entries(&real),
+            both.iter().map(|p| p.base_name().to_string()).collect(),
+            "only the two paths: no temp dirs, no lock files"
+        );
+        let dep = real.join(c.dep.store_path.base_name());
+        let cases: &[(&str, u32)] = &[
+            ("", 0o40555),
+            ("hello", 0o100444),
+            ("big", 0o100444),
+            ("bin", 0o40555),
+            ("bin/run", 0o100555),
+            ("link", 0o120777),
+        ];
+        for (name, mode) in cases {
+            let m = fs::symlink_metadata(dep.join(name)).unwrap();
+            assert_eq!(m.mode(), *mode, "{name}: mode");
+            assert_eq!(m.mtime(), 1, "{name}: mtime");
+        }
+        // The registration carries NarHash and NarSize as given.
+        let info = env.run(
+            "nix",
+            &[
+                "path-info",
+                "--store",
+                root.to_str().unwrap(),
+                "--json",
+                &c.top.store_path.to_string(),
+            ],
+            None,
+        );
+        assert!(info.contains(&c.top.nar_hash.to_sri()), "{info}");
+        assert!(info.contains(&c.dep.store_path.to_string()), "{info}");
+        drop(store);
+        assert!(!roots_file.exists(), "temp roots file left behind");
+    }
+
+    #[test]
+    fn local_store_rejects_bad_nars_and_keeps_nothing() {
+        let Some(env) = NixEnv::new("local-bad") else {
+            return;
+        };
+        let c = env.source_closure();
+        let root = env.path().join("local");
+        let store = LocalStore::new(&root).with_env(env.env.clone());
+        let p = c.dep.store_path.clone();
+        let mut wrong_hash = c.dep.clone();
+        wrong_hash.nar_hash.0[0] ^= 1;
+        let mut long = c.dep.clone();
+        long.nar_size += 8;
+        let truncated = &c.dep_nar[..c.dep_nar.len() - 100];
+        let cases: &[(&str, &NarInfo, &[u8], String)] = &[
+            (
+                "narinfo hash differs",
+                &wrong_hash,
+                &c.dep_nar,
+                format!(
+                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has {}",
+                    wrong_hash.nar_hash.to_nix32_prefixed(),
+                    c.dep.nar_hash.to_nix32_prefixed()
+                ),
+            ),
+            (
+                "NarSize too large",
+                &long,
+                &c.dep_nar,
+                format!(
+                    "NAR of {p}: size mismatch: the narinfo says {} bytes, the NAR has {}",
+                    long.nar_size, c.dep.nar_size
+                ),
+            ),
+            ("truncated", &c.dep, truncated, format!("NAR of {p}: ")),
+        ];
+        for (name, info, nar, want) in cases {
+            let e = store.add_path(info, &mut &nar[..]).unwrap_err();
+            assert!(e.to_string().starts_with(want.as_str()), "{name}: {e}");
+            assert_eq!(e.exit(), crate::error::Exit::Verification, "{name}");
+            assert!(!env.valid(&root, &p), "{name}: became valid");
+            assert_eq!(
+                entries(&root.join("nix/store")),
+                BTreeSet::new(),
+                "{name}: left files in the store"
+            );
+        }
+        let e = store.add_path(&c.top, &mut &c.top_nar[..]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot add {}: its reference {p} is not valid in the store yet (references must be added first)",
+                c.top.store_path
+            )
+        );
+        assert_eq!(env.verify(&root), "");
+    }
+
+    #[test]
+    fn local_temp_roots_hold_against_gc() {
+        let Some(env) = NixEnv::new("local-gc") else {
+            return;
+        };
+        let c = env.source_closure();
+        let root = env.path().join("local");
+        let r = root.to_str().unwrap();
+        let store = LocalStore::new(&root).with_env(env.env.clone());
+        store
+            .add_temp_roots(std::slice::from_ref(&c.dep.store_path))
+            .unwrap();
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        env.run("nix-store", &["--store", r, "--gc"], None);
+        assert!(
+            env.valid(&root, &c.dep.store_path),
+            "collected while rooted"
+        );
+        // Control: once our roots are gone, the collector takes it.
+        drop(store);
+        env.run("nix-store", &["--store", r, "--gc"], None);
+        assert!(
+            !env.valid(&root, &c.dep.store_path),
+            "GC kept an unrooted path"
+        );
     }
 }
