@@ -267,3 +267,236 @@ mod unit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::{NixEnv, TempDir};
+    use std::io::{self, BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    const TOKEN: &str = "closure-token-s3cr3t-7f2a";
+
+    /// A loopback binary-cache server over `dir` that demands HTTP Basic
+    /// `flakehub:<TOKEN>`; counts good and refused requests.
+    struct AuthServer {
+        url: String,
+        ok: Arc<AtomicUsize>,
+        refused: Arc<AtomicUsize>,
+    }
+
+    fn serve(dir: PathBuf) -> AuthServer {
+        use base64::Engine;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
+        let (ok, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (ok2, refused2) = (ok.clone(), refused.clone());
+        let want = format!(
+            "authorization: basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("flakehub:{TOKEN}"))
+        )
+        .to_lowercase();
+        // Detached: it lives as long as the test process (one per test).
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let target = parts.next().unwrap_or("/").to_string();
+                let mut authed = false;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if h.trim().to_lowercase() == want {
+                        authed = true;
+                    }
+                }
+                let resp = if !authed {
+                    refused2.fetch_add(1, Ordering::Relaxed);
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .as_bytes()
+                        .to_vec()
+                } else {
+                    ok2.fetch_add(1, Ordering::Relaxed);
+                    let rel = target.trim_start_matches('/');
+                    match (rel.contains(".."), fs::read(dir.join(rel))) {
+                        (false, Ok(body)) => {
+                            let mut v = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            if method != "HEAD" {
+                                v.extend_from_slice(&body);
+                            }
+                            v
+                        }
+                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .as_bytes()
+                            .to_vec(),
+                    }
+                };
+                let _ = conn.write_all(&resp);
+            }
+        });
+        AuthServer { url, ok, refused }
+    }
+
+    fn empty(dir: &Path) -> bool {
+        fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn nix_copy_substitutes_with_token_in_netrc_only() {
+        let Some(env) = NixEnv::new("nixcopy") else {
+            return;
+        };
+        let c = env.source_closure();
+        let cache = env.path().join("cache");
+        env.run(
+            "nix",
+            &[
+                "copy",
+                "--store",
+                c.store.to_str().unwrap(),
+                "--to",
+                &format!("file://{}?compression=none", cache.display()),
+                &c.top.store_path.to_string(),
+            ],
+            None,
+        );
+        let server = serve(cache);
+        let dest = env.path().join("dest");
+        let tmp = TempDir::new("nixcopy-tmp");
+        let store = NixCopyStore::new(
+            &server.url,
+            Some(TOKEN),
+            Some(&dest),
+            vec![env.pk.trim().to_string()],
+        )
+        .with_test_setup(env.env.clone(), tmp.path(), "nix");
+        assert!(!store.reads_nar());
+        let both = [c.dep.store_path.clone(), c.top.store_path.clone()];
+        store.add_path(&c.dep, &mut io::empty()).unwrap();
+        store.add_path(&c.top, &mut io::empty()).unwrap();
+        assert!(empty(tmp.path()), "netrc directory left behind");
+        assert_eq!(env.verify(&dest), "");
+        for p in &both {
+            let sigs = env.sigs(&dest, p).unwrap();
+            assert!(sigs.contains("test-1:"), "{p}: {sigs}");
+        }
+        assert_eq!(
+            store.query_valid(&both).unwrap(),
+            both.iter().cloned().collect()
+        );
+        assert!(server.ok.load(Ordering::Relaxed) > 0);
+        assert_eq!(
+            server.refused.load(Ordering::Relaxed),
+            0,
+            "a request went without the token"
+        );
+
+        // Without the token the cache refuses: a clear error, no secret in it.
+        let dest2 = env.path().join("dest2");
+        let anon = NixCopyStore::new(&server.url, None, Some(&dest2), vec![env.pk.trim().into()])
+            .with_test_setup(env.env.clone(), tmp.path(), "nix");
+        let e = anon
+            .add_path(&c.dep, &mut io::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("nix --extra-experimental-features") || e.starts_with("nix copy"),
+            "{e}"
+        );
+        assert!(!e.contains(TOKEN), "{e}");
+        assert!(!env.valid(&dest2, &c.dep.store_path));
+        assert!(empty(tmp.path()));
+    }
+
+    #[test]
+    fn nix_copy_argv_env_and_netrc_file() {
+        // A stand-in `nix` that records what it was given.
+        let dir = TempDir::new("nixcopy-fake");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let fake = dir.path().join("nix");
+        fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nO={o}\necho \"$@\" > $O/argv\nenv > $O/env\nprev=\nfor a; do\n  if [ \"$prev\" = --netrc-file ]; then\n    stat -c %a \"$a\" > $O/mode; stat -c %a \"$(dirname \"$a\")\" > $O/dirmode; cat \"$a\" > $O/netrc\n  fi\n  prev=$a\ndone\n",
+                o = out.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        let tmp = TempDir::new("nixcopy-fake-tmp");
+        let store = NixCopyStore::new(
+            "https://cache.example.org/",
+            Some(TOKEN),
+            Some(Path::new("/mnt/root")),
+            vec!["k-1:AAAA".into(), "k-2:BBBB".into()],
+        )
+        .with_test_setup(Vec::new(), tmp.path(), fake.to_str().unwrap());
+        let p = StorePath::parse("/nix/store/00000000000000000000000000000000-x").unwrap();
+        let info = NarInfo {
+            store_path: p.clone(),
+            url: String::new(),
+            compression: crate::nix::narinfo::Compression::None,
+            file_hash: None,
+            file_size: None,
+            nar_hash: crate::nix::hash::Sha256([0; 32]),
+            nar_size: 1,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        };
+        store.add_path(&info, &mut io::empty()).unwrap();
+        let read = |f: &str| fs::read_to_string(out.join(f)).unwrap();
+        let argv = read("argv");
+        let netrc_path = argv
+            .split_whitespace()
+            .skip_while(|a| *a != "--netrc-file")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            argv.trim(),
+            format!(
+                "--extra-experimental-features nix-command copy --from https://cache.example.org \
+                 --option narinfo-cache-negative-ttl 0 --option trusted-public-keys k-1:AAAA k-2:BBBB \
+                 --netrc-file {netrc_path} {p} --store /mnt/root"
+            )
+        );
+        assert!(!argv.contains(TOKEN));
+        assert!(!read("env").contains(TOKEN));
+        assert_eq!(
+            read("netrc"),
+            format!("machine cache.example.org login flakehub password {TOKEN}\n")
+        );
+        assert_eq!(read("mode").trim(), "600");
+        assert_eq!(read("dirmode").trim(), "700");
+        assert!(!Path::new(&netrc_path).exists());
+        assert!(empty(tmp.path()));
+
+        // No `nix`: a clear error, and still no netrc left.
+        let missing = NixCopyStore::new("https://cache.example.org", Some(TOKEN), None, vec![])
+            .with_test_setup(Vec::new(), tmp.path(), "/nonexistent/nix");
+        let e = missing.add_path(&info, &mut io::empty()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent/nix: not found on PATH (install Nix, or pick another --store)"
+        );
+        assert!(empty(tmp.path()));
+    }
+}
