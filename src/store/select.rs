@@ -108,3 +108,122 @@ pub fn select(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Command;
+    use crate::store::testutil::{Daemon, NixEnv, TempDir};
+
+    fn open(args: &str) -> Result<Box<dyn Store>, Error> {
+        let cli = crate::cli::parse_raw(args.split_whitespace())
+            .unwrap()
+            .validate(&|_| None)
+            .unwrap();
+        let Command::Apply(opts) = cli.command else {
+            panic!("{args}: not apply")
+        };
+        let cache = NixCopyCache {
+            url: "https://cache.example.org",
+            token: Some("t"),
+            trusted_keys: vec!["k-1:AAAA".into()],
+        };
+        select(&cli.common, &opts, cache)
+    }
+
+    #[test]
+    fn select_cases() {
+        let dir = TempDir::new("select");
+        let d = dir.path().display().to_string();
+        let with_db = dir.path().join("withdb");
+        fs_db(&with_db);
+        let w = with_db.display().to_string();
+        let missing = format!("{d}/no-socket");
+        let refused = |sock: &str| {
+            format!(
+                "nix-daemon at {sock}: cannot connect: No such file or directory (os error 2) (is nix-daemon running? see --daemon-socket, --store)"
+            )
+        };
+        let cases: Vec<(&str, String, Result<String, (Exit, String)>)> = vec![
+            (
+                "daemon, no socket",
+                format!("apply nixos a/b/0.1#x --store daemon --daemon-socket {missing}"),
+                Err((Exit::Store, refused(&missing))),
+            ),
+            (
+                "auto under --root: no socket given, no database",
+                format!("--root {d} apply nixos a/b/0.1#x --store auto"),
+                Err((
+                    Exit::Store,
+                    format!("no usable Nix store: local store: cannot write {d}/nix/var/nix/db (not root, or no Nix store there) (pick one with --store daemon|local|nix)"),
+                )),
+            ),
+            (
+                "auto under --root: socket given but dead, no database",
+                format!("--root {d} apply nixos a/b/0.1#x --store auto --daemon-socket {missing}"),
+                Err((
+                    Exit::Store,
+                    format!("no usable Nix store: {}; local store: cannot write {d}/nix/var/nix/db (not root, or no Nix store there) (pick one with --store daemon|local|nix)", refused(&missing)),
+                )),
+            ),
+            (
+                "auto under --root: database writable",
+                format!("--root {w} apply nixos a/b/0.1#x --store auto --daemon-socket {missing}"),
+                Ok(format!("local store at {w}")),
+            ),
+            (
+                "local",
+                format!("--root {w} apply nixos a/b/0.1#x --store local"),
+                Ok(format!("local store at {w}")),
+            ),
+            (
+                "local without a database",
+                format!("--root {d} apply nixos a/b/0.1#x --store local"),
+                Err((
+                    Exit::Store,
+                    format!("--store local: cannot write the store database {d}/nix/var/nix/db (run as root, or use --store daemon)"),
+                )),
+            ),
+            (
+                "nix copy under --root",
+                format!("--root {d} apply nixos a/b/0.1#x --store nix"),
+                Ok(format!("nix copy into {d}")),
+            ),
+            (
+                "nix copy",
+                "apply nixos a/b/0.1#x --store nix".to_string(),
+                Ok("nix copy into the default store".to_string()),
+            ),
+            (
+                "image is not ours",
+                format!("--root {d} apply nixos a/b/0.1#x"),
+                Err((
+                    Exit::Internal,
+                    "--store image is opened by the image backend, not by store::select".into(),
+                )),
+            ),
+        ];
+        for (name, args, want) in cases {
+            let got = open(&args)
+                .map(|s| s.describe())
+                .map_err(|e| (e.exit, e.message));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    fn fs_db(root: &std::path::Path) {
+        std::fs::create_dir_all(root.join("nix/var/nix/db")).unwrap();
+    }
+
+    #[test]
+    fn select_auto_finds_a_real_daemon() {
+        let Some(env) = NixEnv::new("select-daemon") else {
+            return;
+        };
+        let daemon = Daemon::start(&env, "d");
+        let sock = daemon.socket.display().to_string();
+        let s = open(&format!("apply nixos a/b/0.1#x --daemon-socket {sock}")).unwrap();
+        assert_eq!(s.describe(), format!("nix-daemon at {sock}"));
+        assert!(s.query_valid(&[]).unwrap().is_empty());
+    }
+}
