@@ -144,7 +144,9 @@ mod tests {
                 "nix-daemon at {sock}: cannot connect: No such file or directory (os error 2) (is nix-daemon running? see --daemon-socket, --store)"
             )
         };
-        let cases: Vec<(&str, String, Result<String, (Exit, String)>)> = vec![
+        // (name, command line, describe() or (exit class, message))
+        type Case = (&'static str, String, Result<String, (Exit, String)>);
+        let cases: Vec<Case> = vec![
             (
                 "daemon, no socket",
                 format!("apply nixos a/b/0.1#x --store daemon --daemon-socket {missing}"),
