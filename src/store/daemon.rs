@@ -355,6 +355,17 @@ impl Conn {
                 "the socket closed the connection without answering; is it a nix-daemon socket?"
                     .into(),
             ),
+            Wire::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Wire::Protocol(format!(
+                    "no answer within {} s; is it a nix-daemon socket?",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                ))
+            }
             e => e,
         })?;
         if magic != WORKER_MAGIC_2 {
