@@ -248,7 +248,8 @@ pub fn resolve_with(
     let (token_file, device_token) = find_token(
         common.token_file.as_deref(),
         &|k| std::env::var(k).ok(),
-        !common.quiet,
+        // A security warning, not progress: shown even with --quiet.
+        true,
     )?;
     let url = output_url(&common.api_addr, reference, include_token);
     let body = match client.get_json(&url, Auth::Bearer(&device_token)) {
@@ -476,7 +477,8 @@ pub fn token_info(common: &Common) -> Result<TokenInfo, FlakehubError> {
     let (path, token) = find_token(
         common.token_file.as_deref(),
         &|k| std::env::var(k).ok(),
-        !common.quiet,
+        // A security warning, not progress: shown even with --quiet.
+        true,
     )?;
     Ok(TokenInfo {
         path,
@@ -763,5 +765,10 @@ mod tests {
             body: String::new(),
         });
         assert_eq!(e.exit(), Exit::Unavailable);
+        let e = FlakehubError::NoClosureToken {
+            url: "https://api/f/o/p/0.1/output/x?include_token=true".into(),
+        };
+        assert_eq!(e.to_string(), "GET https://api/f/o/p/0.1/output/x?include_token=true: FlakeHub did not return a closure token (asked with include_token=true), so the closure cannot be fetched from the cache; check that the device token may deploy this output");
+        assert_eq!(e.exit(), Exit::BadResponse);
     }
 }
