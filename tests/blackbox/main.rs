@@ -9,3 +9,6 @@ mod util;
 
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
+
+/// flake.nix parses; README and --help agree.
+mod packaging;
