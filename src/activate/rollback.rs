@@ -377,3 +377,376 @@ pub fn cmd_rollback(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     crate::state::record_result(common, &attempt, exit, &report)?;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activate::testutil::{chroot_root, fake_system, log, TempDir};
+    use crate::cli::ApplyKind;
+
+    pub(crate) fn common(root: &Path) -> Common {
+        Common {
+            api_addr: String::new(),
+            cache_addr: String::new(),
+            frontend_addr: String::new(),
+            token_file: None,
+            ca_file: None,
+            allow_insecure_http: false,
+            json: false,
+            quiet: true,
+            verbose: false,
+            root: Some(root.to_path_buf()),
+            state_dir: root.join("var/lib/fh-lite"),
+            profile: root.join("nix/var/nix/profiles/system"),
+        }
+    }
+
+    pub(crate) fn opts(kind: ApplyKind, action: Action) -> ApplyOpts {
+        ApplyOpts {
+            kind,
+            reference: crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
+            action,
+            trusted_keys: Vec::new(),
+            no_default_keys: false,
+            jobs: 1,
+            dry_run: false,
+            store: crate::cli::StoreKind::Image,
+            daemon_socket: None,
+            install_bootloader: false,
+            force: false,
+            no_rollback: false,
+            rollback_on: vec![1, 2, 4],
+            health_check: None,
+            health_timeout: Duration::from_secs(60),
+            retry_failed: false,
+        }
+    }
+
+    const STC: &str = "bin/switch-to-configuration";
+
+    fn profile_target(root: &Path) -> String {
+        std::fs::read_link(root.join("nix/var/nix/profiles/system"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Apply `path` and return (exit class, message, report).
+    fn apply(c: &Common, o: &ApplyOpts, path: &str) -> (Exit, String, Report) {
+        let mut r = Report::default();
+        match crate::activate::activate(c, o, path, &mut r) {
+            Ok(e) => (e, String::new(), r),
+            Err(e) => (e.exit, e.message, r),
+        }
+    }
+
+    #[test]
+    fn switch_creates_generation_and_runs_its_script() {
+        let t = TempDir::new("act-switch");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 100);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        let (exit, msg, r) = apply(&c, &o, &a);
+        assert_eq!((exit, msg.as_str()), (Exit::Success, ""));
+        assert_eq!(r.generation, Some(1));
+        assert_eq!(r.previous_generation, None);
+        assert_eq!(profile_target(&root), "system-1-link");
+        let mut o2 = o.clone();
+        o2.install_bootloader = true;
+        let (exit, _, r) = apply(&c, &o2, &b);
+        assert_eq!(exit, Exit::RebootNeeded, "exit 100 → RebootNeeded");
+        assert_eq!((r.generation, r.previous_generation), (Some(2), Some(1)));
+        assert_eq!(
+            log(&root),
+            "/nix/var/nix/profiles/system-1-link/bin/switch-to-configuration switch bootloader=\n\
+             /nix/var/nix/profiles/system-2-link/bin/switch-to-configuration switch bootloader=1\n"
+        );
+    }
+
+    #[test]
+    fn test_and_dry_activate_make_no_generation() {
+        let t = TempDir::new("act-test");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        for action in [Action::Test, Action::DryActivate] {
+            let (exit, _, r) = apply(&c, &opts(ApplyKind::Nixos, action), &a);
+            assert_eq!(exit, Exit::Success);
+            assert_eq!(r.generation, None);
+        }
+        assert!(!root.join("nix/var/nix/profiles/system").exists());
+        assert_eq!(
+            log(&root),
+            format!("{a}/{STC} test bootloader=\n{a}/{STC} dry-activate bootloader=\n")
+        );
+    }
+
+    #[test]
+    fn failing_switch_rolls_back_to_the_exact_previous_generation() {
+        let t = TempDir::new("act-rollback");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let bad = fake_system(&root, "sys-bad", STC, 4);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        for p in [&a, &b, &a] {
+            assert_eq!(apply(&c, &o, p).0, Exit::Success);
+        }
+        // Generations 1 (a), 2 (b), 3 (a); switch back to 2 by hand, so
+        // "previous" (2) is not "highest - 1" of the new one (4).
+        Ctx::new(&c).profile.switch_to(2).unwrap();
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+
+        let (exit, msg, r) = apply(&c, &o, &bad);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert_eq!(
+            msg,
+            format!("/nix/var/nix/profiles/system-4-link/{STC} switch exited 4 (some units failed to stop, start, reload or restart); rolled back to generation 2 ({b})")
+        );
+        assert_eq!(
+            (
+                r.generation,
+                r.previous_generation,
+                r.rolled_back_to,
+                r.path_failed
+            ),
+            (Some(4), Some(2), Some(2), true)
+        );
+        assert_eq!(profile_target(&root), "system-2-link");
+        assert_eq!(
+            log(&root),
+            format!(
+                "/nix/var/nix/profiles/system-4-link/{STC} switch bootloader=\n\
+                 /nix/var/nix/profiles/system-2-link/{STC} switch bootloader=\n"
+            )
+        );
+    }
+
+    #[test]
+    fn exit_codes_without_rollback() {
+        let t = TempDir::new("act-kept");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let four = fake_system(&root, "sys-four", STC, 4);
+        let three = fake_system(&root, "sys-three", STC, 3);
+        let one = fake_system(&root, "sys-one", STC, 1);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        // (name, path, rollback_on, no_rollback, exit, message suffix, generation after)
+        let cases = [
+            (
+                "4 not listed",
+                &four,
+                vec![1, 2],
+                false,
+                Exit::ActivationPartial,
+                "; kept (not in --rollback-on)",
+                "system-2-link",
+            ),
+            (
+                "3 never listed",
+                &three,
+                vec![1, 2, 4],
+                false,
+                Exit::ActivationFailed,
+                "exited 3 (daemon-reload or tmpfiles failed); kept (not in --rollback-on)",
+                "system-3-link",
+            ),
+            (
+                "1 with --no-rollback",
+                &one,
+                vec![1, 2, 4],
+                true,
+                Exit::ActivationFailed,
+                "; kept (--no-rollback)",
+                "system-4-link",
+            ),
+        ];
+        for (name, path, on, no_rb, want, suffix, gen) in cases {
+            let mut o = o.clone();
+            o.rollback_on = on;
+            o.no_rollback = no_rb;
+            let (exit, msg, r) = apply(&c, &o, path);
+            assert_eq!(exit, want, "{name}: {msg}");
+            assert!(msg.ends_with(suffix), "{name}: {msg}");
+            assert!(r.path_failed, "{name}");
+            assert_eq!(profile_target(&root), gen, "{name}");
+        }
+    }
+
+    #[test]
+    fn nothing_to_roll_back_to_and_failed_rollback() {
+        let t = TempDir::new("act-norb");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let bad = fake_system(&root, "sys-bad", STC, 2);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        let (exit, msg, _) = apply(&c, &o, &bad);
+        assert_eq!(exit, Exit::ActivationFailed);
+        assert_eq!(
+            msg,
+            format!(
+                "/nix/var/nix/profiles/system-1-link/{STC} switch exited 2 (the activation script failed); nothing to roll back to: profile {} had no generation before this one; it stays at generation 1",
+                c.profile.display()
+            )
+        );
+        // Previous generation 1 is itself broken: the rollback fails too.
+        let bad2 = fake_system(&root, "sys-bad2", STC, 1);
+        let (exit, msg, r) = apply(&c, &o, &bad2);
+        assert_eq!(exit, Exit::RollbackFailed, "{msg}");
+        assert!(
+            msg.ends_with(&format!("rolling back to generation 1 ({bad}) failed too: /nix/var/nix/profiles/system-1-link/{STC} switch exited 2 (the activation script failed); the system needs attention")),
+            "{msg}"
+        );
+        assert_eq!(r.rolled_back_to, Some(1));
+        assert_eq!(profile_target(&root), "system-1-link");
+    }
+
+    #[test]
+    fn failing_or_slow_health_check_rolls_back() {
+        let t = TempDir::new("act-health");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        // (name, command, timeout s, expected message start)
+        let cases = [
+            ("fails", "exit 3", 60, "health check 'exit 3' exited 3"),
+            (
+                "too slow",
+                "sleep 30",
+                1,
+                "health check 'sleep 30' did not finish within 1 s (killed)",
+            ),
+        ];
+        for (name, cmd, secs, want) in cases {
+            let mut o = o.clone();
+            o.health_check = Some(cmd.to_string());
+            o.health_timeout = Duration::from_secs(secs);
+            let started = Instant::now();
+            let (exit, msg, r) = apply(&c, &o, &b);
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name}: not killed"
+            );
+            assert_eq!(exit, Exit::RolledBack, "{name}: {msg}");
+            assert_eq!(
+                msg,
+                format!("{want}; rolled back to generation 1 ({a})"),
+                "{name}"
+            );
+            assert!(r.health_check_failed && r.path_failed, "{name}");
+            assert_eq!(profile_target(&root), "system-1-link", "{name}");
+        }
+        // A passing check keeps the new generation.
+        let mut o = o.clone();
+        o.health_check = Some("test -d /nix/store || exit 0".to_string());
+        assert_eq!(apply(&c, &o, &b).0, Exit::Success);
+        assert_eq!(profile_target(&root), "system-2-link");
+    }
+
+    #[test]
+    fn boot_under_root_runs_nothing_unless_installing_the_bootloader() {
+        let t = TempDir::new("act-boot");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let mut o = opts(ApplyKind::Nixos, Action::Boot);
+        let (exit, _, r) = apply(&c, &o, &a);
+        assert_eq!(
+            (exit, r.generation, r.script_status),
+            (Exit::Success, Some(1), None)
+        );
+        assert_eq!(log(&root), "");
+        o.install_bootloader = true;
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        assert_eq!(
+            log(&root),
+            format!("/nix/var/nix/profiles/system-1-link/{STC} boot bootloader=1\n")
+        );
+    }
+
+    #[test]
+    fn missing_script_or_path_is_an_error_naming_it() {
+        let t = TempDir::new("act-missing");
+        let root = t.path().to_path_buf();
+        let c = common(&root);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        let a = fake_system(&root, "sys-a", "bin/other", 0);
+        let noexec = fake_system(&root, "sys-noexec", STC, 0);
+        let script = root.join(noexec.trim_start_matches('/')).join(STC);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let absent = "/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-absent";
+        let cases = [
+            ("no script", a.clone(), Exit::ActivationFailed, format!("activation script {}/{STC}: does not exist (is this store path the right kind of system?)", root.join(a.trim_start_matches('/')).display())),
+            ("not executable", noexec.clone(), Exit::ActivationFailed, format!("activation script {}: is not an executable file", script.display())),
+            ("not in store", absent.to_string(), Exit::Store, format!("store path {absent} is not in the store ({} does not exist): fetch and register it first", root.join(absent.trim_start_matches('/')).display())),
+        ];
+        for (name, path, want, text) in cases {
+            let (exit, msg, _) = apply(&c, &o, &path);
+            assert_eq!((exit, msg.as_str()), (want, text.as_str()), "{name}");
+        }
+        // Nothing changed.
+        assert!(!c.profile.exists());
+    }
+
+    #[test]
+    fn darwin_makes_a_generation_and_runs_darwin_rebuild_activate() {
+        let t = TempDir::new("act-darwin");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "darwin-a", "sw/bin/darwin-rebuild", 0);
+        let bad = fake_system(&root, "darwin-bad", "sw/bin/darwin-rebuild", 1);
+        let o = opts(ApplyKind::NixDarwin, Action::Switch);
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        let (exit, msg, _) = apply(&c, &o, &bad);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert_eq!(
+            log(&root),
+            "/nix/var/nix/profiles/system-1-link/sw/bin/darwin-rebuild activate bootloader=\n\
+             /nix/var/nix/profiles/system-2-link/sw/bin/darwin-rebuild activate bootloader=\n\
+             /nix/var/nix/profiles/system-1-link/sw/bin/darwin-rebuild activate bootloader=\n"
+        );
+    }
+
+    #[test]
+    fn is_current_checks_profile_and_running_system() {
+        let t = TempDir::new("act-current");
+        let root = t.path().to_path_buf();
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let p = Ctx::new(&c).profile;
+        let sw = opts(ApplyKind::Nixos, Action::Switch);
+        let boot = opts(ApplyKind::Nixos, Action::Boot);
+        let test = opts(ApplyKind::Nixos, Action::Test);
+        assert!(!crate::activate::is_current(&c, &sw, &a), "no profile yet");
+        p.create_generation(&a).unwrap();
+        p.switch_to(1).unwrap();
+        // No DIR/run/current-system: under --root the profile decides.
+        assert!(crate::activate::is_current(&c, &sw, &a));
+        assert!(!crate::activate::is_current(&c, &sw, &b));
+        assert!(!crate::activate::is_current(&c, &test, &a));
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::os::unix::fs::symlink(&b, root.join("run/current-system")).unwrap();
+        assert!(!crate::activate::is_current(&c, &sw, &a), "running b");
+        assert!(
+            crate::activate::is_current(&c, &boot, &a),
+            "boot: profile only"
+        );
+        assert!(
+            crate::activate::is_current(&c, &test, &b),
+            "test: running only"
+        );
+        let dry = opts(ApplyKind::Nixos, Action::DryActivate);
+        assert!(!crate::activate::is_current(&c, &dry, &b));
+    }
+}
