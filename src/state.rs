@@ -511,3 +511,174 @@ fn status_text(common: &Common) -> Result<String, Error> {
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activate::testutil::{common, TempDir};
+
+    const P: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a";
+
+    #[test]
+    fn failed_path_is_skipped_until_retry_or_success() {
+        let t = TempDir::new("state-failed");
+        let c = common(t.path());
+        let mut opts = crate::activate::testutil::opts(
+            crate::cli::ApplyKind::Nixos,
+            crate::cli::Action::Switch,
+        );
+        let a = Attempt::start("org/proj/=0.1.2#x", P);
+        record_attempt(&c, &a).unwrap();
+        assert_eq!(load(&c).unwrap().last_attempt.unwrap().result, "running");
+        let failed = Report {
+            generation: Some(3),
+            path_failed: true,
+            ..Report::default()
+        };
+        record_result(&c, &a, Exit::RolledBack, &failed).unwrap();
+        let s = load(&c).unwrap();
+        let last = s.last_attempt.unwrap();
+        assert_eq!(
+            (last.result.as_str(), last.exit_code, last.generation),
+            ("rolled-back", Some(32), Some(3))
+        );
+        assert_eq!(s.last_success, None);
+        let e = check_not_failed(&c, &opts, P).unwrap_err();
+        assert_eq!(e.exit, Exit::SkippedFailed);
+        assert!(
+            e.message
+                .starts_with(&format!("{P} (org/proj/=0.1.2#x) failed activation at ")),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.ends_with(" (rolled-back); skipped. Publish a fixed release, or run again with --retry-failed to try it anyway"),
+            "{}",
+            e.message
+        );
+        opts.retry_failed = true;
+        check_not_failed(&c, &opts, P).unwrap();
+        // A later success clears it.
+        record_result(&c, &a, Exit::Success, &Report::default()).unwrap();
+        let s = load(&c).unwrap();
+        assert!(s.failed.is_empty());
+        assert_eq!(s.last_success.unwrap().result, "success");
+        mark_failed(&c, P, "r", Exit::ActivationFailed).unwrap();
+        assert_eq!(
+            is_failed(&c, P).unwrap().unwrap().result,
+            "activation-failed"
+        );
+    }
+
+    #[test]
+    fn state_file_is_json_written_atomically() {
+        let t = TempDir::new("state-json");
+        let c = common(t.path());
+        let mut a = Attempt::start("org/proj/0.1", P);
+        a.bytes_downloaded = 1234;
+        record_result(&c, &a, Exit::Success, &Report::default()).unwrap();
+        let text = std::fs::read_to_string(c.state_dir.join("state.json")).unwrap();
+        assert!(text.starts_with("{\"version\":1,\"last_attempt\":{\"reference\":\"org/proj/0.1\",\"store_path\":\"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a\",\"generation\":null,"), "{text}");
+        assert!(
+            text.contains("\"result\":\"success\",\"exit_code\":0,"),
+            "{text}"
+        );
+        assert!(text.contains("\"bytes_downloaded\":1234}"), "{text}");
+        // Only state.json (and no temporary file) in the directory.
+        let names: Vec<String> = std::fs::read_dir(&c.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn corrupt_state_is_reported_by_status_and_moved_aside_by_writers() {
+        let t = TempDir::new("state-corrupt");
+        let c = common(t.path());
+        std::fs::create_dir_all(&c.state_dir).unwrap();
+        let file = c.state_dir.join("state.json");
+        std::fs::write(&file, "{not json").unwrap();
+        let e = load(&c).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!(
+                "state file {}: not valid fh-lite state JSON; the next apply moves it aside, or delete it",
+                file.display()
+            )
+        );
+        mark_failed(&c, P, "r", Exit::RolledBack).unwrap();
+        assert_eq!(load(&c).unwrap().failed.len(), 1);
+        let aside: Vec<String> = std::fs::read_dir(&c.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("state.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+    }
+
+    #[test]
+    fn second_lock_is_refused_while_the_first_is_held() {
+        let t = TempDir::new("state-lock");
+        let c = common(t.path());
+        let held = lock(&c).unwrap();
+        let e = lock(&c).unwrap_err();
+        assert_eq!(e.exit, Exit::AlreadyRunning);
+        assert_eq!(
+            e.message,
+            format!(
+                "another fh-lite apply or rollback is running: {} is locked by pid {}",
+                held.path.display(),
+                std::process::id()
+            )
+        );
+        drop(held);
+        lock(&c).unwrap();
+    }
+
+    #[test]
+    fn times_are_formatted_in_utc() {
+        let cases = [
+            ("epoch", 0, "1970-01-01 00:00:00 UTC"),
+            ("leap day", 951_782_400, "2000-02-29 00:00:00 UTC"),
+            ("recent", 1_700_000_000, "2023-11-14 22:13:20 UTC"),
+        ];
+        for (name, t, want) in cases {
+            assert_eq!(format_time(t), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn status_shows_generation_running_system_and_history() {
+        let t = TempDir::new("state-status");
+        let root = t.path();
+        let c = common(root);
+        assert_eq!(
+            status_text(&c).unwrap(),
+            format!(
+                "profile         {}\ngeneration      none (the profile does not exist)\ngenerations     none\ncurrent system  unknown ({}/run/current-system does not exist)\nlast attempt    none\nlast success    none\nfailed paths    none\n",
+                c.profile.display(),
+                root.display()
+            )
+        );
+        let p = crate::activate::profiles::Profile::new(&c.profile, Some(root));
+        p.create_generation(P).unwrap();
+        p.switch_to(1).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::os::unix::fs::symlink(P, root.join("run/current-system")).unwrap();
+        mark_failed(
+            &c,
+            "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b",
+            "org/p/1",
+            Exit::RolledBack,
+        )
+        .unwrap();
+        let text = status_text(&c).unwrap();
+        assert!(text.contains(&format!("\ngeneration      1 -> {P}\ngenerations     1\ncurrent system  {P} ({}/run/current-system)\n", root.display())), "{text}");
+        assert!(text.contains("failed paths    /nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b (org/p/1, rolled-back at "), "{text}");
+        let mut cj = c.clone();
+        cj.json = true;
+        let j = status_text(&cj).unwrap();
+        assert!(j.contains(&format!("\"generation\":1,\"generation_path\":\"{P}\",\"generations\":[1],\"current_system\":\"{P}\",\"last_attempt\":null,")), "{j}");
+    }
+}

@@ -429,6 +429,44 @@ pub(crate) mod testutil {
         store_path
     }
 
+    pub fn common(root: &Path) -> crate::cli::Common {
+        crate::cli::Common {
+            api_addr: String::new(),
+            cache_addr: String::new(),
+            frontend_addr: String::new(),
+            token_file: None,
+            ca_file: None,
+            allow_insecure_http: false,
+            json: false,
+            quiet: true,
+            verbose: false,
+            root: Some(root.to_path_buf()),
+            state_dir: root.join("var/lib/fh-lite"),
+            profile: root.join("nix/var/nix/profiles/system"),
+        }
+    }
+
+    pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::cli::ApplyOpts {
+        crate::cli::ApplyOpts {
+            kind,
+            reference: crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
+            action,
+            trusted_keys: Vec::new(),
+            no_default_keys: false,
+            jobs: 1,
+            dry_run: false,
+            store: crate::cli::StoreKind::Image,
+            daemon_socket: None,
+            install_bootloader: false,
+            force: false,
+            no_rollback: false,
+            rollback_on: vec![1, 2, 4],
+            health_check: None,
+            health_timeout: std::time::Duration::from_secs(60),
+            retry_failed: false,
+        }
+    }
+
     pub fn log(root: &Path) -> String {
         std::fs::read_to_string(root.join("activation.log")).unwrap_or_default()
     }

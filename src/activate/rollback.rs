@@ -381,46 +381,8 @@ pub fn cmd_rollback(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activate::testutil::{chroot_root, fake_system, log, TempDir};
+    use crate::activate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
     use crate::cli::ApplyKind;
-
-    pub(crate) fn common(root: &Path) -> Common {
-        Common {
-            api_addr: String::new(),
-            cache_addr: String::new(),
-            frontend_addr: String::new(),
-            token_file: None,
-            ca_file: None,
-            allow_insecure_http: false,
-            json: false,
-            quiet: true,
-            verbose: false,
-            root: Some(root.to_path_buf()),
-            state_dir: root.join("var/lib/fh-lite"),
-            profile: root.join("nix/var/nix/profiles/system"),
-        }
-    }
-
-    pub(crate) fn opts(kind: ApplyKind, action: Action) -> ApplyOpts {
-        ApplyOpts {
-            kind,
-            reference: crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
-            action,
-            trusted_keys: Vec::new(),
-            no_default_keys: false,
-            jobs: 1,
-            dry_run: false,
-            store: crate::cli::StoreKind::Image,
-            daemon_socket: None,
-            install_bootloader: false,
-            force: false,
-            no_rollback: false,
-            rollback_on: vec![1, 2, 4],
-            health_check: None,
-            health_timeout: Duration::from_secs(60),
-            retry_failed: false,
-        }
-    }
 
     const STC: &str = "bin/switch-to-configuration";
 
