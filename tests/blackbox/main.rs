@@ -9,3 +9,6 @@ mod util;
 
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
+
+/// status, rollback, the apply lock, the NixOS module.
+mod activation;
