@@ -240,6 +240,18 @@ fn roll_back(
             ),
         );
     };
+    if report.generation == Some(prev.number)
+        || report.generation.is_none() && action != Action::Test
+    {
+        // --force on the current path: "before" was this very path.
+        return Error::new(
+            Exit::ActivationFailed,
+            format!(
+                "{why}; nothing to roll back to: generation {} was already this path",
+                prev.number
+            ),
+        );
+    }
     if action.makes_generation() {
         if let Err(e) = ctx.profile.switch_to(prev.number) {
             return Error::new(
