@@ -12,3 +12,6 @@ mod cli;
 
 /// flake.nix parses; README and --help agree.
 mod packaging;
+
+/// status, rollback, the apply lock, the NixOS module.
+mod activation;

@@ -9,12 +9,13 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `nix-instantiate --parse FILE` with HOME, XDG dirs and NIX_CONF_DIR in a
-/// temp dir, so nothing of the host's Nix set-up (or /nix) is touched.
-pub fn nix_parse(file: &Path) -> Result<(), String> {
+/// `nix-instantiate --parse FILE` (its output) with HOME, XDG dirs and NIX_CONF_DIR in a
+/// temp dir and the dummy store, so nothing of the host's Nix set-up (or
+/// /nix) is touched.
+pub fn nix_parse(file: &Path) -> Result<String, String> {
     let tmp = TempDir::new("nix-parse");
     let out = Command::new("nix-instantiate")
-        .arg("--parse")
+        .args(["--store", "dummy://", "--parse"])
         .arg(file)
         .env("HOME", tmp.path())
         .env("XDG_CACHE_HOME", tmp.path().join("cache"))
@@ -25,7 +26,7 @@ pub fn nix_parse(file: &Path) -> Result<(), String> {
         .output()
         .map_err(|e| format!("run nix-instantiate (scripts/setup installs nix-bin): {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
