@@ -44,30 +44,6 @@ pub struct Profile {
     gcroots_auto: PathBuf,
 }
 
-/// Nix's base-32 alphabet (§3): no e, o, u, t.
-// TODO: switch to crate::nix::base32::encode once it is merged.
-const NIX32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
-
-/// nix32 as Nix prints hashes: the last 5-bit group first.
-fn nix32(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        return String::new();
-    }
-    let len = (bytes.len() * 8 - 1) / 5 + 1;
-    let mut out = String::with_capacity(len);
-    for n in (0..len).rev() {
-        let b = n * 5;
-        let (i, j) = (b / 8, b % 8);
-        let lo = u16::from(bytes[i]) >> j;
-        let hi = match bytes.get(i + 1) {
-            Some(x) => u16::from(*x) << (8 - j),
-            None => 0,
-        };
-        out.push(char::from(NIX32[usize::from((lo | hi) & 0x1f)]));
-    }
-    out
-}
-
 /// The name Nix gives the indirect root for `link` (§6.1 `addIndirectRoot`).
 pub fn gcroot_name(link: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
@@ -75,7 +51,7 @@ pub fn gcroot_name(link: &Path) -> String {
         &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
         link.as_os_str().as_bytes(),
     );
-    nix32(d.as_ref())
+    crate::nix::base32::encode(d.as_ref())
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ActivateError + 'a {
@@ -309,20 +285,6 @@ fn replace_symlink(target: &Path, path: &Path) -> Result<(), ActivateError> {
 mod tests {
     use super::*;
     use crate::activate::testutil::TempDir;
-
-    #[test]
-    fn nix32_vectors() {
-        // (name, input bytes, expected)
-        let cases: &[(&str, &[u8], &str)] = &[
-            ("empty", &[], ""),
-            ("one zero byte", &[0], "00"),
-            ("0xff", &[0xff], "7z"),
-            ("two bytes, low group first", &[0x01, 0x02], "00h1"),
-        ];
-        for (name, input, want) in cases {
-            assert_eq!(nix32(input), *want, "{name}");
-        }
-    }
 
     #[test]
     fn gcroot_names_match_nix() {
