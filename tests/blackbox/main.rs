@@ -14,3 +14,9 @@ mod cli;
 /// `fh-lite resolve` against the local FlakeHub stand-in: resolve-only
 /// token rules, error classes, retries, limits, TLS roots, redirects.
 mod resolve;
+
+/// flake.nix parses; README and --help agree.
+mod packaging;
+
+/// status, rollback, the apply lock, the NixOS module.
+mod activation;
