@@ -396,6 +396,10 @@ struct StatusJson {
     last_attempt: Option<Record>,
     last_success: Option<Record>,
     failed: Vec<FailedPath>,
+    /// The device token file in use (never the token), if one is found.
+    token_file: Option<String>,
+    /// Its JWT `exp`, unix seconds, when it is a JWT.
+    token_expires_at: Option<i64>,
 }
 
 fn record_line(r: &Record) -> String {
@@ -435,8 +439,8 @@ fn status_text(common: &Common) -> Result<String, Error> {
         .ok()
         .map(|t| t.to_string_lossy().into_owned());
     let state = load(common)?;
-    // TODO(token): add the device token file in use and its expiry from
-    // flakehub::token_info() here (text and JSON) once it exists.
+    // Which device token would be used, and when it expires; never the token.
+    let token = crate::flakehub::token_info(common);
     if common.json {
         let j = StatusJson {
             profile: common.profile.display().to_string(),
@@ -447,6 +451,8 @@ fn status_text(common: &Common) -> Result<String, Error> {
             last_attempt: state.last_attempt,
             last_success: state.last_success,
             failed: state.failed,
+            token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
+            token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
         };
         return Ok(json::to_string(&j) + "\n");
     }
@@ -509,7 +515,28 @@ fn status_text(common: &Common) -> Result<String, Error> {
             );
         }
     }
+    line(
+        "token file",
+        &match &token {
+            Ok(t) => match t.expires_at {
+                Some(exp) => format!(
+                    "{} (expires {}{})",
+                    t.path.display(),
+                    format_time(u64::try_from(exp).unwrap_or(0)),
+                    if exp < now_secs() { ", EXPIRED" } else { "" }
+                ),
+                None => format!("{} (no expiry: not a JWT)", t.path.display()),
+            },
+            Err(e) => format!("none usable: {e}"),
+        },
+    );
     Ok(s)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -72,10 +72,56 @@ fn status_of_an_empty_root() {
              current system  unknown ({0}/run/current-system does not exist)\n\
              last attempt    none\n\
              last success    none\n\
-             failed paths    none\n",
+             failed paths    none\n\
+             token file      none usable: no FlakeHub device token found (searched: \
+             /nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); \
+             log this machine in with 'determinate-nixd login token', or save a resolve-only \
+             device token in a file only root can read (chmod 600) and pass --token-file FILE \
+             (systemd: LoadCredential=flakehub-token:FILE)\n",
             root.display()
         )
     );
+}
+
+#[test]
+fn status_names_the_token_file_and_its_expiry_never_the_token() {
+    use base64::Engine;
+    let t = TempDir::new("status-token");
+    let root = t.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // A JWT-shaped token expiring at 2030-01-01 00:00:00 UTC.
+    let token = format!(
+        "flakehub1_{}.{}.c2lnbmF0dXJl",
+        b64.encode(r#"{"alg":"HS256"}"#),
+        b64.encode(r#"{"exp":1893456000,"sub":"device"}"#)
+    );
+    let file = crate::fakehub::write_token(t.path(), "token", &token, 0o600);
+    let r = run_in(&root, &["status", "--token-file", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.ends_with(&format!(
+            "token file      {} (expires 2030-01-01 00:00:00 UTC)\n",
+            file.display()
+        )),
+        "{r:?}"
+    );
+    let j = run_in(
+        &root,
+        &["status", "--json", "--token-file", file.to_str().unwrap()],
+    );
+    assert_eq!(j.code, 0, "{j:?}");
+    assert!(
+        j.stdout.contains(&format!(
+            r#""token_file":"{}","token_expires_at":1893456000"#,
+            file.display()
+        )),
+        "{j:?}"
+    );
+    for out in [&r.stdout, &r.stderr, &j.stdout, &j.stderr] {
+        assert!(!out.contains(&token), "token leaked: {out}");
+        assert!(!out.contains("c2lnbmF0dXJl"), "token part leaked: {out}");
+    }
 }
 
 #[test]
@@ -94,7 +140,7 @@ fn status_json_shows_generations_and_the_running_system() {
     assert_eq!(
         r.stdout,
         format!(
-            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[]}}\n",
+            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"token_file\":null,\"token_expires_at\":null}}\n",
             root.display()
         )
     );
