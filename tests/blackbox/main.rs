@@ -8,6 +8,9 @@
 mod fakehub;
 mod util;
 
+/// Fixture closures and signed caches built by real Nix (tests/fixtures).
+mod fixtures;
+
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
 
