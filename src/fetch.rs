@@ -586,3 +586,645 @@ pub fn fetch_all(
     progress.done();
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! A fake cache over a directory laid out like `nix copy --to file://`
+    //! (`<hash>.narinfo`, `nar/…`), NARs built in code, narinfos signed
+    //! with a test key; shared by the plan, store and progress tests.
+
+    use super::*;
+    use crate::nix::base32;
+    use crate::nix::hash::Sha256;
+    use crate::nix::signature::{PublicKey, TrustedKeys};
+    use crate::progress::Mode;
+    use crate::store::image::ImageStore;
+    use crate::store::unpack::remove_tree;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+    /// A temporary directory, removed (read-only trees too) on drop.
+    pub struct TempDir(pub PathBuf);
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "fh-lite-test-{tag}-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = remove_tree(&p);
+            fs_create(&p);
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = remove_tree(&self.0);
+        }
+    }
+    fn fs_create(p: &Path) {
+        std::fs::create_dir_all(p).unwrap();
+    }
+
+    /// A NAR node, serialised by [`nar`].
+    pub enum Node {
+        File(bool, Vec<u8>),
+        Link(&'static str),
+        Dir(Vec<(&'static str, Node)>),
+    }
+
+    fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+    }
+    fn put_node(out: &mut Vec<u8>, n: &Node) {
+        put_str(out, b"(");
+        put_str(out, b"type");
+        match n {
+            Node::File(exec, data) => {
+                put_str(out, b"regular");
+                if *exec {
+                    put_str(out, b"executable");
+                    put_str(out, b"");
+                }
+                put_str(out, b"contents");
+                put_str(out, data);
+            }
+            Node::Link(t) => {
+                put_str(out, b"symlink");
+                put_str(out, b"target");
+                put_str(out, t.as_bytes());
+            }
+            Node::Dir(entries) => {
+                put_str(out, b"directory");
+                for (name, child) in entries {
+                    put_str(out, b"entry");
+                    put_str(out, b"(");
+                    put_str(out, b"name");
+                    put_str(out, name.as_bytes());
+                    put_str(out, b"node");
+                    put_node(out, child);
+                    put_str(out, b")");
+                }
+            }
+        }
+        put_str(out, b")");
+    }
+    pub fn nar(n: &Node) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_str(&mut out, b"nix-archive-1");
+        put_node(&mut out, n);
+        out
+    }
+
+    pub fn sp(hash_digit: char, name: &str) -> StorePath {
+        let h: String = std::iter::repeat_n(hash_digit, 32).collect();
+        StorePath::from_base_name(&format!("{h}-{name}")).unwrap()
+    }
+
+    pub fn compress(c: &str, data: &[u8]) -> Vec<u8> {
+        match c {
+            "none" => data.to_vec(),
+            "zstd" => {
+                let mut out = Vec::new();
+                ruzstd::encoding::compress(
+                    data,
+                    &mut out,
+                    ruzstd::encoding::CompressionLevel::Fastest,
+                );
+                out
+            }
+            "bzip2" => {
+                let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+                std::io::Write::write_all(&mut e, data).unwrap();
+                e.finish().unwrap()
+            }
+            "xz" => {
+                // The xz encoder is not compiled in; use xz(1).
+                use std::io::Write as _;
+                let mut child = std::process::Command::new("xz")
+                    .args(["-c", "-6"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("xz(1) is needed for the xz test case");
+                child.stdin.take().unwrap().write_all(data).unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success());
+                out.stdout
+            }
+            other => panic!("no compressor for {other}"),
+        }
+    }
+
+    /// One path to put in the cache; the knobs make it bad on purpose.
+    pub struct Entry {
+        pub path: StorePath,
+        pub nar: Vec<u8>,
+        pub refs: Vec<StorePath>,
+        pub compression: &'static str,
+        /// What the narinfo claims (default: the truth).
+        pub nar_hash: Option<Sha256>,
+        pub nar_size: Option<u64>,
+        pub file_size: Option<Option<u64>>,
+        /// Body served instead of the compressed NAR.
+        pub body: Option<Vec<u8>>,
+        pub signed: bool,
+    }
+
+    impl Entry {
+        pub fn new(path: StorePath, node: Node, refs: &[&StorePath]) -> Entry {
+            Entry {
+                path,
+                nar: nar(&node),
+                refs: refs.iter().map(|r| (*r).clone()).collect(),
+                compression: "none",
+                nar_hash: None,
+                nar_size: None,
+                file_size: None,
+                body: None,
+                signed: true,
+            }
+        }
+        pub fn comp(mut self, c: &'static str) -> Entry {
+            self.compression = c;
+            self
+        }
+    }
+
+    pub struct TestCache {
+        pub dir: TempDir,
+        pub base: String,
+        key: ring::signature::Ed25519KeyPair,
+        pub requests: Mutex<Vec<String>>,
+    }
+
+    impl TestCache {
+        pub fn new() -> TestCache {
+            let dir = TempDir::new("cache");
+            fs_create(&dir.0.join("nar"));
+            TestCache {
+                dir,
+                base: "http://cache.test/c".to_string(),
+                key: ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).unwrap(),
+                requests: Mutex::new(Vec::new()),
+            }
+        }
+
+        pub fn keys(&self) -> TrustedKeys {
+            use ring::signature::KeyPair;
+            let mut k = TrustedKeys::default();
+            let mut pk = [0u8; 32];
+            pk.copy_from_slice(self.key.public_key().as_ref());
+            k.add(PublicKey {
+                name: "test-1".into(),
+                key: pk,
+            });
+            k
+        }
+
+        pub fn add(&self, e: &Entry) {
+            let body = e
+                .body
+                .clone()
+                .unwrap_or_else(|| compress(e.compression, &e.nar));
+            let hash = e.nar_hash.unwrap_or_else(|| Sha256::digest(&e.nar));
+            let size = e.nar_size.unwrap_or(e.nar.len() as u64);
+            let file_size = e.file_size.unwrap_or(Some(body.len() as u64));
+            let nar_name = format!("nar/{}.nar.{}", e.path.hash_part(), e.compression);
+            std::fs::write(self.dir.0.join(&nar_name), &body).unwrap();
+            let mut refs: Vec<String> = e.refs.iter().map(|r| r.to_string()).collect();
+            refs.sort();
+            let fp = format!(
+                "1;{};{};{};{}",
+                e.path,
+                hash.to_nix32_prefixed(),
+                size,
+                refs.join(",")
+            );
+            let sig = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                self.key.sign(fp.as_bytes()).as_ref(),
+            );
+            let mut text = format!(
+                "StorePath: {}\nURL: {nar_name}\nCompression: {}\n",
+                e.path, e.compression
+            );
+            if let Some(fs) = file_size {
+                text.push_str(&format!("FileSize: {fs}\n"));
+            }
+            let bases: Vec<&str> = e.refs.iter().map(|r| r.base_name()).collect();
+            text.push_str(&format!(
+                "NarHash: {}\nNarSize: {size}\nReferences: {}\n",
+                hash.to_nix32_prefixed(),
+                bases.join(" ")
+            ));
+            if e.signed {
+                text.push_str(&format!("Sig: test-1:{sig}\n"));
+            }
+            self.put_narinfo(e.path.hash_part(), &text);
+        }
+
+        pub fn put_narinfo(&self, hash_part: &str, text: &str) {
+            std::fs::write(self.dir.0.join(format!("{hash_part}.narinfo")), text).unwrap();
+        }
+
+        pub fn nar_requests(&self) -> Vec<String> {
+            let r = self.requests.lock().unwrap();
+            r.iter().filter(|u| u.contains("/nar/")).cloned().collect()
+        }
+    }
+
+    impl CacheClient for TestCache {
+        fn base_url(&self) -> &str {
+            &self.base
+        }
+        fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
+            let url = format!("{}/{hash_part}.narinfo", self.base);
+            self.requests.lock().unwrap().push(url);
+            match std::fs::read_to_string(self.dir.0.join(format!("{hash_part}.narinfo"))) {
+                Ok(t) => Ok(Some(t)),
+                Err(_) => Ok(None),
+            }
+        }
+        fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
+            self.requests.lock().unwrap().push(url.to_string());
+            let rel = url
+                .strip_prefix(&format!("{}/", self.base))
+                .ok_or_else(|| FetchError::Http {
+                    url: url.to_string(),
+                    status: 404,
+                })?;
+            let f = std::fs::File::open(self.dir.0.join(rel)).map_err(|_| FetchError::Http {
+                url: url.to_string(),
+                status: 404,
+            })?;
+            Ok(Box::new(f))
+        }
+    }
+
+    /// Everything under the image's store: relative path → (kind, mode, mtime).
+    pub fn listing(dir: &Path) -> Vec<(String, char, u32, i64)> {
+        let mut out = Vec::new();
+        fn walk(base: &Path, p: &Path, out: &mut Vec<(String, char, u32, i64)>) {
+            let md = std::fs::symlink_metadata(p).unwrap();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let kind = if md.is_dir() {
+                'd'
+            } else if md.file_type().is_symlink() {
+                'l'
+            } else {
+                'f'
+            };
+            let mode = if kind == 'l' { 0 } else { md.mode() & 0o7777 };
+            out.push((rel, kind, mode, md.mtime()));
+            if md.is_dir() {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
+                entries.sort();
+                for e in entries {
+                    walk(base, &e, out);
+                }
+            }
+        }
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for e in entries {
+            walk(dir, &e, &mut out);
+        }
+        out
+    }
+
+    pub fn quiet() -> Progress {
+        Progress::new(Mode::Quiet)
+    }
+
+    /// plan + fetch into a fresh image root.
+    pub fn apply(cache: &TestCache, root: &StorePath) -> (TempDir, Result<Plan, FetchError>) {
+        let img = TempDir::new("img");
+        let store = ImageStore::open(&img.0).unwrap();
+        let r = crate::plan::plan(cache, &store, &cache.keys(), root, 3)
+            .and_then(|p| fetch_all(cache, &store, &p, 3, &quiet()).map(|()| p));
+        (img, r)
+    }
+
+    fn closure() -> (TestCache, StorePath, StorePath, StorePath) {
+        let cache = TestCache::new();
+        let lib = sp('1', "lib");
+        let data = sp('2', "data");
+        let app = sp('3', "app");
+        cache.add(
+            &Entry::new(lib.clone(), Node::File(false, b"libfoo\n".to_vec()), &[]).comp("zstd"),
+        );
+        cache.add(
+            &Entry::new(
+                data.clone(),
+                Node::Dir(vec![
+                    ("big", Node::File(false, vec![b'x'; 200_000])),
+                    ("self", Node::Link("/nix/store/2222")),
+                ]),
+                &[&lib],
+            )
+            .comp("bzip2"),
+        );
+        cache.add(
+            &Entry::new(
+                app.clone(),
+                Node::Dir(vec![
+                    (
+                        "bin",
+                        Node::Dir(vec![("app", Node::File(true, b"#!/bin/sh\n".to_vec()))]),
+                    ),
+                    ("empty", Node::Dir(vec![])),
+                    ("lib", Node::Link("../lib")),
+                    ("readme", Node::File(false, Vec::new())),
+                ]),
+                &[&lib, &data, &app],
+            )
+            .comp("xz"),
+        );
+        (cache, lib, data, app)
+    }
+
+    #[test]
+    fn closure_unpacks_to_the_canonical_tree() {
+        let (cache, lib, data, app) = closure();
+        let (img, r) = apply(&cache, &app);
+        let plan = r.unwrap();
+        let order: Vec<_> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
+        assert_eq!(order, vec![lib.clone(), data.clone(), app.clone()]);
+        let h = |c: char| std::iter::repeat_n(c, 32).collect::<String>();
+        let want: Vec<(String, char, u32, i64)> = vec![
+            (format!("{}-lib", h('1')), 'f', 0o444, 1),
+            (format!("{}-data", h('2')), 'd', 0o555, 1),
+            (format!("{}-data/big", h('2')), 'f', 0o444, 1),
+            (format!("{}-data/self", h('2')), 'l', 0, 1),
+            (format!("{}-app", h('3')), 'd', 0o555, 1),
+            (format!("{}-app/bin", h('3')), 'd', 0o555, 1),
+            (format!("{}-app/bin/app", h('3')), 'f', 0o555, 1),
+            (format!("{}-app/empty", h('3')), 'd', 0o555, 1),
+            (format!("{}-app/lib", h('3')), 'l', 0, 1),
+            (format!("{}-app/readme", h('3')), 'f', 0o444, 1),
+        ];
+        let store = img.0.join("nix/store");
+        assert_eq!(listing(&store), want);
+        let read = |p: &str| std::fs::read(store.join(p)).unwrap();
+        assert_eq!(read(&format!("{}-lib", h('1'))), b"libfoo\n");
+        assert_eq!(read(&format!("{}-app/bin/app", h('3'))), b"#!/bin/sh\n");
+        assert_eq!(read(&format!("{}-data/big", h('2'))).len(), 200_000);
+        assert_eq!(
+            std::fs::read_link(store.join(format!("{}-app/lib", h('3')))).unwrap(),
+            PathBuf::from("../lib")
+        );
+        // Registration: references first, bare base16 hashes.
+        let reg = std::fs::read_to_string(img.0.join("nix-path-registration")).unwrap();
+        let mut want_reg = String::new();
+        for info in &plan.paths {
+            want_reg.push_str(&format!(
+                "{}\n{}\n{}\n\n{}\n",
+                info.store_path,
+                info.nar_hash.to_hex(),
+                info.nar_size,
+                info.references.len()
+            ));
+            for r in &info.references {
+                want_reg.push_str(&format!("{r}\n"));
+            }
+        }
+        assert_eq!(reg, want_reg);
+        // A second run finds everything valid and downloads nothing.
+        let store2 = ImageStore::open(&img.0).unwrap();
+        let before = cache.nar_requests().len();
+        let p2 = crate::plan::plan(&cache, &store2, &cache.keys(), &app, 2).unwrap();
+        assert_eq!((p2.paths.len(), p2.already_valid), (0, 1));
+        assert_eq!(cache.nar_requests().len(), before);
+    }
+
+    /// Whatever failed, the store holds only complete verified paths and no
+    /// temporary trees.
+    fn assert_clean(img: &TempDir, allowed: &[&StorePath]) {
+        let store = img.0.join("nix/store");
+        for e in std::fs::read_dir(&store).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            assert!(
+                allowed.iter().any(|p| p.base_name() == name),
+                "unexpected {name} left in the store"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_inputs_leave_nothing_behind() {
+        struct Case {
+            name: &'static str,
+            /// Applied to the root entry (whose dependency `lib` is fine).
+            spoil: fn(&mut Entry, &TestCache),
+            exit: Exit,
+            message: &'static str,
+            nar_of_root_requested: bool,
+        }
+        let cases = [
+            Case {
+                name: "malformed narinfo",
+                spoil: |e, c| c.put_narinfo(e.path.hash_part(), "StorePath /nix/store/nonsense\n"),
+                exit: Exit::Verification,
+                message: "malformed narinfo for /nix/store/33333333333333333333333333333333-app at http://cache.test/c/33333333333333333333333333333333.narinfo",
+                nar_of_root_requested: false,
+            },
+            Case {
+                name: "narinfo for another store path",
+                spoil: |e, _| e.path = sp('3', "other"),
+                exit: Exit::Verification,
+                message: "/nix/store/33333333333333333333333333333333-app",
+                nar_of_root_requested: false,
+            },
+            Case {
+                name: "unknown compression",
+                spoil: |e, _| e.compression = "lz4",
+                exit: Exit::Cache,
+                message: "with Compression 'lz4', which fh-lite cannot decode",
+                nar_of_root_requested: false,
+            },
+            Case {
+                name: "no trusted signature",
+                spoil: |e, _| e.signed = false,
+                exit: Exit::Verification,
+                message: "narinfo for /nix/store/33333333333333333333333333333333-app at http://cache.test/c/33333333333333333333333333333333.narinfo has no valid signature",
+                nar_of_root_requested: false,
+            },
+            Case {
+                name: "nar hash mismatch",
+                spoil: |e, _| e.nar_hash = Some(Sha256::digest(b"something else")),
+                exit: Exit::Verification,
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR hash mismatch for /nix/store/33333333333333333333333333333333-app: narinfo says sha256:",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "nar size mismatch (NarSize larger)",
+                spoil: |e, _| e.nar_size = Some(e.nar.len() as u64 + 8),
+                exit: Exit::Verification,
+                message: "malformed NAR for /nix/store/33333333333333333333333333333333-app",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "body longer than FileSize",
+                spoil: |e, _| {
+                    let body = compress("zstd", &e.nar);
+                    e.file_size = Some(Some(body.len() as u64 - 5));
+                },
+                exit: Exit::Verification,
+                message: "GET http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: body longer than FileSize",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "decompression bomb past NarSize",
+                spoil: |e, _| {
+                    // A valid NAR with a big zero file, claimed much smaller.
+                    let big = nar(&Node::File(false, vec![0u8; 5_000_000]));
+                    e.body = Some(compress("zstd", &big));
+                    e.nar_size = Some(1000);
+                },
+                exit: Exit::Verification,
+                message: "longer than NarSize 1000 after decompression",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "truncated body",
+                spoil: |e, _| {
+                    let mut body = compress("zstd", &e.nar);
+                    let n = body.len() as u64;
+                    body.truncate(body.len() - 7);
+                    e.body = Some(body);
+                    e.file_size = Some(Some(n));
+                },
+                exit: Exit::Cache,
+                message: "GET http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: body cut short",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "malformed NAR (entries out of order)",
+                spoil: |e, _| {
+                    e.nar = nar(&Node::Dir(vec![
+                        ("b", Node::File(false, vec![])),
+                        ("a", Node::File(false, vec![])),
+                    ]));
+                },
+                exit: Exit::Verification,
+                message: "malformed NAR for /nix/store/33333333333333333333333333333333-app",
+                nar_of_root_requested: true,
+            },
+        ];
+        for case in cases {
+            let cache = TestCache::new();
+            let lib = sp('1', "lib");
+            cache.add(&Entry::new(
+                lib.clone(),
+                Node::File(false, b"lib\n".to_vec()),
+                &[],
+            ));
+            let root = sp('3', "app");
+            let mut e = Entry::new(
+                root.clone(),
+                Node::Dir(vec![("x", Node::File(false, b"payload".to_vec()))]),
+                &[&lib],
+            )
+            .comp("zstd");
+            (case.spoil)(&mut e, &cache);
+            if case.name == "malformed narinfo" {
+                // spoil wrote the narinfo itself.
+            } else {
+                cache.add(&e);
+                if e.path != root {
+                    // Served under the root's hash part.
+                    let text = std::fs::read_to_string(
+                        cache.dir.0.join(format!("{}.narinfo", e.path.hash_part())),
+                    )
+                    .unwrap();
+                    cache.put_narinfo(root.hash_part(), &text);
+                }
+            }
+            let (img, r) = apply(&cache, &root);
+            let err = match r {
+                Ok(_) => panic!("{}: expected an error", case.name),
+                Err(err) => err,
+            };
+            let msg = err.to_string();
+            assert!(
+                msg.contains(case.message),
+                "{}: message {msg:?} lacks {:?}",
+                case.name,
+                case.message
+            );
+            assert_eq!(err.exit(), case.exit, "{}: {msg}", case.name);
+            let root_nar = cache
+                .nar_requests()
+                .iter()
+                .any(|u| u.contains(root.hash_part()));
+            assert_eq!(root_nar, case.nar_of_root_requested, "{}", case.name);
+            assert_clean(&img, &[&lib]);
+        }
+    }
+
+    #[test]
+    fn missing_narinfo_names_path_and_url() {
+        let cache = TestCache::new();
+        let root = sp('4', "gone");
+        let (img, r) = apply(&cache, &root);
+        let err = r.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "binary cache does not have /nix/store/44444444444444444444444444444444-gone: GET \
+             http://cache.test/c/44444444444444444444444444444444.narinfo: not found (404/403)"
+        );
+        assert_eq!(err.exit(), Exit::Cache);
+        assert_clean(&img, &[]);
+    }
+
+    #[test]
+    fn nar_urls_resolve_against_the_cache_base() {
+        let cases = [
+            (
+                "relative",
+                "http://h:1/c",
+                "nar/x.nar",
+                "http://h:1/c/nar/x.nar",
+            ),
+            (
+                "base with slash",
+                "http://h/c/",
+                "nar/x.nar",
+                "http://h/c/nar/x.nar",
+            ),
+            (
+                "host-absolute",
+                "http://h:1/c",
+                "/x/y.nar",
+                "http://h:1/x/y.nar",
+            ),
+            (
+                "absolute",
+                "http://h/c",
+                "https://s3/b/y.nar?x=1",
+                "https://s3/b/y.nar?x=1",
+            ),
+            (
+                "query kept",
+                "http://h",
+                "nar/a.nar?hash=b",
+                "http://h/nar/a.nar?hash=b",
+            ),
+        ];
+        for (name, base, url, want) in cases {
+            assert_eq!(nar_url(base, url), want, "{name}");
+        }
+    }
+}
