@@ -5,7 +5,12 @@
 //! `qemu-aarch64-static`, so the same suite runs natively and under
 //! qemu-user for every ARM target (scripts/test does all three).
 
+mod fakehub;
 mod util;
 
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
+
+/// `fh-lite resolve` against the local FlakeHub stand-in: resolve-only
+/// token rules, error classes, retries, limits, TLS roots, redirects.
+mod resolve;
