@@ -51,6 +51,47 @@ pub trait CacheClient: Sync {
     fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError>;
 }
 
+/// The binary cache over HTTP (http.rs): the closure token goes as Basic
+/// auth `flakehub:<token>`, and http.rs sends it only to the cache host.
+pub struct HttpCache<'a> {
+    pub client: &'a crate::http::Client,
+    /// Cache base URL (`--cache-addr`), without a trailing slash.
+    pub base: String,
+    pub token: &'a crate::http::Secret,
+}
+
+impl CacheClient for HttpCache<'_> {
+    fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
+        use crate::http::{Auth, NARINFO_LIMIT};
+        let url = format!("{}/{hash_part}.narinfo", self.base);
+        match self.client.get_bytes(
+            &url,
+            Auth::Basic(self.token),
+            Some("text/x-nix-narinfo"),
+            NARINFO_LIMIT,
+        ) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| FetchError::NotText { url }),
+            // §1.2: 404 and 403 both mean "not in this cache".
+            Err(e) if matches!(e.status(), Some(404 | 403)) => Ok(None),
+            Err(e) => Err(FetchError::Transport(e)),
+        }
+    }
+
+    fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
+        let s = self
+            .client
+            .get_stream(url, crate::http::Auth::Basic(self.token))
+            .map_err(FetchError::Transport)?;
+        Ok(s.body)
+    }
+}
+
 /// Errors of the plan and fetch steps. Every variant names the URL and,
 /// where known, the store path.
 #[derive(Debug)]
@@ -61,6 +102,10 @@ pub enum FetchError {
     Http { url: String, status: u16 },
     /// DNS, connect, TLS, timeout, or a read error on the body.
     Network { url: String, detail: String },
+    /// The HTTP layer failed (its error names the URL).
+    Transport(crate::http::HttpError),
+    /// A narinfo that is not UTF-8 text.
+    NotText { url: String },
     /// The narinfo did not parse (or was for another store path).
     NarInfoMalformed {
         path: StorePath,
@@ -126,6 +171,8 @@ impl fmt::Display for FetchError {
             ),
             FetchError::Http { url, status } => write!(f, "GET {url}: http status {status}"),
             FetchError::Network { url, detail } => write!(f, "GET {url}: {detail}"),
+            FetchError::Transport(e) => write!(f, "{e}"),
+            FetchError::NotText { url } => write!(f, "GET {url}: narinfo is not UTF-8 text"),
             FetchError::NarInfoMalformed { path, url, detail } => {
                 write!(f, "malformed narinfo for {path} at {url}: {detail}")
             }
@@ -206,6 +253,10 @@ impl FetchError {
             | FetchError::Truncated { .. }
             | FetchError::UnsupportedCompression { .. } => Exit::Cache,
             FetchError::Network { .. } => Exit::Network,
+            // A final error status from the cache is a cache error.
+            FetchError::Transport(e) if e.status().is_some() => Exit::Cache,
+            FetchError::Transport(e) => e.exit(),
+            FetchError::NotText { .. } => Exit::Verification,
             FetchError::NarInfoMalformed { .. }
             | FetchError::Untrusted { .. }
             | FetchError::Cycle { .. }
