@@ -355,7 +355,7 @@ impl Read for BodyLimit<'_> {
 enum Decoder<'a> {
     None(BodyLimit<'a>),
     Xz(Box<lzma_rust2::XzReader<BodyLimit<'a>>>),
-    Zstd(Box<ruzstd::decoding::StreamingDecoder<BodyLimit<'a>, ruzstd::decoding::FrameDecoder>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<BodyLimit<'a>>>>),
     Bzip2(Box<bzip2::read::MultiBzDecoder<BodyLimit<'a>>>),
 }
 
@@ -367,8 +367,8 @@ impl<'a> Decoder<'a> {
             // streams are accepted like liblzma's decoder does.
             Compression::Xz => Decoder::Xz(Box::new(lzma_rust2::XzReader::new(body, true))),
             Compression::Zstd => {
-                let d = ruzstd::decoding::StreamingDecoder::new(body)
-                    .map_err(|e| ("zstd".to_string(), io::Error::other(e.to_string())))?;
+                let d =
+                    zstd::stream::read::Decoder::new(body).map_err(|e| ("zstd".to_string(), e))?;
                 Decoder::Zstd(Box::new(d))
             }
             Compression::Bzip2 => Decoder::Bzip2(Box::new(bzip2::read::MultiBzDecoder::new(body))),
@@ -740,15 +740,7 @@ pub(crate) mod tests {
     pub fn compress(c: &str, data: &[u8]) -> Vec<u8> {
         match c {
             "none" => data.to_vec(),
-            "zstd" => {
-                let mut out = Vec::new();
-                ruzstd::encoding::compress(
-                    data,
-                    &mut out,
-                    ruzstd::encoding::CompressionLevel::Fastest,
-                );
-                out
-            }
+            "zstd" => zstd::stream::encode_all(data, 3).unwrap(),
             "bzip2" => {
                 let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
                 std::io::Write::write_all(&mut e, data).unwrap();
