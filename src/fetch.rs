@@ -645,7 +645,6 @@ pub(crate) mod tests {
     //! with a test key; shared by the plan, store and progress tests.
 
     use super::*;
-    use crate::nix::base32;
     use crate::nix::hash::Sha256;
     use crate::nix::signature::{PublicKey, TrustedKeys};
     use crate::progress::Mode;

@@ -272,3 +272,59 @@ impl Store for ImageStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::tests::{sp, TempDir};
+
+    const A: &str = "/nix/store/11111111111111111111111111111111-a";
+    const B: &str = "/nix/store/22222222222222222222222222222222-b";
+
+    #[test]
+    fn registration_parse_cases() {
+        let rec_a = format!("{A}\nabcd\n8\n\n0\n");
+        let rec_b = format!("{B}\nabcd\n8\n\n1\n{A}\n");
+        let cases: [(&str, String, usize, usize); 4] = [
+            ("empty", String::new(), 0, 0),
+            (
+                "two records",
+                format!("{rec_a}{rec_b}"),
+                2,
+                rec_a.len() + rec_b.len(),
+            ),
+            (
+                "torn in references",
+                format!("{rec_a}{B}\nabcd\n8\n\n1\n"),
+                1,
+                rec_a.len(),
+            ),
+            ("torn mid-line", format!("{rec_a}{B}\nab"), 1, rec_a.len()),
+        ];
+        for (name, text, n, complete) in cases {
+            let (listed, c) = parse_registration(&text).unwrap();
+            assert_eq!((listed.len(), c), (n, complete), "{name}");
+        }
+        assert_eq!(
+            parse_registration(&format!("{A}\nabcd\n8\n\nmany\n")).unwrap_err(),
+            "line 5: bad reference count 'many'"
+        );
+    }
+
+    #[test]
+    fn open_cuts_a_torn_record_and_validity_needs_the_files() {
+        let img = TempDir::new("reg");
+        let good = format!("{A}\nabcd\n8\n\n0\n{B}\nabcd\n8\n\n1\n{A}\n");
+        std::fs::write(img.0.join(REGISTRATION), format!("{good}{B}\nab")).unwrap();
+        let store = ImageStore::open(&img.0).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(img.0.join(REGISTRATION)).unwrap(),
+            good
+        );
+        let (a, b) = (sp('1', "a"), sp('2', "b"));
+        // Listed but absent on disk: not valid.
+        std::fs::write(img.0.join("nix/store").join(a.base_name()), b"x").unwrap();
+        let valid = store.query_valid(&[a.clone(), b]).unwrap();
+        assert_eq!(valid.into_iter().collect::<Vec<_>>(), vec![a]);
+    }
+}
