@@ -1,0 +1,332 @@
+//! NAR → directory tree in a store, verified (reference/nix-protocols.md §4).
+//!
+//! [`unpack_verified`] restores one NAR stream into a temporary name on the
+//! store's filesystem, `<store>/.fh-lite-tmp-<hash>-<pid>-<rand>`, while the
+//! stream is hashed and counted; only when NarHash and NarSize match is it
+//! handed back, and [`Unpacked::commit`] moves it to `<store>/<base>` with
+//! one rename that never replaces an existing path. Anything that fails
+//! removes the temporary tree (made writable first): a store never shows a
+//! half-written or unverified path under its final name.
+//!
+//! The tree ends in Nix's canonical state (§4.3): directories 0555, files
+//! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything
+//! (a directory's after its entries), owner = this process.
+//!
+//! Names come from the NAR as raw bytes. The NAR reader forbids empty, `.`,
+//! `..`, `/` and NUL in names and requires strictly increasing names; the
+//! sink checks the components again, and every node is created exclusively
+//! (`mkdir`, `O_CREAT|O_EXCL`, `symlink` all fail on an existing name), so a
+//! symlink from the NAR can never be followed while writing below it.
+//! Any backend that writes a store directory can reuse this module.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::StoreError;
+use crate::nix::hash::HashingReader;
+use crate::nix::nar::{self, NarError, NarSink};
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StorePath;
+
+/// Nix's canonical mtime: 1 second after the epoch.
+fn mtime_one() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1)
+}
+
+/// A verified tree under its temporary name; removed on drop unless
+/// committed.
+#[derive(Debug)]
+pub struct Unpacked {
+    tmp: Option<PathBuf>,
+    final_path: PathBuf,
+    path: StorePath,
+}
+
+/// What [`Unpacked::commit`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// The tree is now at its final name.
+    Placed,
+    /// Something already was at the final name; ours was removed.
+    AlreadyThere,
+}
+
+impl Unpacked {
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Rename to `<store>/<base>`, never replacing what is there.
+    pub fn commit(mut self) -> Result<Commit, StoreError> {
+        let Some(tmp) = self.tmp.clone() else {
+            return Ok(Commit::Placed);
+        };
+        let io_err = |source| StoreError::Io {
+            what: "moving into place",
+            file: self.final_path.clone(),
+            source,
+        };
+        let cwd = rustix::fs::CWD;
+        match rustix::fs::renameat_with(
+            cwd,
+            &tmp,
+            cwd,
+            &self.final_path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {
+                self.tmp = None;
+                Ok(Commit::Placed)
+            }
+            Err(e) if e == rustix::io::Errno::EXIST || e == rustix::io::Errno::NOTEMPTY => {
+                Ok(Commit::AlreadyThere)
+            }
+            // Filesystems without RENAME_NOREPLACE: check, then rename.
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+                if fs::symlink_metadata(&self.final_path).is_ok() {
+                    return Ok(Commit::AlreadyThere);
+                }
+                fs::rename(&tmp, &self.final_path).map_err(io_err)?;
+                self.tmp = None;
+                Ok(Commit::Placed)
+            }
+            Err(e) => Err(io_err(io::Error::from(e))),
+        }
+    }
+
+    pub fn store_path(&self) -> &StorePath {
+        &self.path
+    }
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = remove_tree(&tmp);
+        }
+    }
+}
+
+/// Remove a file or a tree whose directories may be read-only (0555).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let md = fs::symlink_metadata(path)?;
+    if md.is_dir() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+        for entry in fs::read_dir(path)? {
+            remove_tree(&entry?.path())?;
+        }
+        fs::remove_dir(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Restore the NAR `nar` of `info` under a temporary name in `store_dir`
+/// and verify NarHash and NarSize. `store_dir` must exist.
+pub fn unpack_verified(
+    store_dir: &Path,
+    info: &NarInfo,
+    nar: &mut dyn Read,
+) -> Result<Unpacked, StoreError> {
+    let path = &info.store_path;
+    let tmp = store_dir.join(format!(
+        ".fh-lite-tmp-{}-{}-{:016x}",
+        path.hash_part(),
+        std::process::id(),
+        random_u64()
+    ));
+    let guard = Unpacked {
+        tmp: Some(tmp.clone()),
+        final_path: store_dir.join(path.base_name()),
+        path: path.clone(),
+    };
+    let mut hashing = HashingReader::new(nar, info.nar_size);
+    let mut sink = DirSink {
+        root: tmp,
+        failed: None,
+        buf: vec![0u8; 64 * 1024],
+    };
+    if let Err(e) = nar::parse(&mut hashing, &mut sink) {
+        if let Some(f) = sink.failed.take() {
+            return Err(f);
+        }
+        let detail = match e {
+            NarError::Malformed { rule, path } => format!("/{path}: {rule}"),
+            NarError::Truncated { path } => format!("stream ended inside /{path}"),
+            NarError::Io(e) if hashing.count >= info.nar_size => {
+                // The hashing reader stops one byte past NarSize.
+                let _ = e;
+                return Err(StoreError::SizeMismatch {
+                    path: path.clone(),
+                    expected: info.nar_size,
+                    got: info.nar_size + 1,
+                });
+            }
+            NarError::Io(e) => format!("reading the NAR: {e}"),
+        };
+        return Err(StoreError::Nar {
+            path: path.clone(),
+            detail,
+        });
+    }
+    // The NAR must end where the stream ends.
+    let mut one = [0u8; 1];
+    match hashing.read(&mut one) {
+        Ok(0) => {}
+        Ok(_) | Err(_) => {
+            return Err(StoreError::SizeMismatch {
+                path: path.clone(),
+                expected: info.nar_size,
+                got: hashing.count.max(info.nar_size + 1),
+            })
+        }
+    }
+    let (got_hash, got_size) = hashing.finish();
+    if got_size != info.nar_size {
+        return Err(StoreError::SizeMismatch {
+            path: path.clone(),
+            expected: info.nar_size,
+            got: got_size,
+        });
+    }
+    if got_hash != info.nar_hash {
+        return Err(StoreError::HashMismatch {
+            path: path.clone(),
+            expected: info.nar_hash,
+            got: got_hash,
+        });
+    }
+    Ok(guard)
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // A failing system RNG only makes the name less unique; O_EXCL and
+    // mkdir still refuse a clash.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_le_bytes(b) ^ u64::from(std::process::id())
+}
+
+/// Writes NAR nodes below `root` (the temporary name).
+struct DirSink {
+    root: PathBuf,
+    /// The first filesystem error, with the file it concerns.
+    failed: Option<StoreError>,
+    buf: Vec<u8>,
+}
+
+impl DirSink {
+    fn target(&self, rel: &[u8]) -> io::Result<PathBuf> {
+        if rel.is_empty() {
+            return Ok(self.root.clone());
+        }
+        for c in rel.split(|&b| b == b'/') {
+            if c.is_empty() || c == b"." || c == b".." || c.contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "forbidden name in NAR",
+                ));
+            }
+        }
+        Ok(self.root.join(OsStr::from_bytes(rel)))
+    }
+
+    /// Record a filesystem failure (so the caller reports the file) and
+    /// pass it on to the NAR reader.
+    fn fail(&mut self, what: &'static str, file: &Path, e: io::Error) -> io::Error {
+        let out = io::Error::new(e.kind(), e.to_string());
+        if self.failed.is_none() {
+            self.failed = Some(StoreError::Io {
+                what,
+                file: file.to_path_buf(),
+                source: e,
+            });
+        }
+        out
+    }
+}
+
+impl NarSink for DirSink {
+    fn directory(&mut self, path: &[u8]) -> io::Result<()> {
+        let p = self.target(path)?;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&p)
+            .map_err(|e| self.fail("creating directory", &p, e))
+    }
+
+    fn directory_end(&mut self, path: &[u8]) -> io::Result<()> {
+        let p = self.target(path)?;
+        let r = File::open(&p)
+            .and_then(|d| d.set_modified(mtime_one()))
+            .and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(0o555)));
+        r.map_err(|e| self.fail("finishing directory", &p, e))
+    }
+
+    fn file(
+        &mut self,
+        path: &[u8],
+        executable: bool,
+        size: u64,
+        contents: &mut dyn Read,
+    ) -> io::Result<()> {
+        let p = self.target(path)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&p)
+            .map_err(|e| self.fail("creating file", &p, e))?;
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            // Read errors come from the NAR stream: not this file's fault.
+            let n = contents.read(&mut self.buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "NAR file contents cut short",
+                ));
+            }
+            if let Err(e) = f.write_all(&self.buf[..n]) {
+                return Err(self.fail("writing file", &p, e));
+            }
+            left -= n as u64;
+        }
+        let mode = if executable { 0o555 } else { 0o444 };
+        let r = f
+            .set_modified(mtime_one())
+            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(mode)));
+        r.map_err(|e| self.fail("finishing file", &p, e))
+    }
+
+    fn symlink(&mut self, path: &[u8], target: &[u8]) -> io::Result<()> {
+        let p = self.target(path)?;
+        if let Err(e) = std::os::unix::fs::symlink(OsStr::from_bytes(target), &p) {
+            return Err(self.fail("creating symlink", &p, e));
+        }
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &p,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fail("setting symlink mtime", &p, io::Error::from(e)))
+    }
+}
