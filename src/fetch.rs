@@ -759,6 +759,9 @@ pub(crate) mod tests {
                 assert!(out.status.success());
                 out.stdout
             }
+            // A compression fh-lite cannot decode: the bytes are never
+            // downloaded, so they may stay as they are.
+            "lz4" | "br" | "gzip" => data.to_vec(),
             other => panic!("no compressor for {other}"),
         }
     }
@@ -1114,7 +1117,7 @@ pub(crate) mod tests {
                 name: "nar size mismatch (NarSize larger)",
                 spoil: |e, _| e.nar_size = Some(e.nar.len() as u64 + 8),
                 exit: Exit::Verification,
-                message: "malformed NAR for /nix/store/33333333333333333333333333333333-app",
+                message: "NAR size mismatch for /nix/store/33333333333333333333333333333333-app: narinfo says 296 bytes, got 288",
                 nar_of_root_requested: true,
             },
             Case {

@@ -156,8 +156,9 @@ pub fn unpack_verified(
             return Err(f);
         }
         let detail = match e {
-            NarError::Malformed { rule, path } => format!("/{path}: {rule}"),
-            NarError::Truncated { path } => format!("stream ended inside /{path}"),
+            NarError::Malformed { rule, path } => format!("{path}: {rule}"),
+            NarError::Truncated { path } => format!("stream ended inside {path}"),
+            NarError::Sink { path, err } => format!("writing {path}: {err}"),
             NarError::Io(e) if hashing.count >= info.nar_size => {
                 // The hashing reader stops one byte past NarSize.
                 let _ = e;
