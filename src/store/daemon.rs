@@ -627,19 +627,7 @@ fn upload_nar(out: &UnixStream, info: &NarInfo, nar: &mut dyn Read) -> Result<()
         }));
     }
     // The NAR must end where its grammar ends (and within NarSize).
-    let mut extra = [0u8; 1];
-    match tee.inner.read(&mut extra) {
-        Ok(0) => {}
-        Ok(_) | Err(_) => {
-            return Err(Upload::Verify(StoreError::BadNar {
-                path: path.clone(),
-                detail: format!(
-                    "trailing data after the end of the archive (NarSize {})",
-                    info.nar_size
-                ),
-            }))
-        }
-    }
+    super::check_nar_end(info, &mut tee.inner).map_err(Upload::Verify)?;
     let FrameTee { inner, mut buf, .. } = tee;
     let (hash, size) = inner.finish();
     super::check_hash_size(info, hash, size).map_err(Upload::Verify)?;

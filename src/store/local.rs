@@ -13,12 +13,13 @@
 //! - Per-path lock `<store>/<base>.lock` (flock exclusive); a lock file
 //!   with content is stale (its owner deleted it) and is reopened.
 //!
-//! `add_path`: lock, unpack into `<store>/<hash>-fhlite-tmp-<pid>` (itself
-//! a temp root, so a concurrent GC leaves it alone) while hashing, counting
-//! and strictly parsing the NAR, check NarHash/NarSize, rename into place,
-//! then `nix-store --load-db` with the record (hash and size given, so Nix
-//! does not re-hash). On any failure the temp dir or the moved path is
-//! removed: nothing half-written stays and nothing is registered.
+//! `add_path`: lock, unpack with [`unpack::unpack_verified_as`] into
+//! `<store>/<hash>-fhlite-tmp-<pid>-<rand>` (made a temp root first, so a
+//! concurrent GC leaves it alone) while hashing, counting and strictly
+//! parsing the NAR, check NarHash/NarSize, rename into place, then
+//! `nix-store --load-db` with the record (hash and size given, so Nix does
+//! not re-hash). On any failure the temp dir or the moved path is removed:
+//! nothing half-written stays and nothing is registered.
 //! `--load-db` cannot carry signatures or CA: the paths are registered
 //! without them (fh-lite verified the signatures before downloading).
 
@@ -32,10 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use super::unpack::{remove_tree, UnpackSink};
+use super::unpack::{self, remove_tree, Commit};
 use super::{Store, StoreError};
-use crate::nix::hash::HashingReader;
-use crate::nix::nar::NarError;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
 
@@ -58,8 +57,8 @@ struct TempRoots {
     added: BTreeSet<String>,
 }
 
-fn io_err(what: &str, file: &Path) -> impl FnOnce(io::Error) -> StoreError {
-    let (what, file) = (what.to_string(), file.to_path_buf());
+fn io_err(what: &'static str, file: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let file = file.to_path_buf();
     move |err| StoreError::Io { what, file, err }
 }
 
@@ -199,7 +198,7 @@ impl LocalStore {
                     Some(Ok(b'1')) => {}
                     Some(Ok(c)) => {
                         return Err(StoreError::Io {
-                            what: "unexpected answer from the garbage collector at".into(),
+                            what: "unexpected answer from the garbage collector at",
                             file: sock,
                             err: io::Error::new(io::ErrorKind::InvalidData, format!("byte {c}")),
                         })
@@ -247,46 +246,11 @@ impl LocalStore {
         self.nix_store(&["--load-db".as_ref()], Some(rec.as_bytes()))
             .map(|_| ())
     }
-
-    fn unpack_verified(
-        &self,
-        info: &NarInfo,
-        nar: &mut dyn Read,
-        tmp: &Path,
-    ) -> Result<(), StoreError> {
-        let path = &info.store_path;
-        let mut hr =
-            HashingReader::new(io::BufReader::with_capacity(64 * 1024, nar), info.nar_size);
-        crate::nix::nar::parse(&mut hr, &mut UnpackSink::new(tmp)).map_err(|e| match e {
-            // Writing failed (disk full, permissions): the store's fault.
-            NarError::Sink { path: inner, err } => StoreError::Io {
-                what: format!("unpacking {path}: writing /{inner} in"),
-                file: tmp.to_path_buf(),
-                err,
-            },
-            e => StoreError::BadNar {
-                path: path.clone(),
-                detail: super::nar_error_detail(&e),
-            },
-        })?;
-        let mut extra = [0u8; 1];
-        if !matches!(hr.read(&mut extra), Ok(0)) {
-            return Err(StoreError::BadNar {
-                path: path.clone(),
-                detail: format!(
-                    "trailing data after the end of the archive (NarSize {})",
-                    info.nar_size
-                ),
-            });
-        }
-        let (hash, size) = hr.finish();
-        super::check_hash_size(info, hash, size)
-    }
 }
 
 fn unreachable_io(state: &Path) -> StoreError {
     StoreError::Io {
-        what: "temp roots not initialised for".into(),
+        what: "temp roots not initialised for",
         file: state.to_path_buf(),
         err: io::Error::other("internal error"),
     }
@@ -366,7 +330,7 @@ impl Store for LocalStore {
         // A fresh root (image builds, tests) may have no store dir yet;
         // `nix-store --load-db` creates the database itself.
         fs::create_dir_all(&store).map_err(io_err("creating", &store))?;
-        let tmp_name = format!("{}-fhlite-tmp-{}", path.hash_part(), std::process::id());
+        let tmp_name = unpack::temp_name(path);
         self.add_temp_root(&path.to_string())?;
         self.add_temp_root(&format!("{}/{tmp_name}", crate::nix::store_path::STORE_DIR))?;
         let _lock = PathLock::acquire(store.join(format!("{}.lock", path.base_name())))?;
@@ -374,17 +338,18 @@ impl Store for LocalStore {
             return Ok(());
         }
         let final_path = store.join(path.base_name());
-        let tmp = store.join(&tmp_name);
-        // Leftovers of an earlier, interrupted attempt (not valid: see above).
+        // A leftover of an earlier, interrupted attempt (not valid: see above).
         remove_tree(&final_path).map_err(io_err("removing stale", &final_path))?;
-        remove_tree(&tmp).map_err(io_err("removing stale", &tmp))?;
-        if let Err(e) = self.unpack_verified(info, nar, &tmp) {
-            let _ = remove_tree(&tmp);
-            return Err(e);
-        }
-        if let Err(e) = fs::rename(&tmp, &final_path) {
-            let _ = remove_tree(&tmp);
-            return Err(io_err("moving into place", &final_path)(e));
+        let unpacked = unpack::unpack_verified_as(&store, &tmp_name, info, nar)?;
+        match unpacked.commit()? {
+            Commit::Placed => {}
+            // Under the path lock nothing else may place it.
+            Commit::AlreadyThere => {
+                return Err(StoreError::Conflict {
+                    path: path.clone(),
+                    file: final_path,
+                })
+            }
         }
         if let Err(e) = self.register(info) {
             let _ = remove_tree(&final_path);

@@ -9,11 +9,12 @@
 //! were valid before: backends may rely on that order.
 
 pub mod daemon;
+pub mod image;
 pub mod local;
 pub mod nix_copy;
 pub mod select;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod unpack;
 
 use std::collections::BTreeSet;
@@ -29,12 +30,9 @@ use crate::nix::store_path::StorePath;
 
 #[derive(Debug)]
 pub enum StoreError {
-    /// INTERFACE STUB: variants are the backends' to add; every one names
-    /// the store path and/or file involved.
-    Todo(String),
-
     // -- shared by the backends that see the NAR (daemon, local) --
-    /// The NAR broke a rule of §4.2, ended early, or its source failed.
+    /// The NAR broke a rule of §4.2, ended early, had trailing data, or
+    /// its source failed.
     BadNar { path: StorePath, detail: String },
     /// The NAR's sha256 is not the narinfo's NarHash.
     HashMismatch {
@@ -53,12 +51,14 @@ pub enum StoreError {
         path: StorePath,
         reference: StorePath,
     },
-    /// A local file operation failed.
+    /// A local file operation failed (`what` + file). ENOSPC included.
     Io {
-        what: String,
+        what: &'static str,
         file: PathBuf,
         err: io::Error,
     },
+    /// The final path appeared meanwhile (another run) but is not valid.
+    Conflict { path: StorePath, file: PathBuf },
     /// A helper program (`nix-store`, `nix`) could not be started.
     NoProgram { program: String, err: io::Error },
     /// A helper program failed: its command line (no secrets) and stderr.
@@ -86,7 +86,6 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Todo(s) => write!(f, "{s}"),
             StoreError::BadNar { path, detail } => write!(f, "NAR of {path}: {detail}"),
             StoreError::HashMismatch {
                 path,
@@ -110,7 +109,19 @@ impl fmt::Display for StoreError {
                 f,
                 "cannot add {path}: its reference {reference} is not valid in the store yet (references must be added first)"
             ),
+            StoreError::Io { what, file, err } if is_enospc(err) => write!(
+                f,
+                "{what} {}: no space left on the store's filesystem; free some space (the \
+                 plan's unpacked size is what the store needs)",
+                file.display()
+            ),
             StoreError::Io { what, file, err } => write!(f, "{what} {}: {err}", file.display()),
+            StoreError::Conflict { path, file } => write!(
+                f,
+                "{path} appeared at {} during the fetch (another run?) but is not registered; \
+                 retry",
+                file.display()
+            ),
             StoreError::NoProgram { program, err } if err.kind() == io::ErrorKind::NotFound => {
                 write!(f, "{program}: not found on PATH (install Nix, or pick another --store)")
             }
@@ -136,6 +147,10 @@ impl fmt::Display for StoreError {
             } => write!(f, "nix-daemon at {}: {doing}: {message}", socket.display()),
         }
     }
+}
+
+fn is_enospc(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
 }
 
 impl StoreError {
@@ -174,6 +189,22 @@ pub(crate) fn check_hash_size(info: &NarInfo, hash: Sha256, size: u64) -> Result
         });
     }
     Ok(())
+}
+
+/// After the NAR's grammar has ended: the stream (a `HashingReader` limited
+/// to NarSize, which errs one byte past it) must end there too.
+pub(crate) fn check_nar_end(info: &NarInfo, rest: &mut dyn Read) -> Result<(), StoreError> {
+    let mut extra = [0u8; 1];
+    match rest.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) | Err(_) => Err(StoreError::BadNar {
+            path: info.store_path.clone(),
+            detail: format!(
+                "trailing data after the end of the archive (NarSize {})",
+                info.nar_size
+            ),
+        }),
+    }
 }
 
 /// One line for a NAR parse error (its Display without the "nar: " tag).

@@ -59,7 +59,7 @@ impl NetrcDir {
             .mode(0o700)
             .create(&dir)
             .map_err(|err| StoreError::Io {
-                what: "creating".into(),
+                what: "creating",
                 file: dir.clone(),
                 err,
             })?;
@@ -71,13 +71,13 @@ impl NetrcDir {
             .mode(0o600)
             .open(&file)
             .map_err(|err| StoreError::Io {
-                what: "creating".into(),
+                what: "creating",
                 file: file.clone(),
                 err,
             })?;
         f.write_all(format!("machine {host} login flakehub password {token}\n").as_bytes())
             .map_err(|err| StoreError::Io {
-                what: "writing".into(),
+                what: "writing",
                 file: file.clone(),
                 err,
             })?;

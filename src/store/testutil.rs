@@ -20,7 +20,7 @@ use crate::nix::store_path::StorePath;
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A directory under /tmp, removed (read-only store trees included) on drop.
-pub struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {

@@ -1,78 +1,266 @@
-//! Writing a NAR's nodes to disk the way Nix restores a store path
-//! (nix-protocols.md §4.3): regular files 0444 (0555 when executable),
-//! directories 0555 (made read-only after their entries are written),
-//! symlinks as they are; every node, symlinks included, gets mtime 1
-//! (`utimensat` with `AT_SYMLINK_NOFOLLOW`). Owner is whoever we run as.
+//! NAR → directory tree in a store, verified (reference/nix-protocols.md §4).
 //!
-//! [`UnpackSink`] writes below a root path that must not exist yet; the NAR's
-//! root node becomes that path. Node names come from the strict NAR parser,
-//! and are checked here again (no empty, `.`, `..`, `/` or NUL) before they
-//! touch the filesystem.
+//! [`unpack_verified`] restores one NAR stream into a temporary name on the
+//! store's filesystem, `<store>/<hash>-fhlite-tmp-<pid>-<rand>` (see
+//! [`temp_name`]), while the stream is hashed and counted; only when NarHash
+//! and NarSize match is it handed back, and [`Unpacked::commit`] moves it to
+//! `<store>/<base>` with one rename that never replaces an existing path.
+//! Anything that fails removes the temporary tree (made writable first): a
+//! store never shows a half-written or unverified path under its final name.
+//!
+//! The temporary name is shaped like a store path on purpose: a Nix garbage
+//! collector deletes every other name in the store directory on sight, but
+//! leaves a store-path-shaped one alone while it is a temp root (the local
+//! backend registers it as one before unpacking, via [`unpack_verified_as`]).
+//!
+//! The tree ends in Nix's canonical state (§4.3): directories 0555, files
+//! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything,
+//! symlinks included (`utimensat` with `AT_SYMLINK_NOFOLLOW`; a directory's
+//! after its entries), owner = this process.
+//!
+//! Names come from the NAR as raw bytes. The NAR reader forbids empty, `.`,
+//! `..`, `/` and NUL in names and requires strictly increasing names; the
+//! sink checks the components again, and every node is created exclusively
+//! (`mkdir`, `O_CREAT|O_EXCL`, `symlink` all fail on an existing name), so a
+//! symlink from the NAR can never be followed while writing below it.
+//! Every backend that writes a store directory (image, local) uses this
+//! module.
 
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use super::StoreError;
+use crate::nix::hash::HashingReader;
+use crate::nix::nar::{self, NarSink};
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StorePath;
 
-use crate::nix::nar::NarSink;
-
-/// Writes a NAR below `root` (see the module doc).
-pub struct UnpackSink {
-    root: PathBuf,
+/// Nix's canonical mtime: 1 second after the epoch.
+fn mtime_one() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1)
 }
 
-impl UnpackSink {
-    pub fn new(root: &Path) -> UnpackSink {
-        UnpackSink {
-            root: root.to_path_buf(),
+/// A verified tree under its temporary name; removed on drop unless
+/// committed.
+#[derive(Debug)]
+pub struct Unpacked {
+    tmp: Option<PathBuf>,
+    final_path: PathBuf,
+    path: StorePath,
+}
+
+/// What [`Unpacked::commit`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// The tree is now at its final name.
+    Placed,
+    /// Something already was at the final name; ours was removed.
+    AlreadyThere,
+}
+
+impl Unpacked {
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Rename to `<store>/<base>`, never replacing what is there.
+    pub fn commit(mut self) -> Result<Commit, StoreError> {
+        let Some(tmp) = self.tmp.clone() else {
+            return Ok(Commit::Placed);
+        };
+        let io_err = |err| StoreError::Io {
+            what: "moving into place",
+            file: self.final_path.clone(),
+            err,
+        };
+        let cwd = rustix::fs::CWD;
+        match rustix::fs::renameat_with(
+            cwd,
+            &tmp,
+            cwd,
+            &self.final_path,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {
+                self.tmp = None;
+                Ok(Commit::Placed)
+            }
+            Err(e) if e == rustix::io::Errno::EXIST || e == rustix::io::Errno::NOTEMPTY => {
+                Ok(Commit::AlreadyThere)
+            }
+            // Filesystems without RENAME_NOREPLACE: check, then rename.
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+                if fs::symlink_metadata(&self.final_path).is_ok() {
+                    return Ok(Commit::AlreadyThere);
+                }
+                fs::rename(&tmp, &self.final_path).map_err(io_err)?;
+                self.tmp = None;
+                Ok(Commit::Placed)
+            }
+            Err(e) => Err(io_err(io::Error::from(e))),
         }
     }
 
-    fn target(&self, path: &[u8]) -> io::Result<PathBuf> {
-        if path.is_empty() {
+    pub fn store_path(&self) -> &StorePath {
+        &self.path
+    }
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = remove_tree(&tmp);
+        }
+    }
+}
+
+/// Remove a file, symlink or tree whose directories may be read-only
+/// (0555), as unpacked store paths are. Missing is fine.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let md = match fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if md.is_dir() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+        for entry in fs::read_dir(path)? {
+            remove_tree(&entry?.path())?;
+        }
+        fs::remove_dir(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// The temporary name [`unpack_verified`] uses for `path`:
+/// `<hash>-fhlite-tmp-<pid>-<rand>`, a valid store path name (see the
+/// module doc), unique per call.
+pub fn temp_name(path: &StorePath) -> String {
+    format!(
+        "{}-fhlite-tmp-{}-{:016x}",
+        path.hash_part(),
+        std::process::id(),
+        random_u64()
+    )
+}
+
+/// Restore the NAR `nar` of `info` under a fresh [`temp_name`] in
+/// `store_dir` and verify NarHash and NarSize. `store_dir` must exist.
+pub fn unpack_verified(
+    store_dir: &Path,
+    info: &NarInfo,
+    nar: &mut dyn Read,
+) -> Result<Unpacked, StoreError> {
+    unpack_verified_as(store_dir, &temp_name(&info.store_path), info, nar)
+}
+
+/// [`unpack_verified`] under the caller's temporary name `tmp_name` (from
+/// [`temp_name`], e.g. already made a GC temp root). Nothing may exist
+/// under that name.
+pub fn unpack_verified_as(
+    store_dir: &Path,
+    tmp_name: &str,
+    info: &NarInfo,
+    nar: &mut dyn Read,
+) -> Result<Unpacked, StoreError> {
+    let path = &info.store_path;
+    let tmp = store_dir.join(tmp_name);
+    let guard = Unpacked {
+        tmp: Some(tmp.clone()),
+        final_path: store_dir.join(path.base_name()),
+        path: path.clone(),
+    };
+    let mut hashing =
+        HashingReader::new(io::BufReader::with_capacity(64 * 1024, nar), info.nar_size);
+    let mut sink = DirSink {
+        root: tmp,
+        failed: None,
+        buf: vec![0u8; 64 * 1024],
+    };
+    if let Err(e) = nar::parse(&mut hashing, &mut sink) {
+        // A filesystem failure is the store's; anything else is the NAR's.
+        if let Some(f) = sink.failed.take() {
+            return Err(f);
+        }
+        return Err(StoreError::BadNar {
+            path: path.clone(),
+            detail: super::nar_error_detail(&e),
+        });
+    }
+    super::check_nar_end(info, &mut hashing)?;
+    let (got_hash, got_size) = hashing.finish();
+    super::check_hash_size(info, got_hash, got_size)?;
+    Ok(guard)
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // A failing system RNG only makes the name less unique; O_EXCL and
+    // mkdir still refuse a clash.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_le_bytes(b) ^ u64::from(std::process::id())
+}
+
+/// Writes NAR nodes below `root` (the temporary name).
+struct DirSink {
+    root: PathBuf,
+    /// The first filesystem error, with the file it concerns.
+    failed: Option<StoreError>,
+    buf: Vec<u8>,
+}
+
+impl DirSink {
+    fn target(&self, rel: &[u8]) -> io::Result<PathBuf> {
+        if rel.is_empty() {
             return Ok(self.root.clone());
         }
-        let mut p = self.root.clone();
-        for c in path.split(|&b| b == b'/') {
+        for c in rel.split(|&b| b == b'/') {
             if c.is_empty() || c == b"." || c == b".." || c.contains(&0) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("unsafe name in NAR: {:?}", String::from_utf8_lossy(path)),
+                    format!("unsafe name in NAR: {:?}", String::from_utf8_lossy(rel)),
                 ));
             }
-            p.push(OsStr::from_bytes(c));
         }
-        Ok(p)
+        Ok(self.root.join(OsStr::from_bytes(rel)))
+    }
+
+    /// Record a filesystem failure (so the caller reports the file) and
+    /// pass it on to the NAR reader.
+    fn fail(&mut self, what: &'static str, file: &Path, e: io::Error) -> io::Error {
+        let out = io::Error::new(e.kind(), e.to_string());
+        if self.failed.is_none() {
+            self.failed = Some(StoreError::Io {
+                what,
+                file: file.to_path_buf(),
+                err: e,
+            });
+        }
+        out
     }
 }
 
-/// mtime (and atime) 1, without following a symlink.
-pub fn set_mtime_1(p: &Path) -> io::Result<()> {
-    let one = Timespec {
-        tv_sec: 1,
-        tv_nsec: 0,
-    };
-    let times = Timestamps {
-        last_access: one,
-        last_modification: one,
-    };
-    rustix::fs::utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
-}
-
-impl NarSink for UnpackSink {
+impl NarSink for DirSink {
     fn directory(&mut self, path: &[u8]) -> io::Result<()> {
         let p = self.target(path)?;
-        fs::DirBuilder::new().mode(0o755).create(&p)
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&p)
+            .map_err(|e| self.fail("creating directory", &p, e))
     }
 
     fn directory_end(&mut self, path: &[u8]) -> io::Result<()> {
         let p = self.target(path)?;
-        fs::set_permissions(&p, Permissions::from_mode(0o555))?;
-        set_mtime_1(&p)
+        let r = File::open(&p)
+            .and_then(|d| d.set_modified(mtime_one()))
+            .and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(0o555)));
+        r.map_err(|e| self.fail("finishing directory", &p, e))
     }
 
     fn file(
@@ -86,45 +274,55 @@ impl NarSink for UnpackSink {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
-            .open(&p)?;
-        let n = io::copy(contents, &mut f)?;
-        if n != size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{}: {n} of {size} bytes", p.display()),
-            ));
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&p)
+            .map_err(|e| self.fail("creating file", &p, e))?;
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            // Read errors come from the NAR stream: not this file's fault.
+            let n = contents.read(&mut self.buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "NAR file contents cut short",
+                ));
+            }
+            if let Err(e) = f.write_all(&self.buf[..n]) {
+                return Err(self.fail("writing file", &p, e));
+            }
+            left -= n as u64;
         }
-        f.flush()?;
         let mode = if executable { 0o555 } else { 0o444 };
-        f.set_permissions(Permissions::from_mode(mode))?;
-        drop(f);
-        set_mtime_1(&p)
+        let r = f
+            .set_modified(mtime_one())
+            .and_then(|()| f.set_permissions(fs::Permissions::from_mode(mode)));
+        r.map_err(|e| self.fail("finishing file", &p, e))
     }
 
     fn symlink(&mut self, path: &[u8], target: &[u8]) -> io::Result<()> {
         let p = self.target(path)?;
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), &p)?;
-        set_mtime_1(&p)
-    }
-}
-
-/// Remove `p` (file, symlink or tree) even when its directories are
-/// read-only, as unpacked store paths are. Missing is fine.
-pub fn remove_tree(p: &Path) -> io::Result<()> {
-    let meta = match fs::symlink_metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if meta.is_dir() {
-        fs::set_permissions(p, Permissions::from_mode(0o755))?;
-        for entry in fs::read_dir(p)? {
-            remove_tree(&entry?.path())?;
+        if let Err(e) = std::os::unix::fs::symlink(OsStr::from_bytes(target), &p) {
+            return Err(self.fail("creating symlink", &p, e));
         }
-        fs::remove_dir(p)
-    } else {
-        fs::remove_file(p)
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &p,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fail("setting symlink mtime", &p, io::Error::from(e)))
     }
 }
 
@@ -133,11 +331,19 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    fn sink(root: &Path) -> DirSink {
+        DirSink {
+            root: root.to_path_buf(),
+            failed: None,
+            buf: vec![0u8; 4],
+        }
+    }
+
     #[test]
     fn unpack_sink_writes_canonical_nodes() {
         let dir = crate::store::testutil::TempDir::new("unpack");
         let root = dir.path().join("out");
-        let mut s = UnpackSink::new(&root);
+        let mut s = sink(&root);
         s.directory(b"").unwrap();
         s.file(b"a", false, 3, &mut &b"abc"[..]).unwrap();
         s.file(b"x", true, 0, &mut &b""[..]).unwrap();
@@ -166,13 +372,14 @@ mod tests {
         assert_eq!(fs::read_link(root.join("d/l")).unwrap(), Path::new("../a"));
         remove_tree(&root).unwrap();
         assert!(!root.exists());
+        remove_tree(&root).unwrap();
     }
 
     #[test]
     fn unpack_sink_rejects_unsafe_names_and_short_files() {
         let dir = crate::store::testutil::TempDir::new("unpack-bad");
         let root = dir.path().join("out");
-        let mut s = UnpackSink::new(&root);
+        let mut s = sink(&root);
         s.directory(b"").unwrap();
         let names: &[(&str, &[u8])] = &[
             ("dotdot", b".."),
@@ -184,9 +391,29 @@ mod tests {
         for (case, name) in names {
             let e = s.symlink(name, b"t").unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{case}");
+            assert!(e.to_string().starts_with("unsafe name in NAR: "), "{case}");
         }
         let e = s.file(b"short", false, 5, &mut &b"abc"[..]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(!dir.path().join("x").exists());
+    }
+
+    #[test]
+    fn temp_names_are_store_path_names() {
+        let p = StorePath::parse("/nix/store/11111111111111111111111111111111-a").unwrap();
+        let (a, b) = (temp_name(&p), temp_name(&p));
+        assert_ne!(a, b, "two calls, two names");
+        for n in [a, b] {
+            let full = format!("/nix/store/{n}");
+            let parsed = StorePath::parse(&full).unwrap();
+            assert_eq!(parsed.hash_part(), p.hash_part(), "{n}");
+            assert!(
+                n.starts_with(&format!(
+                    "11111111111111111111111111111111-fhlite-tmp-{}-",
+                    std::process::id()
+                )),
+                "{n}"
+            );
+        }
     }
 }

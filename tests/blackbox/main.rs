@@ -5,7 +5,21 @@
 //! `qemu-aarch64-static`, so the same suite runs natively and under
 //! qemu-user for every ARM target (scripts/test does all three).
 
+mod fakehub;
 mod util;
+
+/// Fixture closures and signed caches built by real Nix (tests/fixtures).
+mod fixtures;
 
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
+
+/// `fh-lite resolve` against the local FlakeHub stand-in: resolve-only
+/// token rules, error classes, retries, limits, TLS roots, redirects.
+mod resolve;
+
+/// flake.nix parses; README and --help agree.
+mod packaging;
+
+/// status, rollback, the apply lock, the NixOS module.
+mod activation;

@@ -1,0 +1,330 @@
+//! Image-root backend: `--root DIR` writes `DIR/nix/store/<base>` and
+//! records each path in `DIR/nix-path-registration`, which a NixOS image
+//! loads on first boot with `nix-store --load-db` (reference/nix-protocols.md
+//! §5.2). One record per path, references first:
+//!
+//! ```text
+//! /nix/store/<base>
+//! <NarHash as bare base16, as --dump-db writes it>
+//! <NarSize>
+//! <deriver full path, or an empty line>
+//! <number of references>
+//! <one full reference path per line>
+//! ```
+//!
+//! Validity: a path is valid when it is listed in the registration file and
+//! present under `DIR/nix/store`. A path present but not listed is a
+//! leftover of an interrupted run: `add_path` removes it and writes it anew.
+//!
+//! Durability: before a record is appended the store filesystem is synced,
+//! and each append is one write followed by fsync. Records are appended in
+//! `add_path` order, which is topological (store/mod.rs), so a crash never
+//! lists a path whose references are not listed; a torn last record is cut
+//! off when the file is next opened.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::unpack::{self, Commit};
+use super::{Store, StoreError};
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StorePath;
+
+pub const REGISTRATION: &str = "nix-path-registration";
+
+/// Longest registration file read back (it lists paths, not contents).
+const MAX_REGISTRATION: u64 = 256 * 1024 * 1024;
+
+pub struct ImageStore {
+    root: PathBuf,
+    store_dir: PathBuf,
+    reg_path: PathBuf,
+    reg: Mutex<Registration>,
+}
+
+struct Registration {
+    listed: BTreeSet<StorePath>,
+    file: File,
+}
+
+impl ImageStore {
+    /// Open (creating `DIR/nix/store` and the registration file if needed).
+    pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
+        let store_dir = root.join("nix/store");
+        fs::create_dir_all(&store_dir).map_err(|err| StoreError::Io {
+            what: "creating",
+            file: store_dir.clone(),
+            err,
+        })?;
+        let reg_path = root.join(REGISTRATION);
+        let io_err = |what, err| StoreError::Io {
+            what,
+            file: reg_path.clone(),
+            err,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&reg_path)
+            .map_err(|e| io_err("opening", e))?;
+        let len = file.metadata().map_err(|e| io_err("reading", e))?.len();
+        if len > MAX_REGISTRATION {
+            return Err(io_err(
+                "reading",
+                io::Error::other(format!("larger than {MAX_REGISTRATION} bytes")),
+            ));
+        }
+        let mut text = String::new();
+        (&mut file)
+            .take(MAX_REGISTRATION)
+            .read_to_string(&mut text)
+            .map_err(|e| io_err("reading", e))?;
+        let (listed, complete) =
+            parse_registration(&text).map_err(|e| io_err("reading", io::Error::other(e)))?;
+        if complete < text.len() {
+            // A record torn by a crash: drop it.
+            file.set_len(complete as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_err("truncating", e))?;
+        }
+        // The file's directory entry must be durable too.
+        if let Ok(d) = File::open(root) {
+            let _ = d.sync_all();
+        }
+        Ok(ImageStore {
+            root: root.to_path_buf(),
+            store_dir,
+            reg_path,
+            reg: Mutex::new(Registration { listed, file }),
+        })
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
+    fn is_listed(&self, p: &StorePath) -> bool {
+        self.reg
+            .lock()
+            .map(|r| r.listed.contains(p))
+            .unwrap_or(false)
+    }
+
+    fn append(&self, info: &NarInfo) -> Result<(), StoreError> {
+        let record = record_for(info);
+        let mut reg = self.reg.lock().map_err(|_| StoreError::Io {
+            what: "appending to",
+            file: self.reg_path.clone(),
+            err: io::Error::other("lock poisoned by a failed worker"),
+        })?;
+        reg.file
+            .write_all(record.as_bytes())
+            .and_then(|()| reg.file.sync_data())
+            .map_err(|err| StoreError::Io {
+                what: "appending to",
+                file: self.reg_path.clone(),
+                err,
+            })?;
+        reg.listed.insert(info.store_path.clone());
+        Ok(())
+    }
+}
+
+/// One `--load-db` record (§5.2).
+fn record_for(info: &NarInfo) -> String {
+    let mut s = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        info.store_path,
+        info.nar_hash.to_hex(),
+        info.nar_size,
+        info.deriver
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        info.references.len()
+    );
+    for r in &info.references {
+        s.push_str(&r.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// The paths listed, and the length of the prefix made of complete
+/// records. A malformed complete record is an error naming its line.
+fn parse_registration(text: &str) -> Result<(BTreeSet<StorePath>, usize), String> {
+    let mut listed = BTreeSet::new();
+    let mut complete = 0usize;
+    let mut lines = Lines {
+        text,
+        pos: 0,
+        no: 0,
+    };
+    'records: while let Some(path) = lines.next_line() {
+        let no = lines.no;
+        let path = StorePath::parse(path)
+            .map_err(|e| format!("line {no}: bad store path '{path}': {e:?}"))?;
+        let mut fields = [""; 4];
+        for f in &mut fields {
+            let Some(l) = lines.next_line() else {
+                break 'records;
+            };
+            *f = l;
+        }
+        let n: usize = fields[3]
+            .parse()
+            .map_err(|_| format!("line {}: bad reference count '{}'", no + 4, fields[3]))?;
+        for _ in 0..n {
+            if lines.next_line().is_none() {
+                break 'records;
+            }
+        }
+        listed.insert(path);
+        complete = lines.pos;
+    }
+    Ok((listed, complete))
+}
+
+/// Full lines ('\n'-terminated) of a text; a torn last line is not given.
+struct Lines<'a> {
+    text: &'a str,
+    pos: usize,
+    no: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn next_line(&mut self) -> Option<&'a str> {
+        let rest = &self.text[self.pos..];
+        let end = rest.find('\n')?;
+        self.pos += end + 1;
+        self.no += 1;
+        Some(&rest[..end])
+    }
+}
+
+impl Store for ImageStore {
+    fn describe(&self) -> String {
+        format!("image root {}", self.root.display())
+    }
+
+    fn query_valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        Ok(paths
+            .iter()
+            .filter(|p| self.is_listed(p))
+            .filter(|p| fs::symlink_metadata(self.store_dir.join(p.base_name())).is_ok())
+            .cloned()
+            .collect())
+    }
+
+    fn add_temp_roots(&self, _paths: &[StorePath]) -> Result<(), StoreError> {
+        // Nothing collects garbage in an image being built.
+        Ok(())
+    }
+
+    fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
+        let path = &info.store_path;
+        let final_path = self.store_dir.join(path.base_name());
+        let present = fs::symlink_metadata(&final_path).is_ok();
+        if present && !self.is_listed(path) {
+            // Leftover of an interrupted run: never trust it.
+            unpack::remove_tree(&final_path).map_err(|err| StoreError::Io {
+                what: "removing unregistered leftover",
+                file: final_path.clone(),
+                err,
+            })?;
+        }
+        let unpacked = unpack::unpack_verified(&self.store_dir, info, nar)?;
+        match unpacked.commit()? {
+            Commit::Placed => {}
+            Commit::AlreadyThere if self.is_listed(path) => return Ok(()),
+            Commit::AlreadyThere => {
+                return Err(StoreError::Conflict {
+                    path: path.clone(),
+                    file: final_path,
+                })
+            }
+        }
+        // The files must be durable before the record that makes them valid.
+        File::open(&self.store_dir)
+            .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
+            .map_err(|err| StoreError::Io {
+                what: "syncing",
+                file: self.store_dir.clone(),
+                err,
+            })?;
+        self.append(info)
+    }
+
+    fn finish(&self) -> Result<(), StoreError> {
+        let reg = self.reg.lock().map_err(|_| StoreError::Io {
+            what: "syncing",
+            file: self.reg_path.clone(),
+            err: io::Error::other("lock poisoned by a failed worker"),
+        })?;
+        reg.file.sync_all().map_err(|err| StoreError::Io {
+            what: "syncing",
+            file: self.reg_path.clone(),
+            err,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::tests::{sp, TempDir};
+
+    const A: &str = "/nix/store/11111111111111111111111111111111-a";
+    const B: &str = "/nix/store/22222222222222222222222222222222-b";
+
+    #[test]
+    fn registration_parse_cases() {
+        let rec_a = format!("{A}\nabcd\n8\n\n0\n");
+        let rec_b = format!("{B}\nabcd\n8\n\n1\n{A}\n");
+        let cases: [(&str, String, usize, usize); 4] = [
+            ("empty", String::new(), 0, 0),
+            (
+                "two records",
+                format!("{rec_a}{rec_b}"),
+                2,
+                rec_a.len() + rec_b.len(),
+            ),
+            (
+                "torn in references",
+                format!("{rec_a}{B}\nabcd\n8\n\n1\n"),
+                1,
+                rec_a.len(),
+            ),
+            ("torn mid-line", format!("{rec_a}{B}\nab"), 1, rec_a.len()),
+        ];
+        for (name, text, n, complete) in cases {
+            let (listed, c) = parse_registration(&text).unwrap();
+            assert_eq!((listed.len(), c), (n, complete), "{name}");
+        }
+        assert_eq!(
+            parse_registration(&format!("{A}\nabcd\n8\n\nmany\n")).unwrap_err(),
+            "line 5: bad reference count 'many'"
+        );
+    }
+
+    #[test]
+    fn open_cuts_a_torn_record_and_validity_needs_the_files() {
+        let img = TempDir::new("reg");
+        let good = format!("{A}\nabcd\n8\n\n0\n{B}\nabcd\n8\n\n1\n{A}\n");
+        std::fs::write(img.0.join(REGISTRATION), format!("{good}{B}\nab")).unwrap();
+        let store = ImageStore::open(&img.0).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(img.0.join(REGISTRATION)).unwrap(),
+            good
+        );
+        let (a, b) = (sp('1', "a"), sp('2', "b"));
+        // Listed but absent on disk: not valid.
+        std::fs::write(img.0.join("nix/store").join(a.base_name()), b"x").unwrap();
+        let valid = store.query_valid(&[a.clone(), b]).unwrap();
+        assert_eq!(valid.into_iter().collect::<Vec<_>>(), vec![a]);
+    }
+}

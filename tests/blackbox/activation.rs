@@ -1,0 +1,286 @@
+//! `status` and `rollback` against fake systems in a temporary root, the
+//! apply lock, and the NixOS module parsing with real Nix.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::{fh_lite, output, TempDir};
+
+/// A root with busybox as /bin/sh (for chroot), or None with a notice.
+fn chroot_root(t: &TempDir) -> Option<PathBuf> {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if !is_root || !Path::new("/bin/busybox").exists() {
+        eprintln!("notice: not root or no /bin/busybox; skipping a chroot-based rollback test");
+        return None;
+    }
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/sh")).unwrap();
+    Some(root)
+}
+
+/// `/nix/store/<hash>-<name>` with a switch-to-configuration that logs
+/// "$0 $*" to /activation.log and exits `code`.
+fn fake_system(root: &Path, hash_char: char, name: &str, code: i32) -> String {
+    let path = format!("/nix/store/{}-{name}", hash_char.to_string().repeat(32));
+    let bin = root.join(path.trim_start_matches('/')).join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("switch-to-configuration");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$0 $*\" >> /activation.log\nexit {code}\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn link(root: &Path, name: &str, target: &str) {
+    let dir = root.join("nix/var/nix/profiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+}
+
+fn profile_target(root: &Path) -> String {
+    std::fs::read_link(root.join("nix/var/nix/profiles/system"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn run_in(root: &Path, args: &[&str]) -> crate::util::Run {
+    let mut all = args.to_vec();
+    all.extend(["--root", root.to_str().unwrap()]);
+    output(fh_lite(&all))
+}
+
+#[test]
+fn status_of_an_empty_root() {
+    let t = TempDir::new("status-empty");
+    let root = t.path();
+    let r = run_in(root, &["status"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!(
+            "profile         {0}/nix/var/nix/profiles/system\n\
+             generation      none (the profile does not exist)\n\
+             generations     none\n\
+             current system  unknown ({0}/run/current-system does not exist)\n\
+             last attempt    none\n\
+             last success    none\n\
+             failed paths    none\n\
+             token file      none usable: no FlakeHub device token found (searched: \
+             /nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); \
+             log this machine in with 'determinate-nixd login token', or save a resolve-only \
+             device token in a file only root can read (chmod 600) and pass --token-file FILE \
+             (systemd: LoadCredential=flakehub-token:FILE)\n",
+            root.display()
+        )
+    );
+}
+
+#[test]
+fn status_names_the_token_file_and_its_expiry_never_the_token() {
+    use base64::Engine;
+    let t = TempDir::new("status-token");
+    let root = t.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // A JWT-shaped token expiring at 2030-01-01 00:00:00 UTC.
+    let token = format!(
+        "flakehub1_{}.{}.c2lnbmF0dXJl",
+        b64.encode(r#"{"alg":"HS256"}"#),
+        b64.encode(r#"{"exp":1893456000,"sub":"device"}"#)
+    );
+    let file = crate::fakehub::write_token(t.path(), "token", &token, 0o600);
+    let r = run_in(&root, &["status", "--token-file", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.ends_with(&format!(
+            "token file      {} (expires 2030-01-01 00:00:00 UTC)\n",
+            file.display()
+        )),
+        "{r:?}"
+    );
+    let j = run_in(
+        &root,
+        &["status", "--json", "--token-file", file.to_str().unwrap()],
+    );
+    assert_eq!(j.code, 0, "{j:?}");
+    assert!(
+        j.stdout.contains(&format!(
+            r#""token_file":"{}","token_expires_at":1893456000"#,
+            file.display()
+        )),
+        "{j:?}"
+    );
+    for out in [&r.stdout, &r.stderr, &j.stdout, &j.stderr] {
+        assert!(!out.contains(&token), "token leaked: {out}");
+        assert!(!out.contains("c2lnbmF0dXJl"), "token part leaked: {out}");
+    }
+}
+
+#[test]
+fn status_json_shows_generations_and_the_running_system() {
+    let t = TempDir::new("status-json");
+    let root = t.path();
+    let a = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
+    let b = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
+    link(root, "system-1-link", a);
+    link(root, "system-2-link", b);
+    link(root, "system", "system-1-link");
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    std::os::unix::fs::symlink(a, root.join("run/current-system")).unwrap();
+    let r = run_in(root, &["status", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!(
+            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"token_file\":null,\"token_expires_at\":null}}\n",
+            root.display()
+        )
+    );
+}
+
+#[test]
+fn status_names_a_corrupt_state_file() {
+    let t = TempDir::new("status-corrupt");
+    let root = t.path();
+    let dir = root.join("var/lib/fh-lite");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("state.json"), "[]").unwrap();
+    let r = run_in(root, &["status"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: state file {}/state.json: not valid fh-lite state JSON; the next apply moves it aside, or delete it\n",
+            dir.display()
+        )
+    );
+}
+
+#[test]
+fn rollback_switches_to_the_previous_generation_and_activates_it() {
+    let t = TempDir::new("rollback");
+    let Some(root) = chroot_root(&t) else { return };
+    let a = fake_system(&root, 'a', "sys-a", 0);
+    let b = fake_system(&root, 'b', "sys-b", 0);
+    let c = fake_system(&root, 'c', "sys-c", 0);
+    link(&root, "system-1-link", &a);
+    link(&root, "system-3-link", &b);
+    link(&root, "system-4-link", &c);
+    link(&root, "system", "system-4-link");
+    let r = run_in(&root, &["rollback"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(profile_target(&root), "system-3-link");
+    assert_eq!(
+        std::fs::read_to_string(root.join("activation.log")).unwrap(),
+        "/nix/var/nix/profiles/system-3-link/bin/switch-to-configuration switch\n"
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "fh-lite: profile {}/nix/var/nix/profiles/system: generation 4 -> 3 ({b})\n",
+            root.display()
+        )),
+        "{r:?}"
+    );
+    // Again: 3 → 1 (2 does not exist).
+    assert_eq!(run_in(&root, &["rollback", "--quiet"]).code, 0);
+    assert_eq!(profile_target(&root), "system-1-link");
+    // Nothing below 1.
+    let r = run_in(&root, &["rollback"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: rollback: profile {}/nix/var/nix/profiles/system has no generation before the current one (1)\n",
+            root.display()
+        )
+    );
+    // --to N, and a missing N.
+    assert_eq!(run_in(&root, &["rollback", "--to", "4", "-q"]).code, 0);
+    assert_eq!(profile_target(&root), "system-4-link");
+    let r = run_in(&root, &["rollback", "--to", "2"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: profile {}/nix/var/nix/profiles/system: there is no generation 2\n",
+            root.display()
+        )
+    );
+    // status shows the last rollback.
+    let r = run_in(&root, &["status"]);
+    assert!(
+        r.stdout.contains(&format!(
+            ": rollback to generation 4 -> {c}, generation 4: success (exit 0), "
+        )),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn failing_rollback_activation_says_so() {
+    let t = TempDir::new("rollback-fail");
+    let Some(root) = chroot_root(&t) else { return };
+    let a = fake_system(&root, 'a', "sys-a", 2);
+    let b = fake_system(&root, 'b', "sys-b", 0);
+    link(&root, "system-1-link", &a);
+    link(&root, "system-2-link", &b);
+    link(&root, "system", "system-2-link");
+    let r = run_in(&root, &["rollback"]);
+    assert_eq!(r.code, 33, "{r:?}");
+    assert!(
+        r.stderr.ends_with(&format!(
+            "fh-lite: rollback: profile {}/nix/var/nix/profiles/system is now generation 1, but /nix/var/nix/profiles/system-1-link/bin/switch-to-configuration switch exited 2 (the activation script failed); the system needs attention\n",
+            root.display()
+        )),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_second_run_is_refused_while_the_lock_is_held() {
+    let t = TempDir::new("lock");
+    let root = t.path();
+    let dir = root.join("var/lib/fh-lite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("lock")).unwrap();
+    lock.try_lock().unwrap();
+    let r = run_in(root, &["rollback"]);
+    assert_eq!(r.code, 41, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: another fh-lite apply or rollback is running: {}/lock is locked\n",
+            dir.display()
+        )
+    );
+    drop(lock);
+    // Released: the same command now gets past the lock.
+    let r = run_in(root, &["rollback"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("does not exist; nothing to roll back to"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn nixos_module_parses() {
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix/module.nix");
+    let parsed = crate::packaging::nix_parse(&module).unwrap();
+    for needle in [
+        "LoadCredential",
+        "OnCalendar",
+        "RandomizedDelaySec",
+        "restartIfChanged",
+    ] {
+        assert!(parsed.contains(needle), "module lacks {needle}");
+    }
+}

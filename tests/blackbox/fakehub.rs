@@ -1,0 +1,151 @@
+//! The local FlakeHub stand-in (tests/fakehub/fakehub.py) as a test
+//! fixture: started with a temporary config, waited for, killed on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::TempDir;
+
+/// How to start the stand-in.
+#[derive(Clone, Copy, Default)]
+pub struct Opts {
+    /// HTTPS with a CA made at start (`ca_file()`), else plain HTTP.
+    pub tls: bool,
+    /// A second, plain-HTTP listener (a redirect target on another port).
+    pub second: bool,
+}
+
+pub struct FakeHub {
+    child: Child,
+    dir: TempDir,
+    pub port: u16,
+    pub second_port: Option<u16>,
+    pub tls: bool,
+}
+
+/// One line of the request log.
+#[derive(miniserde::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub server: String,
+    pub method: String,
+    pub path: String,
+    pub auth: String,
+    pub status: u16,
+}
+
+impl FakeHub {
+    /// Start with `config` (the JSON described in fakehub.py).
+    pub fn start(config: &str, opts: Opts) -> FakeHub {
+        let dir = TempDir::new("fakehub");
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, config).expect("write fakehub config");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakehub/fakehub.py");
+        let port_file = dir.path().join("port");
+        let second_file = dir.path().join("second-port");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(dir.path().join("requests.jsonl"));
+        if opts.tls {
+            cmd.arg("--tls-dir").arg(dir.path().join("tls"));
+        }
+        if opts.second {
+            cmd.arg("--second-port-file").arg(&second_file);
+        }
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("fakehub stderr");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let child = cmd.spawn().expect("start python3 tests/fakehub/fakehub.py");
+        let mut hub = FakeHub {
+            child,
+            dir,
+            port: 0,
+            second_port: None,
+            tls: opts.tls,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&port_file) {
+                if let Ok(p) = s.trim().parse() {
+                    hub.port = p;
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = hub.child.try_wait() {
+                let err =
+                    std::fs::read_to_string(hub.dir.path().join("stderr")).unwrap_or_default();
+                panic!("fakehub exited early ({status}):\n{err}");
+            }
+            assert!(Instant::now() < deadline, "fakehub did not start in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if opts.second {
+            let s = std::fs::read_to_string(&second_file).expect("second port file");
+            hub.second_port = Some(s.trim().parse().expect("second port"));
+        }
+        hub
+    }
+
+    /// `https://127.0.0.1:PORT` or `http://…`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The second listener, by another name: `http://localhost:PORT2`.
+    pub fn second_url(&self) -> String {
+        format!(
+            "http://localhost:{}",
+            self.second_port.expect("started with second")
+        )
+    }
+
+    /// The CA certificate (with `tls`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("requests.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| miniserde::json::from_str(l).unwrap_or_else(|_| panic!("log line {l}")))
+            .collect()
+    }
+
+    /// The requests whose path starts with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+}
+
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write `token` to `dir/name` with `mode` (0600 normally).
+pub fn write_token(dir: &Path, name: &str, token: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("token dir");
+    }
+    std::fs::write(&p, format!("{token}\n")).expect("write token");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod token");
+    p
+}

@@ -1,0 +1,76 @@
+//! What ships beside the binary: flake.nix parses, README's exit-code table
+//! is the one `--help` prints.
+
+use crate::util::{run, TempDir};
+use std::path::Path;
+use std::process::Command;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `nix-instantiate --parse FILE` (its output) with HOME, XDG dirs and NIX_CONF_DIR in a
+/// temp dir and the dummy store, so nothing of the host's Nix set-up (or
+/// /nix) is touched.
+pub fn nix_parse(file: &Path) -> Result<String, String> {
+    let tmp = TempDir::new("nix-parse");
+    let out = Command::new("nix-instantiate")
+        .args(["--store", "dummy://", "--parse"])
+        .arg(file)
+        .env("HOME", tmp.path())
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .env("XDG_DATA_HOME", tmp.path().join("data"))
+        .env("NIX_CONF_DIR", tmp.path())
+        .env("NIX_CONFIG", "build-users-group =\nsubstituters =")
+        .output()
+        .map_err(|e| format!("run nix-instantiate (scripts/setup installs nix-bin): {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn flake_nix_parses() {
+    nix_parse(&repo().join("flake.nix")).unwrap();
+}
+
+#[test]
+fn flake_nix_has_the_three_static_packages() {
+    let flake = std::fs::read_to_string(repo().join("flake.nix")).unwrap();
+    for p in [
+        "fh-lite-x86_64-linux-musl",
+        "fh-lite-aarch64-linux-musl",
+        "fh-lite-armv7l-linux-musleabihf",
+    ] {
+        assert!(
+            flake.contains(&format!("{p} =")),
+            "flake.nix lacks package {p}"
+        );
+    }
+}
+
+/// README.md's table lists exactly the codes and meanings of `--help`.
+#[test]
+fn readme_exit_table_matches_help() {
+    let help = run(&["--help"]).stdout;
+    let table: Vec<(String, String)> = help
+        .split("EXIT STATUS:\n")
+        .nth(1)
+        .expect("--help has EXIT STATUS")
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (code, meaning) = l.split_once("  ")?;
+            Some((code.trim().to_string(), meaning.trim().to_string()))
+        })
+        .collect();
+    assert!(table.len() >= 10, "exit table too short: {table:?}");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for (code, meaning) in &table {
+        let row = format!("| {code} | {meaning} |");
+        assert!(readme.contains(&row), "README.md lacks the row: {row}");
+    }
+}
