@@ -47,54 +47,48 @@ pub struct ImageStore {
 
 struct Registration {
     listed: BTreeSet<StorePath>,
-    file: File,
+    /// Opened on the first append, so that opening (a dry run) creates nothing.
+    file: Option<File>,
 }
 
 impl ImageStore {
-    /// Open (creating `DIR/nix/store` and the registration file if needed).
+    /// Open: read `DIR/nix-path-registration` if there is one. Nothing is
+    /// created until the first path is added.
     pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
         let store_dir = root.join("nix/store");
-        fs::create_dir_all(&store_dir).map_err(|err| StoreError::Io {
-            what: "creating",
-            file: store_dir.clone(),
-            err,
-        })?;
         let reg_path = root.join(REGISTRATION);
         let io_err = |what, err| StoreError::Io {
             what,
             file: reg_path.clone(),
             err,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&reg_path)
-            .map_err(|e| io_err("opening", e))?;
-        let len = file.metadata().map_err(|e| io_err("reading", e))?.len();
-        if len > MAX_REGISTRATION {
-            return Err(io_err(
-                "reading",
-                io::Error::other(format!("larger than {MAX_REGISTRATION} bytes")),
-            ));
-        }
-        let mut text = String::new();
-        (&mut file)
-            .take(MAX_REGISTRATION)
-            .read_to_string(&mut text)
-            .map_err(|e| io_err("reading", e))?;
-        let (listed, complete) =
-            parse_registration(&text).map_err(|e| io_err("reading", io::Error::other(e)))?;
-        if complete < text.len() {
-            // A record torn by a crash: drop it.
-            file.set_len(complete as u64)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io_err("truncating", e))?;
-        }
-        // The file's directory entry must be durable too.
-        if let Ok(d) = File::open(root) {
-            let _ = d.sync_all();
-        }
+        let (listed, file) = match OpenOptions::new().read(true).append(true).open(&reg_path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeSet::new(), None),
+            Err(e) => return Err(io_err("opening", e)),
+            Ok(mut file) => {
+                let len = file.metadata().map_err(|e| io_err("reading", e))?.len();
+                if len > MAX_REGISTRATION {
+                    return Err(io_err(
+                        "reading",
+                        io::Error::other(format!("larger than {MAX_REGISTRATION} bytes")),
+                    ));
+                }
+                let mut text = String::new();
+                (&mut file)
+                    .take(MAX_REGISTRATION)
+                    .read_to_string(&mut text)
+                    .map_err(|e| io_err("reading", e))?;
+                let (listed, complete) = parse_registration(&text)
+                    .map_err(|e| io_err("reading", io::Error::other(e)))?;
+                if complete < text.len() {
+                    // A record torn by a crash: drop it.
+                    file.set_len(complete as u64)
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| io_err("truncating", e))?;
+                }
+                (listed, Some(file))
+            }
+        };
         Ok(ImageStore {
             root: root.to_path_buf(),
             store_dir,
@@ -121,9 +115,28 @@ impl ImageStore {
             file: self.reg_path.clone(),
             err: io::Error::other("lock poisoned by a failed worker"),
         })?;
-        reg.file
-            .write_all(record.as_bytes())
-            .and_then(|()| reg.file.sync_data())
+        if reg.file.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&self.reg_path)
+                .map_err(|err| StoreError::Io {
+                    what: "creating",
+                    file: self.reg_path.clone(),
+                    err,
+                })?;
+            // The file's directory entry must be durable too.
+            if let Some(d) = self.reg_path.parent().and_then(|p| File::open(p).ok()) {
+                let _ = d.sync_all();
+            }
+            reg.file = Some(file);
+        }
+        let Some(file) = reg.file.as_mut() else {
+            unreachable!("opened just above")
+        };
+        file.write_all(record.as_bytes())
+            .and_then(|()| file.sync_data())
             .map_err(|err| StoreError::Io {
                 what: "appending to",
                 file: self.reg_path.clone(),
@@ -237,6 +250,11 @@ impl Store for ImageStore {
                 err,
             })?;
         }
+        fs::create_dir_all(&self.store_dir).map_err(|err| StoreError::Io {
+            what: "creating",
+            file: self.store_dir.clone(),
+            err,
+        })?;
         let unpacked = unpack::unpack_verified(&self.store_dir, info, nar)?;
         match unpacked.commit()? {
             Commit::Placed => {}
@@ -265,11 +283,14 @@ impl Store for ImageStore {
             file: self.reg_path.clone(),
             err: io::Error::other("lock poisoned by a failed worker"),
         })?;
-        reg.file.sync_all().map_err(|err| StoreError::Io {
-            what: "syncing",
-            file: self.reg_path.clone(),
-            err,
-        })
+        match &reg.file {
+            None => Ok(()),
+            Some(f) => f.sync_all().map_err(|err| StoreError::Io {
+                what: "syncing",
+                file: self.reg_path.clone(),
+                err,
+            }),
+        }
     }
 }
 
@@ -323,6 +344,7 @@ mod tests {
         );
         let (a, b) = (sp('1', "a"), sp('2', "b"));
         // Listed but absent on disk: not valid.
+        std::fs::create_dir_all(img.0.join("nix/store")).unwrap();
         std::fs::write(img.0.join("nix/store").join(a.base_name()), b"x").unwrap();
         let valid = store.query_valid(&[a.clone(), b]).unwrap();
         assert_eq!(valid.into_iter().collect::<Vec<_>>(), vec![a]);

@@ -23,3 +23,6 @@ mod packaging;
 
 /// status, rollback, the apply lock, the NixOS module.
 mod activation;
+
+/// apply end to end: resolve, plan, fetch, image root, activation.
+mod apply;

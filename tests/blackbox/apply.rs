@@ -1,0 +1,351 @@
+//! `fh-lite apply` end to end against the FlakeHub stand-in serving caches
+//! that real Nix built and signed: substitution into an image root judged
+//! by Nix itself, dry runs, untrusted signatures, faults mid-transfer, the
+//! no-op re-run, and activation with rollback.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::fakehub::{write_token, FakeHub, Opts};
+use crate::fixtures::{fixtures, Fixtures};
+use crate::util::{fh_lite, output, Run, TempDir};
+
+const TOKEN: &str = "fhdev_apply-S3CRET-never-print-91b2";
+const ATTR: &str = "nixosConfigurations.pi";
+
+/// A stand-in FlakeHub whose `org/demo` releases map to fixture closures,
+/// one device token for `0.1`, the cache `cache` of the fixtures, and a
+/// fresh image root.
+pub struct Deploy {
+    pub hub: FakeHub,
+    pub tmp: TempDir,
+    pub token_file: PathBuf,
+    pub root: PathBuf,
+    pub cache: &'static str,
+}
+
+impl Deploy {
+    pub fn new(cache: &'static str, releases: &[(&str, &str)], faults: &str) -> Deploy {
+        let f = fixtures();
+        let rel: Vec<String> = releases
+            .iter()
+            .map(|(v, fx)| format!(r#""{v}": {{"{ATTR}": "{}"}}"#, f.get(fx).path))
+            .collect();
+        let config = format!(
+            r#"{{"releases": {{"org/demo": {{{}}}}},
+                "device_tokens": {{"{TOKEN}": {{"project": "org/demo", "version_req": "0.1", "attribute": "{ATTR}"}}}},
+                "cache_dir": "{}",
+                "faults": {faults}}}"#,
+            rel.join(", "),
+            f.cache(cache).display()
+        );
+        let hub = FakeHub::start(&config, Opts::default());
+        let tmp = TempDir::new("apply");
+        let token_file = write_token(tmp.path(), "token", TOKEN, 0o600);
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        Deploy {
+            hub,
+            tmp,
+            token_file,
+            root,
+            cache,
+        }
+    }
+
+    /// `fh-lite apply nixos org/demo/REQ#… [extra] --root ROOT` with the
+    /// stand-in's addresses and only the fixtures' key trusted.
+    pub fn apply(&self, req: &str, extra: &[&str]) -> Run {
+        let f = fixtures();
+        let reference = format!("org/demo/{req}#{ATTR}");
+        let url = self.hub.url();
+        let mut args: Vec<&str> = vec!["apply", "nixos", &reference];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "--root",
+            self.root.to_str().unwrap(),
+            "--api-addr",
+            &url,
+            "--cache-addr",
+            &url,
+            "--allow-insecure-http",
+            "--token-file",
+            self.token_file.to_str().unwrap(),
+            "--no-default-keys",
+            "--trusted-key",
+            &f.public_key,
+        ]);
+        no_secret(output(fh_lite(&args)))
+    }
+
+    /// Store entries under ROOT/nix/store (names only).
+    pub fn store_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root.join("nix/store"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// The device token never reaches stdout or stderr; nor does anything that
+/// looks like a JWT (the closure token).
+fn no_secret(r: Run) -> Run {
+    for out in [&r.stdout, &r.stderr] {
+        assert!(!out.contains(TOKEN), "device token leaked: {r:?}");
+        assert!(!out.contains("eyJ"), "something JWT-like leaked: {r:?}");
+    }
+    r
+}
+
+/// A Nix command on the image root (a chroot store), isolated from the
+/// host: private HOME, XDG dirs and config, never /nix.
+fn nix(tmp: &Path, program: &str, root: &Path) -> Command {
+    let home = tmp.join("nix-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut c = Command::new(program);
+    c.arg("--store").arg(root);
+    c.env("HOME", &home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("NIX_CONF_DIR", &home)
+        .env(
+            "NIX_CONFIG",
+            "experimental-features = nix-command\nbuild-users-group =\nsubstituters =",
+        );
+    c
+}
+
+fn ok(mut c: Command, what: &str) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Nix is the judge: load the registration fh-lite wrote, verify every
+/// path's contents, and compare the closure with the manifest.
+fn judge_image(d: &Deploy, f: &Fixtures, fixture: &str) {
+    let reg = std::fs::File::open(d.root.join("nix-path-registration"))
+        .expect("nix-path-registration written");
+    let mut load = nix(d.tmp.path(), "nix-store", &d.root);
+    load.arg("--load-db").stdin(reg);
+    ok(load, "nix-store --load-db");
+    let mut verify = nix(d.tmp.path(), "nix-store", &d.root);
+    verify.args(["--verify", "--check-contents"]);
+    let out = verify.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "verify failed: {err}");
+    assert!(
+        !err.contains("modified") && !err.contains("error") && !err.contains("corrupt"),
+        "nix-store --verify complained: {err}"
+    );
+    let want = &f.get(fixture).closure;
+    let mut q = nix(d.tmp.path(), "nix-store", &d.root);
+    q.args(["-qR", &f.get(fixture).path]);
+    let mut got: Vec<String> = ok(q, "nix-store -qR").lines().map(String::from).collect();
+    got.sort();
+    assert_eq!(&got, want, "closure in the image root");
+    let mut pi = nix(d.tmp.path(), "nix", &d.root);
+    pi.args(["path-info", "--json", "-r", &f.get(fixture).path]);
+    let json = ok(pi, "nix path-info");
+    for p in want {
+        let info = f.info(p);
+        assert!(
+            json.contains(&format!(r#""path":"{p}""#)),
+            "{p} missing from path-info"
+        );
+        assert!(
+            json.contains(&format!(r#""narSize":{}"#, info.nar_size)),
+            "{p} narSize"
+        );
+    }
+    // The narHash Nix registered is the manifest's (path-info prints SRI;
+    // --dump-db prints base16: compare through the query instead).
+    for p in want {
+        let mut h = nix(d.tmp.path(), "nix-store", &d.root);
+        h.args(["-q", "--hash", p]);
+        assert_eq!(
+            ok(h, "nix-store -q --hash").trim(),
+            f.info(p).nar_hash,
+            "{p}"
+        );
+    }
+    // Nothing but complete paths in the store.
+    for e in d.store_entries() {
+        assert!(
+            !e.starts_with('.') || e == ".links",
+            "leftover temporary entry {e} in the store"
+        );
+    }
+}
+
+fn substitutes_into_an_image_root(cache: &'static str) {
+    let f = fixtures();
+    let d = Deploy::new(
+        cache,
+        &[("0.1.175", "system-full"), ("0.1.180", "system-v2")],
+        "{}",
+    );
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let path = &f.get("system-full").path;
+    assert!(
+        r.stderr
+            .contains(&format!("org/demo/=0.1.175#{ATTR} resolves to {path}")),
+        "{r:?}"
+    );
+    judge_image(&d, f, "system-full");
+    // The profile generation is there for first boot.
+    let gen1 = d.root.join("nix/var/nix/profiles/system-1-link");
+    assert_eq!(std::fs::read_link(&gen1).unwrap(), PathBuf::from(path));
+    assert_eq!(
+        std::fs::read_link(d.root.join("nix/var/nix/profiles/system")).unwrap(),
+        PathBuf::from("system-1-link")
+    );
+    // Every NAR was fetched once, with Basic auth, never with the device token.
+    let nars = d.hub.requests_to("/nar/");
+    assert_eq!(nars.len(), f.get("system-full").closure.len(), "{nars:?}");
+    assert!(
+        nars.iter().all(|r| r.auth == "basic" && r.status == 200),
+        "{nars:?}"
+    );
+}
+
+#[test]
+fn image_root_none() {
+    substitutes_into_an_image_root("none");
+}
+
+#[test]
+fn image_root_xz() {
+    substitutes_into_an_image_root("xz");
+}
+
+#[test]
+fn image_root_zstd() {
+    substitutes_into_an_image_root("zstd");
+}
+
+#[test]
+fn image_root_bzip2() {
+    substitutes_into_an_image_root("bzip2");
+}
+
+#[test]
+fn second_run_is_a_no_op_with_one_request() {
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let before = d.hub.requests().len();
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("is already the current system; nothing to do"),
+        "{r:?}"
+    );
+    let after = d.hub.requests();
+    assert_eq!(
+        after.len(),
+        before + 1,
+        "one request (the resolve): {after:?}"
+    );
+    assert!(after[before].path.starts_with("/f/org/demo/"), "{after:?}");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-full")], "{}");
+    let r = d.apply("=0.1.175", &["boot", "--dry-run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let n = f.get("system-full").closure.len();
+    assert!(
+        r.stdout
+            .contains(&format!("{n} paths to fetch (0 already present)")),
+        "{r:?}"
+    );
+    for p in &f.get("system-full").closure {
+        assert!(r.stdout.contains(p.as_str()), "plan lacks {p}: {r:?}");
+    }
+    assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
+    assert!(!d.root.join("nix-path-registration").exists());
+    assert!(!d.root.join("nix/var/nix/profiles").exists());
+    assert!(d.hub.requests_to("/nar/").is_empty());
+    let j = d.apply("=0.1.175", &["boot", "--dry-run", "--json"]);
+    assert_eq!(j.code, 0, "{j:?}");
+    let v: miniserde::json::Value = miniserde::json::from_str(j.stdout.trim()).expect("JSON plan");
+    let miniserde::json::Value::Object(o) = v else {
+        panic!("plan is not an object: {j:?}")
+    };
+    assert!(o.contains_key("paths"), "{j:?}");
+}
+
+#[test]
+fn untrusted_signature_is_refused_before_any_nar() {
+    let d = Deploy::new("untrusted", &[("0.1.175", "system-v1")], "{}");
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(
+        r.stderr.contains("fh-lite-test-untrusted-1"),
+        "names the signer: {r:?}"
+    );
+    assert!(
+        r.stderr.contains("fh-lite-test-1"),
+        "names the trusted key: {r:?}"
+    );
+    assert!(
+        d.hub.requests_to("/nar/").is_empty(),
+        "no NAR may be fetched"
+    );
+    assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
+}
+
+#[test]
+fn body_cut_short_leaves_nothing_and_a_rerun_completes() {
+    let f = fixtures();
+    let d = Deploy::new(
+        "none",
+        &[("0.1.175", "system-full")],
+        r#"{"truncate": [{"count": 1, "prefix": "/nar/", "after": 64}]}"#,
+    );
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 20, "{r:?}");
+    assert!(r.stderr.contains("/nar/"), "names the URL: {r:?}");
+    for e in d.store_entries() {
+        assert!(!e.starts_with(".fh-lite"), "leftover {e}");
+    }
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    judge_image(&d, f, "system-full");
+}
+
+#[test]
+fn loose_requirement_warns_once_and_resolves_newest() {
+    let f = fixtures();
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.175", "system-v1"), ("0.1.180", "system-v2")],
+        "{}",
+    );
+    let r = d.apply("0.1", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stderr.matches("is loose").count(), 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("pin an exact release with 'org/demo/=X.Y.Z#"),
+        "{r:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(d.root.join("nix/var/nix/profiles/system-1-link")).unwrap(),
+        PathBuf::from(&f.get("system-v2").path)
+    );
+}
