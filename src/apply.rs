@@ -13,12 +13,14 @@ use crate::error::{Error, Exit};
 use crate::fetch::{self, HttpCache};
 use crate::flakehub;
 use crate::http::Client;
+use crate::http::Secret;
 use crate::nix::signature::{PublicKey, TrustedKeys};
 use crate::nix::store_path::StorePath;
 use crate::plan;
 use crate::progress::{Mode, Progress};
 use crate::state;
 use crate::store::image::ImageStore;
+use crate::store::select::{self, NixCopyCache};
 use crate::store::Store;
 
 pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
@@ -65,7 +67,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
 
     // plan
-    let store = open_store(common, opts)?;
+    let store = open_store(common, opts, &keys, token)?;
     let cache = HttpCache {
         client: &client,
         base: common.cache_addr.clone(),
@@ -80,9 +82,14 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
         });
         return Ok(Exit::Success);
     }
-    if let Some(dir) = store_dir(common) {
-        plan::check_disk_space(&dir, plan.unpack_bytes)?;
+    if store.reads_nar() {
+        plan::check_disk_space(&store_dir(common), plan.unpack_bytes)?;
     }
+    // Keep the closure from a concurrent garbage collection until this
+    // process ends (a root's closure is kept with it).
+    let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
+    pinned.push(root_path.clone());
+    store.add_temp_roots(&pinned)?;
 
     // fetch + register
     let mut attempt = state::Attempt::start(&opts.reference.to_string(), &store_path);
@@ -135,24 +142,36 @@ fn trusted_keys(opts: &ApplyOpts) -> Result<TrustedKeys, Error> {
     Ok(keys)
 }
 
-/// Where the paths land.
-fn open_store(common: &Common, opts: &ApplyOpts) -> Result<Box<dyn Store>, Error> {
+/// Where the paths land: the image root with `--root` (unless `--store`
+/// says otherwise), else the backend `--store` names (auto: the daemon,
+/// else the local store).
+fn open_store(
+    common: &Common,
+    opts: &ApplyOpts,
+    keys: &TrustedKeys,
+    token: &Secret,
+) -> Result<Box<dyn Store>, Error> {
     match (opts.store, &common.root) {
         (StoreKind::Image, Some(root)) => Ok(Box::new(ImageStore::open(root)?)),
         (StoreKind::Image, None) => Err(Error::usage(
             "--store image needs --root DIR (the image being built)",
         )),
-        _ => Err(Error::new(
-            Exit::NotImplemented,
-            "the live-system store backends (daemon, local, nix) are not built yet in this version; use --root DIR for an image root",
-        )),
+        _ => select::select(
+            common,
+            opts,
+            NixCopyCache {
+                url: &common.cache_addr,
+                token: Some(token.expose()),
+                trusted_keys: keys.keys.iter().map(|k| k.to_string()).collect(),
+            },
+        ),
     }
 }
 
 /// The store directory on this machine's filesystem, for the disk check.
-fn store_dir(common: &Common) -> Option<std::path::PathBuf> {
-    Some(match &common.root {
+fn store_dir(common: &Common) -> std::path::PathBuf {
+    match &common.root {
         Some(r) => r.join("nix/store"),
         None => std::path::PathBuf::from("/nix/store"),
-    })
+    }
 }

@@ -82,7 +82,7 @@ impl CacheClient for HttpCache<'_> {
                 .map_err(|_| FetchError::NotText { url }),
             // §1.2: 404 and 403 both mean "not in this cache".
             Err(e) if matches!(e.status(), Some(404 | 403)) => Ok(None),
-            Err(e) => Err(FetchError::Transport(e)),
+            Err(e) => Err(status_error(e)),
         }
     }
 
@@ -90,8 +90,20 @@ impl CacheClient for HttpCache<'_> {
         let s = self
             .client
             .get_stream(url, crate::http::Auth::Basic(self.token))
-            .map_err(FetchError::Transport)?;
-        Ok(s.body)
+            .map_err(status_error)?;
+        Ok(s)
+    }
+}
+
+/// A final HTTP status from the cache is a cache error naming the URL;
+/// anything else stays the transport's error (network, TLS, …).
+fn status_error(e: crate::http::HttpError) -> FetchError {
+    match e.status() {
+        Some(status) => FetchError::Http {
+            url: e.url().to_string(),
+            status,
+        },
+        None => FetchError::Transport(e),
     }
 }
 
@@ -103,8 +115,6 @@ pub enum FetchError {
     NarInfoMissing { path: StorePath, url: String },
     /// An HTTP error status other than a narinfo's 404/403.
     Http { url: String, status: u16 },
-    /// DNS, connect, TLS, timeout, or a read error on the body.
-    Network { url: String, detail: String },
     /// The HTTP layer failed (its error names the URL).
     Transport(crate::http::HttpError),
     /// A narinfo that is not UTF-8 text.
@@ -172,8 +182,16 @@ impl fmt::Display for FetchError {
                 f,
                 "binary cache does not have {path}: GET {url}: not found (404/403)"
             ),
+            FetchError::Http { url, status: 401 } => write!(
+                f,
+                "GET {url}: http status 401: the cache refused the closure token \
+                 (it is valid for about an hour; run the apply again to get a fresh one)"
+            ),
+            FetchError::Http { url, status: 403 } => write!(
+                f,
+                "GET {url}: http status 403: the closure token does not cover this path"
+            ),
             FetchError::Http { url, status } => write!(f, "GET {url}: http status {status}"),
-            FetchError::Network { url, detail } => write!(f, "GET {url}: {detail}"),
             FetchError::Transport(e) => write!(f, "{e}"),
             FetchError::NotText { url } => write!(f, "GET {url}: narinfo is not UTF-8 text"),
             FetchError::NarInfoMalformed { path, url, detail } => {
@@ -255,7 +273,6 @@ impl FetchError {
             | FetchError::Http { .. }
             | FetchError::Truncated { .. }
             | FetchError::UnsupportedCompression { .. } => Exit::Cache,
-            FetchError::Network { .. } => Exit::Network,
             // A final error status from the cache is a cache error.
             FetchError::Transport(e) if e.status().is_some() => Exit::Cache,
             FetchError::Transport(e) => e.exit(),

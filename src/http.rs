@@ -312,15 +312,6 @@ impl From<HttpError> for crate::error::Error {
     }
 }
 
-/// A response body to stream (NARs): no size limit here, the reader's
-/// consumer checks sizes. Read errors are `io::Error`s without the URL;
-/// `url` is the final one, after redirects.
-pub struct Stream {
-    pub url: String,
-    pub content_length: Option<u64>,
-    pub body: Box<dyn Read + Send>,
-}
-
 /// The one HTTP client (see the module doc).
 pub struct Client {
     agent: ureq::Agent,
@@ -413,19 +404,17 @@ impl Client {
 
     /// GET a body to stream, unbounded (NARs). Only the response head is
     /// retried; a failure while reading the body is the caller's.
-    pub fn get_stream(&self, url: &str, auth: Auth<'_>) -> Result<Stream, HttpError> {
+    /// The body is unlimited here: its consumer checks sizes (FileSize,
+    /// NarSize). Read errors are `io::Error`s without the URL.
+    pub fn get_stream(&self, url: &str, auth: Auth<'_>) -> Result<Box<dyn Read + Send>, HttpError> {
         self.with_retries(url, |attempts| {
             let (final_url, resp) = self.send(url, auth, None)?;
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
                 return Err(status_error(final_url, resp, attempts));
             }
-            let body = resp.into_body();
-            Ok(Stream {
-                url: final_url,
-                content_length: body.content_length(),
-                body: Box::new(body.into_reader()),
-            })
+            let body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
+            Ok(body)
         })
     }
 

@@ -281,7 +281,9 @@ fn push_failed(s: &mut State, store_path: &str, reference: &str, exit: Exit) {
     });
 }
 
-/// Remember that `store_path` failed activation.
+/// Remember that `store_path` failed activation (tests; `record_result`
+/// does it for an apply).
+#[cfg(test)]
 pub fn mark_failed(
     common: &Common,
     store_path: &str,
@@ -321,7 +323,6 @@ pub fn check_not_failed(common: &Common, opts: &ApplyOpts, store_path: &str) -> 
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
-    pub path: PathBuf,
 }
 
 /// Take the exclusive lock on `<state dir>/lock`, or fail at once with
@@ -361,7 +362,7 @@ pub fn lock(common: &Common) -> Result<StateLock, Error> {
     // The holder's pid, for the message above (best effort).
     let _ = file.set_len(0);
     let _ = writeln!(file, "{}", std::process::id());
-    Ok(StateLock { _file: file, path })
+    Ok(StateLock { _file: file })
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` from unix seconds.
@@ -655,7 +656,7 @@ mod tests {
             e.message,
             format!(
                 "another fh-lite apply or rollback is running: {} is locked by pid {}",
-                held.path.display(),
+                c.state_dir.join("lock").display(),
                 std::process::id()
             )
         );

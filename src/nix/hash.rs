@@ -115,12 +115,14 @@ impl Sha256 {
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
+    #[cfg(test)]
     pub fn to_sri(&self) -> String {
         format!(
             "sha256-{}",
             base64::engine::general_purpose::STANDARD.encode(self.0)
         )
     }
+    #[cfg(test)]
     pub fn digest(data: &[u8]) -> Sha256 {
         let d = ring::digest::digest(&ring::digest::SHA256, data);
         let mut out = [0u8; 32];

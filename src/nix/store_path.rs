@@ -148,6 +148,7 @@ impl StorePath {
     pub fn hash_part(&self) -> &str {
         &self.base[..32]
     }
+    #[cfg(test)]
     pub fn name(&self) -> &str {
         &self.base[33..]
     }

@@ -74,6 +74,7 @@ const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
 const STDERR_RESULT: u64 = 0x5253_4c54;
 
 const OP_ADD_TEMP_ROOT: u64 = 11;
+#[cfg(test)]
 const OP_ADD_INDIRECT_ROOT: u64 = 12;
 const OP_QUERY_VALID_PATHS: u64 = 31;
 const OP_ADD_TO_STORE_NAR: u64 = 39;
@@ -462,6 +463,7 @@ impl Conn {
         Ok(())
     }
 
+    #[cfg(test)]
     fn add_indirect_root(&mut self, link: &Path) -> Result<(), Wire> {
         use std::os::unix::ffi::OsStrExt;
         let mut req = Vec::new();
@@ -688,7 +690,10 @@ impl DaemonStore {
     }
 
     /// Register `link` (a symlink outside the store pointing into it) as
-    /// an indirect GC root (`gcroots/auto/…`), for the activation step.
+    /// an indirect GC root (`gcroots/auto/…`). The activation step writes
+    /// gcroots itself (it runs as root); this is for an unprivileged
+    /// activation, which is not wired up yet.
+    #[cfg(test)]
     pub fn add_indirect_root(&self, link: &Path) -> Result<(), StoreError> {
         self.lock()
             .add_indirect_root(link)
@@ -705,7 +710,10 @@ impl DaemonStore {
 
 impl Store for DaemonStore {
     fn describe(&self) -> String {
-        format!("nix-daemon at {}", self.socket.display())
+        match self.daemon_version() {
+            Some(v) => format!("nix-daemon {v} at {}", self.socket.display()),
+            None => format!("nix-daemon at {}", self.socket.display()),
+        }
     }
 
     fn query_valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
@@ -732,7 +740,8 @@ impl Store for DaemonStore {
     }
 }
 
-/// Does a nix-daemon answer the handshake at `socket`? (for `--store auto`)
+/// Does a nix-daemon answer the handshake at `socket`?
+#[cfg(test)]
 pub fn probe(socket: &Path) -> Result<(), StoreError> {
     Conn::connect(socket, log_to_stderr).map(|_| ())
 }

@@ -97,10 +97,6 @@ impl ImageStore {
         })
     }
 
-    pub fn store_dir(&self) -> &Path {
-        &self.store_dir
-    }
-
     fn is_listed(&self, p: &StorePath) -> bool {
         self.reg
             .lock()

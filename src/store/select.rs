@@ -225,7 +225,7 @@ mod tests {
         let daemon = Daemon::start(&env, "d");
         let sock = daemon.socket.display().to_string();
         let s = open(&format!("apply nixos a/b/0.1#x --daemon-socket {sock}")).unwrap();
-        assert_eq!(s.describe(), format!("nix-daemon at {sock}"));
+        assert_eq!(s.describe(), format!("nix-daemon 2.8.0 at {sock}"));
         assert!(s.query_valid(&[]).unwrap().is_empty());
     }
 }

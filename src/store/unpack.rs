@@ -51,7 +51,6 @@ fn mtime_one() -> SystemTime {
 pub struct Unpacked {
     tmp: Option<PathBuf>,
     final_path: PathBuf,
-    path: StorePath,
 }
 
 /// What [`Unpacked::commit`] did.
@@ -64,10 +63,6 @@ pub enum Commit {
 }
 
 impl Unpacked {
-    pub fn final_path(&self) -> &Path {
-        &self.final_path
-    }
-
     /// Rename to `<store>/<base>`, never replacing what is there.
     pub fn commit(mut self) -> Result<Commit, StoreError> {
         let Some(tmp) = self.tmp.clone() else {
@@ -104,10 +99,6 @@ impl Unpacked {
             }
             Err(e) => Err(io_err(io::Error::from(e))),
         }
-    }
-
-    pub fn store_path(&self) -> &StorePath {
-        &self.path
     }
 }
 
@@ -174,7 +165,6 @@ pub fn unpack_verified_as(
     let guard = Unpacked {
         tmp: Some(tmp.clone()),
         final_path: store_dir.join(path.base_name()),
-        path: path.clone(),
     };
     let mut hashing =
         HashingReader::new(io::BufReader::with_capacity(64 * 1024, nar), info.nar_size);

@@ -21,7 +21,6 @@ pub struct Deploy {
     pub tmp: TempDir,
     pub token_file: PathBuf,
     pub root: PathBuf,
-    pub cache: &'static str,
 }
 
 impl Deploy {
@@ -49,7 +48,6 @@ impl Deploy {
             tmp,
             token_file,
             root,
-            cache,
         }
     }
 
