@@ -680,3 +680,26 @@ fn nix_darwin_activates_its_generation_and_rolls_back() {
     );
     assert_eq!(darwin_log(&d), [call("fail", 1)]);
 }
+
+/// Home Manager activates as the calling user in its home and refuses
+/// `--root`. Its activation runs `<path>/activate` from the machine's own
+/// /nix/store, which these tests must never create on the host, so only
+/// the refusals are tested here.
+#[test]
+fn home_manager_refuses_root_before_fetching_anything() {
+    let d = Deploy::for_kind(
+        "home-manager",
+        "zstd",
+        &[("0.1.1", "home-manager-ok")],
+        "{}",
+    );
+    let root = d.root.to_str().unwrap().to_string();
+    let r = d.apply("=0.1.1", &["--root", &root]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: apply home-manager: --root is not supported (Home Manager activates as the calling user in its home)\n"
+    );
+    assert!(d.hub.requests().is_empty(), "{:?}", d.hub.requests());
+    assert!(names(&d.root).is_empty(), "{:?}", names(&d.root));
+}
