@@ -101,7 +101,7 @@ impl Call {
 }
 
 /// The calls recorded in `DIR/var/log/fh-lite-test/<log>`. Each ran
-/// chrooted (cwd `/`) as root, with NIXOS_INSTALL_BOOTLOADER unset.
+/// chrooted (cwd `/`) as root.
 fn calls(root: &Path, log: &str) -> Vec<Call> {
     let file = root.join("var/log/fh-lite-test").join(log);
     let text = std::fs::read_to_string(&file).unwrap_or_default();
@@ -119,15 +119,18 @@ fn calls(root: &Path, log: &str) -> Vec<Call> {
         );
         assert_eq!(c.field("cwd"), "/", "chrooted: {:?}", c.line);
         assert_eq!(c.field("uid"), "0", "{:?}", c.line);
-        assert_eq!(c.field("bootloader"), "<unset>", "{:?}", c.line);
     }
     calls
 }
 
+/// The switch-to-configuration calls, none with NIXOS_INSTALL_BOOTLOADER.
 fn switch_log(d: &Deploy) -> Vec<String> {
     calls(&d.root, "switch.log")
         .iter()
-        .map(Call::summary)
+        .map(|c| {
+            assert_eq!(c.field("bootloader"), "<unset>", "{:?}", c.line);
+            c.summary()
+        })
         .collect()
 }
 
@@ -262,7 +265,11 @@ fn rollback_command_goes_back_to_generation_1_and_runs_it() {
     }
     let d = Deploy::new(
         "zstd",
-        &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
+        &[
+            ("0.1.1", "system-v1"),
+            ("0.1.2", "system-v2"),
+            ("0.1.3", "system-exit1"),
+        ],
         "{}",
     );
     assert_eq!(d.apply("=0.1.1", &["switch", "-q"]).code, 0);
@@ -291,6 +298,44 @@ fn rollback_command_goes_back_to_generation_1_and_runs_it() {
         read_link(&d.root.join(PROFILES).join("system-2-link")),
         path("system-v2")
     );
+    // A failure now rolls back to the generation that was current (1),
+    // not to the one below the new generation 3.
+    let r = d.apply("=0.1.3", &["switch", "-q"]);
+    assert_eq!(r.code, 32, "{r:?}");
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(
+        switch_log(&d)[3..],
+        [gen_call("exit1", 3, "switch"), gen_call("v1", 1, "switch")]
+    );
+}
+
+#[test]
+fn boot_under_root_runs_the_script_only_to_install_the_bootloader() {
+    if !is_root() {
+        return;
+    }
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
+        "{}",
+    );
+    let r = d.apply("=0.1.1", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.ends_with(&format!(
+            "fh-lite: --root {}: generation 1 is the boot default; nothing run (it activates at first boot)\n",
+            d.root.display()
+        )),
+        "{r:?}"
+    );
+    assert!(calls(&d.root, "switch.log").is_empty());
+    let r = d.apply("=0.1.2", &["boot", "--install-bootloader"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let calls = calls(&d.root, "switch.log");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].summary(), gen_call("v2", 2, "boot"));
+    assert_eq!(calls[0].field("bootloader"), "1");
+    assert_eq!(profile(&d), "system-2-link");
 }
 
 /// Each exit code of switch-to-configuration after generation 1 (v1), and
