@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use crate::activate::{self, Report};
-use crate::cli::{ApplyOpts, Common, StoreKind};
+use crate::cli::{ApplyKind, ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
 use crate::fetch::{self, HttpCache};
 use crate::flakehub;
@@ -142,6 +142,12 @@ fn open_store(common: &Common, opts: &ApplyOpts) -> Result<Box<dyn Store>, Error
         (StoreKind::Image, Some(root)) => Ok(Box::new(ImageStore::open(root)?)),
         (StoreKind::Image, None) => Err(Error::usage(
             "--store image needs --root DIR (the image being built)",
+        )),
+        // Home Manager refuses --root (see `activate::preflight`): do not
+        // suggest it.
+        _ if opts.kind == ApplyKind::HomeManager => Err(Error::new(
+            Exit::NotImplemented,
+            "apply home-manager needs a live-system store backend (daemon, local, nix), which is not built yet in this version",
         )),
         _ => Err(Error::new(
             Exit::NotImplemented,

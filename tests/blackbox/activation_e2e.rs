@@ -728,10 +728,10 @@ fn nix_darwin_activates_its_generation_and_rolls_back() {
 
 /// Home Manager activates as the calling user in its home and refuses
 /// `--root`. Its activation runs `<path>/activate` from the machine's own
-/// /nix/store, which these tests must never create on the host, so only
-/// the refusals are tested here.
+/// /nix/store (a live-system store backend, not built yet), which these
+/// tests must never create on the host, so only the refusals are tested.
 #[test]
-fn home_manager_refuses_root_before_fetching_anything() {
+fn home_manager_refuses_root_before_fetching_and_needs_the_live_store() {
     let d = Deploy::for_kind(
         "home-manager",
         "zstd",
@@ -747,4 +747,25 @@ fn home_manager_refuses_root_before_fetching_anything() {
     );
     assert!(d.hub.requests().is_empty(), "{:?}", d.hub.requests());
     assert!(names(&d.root).is_empty(), "{:?}", names(&d.root));
+
+    // Without --root it needs the live store, and does not suggest --root.
+    let home = d.tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut c = d.command("=0.1.1", &[]);
+    c.env("HOME", &home)
+        .env("FH_LITE_TEST_LOG", home.join("activate.log"));
+    let r = no_secret(crate::util::output(c));
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr.ends_with(
+            "fh-lite: apply home-manager needs a live-system store backend (daemon, local, nix), which is not built yet in this version\n"
+        ),
+        "{r:?}"
+    );
+    assert!(d.hub.requests_to("/nar/").is_empty());
+    assert!(!home.join("activate.log").exists());
+    assert!(
+        !Path::new("/nix").exists(),
+        "something created the host /nix"
+    );
 }
