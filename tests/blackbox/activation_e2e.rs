@@ -418,22 +418,39 @@ fn failing_health_check_rolls_back() {
         return;
     }
     let v1 = path("system-v1");
-    // (name, extra options, how the check failed, at most this long)
-    let cases: &[(&str, &[&str], &str, u64)] = &[
+    let back = format!("rolled back to generation 1 ({v1})");
+    // (name, extra options, stderr end, exit, at most this long)
+    let cases: &[(&str, &[&str], String, i32, u64)] = &[
         (
             "exit 3",
             &["--health-check", "exit 3"],
-            "health check 'exit 3' exited 3",
+            format!("health check 'exit 3' exited 3; {back}"),
+            32,
             30,
         ),
         (
             "timeout",
             &["--health-check", "sleep 30", "--health-timeout", "1"],
-            "health check 'sleep 30' did not finish within 1 s (killed)",
+            format!("health check 'sleep 30' did not finish within 1 s (killed); {back}"),
+            32,
             15,
         ),
+        (
+            "--no-rollback",
+            &["--health-check", "exit 3", "--no-rollback"],
+            "health check 'exit 3' exited 3; kept (--no-rollback)".to_string(),
+            30,
+            30,
+        ),
+        (
+            "passing",
+            &["--health-check", "test -L /nix/var/nix/profiles/system"],
+            format!("activated {} (switch)", path("system-v2")),
+            0,
+            30,
+        ),
     ];
-    for (name, extra, why, secs) in cases {
+    for (name, extra, end, exit, secs) in cases {
         let d = Deploy::new(
             "zstd",
             &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
@@ -446,27 +463,23 @@ fn failing_health_check_rolls_back() {
         let start = Instant::now();
         let r = d.apply("=0.1.2", &args);
         let took = start.elapsed();
-        assert_eq!(r.code, 32, "{name}: {r:?}");
+        assert_eq!(r.code, *exit, "{name}: {r:?}");
         assert!(
             took < Duration::from_secs(*secs),
             "{name}: took {took:?}: {r:?}"
         );
         assert!(
-            r.stderr.ends_with(&format!(
-                "fh-lite: {why}; rolled back to generation 1 ({v1})\n"
-            )),
+            r.stderr.ends_with(&format!("fh-lite: {end}\n")),
             "{name}: {r:?}"
         );
-        assert_eq!(profile(&d), "system-1-link", "{name}");
-        assert_eq!(
-            switch_log(&d),
-            [
-                gen_call("v1", 1, "switch"),
-                gen_call("v2", 2, "switch"),
-                gen_call("v1", 1, "switch"),
-            ],
-            "{name}"
-        );
+        let mut want = vec![gen_call("v1", 1, "switch"), gen_call("v2", 2, "switch")];
+        if *exit == 32 {
+            assert_eq!(profile(&d), "system-1-link", "{name}");
+            want.push(gen_call("v1", 1, "switch"));
+        } else {
+            assert_eq!(profile(&d), "system-2-link", "{name}");
+        }
+        assert_eq!(switch_log(&d), want, "{name}");
     }
 }
 
@@ -767,5 +780,38 @@ fn home_manager_refuses_root_before_fetching_and_needs_the_live_store() {
     assert!(
         !Path::new("/nix").exists(),
         "something created the host /nix"
+    );
+}
+
+#[test]
+fn test_action_runs_the_path_itself_and_rolls_back_with_test() {
+    if !is_root() {
+        return;
+    }
+    let (v1, bad) = (path("system-v1"), path("system-exit2"));
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.1", "system-v1"), ("0.1.2", "system-exit2")],
+        "{}",
+    );
+    assert_eq!(d.apply("=0.1.1", &["switch", "-q"]).code, 0);
+    let r = d.apply("=0.1.2", &["test"]);
+    assert_eq!(r.code, 32, "{r:?}");
+    assert!(
+        r.stderr.ends_with(&format!(
+            "fh-lite: {bad}/bin/switch-to-configuration test exited 2 (the activation script failed); rolled back to generation 1 ({v1})\n"
+        )),
+        "{r:?}"
+    );
+    // No generation for `test`; the previous one is activated with `test`.
+    assert_eq!(names(&d.root.join(PROFILES)), ["system", "system-1-link"]);
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(
+        switch_log(&d),
+        [
+            gen_call("v1", 1, "switch"),
+            format!("exit2 {bad}/bin/switch-to-configuration test"),
+            gen_call("v1", 1, "test"),
+        ]
     );
 }
