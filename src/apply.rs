@@ -29,6 +29,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
     let keys = trusted_keys(opts)?;
+    activate::preflight(common, opts)?;
     let say = |msg: &str| {
         if !common.quiet && !common.json {
             eprintln!("fh-lite: {msg}");

@@ -319,6 +319,32 @@ pub fn activate(
     }
 }
 
+/// What can be refused before anything is resolved, fetched or locked:
+/// Home Manager under `--root`, and (unless `--dry-run`) a `--root`
+/// activation that would have to chroot without being root. Without this
+/// the closure would be fetched into the root first, only to be refused.
+pub fn preflight(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
+    let ctx = Ctx::new(common);
+    if opts.kind == ApplyKind::HomeManager && ctx.root.is_some() {
+        return Err(ActivateError::HomeManagerRoot.into());
+    }
+    let action = match opts.kind {
+        ApplyKind::NixDarwin => Action::Switch,
+        _ => opts.action,
+    };
+    if !opts.dry_run && runs_commands(&ctx, action, opts) {
+        ctx.check_can_run()?;
+    }
+    Ok(())
+}
+
+/// Whether activating runs anything: everything does except `boot` under
+/// `--root` without `--install-bootloader` (the generation is the image's
+/// boot default).
+pub(crate) fn runs_commands(ctx: &Ctx, action: Action, opts: &ApplyOpts) -> bool {
+    !(ctx.root.is_some() && action == Action::Boot && !opts.install_bootloader)
+}
+
 /// True when `store_path` is already what this machine runs (the no-op
 /// check): NixOS/nix-darwin — the profile's current generation points at
 /// it and, for actions that activate now, so does `/run/current-system`

@@ -122,7 +122,7 @@ pub(crate) fn activate_system(
     // Check everything we can before the profile changes.
     ctx.check_in_store(store_path)?;
     ctx.check_executable(&Path::new(store_path).join(flavor.script))?;
-    let runs = !(ctx.root.is_some() && action == Action::Boot && !opts.install_bootloader);
+    let runs = super::runs_commands(ctx, action, opts);
     if runs {
         ctx.check_can_run()?;
     }
@@ -264,8 +264,7 @@ fn roll_back(
         }
     }
     report.rolled_back_to = Some(prev.number);
-    let runs = !(ctx.root.is_some() && action == Action::Boot && !opts.install_bootloader);
-    if !runs {
+    if !super::runs_commands(ctx, action, opts) {
         return Error::new(
             Exit::RolledBack,
             format!(

@@ -15,24 +15,49 @@ const ATTR: &str = "nixosConfigurations.pi";
 
 /// A stand-in FlakeHub whose `org/demo` releases map to fixture closures,
 /// one device token for `0.1`, the cache `cache` of the fixtures, and a
-/// fresh image root.
+/// fresh image root; `kind` is the apply type (`nixos`, `nix-darwin`,
+/// `home-manager`), with the attribute and `--root` to match.
 pub struct Deploy {
     pub hub: FakeHub,
     pub tmp: TempDir,
     pub token_file: PathBuf,
     pub root: PathBuf,
+    pub kind: &'static str,
+    /// The output attribute of every release (and of the device token).
+    pub attr: &'static str,
+    /// Pass `--root ROOT` (not for Home Manager, which refuses it).
+    pub use_root: bool,
 }
 
 impl Deploy {
+    /// NixOS releases `(version, fixture)` under `nixosConfigurations.pi`.
     pub fn new(cache: &'static str, releases: &[(&str, &str)], faults: &str) -> Deploy {
+        Deploy::for_kind("nixos", cache, releases, faults)
+    }
+
+    /// Releases of `kind`: `nixos` (`nixosConfigurations.pi`), `nix-darwin`
+    /// (`darwinConfigurations.mac`), `home-manager`
+    /// (`homeConfigurations.tester`, and no `--root`).
+    pub fn for_kind(
+        kind: &'static str,
+        cache: &'static str,
+        releases: &[(&str, &str)],
+        faults: &str,
+    ) -> Deploy {
         let f = fixtures();
+        let attr = match kind {
+            "nixos" => ATTR,
+            "nix-darwin" => "darwinConfigurations.mac",
+            "home-manager" => "homeConfigurations.tester",
+            other => panic!("unknown apply kind {other}"),
+        };
         let rel: Vec<String> = releases
             .iter()
-            .map(|(v, fx)| format!(r#""{v}": {{"{ATTR}": "{}"}}"#, f.get(fx).path))
+            .map(|(v, fx)| format!(r#""{v}": {{"{attr}": "{}"}}"#, f.get(fx).path))
             .collect();
         let config = format!(
             r#"{{"releases": {{"org/demo": {{{}}}}},
-                "device_tokens": {{"{TOKEN}": {{"project": "org/demo", "version_req": "0.1", "attribute": "{ATTR}"}}}},
+                "device_tokens": {{"{TOKEN}": {{"project": "org/demo", "version_req": "0.1", "attribute": "{attr}"}}}},
                 "cache_dir": "{}",
                 "faults": {faults}}}"#,
             rel.join(", "),
@@ -48,20 +73,30 @@ impl Deploy {
             tmp,
             token_file,
             root,
+            kind,
+            attr,
+            use_root: kind != "home-manager",
         }
     }
 
-    /// `fh-lite apply nixos org/demo/REQ#… [extra] --root ROOT` with the
-    /// stand-in's addresses and only the fixtures' key trusted.
-    pub fn apply(&self, req: &str, extra: &[&str]) -> Run {
+    /// The reference `org/demo/REQ#ATTR`.
+    pub fn reference(&self, req: &str) -> String {
+        format!("org/demo/{req}#{}", self.attr)
+    }
+
+    /// `fh-lite apply KIND org/demo/REQ#ATTR [extra] [--root ROOT]` with the
+    /// stand-in's addresses and only the fixtures' key trusted, not yet run
+    /// (to add environment or spawn it).
+    pub fn command(&self, req: &str, extra: &[&str]) -> Command {
         let f = fixtures();
-        let reference = format!("org/demo/{req}#{ATTR}");
+        let reference = self.reference(req);
         let url = self.hub.url();
-        let mut args: Vec<&str> = vec!["apply", "nixos", &reference];
+        let mut args: Vec<&str> = vec!["apply", self.kind, &reference];
         args.extend_from_slice(extra);
+        if self.use_root {
+            args.extend_from_slice(&["--root", self.root.to_str().unwrap()]);
+        }
         args.extend_from_slice(&[
-            "--root",
-            self.root.to_str().unwrap(),
             "--api-addr",
             &url,
             "--cache-addr",
@@ -73,7 +108,19 @@ impl Deploy {
             "--trusted-key",
             &f.public_key,
         ]);
-        no_secret(output(fh_lite(&args)))
+        fh_lite(&args)
+    }
+
+    /// [`Deploy::command`], run; the token never shows in its output.
+    pub fn apply(&self, req: &str, extra: &[&str]) -> Run {
+        no_secret(output(self.command(req, extra)))
+    }
+
+    /// Another fh-lite command (`status`, `rollback`, …) on the same root.
+    pub fn fh(&self, args: &[&str]) -> Run {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--root", self.root.to_str().unwrap()]);
+        no_secret(output(fh_lite(&all)))
     }
 
     /// Store entries under ROOT/nix/store (names only).
@@ -91,7 +138,7 @@ impl Deploy {
 
 /// The device token never reaches stdout or stderr; nor does anything that
 /// looks like a JWT (the closure token).
-fn no_secret(r: Run) -> Run {
+pub fn no_secret(r: Run) -> Run {
     for out in [&r.stdout, &r.stderr] {
         assert!(!out.contains(TOKEN), "device token leaked: {r:?}");
         assert!(!out.contains("eyJ"), "something JWT-like leaked: {r:?}");
@@ -101,11 +148,18 @@ fn no_secret(r: Run) -> Run {
 
 /// A Nix command on the image root (a chroot store), isolated from the
 /// host: private HOME, XDG dirs and config, never /nix.
-fn nix(tmp: &Path, program: &str, root: &Path) -> Command {
+pub fn nix(tmp: &Path, program: &str, root: &Path) -> Command {
+    let mut c = nix_isolated(tmp, program);
+    c.arg("--store").arg(root);
+    c
+}
+
+/// A Nix command with HOME, XDG dirs and config under `tmp` (no store
+/// argument: for commands such as nix-hash that open none).
+pub fn nix_isolated(tmp: &Path, program: &str) -> Command {
     let home = tmp.join("nix-home");
     std::fs::create_dir_all(&home).unwrap();
     let mut c = Command::new(program);
-    c.arg("--store").arg(root);
     c.env("HOME", &home)
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("XDG_CONFIG_HOME", home.join("config"))
@@ -118,7 +172,7 @@ fn nix(tmp: &Path, program: &str, root: &Path) -> Command {
     c
 }
 
-fn ok(mut c: Command, what: &str) -> String {
+pub fn ok(mut c: Command, what: &str) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),

@@ -26,3 +26,7 @@ mod activation;
 
 /// apply end to end: resolve, plan, fetch, image root, activation.
 mod apply;
+
+/// activation through apply: generations, exit codes, rollback, health
+/// checks, failed paths, the no-op run, the lock, nix-darwin, Home Manager.
+mod activation_e2e;
