@@ -23,6 +23,9 @@ use crate::store::image::ImageStore;
 use crate::store::select::{self, NixCopyCache};
 use crate::store::Store;
 
+/// How often one apply may ask FlakeHub for a fresh closure token.
+const MAX_TOKEN_REFRESHES: u32 = 8;
+
 pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     let started = Instant::now();
     if opts.reference.is_loose() && !common.quiet {
@@ -48,7 +51,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     let resolved = flakehub::resolve_with(&client, common, &opts.reference, true)?;
     let store_path = resolved.store_path.clone();
     let root_path = StorePath::parse(&store_path).map_err(Error::from)?;
-    let Some(token) = resolved.token.as_ref() else {
+    let Some(token) = resolved.token else {
         // resolve_with(…, true) refuses an answer without a token.
         return Err(Error::new(
             Exit::BadResponse,
@@ -68,13 +71,29 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
 
     // plan
-    let store = open_store(common, opts, &keys, token)?;
-    let cache = HttpCache {
-        client: &client,
-        base: common.cache_addr.clone(),
-        token,
+    let store = open_store(common, opts, &keys, &token)?;
+    // The closure token lasts about an hour; a long transfer on a slow link
+    // can outlive it. Then FlakeHub is asked for a fresh one (for the same
+    // store path), and the work goes on with what is still missing.
+    let mut token = token;
+    let mut refreshes = 0;
+    let mut renew = |e: &fetch::FetchError, token: &mut Secret| -> Result<bool, Error> {
+        if !e.is_token_refused() || !store.reads_nar() || refreshes >= MAX_TOKEN_REFRESHES {
+            return Ok(false);
+        }
+        refreshes += 1;
+        say("the cache refused the closure token (expired?); asking FlakeHub for a fresh one");
+        *token = fresh_token(&client, common, opts, &store_path)?;
+        Ok(true)
     };
-    let plan = plan::plan(&cache, store.as_ref(), &keys, &root_path, opts.jobs)?;
+    let mut plan = loop {
+        let cache = http_cache(&client, common, &token);
+        match plan::plan(&cache, store.as_ref(), &keys, &root_path, opts.jobs) {
+            Ok(p) => break p,
+            Err(e) if renew(&e, &mut token)? => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
     if opts.dry_run {
         crate::print_stdout(&if common.json {
             plan.render_json()
@@ -96,17 +115,37 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     let mut attempt = state::Attempt::start(&opts.reference.to_string(), &store_path);
     state::record_attempt(common, &attempt)?;
     let progress = Progress::new(Mode::detect(common.quiet, common.json));
-    progress.plan(&plan);
-    let fetched = fetch::fetch_all(&cache, store.as_ref(), &plan, opts.jobs, &progress);
+    let total_paths = plan.paths.len();
     attempt.bytes_downloaded = plan.download_bytes;
-    if let Err(e) = fetched {
-        let e = Error::from(e);
+    loop {
+        progress.plan(&plan);
+        let cache = http_cache(&client, common, &token);
+        let Err(e) = fetch::fetch_all(&cache, store.as_ref(), &plan, opts.jobs, &progress) else {
+            break;
+        };
+        let renewed = renew(&e, &mut token).and_then(|renewed| {
+            if !renewed {
+                return Ok(None);
+            }
+            let cache = http_cache(&client, common, &token);
+            let rest = plan::plan(&cache, store.as_ref(), &keys, &root_path, opts.jobs)?;
+            // Only go on while each token gets something done.
+            Ok((rest.paths.len() < plan.paths.len()).then_some(rest))
+        });
+        let e = match renewed {
+            Ok(Some(rest)) => {
+                plan = rest;
+                continue;
+            }
+            Ok(None) => Error::from(e),
+            Err(e) => e,
+        };
         state::record_result(common, &attempt, e.exit, &Report::default())?;
         return Err(e);
     }
     say(&format!(
         "{} in {} ({:.1}s)",
-        crate::progress::plural(plan.paths.len() as u64, "path"),
+        crate::progress::plural(total_paths as u64, "path"),
         store.describe(),
         started.elapsed().as_secs_f64()
     ));
@@ -120,6 +159,38 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     };
     state::record_result(common, &attempt, exit, &report)?;
     result
+}
+
+/// Resolve again for a fresh closure token; the reference must still
+/// resolve to `store_path` (a loose requirement may have moved on).
+fn fresh_token(
+    client: &Client,
+    common: &Common,
+    opts: &ApplyOpts,
+    store_path: &str,
+) -> Result<Secret, Error> {
+    let again = flakehub::resolve_with(client, common, &opts.reference, true)?;
+    if again.store_path != store_path {
+        return Err(Error::new(
+            Exit::Cache,
+            format!(
+                "{} now resolves to {} (a new release?), not {store_path}; run the apply again",
+                opts.reference, again.store_path
+            ),
+        ));
+    }
+    again
+        .token
+        .ok_or_else(|| Error::new(Exit::BadResponse, "FlakeHub did not return a closure token"))
+}
+
+/// The binary cache, with the closure token as its credential.
+fn http_cache<'a>(client: &'a Client, common: &Common, token: &'a Secret) -> HttpCache<'a> {
+    HttpCache {
+        client,
+        base: common.cache_addr.clone(),
+        token,
+    }
 }
 
 /// The built-in cache.flakehub.com keys (unless `--no-default-keys`) and

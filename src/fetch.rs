@@ -266,6 +266,11 @@ fn mib(n: u64) -> String {
 }
 
 impl FetchError {
+    /// The cache answered 401: the closure token expired or was refused.
+    pub fn is_token_refused(&self) -> bool {
+        matches!(self, FetchError::Http { status: 401, .. })
+    }
+
     /// The exit class (error.rs) of this error.
     pub fn exit(&self) -> Exit {
         match self {

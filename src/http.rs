@@ -317,6 +317,8 @@ pub struct Client {
     agent: ureq::Agent,
     allow_insecure_http: bool,
     quiet: bool,
+    /// `--verbose`: one line per request (URL and status; never credentials).
+    verbose: bool,
     retry: RetryPolicy,
 }
 
@@ -332,12 +334,14 @@ impl Client {
             .into_iter()
             .chain(env_ca.as_deref())
             .collect();
-        Client::build(
+        let mut client = Client::build(
             &ca_files,
             common.allow_insecure_http,
             common.quiet,
             RetryPolicy::default(),
-        )
+        )?;
+        client.verbose = common.verbose && !common.quiet;
+        Ok(client)
     }
 
     pub fn build(
@@ -369,6 +373,7 @@ impl Client {
             agent: config.into(),
             allow_insecure_http,
             quiet,
+            verbose: false,
             retry,
         })
     }
@@ -479,6 +484,9 @@ impl Client {
             }
             let resp = req.call().map_err(|e| classify(&current, &origin, e))?;
             let status = resp.status().as_u16();
+            if self.verbose {
+                eprintln!("fh-lite: GET {current}: http status {status}");
+            }
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
                 return Ok((current, resp));
             }

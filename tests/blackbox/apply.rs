@@ -401,3 +401,56 @@ fn loose_requirement_warns_once_and_resolves_newest() {
         PathBuf::from(&f.get("system-v2").path)
     );
 }
+
+/// A transfer that outlives the closure token (it lasts about an hour at
+/// FlakeHub; here it is refused after 10 cache requests, which is less than
+/// the closure needs) asks FlakeHub for a fresh token and goes on with what
+/// is missing.
+#[test]
+fn an_expired_closure_token_is_renewed_mid_transfer() {
+    let f = fixtures();
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.175", "system-full")],
+        r#"{"closure_token_max_uses": 10}"#,
+    );
+    let r = d.apply("=0.1.175", &["boot", "--jobs", "1"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "the cache refused the closure token (expired?); asking FlakeHub for a fresh one"
+        ),
+        "{r:?}"
+    );
+    let reqs = d.hub.requests();
+    let resolves = reqs.iter().filter(|q| q.path.starts_with("/f/")).count();
+    assert!(
+        resolves >= 2,
+        "a second resolve for a fresh token: {reqs:?}"
+    );
+    assert!(reqs.iter().any(|q| q.status == 401), "{reqs:?}");
+    judge_image(&d, f, "system-full");
+}
+
+/// A cache that refuses every closure token: a bounded number of fresh
+/// tokens, then a clear error; nothing lands in the store.
+#[test]
+fn a_cache_that_refuses_every_token_fails_clearly() {
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.175", "system-v1")],
+        r#"{"closure_token_max_uses": 0}"#,
+    );
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 20, "{r:?}");
+    assert!(
+        r.stderr.ends_with(
+            ".narinfo: http status 401: the cache refused the closure token \
+             (it is valid for about an hour; run the apply again to get a fresh one)\n"
+        ),
+        "{r:?}"
+    );
+    let resolves = d.hub.requests_to("/f/").len();
+    assert_eq!(resolves, 9, "the first resolve and 8 renewals");
+    assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
+}

@@ -622,3 +622,20 @@ Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
     c.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+#[test]
+fn verbose_logs_each_request_without_credentials() {
+    let s = Setup::plain("{}");
+    let r = s.run(&reference("=0.1.175"), &["--verbose"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: GET {}: http status 200\n",
+            s.output_url("=0.1.175")
+        )
+    );
+    // --quiet wins over --verbose.
+    let r = s.run(&reference("=0.1.175"), &["--verbose", "--quiet"]);
+    assert_eq!(r.stderr, "", "{r:?}");
+}

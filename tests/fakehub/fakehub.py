@@ -62,6 +62,10 @@ replaces that knob; {"reset": true} clears all):
     "oversize_json": true               the output endpoint answers 2 MiB JSON
     "bad_store_path": "/etc/passwd"     the output endpoint answers this path
     "omit_token": true                  the output endpoint answers token null
+    "closure_token_lifetime": S         closure tokens issued from now on last
+                                        S seconds (overrides the config's)
+    "closure_token_max_uses": N         a closure token is refused (401) after
+                                        N cache requests (expiry, no timing)
     "redirect": [{"prefix": "/nar/", "status": 302, "to": "http://localhost:PORT2",
                   "count": N}]          answer with Location: <to><path>; a
                                         path arriving as /_r/… is routed as …
@@ -236,10 +240,13 @@ class TokenIssuer:
         self.key = secrets.token_bytes(32)
         self.lifetime = lifetime
 
-    def issue(self, root):
+    def issue(self, root, lifetime=None):
         now = int(time.time())
+        exp = now + (self.lifetime if lifetime is None else int(lifetime))
         header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        payload = b64url(json.dumps({"iat": now, "exp": now + self.lifetime, "sub": root}).encode())
+        # jti: two tokens for the same path in the same second still differ.
+        claims = {"iat": now, "exp": exp, "sub": root, "jti": secrets.token_hex(8)}
+        payload = b64url(json.dumps(claims).encode())
         sig = b64url(hmac.new(self.key, f"{header}.{payload}".encode(), hashlib.sha256).digest())
         return f"{header}.{payload}.{sig}"
 
@@ -317,6 +324,7 @@ class State:
         self.cache = Cache(config.get("cache_dir"), config.get("closures"))
         self.log_path = log_path
         self.faults = {}
+        self.token_uses = {}
         self.apply_faults(config.get("faults") or {})
 
     def apply_faults(self, knobs):
@@ -329,6 +337,15 @@ class State:
                 if k in ("fail", "truncate", "redirect"):
                     v = [dict(r) for r in (v if isinstance(v, list) else [v])]
                 self.faults[k] = v
+
+    def use_token(self, token):
+        """Count one cache request with `token`; False once it is used up
+        (the closure_token_max_uses knob: expiry without timing)."""
+        with self.lock:
+            limit = self.faults.get("closure_token_max_uses")
+            n = self.token_uses.get(token, 0) + 1
+            self.token_uses[token] = n
+            return limit is None or n <= int(limit)
 
     def take_rule(self, kind, path):
         """The first rule of `kind` matching `path` with count left (decremented)."""
@@ -507,7 +524,9 @@ class Handler(BaseHTTPRequestHandler):
             store_path = faults["bad_store_path"]
         token = None
         if self.query.get("include_token") == ["true"] and not faults.get("omit_token"):
-            token = self.state.issuer.issue(store_path)
+            token = self.state.issuer.issue(
+                store_path, self.state.faults.get("closure_token_lifetime")
+            )
         self.json(200, {"attribute_path": attr, "store_path": store_path, "token": token})
 
     # -- cache
@@ -515,6 +534,8 @@ class Handler(BaseHTTPRequestHandler):
     def cache_get(self, p):
         kind, token = self.auth
         root = self.state.issuer.verify(token) if kind == "basic" and token else None
+        if root is not None and not self.state.use_token(token):
+            root = None
         if root is None:
             return self.send(401, NOT_AUTHORIZED)
         cache = self.state.cache
