@@ -249,3 +249,199 @@ fn daemon_store_full_system() {
     verify_clean(&d);
     judge_closure(&d, f, "system-v2");
 }
+
+#[test]
+fn local_store_as_root() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    // An empty live store (its database) in the root, made by Nix.
+    let mut init = nix_root(&d, "nix-store");
+    init.arg("--verify");
+    stdout_of(init, "nix-store --verify (creates the database)");
+    let store = vec!["--store".to_string(), "local".to_string()];
+    let r = no_secret(output(live(&d, "=0.1.175", &with(&["boot"], &store))));
+    assert_eq!(r.code, 0, "{r:?}");
+    let v1 = f.get("system-v1");
+    assert!(
+        r.stderr.contains(&format!(
+            "{} paths in local store at {} (",
+            v1.closure.len(),
+            d.root.display()
+        )),
+        "{r:?}"
+    );
+    verify_clean(&d);
+    judge_closure(&d, f, "system-v1");
+    // path-info lists the closure (registered by --load-db: no signatures).
+    assert_eq!(
+        sigs(&d, &v1.path).keys().cloned().collect::<Vec<_>>(),
+        v1.closure
+    );
+    assert_eq!(d.hub.requests_to("/nar/").len(), v1.closure.len());
+
+    dry_run_fetches_nothing(&d, "=0.1.175", &store);
+    // A real re-run (--force: activation again) transfers nothing.
+    let before = d.hub.requests_to("/nar/").len();
+    let r = no_secret(output(live(
+        &d,
+        "=0.1.175",
+        &with(&["boot", "--force"], &store),
+    )));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("0 paths in local store at {}", d.root.display())),
+        "{r:?}"
+    );
+    assert_eq!(d.hub.requests_to("/nar/").len(), before, "no NAR requested");
+    verify_clean(&d);
+}
+
+/// Pids of `root` and all its descendants, from /proc/*/stat.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid …; comm may hold spaces: split after ')'.
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut all = vec![root];
+    let mut i = 0;
+    while i < all.len() {
+        if let Some(c) = children.get(&all[i]) {
+            all.extend(c);
+        }
+        i += 1;
+    }
+    all
+}
+
+/// What the watcher saw while fh-lite ran.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Scans of the process tree.
+    scans: u64,
+    /// argv of every process seen (secrets would be reported, not kept).
+    argvs: BTreeSet<String>,
+    /// "pid argv[0]: cmdline|environ holds …" findings.
+    leaks: BTreeSet<String>,
+    /// Private netrc directories seen in TMPDIR: (name, dir mode, netrc mode).
+    netrc_dirs: BTreeSet<(String, u32, Option<u32>)>,
+}
+
+#[test]
+fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let tmp = tmpdir(&d);
+    let store = vec!["--store".to_string(), "nix".to_string()];
+    let mut cmd = live(&d, "=0.1.175", &with(&["boot"], &store));
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn fh-lite");
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watcher = {
+        let (done, seen, tmp) = (done.clone(), seen.clone(), tmp.clone());
+        std::thread::spawn(move || {
+            let secrets: [&[u8]; 4] = [
+                b"flakehub:",
+                b"eyJ",
+                crate::apply::TOKEN.as_bytes(),
+                b"password",
+            ];
+            while !done.load(Ordering::SeqCst) {
+                let mut s = seen.lock().unwrap();
+                s.scans += 1;
+                for p in descendants(pid) {
+                    let dir = PathBuf::from(format!("/proc/{p}"));
+                    let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+                    let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                    for (what, bytes) in [
+                        ("cmdline", cmdline.clone()),
+                        ("environ", std::fs::read(dir.join("environ")).unwrap_or_default()),
+                    ] {
+                        for sec in secrets {
+                            if bytes.windows(sec.len()).any(|w| w == sec) {
+                                let name = argv.split(' ').next().unwrap_or("").to_string();
+                                s.leaks.insert(format!(
+                                    "{name}: {what} holds {:?}",
+                                    String::from_utf8_lossy(&sec[..3])
+                                ));
+                            }
+                        }
+                    }
+                    if !argv.is_empty() {
+                        s.argvs.insert(argv);
+                    }
+                }
+                for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let mode = e.metadata().map(|m| m.permissions().mode() & 0o7777);
+                    let netrc = std::fs::metadata(e.path().join("netrc"))
+                        .ok()
+                        .map(|m| m.permissions().mode() & 0o7777);
+                    if let Ok(mode) = mode {
+                        s.netrc_dirs.insert((name, mode, netrc));
+                    }
+                }
+                drop(s);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let r = no_secret(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    });
+    assert_eq!(r.code, 0, "{r:?}");
+    let s = seen.lock().unwrap();
+    assert!(s.leaks.is_empty(), "secrets in /proc: {:?}", s.leaks);
+    // The watcher did see the `nix copy` children and their netrc dirs.
+    assert!(
+        s.argvs.iter().any(|a| a.contains(" copy --from ")),
+        "no nix copy seen in {} scans: {:?}",
+        s.scans,
+        s.argvs
+    );
+    assert!(
+        s.argvs.iter().any(|a| a.contains("--netrc-file ")),
+        "{:?}",
+        s.argvs
+    );
+    assert!(!s.netrc_dirs.is_empty(), "no netrc dir seen");
+    for (name, mode, netrc) in &s.netrc_dirs {
+        assert!(name.starts_with("fh-lite-netrc-"), "{name} in TMPDIR");
+        assert_eq!(*mode, 0o700, "{name}");
+        assert!(matches!(netrc, None | Some(0o600)), "{name}/netrc: {netrc:?}");
+    }
+    // … and none is left.
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    // No lasting file anywhere in the test tree holds the token.
+    let grep = Command::new("grep")
+        .args(["-rlas", "login flakehub password"])
+        .arg(d.tmp.path())
+        .output()
+        .unwrap();
+    assert!(grep.stdout.is_empty(), "{}", String::from_utf8_lossy(&grep.stdout));
+    // Nix substituted the closure, with the cache's signatures.
+    verify_clean(&d);
+    judge_closure(&d, f, "system-v1");
+    for (p, sig) in sigs(&d, &f.get("system-v1").path) {
+        assert!(sig.contains(&format!("{TRUSTED_KEY_NAME}:")), "{p}: {sig}");
+    }
+}
