@@ -156,7 +156,8 @@ impl FakeHub {
     pub fn control(&self, knobs: &str) {
         use std::io::{Read, Write};
         assert!(!self.tls, "control() speaks plain HTTP");
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect fakehub");
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect fakehub");
         write!(
             s,
             "POST /_control HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{knobs}",
@@ -164,7 +165,11 @@ impl FakeHub {
         )
         .expect("send /_control");
         let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("read /_control answer");
-        assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"), "{answer}");
+        s.read_to_string(&mut answer)
+            .expect("read /_control answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{answer}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! a socket that does not speak the worker protocol.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +18,7 @@ use crate::nixd::{nix_cmd, nix_env, NixDaemon};
 use crate::util::{output, Run};
 
 /// NARs sent in 32 KiB pieces 40 ms apart (busybox: about 2.5 s).
-const SLOW_NARS: &str =
-    r#"{"slow": [{"prefix": "/nar/", "chunk": 32768, "delay_ms": 40}]}"#;
+const SLOW_NARS: &str = r#"{"slow": [{"prefix": "/nar/", "chunk": 32768, "delay_ms": 40}]}"#;
 
 /// The apply command with the isolated Nix environment (fh-lite's `nix`
 /// and `nix-store` children inherit it) and a private TMPDIR.
@@ -73,8 +72,8 @@ fn verify_clean(d: &Deploy) {
     let mut c = nix_root(d, "nix-store");
     c.args(["--verify", "--check-contents"]);
     let out = c.output().unwrap();
-    let all = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let all =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "verify failed: {all}");
     const PROGRESS: [&str; 4] = [
         "reading the Nix store...",
@@ -164,8 +163,7 @@ fn dry_run_fetches_nothing(d: &Deploy, req: &str, store: &[String]) {
     let r = no_secret(output(live(d, req, &with(&["boot", "--dry-run"], store))));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        r.stdout
-            .contains("0 paths to fetch (1 already present)"),
+        r.stdout.contains("0 paths to fetch (1 already present)"),
         "{r:?}"
     );
     assert_eq!(d.hub.requests_to("/nar/").len(), before, "no NAR requested");
@@ -227,7 +225,11 @@ fn daemon_store_full_system() {
         .filter(|p| !full.closure.contains(p))
         .collect();
     assert!(!missing.is_empty() && missing.len() < v2.closure.len());
-    let r = no_secret(output(live(&d, "=0.1.180", &with(&["boot", "--dry-run"], &store))));
+    let r = no_secret(output(live(
+        &d,
+        "=0.1.180",
+        &with(&["boot", "--dry-run"], &store),
+    )));
     assert_eq!(r.code, 0, "{r:?}");
     let present = v2.closure.len() - missing.len();
     assert!(
@@ -244,7 +246,11 @@ fn daemon_store_full_system() {
         .iter()
         .map(|r| r.path.clone())
         .collect();
-    assert_eq!(fetched, nar_urls(f, "zstd", &missing), "only the missing NARs");
+    assert_eq!(
+        fetched,
+        nar_urls(f, "zstd", &missing),
+        "only the missing NARs"
+    );
     assert_eq!(d.hub.requests_to("/nar/").len() - before, missing.len());
     verify_clean(&d);
     judge_closure(&d, f, "system-v2");
@@ -289,7 +295,8 @@ fn local_store_as_root() {
     )));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        r.stderr.contains(&format!("0 paths in local store at {}", d.root.display())),
+        r.stderr
+            .contains(&format!("0 paths in local store at {}", d.root.display())),
         "{r:?}"
     );
     assert_eq!(d.hub.requests_to("/nar/").len(), before, "no NAR requested");
@@ -368,7 +375,10 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
                     let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
                     for (what, bytes) in [
                         ("cmdline", cmdline.clone()),
-                        ("environ", std::fs::read(dir.join("environ")).unwrap_or_default()),
+                        (
+                            "environ",
+                            std::fs::read(dir.join("environ")).unwrap_or_default(),
+                        ),
                     ] {
                         for sec in secrets {
                             if bytes.windows(sec.len()).any(|w| w == sec) {
@@ -426,7 +436,10 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
     for (name, mode, netrc) in &s.netrc_dirs {
         assert!(name.starts_with("fh-lite-netrc-"), "{name} in TMPDIR");
         assert_eq!(*mode, 0o700, "{name}");
-        assert!(matches!(netrc, None | Some(0o600)), "{name}/netrc: {netrc:?}");
+        assert!(
+            matches!(netrc, None | Some(0o600)),
+            "{name}/netrc: {netrc:?}"
+        );
     }
     // … and none is left.
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
@@ -437,11 +450,197 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
         .arg(d.tmp.path())
         .output()
         .unwrap();
-    assert!(grep.stdout.is_empty(), "{}", String::from_utf8_lossy(&grep.stdout));
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
     // Nix substituted the closure, with the cache's signatures.
     verify_clean(&d);
     judge_closure(&d, f, "system-v1");
     for (p, sig) in sigs(&d, &f.get("system-v1").path) {
         assert!(sig.contains(&format!("{TRUSTED_KEY_NAME}:")), "{p}: {sig}");
     }
+}
+
+/// Spawn the apply with piped output (to run things while it works).
+fn spawn_live(d: &Deploy, req: &str, extra: &[&str]) -> std::process::Child {
+    let mut c = live(d, req, extra);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().expect("spawn fh-lite")
+}
+
+fn finish(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    no_secret(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[test]
+fn gc_during_a_slow_transfer_takes_nothing_of_the_closure() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], SLOW_NARS);
+    let daemon = NixDaemon::start(d.tmp.path(), &d.root);
+    let store = daemon_args(&daemon);
+    // Unrelated garbage the collector must take.
+    let junk = d.tmp.path().join("fh-lite-gc-junk.txt");
+    std::fs::write(&junk, "garbage\n").unwrap();
+    let mut add = nix_cmd(d.tmp.path(), "nix-store");
+    add.args(["--store", &daemon.url(), "--add"]).arg(&junk);
+    let junk_path = stdout_of(add, "nix-store --add").trim().to_string();
+    assert!(valid(&d, &junk_path));
+
+    let v1 = f.get("system-v1");
+    let mut child = spawn_live(&d, "=0.1.175", &with(&["boot"], &store));
+    let started = Instant::now();
+    // (closure paths valid before it, what it said)
+    let mut gcs: Vec<(usize, String)> = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "apply hangs");
+        if d.hub.requests_to("/nar/").is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let before = v1.closure.iter().filter(|p| valid(&d, p)).count();
+        let mut gc = nix_cmd(d.tmp.path(), "nix-store");
+        gc.args(["--store", &daemon.url(), "--gc"]);
+        let out = gc.output().unwrap();
+        assert!(
+            out.status.success(),
+            "gc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        gcs.push((
+            before,
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        ));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let r = finish(child);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The collector ran, and while part of the closure was already valid
+    // (and not yet referenced by anything but fh-lite's temp roots).
+    assert!(
+        gcs.iter().any(|(_, out)| out.contains(&junk_path)),
+        "no GC deleted {junk_path}: {gcs:?}"
+    );
+    assert!(!valid(&d, &junk_path));
+    assert!(
+        gcs.iter()
+            .any(|(before, _)| *before > 0 && *before < v1.closure.len()),
+        "no GC ran mid-transfer: {gcs:?}"
+    );
+    for (_, out) in &gcs {
+        for p in &v1.closure {
+            assert!(!out.contains(p.as_str()), "GC deleted {p}: {out}");
+        }
+    }
+    verify_clean(&d);
+    judge_closure(&d, f, "system-v1");
+}
+
+#[test]
+fn daemon_killed_mid_transfer_then_rerun() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], SLOW_NARS);
+    let mut daemon = NixDaemon::start(d.tmp.path(), &d.root);
+    let store = daemon_args(&daemon);
+    let v1 = f.get("system-v1");
+    let busybox = v1
+        .closure
+        .iter()
+        .find(|p| p.ends_with("-busybox-static"))
+        .unwrap()
+        .clone();
+    let busybox_nar = nar_urls(f, "zstd", &[&busybox]).pop_first().unwrap();
+    let child = spawn_live(&d, "=0.1.175", &with(&["boot"], &store));
+    let started = Instant::now();
+    while !d
+        .hub
+        .requests_to("/nar/")
+        .iter()
+        .any(|r| r.path == busybox_nar)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no busybox NAR request"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // About a third of its 1 MiB is through.
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.kill();
+    let r = finish(child);
+    assert_eq!(r.code, 22, "{r:?}");
+    let sock = daemon.socket.display().to_string();
+    assert!(
+        r.stderr.contains(&format!("nix-daemon at {sock}: ")),
+        "names the socket: {r:?}"
+    );
+    assert!(r.stderr.contains(&busybox), "names the path: {r:?}");
+    // Nothing half-registered.
+    daemon.restart();
+    verify_clean(&d);
+    assert!(!valid(&d, &busybox), "{busybox} registered after the kill");
+    assert!(!valid(&d, &v1.path));
+    // A re-run completes.
+    d.hub.control(r#"{"reset": true}"#);
+    let r = no_secret(output(live(&d, "=0.1.175", &with(&["boot"], &store))));
+    assert_eq!(r.code, 0, "{r:?}");
+    verify_clean(&d);
+    judge_closure(&d, f, "system-v1");
+}
+
+/// A unix socket whose server answers every connection with garbage.
+struct Garbage(std::process::Child);
+
+impl Drop for Garbage {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn daemon_socket_speaking_another_protocol() {
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let sock = d.tmp.path().join("garbage.sock");
+    let server = Garbage(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import socket, sys\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.bind(sys.argv[1])\n\
+                 s.listen(8)\n\
+                 while True:\n    c, _ = s.accept()\n    c.sendall(b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n' * 4)\n    c.close()\n",
+            )
+            .arg(&sock)
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while !sock.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "listener");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = sock.display().to_string();
+    let r = no_secret(output(live(
+        &d,
+        "=0.1.175",
+        &["boot", "--store", "daemon", "--daemon-socket", &s],
+    )));
+    assert_eq!(r.code, 22, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "nix-daemon at {s}: protocol error: not a nix-daemon socket: "
+        )),
+        "{r:?}"
+    );
+    assert!(d.hub.requests_to("/nar/").is_empty());
+    drop(server);
 }
