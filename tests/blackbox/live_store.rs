@@ -613,11 +613,14 @@ fn daemon_socket_speaking_another_protocol() {
         Command::new("python3")
             .arg("-c")
             .arg(
-                "import socket, sys\n\
+                // Listening before the name exists (bind elsewhere, rename),
+                // so the first connection cannot be refused.
+                "import os, socket, sys\n\
                  s = socket.socket(socket.AF_UNIX)\n\
-                 s.bind(sys.argv[1])\n\
+                 s.bind(sys.argv[1] + '.tmp')\n\
                  s.listen(8)\n\
-                 while True:\n    c, _ = s.accept()\n    c.sendall(b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n' * 4)\n    c.close()\n",
+                 os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+                 while True:\n    c, _ = s.accept()\n    c.recv(8)\n    c.sendall(b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n' * 4)\n    c.close()\n",
             )
             .arg(&sock)
             .spawn()
