@@ -12,6 +12,12 @@
 //! guard removes when the copy ends, also on error or panic. The token is
 //! never in argv or the environment, and this type has no `Debug`.
 //!
+//! One `nix copy` runs at a time: Nix 2.8 keeps a narinfo disk cache
+//! (`$XDG_CACHE_HOME/nix/binary-cache-v6.sqlite`), and several processes
+//! inserting into it at once fail with "executing SQLite statement 'insert
+//! or replace into NARs…': constraint failed". Each copy's own downloads
+//! are parallel inside Nix anyway.
+//!
 //! This backend does not read the NAR ([`Store::reads_nar`] is false):
 //! Nix downloads and verifies it (against the keys we pass) on its own.
 
@@ -23,6 +29,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
@@ -40,6 +47,8 @@ pub struct NixCopyStore {
     env: Vec<(OsString, OsString)>,
     /// Where the private netrc directories are made.
     tmp_base: PathBuf,
+    /// Held while a `nix copy` runs (see the module doc).
+    copying: Mutex<()>,
 }
 
 /// The private directory holding the netrc; removed on drop.
@@ -122,6 +131,7 @@ impl NixCopyStore {
             nix: "nix".into(),
             env: Vec::new(),
             tmp_base: std::env::temp_dir(),
+            copying: Mutex::new(()),
         }
     }
 
@@ -230,7 +240,10 @@ impl Store for NixCopyStore {
             _ => None,
         };
         args.push(info.store_path.to_string().into());
+        // A poisoned lock only means another copy panicked: still usable.
+        let one_at_a_time = self.copying.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.nix(&args).map(|_| ());
+        drop(one_at_a_time);
         drop(guard);
         result
     }

@@ -10,7 +10,7 @@ use crate::fakehub::{write_token, FakeHub, Opts};
 use crate::fixtures::{fixtures, Fixtures};
 use crate::util::{fh_lite, output, Run, TempDir};
 
-const TOKEN: &str = "fhdev_apply-S3CRET-never-print-91b2";
+pub const TOKEN: &str = "fhdev_apply-S3CRET-never-print-91b2";
 const ATTR: &str = "nixosConfigurations.pi";
 
 /// A stand-in FlakeHub whose `org/demo` releases map to fixture closures,

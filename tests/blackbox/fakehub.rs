@@ -149,3 +149,27 @@ pub fn write_token(dir: &Path, name: &str, token: &str, mode: u32) -> PathBuf {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod token");
     p
 }
+
+impl FakeHub {
+    /// POST /_control with `knobs` (JSON, see fakehub.py) on a plain-HTTP
+    /// stand-in; panics unless it answers 200.
+    pub fn control(&self, knobs: &str) {
+        use std::io::{Read, Write};
+        assert!(!self.tls, "control() speaks plain HTTP");
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect fakehub");
+        write!(
+            s,
+            "POST /_control HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{knobs}",
+            knobs.len()
+        )
+        .expect("send /_control");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)
+            .expect("read /_control answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{answer}"
+        );
+    }
+}

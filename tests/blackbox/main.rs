@@ -30,3 +30,10 @@ mod apply;
 /// activation through apply: generations, exit codes, rollback, health
 /// checks, failed paths, the no-op run, the lock, nix-darwin, Home Manager.
 mod activation_e2e;
+
+/// A real nix-daemon and an isolated Nix environment for the live stores.
+mod nixd;
+
+/// apply into live stores judged by real Nix: daemon, local, nix copy,
+/// GC during a transfer, daemon faults.
+mod live_store;

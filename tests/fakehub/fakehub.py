@@ -59,6 +59,10 @@ replaces that knob; {"reset": true} clears all):
     "truncate": [{"count": N, "prefix": "/nar/", "after": K}]
                                         send Content-Length of the full body
                                         but only K bytes, then close
+    "slow": [{"prefix": "/nar/", "chunk": 32768, "delay_ms": 30, "count": N}]
+                                        send a 200 body in chunks of `chunk`
+                                        bytes, sleeping before each (count
+                                        optional: then every match)
     "oversize_json": true               the output endpoint answers 2 MiB JSON
     "bad_store_path": "/etc/passwd"     the output endpoint answers this path
     "omit_token": true                  the output endpoint answers token null
@@ -334,7 +338,7 @@ class State:
             for k, v in knobs.items():
                 if k == "reset":
                     continue
-                if k in ("fail", "truncate", "redirect"):
+                if k in ("fail", "truncate", "redirect", "slow"):
                     v = [dict(r) for r in (v if isinstance(v, list) else [v])]
                 self.faults[k] = v
 
@@ -406,6 +410,7 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(body, str):
             body = body.encode()
         trunc = self.state.take_rule("truncate", self.route_path) if status == 200 else None
+        slow = self.state.take_rule("slow", self.route_path) if status == 200 else None
         # Logged before anything is sent: once the client has an answer,
         # its line is in the log.
         if self.route_path != "/_control":
@@ -431,6 +436,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[: int(trunc.get("after", 0))])
                 self.wfile.flush()
                 self.close_connection = True
+            elif slow:
+                chunk = max(1, int(slow.get("chunk", 32768)))
+                for i in range(0, len(body), chunk):
+                    time.sleep(slow.get("delay_ms", 30) / 1000)
+                    self.wfile.write(body[i : i + chunk])
+                    self.wfile.flush()
             else:
                 self.wfile.write(body)
 
