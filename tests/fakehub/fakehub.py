@@ -380,6 +380,10 @@ def auth_kind(header):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fakehub/1"
+    # Headers and body go out in separate writes: with Nagle's algorithm the
+    # body waits for the client's delayed ACK (about 40 ms per request on a
+    # kept-alive connection).
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # quiet: the JSON log is the record
         pass
