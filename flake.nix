@@ -36,7 +36,11 @@
       });
 
       # services.fh-lite: the systemd service and timer (see README, "Fleets").
-      nixosModules.default = import ./nix/module.nix { inherit self; };
+      nixosModules.default = { lib, pkgs, ... }: {
+        imports = [ ./nix/module.nix ];
+        services.fh-lite.package =
+          lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      };
       nixosModules.fh-lite = self.nixosModules.default;
     };
 }

@@ -97,8 +97,8 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
         return Err(e);
     }
     say(&format!(
-        "{} paths in {} ({:.1}s)",
-        plan.paths.len(),
+        "{} in {} ({:.1}s)",
+        crate::progress::plural(plan.paths.len() as u64, "path"),
         store.describe(),
         started.elapsed().as_secs_f64()
     ));

@@ -15,6 +15,9 @@
 //! root cause (a body cut short, not the NAR parser's "truncated" that
 //! follows from it), whatever the store backend wraps it in.
 //!
+//! A store whose [`Store::reads_nar`] is false (`nix copy`, which fetches
+//! the path itself) gets an empty reader instead, and no NAR is downloaded.
+//!
 //! Scheduling: up to `jobs` downloads run at once, and a path is handed to
 //! the store only after all its references (other than itself) were added;
 //! backends rely on that (store/mod.rs). After the first error no new
@@ -444,6 +447,12 @@ pub fn fetch_one(
             compression: c.clone(),
         });
     }
+    if !store.reads_nar() {
+        // The store fetches the path itself (`nix copy`): download nothing.
+        return store
+            .add_path(info, &mut io::empty())
+            .map_err(|source| FetchError::Store { url, source });
+    }
     let body = client.get_nar(&url)?;
     let slot: FaultSlot = Arc::new(Mutex::new(None));
     let limited = BodyLimit {
@@ -649,32 +658,12 @@ pub(crate) mod tests {
     use crate::nix::signature::{PublicKey, TrustedKeys};
     use crate::progress::Mode;
     use crate::store::image::ImageStore;
-    use crate::store::unpack::remove_tree;
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
     /// A temporary directory, removed (read-only trees too) on drop.
-    pub struct TempDir(pub PathBuf);
-    impl TempDir {
-        pub fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!(
-                "fh-lite-test-{tag}-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = remove_tree(&p);
-            fs_create(&p);
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = remove_tree(&self.0);
-        }
-    }
+    pub use crate::store::testutil::TempDir;
+
     fn fs_create(p: &Path) {
         std::fs::create_dir_all(p).unwrap();
     }
@@ -1114,14 +1103,14 @@ pub(crate) mod tests {
                 name: "nar hash mismatch",
                 spoil: |e, _| e.nar_hash = Some(Sha256::digest(b"something else")),
                 exit: Exit::Verification,
-                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR hash mismatch for /nix/store/33333333333333333333333333333333-app: narinfo says sha256:",
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR of /nix/store/33333333333333333333333333333333-app: hash mismatch: the narinfo says sha256:",
                 nar_of_root_requested: true,
             },
             Case {
                 name: "nar size mismatch (NarSize larger)",
                 spoil: |e, _| e.nar_size = Some(e.nar.len() as u64 + 8),
                 exit: Exit::Verification,
-                message: "NAR size mismatch for /nix/store/33333333333333333333333333333333-app: narinfo says 296 bytes, got 288",
+                message: "NAR of /nix/store/33333333333333333333333333333333-app: size mismatch: the narinfo says 296 bytes, the NAR has 288",
                 nar_of_root_requested: true,
             },
             Case {
@@ -1168,7 +1157,7 @@ pub(crate) mod tests {
                     ]));
                 },
                 exit: Exit::Verification,
-                message: "malformed NAR for /nix/store/33333333333333333333333333333333-app",
+                message: "NAR of /nix/store/33333333333333333333333333333333-app: /a: directory entries not in ascending order",
                 nar_of_root_requested: true,
             },
         ];
@@ -1221,6 +1210,67 @@ pub(crate) mod tests {
             assert_eq!(root_nar, case.nar_of_root_requested, "{}", case.name);
             assert_clean(&img, &[&lib]);
         }
+    }
+
+    #[test]
+    fn a_store_that_fetches_itself_gets_no_nar() {
+        /// Records each `add_path` and how many NAR bytes it was given.
+        struct SelfFetching(Mutex<Vec<(StorePath, usize)>>);
+        impl Store for SelfFetching {
+            fn describe(&self) -> String {
+                "self-fetching test store".into()
+            }
+            fn query_valid(
+                &self,
+                _paths: &[StorePath],
+            ) -> Result<std::collections::BTreeSet<StorePath>, StoreError> {
+                Ok(Default::default())
+            }
+            fn add_temp_roots(&self, _paths: &[StorePath]) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
+                let mut buf = Vec::new();
+                nar.read_to_end(&mut buf).unwrap();
+                let mut seen = self.0.lock().unwrap();
+                seen.push((info.store_path.clone(), buf.len()));
+                match info.store_path.name() {
+                    "app" => Err(StoreError::Program {
+                        command: "nix copy".into(),
+                        detail: "refused".into(),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+            fn finish(&self) -> Result<(), StoreError> {
+                Ok(())
+            }
+            fn reads_nar(&self) -> bool {
+                false
+            }
+        }
+        let (cache, lib, data, app) = closure();
+        let store = SelfFetching(Mutex::new(Vec::new()));
+        let plan = crate::plan::plan(&cache, &store, &cache.keys(), &app, 3).unwrap();
+        let err = fetch_all(&cache, &store, &plan, 3, &quiet()).unwrap_err();
+        assert_eq!(
+            store.0.lock().unwrap().clone(),
+            vec![(lib, 0), (data, 0), (app.clone(), 0)],
+            "every path in order, each with an empty NAR"
+        );
+        assert_eq!(
+            cache.nar_requests(),
+            Vec::<String>::new(),
+            "NARs downloaded"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: nix copy: refused",
+                nar_url(cache.base_url(), &plan.paths[2].url)
+            )
+        );
+        assert_eq!(err.exit(), Exit::Store);
     }
 
     #[test]

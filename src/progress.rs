@@ -195,8 +195,8 @@ impl Progress {
                 Mode::Plain => {
                     let _ = writeln!(
                         s.out,
-                        "fetched {} paths ({}) in {secs:.1}s",
-                        s.done_paths,
+                        "fetched {} ({}) in {secs:.1}s",
+                        plural(s.done_paths as u64, "path"),
                         mib(s.total_bytes)
                     );
                 }
@@ -243,4 +243,13 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / MIB)
+}
+
+/// "1 path", "2 paths".
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

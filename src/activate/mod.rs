@@ -359,31 +359,8 @@ pub(crate) mod testutil {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new(tag: &str) -> TempDir {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "fh-lite-unit-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    /// A temporary directory, removed (read-only trees too) on drop.
+    pub use crate::store::testutil::TempDir;
 
     /// A root with busybox as /bin/sh and /bin/sleep, or None (with a
     /// notice) when the test cannot chroot: not root, or no busybox.

@@ -57,10 +57,10 @@ impl ImageStore {
     pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
         let store_dir = root.join("nix/store");
         let reg_path = root.join(REGISTRATION);
-        let io_err = |what, source| StoreError::Io {
+        let io_err = |what, err| StoreError::Io {
             what,
             file: reg_path.clone(),
-            source,
+            err,
         };
         let (listed, file) = match OpenOptions::new().read(true).append(true).open(&reg_path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeSet::new(), None),
@@ -113,7 +113,7 @@ impl ImageStore {
         let mut reg = self.reg.lock().map_err(|_| StoreError::Io {
             what: "appending to",
             file: self.reg_path.clone(),
-            source: io::Error::other("lock poisoned by a failed worker"),
+            err: io::Error::other("lock poisoned by a failed worker"),
         })?;
         if reg.file.is_none() {
             let file = OpenOptions::new()
@@ -121,10 +121,10 @@ impl ImageStore {
                 .append(true)
                 .create(true)
                 .open(&self.reg_path)
-                .map_err(|source| StoreError::Io {
+                .map_err(|err| StoreError::Io {
                     what: "creating",
                     file: self.reg_path.clone(),
-                    source,
+                    err,
                 })?;
             // The file's directory entry must be durable too.
             if let Some(d) = self.reg_path.parent().and_then(|p| File::open(p).ok()) {
@@ -137,10 +137,10 @@ impl ImageStore {
         };
         file.write_all(record.as_bytes())
             .and_then(|()| file.sync_data())
-            .map_err(|source| StoreError::Io {
+            .map_err(|err| StoreError::Io {
                 what: "appending to",
                 file: self.reg_path.clone(),
-                source,
+                err,
             })?;
         reg.listed.insert(info.store_path.clone());
         Ok(())
@@ -244,16 +244,16 @@ impl Store for ImageStore {
         let present = fs::symlink_metadata(&final_path).is_ok();
         if present && !self.is_listed(path) {
             // Leftover of an interrupted run: never trust it.
-            unpack::remove_tree(&final_path).map_err(|source| StoreError::Io {
+            unpack::remove_tree(&final_path).map_err(|err| StoreError::Io {
                 what: "removing unregistered leftover",
                 file: final_path.clone(),
-                source,
+                err,
             })?;
         }
-        fs::create_dir_all(&self.store_dir).map_err(|source| StoreError::Io {
+        fs::create_dir_all(&self.store_dir).map_err(|err| StoreError::Io {
             what: "creating",
             file: self.store_dir.clone(),
-            source,
+            err,
         })?;
         let unpacked = unpack::unpack_verified(&self.store_dir, info, nar)?;
         match unpacked.commit()? {
@@ -269,10 +269,10 @@ impl Store for ImageStore {
         // The files must be durable before the record that makes them valid.
         File::open(&self.store_dir)
             .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
-            .map_err(|source| StoreError::Io {
+            .map_err(|err| StoreError::Io {
                 what: "syncing",
                 file: self.store_dir.clone(),
-                source,
+                err,
             })?;
         self.append(info)
     }
@@ -281,14 +281,14 @@ impl Store for ImageStore {
         let reg = self.reg.lock().map_err(|_| StoreError::Io {
             what: "syncing",
             file: self.reg_path.clone(),
-            source: io::Error::other("lock poisoned by a failed worker"),
+            err: io::Error::other("lock poisoned by a failed worker"),
         })?;
         match &reg.file {
             None => Ok(()),
-            Some(f) => f.sync_all().map_err(|source| StoreError::Io {
+            Some(f) => f.sync_all().map_err(|err| StoreError::Io {
                 what: "syncing",
                 file: self.reg_path.clone(),
-                source,
+                err,
             }),
         }
     }

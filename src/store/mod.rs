@@ -8,7 +8,13 @@
 //! for a path whose references (other than itself) were already added or
 //! were valid before: backends may rely on that order.
 
+pub mod daemon;
 pub mod image;
+pub mod local;
+pub mod nix_copy;
+pub mod select;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod unpack;
 
 use std::collections::BTreeSet;
@@ -18,23 +24,16 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Exit};
 use crate::nix::hash::Sha256;
-
+use crate::nix::nar::NarError;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
 
 #[derive(Debug)]
 pub enum StoreError {
-    /// INTERFACE STUB: variants are the backends' to add; every one names
-    /// the store path and/or file involved.
-    Todo(String),
-    /// A file operation failed (`what` + file). ENOSPC included.
-    Io {
-        what: &'static str,
-        file: PathBuf,
-        source: io::Error,
-    },
-    /// The NAR stream of `path` broke a rule of §4.2 (or ended early).
-    Nar { path: StorePath, detail: String },
+    // -- shared by the backends that see the NAR (daemon, local) --
+    /// The NAR broke a rule of §4.2, ended early, had trailing data, or
+    /// its source failed.
+    BadNar { path: StorePath, detail: String },
     /// The NAR's sha256 is not the narinfo's NarHash.
     HashMismatch {
         path: StorePath,
@@ -47,31 +46,54 @@ pub enum StoreError {
         expected: u64,
         got: u64,
     },
+    /// `add_path` was called before one of the path's references was valid.
+    MissingReference {
+        path: StorePath,
+        reference: StorePath,
+    },
+    /// A local file operation failed (`what` + file). ENOSPC included.
+    Io {
+        what: &'static str,
+        file: PathBuf,
+        err: io::Error,
+    },
     /// The final path appeared meanwhile (another run) but is not valid.
     Conflict { path: StorePath, file: PathBuf },
+    /// A helper program (`nix-store`, `nix`) could not be started.
+    NoProgram { program: String, err: io::Error },
+    /// A helper program failed: its command line (no secrets) and stderr.
+    Program { command: String, detail: String },
+
+    // -- daemon --
+    /// Could not connect to the daemon socket.
+    DaemonConnect { socket: PathBuf, err: io::Error },
+    /// The socket spoke something other than the worker protocol.
+    DaemonProtocol { socket: PathBuf, detail: String },
+    /// The connection failed while `doing` something.
+    DaemonIo {
+        socket: PathBuf,
+        doing: String,
+        err: io::Error,
+    },
+    /// The daemon refused: its own message.
+    Daemon {
+        socket: PathBuf,
+        doing: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Todo(s) => f.write_str(s),
-            StoreError::Io { what, file, source } if is_enospc(source) => write!(
-                f,
-                "{what} {}: no space left on the store's filesystem; free some space (the \
-                 plan's unpacked size is what the store needs)",
-                file.display()
-            ),
-            StoreError::Io { what, file, source } => {
-                write!(f, "{what} {}: {source}", file.display())
-            }
-            StoreError::Nar { path, detail } => write!(f, "malformed NAR for {path}: {detail}"),
+            StoreError::BadNar { path, detail } => write!(f, "NAR of {path}: {detail}"),
             StoreError::HashMismatch {
                 path,
                 expected,
                 got,
             } => write!(
                 f,
-                "NAR hash mismatch for {path}: narinfo says {}, got {}",
+                "NAR of {path}: hash mismatch: the narinfo says {}, the NAR has {}",
                 expected.to_nix32_prefixed(),
                 got.to_nix32_prefixed()
             ),
@@ -81,14 +103,48 @@ impl fmt::Display for StoreError {
                 got,
             } => write!(
                 f,
-                "NAR size mismatch for {path}: narinfo says {expected} bytes, got {got}"
+                "NAR of {path}: size mismatch: the narinfo says {expected} bytes, the NAR has {got}"
             ),
+            StoreError::MissingReference { path, reference } => write!(
+                f,
+                "cannot add {path}: its reference {reference} is not valid in the store yet (references must be added first)"
+            ),
+            StoreError::Io { what, file, err } if is_enospc(err) => write!(
+                f,
+                "{what} {}: no space left on the store's filesystem; free some space (the \
+                 plan's unpacked size is what the store needs)",
+                file.display()
+            ),
+            StoreError::Io { what, file, err } => write!(f, "{what} {}: {err}", file.display()),
             StoreError::Conflict { path, file } => write!(
                 f,
                 "{path} appeared at {} during the fetch (another run?) but is not registered; \
                  retry",
                 file.display()
             ),
+            StoreError::NoProgram { program, err } if err.kind() == io::ErrorKind::NotFound => {
+                write!(f, "{program}: not found on PATH (install Nix, or pick another --store)")
+            }
+            StoreError::NoProgram { program, err } => write!(f, "{program}: cannot run: {err}"),
+            StoreError::Program { command, detail } => write!(f, "{command}: {detail}"),
+            StoreError::DaemonConnect { socket, err } => write!(
+                f,
+                "nix-daemon at {}: cannot connect: {err} (is nix-daemon running? see --daemon-socket, --store)",
+                socket.display()
+            ),
+            StoreError::DaemonProtocol { socket, detail } => {
+                write!(f, "nix-daemon at {}: protocol error: {detail}", socket.display())
+            }
+            StoreError::DaemonIo { socket, doing, err } => write!(
+                f,
+                "nix-daemon at {}: connection lost while {doing}: {err}",
+                socket.display()
+            ),
+            StoreError::Daemon {
+                socket,
+                doing,
+                message,
+            } => write!(f, "nix-daemon at {}: {doing}: {message}", socket.display()),
         }
     }
 }
@@ -98,13 +154,14 @@ fn is_enospc(e: &io::Error) -> bool {
 }
 
 impl StoreError {
+    /// The exit class: a NAR that does not verify is a verification
+    /// failure; everything else is the store's.
     pub fn exit(&self) -> Exit {
         match self {
-            StoreError::Nar { .. }
+            StoreError::BadNar { .. }
             | StoreError::HashMismatch { .. }
             | StoreError::SizeMismatch { .. } => Exit::Verification,
-            StoreError::Io { .. } | StoreError::Conflict { .. } => Exit::Store,
-            StoreError::Todo(_) => Exit::Internal,
+            _ => Exit::Store,
         }
     }
 }
@@ -112,6 +169,69 @@ impl StoreError {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         Error::new(e.exit(), e.to_string())
+    }
+}
+
+/// Compare what streamed through a `HashingReader` with the narinfo.
+pub(crate) fn check_hash_size(info: &NarInfo, hash: Sha256, size: u64) -> Result<(), StoreError> {
+    if size != info.nar_size {
+        return Err(StoreError::SizeMismatch {
+            path: info.store_path.clone(),
+            expected: info.nar_size,
+            got: size,
+        });
+    }
+    if hash != info.nar_hash {
+        return Err(StoreError::HashMismatch {
+            path: info.store_path.clone(),
+            expected: info.nar_hash,
+            got: hash,
+        });
+    }
+    Ok(())
+}
+
+/// After the NAR's grammar has ended: the stream (a `HashingReader` limited
+/// to NarSize, which errs one byte past it) must end there too.
+pub(crate) fn check_nar_end(info: &NarInfo, rest: &mut dyn Read) -> Result<(), StoreError> {
+    let mut extra = [0u8; 1];
+    match rest.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) | Err(_) => Err(StoreError::BadNar {
+            path: info.store_path.clone(),
+            detail: format!(
+                "trailing data after the end of the archive (NarSize {})",
+                info.nar_size
+            ),
+        }),
+    }
+}
+
+/// One line for a NAR parse error (its Display without the "nar: " tag).
+pub(crate) fn nar_error_detail(e: &NarError) -> String {
+    let s = e.to_string();
+    s.strip_prefix("nar: ").unwrap_or(&s).to_string()
+}
+
+/// Fail with `MissingReference` unless every reference of `info` (other
+/// than itself) is valid in `store`.
+pub(crate) fn check_references(store: &dyn Store, info: &NarInfo) -> Result<(), StoreError> {
+    let refs: Vec<StorePath> = info
+        .references
+        .iter()
+        .filter(|r| **r != info.store_path)
+        .cloned()
+        .collect();
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let valid = store.query_valid(&refs)?;
+    match refs.into_iter().find(|r| !valid.contains(r)) {
+        Some(reference) => Err(StoreError::MissingReference {
+            path: info.store_path.clone(),
+            reference,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -129,4 +249,10 @@ pub trait Store: Send + Sync {
     fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError>;
     /// After the last `add_path`: make everything durable/visible.
     fn finish(&self) -> Result<(), StoreError>;
+    /// Whether `add_path` reads the NAR. `false` for `nix copy`, which
+    /// fetches the path itself: the caller then passes an empty reader
+    /// and need not download anything.
+    fn reads_nar(&self) -> bool {
+        true
+    }
 }

@@ -1,23 +1,30 @@
 //! NAR → directory tree in a store, verified (reference/nix-protocols.md §4).
 //!
 //! [`unpack_verified`] restores one NAR stream into a temporary name on the
-//! store's filesystem, `<store>/.fh-lite-tmp-<hash>-<pid>-<rand>`, while the
-//! stream is hashed and counted; only when NarHash and NarSize match is it
-//! handed back, and [`Unpacked::commit`] moves it to `<store>/<base>` with
-//! one rename that never replaces an existing path. Anything that fails
-//! removes the temporary tree (made writable first): a store never shows a
-//! half-written or unverified path under its final name.
+//! store's filesystem, `<store>/<hash>-fhlite-tmp-<pid>-<rand>` (see
+//! [`temp_name`]), while the stream is hashed and counted; only when NarHash
+//! and NarSize match is it handed back, and [`Unpacked::commit`] moves it to
+//! `<store>/<base>` with one rename that never replaces an existing path.
+//! Anything that fails removes the temporary tree (made writable first): a
+//! store never shows a half-written or unverified path under its final name.
+//!
+//! The temporary name is shaped like a store path on purpose: a Nix garbage
+//! collector deletes every other name in the store directory on sight, but
+//! leaves a store-path-shaped one alone while it is a temp root (the local
+//! backend registers it as one before unpacking, via [`unpack_verified_as`]).
 //!
 //! The tree ends in Nix's canonical state (§4.3): directories 0555, files
-//! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything
-//! (a directory's after its entries), owner = this process.
+//! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything,
+//! symlinks included (`utimensat` with `AT_SYMLINK_NOFOLLOW`; a directory's
+//! after its entries), owner = this process.
 //!
 //! Names come from the NAR as raw bytes. The NAR reader forbids empty, `.`,
 //! `..`, `/` and NUL in names and requires strictly increasing names; the
 //! sink checks the components again, and every node is created exclusively
 //! (`mkdir`, `O_CREAT|O_EXCL`, `symlink` all fail on an existing name), so a
 //! symlink from the NAR can never be followed while writing below it.
-//! Any backend that writes a store directory can reuse this module.
+//! Every backend that writes a store directory (image, local) uses this
+//! module.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -29,7 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use super::StoreError;
 use crate::nix::hash::HashingReader;
-use crate::nix::nar::{self, NarError, NarSink};
+use crate::nix::nar::{self, NarSink};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
 
@@ -66,10 +73,10 @@ impl Unpacked {
         let Some(tmp) = self.tmp.clone() else {
             return Ok(Commit::Placed);
         };
-        let io_err = |source| StoreError::Io {
+        let io_err = |err| StoreError::Io {
             what: "moving into place",
             file: self.final_path.clone(),
-            source,
+            err,
         };
         let cwd = rustix::fs::CWD;
         match rustix::fs::renameat_with(
@@ -112,9 +119,14 @@ impl Drop for Unpacked {
     }
 }
 
-/// Remove a file or a tree whose directories may be read-only (0555).
+/// Remove a file, symlink or tree whose directories may be read-only
+/// (0555), as unpacked store paths are. Missing is fine.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let md = fs::symlink_metadata(path)?;
+    let md = match fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if md.is_dir() {
         fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
         for entry in fs::read_dir(path)? {
@@ -126,82 +138,64 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Restore the NAR `nar` of `info` under a temporary name in `store_dir`
-/// and verify NarHash and NarSize. `store_dir` must exist.
+/// The temporary name [`unpack_verified`] uses for `path`:
+/// `<hash>-fhlite-tmp-<pid>-<rand>`, a valid store path name (see the
+/// module doc), unique per call.
+pub fn temp_name(path: &StorePath) -> String {
+    format!(
+        "{}-fhlite-tmp-{}-{:016x}",
+        path.hash_part(),
+        std::process::id(),
+        random_u64()
+    )
+}
+
+/// Restore the NAR `nar` of `info` under a fresh [`temp_name`] in
+/// `store_dir` and verify NarHash and NarSize. `store_dir` must exist.
 pub fn unpack_verified(
     store_dir: &Path,
     info: &NarInfo,
     nar: &mut dyn Read,
 ) -> Result<Unpacked, StoreError> {
+    unpack_verified_as(store_dir, &temp_name(&info.store_path), info, nar)
+}
+
+/// [`unpack_verified`] under the caller's temporary name `tmp_name` (from
+/// [`temp_name`], e.g. already made a GC temp root). Nothing may exist
+/// under that name.
+pub fn unpack_verified_as(
+    store_dir: &Path,
+    tmp_name: &str,
+    info: &NarInfo,
+    nar: &mut dyn Read,
+) -> Result<Unpacked, StoreError> {
     let path = &info.store_path;
-    let tmp = store_dir.join(format!(
-        ".fh-lite-tmp-{}-{}-{:016x}",
-        path.hash_part(),
-        std::process::id(),
-        random_u64()
-    ));
+    let tmp = store_dir.join(tmp_name);
     let guard = Unpacked {
         tmp: Some(tmp.clone()),
         final_path: store_dir.join(path.base_name()),
         path: path.clone(),
     };
-    let mut hashing = HashingReader::new(nar, info.nar_size);
+    let mut hashing =
+        HashingReader::new(io::BufReader::with_capacity(64 * 1024, nar), info.nar_size);
     let mut sink = DirSink {
         root: tmp,
         failed: None,
         buf: vec![0u8; 64 * 1024],
     };
     if let Err(e) = nar::parse(&mut hashing, &mut sink) {
+        // A filesystem failure is the store's; anything else is the NAR's.
         if let Some(f) = sink.failed.take() {
             return Err(f);
         }
-        let detail = match e {
-            NarError::Malformed { rule, path } => format!("{path}: {rule}"),
-            NarError::Truncated { path } => format!("stream ended inside {path}"),
-            NarError::Sink { path, err } => format!("writing {path}: {err}"),
-            NarError::Io(e) if hashing.count >= info.nar_size => {
-                // The hashing reader stops one byte past NarSize.
-                let _ = e;
-                return Err(StoreError::SizeMismatch {
-                    path: path.clone(),
-                    expected: info.nar_size,
-                    got: info.nar_size + 1,
-                });
-            }
-            NarError::Io(e) => format!("reading the NAR: {e}"),
-        };
-        return Err(StoreError::Nar {
+        return Err(StoreError::BadNar {
             path: path.clone(),
-            detail,
+            detail: super::nar_error_detail(&e),
         });
     }
-    // The NAR must end where the stream ends.
-    let mut one = [0u8; 1];
-    match hashing.read(&mut one) {
-        Ok(0) => {}
-        Ok(_) | Err(_) => {
-            return Err(StoreError::SizeMismatch {
-                path: path.clone(),
-                expected: info.nar_size,
-                got: hashing.count.max(info.nar_size + 1),
-            })
-        }
-    }
+    super::check_nar_end(info, &mut hashing)?;
     let (got_hash, got_size) = hashing.finish();
-    if got_size != info.nar_size {
-        return Err(StoreError::SizeMismatch {
-            path: path.clone(),
-            expected: info.nar_size,
-            got: got_size,
-        });
-    }
-    if got_hash != info.nar_hash {
-        return Err(StoreError::HashMismatch {
-            path: path.clone(),
-            expected: info.nar_hash,
-            got: got_hash,
-        });
-    }
+    super::check_hash_size(info, got_hash, got_size)?;
     Ok(guard)
 }
 
@@ -230,7 +224,7 @@ impl DirSink {
             if c.is_empty() || c == b"." || c == b".." || c.contains(&0) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "forbidden name in NAR",
+                    format!("unsafe name in NAR: {:?}", String::from_utf8_lossy(rel)),
                 ));
             }
         }
@@ -245,7 +239,7 @@ impl DirSink {
             self.failed = Some(StoreError::Io {
                 what,
                 file: file.to_path_buf(),
-                source: e,
+                err: e,
             });
         }
         out
@@ -329,5 +323,97 @@ impl NarSink for DirSink {
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|e| self.fail("setting symlink mtime", &p, io::Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn sink(root: &Path) -> DirSink {
+        DirSink {
+            root: root.to_path_buf(),
+            failed: None,
+            buf: vec![0u8; 4],
+        }
+    }
+
+    #[test]
+    fn unpack_sink_writes_canonical_nodes() {
+        let dir = crate::store::testutil::TempDir::new("unpack");
+        let root = dir.path().join("out");
+        let mut s = sink(&root);
+        s.directory(b"").unwrap();
+        s.file(b"a", false, 3, &mut &b"abc"[..]).unwrap();
+        s.file(b"x", true, 0, &mut &b""[..]).unwrap();
+        s.directory(b"d").unwrap();
+        s.symlink(b"d/l", b"../a").unwrap();
+        s.directory_end(b"d").unwrap();
+        s.directory_end(b"").unwrap();
+        let cases: &[(&str, u32)] = &[
+            ("", 0o40555),
+            ("a", 0o100444),
+            ("x", 0o100555),
+            ("d", 0o40555),
+            ("d/l", 0o120777),
+        ];
+        for (name, mode) in cases {
+            let p = if name.is_empty() {
+                root.clone()
+            } else {
+                root.join(name)
+            };
+            let m = fs::symlink_metadata(&p).unwrap();
+            assert_eq!(m.mode(), *mode, "{name}: mode");
+            assert_eq!(m.mtime(), 1, "{name}: mtime");
+        }
+        assert_eq!(fs::read(root.join("a")).unwrap(), b"abc");
+        assert_eq!(fs::read_link(root.join("d/l")).unwrap(), Path::new("../a"));
+        remove_tree(&root).unwrap();
+        assert!(!root.exists());
+        remove_tree(&root).unwrap();
+    }
+
+    #[test]
+    fn unpack_sink_rejects_unsafe_names_and_short_files() {
+        let dir = crate::store::testutil::TempDir::new("unpack-bad");
+        let root = dir.path().join("out");
+        let mut s = sink(&root);
+        s.directory(b"").unwrap();
+        let names: &[(&str, &[u8])] = &[
+            ("dotdot", b".."),
+            ("dot", b"."),
+            ("nested dotdot", b"a/../../x"),
+            ("empty component", b"a//b"),
+            ("nul", b"a\0b"),
+        ];
+        for (case, name) in names {
+            let e = s.symlink(name, b"t").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{case}");
+            assert!(e.to_string().starts_with("unsafe name in NAR: "), "{case}");
+        }
+        let e = s.file(b"short", false, 5, &mut &b"abc"[..]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(!dir.path().join("x").exists());
+    }
+
+    #[test]
+    fn temp_names_are_store_path_names() {
+        let p = StorePath::parse("/nix/store/11111111111111111111111111111111-a").unwrap();
+        let (a, b) = (temp_name(&p), temp_name(&p));
+        assert_ne!(a, b, "two calls, two names");
+        for n in [a, b] {
+            let full = format!("/nix/store/{n}");
+            let parsed = StorePath::parse(&full).unwrap();
+            assert_eq!(parsed.hash_part(), p.hash_part(), "{n}");
+            assert!(
+                n.starts_with(&format!(
+                    "11111111111111111111111111111111-fhlite-tmp-{}-",
+                    std::process::id()
+                )),
+                "{n}"
+            );
+        }
     }
 }

@@ -1,0 +1,538 @@
+//! The local-store backend: root writes the store directly (no daemon) and
+//! registers paths with `nix-store --load-db` (nix-protocols.md §5.2, §5.3).
+//!
+//! The store lives under `root` ("/" on a live system, DIR with `--root`):
+//! paths in `<root>/nix/store`, state in `<root>/nix/var/nix`.
+//!
+//! Coordination with other Nix processes, as Nix itself does it (§5.3):
+//! - GC protection: temp roots in `temproots/<pid>` (full paths, each
+//!   followed by NUL) under a shared flock, appended under an exclusive
+//!   one; before each append we try to take `gc.lock` shared without
+//!   blocking; if a collector holds it we tell it about the path through
+//!   `gc-socket/socket` (path + `\n`, answer byte `1`).
+//! - Per-path lock `<store>/<base>.lock` (flock exclusive); a lock file
+//!   with content is stale (its owner deleted it) and is reopened.
+//!
+//! `add_path`: lock, unpack with [`unpack::unpack_verified_as`] into
+//! `<store>/<hash>-fhlite-tmp-<pid>-<rand>` (made a temp root first, so a
+//! concurrent GC leaves it alone) while hashing, counting and strictly
+//! parsing the NAR, check NarHash/NarSize, rename into place, then
+//! `nix-store --load-db` with the record (hash and size given, so Nix does
+//! not re-hash). On any failure the temp dir or the moved path is removed:
+//! nothing half-written stays and nothing is registered.
+//! `--load-db` cannot carry signatures or CA: the paths are registered
+//! without them (fh-lite verified the signatures before downloading).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use super::unpack::{self, remove_tree, Commit};
+use super::{Store, StoreError};
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StorePath;
+
+/// The local-store backend (see the module doc).
+pub struct LocalStore {
+    root: PathBuf,
+    nix_store: OsString,
+    /// Extra environment for `nix-store` (tests point it at a private
+    /// config); empty in production.
+    env: Vec<(OsString, OsString)>,
+    roots: Mutex<TempRoots>,
+}
+
+#[derive(Default)]
+struct TempRoots {
+    /// `temproots/<pid>`, held with a shared flock while we live.
+    file: Option<(PathBuf, File)>,
+    gc_lock: Option<File>,
+    gc_socket: Option<UnixStream>,
+    added: BTreeSet<String>,
+}
+
+fn io_err(what: &'static str, file: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let file = file.to_path_buf();
+    move |err| StoreError::Io { what, file, err }
+}
+
+impl LocalStore {
+    /// A local store under `root` ("/" for the live system).
+    pub fn new(root: &Path) -> LocalStore {
+        LocalStore {
+            root: root.to_path_buf(),
+            nix_store: "nix-store".into(),
+            env: Vec::new(),
+            roots: Mutex::new(TempRoots::default()),
+        }
+    }
+
+    /// Run `nix-store` with this environment added (tests).
+    #[cfg(test)]
+    pub fn with_env(mut self, env: Vec<(OsString, OsString)>) -> LocalStore {
+        self.env = env;
+        self
+    }
+
+    /// `<root>/nix/store`
+    pub fn real_store_dir(&self) -> PathBuf {
+        self.root.join("nix/store")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.root.join("nix/var/nix")
+    }
+
+    /// Can this process write the store's database (for `--store auto`)?
+    pub fn writable(root: &Path) -> bool {
+        rustix::process::geteuid().is_root()
+            && rustix::fs::access(root.join("nix/var/nix/db"), rustix::fs::Access::WRITE_OK).is_ok()
+    }
+
+    fn nix_store(
+        &self,
+        args: &[&std::ffi::OsStr],
+        stdin: Option<&[u8]>,
+    ) -> Result<String, StoreError> {
+        let mut cmd = Command::new(&self.nix_store);
+        cmd.arg("--store").arg(&self.root).args(args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let program = self.nix_store.to_string_lossy().into_owned();
+        let mut child = cmd.spawn().map_err(|err| StoreError::NoProgram {
+            program: program.clone(),
+            err,
+        })?;
+        let command = format!(
+            "{program} --store {} {}",
+            self.root.display(),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+            // The records are small; nix-store reads them all before it
+            // writes anything, so this cannot deadlock.
+            w.write_all(data).map_err(|e| StoreError::Program {
+                command: command.clone(),
+                detail: format!("writing its input: {e}"),
+            })?;
+        }
+        let out = child.wait_with_output().map_err(|e| StoreError::Program {
+            command: command.clone(),
+            detail: e.to_string(),
+        })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(StoreError::Program {
+                command,
+                detail: format!("{}: {}", out.status, err.trim()),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn add_temp_root(&self, full: &str) -> Result<(), StoreError> {
+        let mut r = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        if r.added.contains(full) {
+            return Ok(());
+        }
+        let state = self.state_dir();
+        if r.file.is_none() {
+            let dir = state.join("temproots");
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+            let p = dir.join(std::process::id().to_string());
+            loop {
+                // A file of ours from a dead process with the same pid.
+                let _ = fs::remove_file(&p);
+                let f = open_lock_file(&p)?;
+                f.lock_shared().map_err(io_err("locking", &p))?;
+                let len = f.metadata().map_err(io_err("reading", &p))?.len();
+                // The collector deleted it before we locked it: again.
+                if len == 0 {
+                    r.file = Some((p, f));
+                    break;
+                }
+            }
+        }
+        if r.gc_lock.is_none() {
+            let p = state.join("gc.lock");
+            r.gc_lock = Some(open_lock_file(&p)?);
+        }
+        loop {
+            let gc_lock = r.gc_lock.as_ref().ok_or_else(|| unreachable_io(&state))?;
+            let got = match gc_lock.try_lock_shared() {
+                Ok(()) => true,
+                Err(fs::TryLockError::WouldBlock) => false,
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_err("locking", &state.join("gc.lock"))(e))
+                }
+            };
+            if !got {
+                // The collector is running: tell it about the root.
+                let sock = state.join("gc-socket/socket");
+                if r.gc_socket.is_none() {
+                    let s = UnixStream::connect(&sock).map_err(io_err("connecting to", &sock))?;
+                    r.gc_socket = Some(s);
+                }
+                let told = r.gc_socket.as_mut().map(|s| {
+                    s.write_all(format!("{full}\n").as_bytes())?;
+                    let mut c = [0u8; 1];
+                    s.read_exact(&mut c)?;
+                    Ok::<u8, io::Error>(c[0])
+                });
+                match told {
+                    Some(Ok(b'1')) => {}
+                    Some(Ok(c)) => {
+                        return Err(StoreError::Io {
+                            what: "unexpected answer from the garbage collector at",
+                            file: sock,
+                            err: io::Error::new(io::ErrorKind::InvalidData, format!("byte {c}")),
+                        })
+                    }
+                    // The collector finished meanwhile: start over.
+                    _ => {
+                        r.gc_socket = None;
+                        continue;
+                    }
+                }
+            }
+            let (p, f) = r.file.as_ref().ok_or_else(|| unreachable_io(&state))?;
+            f.lock().map_err(io_err("locking", p))?;
+            let mut w = f;
+            w.write_all(format!("{full}\0").as_bytes())
+                .map_err(io_err("writing", p))?;
+            f.lock_shared().map_err(io_err("locking", p))?;
+            if got {
+                let _ = r.gc_lock.as_ref().map(File::unlock);
+            }
+            break;
+        }
+        r.added.insert(full.to_string());
+        Ok(())
+    }
+
+    fn is_valid(&self, p: &StorePath) -> Result<bool, StoreError> {
+        Ok(self.query_valid(std::slice::from_ref(p))?.contains(p))
+    }
+
+    fn register(&self, info: &NarInfo) -> Result<(), StoreError> {
+        // §5.2: path, narHash (bare base16), narSize, deriver, refs.
+        let mut rec = String::new();
+        rec.push_str(&format!("{}\n", info.store_path));
+        rec.push_str(&format!("{}\n", info.nar_hash.to_hex()));
+        rec.push_str(&format!("{}\n", info.nar_size));
+        match &info.deriver {
+            Some(d) => rec.push_str(&format!("{d}\n")),
+            None => rec.push('\n'),
+        }
+        rec.push_str(&format!("{}\n", info.references.len()));
+        for r in &info.references {
+            rec.push_str(&format!("{r}\n"));
+        }
+        self.nix_store(&["--load-db".as_ref()], Some(rec.as_bytes()))
+            .map(|_| ())
+    }
+}
+
+fn unreachable_io(state: &Path) -> StoreError {
+    StoreError::Io {
+        what: "temp roots not initialised for",
+        file: state.to_path_buf(),
+        err: io::Error::other("internal error"),
+    }
+}
+
+fn open_lock_file(p: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(p)
+        .map_err(io_err("opening", p))
+}
+
+/// `<path>.lock`, held exclusively; dropped = released and deleted.
+struct PathLock {
+    path: PathBuf,
+    file: File,
+}
+
+impl PathLock {
+    fn acquire(p: PathBuf) -> Result<PathLock, StoreError> {
+        loop {
+            let file = open_lock_file(&p)?;
+            file.lock().map_err(io_err("locking", &p))?;
+            // Non-empty: its owner deleted it after we opened it.
+            if file.metadata().map_err(io_err("reading", &p))?.len() == 0 {
+                return Ok(PathLock { path: p, file });
+            }
+        }
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        // As Nix: unlink, then mark the file stale for anyone who opened it
+        // before the unlink and is waiting for the lock.
+        let _ = fs::remove_file(&self.path);
+        let _ = (&self.file).write_all(b"d");
+    }
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("local store at {}", self.root.display())
+    }
+
+    fn query_valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        if paths.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let mut args: Vec<OsString> = vec!["--check-validity".into(), "--print-invalid".into()];
+        args.extend(paths.iter().map(|p| OsString::from(p.to_string())));
+        let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let out = self.nix_store(&argv, None)?;
+        let invalid: BTreeSet<String> = out.lines().map(str::to_string).collect();
+        Ok(paths
+            .iter()
+            .filter(|p| !invalid.contains(&p.to_string()))
+            .cloned()
+            .collect())
+    }
+
+    fn add_temp_roots(&self, paths: &[StorePath]) -> Result<(), StoreError> {
+        for p in paths {
+            self.add_temp_root(&p.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
+        let path = &info.store_path;
+        super::check_references(self, info)?;
+        let store = self.real_store_dir();
+        // A fresh root (image builds, tests) may have no store dir yet;
+        // `nix-store --load-db` creates the database itself.
+        fs::create_dir_all(&store).map_err(io_err("creating", &store))?;
+        let tmp_name = unpack::temp_name(path);
+        self.add_temp_root(&path.to_string())?;
+        self.add_temp_root(&format!("{}/{tmp_name}", crate::nix::store_path::STORE_DIR))?;
+        let _lock = PathLock::acquire(store.join(format!("{}.lock", path.base_name())))?;
+        if self.is_valid(path)? {
+            return Ok(());
+        }
+        let final_path = store.join(path.base_name());
+        // A leftover of an earlier, interrupted attempt (not valid: see above).
+        remove_tree(&final_path).map_err(io_err("removing stale", &final_path))?;
+        let unpacked = unpack::unpack_verified_as(&store, &tmp_name, info, nar)?;
+        match unpacked.commit()? {
+            Commit::Placed => {}
+            // Under the path lock nothing else may place it.
+            Commit::AlreadyThere => {
+                return Err(StoreError::Conflict {
+                    path: path.clone(),
+                    file: final_path,
+                })
+            }
+        }
+        if let Err(e) = self.register(info) {
+            let _ = remove_tree(&final_path);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        // Our temp roots end with us, as in Nix's LocalStore destructor.
+        let r = self.roots.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, _)) = r.file.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::NixEnv;
+    use std::os::unix::fs::MetadataExt;
+
+    fn entries(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".links")
+            .collect()
+    }
+
+    #[test]
+    fn local_store_adds_closure() {
+        let Some(env) = NixEnv::new("local-add") else {
+            return;
+        };
+        let c = env.source_closure();
+        let root = env.path().join("local");
+        let store = LocalStore::new(&root).with_env(env.env.clone());
+        let both = [c.dep.store_path.clone(), c.top.store_path.clone()];
+        assert!(store.query_valid(&both).unwrap().is_empty());
+        store.add_temp_roots(&both).unwrap();
+        let roots_file = root
+            .join("nix/var/nix/temproots")
+            .join(std::process::id().to_string());
+        assert_eq!(
+            fs::read_to_string(&roots_file).unwrap(),
+            format!("{}\0{}\0", both[0], both[1])
+        );
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        store.add_path(&c.top, &mut &c.top_nar[..]).unwrap();
+        store.finish().unwrap();
+        assert_eq!(env.verify(&root), "", "verify --check-contents");
+        assert_eq!(
+            store.query_valid(&both).unwrap(),
+            both.iter().cloned().collect()
+        );
+        let real = root.join("nix/store");
+        assert_eq!(
+            entries(&real),
+            both.iter().map(|p| p.base_name().to_string()).collect(),
+            "only the two paths: no temp dirs, no lock files"
+        );
+        let dep = real.join(c.dep.store_path.base_name());
+        let cases: &[(&str, u32)] = &[
+            ("", 0o40555),
+            ("hello", 0o100444),
+            ("big", 0o100444),
+            ("bin", 0o40555),
+            ("bin/run", 0o100555),
+            ("link", 0o120777),
+        ];
+        for (name, mode) in cases {
+            let m = fs::symlink_metadata(dep.join(name)).unwrap();
+            assert_eq!(m.mode(), *mode, "{name}: mode");
+            assert_eq!(m.mtime(), 1, "{name}: mtime");
+        }
+        // The registration carries NarHash and NarSize as given.
+        let info = env.run(
+            "nix",
+            &[
+                "path-info",
+                "--store",
+                root.to_str().unwrap(),
+                "--json",
+                &c.top.store_path.to_string(),
+            ],
+            None,
+        );
+        assert!(info.contains(&c.top.nar_hash.to_sri()), "{info}");
+        assert!(info.contains(&c.dep.store_path.to_string()), "{info}");
+        drop(store);
+        assert!(!roots_file.exists(), "temp roots file left behind");
+    }
+
+    #[test]
+    fn local_store_rejects_bad_nars_and_keeps_nothing() {
+        let Some(env) = NixEnv::new("local-bad") else {
+            return;
+        };
+        let c = env.source_closure();
+        let root = env.path().join("local");
+        let store = LocalStore::new(&root).with_env(env.env.clone());
+        let p = c.dep.store_path.clone();
+        let mut wrong_hash = c.dep.clone();
+        wrong_hash.nar_hash.0[0] ^= 1;
+        let mut long = c.dep.clone();
+        long.nar_size += 8;
+        let truncated = &c.dep_nar[..c.dep_nar.len() - 100];
+        let cases: &[(&str, &NarInfo, &[u8], String)] = &[
+            (
+                "narinfo hash differs",
+                &wrong_hash,
+                &c.dep_nar,
+                format!(
+                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has {}",
+                    wrong_hash.nar_hash.to_nix32_prefixed(),
+                    c.dep.nar_hash.to_nix32_prefixed()
+                ),
+            ),
+            (
+                "NarSize too large",
+                &long,
+                &c.dep_nar,
+                format!(
+                    "NAR of {p}: size mismatch: the narinfo says {} bytes, the NAR has {}",
+                    long.nar_size, c.dep.nar_size
+                ),
+            ),
+            ("truncated", &c.dep, truncated, format!("NAR of {p}: ")),
+        ];
+        for (name, info, nar, want) in cases {
+            let e = store.add_path(info, &mut &nar[..]).unwrap_err();
+            assert!(e.to_string().starts_with(want.as_str()), "{name}: {e}");
+            assert_eq!(e.exit(), crate::error::Exit::Verification, "{name}");
+            assert!(!env.valid(&root, &p), "{name}: became valid");
+            assert_eq!(
+                entries(&root.join("nix/store")),
+                BTreeSet::new(),
+                "{name}: left files in the store"
+            );
+        }
+        let e = store.add_path(&c.top, &mut &c.top_nar[..]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot add {}: its reference {p} is not valid in the store yet (references must be added first)",
+                c.top.store_path
+            )
+        );
+        assert_eq!(env.verify(&root), "");
+    }
+
+    #[test]
+    fn local_temp_roots_hold_against_gc() {
+        let Some(env) = NixEnv::new("local-gc") else {
+            return;
+        };
+        let c = env.source_closure();
+        let root = env.path().join("local");
+        let r = root.to_str().unwrap();
+        let store = LocalStore::new(&root).with_env(env.env.clone());
+        store
+            .add_temp_roots(std::slice::from_ref(&c.dep.store_path))
+            .unwrap();
+        store.add_path(&c.dep, &mut &c.dep_nar[..]).unwrap();
+        env.run("nix-store", &["--store", r, "--gc"], None);
+        assert!(
+            env.valid(&root, &c.dep.store_path),
+            "collected while rooted"
+        );
+        // Control: once our roots are gone, the collector takes it.
+        drop(store);
+        env.run("nix-store", &["--store", r, "--gc"], None);
+        assert!(
+            !env.valid(&root, &c.dep.store_path),
+            "GC kept an unrooted path"
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! The fallback backend: let `nix copy` substitute each path itself.
+//!
+//! `nix --extra-experimental-features nix-command copy --from <cache-url>
+//! <path> [--store DIR] --option narinfo-cache-negative-ttl 0 --option
+//! trusted-public-keys '<keys>' --netrc-file <f>`. With `--root DIR` the
+//! destination is the chroot store DIR; otherwise Nix's default store (the
+//! daemon on a live system).
+//!
+//! The closure token reaches Nix only through a netrc file
+//! (`machine <cache host> login flakehub password <token>`), mode 0600,
+//! inside a fresh private directory (0700, created exclusively) that a
+//! guard removes when the copy ends, also on error or panic. The token is
+//! never in argv or the environment, and this type has no `Debug`.
+//!
+//! This backend does not read the NAR ([`Store::reads_nar`] is false):
+//! Nix downloads and verifies it (against the keys we pass) on its own.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Store, StoreError};
+use crate::nix::narinfo::NarInfo;
+use crate::nix::store_path::StorePath;
+
+/// The `nix copy` backend (see the module doc).
+pub struct NixCopyStore {
+    cache_url: String,
+    token: Option<String>,
+    root: Option<PathBuf>,
+    /// `name:base64` keys, space-separated for `trusted-public-keys`.
+    trusted_keys: Vec<String>,
+    nix: OsString,
+    /// Extra environment for `nix` (tests); empty in production.
+    env: Vec<(OsString, OsString)>,
+    /// Where the private netrc directories are made.
+    tmp_base: PathBuf,
+}
+
+/// The private directory holding the netrc; removed on drop.
+struct NetrcDir {
+    dir: PathBuf,
+}
+
+static NETRC_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl NetrcDir {
+    fn create(base: &Path, host: &str, token: &str) -> Result<(NetrcDir, PathBuf), StoreError> {
+        let n = NETRC_SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("fh-lite-netrc-{}-{n}", std::process::id()));
+        // `create` (not create_all) fails if it exists: nobody can have
+        // prepared it for us.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|err| StoreError::Io {
+                what: "creating",
+                file: dir.clone(),
+                err,
+            })?;
+        let guard = NetrcDir { dir };
+        let file = guard.dir.join("netrc");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .map_err(|err| StoreError::Io {
+                what: "creating",
+                file: file.clone(),
+                err,
+            })?;
+        f.write_all(format!("machine {host} login flakehub password {token}\n").as_bytes())
+            .map_err(|err| StoreError::Io {
+                what: "writing",
+                file: file.clone(),
+                err,
+            })?;
+        Ok((guard, file))
+    }
+}
+
+impl Drop for NetrcDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The host of an `http(s)://host[:port]/…` URL; None for other schemes.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = if host.starts_with('[') {
+        host.split_inclusive(']').next()?
+    } else {
+        host.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+impl NixCopyStore {
+    /// `trusted_keys`: `name:base64` public keys Nix must accept.
+    pub fn new(
+        cache_url: &str,
+        token: Option<&str>,
+        root: Option<&Path>,
+        trusted_keys: Vec<String>,
+    ) -> NixCopyStore {
+        NixCopyStore {
+            cache_url: cache_url.trim_end_matches('/').to_string(),
+            token: token.map(str::to_string),
+            root: root.map(Path::to_path_buf),
+            trusted_keys,
+            nix: "nix".into(),
+            env: Vec::new(),
+            tmp_base: std::env::temp_dir(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn with_test_setup(
+        mut self,
+        env: Vec<(OsString, OsString)>,
+        tmp_base: &Path,
+        nix: &str,
+    ) -> NixCopyStore {
+        self.env = env;
+        self.tmp_base = tmp_base.to_path_buf();
+        self.nix = nix.into();
+        self
+    }
+
+    fn nix(&self, args: &[OsString]) -> Result<String, StoreError> {
+        let mut cmd = Command::new(&self.nix);
+        cmd.arg("--extra-experimental-features").arg("nix-command");
+        cmd.args(args);
+        if let Some(root) = &self.root {
+            cmd.arg("--store").arg(root);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let program = self.nix.to_string_lossy().into_owned();
+        // Safe to show: the token is only ever inside the netrc file.
+        let command = format!(
+            "{program} {}",
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let out = cmd
+            .output()
+            .map_err(|err| StoreError::NoProgram { program, err })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(StoreError::Program {
+                command,
+                detail: format!("{}: {}", out.status, err.trim()),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Store for NixCopyStore {
+    fn describe(&self) -> String {
+        match &self.root {
+            Some(r) => format!("nix copy into {}", r.display()),
+            None => "nix copy into the default store".to_string(),
+        }
+    }
+
+    fn query_valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        if paths.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        // `nix path-info P` exits non-zero when P is not valid.
+        let mut valid = BTreeSet::new();
+        for p in paths {
+            let args: Vec<OsString> = vec!["path-info".into(), p.to_string().into()];
+            match self.nix(&args) {
+                Ok(_) => {
+                    valid.insert(p.clone());
+                }
+                Err(StoreError::Program { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(valid)
+    }
+
+    fn add_temp_roots(&self, _paths: &[StorePath]) -> Result<(), StoreError> {
+        // `nix copy` holds its own temp roots for what it copies; a path
+        // copied earlier is protected by the later copies' closures only
+        // until they finish, which is the usual `nix copy` guarantee.
+        Ok(())
+    }
+
+    fn add_path(&self, info: &NarInfo, _nar: &mut dyn Read) -> Result<(), StoreError> {
+        let mut args: Vec<OsString> = vec![
+            "copy".into(),
+            "--from".into(),
+            self.cache_url.clone().into(),
+            "--option".into(),
+            "narinfo-cache-negative-ttl".into(),
+            "0".into(),
+        ];
+        if !self.trusted_keys.is_empty() {
+            args.push("--option".into());
+            args.push("trusted-public-keys".into());
+            args.push(self.trusted_keys.join(" ").into());
+        }
+        let guard = match (&self.token, url_host(&self.cache_url)) {
+            (Some(token), Some(host)) => {
+                let (guard, file) = NetrcDir::create(&self.tmp_base, host, token)?;
+                args.push("--netrc-file".into());
+                args.push(file.into_os_string());
+                Some(guard)
+            }
+            _ => None,
+        };
+        args.push(info.store_path.to_string().into());
+        let result = self.nix(&args).map(|_| ());
+        drop(guard);
+        result
+    }
+
+    fn finish(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn reads_nar(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn url_host_cases() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (
+                "https",
+                "https://cache.flakehub.com",
+                Some("cache.flakehub.com"),
+            ),
+            ("port", "http://127.0.0.1:8081/x", Some("127.0.0.1")),
+            ("userinfo", "https://u@h.example/", Some("h.example")),
+            ("ipv6", "http://[::1]:80/", Some("[::1]")),
+            ("file", "file:///tmp/cache", None),
+            ("empty host", "http:///x", None),
+        ];
+        for (name, url, want) in cases {
+            assert_eq!(url_host(url), *want, "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::{NixEnv, TempDir};
+    use std::io::{self, BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    const TOKEN: &str = "closure-token-s3cr3t-7f2a";
+
+    /// A loopback binary-cache server over `dir` that demands HTTP Basic
+    /// `flakehub:<TOKEN>`; counts good and refused requests.
+    struct AuthServer {
+        url: String,
+        ok: Arc<AtomicUsize>,
+        refused: Arc<AtomicUsize>,
+    }
+
+    fn serve(dir: PathBuf) -> AuthServer {
+        use base64::Engine;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
+        let (ok, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (ok2, refused2) = (ok.clone(), refused.clone());
+        let want = format!(
+            "authorization: basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("flakehub:{TOKEN}"))
+        )
+        .to_lowercase();
+        // Detached: it lives as long as the test process (one per test).
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let target = parts.next().unwrap_or("/").to_string();
+                let mut authed = false;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if h.trim().to_lowercase() == want {
+                        authed = true;
+                    }
+                }
+                let resp = if !authed {
+                    refused2.fetch_add(1, Ordering::Relaxed);
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .as_bytes()
+                        .to_vec()
+                } else {
+                    ok2.fetch_add(1, Ordering::Relaxed);
+                    let rel = target.trim_start_matches('/');
+                    match (rel.contains(".."), fs::read(dir.join(rel))) {
+                        (false, Ok(body)) => {
+                            let mut v = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            if method != "HEAD" {
+                                v.extend_from_slice(&body);
+                            }
+                            v
+                        }
+                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .as_bytes()
+                            .to_vec(),
+                    }
+                };
+                let _ = conn.write_all(&resp);
+            }
+        });
+        AuthServer { url, ok, refused }
+    }
+
+    fn empty(dir: &Path) -> bool {
+        fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn nix_copy_substitutes_with_token_in_netrc_only() {
+        let Some(env) = NixEnv::new("nixcopy") else {
+            return;
+        };
+        let c = env.source_closure();
+        let cache = env.path().join("cache");
+        env.run(
+            "nix",
+            &[
+                "copy",
+                "--store",
+                c.store.to_str().unwrap(),
+                "--to",
+                &format!("file://{}?compression=none", cache.display()),
+                &c.top.store_path.to_string(),
+            ],
+            None,
+        );
+        let server = serve(cache);
+        let dest = env.path().join("dest");
+        let tmp = TempDir::new("nixcopy-tmp");
+        let store = NixCopyStore::new(
+            &server.url,
+            Some(TOKEN),
+            Some(&dest),
+            vec![env.pk.trim().to_string()],
+        )
+        .with_test_setup(env.env.clone(), tmp.path(), "nix");
+        assert!(!store.reads_nar());
+        let both = [c.dep.store_path.clone(), c.top.store_path.clone()];
+        store.add_path(&c.dep, &mut io::empty()).unwrap();
+        store.add_path(&c.top, &mut io::empty()).unwrap();
+        assert!(empty(tmp.path()), "netrc directory left behind");
+        assert_eq!(env.verify(&dest), "");
+        for p in &both {
+            let sigs = env.sigs(&dest, p).unwrap();
+            assert!(sigs.contains("test-1:"), "{p}: {sigs}");
+        }
+        assert_eq!(
+            store.query_valid(&both).unwrap(),
+            both.iter().cloned().collect()
+        );
+        assert!(server.ok.load(Ordering::Relaxed) > 0);
+        assert_eq!(
+            server.refused.load(Ordering::Relaxed),
+            0,
+            "a request went without the token"
+        );
+
+        // Without the token the cache refuses: a clear error, no secret in it.
+        let dest2 = env.path().join("dest2");
+        let anon = NixCopyStore::new(&server.url, None, Some(&dest2), vec![env.pk.trim().into()])
+            .with_test_setup(env.env.clone(), tmp.path(), "nix");
+        let e = anon
+            .add_path(&c.dep, &mut io::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("nix --extra-experimental-features") || e.starts_with("nix copy"),
+            "{e}"
+        );
+        assert!(!e.contains(TOKEN), "{e}");
+        assert!(!env.valid(&dest2, &c.dep.store_path));
+        assert!(empty(tmp.path()));
+    }
+
+    #[test]
+    fn nix_copy_argv_env_and_netrc_file() {
+        // A stand-in `nix` that records what it was given.
+        let dir = TempDir::new("nixcopy-fake");
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let fake = dir.path().join("nix");
+        fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nO={o}\necho \"$@\" > $O/argv\nenv > $O/env\nprev=\nfor a; do\n  if [ \"$prev\" = --netrc-file ]; then\n    stat -c %a \"$a\" > $O/mode; stat -c %a \"$(dirname \"$a\")\" > $O/dirmode; cat \"$a\" > $O/netrc\n  fi\n  prev=$a\ndone\n",
+                o = out.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        let tmp = TempDir::new("nixcopy-fake-tmp");
+        let store = NixCopyStore::new(
+            "https://cache.example.org/",
+            Some(TOKEN),
+            Some(Path::new("/mnt/root")),
+            vec!["k-1:AAAA".into(), "k-2:BBBB".into()],
+        )
+        .with_test_setup(Vec::new(), tmp.path(), fake.to_str().unwrap());
+        let p = StorePath::parse("/nix/store/00000000000000000000000000000000-x").unwrap();
+        let info = NarInfo {
+            store_path: p.clone(),
+            url: String::new(),
+            compression: crate::nix::narinfo::Compression::None,
+            file_hash: None,
+            file_size: None,
+            nar_hash: crate::nix::hash::Sha256([0; 32]),
+            nar_size: 1,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        };
+        store.add_path(&info, &mut io::empty()).unwrap();
+        let read = |f: &str| fs::read_to_string(out.join(f)).unwrap();
+        let argv = read("argv");
+        let netrc_path = argv
+            .split_whitespace()
+            .skip_while(|a| *a != "--netrc-file")
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            argv.trim(),
+            format!(
+                "--extra-experimental-features nix-command copy --from https://cache.example.org \
+                 --option narinfo-cache-negative-ttl 0 --option trusted-public-keys k-1:AAAA k-2:BBBB \
+                 --netrc-file {netrc_path} {p} --store /mnt/root"
+            )
+        );
+        assert!(!argv.contains(TOKEN));
+        assert!(!read("env").contains(TOKEN));
+        assert_eq!(
+            read("netrc"),
+            format!("machine cache.example.org login flakehub password {TOKEN}\n")
+        );
+        assert_eq!(read("mode").trim(), "600");
+        assert_eq!(read("dirmode").trim(), "700");
+        assert!(!Path::new(&netrc_path).exists());
+        assert!(empty(tmp.path()));
+
+        // No `nix`: a clear error, and still no netrc left.
+        let missing = NixCopyStore::new("https://cache.example.org", Some(TOKEN), None, vec![])
+            .with_test_setup(Vec::new(), tmp.path(), "/nonexistent/nix");
+        let e = missing.add_path(&info, &mut io::empty()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent/nix: not found on PATH (install Nix, or pick another --store)"
+        );
+        assert!(empty(tmp.path()));
+    }
+}

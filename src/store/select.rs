@@ -1,0 +1,231 @@
+//! `--store auto|daemon|local|nix`: which backend the apply uses.
+//!
+//! - `daemon`: the socket from `--daemon-socket` / `NIX_DAEMON_SOCKET_PATH`
+//!   (cli folds the variable in), else the default socket. With `--root`
+//!   the caller must name the socket that serves DIR.
+//! - `local`: `<root>/nix/store` written directly (root only).
+//! - `nix`: `nix copy` from the cache (token through a private netrc).
+//! - `auto`: the daemon if its socket answers the handshake, else local if
+//!   we can write the store's database, else an error naming what was
+//!   tried. With `--root DIR`, auto tries a daemon only when a socket was
+//!   given (the default socket serves the host's store, not DIR).
+//! - `image` (the default with `--root`) is built by its own module.
+
+use std::path::{Path, PathBuf};
+
+use super::daemon::{self, DaemonStore};
+use super::local::LocalStore;
+use super::nix_copy::NixCopyStore;
+use super::{Store, StoreError};
+use crate::cli::{ApplyOpts, Common, StoreKind};
+use crate::error::{Error, Exit};
+
+/// What the `nix copy` backend needs to reach the cache.
+pub struct NixCopyCache<'a> {
+    /// The binary cache URL (`Common::cache_addr`).
+    pub url: &'a str,
+    /// The closure token, if the cache needs one.
+    pub token: Option<&'a str>,
+    /// Trusted keys as `name:base64`.
+    pub trusted_keys: Vec<String>,
+}
+
+fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
+    let probe = DaemonStore::connect(socket, true)?;
+    // A trusted client may skip the daemon's second signature check: we
+    // verified every signature against the user's keys already (see the
+    // daemon module doc). Nix 2.8 sends no trust flag; root is trusted by
+    // default there (`trusted-users = root`).
+    let trusted = match probe.trusted() {
+        Some(t) => t,
+        None => rustix::process::geteuid().is_root(),
+    };
+    if trusted {
+        drop(probe);
+        DaemonStore::connect(socket, false)
+    } else {
+        Ok(probe)
+    }
+}
+
+/// Open the backend `opts.store` asks for.
+pub fn select(
+    common: &Common,
+    opts: &ApplyOpts,
+    cache: NixCopyCache<'_>,
+) -> Result<Box<dyn Store>, Error> {
+    let root: PathBuf = common.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let socket = opts
+        .daemon_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_SOCKET));
+    match opts.store {
+        StoreKind::Daemon => Ok(Box::new(daemon_store(&socket)?)),
+        StoreKind::Local => {
+            if !LocalStore::writable(&root) {
+                return Err(Error::new(
+                    Exit::Store,
+                    format!(
+                        "--store local: cannot write the store database {} (run as root, or use --store daemon)",
+                        root.join("nix/var/nix/db").display()
+                    ),
+                ));
+            }
+            Ok(Box::new(LocalStore::new(&root)))
+        }
+        StoreKind::Nix => Ok(Box::new(NixCopyStore::new(
+            cache.url,
+            cache.token,
+            common.root.as_deref(),
+            cache.trusted_keys,
+        ))),
+        StoreKind::Auto => {
+            let mut tried = Vec::new();
+            if common.root.is_none() || opts.daemon_socket.is_some() {
+                match daemon_store(&socket) {
+                    Ok(s) => return Ok(Box::new(s)),
+                    Err(e) => tried.push(e.to_string()),
+                }
+            }
+            if LocalStore::writable(&root) {
+                return Ok(Box::new(LocalStore::new(&root)));
+            }
+            tried.push(format!(
+                "local store: cannot write {} (not root, or no Nix store there)",
+                root.join("nix/var/nix/db").display()
+            ));
+            Err(Error::new(
+                Exit::Store,
+                format!(
+                    "no usable Nix store: {} (pick one with --store daemon|local|nix)",
+                    tried.join("; ")
+                ),
+            ))
+        }
+        StoreKind::Image => Err(Error::new(
+            Exit::Internal,
+            "--store image is opened by the image backend, not by store::select",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Command;
+    use crate::store::testutil::{Daemon, NixEnv, TempDir};
+
+    fn open(args: &str) -> Result<Box<dyn Store>, Error> {
+        let cli = crate::cli::parse_raw(args.split_whitespace())
+            .unwrap()
+            .validate(&|_| None)
+            .unwrap();
+        let Command::Apply(opts) = cli.command else {
+            panic!("{args}: not apply")
+        };
+        let cache = NixCopyCache {
+            url: "https://cache.example.org",
+            token: Some("t"),
+            trusted_keys: vec!["k-1:AAAA".into()],
+        };
+        select(&cli.common, &opts, cache)
+    }
+
+    #[test]
+    fn select_cases() {
+        let dir = TempDir::new("select");
+        let d = dir.path().display().to_string();
+        let with_db = dir.path().join("withdb");
+        fs_db(&with_db);
+        let w = with_db.display().to_string();
+        let missing = format!("{d}/no-socket");
+        let refused = |sock: &str| {
+            format!(
+                "nix-daemon at {sock}: cannot connect: No such file or directory (os error 2) (is nix-daemon running? see --daemon-socket, --store)"
+            )
+        };
+        // (name, command line, describe() or (exit class, message))
+        type Case = (&'static str, String, Result<String, (Exit, String)>);
+        let cases: Vec<Case> = vec![
+            (
+                "daemon, no socket",
+                format!("apply nixos a/b/0.1#x --store daemon --daemon-socket {missing}"),
+                Err((Exit::Store, refused(&missing))),
+            ),
+            (
+                "auto under --root: no socket given, no database",
+                format!("--root {d} apply nixos a/b/0.1#x --store auto"),
+                Err((
+                    Exit::Store,
+                    format!("no usable Nix store: local store: cannot write {d}/nix/var/nix/db (not root, or no Nix store there) (pick one with --store daemon|local|nix)"),
+                )),
+            ),
+            (
+                "auto under --root: socket given but dead, no database",
+                format!("--root {d} apply nixos a/b/0.1#x --store auto --daemon-socket {missing}"),
+                Err((
+                    Exit::Store,
+                    format!("no usable Nix store: {}; local store: cannot write {d}/nix/var/nix/db (not root, or no Nix store there) (pick one with --store daemon|local|nix)", refused(&missing)),
+                )),
+            ),
+            (
+                "auto under --root: database writable",
+                format!("--root {w} apply nixos a/b/0.1#x --store auto --daemon-socket {missing}"),
+                Ok(format!("local store at {w}")),
+            ),
+            (
+                "local",
+                format!("--root {w} apply nixos a/b/0.1#x --store local"),
+                Ok(format!("local store at {w}")),
+            ),
+            (
+                "local without a database",
+                format!("--root {d} apply nixos a/b/0.1#x --store local"),
+                Err((
+                    Exit::Store,
+                    format!("--store local: cannot write the store database {d}/nix/var/nix/db (run as root, or use --store daemon)"),
+                )),
+            ),
+            (
+                "nix copy under --root",
+                format!("--root {d} apply nixos a/b/0.1#x --store nix"),
+                Ok(format!("nix copy into {d}")),
+            ),
+            (
+                "nix copy",
+                "apply nixos a/b/0.1#x --store nix".to_string(),
+                Ok("nix copy into the default store".to_string()),
+            ),
+            (
+                "image is not ours",
+                format!("--root {d} apply nixos a/b/0.1#x"),
+                Err((
+                    Exit::Internal,
+                    "--store image is opened by the image backend, not by store::select".into(),
+                )),
+            ),
+        ];
+        for (name, args, want) in cases {
+            let got = open(&args)
+                .map(|s| s.describe())
+                .map_err(|e| (e.exit, e.message));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    fn fs_db(root: &std::path::Path) {
+        std::fs::create_dir_all(root.join("nix/var/nix/db")).unwrap();
+    }
+
+    #[test]
+    fn select_auto_finds_a_real_daemon() {
+        let Some(env) = NixEnv::new("select-daemon") else {
+            return;
+        };
+        let daemon = Daemon::start(&env, "d");
+        let sock = daemon.socket.display().to_string();
+        let s = open(&format!("apply nixos a/b/0.1#x --daemon-socket {sock}")).unwrap();
+        assert_eq!(s.describe(), format!("nix-daemon at {sock}"));
+        assert!(s.query_valid(&[]).unwrap().is_empty());
+    }
+}
