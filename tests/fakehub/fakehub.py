@@ -289,6 +289,7 @@ class Cache:
         self.narinfo = {}  # hash part → fields
         self.nar_owner = {}  # "nar/…" → hash part
         self.closures = closures or {}
+        self.closure_memo = {}  # root path → frozenset of hash parts
         if root:
             for name in os.listdir(root):
                 if name.endswith(".narinfo"):
@@ -300,10 +301,17 @@ class Cache:
                         self.nar_owner[fields["URL"]] = h
 
     def closure_hashes(self, root_path):
-        """Hash parts of the closure of root_path."""
+        """Hash parts of the closure of root_path (computed once per root:
+        the cache does not change while serving)."""
+        hit = self.closure_memo.get(root_path)
+        if hit is None:
+            hit = self.closure_memo[root_path] = self._closure_hashes(root_path)
+        return hit
+
+    def _closure_hashes(self, root_path):
         if root_path in self.closures:
             paths = set(self.closures[root_path]) | {root_path}
-            return {os.path.basename(p)[:32] for p in paths}
+            return frozenset(os.path.basename(p)[:32] for p in paths)
         seen = set()
         todo = [os.path.basename(root_path)[:32]]
         while todo:
@@ -313,7 +321,7 @@ class Cache:
             seen.add(h)
             refs = self.narinfo.get(h, {}).get("References", "")
             todo.extend(r[:32] for r in refs.split())
-        return seen
+        return frozenset(seen)
 
 
 # ---------------------------------------------------------------- server state
@@ -393,6 +401,10 @@ def auth_kind(header):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fakehub/1"
+    # Headers and body go out in separate writes: with Nagle's algorithm the
+    # body waits for the client's delayed ACK (about 40 ms per request on a
+    # kept-alive connection).
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # quiet: the JSON log is the record
         pass
@@ -404,11 +416,18 @@ class Handler(BaseHTTPRequestHandler):
     # -- plumbing
 
     def send(self, status, body=b"", ctype="text/plain", headers=None):
+        """Answer with `body`: bytes, str, or an open file (streamed, so a
+        1 GiB NAR does not sit in memory)."""
         latency = self.state.faults.get("latency_ms")
         if latency:
             time.sleep(latency / 1000)
         if isinstance(body, str):
             body = body.encode()
+        stream = None
+        if not isinstance(body, bytes):
+            stream, body_len = body, os.fstat(body.fileno()).st_size
+        else:
+            body_len = len(body)
         trunc = self.state.take_rule("truncate", self.route_path) if status == 200 else None
         slow = self.state.take_rule("slow", self.route_path) if status == 200 else None
         # Logged before anything is sent: once the client has an answer,
@@ -425,7 +444,7 @@ class Handler(BaseHTTPRequestHandler):
             )
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(body_len))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         if trunc:
@@ -433,15 +452,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             if trunc:
-                self.wfile.write(body[: int(trunc.get("after", 0))])
+                after = int(trunc.get("after", 0))
+                self.wfile.write(stream.read(after) if stream else body[:after])
                 self.wfile.flush()
                 self.close_connection = True
             elif slow:
                 chunk = max(1, int(slow.get("chunk", 32768)))
-                for i in range(0, len(body), chunk):
+                if stream:
+                    pieces = iter(lambda: stream.read(chunk), b"")
+                else:
+                    pieces = (body[i : i + chunk] for i in range(0, len(body), chunk))
+                for piece in pieces:
                     time.sleep(slow.get("delay_ms", 30) / 1000)
-                    self.wfile.write(body[i : i + chunk])
+                    self.wfile.write(piece)
                     self.wfile.flush()
+            elif stream:
+                while chunk := stream.read(1 << 20):
+                    self.wfile.write(chunk)
             else:
                 self.wfile.write(body)
 
@@ -572,11 +599,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def file(self, path, ctype):
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            f = open(path, "rb")
         except OSError:
             return self.send(404, "not found\n")
-        self.send(200, data, ctype)
+        with f:
+            self.send(200, f, ctype)
 
 
 class Server(ThreadingHTTPServer):
