@@ -500,12 +500,95 @@ pub fn fetch_one(
         left: info.nar_size,
         slot: slot.clone(),
     };
-    let result = store.add_path(info, &mut nar);
+    let result = with_read_ahead(&mut nar, |r| store.add_path(info, r));
     let fault = slot.lock().ok().and_then(|s| s.clone());
     match (result, fault) {
         (Ok(()), _) => Ok(()),
         (Err(source), None) => Err(FetchError::Store { url, source }),
         (Err(_), Some(fault)) => Err(fault_error(fault, path, url, info, codec)),
+    }
+}
+
+/// Chunks decoded ahead of the store, and their size: at most
+/// `READ_AHEAD * CHUNK` (512 KiB) in flight.
+const READ_AHEAD: usize = 8;
+const CHUNK: usize = 64 * 1024;
+
+/// Run `consume` on what `source` yields, with `source` read (downloaded
+/// and decompressed) on a second thread, so that decompression overlaps
+/// hashing, NAR parsing and writing. Memory stays bounded: the chunk
+/// buffers go round between the two threads.
+fn with_read_ahead<R, T>(source: &mut R, consume: impl FnOnce(&mut dyn Read) -> T) -> T
+where
+    R: Read + Send,
+{
+    use std::sync::mpsc::sync_channel;
+    let (full_tx, full_rx) = sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD);
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(READ_AHEAD + 2);
+    std::thread::scope(|s| {
+        s.spawn(move || loop {
+            let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            buf.resize(CHUNK, 0);
+            match source.read(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    // The consumer is gone (it failed or finished): stop.
+                    if full_tx.send(Ok(buf)).is_err() || n == 0 {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = full_tx.send(Err(e));
+                    return;
+                }
+            }
+        });
+        let mut reader = ChannelReader {
+            full: full_rx,
+            free: free_tx,
+            cur: Vec::new(),
+            pos: 0,
+            eof: false,
+        };
+        // Dropping the reader (end of this closure) lets the producer stop.
+        consume(&mut reader)
+    })
+}
+
+/// The consumer's end of [`with_read_ahead`].
+struct ChannelReader {
+    full: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    free: std::sync::mpsc::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.cur.len() {
+            if self.eof {
+                return Ok(0);
+            }
+            let next = match self.full.recv() {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => return Err(e),
+                // The producer ended without an EOF chunk: it panicked.
+                Err(_) => return Err(io::Error::other("the download thread stopped")),
+            };
+            let used = std::mem::replace(&mut self.cur, next);
+            let _ = self.free.try_send(used);
+            self.pos = 0;
+            self.eof = self.cur.is_empty();
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -1308,6 +1391,61 @@ pub(crate) mod tests {
         );
         assert_eq!(err.exit(), Exit::Cache);
         assert_clean(&img, &[]);
+    }
+
+    #[test]
+    fn read_ahead_passes_everything_through_in_order() {
+        // Not a multiple of the chunk size, and bigger than all buffers.
+        let data: Vec<u8> = (0..3 * CHUNK * READ_AHEAD + 12345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut src = std::io::Cursor::new(data.clone());
+        let got = with_read_ahead(&mut src, |r| {
+            let mut v = Vec::new();
+            // Odd read sizes on the consumer side too.
+            let mut buf = [0u8; 1000];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                v.extend_from_slice(&buf[..n]);
+            }
+            // Past the end it stays at the end.
+            assert_eq!(r.read(&mut buf).unwrap(), 0);
+            v
+        });
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "bytes differ");
+    }
+
+    #[test]
+    fn read_ahead_passes_errors_and_lets_the_consumer_stop_early() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("body cut short"));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                buf[..n].fill(1);
+                Ok(n)
+            }
+        }
+        let err = with_read_ahead(&mut Failing(100_000), |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap_err()
+        });
+        assert_eq!(err.to_string(), "body cut short");
+        // An endless source and a consumer that reads 10 bytes: returns.
+        let mut endless = std::io::repeat(7);
+        let first = with_read_ahead(&mut endless, |r| {
+            let mut b = [0u8; 10];
+            r.read_exact(&mut b).unwrap();
+            b
+        });
+        assert_eq!(first, [7u8; 10]);
     }
 
     #[test]
