@@ -510,9 +510,9 @@ pub fn fetch_one(
 }
 
 /// Chunks decoded ahead of the store, and their size: at most
-/// `READ_AHEAD * CHUNK` (512 KiB) in flight.
-const READ_AHEAD: usize = 8;
-const CHUNK: usize = 64 * 1024;
+/// `READ_AHEAD * CHUNK` (128 KiB) in flight.
+const READ_AHEAD: usize = 4;
+const CHUNK: usize = 32 * 1024;
 
 /// Run `consume` on what `source` yields, with `source` read (downloaded
 /// and decompressed) on a second thread, so that decompression overlaps
