@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,57 +37,104 @@ pub struct Request {
     pub status: u16,
 }
 
+/// Start `python3 tests/fakehub/SCRIPT ARGS… --port-file DIR/port` with
+/// its stderr in DIR/stderr, and wait until it listens.
+fn start_python(script: &str, dir: &Path, args: Vec<OsString>) -> (Child, u16) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fakehub")
+        .join(script);
+    let port_file = dir.join("port");
+    let stderr = std::fs::File::create(dir.join("stderr")).expect("server stderr file");
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .arg("--port-file")
+        .arg(&port_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start python3 {}: {e}", path.display()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file) {
+            if let Ok(p) = s.trim().parse() {
+                return (child, p);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+            panic!("{script} exited early ({status}):\n{err}");
+        }
+        assert!(Instant::now() < deadline, "{script} did not start in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTP CONNECT proxy on loopback (tests/fakehub/proxy.py) that logs
+/// the targets it tunnels to; stopped on drop.
+pub struct Proxy {
+    child: Child,
+    dir: TempDir,
+    pub port: u16,
+}
+
+impl Proxy {
+    pub fn start() -> Proxy {
+        let dir = TempDir::new("proxy");
+        let log = dir.path().join("tunnels.log");
+        let (child, port) = start_python("proxy.py", dir.path(), vec!["--log".into(), log.into()]);
+        Proxy { child, dir, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One line per tunnel: `CONNECT host:port`.
+    pub fn tunnels(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("tunnels.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl FakeHub {
     /// Start with `config` (the JSON described in fakehub.py).
     pub fn start(config: &str, opts: Opts) -> FakeHub {
         let dir = TempDir::new("fakehub");
         let cfg = dir.path().join("config.json");
         std::fs::write(&cfg, config).expect("write fakehub config");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakehub/fakehub.py");
-        let port_file = dir.path().join("port");
         let second_file = dir.path().join("second-port");
-        let mut cmd = Command::new("python3");
-        cmd.arg(&script)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--log")
-            .arg(dir.path().join("requests.jsonl"));
+        let mut args: Vec<OsString> = vec![
+            "--config".into(),
+            cfg.into(),
+            "--log".into(),
+            dir.path().join("requests.jsonl").into(),
+        ];
         if opts.tls {
-            cmd.arg("--tls-dir").arg(dir.path().join("tls"));
+            args.extend(["--tls-dir".into(), dir.path().join("tls").into()]);
         }
         if opts.second {
-            cmd.arg("--second-port-file").arg(&second_file);
+            args.extend(["--second-port-file".into(), second_file.clone().into()]);
         }
-        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("fakehub stderr");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let child = cmd.spawn().expect("start python3 tests/fakehub/fakehub.py");
+        let (child, port) = start_python("fakehub.py", dir.path(), args);
         let mut hub = FakeHub {
             child,
             dir,
-            port: 0,
+            port,
             second_port: None,
             tls: opts.tls,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(s) = std::fs::read_to_string(&port_file) {
-                if let Ok(p) = s.trim().parse() {
-                    hub.port = p;
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = hub.child.try_wait() {
-                let err =
-                    std::fs::read_to_string(hub.dir.path().join("stderr")).unwrap_or_default();
-                panic!("fakehub exited early ({status}):\n{err}");
-            }
-            assert!(Instant::now() < deadline, "fakehub did not start in 30 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         if opts.second {
             let s = std::fs::read_to_string(&second_file).expect("second port file");
             hub.second_port = Some(s.trim().parse().expect("second port"));

@@ -639,3 +639,47 @@ fn verbose_logs_each_request_without_credentials() {
     let r = s.run(&reference("=0.1.175"), &["--verbose", "--quiet"]);
     assert_eq!(r.stderr, "", "{r:?}");
 }
+
+/// HTTPS_PROXY is honoured: the request goes through the proxy's CONNECT
+/// tunnel (TLS end to end, so the proxy sees only the target), and NO_PROXY
+/// bypasses it.
+#[test]
+fn https_proxy_from_the_environment_is_used() {
+    let s = Setup::new(
+        "{}",
+        Opts {
+            tls: true,
+            second: false,
+        },
+    );
+    let proxy = crate::fakehub::Proxy::start();
+    let ca = s.hub.ca_file();
+    let api = s.hub.url();
+    let run = |no_proxy: Option<&str>| {
+        let mut cmd = fh_lite(&[
+            "resolve",
+            &reference("=0.1.175"),
+            "--api-addr",
+            &api,
+            "--token-file",
+            s.token_file.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ]);
+        cmd.env("HTTPS_PROXY", proxy.url());
+        if let Some(n) = no_proxy {
+            cmd.env("NO_PROXY", n);
+        }
+        no_secret(output(cmd))
+    };
+    let r = run(None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, format!("{}\n", sp('3', "0.1.175")));
+    assert_eq!(
+        proxy.tunnels(),
+        [format!("CONNECT 127.0.0.1:{}", s.hub.port)]
+    );
+    let r = run(Some("127.0.0.1"));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(proxy.tunnels().len(), 1, "NO_PROXY bypasses the proxy");
+}
