@@ -65,8 +65,9 @@ OPTIONS:
         --dry-run              plan only: print paths and sizes, change nothing
         --root DIR             work on the system installed at DIR (store,
                                profiles, state under DIR; activation chrooted)
-        --store KIND           auto | daemon | local | nix (default auto;
-                               image with --root)
+        --store KIND           auto | daemon | local | nix | image (default
+                               auto: the nix-daemon if it answers, else the
+                               local store; image with --root)
         --daemon-socket PATH   nix-daemon socket (default
                                /nix/var/nix/daemon-socket/socket)
         --profile PATH         profile to update (default
@@ -88,8 +89,9 @@ OPTIONS:
         --no-rollback          keep a failed activation instead of rolling back
         --rollback-on CODES    switch-to-configuration exit codes that roll
                                back (default 1,2,4)
-        --health-check CMD     after activation run CMD (via /bin/sh -c); a
-                               failure rolls back
+        --health-check CMD     after activation run CMD (/bin/sh -c, inside
+                               DIR with --root); failing or timing out rolls
+                               back
         --health-timeout SECS  how long CMD may run (default 60)
         --retry-failed         apply a path even if it failed before
         --state-dir DIR        state and lock (default /var/lib/fh-lite)
@@ -112,6 +114,24 @@ ENVIRONMENT:
     Token search order: --token-file, $CREDENTIALS_DIRECTORY/flakehub-token,
     /nix/var/determinate/token, $XDG_CONFIG_HOME/flakehub/auth. The token is
     never taken from the command line or the environment.
+
+FILES:
+    /var/lib/fh-lite/state.json   last attempt, last success, failed paths
+    /var/lib/fh-lite/lock         held while an apply or rollback runs
+    /nix/var/nix/profiles/system-N-link
+                                  the generations (system -> system-N-link)
+    DIR/nix-path-registration     with --root: the paths for first boot
+                                  (nix-store --load-db)
+
+EXAMPLES:
+    Deploy a pinned release now:
+        fh-lite apply nixos MyOrg/fleet/=0.1.175#nixosConfigurations.pi
+    See what would be downloaded:
+        fh-lite apply nixos MyOrg/fleet/0.1 --dry-run
+    Put a release into an SD image being built, ready for first boot:
+        fh-lite apply nixos MyOrg/fleet/=0.1.175 boot --root /mnt
+    Only deploy if sshd is still up afterwards, else roll back:
+        fh-lite apply nixos MyOrg/fleet/0.1 --health-check 'systemctl is-active sshd'
 
 EXIT STATUS:
 ";
