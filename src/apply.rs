@@ -153,6 +153,15 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     // activate
     let mut report = Report::default();
     let result = activate::activate(common, opts, &store_path, &mut report);
+    // The generation (if the action made one) is a permanent root now, but
+    // a garbage collection that started before it existed may read this
+    // process's temp roots only after it has exited. Announcing the root
+    // again closes that window: while a collection runs, Nix passes a new
+    // temp root straight to the collector, which keeps it for the rest of
+    // its run; any later collection sees the generation.
+    if let Err(e) = store.add_temp_roots(std::slice::from_ref(&root_path)) {
+        eprintln!("fh-lite: warning: {e}");
+    }
     let exit = match &result {
         Ok(x) => *x,
         Err(e) => e.exit,

@@ -54,7 +54,6 @@ struct TempRoots {
     file: Option<(PathBuf, File)>,
     gc_lock: Option<File>,
     gc_socket: Option<UnixStream>,
-    added: BTreeSet<String>,
 }
 
 fn io_err(what: &'static str, file: &Path) -> impl FnOnce(io::Error) -> StoreError {
@@ -146,10 +145,10 @@ impl LocalStore {
     }
 
     fn add_temp_root(&self, full: &str) -> Result<(), StoreError> {
+        // No "already added" shortcut: announcing a root again is how the
+        // apply makes sure a collector that is running right now has it
+        // (apply.rs, after activation).
         let mut r = self.roots.lock().unwrap_or_else(|p| p.into_inner());
-        if r.added.contains(full) {
-            return Ok(());
-        }
         let state = self.state_dir();
         if r.file.is_none() {
             let dir = state.join("temproots");
@@ -221,7 +220,6 @@ impl LocalStore {
             }
             break;
         }
-        r.added.insert(full.to_string());
         Ok(())
     }
 
