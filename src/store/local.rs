@@ -30,9 +30,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 
+use super::program::{self, show_args};
 use super::unpack::{self, remove_tree, Commit};
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
@@ -103,46 +104,8 @@ impl LocalStore {
         let mut cmd = Command::new(&self.nix_store);
         cmd.arg("--store").arg(&self.root).args(args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let program = self.nix_store.to_string_lossy().into_owned();
-        let mut child = cmd.spawn().map_err(|err| StoreError::NoProgram {
-            program: program.clone(),
-            err,
-        })?;
-        let command = format!(
-            "{program} --store {} {}",
-            self.root.display(),
-            args.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
-            // The records are small; nix-store reads them all before it
-            // writes anything, so this cannot deadlock.
-            w.write_all(data).map_err(|e| StoreError::Program {
-                command: command.clone(),
-                detail: format!("writing its input: {e}"),
-            })?;
-        }
-        let out = child.wait_with_output().map_err(|e| StoreError::Program {
-            command: command.clone(),
-            detail: e.to_string(),
-        })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(StoreError::Program {
-                command,
-                detail: format!("{}: {}", out.status, err.trim()),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let shown = format!("--store {} {}", self.root.display(), show_args(args));
+        program::run(cmd, &shown, stdin)
     }
 
     fn add_temp_root(&self, full: &str) -> Result<(), StoreError> {
