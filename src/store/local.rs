@@ -423,35 +423,8 @@ mod tests {
         let root = env.path().join("local");
         let store = LocalStore::new(&root).with_env(env.env.clone());
         let p = c.dep.store_path.clone();
-        let mut wrong_hash = c.dep.clone();
-        wrong_hash.nar_hash.0[0] ^= 1;
-        let mut long = c.dep.clone();
-        long.nar_size += 8;
-        let truncated = &c.dep_nar[..c.dep_nar.len() - 100];
-        let cases: &[(&str, &NarInfo, &[u8], String)] = &[
-            (
-                "narinfo hash differs",
-                &wrong_hash,
-                &c.dep_nar,
-                format!(
-                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has {}",
-                    wrong_hash.nar_hash.to_nix32_prefixed(),
-                    c.dep.nar_hash.to_nix32_prefixed()
-                ),
-            ),
-            (
-                "NarSize too large",
-                &long,
-                &c.dep_nar,
-                format!(
-                    "NAR of {p}: size mismatch: the narinfo says {} bytes, the NAR has {}",
-                    long.nar_size, c.dep.nar_size
-                ),
-            ),
-            ("truncated", &c.dep, truncated, format!("NAR of {p}: ")),
-        ];
-        for (name, info, nar, want) in cases {
-            let e = store.add_path(info, &mut &nar[..]).unwrap_err();
+        for (name, info, nar, want) in c.bad_dep_cases() {
+            let e = store.add_path(&info, &mut &nar[..]).unwrap_err();
             assert!(e.to_string().starts_with(want.as_str()), "{name}: {e}");
             assert_eq!(e.exit(), crate::error::Exit::Verification, "{name}");
             assert!(!env.valid(&root, &p), "{name}: became valid");
