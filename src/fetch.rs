@@ -773,57 +773,7 @@ pub(crate) mod tests {
         std::fs::create_dir_all(p).unwrap();
     }
 
-    /// A NAR node, serialised by [`nar`].
-    pub enum Node {
-        File(bool, Vec<u8>),
-        Link(&'static str),
-        Dir(Vec<(&'static str, Node)>),
-    }
-
-    fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s);
-        out.resize(out.len().div_ceil(8) * 8, 0);
-    }
-    fn put_node(out: &mut Vec<u8>, n: &Node) {
-        put_str(out, b"(");
-        put_str(out, b"type");
-        match n {
-            Node::File(exec, data) => {
-                put_str(out, b"regular");
-                if *exec {
-                    put_str(out, b"executable");
-                    put_str(out, b"");
-                }
-                put_str(out, b"contents");
-                put_str(out, data);
-            }
-            Node::Link(t) => {
-                put_str(out, b"symlink");
-                put_str(out, b"target");
-                put_str(out, t.as_bytes());
-            }
-            Node::Dir(entries) => {
-                put_str(out, b"directory");
-                for (name, child) in entries {
-                    put_str(out, b"entry");
-                    put_str(out, b"(");
-                    put_str(out, b"name");
-                    put_str(out, name.as_bytes());
-                    put_str(out, b"node");
-                    put_node(out, child);
-                    put_str(out, b")");
-                }
-            }
-        }
-        put_str(out, b")");
-    }
-    pub fn nar(n: &Node) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_str(&mut out, b"nix-archive-1");
-        put_node(&mut out, n);
-        out
-    }
+    use crate::nix::nar::testutil::{dir, nar, Node};
 
     pub fn sp(hash_digit: char, name: &str) -> StorePath {
         let h: String = std::iter::repeat_n(hash_digit, 32).collect();
@@ -1067,9 +1017,9 @@ pub(crate) mod tests {
         cache.add(
             &Entry::new(
                 data.clone(),
-                Node::Dir(vec![
-                    ("big", Node::File(false, vec![b'x'; 200_000])),
-                    ("self", Node::Link("/nix/store/2222")),
+                dir(vec![
+                    (b"big", Node::File(false, vec![b'x'; 200_000])),
+                    (b"self", Node::Link(b"/nix/store/2222".to_vec())),
                 ]),
                 &[&lib],
             )
@@ -1078,14 +1028,14 @@ pub(crate) mod tests {
         cache.add(
             &Entry::new(
                 app.clone(),
-                Node::Dir(vec![
+                dir(vec![
                     (
-                        "bin",
-                        Node::Dir(vec![("app", Node::File(true, b"#!/bin/sh\n".to_vec()))]),
+                        b"bin",
+                        dir(vec![(b"app", Node::File(true, b"#!/bin/sh\n".to_vec()))]),
                     ),
-                    ("empty", Node::Dir(vec![])),
-                    ("lib", Node::Link("../lib")),
-                    ("readme", Node::File(false, Vec::new())),
+                    (b"empty", dir(vec![])),
+                    (b"lib", Node::Link(b"../lib".to_vec())),
+                    (b"readme", Node::File(false, Vec::new())),
                 ]),
                 &[&lib, &data, &app],
             )
@@ -1256,9 +1206,9 @@ pub(crate) mod tests {
             Case {
                 name: "malformed NAR (entries out of order)",
                 spoil: |e, _| {
-                    e.nar = nar(&Node::Dir(vec![
-                        ("b", Node::File(false, vec![])),
-                        ("a", Node::File(false, vec![])),
+                    e.nar = nar(&dir(vec![
+                        (b"b", Node::File(false, vec![])),
+                        (b"a", Node::File(false, vec![])),
                     ]));
                 },
                 exit: Exit::Verification,
@@ -1277,7 +1227,7 @@ pub(crate) mod tests {
             let root = sp('3', "app");
             let mut e = Entry::new(
                 root.clone(),
-                Node::Dir(vec![("x", Node::File(false, b"payload".to_vec()))]),
+                dir(vec![(b"x", Node::File(false, b"payload".to_vec()))]),
                 &[&lib],
             )
             .comp("zstd");

@@ -366,52 +366,44 @@ pub fn parse<R: Read, S: NarSink>(r: &mut R, sink: &mut S) -> Result<(), NarErro
     p.node(&mut path, 0)
 }
 
+/// A small NAR writer for the tests of this crate (§4.1 grammar).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::Cell;
-    use std::rc::Rc;
-
-    // ---- a small NAR writer, for tests only ----
-
-    fn int(out: &mut Vec<u8>, n: u64) {
+pub(crate) mod testutil {
+    /// Appends the little-endian `u64` `n`.
+    pub(crate) fn int(out: &mut Vec<u8>, n: u64) {
         out.extend_from_slice(&n.to_le_bytes());
     }
 
-    fn string(out: &mut Vec<u8>, s: &[u8]) {
+    /// Appends `str(s)`: length, bytes, zero padding to 8.
+    pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
         int(out, s.len() as u64);
         out.extend_from_slice(s);
         out.resize(out.len() + (8 - s.len() % 8) % 8, 0);
     }
 
-    /// The given strings, each encoded as `str(…)`.
-    fn toks(ts: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for t in ts {
-            string(&mut out, t);
-        }
-        out
-    }
-
-    enum N {
+    /// A NAR node, serialised by [`nar`]: a file (executable?, contents),
+    /// a symlink (target) or a directory (entries in the given order).
+    pub(crate) enum Node {
         File(bool, Vec<u8>),
         Link(Vec<u8>),
-        Dir(Vec<(Vec<u8>, N)>),
+        Dir(Vec<(Vec<u8>, Node)>),
     }
 
-    fn file(data: &[u8]) -> N {
-        N::File(false, data.to_vec())
+    /// A regular, non-executable file.
+    pub(crate) fn file(data: &[u8]) -> Node {
+        Node::File(false, data.to_vec())
     }
 
-    fn dir(entries: Vec<(&[u8], N)>) -> N {
-        N::Dir(entries.into_iter().map(|(n, e)| (n.to_vec(), e)).collect())
+    /// A directory with these entries, in this order.
+    pub(crate) fn dir(entries: Vec<(&[u8], Node)>) -> Node {
+        Node::Dir(entries.into_iter().map(|(n, e)| (n.to_vec(), e)).collect())
     }
 
-    fn write_node(out: &mut Vec<u8>, n: &N) {
+    fn write_node(out: &mut Vec<u8>, n: &Node) {
         string(out, b"(");
         string(out, b"type");
         match n {
-            N::File(x, data) => {
+            Node::File(x, data) => {
                 string(out, b"regular");
                 if *x {
                     string(out, b"executable");
@@ -420,12 +412,12 @@ mod tests {
                 string(out, b"contents");
                 string(out, data);
             }
-            N::Link(t) => {
+            Node::Link(t) => {
                 string(out, b"symlink");
                 string(out, b"target");
                 string(out, t);
             }
-            N::Dir(es) => {
+            Node::Dir(es) => {
                 string(out, b"directory");
                 for (name, e) in es {
                     string(out, b"entry");
@@ -441,9 +433,28 @@ mod tests {
         string(out, b")");
     }
 
-    fn nar(n: &N) -> Vec<u8> {
-        let mut out = toks(&[b"nix-archive-1"]);
+    /// The whole archive of `n`.
+    pub(crate) fn nar(n: &Node) -> Vec<u8> {
+        let mut out = Vec::new();
+        string(&mut out, b"nix-archive-1");
         write_node(&mut out, n);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// The given strings, each encoded as `str(…)`.
+    fn toks(ts: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for t in ts {
+            string(&mut out, t);
+        }
         out
     }
 
@@ -517,11 +528,11 @@ mod tests {
 
     #[test]
     fn valid_nars() {
-        let cases: Vec<(&str, N, Vec<&str>)> = vec![
+        let cases: Vec<(&str, Node, Vec<&str>)> = vec![
             ("regular", file(b"abc"), vec!["file  \"abc\""]),
             (
                 "executable",
-                N::File(true, b"#!/bin/sh\n".to_vec()),
+                Node::File(true, b"#!/bin/sh\n".to_vec()),
                 vec!["file  x \"#!/bin/sh\\n\""],
             ),
             ("empty file", file(b""), vec!["file  \"\""]),
@@ -533,7 +544,7 @@ mod tests {
             ("empty dir", dir(vec![]), vec!["dir ", "end "]),
             (
                 "symlink",
-                N::Link(b"../x/y".to_vec()),
+                Node::Link(b"../x/y".to_vec()),
                 vec!["link  -> ../x/y"],
             ),
             (
@@ -544,10 +555,10 @@ mod tests {
                         b"bin",
                         dir(vec![(
                             b"sh",
-                            N::Link(b"/nix/store/x-bash/bin/bash".to_vec()),
+                            Node::Link(b"/nix/store/x-bash/bin/bash".to_vec()),
                         )]),
                     ),
-                    (b"z", N::File(true, b"z".to_vec())),
+                    (b"z", Node::File(true, b"z".to_vec())),
                 ]),
                 vec![
                     "dir ",
@@ -585,12 +596,12 @@ mod tests {
             let got = run(&nar(&node)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(got, want, "{name}");
         }
-        let longest = dir(vec![(&[b'n'; 255], N::Link(vec![b't'; 4095]))]);
+        let longest = dir(vec![(&[b'n'; 255], Node::Link(vec![b't'; 4095]))]);
         let link = format!("link {} -> {}", "n".repeat(255), "t".repeat(4095));
         assert_eq!(run(&nar(&longest)).unwrap(), ["dir ", &link, "end "]);
     }
 
-    fn nested(levels: usize) -> N {
+    fn nested(levels: usize) -> Node {
         let mut n = file(b"leaf");
         for _ in 0..levels {
             n = dir(vec![(b"d", n)]);
@@ -858,7 +869,7 @@ mod tests {
     fn truncated_nars() {
         let tree = nar(&dir(vec![
             (b"a", file(b"hello world")),
-            (b"l", N::Link(b"a".to_vec())),
+            (b"l", Node::Link(b"a".to_vec())),
         ]));
         let mut cases: Vec<(String, Vec<u8>, &str)> = Vec::new();
         for cut in [0, 1, 7, 8, 20, 24, 40, 0x58, 0x61, 0x66, 0x68, 0x70, 119] {

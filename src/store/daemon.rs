@@ -1154,55 +1154,8 @@ mod tests {
         };
         let store = DaemonStore::connect(&daemon.socket, true).unwrap();
         let p = c.dep.store_path.clone();
-        let mut flipped = c.dep_nar.clone();
-        let at = 1000; // inside the first file's (big's) contents
-        flipped[at] ^= 0xff;
-        let mut wrong_hash = c.dep.clone();
-        wrong_hash.nar_hash.0[0] ^= 1;
-        let mut short = c.dep.clone();
-        short.nar_size -= 8;
-        let mut long = c.dep.clone();
-        long.nar_size += 8;
-        let truncated = &c.dep_nar[..c.dep_nar.len() - 100];
-        let cases: &[(&str, &NarInfo, &[u8], String)] = &[
-            (
-                "contents changed",
-                &c.dep,
-                &flipped,
-                format!(
-                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has ",
-                    c.dep.nar_hash.to_nix32_prefixed()
-                ),
-            ),
-            (
-                "narinfo hash differs",
-                &wrong_hash,
-                &c.dep_nar,
-                format!(
-                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has {}",
-                    wrong_hash.nar_hash.to_nix32_prefixed(),
-                    c.dep.nar_hash.to_nix32_prefixed()
-                ),
-            ),
-            (
-                "NarSize too small",
-                &short,
-                &c.dep_nar,
-                format!("NAR of {p}: "),
-            ),
-            (
-                "NarSize too large",
-                &long,
-                &c.dep_nar,
-                format!(
-                    "NAR of {p}: size mismatch: the narinfo says {} bytes, the NAR has {}",
-                    long.nar_size, c.dep.nar_size
-                ),
-            ),
-            ("truncated", &c.dep, truncated, format!("NAR of {p}: ")),
-        ];
-        for (name, info, nar, want) in cases {
-            let e = store.add_path(info, &mut &nar[..]).unwrap_err();
+        for (name, info, nar, want) in c.bad_dep_cases() {
+            let e = store.add_path(&info, &mut &nar[..]).unwrap_err();
             assert!(e.to_string().starts_with(want.as_str()), "{name}: {e}");
             assert_eq!(e.exit(), crate::error::Exit::Verification, "{name}");
             assert!(

@@ -30,9 +30,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 
+use super::program::{self, show_args};
 use super::unpack::{self, remove_tree, Commit};
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
@@ -102,46 +103,8 @@ impl LocalStore {
         let mut cmd = Command::new(&self.nix_store);
         cmd.arg("--store").arg(&self.root).args(args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let program = self.nix_store.to_string_lossy().into_owned();
-        let mut child = cmd.spawn().map_err(|err| StoreError::NoProgram {
-            program: program.clone(),
-            err,
-        })?;
-        let command = format!(
-            "{program} --store {} {}",
-            self.root.display(),
-            args.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
-            // The records are small; nix-store reads them all before it
-            // writes anything, so this cannot deadlock.
-            w.write_all(data).map_err(|e| StoreError::Program {
-                command: command.clone(),
-                detail: format!("writing its input: {e}"),
-            })?;
-        }
-        let out = child.wait_with_output().map_err(|e| StoreError::Program {
-            command: command.clone(),
-            detail: e.to_string(),
-        })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(StoreError::Program {
-                command,
-                detail: format!("{}: {}", out.status, err.trim()),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let shown = format!("--store {} {}", self.root.display(), show_args(args));
+        program::run(cmd, &shown, stdin)
     }
 
     fn add_temp_root(&self, full: &str) -> Result<(), StoreError> {
@@ -458,35 +421,8 @@ mod tests {
         let root = env.path().join("local");
         let store = LocalStore::new(&root).with_env(env.env.clone());
         let p = c.dep.store_path.clone();
-        let mut wrong_hash = c.dep.clone();
-        wrong_hash.nar_hash.0[0] ^= 1;
-        let mut long = c.dep.clone();
-        long.nar_size += 8;
-        let truncated = &c.dep_nar[..c.dep_nar.len() - 100];
-        let cases: &[(&str, &NarInfo, &[u8], String)] = &[
-            (
-                "narinfo hash differs",
-                &wrong_hash,
-                &c.dep_nar,
-                format!(
-                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has {}",
-                    wrong_hash.nar_hash.to_nix32_prefixed(),
-                    c.dep.nar_hash.to_nix32_prefixed()
-                ),
-            ),
-            (
-                "NarSize too large",
-                &long,
-                &c.dep_nar,
-                format!(
-                    "NAR of {p}: size mismatch: the narinfo says {} bytes, the NAR has {}",
-                    long.nar_size, c.dep.nar_size
-                ),
-            ),
-            ("truncated", &c.dep, truncated, format!("NAR of {p}: ")),
-        ];
-        for (name, info, nar, want) in cases {
-            let e = store.add_path(info, &mut &nar[..]).unwrap_err();
+        for (name, info, nar, want) in c.bad_dep_cases() {
+            let e = store.add_path(&info, &mut &nar[..]).unwrap_err();
             assert!(e.to_string().starts_with(want.as_str()), "{name}: {e}");
             assert_eq!(e.exit(), crate::error::Exit::Verification, "{name}");
             assert!(!env.valid(&root, &p), "{name}: became valid");

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod image;
 pub mod local;
 pub mod nix_copy;
+mod program;
 pub mod select;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -27,10 +27,11 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::program::{self, show_args};
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
@@ -155,30 +156,9 @@ impl NixCopyStore {
         if let Some(root) = &self.root {
             cmd.arg("--store").arg(root);
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let program = self.nix.to_string_lossy().into_owned();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // Safe to show: the token is only ever inside the netrc file.
-        let command = format!(
-            "{program} {}",
-            args.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        let out = cmd
-            .output()
-            .map_err(|err| StoreError::NoProgram { program, err })?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(StoreError::Program {
-                command,
-                detail: format!("{}: {}", out.status, err.trim()),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        program::run(cmd, &show_args(args), None)
     }
 }
 

@@ -324,6 +324,67 @@ pub struct Closure {
     pub top_nar: Vec<u8>,
 }
 
+impl Closure {
+    /// Ways to get `dep` wrong, each with the start of the error a store
+    /// must give: (name, narinfo, NAR, message prefix). Every one is a
+    /// verification failure and must leave nothing behind.
+    pub fn bad_dep_cases(&self) -> Vec<(&'static str, NarInfo, Vec<u8>, String)> {
+        let p = &self.dep.store_path;
+        let mut flipped = self.dep_nar.clone();
+        let at = 1000; // inside the first file's (big's) contents
+        flipped[at] ^= 0xff;
+        let mut wrong_hash = self.dep.clone();
+        wrong_hash.nar_hash.0[0] ^= 1;
+        let mut short = self.dep.clone();
+        short.nar_size -= 8;
+        let mut long = self.dep.clone();
+        long.nar_size += 8;
+        let truncated = self.dep_nar[..self.dep_nar.len() - 100].to_vec();
+        vec![
+            (
+                "contents changed",
+                self.dep.clone(),
+                flipped,
+                format!(
+                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has ",
+                    self.dep.nar_hash.to_nix32_prefixed()
+                ),
+            ),
+            (
+                "narinfo hash differs",
+                wrong_hash.clone(),
+                self.dep_nar.clone(),
+                format!(
+                    "NAR of {p}: hash mismatch: the narinfo says {}, the NAR has {}",
+                    wrong_hash.nar_hash.to_nix32_prefixed(),
+                    self.dep.nar_hash.to_nix32_prefixed()
+                ),
+            ),
+            (
+                "NarSize too small",
+                short,
+                self.dep_nar.clone(),
+                format!("NAR of {p}: "),
+            ),
+            (
+                "NarSize too large",
+                long.clone(),
+                self.dep_nar.clone(),
+                format!(
+                    "NAR of {p}: size mismatch: the narinfo says {} bytes, the NAR has {}",
+                    long.nar_size, self.dep.nar_size
+                ),
+            ),
+            (
+                "truncated",
+                self.dep.clone(),
+                truncated,
+                format!("NAR of {p}: "),
+            ),
+        ]
+    }
+}
+
 fn parse_path_info(json: &str) -> Vec<NarInfo> {
     use miniserde::json::{self, Value};
     let v: Value = json::from_str(json).unwrap();

@@ -139,6 +139,11 @@ fn gen_call(variant: &str, n: u64, args: &str) -> String {
     format!("{variant} /{PROFILES}/system-{n}-link/bin/switch-to-configuration {args}")
 }
 
+/// A deployment whose cache serves 0.1.1 = system-v1 and 0.1.2 = `second`.
+fn v1_and(second: &str) -> Deploy {
+    Deploy::new("zstd", &[("0.1.1", "system-v1"), ("0.1.2", second)], "{}")
+}
+
 fn profile(d: &Deploy) -> String {
     read_link(&d.root.join(PROFILES).join("system"))
 }
@@ -177,11 +182,7 @@ fn switch_v1_then_v2_makes_generations_like_nix_env() {
         return;
     }
     let (v1, v2) = (path("system-v1"), path("system-v2"));
-    let d = Deploy::new(
-        "zstd",
-        &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
-        "{}",
-    );
+    let d = v1_and("system-v2");
     let r = d.apply("=0.1.1", &["switch"]);
     assert_eq!(r.code, 0, "{r:?}");
     // The script's own output goes to stderr; stdout stays empty.
@@ -314,11 +315,7 @@ fn boot_under_root_runs_the_script_only_to_install_the_bootloader() {
     if !is_root() {
         return;
     }
-    let d = Deploy::new(
-        "zstd",
-        &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
-        "{}",
-    );
+    let d = v1_and("system-v2");
     let r = d.apply("=0.1.1", &["boot"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
@@ -369,7 +366,7 @@ fn every_switch_exit_code_maps_to_an_fh_lite_exit_code() {
     for (name, fixture, extra, exit, rolled_back, end) in cases {
         let p = path(fixture);
         let variant = fixture.trim_start_matches("system-");
-        let d = Deploy::new("zstd", &[("0.1.1", "system-v1"), ("0.1.2", fixture)], "{}");
+        let d = v1_and(fixture);
         assert_eq!(d.apply("=0.1.1", &["switch", "-q"]).code, 0, "{name}");
         let mut args = vec!["switch"];
         args.extend_from_slice(extra);
@@ -451,11 +448,7 @@ fn failing_health_check_rolls_back() {
         ),
     ];
     for (name, extra, end, exit, secs) in cases {
-        let d = Deploy::new(
-            "zstd",
-            &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
-            "{}",
-        );
+        let d = v1_and("system-v2");
         add_shell(&d);
         assert_eq!(d.apply("=0.1.1", &["switch", "-q"]).code, 0, "{name}");
         let mut args = vec!["switch"];
@@ -489,11 +482,7 @@ fn a_failed_path_is_skipped_until_retry_failed() {
         return;
     }
     let (v1, bad) = (path("system-v1"), path("system-exit2"));
-    let d = Deploy::new(
-        "zstd",
-        &[("0.1.1", "system-v1"), ("0.1.2", "system-exit2")],
-        "{}",
-    );
+    let d = v1_and("system-exit2");
     assert_eq!(d.apply("=0.1.1", &["switch", "-q"]).code, 0);
     assert_eq!(d.apply("=0.1.2", &["switch", "-q"]).code, 32);
     let log_before = switch_log(&d);
@@ -614,11 +603,7 @@ fn a_concurrent_apply_is_refused() {
     if !is_root() {
         return;
     }
-    let d = Deploy::new(
-        "zstd",
-        &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
-        "{}",
-    );
+    let d = v1_and("system-v2");
     // The first apply holds the lock while its script sleeps.
     let mut slow = d.command("=0.1.1", &["switch", "-q"]);
     slow.env("FH_LITE_TEST_SLEEP", "3")
@@ -793,11 +778,7 @@ fn test_action_runs_the_path_itself_and_rolls_back_with_test() {
         return;
     }
     let (v1, bad) = (path("system-v1"), path("system-exit2"));
-    let d = Deploy::new(
-        "zstd",
-        &[("0.1.1", "system-v1"), ("0.1.2", "system-exit2")],
-        "{}",
-    );
+    let d = v1_and("system-exit2");
     assert_eq!(d.apply("=0.1.1", &["switch", "-q"]).code, 0);
     let r = d.apply("=0.1.2", &["test"]);
     assert_eq!(r.code, 32, "{r:?}");

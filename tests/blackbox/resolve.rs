@@ -2,7 +2,8 @@
 //! resolve-only token rules of the FlakeHub guide, every error class, the
 //! HTTP layer's retries, limits, TLS roots, redirects and token hygiene.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::fakehub::{write_token, FakeHub, Opts};
@@ -67,23 +68,29 @@ impl Setup {
         Setup::new(faults, Opts::default())
     }
 
-    /// `fh-lite resolve REF` with this hub and token, plus `extra` args.
-    fn run(&self, reference: &str, extra: &[&str]) -> Run {
+    /// `fh-lite resolve REF` against this hub, with `--token-file
+    /// token_file` if given (else fh-lite searches its usual places), plus
+    /// `extra` args.
+    fn command(&self, reference: &str, token_file: Option<&Path>, extra: &[&str]) -> Command {
         let api = self.hub.url();
-        let tf = self.token_file.to_str().unwrap().to_string();
-        let mut args = vec![
-            "resolve",
-            reference,
-            "--api-addr",
-            &api,
-            "--token-file",
-            &tf,
-        ];
+        let mut args = vec!["resolve", reference, "--api-addr", &api];
+        if let Some(tf) = token_file {
+            args.extend(["--token-file", tf.to_str().unwrap()]);
+        }
         if !self.hub.tls {
             args.push("--allow-insecure-http");
         }
         args.extend_from_slice(extra);
-        no_secret(output(fh_lite(&args)))
+        fh_lite(&args)
+    }
+
+    /// `fh-lite resolve REF` with this hub and token, plus `extra` args.
+    fn run(&self, reference: &str, extra: &[&str]) -> Run {
+        no_secret(output(self.command(
+            reference,
+            Some(&self.token_file),
+            extra,
+        )))
     }
 
     fn output_url(&self, req: &str) -> String {
@@ -200,16 +207,7 @@ and that the release was published with 'include-output-paths: true' (flakehub-p
 fn unknown_token_is_unauthorized() {
     let s = Setup::plain("{}");
     let other = write_token(s.tmp.path(), "other", "not-a-known-token", 0o600);
-    let api = s.hub.url();
-    let r = no_secret(output(fh_lite(&[
-        "resolve",
-        &reference("0.1"),
-        "--api-addr",
-        &api,
-        "--token-file",
-        other.to_str().unwrap(),
-        "--allow-insecure-http",
-    ])));
+    let r = no_secret(output(s.command(&reference("0.1"), Some(&other), &[])));
     assert_eq!(r.code, 10, "{r:?}");
     assert!(!r.stderr.contains("not-a-known-token"), "{r:?}");
     assert_eq!(
@@ -251,30 +249,17 @@ read (chmod 600) and pass --token-file FILE (systemd: LoadCredential=flakehub-to
 #[test]
 fn token_from_credentials_directory_and_xdg_config() {
     let s = Setup::plain("{}");
-    let api = s.hub.url();
     // systemd LoadCredential=
     let creds = s.tmp.path().join("creds");
     write_token(&creds, "flakehub-token", TOKEN, 0o600);
-    let mut cmd = fh_lite(&[
-        "resolve",
-        &reference("0.1"),
-        "--api-addr",
-        &api,
-        "--allow-insecure-http",
-    ]);
+    let mut cmd = s.command(&reference("0.1"), None, &[]);
     cmd.env("CREDENTIALS_DIRECTORY", &creds);
     let r = no_secret(output(cmd));
     assert_eq!(r.code, 0, "{r:?}");
     // $XDG_CONFIG_HOME/flakehub/auth, the last place tried.
     let xdg = s.tmp.path().join("xdg");
     write_token(&xdg, "flakehub/auth", TOKEN, 0o600);
-    let mut cmd = fh_lite(&[
-        "resolve",
-        &reference("0.1"),
-        "--api-addr",
-        &api,
-        "--allow-insecure-http",
-    ]);
+    let mut cmd = s.command(&reference("0.1"), None, &[]);
     cmd.env("XDG_CONFIG_HOME", &xdg);
     let r = no_secret(output(cmd));
     assert_eq!(r.code, 0, "{r:?}");
@@ -285,16 +270,7 @@ fn token_from_credentials_directory_and_xdg_config() {
 fn empty_token_file_is_named() {
     let s = Setup::plain("{}");
     let empty = write_token(s.tmp.path(), "empty", "  ", 0o600);
-    let api = s.hub.url();
-    let r = output(fh_lite(&[
-        "resolve",
-        &reference("0.1"),
-        "--api-addr",
-        &api,
-        "--token-file",
-        empty.to_str().unwrap(),
-        "--allow-insecure-http",
-    ]));
+    let r = output(s.command(&reference("0.1"), Some(&empty), &[]));
     assert_eq!(r.code, 10, "{r:?}");
     assert_eq!(
         r.stderr,
@@ -311,16 +287,7 @@ in again with 'determinate-nixd login token'\n",
 fn world_readable_token_file_warns() {
     let s = Setup::plain("{}");
     let loose = write_token(s.tmp.path(), "loose", TOKEN, 0o644);
-    let api = s.hub.url();
-    let r = no_secret(output(fh_lite(&[
-        "resolve",
-        &reference("0.1"),
-        "--api-addr",
-        &api,
-        "--token-file",
-        loose.to_str().unwrap(),
-        "--allow-insecure-http",
-    ])));
+    let r = no_secret(output(s.command(&reference("0.1"), Some(&loose), &[])));
     assert_eq!(r.code, 0, "{r:?}");
     let p = loose.display();
     assert_eq!(
@@ -484,15 +451,7 @@ fn https_needs_the_ca_file() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout, format!("{}\n", sp('4', "0.1.180")));
     // SSL_CERT_FILE works the same way.
-    let api = s.hub.url();
-    let mut cmd = fh_lite(&[
-        "resolve",
-        &reference("=0.1.175"),
-        "--api-addr",
-        &api,
-        "--token-file",
-        s.token_file.to_str().unwrap(),
-    ]);
+    let mut cmd = s.command(&reference("=0.1.175"), Some(&s.token_file), &[]);
     cmd.env("SSL_CERT_FILE", &ca);
     let r = no_secret(output(cmd));
     assert_eq!(r.code, 0, "{r:?}");
@@ -654,18 +613,12 @@ fn https_proxy_from_the_environment_is_used() {
     );
     let proxy = crate::fakehub::Proxy::start();
     let ca = s.hub.ca_file();
-    let api = s.hub.url();
     let run = |no_proxy: Option<&str>| {
-        let mut cmd = fh_lite(&[
-            "resolve",
+        let mut cmd = s.command(
             &reference("=0.1.175"),
-            "--api-addr",
-            &api,
-            "--token-file",
-            s.token_file.to_str().unwrap(),
-            "--ca-file",
-            ca.to_str().unwrap(),
-        ]);
+            Some(&s.token_file),
+            &["--ca-file", ca.to_str().unwrap()],
+        );
         cmd.env("HTTPS_PROXY", proxy.url());
         if let Some(n) = no_proxy {
             cmd.env("NO_PROXY", n);
