@@ -454,3 +454,50 @@ fn a_cache_that_refuses_every_token_fails_clearly() {
     assert_eq!(resolves, 9, "the first resolve and 8 renewals");
     assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
 }
+
+/// `--json`: stdout is one JSON object per line (plan, a start and a done
+/// per path, done), for tools that watch a deploy; stderr has no progress.
+#[test]
+fn json_events_describe_the_transfer() {
+    use miniserde::json::{self, Value};
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let r = d.apply("=0.1.175", &["boot", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let closure = &f.get("system-v1").closure;
+    let mut events: Vec<(String, Option<String>)> = Vec::new();
+    for line in r.stdout.lines() {
+        let v: Value = json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        let Value::Object(o) = v else {
+            panic!("not an object: {line}")
+        };
+        let text = |k: &str| match o.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        events.push((text("event").expect("an event field"), text("path")));
+    }
+    assert_eq!(
+        events.first().map(|e| e.0.as_str()),
+        Some("plan"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("done"),
+        "{events:?}"
+    );
+    for p in closure {
+        for kind in ["path-start", "path-done"] {
+            let n = events
+                .iter()
+                .filter(|(k, path)| k == kind && path.as_deref() == Some(p.as_str()))
+                .count();
+            assert_eq!(n, 1, "{kind} for {p}: {events:?}");
+        }
+    }
+    assert!(
+        !r.stderr.contains("fetched"),
+        "progress lines on stderr: {r:?}"
+    );
+}
