@@ -501,3 +501,56 @@ fn json_events_describe_the_transfer() {
         "progress lines on stderr: {r:?}"
     );
 }
+
+/// A tmpfs mounted for the length of a test (root only), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A store on a filesystem too small for the closure: refused before any
+/// NAR is downloaded, with the sizes and what to do; nothing is written.
+#[test]
+fn too_little_disk_space_is_refused_up_front() {
+    let d = Deploy::new("zstd", &[("0.1.175", "system-full")], "{}");
+    let Some(_fs) = Tmpfs::mount(&d.root, "8m") else {
+        return;
+    };
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 22, "{r:?}");
+    let store = d.root.join("nix/store");
+    assert!(
+        r.stderr.contains(&format!(
+            "not enough space for the store at {}: need ",
+            store.display()
+        )) && r
+            .stderr
+            .contains("free some space or use a bigger filesystem"),
+        "{r:?}"
+    );
+    assert!(
+        d.hub.requests_to("/nar/").is_empty(),
+        "no NAR may be fetched"
+    );
+    assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
+    assert!(!d.root.join("nix-path-registration").exists());
+}
