@@ -445,16 +445,20 @@ mod tests {
             ]);
         }
         let nix_auto = store_root.join("nix/var/nix/gcroots/auto");
-        let nix_roots: Vec<(String, String)> = std::fs::read_dir(&nix_auto)
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    read(&e.path()),
-                )
-            })
-            .collect();
+        // gcroots/auto as (name, target) pairs.
+        let roots = |dir: &Path| -> Vec<(String, String)> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        read(&e.path()),
+                    )
+                })
+                .collect()
+        };
+        let nix_roots = roots(&nix_auto);
         let nix_links = (read(&nix_prof), read(&nix_dir.join("system-1-link")));
         assert!(std::fs::symlink_metadata(nix_dir.join("system-2-link")).is_err());
 
@@ -467,16 +471,7 @@ mod tests {
             let g = p.create_generation(path).unwrap();
             p.switch_to(g.number).unwrap();
         }
-        let ours_roots: Vec<(String, String)> = std::fs::read_dir(&nix_auto)
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    read(&e.path()),
-                )
-            })
-            .collect();
+        let ours_roots = roots(&nix_auto);
         assert_eq!(
             (read(&nix_prof), read(&nix_dir.join("system-1-link"))),
             nix_links
