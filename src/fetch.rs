@@ -766,18 +766,11 @@ pub(crate) mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
-    /// A temporary directory, removed (read-only trees too) on drop.
-    pub use crate::store::testutil::TempDir;
+    use crate::testutil::nar::{dir, nar, Node};
+    use crate::testutil::{sp, TempDir};
 
     fn fs_create(p: &Path) {
         std::fs::create_dir_all(p).unwrap();
-    }
-
-    use crate::nix::nar::testutil::{dir, nar, Node};
-
-    pub fn sp(hash_digit: char, name: &str) -> StorePath {
-        let h: String = std::iter::repeat_n(hash_digit, 32).collect();
-        StorePath::from_base_name(&format!("{h}-{name}")).unwrap()
     }
 
     pub fn compress(c: &str, data: &[u8]) -> Vec<u8> {

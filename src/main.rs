@@ -25,6 +25,8 @@ mod plan;
 mod progress;
 mod state;
 mod store;
+#[cfg(test)]
+mod testutil;
 
 use std::io::Write;
 use std::process::ExitCode;

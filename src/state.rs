@@ -543,7 +543,7 @@ fn now_secs() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activate::testutil::{common, TempDir};
+    use crate::testutil::{common, TempDir};
 
     const P: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a";
 
@@ -551,10 +551,8 @@ mod tests {
     fn failed_path_is_skipped_until_retry_or_success() {
         let t = TempDir::new("state-failed");
         let c = common(t.path());
-        let mut opts = crate::activate::testutil::opts(
-            crate::cli::ApplyKind::Nixos,
-            crate::cli::Action::Switch,
-        );
+        let mut opts =
+            crate::testutil::opts(crate::cli::ApplyKind::Nixos, crate::cli::Action::Switch);
         let a = Attempt::start("org/proj/=0.1.2#x", P);
         record_attempt(&c, &a).unwrap();
         assert_eq!(load(&c).unwrap().last_attempt.unwrap().result, "running");

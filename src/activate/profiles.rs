@@ -284,7 +284,7 @@ fn replace_symlink(target: &Path, path: &Path) -> Result<(), ActivateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activate::testutil::TempDir;
+    use crate::testutil::{NixEnv, TempDir};
 
     #[test]
     fn gcroot_names_match_nix() {
@@ -411,21 +411,23 @@ mod tests {
     #[test]
     fn same_links_as_nix_env_set() {
         let t = TempDir::new("profiles-nixenv");
-        let Some(env) = crate::activate::testutil::NixEnv::new(t.path()) else {
-            eprintln!("notice: nix-env not found; skipping the comparison with Nix");
+        let Some(env) = NixEnv::new("profiles-nixenv") else {
             return;
         };
         let store_root = t.path().join("nixroot");
         let src = t.path().join("src");
         std::fs::create_dir_all(src.join("bin")).unwrap();
         std::fs::write(src.join("bin/hello"), "hi\n").unwrap();
-        let path = env.run(&[
+        let path = env.run(
             "nix-store",
-            "--store",
-            store_root.to_str().unwrap(),
-            "--add",
-            src.to_str().unwrap(),
-        ]);
+            &[
+                "--store",
+                store_root.to_str().unwrap(),
+                "--add",
+                src.to_str().unwrap(),
+            ],
+            None,
+        );
         let path = path.trim();
         assert!(path.starts_with("/nix/store/"), "{path}");
 
@@ -434,15 +436,18 @@ mod tests {
         std::fs::create_dir_all(&nix_dir).unwrap();
         let nix_prof = nix_dir.join("system");
         for _ in 0..2 {
-            env.run(&[
+            env.run(
                 "nix-env",
-                "--store",
-                store_root.to_str().unwrap(),
-                "-p",
-                nix_prof.to_str().unwrap(),
-                "--set",
-                path,
-            ]);
+                &[
+                    "--store",
+                    store_root.to_str().unwrap(),
+                    "-p",
+                    nix_prof.to_str().unwrap(),
+                    "--set",
+                    path,
+                ],
+                None,
+            );
         }
         let nix_auto = store_root.join("nix/var/nix/gcroots/auto");
         // gcroots/auto as (name, target) pairs.

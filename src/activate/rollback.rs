@@ -392,8 +392,8 @@ pub fn cmd_rollback(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
     use crate::cli::ApplyKind;
+    use crate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
 
     const STC: &str = "bin/switch-to-configuration";
 

@@ -366,86 +366,10 @@ pub fn parse<R: Read, S: NarSink>(r: &mut R, sink: &mut S) -> Result<(), NarErro
     p.node(&mut path, 0)
 }
 
-/// A small NAR writer for the tests of this crate (§4.1 grammar).
-#[cfg(test)]
-pub(crate) mod testutil {
-    /// Appends the little-endian `u64` `n`.
-    pub(crate) fn int(out: &mut Vec<u8>, n: u64) {
-        out.extend_from_slice(&n.to_le_bytes());
-    }
-
-    /// Appends `str(s)`: length, bytes, zero padding to 8.
-    pub(crate) fn string(out: &mut Vec<u8>, s: &[u8]) {
-        int(out, s.len() as u64);
-        out.extend_from_slice(s);
-        out.resize(out.len() + (8 - s.len() % 8) % 8, 0);
-    }
-
-    /// A NAR node, serialised by [`nar`]: a file (executable?, contents),
-    /// a symlink (target) or a directory (entries in the given order).
-    pub(crate) enum Node {
-        File(bool, Vec<u8>),
-        Link(Vec<u8>),
-        Dir(Vec<(Vec<u8>, Node)>),
-    }
-
-    /// A regular, non-executable file.
-    pub(crate) fn file(data: &[u8]) -> Node {
-        Node::File(false, data.to_vec())
-    }
-
-    /// A directory with these entries, in this order.
-    pub(crate) fn dir(entries: Vec<(&[u8], Node)>) -> Node {
-        Node::Dir(entries.into_iter().map(|(n, e)| (n.to_vec(), e)).collect())
-    }
-
-    fn write_node(out: &mut Vec<u8>, n: &Node) {
-        string(out, b"(");
-        string(out, b"type");
-        match n {
-            Node::File(x, data) => {
-                string(out, b"regular");
-                if *x {
-                    string(out, b"executable");
-                    string(out, b"");
-                }
-                string(out, b"contents");
-                string(out, data);
-            }
-            Node::Link(t) => {
-                string(out, b"symlink");
-                string(out, b"target");
-                string(out, t);
-            }
-            Node::Dir(es) => {
-                string(out, b"directory");
-                for (name, e) in es {
-                    string(out, b"entry");
-                    string(out, b"(");
-                    string(out, b"name");
-                    string(out, name);
-                    string(out, b"node");
-                    write_node(out, e);
-                    string(out, b")");
-                }
-            }
-        }
-        string(out, b")");
-    }
-
-    /// The whole archive of `n`.
-    pub(crate) fn nar(n: &Node) -> Vec<u8> {
-        let mut out = Vec::new();
-        string(&mut out, b"nix-archive-1");
-        write_node(&mut out, n);
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testutil::*;
     use super::*;
+    use crate::testutil::nar::*;
     use std::cell::Cell;
     use std::rc::Rc;
 

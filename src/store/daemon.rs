@@ -749,7 +749,7 @@ pub fn probe(socket: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil::{Closure, Daemon, NixEnv, Slow, TempDir};
+    use crate::testutil::{Closure, Daemon, NixEnv, Slow, TempDir};
     use std::cell::RefCell;
     use std::os::unix::net::UnixListener;
 

@@ -326,7 +326,7 @@ impl Store for ImageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::tests::{sp, TempDir};
+    use crate::testutil::{sp, TempDir};
 
     const A: &str = "/nix/store/11111111111111111111111111111111-a";
     const B: &str = "/nix/store/22222222222222222222222222222222-b";

@@ -337,7 +337,7 @@ impl Drop for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil::NixEnv;
+    use crate::testutil::NixEnv;
     use std::os::unix::fs::MetadataExt;
 
     fn entries(dir: &Path) -> BTreeSet<String> {

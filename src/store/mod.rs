@@ -14,8 +14,6 @@ pub mod local;
 pub mod nix_copy;
 mod program;
 pub mod select;
-#[cfg(test)]
-pub(crate) mod testutil;
 pub mod unpack;
 
 use std::collections::BTreeSet;

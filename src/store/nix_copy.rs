@@ -264,7 +264,7 @@ mod unit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil::{NixEnv, TempDir};
+    use crate::testutil::{NixEnv, TempDir};
     use std::io::{self, BufRead, BufReader};
     use std::net::TcpListener;
     use std::sync::atomic::AtomicUsize;

@@ -113,7 +113,7 @@ pub fn select(
 mod tests {
     use super::*;
     use crate::cli::Command;
-    use crate::store::testutil::{Daemon, NixEnv, TempDir};
+    use crate::testutil::{Daemon, NixEnv, TempDir};
 
     fn open(args: &str) -> Result<Box<dyn Store>, Error> {
         let cli = crate::cli::parse_raw(args.split_whitespace())

@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn unpack_sink_writes_canonical_nodes() {
-        let dir = crate::store::testutil::TempDir::new("unpack");
+        let dir = crate::testutil::TempDir::new("unpack");
         let root = dir.path().join("out");
         let mut s = sink(&root);
         s.directory(b"").unwrap();
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn unpack_sink_rejects_unsafe_names_and_short_files() {
-        let dir = crate::store::testutil::TempDir::new("unpack-bad");
+        let dir = crate::testutil::TempDir::new("unpack-bad");
         let root = dir.path().join("out");
         let mut s = sink(&root);
         s.directory(b"").unwrap();

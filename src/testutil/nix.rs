@@ -1,47 +1,28 @@
-//! Test helpers for the store backends: temporary directories, a private
-//! Nix 2.8 environment (toolchain.md §5: HOME, XDG_*, NIX_CONF_DIR,
-//! NIX_CONFIG; the host's /nix is never used), a source chroot store with
-//! a signed two-path closure, and a real `nix-daemon` on a private socket.
+//! Real Nix 2.8 for the unit tests: a private environment (toolchain.md
+//! §5: HOME, XDG_*, NIX_CONF_DIR, NIX_CONFIG; the host's /nix is never
+//! used) with its own signing key, a source chroot store with a signed
+//! two-path closure, and a real `nix-daemon` on a private socket.
 //! Everything is removed or killed on drop.
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{have, require, skipped, TempDir};
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::{Compression, NarInfo};
 use crate::nix::signature::Signature;
 use crate::nix::store_path::StorePath;
 
-static SEQ: AtomicU64 = AtomicU64::new(0);
+/// Why unit tests that drive real Nix are skipped under qemu-user; the
+/// skip log groups by this text (scripts/test prints it in its summary).
+pub const QEMU_SKIP: &str =
+    "unit tests under qemu that drive real Nix; covered by the black-box suite";
 
-/// A directory under /tmp, removed (read-only store trees included) on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("fh-lite-{tag}-{}-{n}", std::process::id()));
-        let _ = super::unpack::remove_tree(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = super::unpack::remove_tree(&self.0);
-    }
-}
-
-/// A private Nix environment, or None (with a notice) when Nix is missing.
+/// A private Nix environment with its own signing key (`sk`, `pk`), or
+/// None when the test is skipped (no Nix, not root, under qemu-user).
 pub struct NixEnv {
     pub dir: TempDir,
     pub env: Vec<(OsString, OsString)>,
@@ -49,34 +30,31 @@ pub struct NixEnv {
     pub pk: String,
 }
 
-/// Is `prog` on PATH? Looked up, not run: `nix-store --version` opens
-/// the default store and so would create the host's /nix.
-fn have(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-}
-
 impl NixEnv {
     pub fn new(test: &str) -> Option<NixEnv> {
-        // scripts/test sets this for the unit tests it runs under qemu-user:
+        // scripts/env sets this for the unit tests it runs under qemu-user:
         // there a child forked by a multithreaded emulated process can hang
-        // in qemu's own locks. The black-box suite drives real Nix with the
+        // in qemu's own locks. A deliberate skip, also with
+        // FH_LITE_REQUIRE_ALL: the black-box suite drives real Nix with the
         // emulated binary instead.
         if std::env::var_os("FH_LITE_UNIT_UNDER_QEMU").is_some() {
-            eprintln!("SKIPPED {test}: drives real Nix processes; not run under qemu-user (the black-box suite covers it)");
+            skipped(QEMU_SKIP);
             return None;
         }
-        for p in ["nix", "nix-store", "nix-daemon", "nix-instantiate"] {
-            if !have(p) {
-                eprintln!("SKIPPED {test}: {p} is not installed (apt-get install nix-bin)");
+        for p in [
+            "nix",
+            "nix-store",
+            "nix-daemon",
+            "nix-instantiate",
+            "nix-env",
+        ] {
+            if !require(&format!("{p} on PATH (apt-get install nix-bin)"), have(p)) {
                 return None;
             }
         }
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "{test}: these tests run as root (CI does)"
-        );
+        if !require("root (for chroot stores)", super::is_root()) {
+            return None;
+        }
         let dir = TempDir::new(test);
         let d = dir.path().to_path_buf();
         for sub in ["home", "cache", "config", "data", "etc"] {
@@ -154,6 +132,7 @@ impl NixEnv {
         stdin: Option<&[u8]>,
     ) -> std::process::Output {
         use std::io::Write;
+        let had_nix = Path::new("/nix").exists();
         let mut c = self.cmd(prog);
         c.args(args)
             .stdin(Stdio::piped())
@@ -165,7 +144,12 @@ impl NixEnv {
             w.write_all(data).unwrap();
         }
         drop(w);
-        child.wait_with_output().unwrap()
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            had_nix || !Path::new("/nix").exists(),
+            "{prog} {args:?} created the host's /nix"
+        );
+        out
     }
 
     /// A chroot store with a signed closure: `top.txt` → `dep` (a
@@ -480,7 +464,7 @@ impl Daemon {
         let start = Instant::now();
         // Ready = a full handshake works: its worker has also created the
         // store's database, so later connections do not race on that.
-        while super::daemon::probe(&d.socket).is_err() {
+        while crate::store::daemon::probe(&d.socket).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "nix-daemon did not start"
@@ -521,25 +505,5 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A reader that yields `chunk` bytes at a time, sleeping before each.
-pub struct Slow<'a> {
-    pub data: &'a [u8],
-    pub chunk: usize,
-    pub pause: Duration,
-}
-
-impl Read for Slow<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.data.is_empty() {
-            return Ok(0);
-        }
-        std::thread::sleep(self.pause);
-        let n = buf.len().min(self.chunk).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
     }
 }

@@ -1,0 +1,115 @@
+//! The unit tests' support, in one place: temporary directories, what a
+//! test needs from the host and how it is skipped without it ([`host`],
+//! shared with the black-box suite), fake roots with fake systems and the
+//! options to activate them, a NAR writer ([`nar`]), and real Nix 2.8 in a
+//! private environment with a signed closure and a `nix-daemon` ([`nix`]).
+
+mod host;
+pub mod nar;
+mod nix;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::nix::store_path::StorePath;
+
+pub use host::{activation_log as log, chroot_root, fake_system, have, is_root, require, skipped};
+pub use nix::{Closure, Daemon, NixEnv};
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A directory under /tmp, removed (read-only store trees included) on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("fh-lite-{tag}-{}-{n}", std::process::id()));
+        let _ = crate::store::unpack::remove_tree(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = crate::store::unpack::remove_tree(&self.0);
+    }
+}
+
+/// `/nix/store/<32 × hash_digit>-<name>`.
+pub fn sp(hash_digit: char, name: &str) -> StorePath {
+    let h: String = std::iter::repeat_n(hash_digit, 32).collect();
+    StorePath::from_base_name(&format!("{h}-{name}")).unwrap()
+}
+
+/// Common options for a system installed at `root` (quiet).
+pub fn common(root: &Path) -> crate::cli::Common {
+    crate::cli::Common {
+        api_addr: String::new(),
+        cache_addr: String::new(),
+        frontend_addr: String::new(),
+        token_file: None,
+        ca_file: None,
+        allow_insecure_http: false,
+        json: false,
+        quiet: true,
+        verbose: false,
+        root: Some(root.to_path_buf()),
+        state_dir: root.join("var/lib/fh-lite"),
+        profile: root.join("nix/var/nix/profiles/system"),
+    }
+}
+
+/// Apply options with the defaults of the command line, the image store.
+pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::cli::ApplyOpts {
+    crate::cli::ApplyOpts {
+        kind,
+        reference: crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
+        action,
+        trusted_keys: Vec::new(),
+        no_default_keys: false,
+        jobs: 1,
+        dry_run: false,
+        store: crate::cli::StoreKind::Image,
+        daemon_socket: None,
+        install_bootloader: false,
+        force: false,
+        no_rollback: false,
+        rollback_on: vec![1, 2, 4],
+        health_check: None,
+        health_timeout: Duration::from_secs(60),
+        retry_failed: false,
+    }
+}
+
+/// A reader that yields `chunk` bytes at a time, sleeping before each.
+pub struct Slow<'a> {
+    pub data: &'a [u8],
+    pub chunk: usize,
+    pub pause: Duration,
+}
+
+impl Read for Slow<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.data.is_empty() {
+            return Ok(0);
+        }
+        std::thread::sleep(self.pause);
+        let n = buf.len().min(self.chunk).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
