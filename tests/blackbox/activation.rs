@@ -1,42 +1,12 @@
 //! `status` and `rollback` against fake systems in a temporary root, the
 //! apply lock, and the NixOS module parsing with real Nix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::util::{fh_lite, output, TempDir};
+use crate::support::util::{fh_lite, output, TempDir};
+use crate::support::{chroot_root, fake_system};
 
-/// A root with busybox as /bin/sh (for chroot), or None with a notice.
-fn chroot_root(t: &TempDir) -> Option<PathBuf> {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
-    if !is_root || !Path::new("/bin/busybox").exists() {
-        eprintln!("notice: not root or no /bin/busybox; skipping a chroot-based rollback test");
-        return None;
-    }
-    let root = t.path().join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/sh")).unwrap();
-    Some(root)
-}
-
-/// `/nix/store/<hash>-<name>` with a switch-to-configuration that logs
-/// "$0 $*" to /activation.log and exits `code`.
-fn fake_system(root: &Path, hash_char: char, name: &str, code: i32) -> String {
-    let path = format!("/nix/store/{}-{name}", hash_char.to_string().repeat(32));
-    let bin = root.join(path.trim_start_matches('/')).join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = bin.join("switch-to-configuration");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho \"$0 $*\" >> /activation.log\nexit {code}\n"),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
+const STC: &str = "bin/switch-to-configuration";
 
 fn link(root: &Path, name: &str, target: &str) {
     let dir = root.join("nix/var/nix/profiles");
@@ -51,7 +21,7 @@ fn profile_target(root: &Path) -> String {
         .into_owned()
 }
 
-fn run_in(root: &Path, args: &[&str]) -> crate::util::Run {
+fn run_in(root: &Path, args: &[&str]) -> crate::support::util::Run {
     let mut all = args.to_vec();
     all.extend(["--root", root.to_str().unwrap()]);
     output(fh_lite(&all))
@@ -96,7 +66,7 @@ fn status_names_the_token_file_and_its_expiry_never_the_token() {
         b64.encode(r#"{"alg":"HS256"}"#),
         b64.encode(r#"{"exp":1893456000,"sub":"device"}"#)
     );
-    let file = crate::fakehub::write_token(t.path(), "token", &token, 0o600);
+    let file = crate::support::fakehub::write_token(t.path(), "token", &token, 0o600);
     let r = run_in(&root, &["status", "--token-file", file.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
@@ -168,9 +138,9 @@ fn status_names_a_corrupt_state_file() {
 fn rollback_switches_to_the_previous_generation_and_activates_it() {
     let t = TempDir::new("rollback");
     let Some(root) = chroot_root(&t) else { return };
-    let a = fake_system(&root, 'a', "sys-a", 0);
-    let b = fake_system(&root, 'b', "sys-b", 0);
-    let c = fake_system(&root, 'c', "sys-c", 0);
+    let a = fake_system(&root, "sys-a", STC, 0);
+    let b = fake_system(&root, "sys-b", STC, 0);
+    let c = fake_system(&root, "sys-c", STC, 0);
     link(&root, "system-1-link", &a);
     link(&root, "system-3-link", &b);
     link(&root, "system-4-link", &c);
@@ -180,7 +150,7 @@ fn rollback_switches_to_the_previous_generation_and_activates_it() {
     assert_eq!(profile_target(&root), "system-3-link");
     assert_eq!(
         std::fs::read_to_string(root.join("activation.log")).unwrap(),
-        "/nix/var/nix/profiles/system-3-link/bin/switch-to-configuration switch\n"
+        "/nix/var/nix/profiles/system-3-link/bin/switch-to-configuration switch bootloader=\n"
     );
     assert!(
         r.stderr.contains(&format!(
@@ -228,8 +198,8 @@ fn rollback_switches_to_the_previous_generation_and_activates_it() {
 fn failing_rollback_activation_says_so() {
     let t = TempDir::new("rollback-fail");
     let Some(root) = chroot_root(&t) else { return };
-    let a = fake_system(&root, 'a', "sys-a", 2);
-    let b = fake_system(&root, 'b', "sys-b", 0);
+    let a = fake_system(&root, "sys-a", STC, 2);
+    let b = fake_system(&root, "sys-b", STC, 0);
     link(&root, "system-1-link", &a);
     link(&root, "system-2-link", &b);
     link(&root, "system", "system-2-link");

@@ -12,20 +12,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::apply::{nix, nix_isolated, no_secret, ok, Deploy};
-use crate::fixtures::fixtures;
+use crate::support::fixtures::fixtures;
+use crate::support::{is_root, require};
 
 const PROFILES: &str = "nix/var/nix/profiles";
 
-/// Chrooting needs root; without it these tests only print a notice.
-fn is_root() -> bool {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
-    if !root {
-        eprintln!("notice: not root; skipping an activation end-to-end test");
-    }
-    root
+/// Chrooting needs root: a recorded skip without it (`support::require`).
+fn can_chroot() -> bool {
+    require("root (to chroot)", is_root())
 }
 
 fn path(fixture: &str) -> String {
@@ -178,7 +172,7 @@ fn nix_gcroot_name(tmp: &Path, text: &str) -> String {
 
 #[test]
 fn switch_v1_then_v2_makes_generations_like_nix_env() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let (v1, v2) = (path("system-v1"), path("system-v2"));
@@ -261,7 +255,7 @@ fn switch_v1_then_v2_makes_generations_like_nix_env() {
 
 #[test]
 fn rollback_command_goes_back_to_generation_1_and_runs_it() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let d = Deploy::new(
@@ -312,7 +306,7 @@ fn rollback_command_goes_back_to_generation_1_and_runs_it() {
 
 #[test]
 fn boot_under_root_runs_the_script_only_to_install_the_bootloader() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let d = v1_and("system-v2");
@@ -339,7 +333,7 @@ fn boot_under_root_runs_the_script_only_to_install_the_bootloader() {
 /// the options that change what it means.
 #[test]
 fn every_switch_exit_code_maps_to_an_fh_lite_exit_code() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     // (name, fixture, extra options, fh-lite exit, rolled back, stderr end)
@@ -411,7 +405,7 @@ fn every_switch_exit_code_maps_to_an_fh_lite_exit_code() {
 
 #[test]
 fn failing_health_check_rolls_back() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let v1 = path("system-v1");
@@ -478,7 +472,7 @@ fn failing_health_check_rolls_back() {
 
 #[test]
 fn a_failed_path_is_skipped_until_retry_failed() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let (v1, bad) = (path("system-v1"), path("system-exit2"));
@@ -558,7 +552,7 @@ fn a_failed_path_is_skipped_until_retry_failed() {
 
 #[test]
 fn no_op_run_makes_one_request_and_runs_nothing_until_force() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let v1 = path("system-v1");
@@ -600,7 +594,7 @@ fn no_op_run_makes_one_request_and_runs_nothing_until_force() {
 
 #[test]
 fn a_concurrent_apply_is_refused() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let d = v1_and("system-v2");
@@ -642,9 +636,9 @@ fn a_concurrent_apply_is_refused() {
     assert_eq!(d.apply("=0.1.2", &["switch", "-q"]).code, 0);
 }
 
-fn output_of(child: std::process::Child) -> crate::util::Run {
+fn output_of(child: std::process::Child) -> crate::support::util::Run {
     let out = child.wait_with_output().unwrap();
-    no_secret(crate::util::Run {
+    no_secret(crate::support::util::Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -653,7 +647,7 @@ fn output_of(child: std::process::Child) -> crate::util::Run {
 
 #[test]
 fn nix_darwin_activates_its_generation_and_rolls_back() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let (ok_path, fail_path) = (path("darwin-ok"), path("darwin-fail"));
@@ -753,7 +747,7 @@ fn home_manager_refuses_root_before_fetching_and_needs_a_nix_store() {
     let mut c = d.command("=0.1.1", &[]);
     c.env("HOME", &home)
         .env("FH_LITE_TEST_LOG", home.join("activate.log"));
-    let r = no_secret(crate::util::output(c));
+    let r = no_secret(crate::support::util::output(c));
     assert_eq!(r.code, 22, "{r:?}");
     assert!(
         r.stderr.ends_with(
@@ -774,7 +768,7 @@ fn home_manager_refuses_root_before_fetching_and_needs_a_nix_store() {
 
 #[test]
 fn test_action_runs_the_path_itself_and_rolls_back_with_test() {
-    if !is_root() {
+    if !can_chroot() {
         return;
     }
     let (v1, bad) = (path("system-v1"), path("system-exit2"));

@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::fakehub::{write_token, FakeHub, Opts};
-use crate::fixtures::{fixtures, Fixtures};
-use crate::util::{fh_lite, output, Run, TempDir};
+use crate::support::fakehub::{write_token, FakeHub, Opts};
+use crate::support::fixtures::{fixtures, Fixtures};
+use crate::support::util::{fh_lite, output, Run, TempDir};
+use crate::support::{is_root, require};
 
 pub const TOKEN: &str = "fhdev_apply-S3CRET-never-print-91b2";
 const ATTR: &str = "nixosConfigurations.pi";
@@ -507,14 +508,16 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !require("root (to mount a tmpfs)", is_root()) {
+            return None;
+        }
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        if !ok {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        if !require("a tmpfs mount (mount -t tmpfs failed)", ok) {
             return None;
         }
         Some(Tmpfs(dir.to_path_buf()))

@@ -1,4 +1,4 @@
-use crate::util::run;
+use crate::support::util::run;
 
 #[test]
 fn help_lists_commands_options_environment_and_exit_status() {

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::apply::{no_secret, Deploy};
-use crate::fixtures::{fixtures, Fixtures, TRUSTED_KEY_NAME};
-use crate::nixd::{nix_cmd, nix_env, NixDaemon};
-use crate::util::{output, Run};
+use crate::support::fixtures::{fixtures, Fixtures, TRUSTED_KEY_NAME};
+use crate::support::nixd::{nix_cmd, nix_env, NixDaemon};
+use crate::support::util::{output, Run};
 
 /// NARs sent in 32 KiB pieces 40 ms apart (busybox: about 2.5 s).
 const SLOW_NARS: &str = r#"{"slow": [{"prefix": "/nar/", "chunk": 32768, "delay_ms": 40}]}"#;

@@ -4,12 +4,15 @@
 //! built) and `FH_LITE_RUNNER` an optional wrapper such as
 //! `qemu-aarch64-static`, so the same suite runs natively and under
 //! qemu-user for every ARM target (scripts/test does all three).
+//!
+//! A test that needs root, busybox or a tmpfs and cannot have it calls
+//! `support::require`: it fails under `FH_LITE_REQUIRE_ALL=1` (scripts/test),
+//! otherwise it is skipped and logged to `FH_LITE_SKIP_LOG`.
 
-mod fakehub;
-mod util;
-
-/// Fixture closures and signed caches built by real Nix (tests/fixtures).
-mod fixtures;
+/// Helpers: the FlakeHub stand-in, fixtures, nix-daemon, running the
+/// binary, what a test needs from the host and how it is skipped (and,
+/// in `support::fixtures`, the two tests that check the fixtures).
+mod support;
 
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
@@ -30,9 +33,6 @@ mod apply;
 /// activation through apply: generations, exit codes, rollback, health
 /// checks, failed paths, the no-op run, the lock, nix-darwin, Home Manager.
 mod activation_e2e;
-
-/// A real nix-daemon and an isolated Nix environment for the live stores.
-mod nixd;
 
 /// apply into live stores judged by real Nix: daemon, local, nix copy,
 /// GC during a transfer, daemon faults.

@@ -1,7 +1,7 @@
 //! What ships beside the binary: flake.nix parses, README's exit-code table
 //! is the one `--help` prints.
 
-use crate::util::{run, TempDir};
+use crate::support::util::{run, TempDir};
 use std::path::Path;
 use std::process::Command;
 

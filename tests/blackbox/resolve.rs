@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::fakehub::{write_token, FakeHub, Opts};
-use crate::util::{fh_lite, output, Run, TempDir};
+use crate::support::fakehub::{write_token, FakeHub, Opts};
+use crate::support::util::{fh_lite, output, Run, TempDir};
 
 /// The device token: created for org/demo, requirement `0.1`,
 /// `nixosConfigurations.pi`. It must never appear in any output.
@@ -611,7 +611,7 @@ fn https_proxy_from_the_environment_is_used() {
             second: false,
         },
     );
-    let proxy = crate::fakehub::Proxy::start();
+    let proxy = crate::support::fakehub::Proxy::start();
     let ca = s.hub.ca_file();
     let run = |no_proxy: Option<&str>| {
         let mut cmd = s.command(

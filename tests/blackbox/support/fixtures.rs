@@ -421,7 +421,7 @@ fn fixtures_are_complete() {
 #[test]
 fn system_fixture_records_its_call_in_a_chroot() {
     let f = fixtures();
-    let root = crate::util::TempDir::new("fixture-chroot");
+    let root = crate::support::util::TempDir::new("fixture-chroot");
     for (name, code) in [("system-v1", 0), ("system-exit100", 100)] {
         let fx = f.get(name);
         fs::create_dir_all(root.path().join("nix/store")).expect("mkdir");

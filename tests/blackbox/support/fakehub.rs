@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::TempDir;
+use crate::support::util::TempDir;
 
 /// How to start the stand-in.
 #[derive(Clone, Copy, Default)]

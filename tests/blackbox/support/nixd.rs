@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::fixtures::fixtures;
+use crate::support::fixtures::fixtures;
 
 /// The environment for Nix programs (and for fh-lite, whose `nix` and
 /// `nix-store` children inherit it), everything under `dir/nix-env`.

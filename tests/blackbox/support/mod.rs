@@ -1,0 +1,22 @@
+//! The black-box tests' helpers; the test modules are listed in main.rs.
+
+/// The FlakeHub stand-in (tests/fakehub) and token files.
+pub mod fakehub;
+
+/// Fixture closures and signed caches built by real Nix (tests/fixtures).
+pub mod fixtures;
+
+/// A real nix-daemon and an isolated Nix environment for the live stores.
+pub mod nixd;
+
+/// Run the binary under test; temporary directories.
+pub mod util;
+
+/// What a test needs from the host (root, busybox) and the one way it is
+/// skipped without it (`FH_LITE_REQUIRE_ALL`, `FH_LITE_SKIP_LOG`); fake
+/// systems. The same file as the unit tests' `testutil::host`.
+#[path = "../../../src/testutil/host.rs"]
+#[allow(dead_code)]
+pub mod host;
+
+pub use host::{chroot_root, fake_system, is_root, require};
