@@ -30,9 +30,10 @@ pub fn require(what: &str, ok: bool) -> bool {
 pub fn skipped(reason: &str) {
     // libtest runs each test on a thread named after it.
     let thread = std::thread::current();
+    // A name without spaces: scripts/test cuts the reason after "<name>: ".
     let test = match thread.name() {
         Some(name) if name != "main" => name,
-        _ => "(unnamed test)",
+        _ => "(unnamed-test)",
     };
     eprintln!("SKIPPED {test}: {reason}");
     if let Some(log) = std::env::var_os("FH_LITE_SKIP_LOG").filter(|s| !s.is_empty()) {
@@ -66,9 +67,9 @@ pub fn have(prog: &str) -> bool {
 /// (a recorded skip, see [`require`]) without root or /bin/busybox.
 pub fn chroot_root(dir: &impl AsRef<Path>) -> Option<PathBuf> {
     let busybox = Path::new("/bin/busybox");
-    if !require("root (to chroot)", is_root())
+    if !require("root to chroot", is_root())
         || !require(
-            "/bin/busybox (apt-get install busybox-static)",
+            "/bin/busybox; apt-get install busybox-static",
             busybox.exists(),
         )
     {

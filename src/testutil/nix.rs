@@ -48,11 +48,11 @@ impl NixEnv {
             "nix-instantiate",
             "nix-env",
         ] {
-            if !require(&format!("{p} on PATH (apt-get install nix-bin)"), have(p)) {
+            if !require(&format!("{p} on PATH; apt-get install nix-bin"), have(p)) {
                 return None;
             }
         }
-        if !require("root (for chroot stores)", super::is_root()) {
+        if !require("root for chroot stores", super::is_root()) {
             return None;
         }
         let dir = TempDir::new(test);

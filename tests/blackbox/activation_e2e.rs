@@ -19,7 +19,7 @@ const PROFILES: &str = "nix/var/nix/profiles";
 
 /// Chrooting needs root: a recorded skip without it (`support::require`).
 fn can_chroot() -> bool {
-    require("root (to chroot)", is_root())
+    require("root to chroot", is_root())
 }
 
 fn path(fixture: &str) -> String {

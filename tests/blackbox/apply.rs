@@ -508,7 +508,7 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        if !require("root (to mount a tmpfs)", is_root()) {
+        if !require("root to mount a tmpfs", is_root()) {
             return None;
         }
         let ok = Command::new("mount")
@@ -517,7 +517,7 @@ impl Tmpfs {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        if !require("a tmpfs mount (mount -t tmpfs failed)", ok) {
+        if !require("a tmpfs mount; mount -t tmpfs failed", ok) {
             return None;
         }
         Some(Tmpfs(dir.to_path_buf()))
