@@ -12,6 +12,9 @@
 //! collector deletes every other name in the store directory on sight, but
 //! leaves a store-path-shaped one alone while it is a temp root (the local
 //! backend registers it as one before unpacking, via [`unpack_verified_as`]).
+//! A run that is killed leaves its temporary tree behind; the next run that
+//! writes the store removes it ([`remove_debris`]: only trees whose pid is
+//! no longer alive).
 //!
 //! The tree ends in Nix's canonical state (§4.3): directories 0555, files
 //! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything,
