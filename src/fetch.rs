@@ -52,6 +52,25 @@ pub trait CacheClient: Sync {
     fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError>;
     /// Streaming `GET` of an absolute NAR URL (see [`nar_url`]).
     fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError>;
+    /// [`CacheClient::get_nar`] from byte `offset` on (`Range:
+    /// bytes=<offset>-`, the same credentials), to resume a body that broke
+    /// off (resume.rs). The default answers like a server that ignores
+    /// Range (status 200, no request made): the path starts over.
+    fn get_nar_from(
+        &self,
+        _url: &str,
+        _offset: u64,
+    ) -> Result<crate::http::RangeAnswer, FetchError> {
+        Ok(crate::http::RangeAnswer {
+            status: 200,
+            content_range: None,
+            body: Box::new(io::empty()),
+        })
+    }
+    /// One line on stderr about the transfer (resume.rs).
+    fn note(&self, line: &str) {
+        eprintln!("fh-lite: {line}");
+    }
 }
 
 /// The binary cache over HTTP (http.rs): the closure token goes as Basic
@@ -92,6 +111,16 @@ impl CacheClient for HttpCache<'_> {
             .get_stream(url, crate::http::Auth::Basic(self.token))
             .map_err(status_error)?;
         Ok(s)
+    }
+
+    fn get_nar_from(&self, url: &str, offset: u64) -> Result<crate::http::RangeAnswer, FetchError> {
+        self.client
+            .get_stream_from(url, crate::http::Auth::Basic(self.token), offset)
+            .map_err(status_error)
+    }
+
+    fn note(&self, line: &str) {
+        self.client.note(line);
     }
 }
 
@@ -344,7 +373,7 @@ fn record(slot: &FaultSlot, fault: Fault) -> io::Error {
 /// The HTTP body, cut at FileSize (when the narinfo gives it), with
 /// truncation detected and progress counted.
 struct BodyLimit<'a> {
-    inner: Box<dyn Read + Send>,
+    inner: Box<dyn Read + Send + 'a>,
     file_size: Option<u64>,
     count: u64,
     slot: FaultSlot,
@@ -475,10 +504,38 @@ pub fn fetch_one(
             .add_path(info, &mut io::empty())
             .map_err(|source| FetchError::Store { url, source });
     }
+    // A body that breaks off is resumed with a Range request; when that
+    // cannot be done the path starts over here, a bounded number of times
+    // (resume.rs).
+    let budget = crate::resume::Budget::new();
+    loop {
+        match fetch_body(client, store, info, progress, &url, &budget) {
+            Err(_) if budget.take_restart() => continue,
+            r => return r,
+        }
+    }
+}
+
+/// One download of `info`'s NAR into the store: the adapter stack.
+fn fetch_body(
+    client: &dyn CacheClient,
+    store: &dyn Store,
+    info: &NarInfo,
+    progress: &Progress,
+    url: &str,
+    budget: &crate::resume::Budget,
+) -> Result<(), FetchError> {
+    let url = url.to_string();
+    let path = &info.store_path;
     let body = client.get_nar(&url)?;
+    let nar = url.clone();
+    let reopen: crate::resume::Reopen =
+        Box::new(move |offset| client.get_nar_from(&nar, offset).map_err(|e| e.to_string()));
+    let log = |line: &str| client.note(line);
+    let body = crate::resume::Resuming::new(&url, body, info.file_size, reopen, budget, &log);
     let slot: FaultSlot = Arc::new(Mutex::new(None));
     let limited = BodyLimit {
-        inner: body,
+        inner: Box::new(body),
         file_size: info.file_size,
         count: 0,
         slot: slot.clone(),

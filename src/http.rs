@@ -312,6 +312,14 @@ impl From<HttpError> for crate::error::Error {
     }
 }
 
+/// The answer to a GET with a `Range` header ([`Client::get_stream_from`]).
+pub struct RangeAnswer {
+    /// 206 (partial), or 200 when the server ignored the range.
+    pub status: u16,
+    pub content_range: Option<String>,
+    pub body: Box<dyn Read + Send>,
+}
+
 /// The one HTTP client (see the module doc).
 pub struct Client {
     agent: ureq::Agent,
@@ -423,6 +431,42 @@ impl Client {
         })
     }
 
+    /// GET a body to stream from byte `offset` on (`Range: bytes=<offset>-`),
+    /// like [`Client::get_stream`], keeping the status and `Content-Range`:
+    /// a server may answer `206` or ignore the range (`200`); the caller
+    /// (resume.rs) decides.
+    pub fn get_stream_from(
+        &self,
+        url: &str,
+        auth: Auth<'_>,
+        offset: u64,
+    ) -> Result<RangeAnswer, HttpError> {
+        self.with_retries(url, |attempts| {
+            let (final_url, resp) = self.send_with(url, auth, None, Some(offset))?;
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                return Err(status_error(final_url, resp, attempts));
+            }
+            let content_range = resp
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            Ok(RangeAnswer {
+                status,
+                content_range,
+                body: Box::new(resp.into_body().into_reader()),
+            })
+        })
+    }
+
+    /// Print one line on stderr, `fh-lite: <line>` (not with `--quiet`).
+    pub fn note(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("fh-lite: {line}");
+        }
+    }
+
     /// Run `attempt` until it succeeds, fails for good, or the retry
     /// policy is spent. `attempt` gets the 1-based attempt number.
     fn with_retries<T>(
@@ -471,6 +515,17 @@ impl Client {
         auth: Auth<'_>,
         accept: Option<&str>,
     ) -> Result<(String, ureq::http::Response<ureq::Body>), HttpError> {
+        self.send_with(url, auth, accept, None)
+    }
+
+    /// [`Client::send`], with `Range: bytes=<from>-` when `from` is given.
+    fn send_with(
+        &self,
+        url: &str,
+        auth: Auth<'_>,
+        accept: Option<&str>,
+        from: Option<u64>,
+    ) -> Result<(String, ureq::http::Response<ureq::Body>), HttpError> {
         let mut current = url.to_string();
         let mut auth = auth;
         let mut origin = self.origin(&current)?;
@@ -481,6 +536,9 @@ impl Client {
             }
             if let Some(v) = auth_header(&current, auth)? {
                 req = req.header("Authorization", v);
+            }
+            if let Some(from) = from {
+                req = req.header("Range", format!("bytes={from}-"));
             }
             let resp = req.call().map_err(|e| classify(&current, &origin, e))?;
             let status = resp.status().as_u16();

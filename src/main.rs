@@ -23,6 +23,7 @@ mod nix;
 mod outref;
 mod plan;
 mod progress;
+mod resume;
 mod state;
 mod store;
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub struct ImageStore {
     store_dir: PathBuf,
     reg_path: PathBuf,
     reg: Mutex<Registration>,
+    /// Temp trees of dead runs removed (once, by the first `add_path` or
+    /// `finish`: a run that writes; a dry run only opens the store).
+    swept: std::sync::Once,
 }
 
 struct Registration {
@@ -110,7 +113,14 @@ impl ImageStore {
                 pending: String::new(),
                 last_flush: Instant::now(),
             }),
+            swept: std::sync::Once::new(),
         })
+    }
+
+    /// Remove what killed runs left in the store (unpack::remove_debris).
+    fn sweep(&self) {
+        self.swept
+            .call_once(|| unpack::remove_debris(&self.store_dir));
     }
 
     fn is_listed(&self, p: &StorePath) -> bool {
@@ -287,6 +297,7 @@ impl Store for ImageStore {
     }
 
     fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
+        self.sweep();
         let path = &info.store_path;
         let final_path = self.store_dir.join(path.base_name());
         let present = fs::symlink_metadata(&final_path).is_ok();
@@ -318,6 +329,7 @@ impl Store for ImageStore {
     }
 
     fn finish(&self) -> Result<(), StoreError> {
+        self.sweep();
         let mut reg = self.lock_reg()?;
         self.flush(&mut reg)
     }

@@ -47,6 +47,9 @@ pub struct LocalStore {
     /// config); empty in production.
     env: Vec<(OsString, OsString)>,
     roots: Mutex<TempRoots>,
+    /// Temp trees of dead runs removed (once, by the first `add_path` or
+    /// `finish`: a run that writes).
+    swept: std::sync::Once,
 }
 
 #[derive(Default)]
@@ -70,7 +73,14 @@ impl LocalStore {
             nix_store: "nix-store".into(),
             env: Vec::new(),
             roots: Mutex::new(TempRoots::default()),
+            swept: std::sync::Once::new(),
         }
+    }
+
+    /// Remove what killed runs left in the store (unpack::remove_debris).
+    fn sweep(&self) {
+        self.swept
+            .call_once(|| unpack::remove_debris(&self.real_store_dir()));
     }
 
     /// Run `nix-store` with this environment added (tests).
@@ -285,6 +295,7 @@ impl Store for LocalStore {
     }
 
     fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
+        self.sweep();
         let path = &info.store_path;
         super::check_references(self, info)?;
         let store = self.real_store_dir();
@@ -320,6 +331,7 @@ impl Store for LocalStore {
     }
 
     fn finish(&self) -> Result<(), StoreError> {
+        self.sweep();
         Ok(())
     }
 }

@@ -12,6 +12,9 @@
 //! collector deletes every other name in the store directory on sight, but
 //! leaves a store-path-shaped one alone while it is a temp root (the local
 //! backend registers it as one before unpacking, via [`unpack_verified_as`]).
+//! A run that is killed leaves its temporary tree behind; the next run that
+//! writes the store removes it ([`remove_debris`]: only trees whose pid is
+//! no longer alive).
 //!
 //! The tree ends in Nix's canonical state (§4.3): directories 0555, files
 //! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything,
@@ -139,6 +142,57 @@ pub fn temp_name(path: &StorePath) -> String {
         std::process::id(),
         random_u64()
     )
+}
+
+/// The pid in a [`temp_name`]-shaped name
+/// (`<32 nix32 chars>-fhlite-tmp-<pid>-<16 hex digits>`), or None.
+fn temp_name_pid(name: &str) -> Option<u32> {
+    // A valid store path name (the hash part checked) …
+    StorePath::from_base_name(name).ok()?;
+    let (_, rest) = name.split_at_checked(32)?;
+    let (pid, rand) = rest.strip_prefix("-fhlite-tmp-")?.split_once('-')?;
+    if rand.len() != 16 || !rand.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Remove the temporary trees ([`temp_name`]) that runs which are no longer
+/// alive left in `store_dir` (killed, or the machine lost power); one line
+/// on stderr per tree. A tree whose pid is alive (`/proc/<pid>` exists,
+/// this process included) is never touched; without /proc nothing is.
+/// Read-only directories are made writable first ([`remove_tree`]). A
+/// tree that cannot be removed is a warning, not an error: the run goes on.
+pub fn remove_debris(store_dir: &Path) {
+    let Ok(entries) = fs::read_dir(store_dir) else {
+        return;
+    };
+    if fs::symlink_metadata("/proc/self").is_err() {
+        return;
+    }
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temp_name_pid) else {
+            continue;
+        };
+        if fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
+            continue;
+        }
+        let p = e.path();
+        match remove_tree(&p) {
+            Ok(()) => eprintln!(
+                "fh-lite: removed {}, left by an interrupted run (pid {pid})",
+                p.display()
+            ),
+            Err(err) => eprintln!(
+                "fh-lite: warning: cannot remove {}, left by an interrupted run (pid {pid}): {err}",
+                p.display()
+            ),
+        }
+    }
 }
 
 /// Restore the NAR `nar` of `info` under a fresh [`temp_name`] in
@@ -386,6 +440,56 @@ mod tests {
         let e = s.file(b"short", false, 5, &mut &b"abc"[..]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(!dir.path().join("x").exists());
+    }
+
+    #[test]
+    fn debris_of_dead_runs_is_removed_and_live_runs_are_kept() {
+        let dir = crate::store::testutil::TempDir::new("debris");
+        let store = dir.path();
+        // A pid that was alive and is not any more.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let h = "0123456789abcdfghijklmnpqrsvwxyz";
+        let dead_tree = format!("{h}-fhlite-tmp-{dead}-00112233445566aa");
+        let dead_file = format!("{h}-fhlite-tmp-{dead}-00112233445566bb");
+        let ours = format!("{h}-fhlite-tmp-{}-00112233445566cc", std::process::id());
+        let others = [
+            format!("{h}-name"),
+            format!("{h}-fhlite-tmp-{dead}-short"),
+            format!("{h}-fhlite-tmp-x{dead}-00112233445566dd"),
+            format!("eeee-fhlite-tmp-{dead}-00112233445566ee"),
+        ];
+        // The dead run's tree is read-only, as unpacked trees are.
+        let t = store.join(&dead_tree);
+        fs::create_dir_all(t.join("sub")).unwrap();
+        fs::write(t.join("sub/f"), b"x").unwrap();
+        fs::set_permissions(t.join("sub"), fs::Permissions::from_mode(0o555)).unwrap();
+        fs::set_permissions(&t, fs::Permissions::from_mode(0o555)).unwrap();
+        fs::write(store.join(&dead_file), b"a NAR whose root is a file").unwrap();
+        fs::create_dir(store.join(&ours)).unwrap();
+        for o in &others {
+            fs::create_dir(store.join(o)).unwrap();
+        }
+        remove_debris(store);
+        let mut left: Vec<String> = fs::read_dir(store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = others.to_vec();
+        want.push(ours);
+        want.sort();
+        assert_eq!(left, want);
+        // A missing store directory is nothing to do.
+        remove_debris(&store.join("missing"));
+    }
+
+    #[test]
+    fn temp_name_pids() {
+        let p = StorePath::parse("/nix/store/11111111111111111111111111111111-a").unwrap();
+        assert_eq!(temp_name_pid(&temp_name(&p)), Some(std::process::id()));
+        assert_eq!(temp_name_pid(p.base_name()), None);
     }
 
     #[test]

@@ -37,3 +37,7 @@ mod activation_e2e;
 /// apply into live stores judged by real Nix: daemon, local, nix copy,
 /// GC during a transfer, daemon faults.
 mod live_store;
+
+/// Crash safety of the transfer: a NAR body that breaks off is resumed
+/// with a Range request; temp trees of dead runs are removed.
+mod resume;

@@ -16,7 +16,10 @@ Python 3.11 standard library plus the `openssl` command line tool.
                      openssl at start. Without it: plain HTTP.
 --log FILE           request log, one JSON object per line:
                      {"server": "main"|"second", "method": "GET", "path": "/f/…",
-                      "auth": "none"|"bearer"|"basic"|"other", "status": 200}
+                      "auth": "none"|"bearer"|"basic"|"other", "status": 200,
+                      "range": "bytes=N-"|null, "bytes": N}
+                     "range" is the request's Range header, "bytes" the number
+                     of body bytes the answer sends (fewer when it is cut).
                      The token itself is never logged.
 --second-port-file F also listen on a second port (plain HTTP, same
                      handlers, "server": "second" in the log): a redirect
@@ -56,9 +59,18 @@ replaces that knob; {"reset": true} clears all):
     "latency_ms": N                     sleep before every answer
     "fail": [{"count": N, "status": 503, "prefix": "/f/", "retry_after": "1",
               "body": "…"}]             fail the next N matching requests
-    "truncate": [{"count": N, "prefix": "/nar/", "after": K}]
+    "truncate": [{"count": N, "prefix": "/nar/", "after": K,
+                  "fraction": F, "store_path": "/nix/store/…"}]
                                         send Content-Length of the full body
-                                        but only K bytes, then close
+                                        (of the range, for a 206) but only K
+                                        bytes (or that fraction of it, e.g.
+                                        0.5), then close; with store_path,
+                                        only that path's NAR matches
+    "ignore_range": true                answer a Range request with 200 and
+                                        the whole body (otherwise `Range:
+                                        bytes=N-` on a cache file gets 206 and
+                                        `Content-Range: bytes N-(len-1)/len`)
+    "range_corrupt": true               a 206 answer's first byte is wrong
     "slow": [{"prefix": "/nar/", "chunk": 32768, "delay_ms": 30, "count": N}]
                                         send a 200 body in chunks of `chunk`
                                         bytes, sleeping before each (count
@@ -359,11 +371,15 @@ class State:
             self.token_uses[token] = n
             return limit is None or n <= int(limit)
 
-    def take_rule(self, kind, path):
-        """The first rule of `kind` matching `path` with count left (decremented)."""
+    def take_rule(self, kind, path, owner=None):
+        """The first rule of `kind` matching `path` (and, for a rule naming a
+        store_path, whose NAR `owner` hash part is that path's) with count
+        left (decremented)."""
         with self.lock:
             for r in self.faults.get(kind, []):
                 if not path.startswith(r.get("prefix", "")):
+                    continue
+                if "store_path" in r and os.path.basename(r["store_path"])[:32] != owner:
                     continue
                 count = r.get("count")
                 if count is not None:
@@ -380,6 +396,22 @@ class State:
         with self.lock:
             with open(self.log_path, "a") as f:
                 f.write(line)
+
+
+RANGE_RE = re.compile(r"^bytes=(\d+)-$")
+
+
+def range_start(header):
+    """N of a `Range: bytes=N-` header; None for no header or another form."""
+    m = RANGE_RE.match((header or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def cut_length(rule, n):
+    """How many of `n` body bytes a truncate rule lets through."""
+    if "fraction" in rule:
+        return min(n, int(n * float(rule["fraction"])))
+    return min(n, int(rule.get("after", 0)))
 
 
 def auth_kind(header):
@@ -428,8 +460,24 @@ class Handler(BaseHTTPRequestHandler):
             stream, body_len = body, os.fstat(body.fileno()).st_size
         else:
             body_len = len(body)
-        trunc = self.state.take_rule("truncate", self.route_path) if status == 200 else None
-        slow = self.state.take_rule("slow", self.route_path) if status == 200 else None
+        headers = dict(headers or {})
+        faults = self.state.faults
+        rng = self.headers.get("Range")
+        start = 0
+        if status == 200 and stream is not None and not faults.get("ignore_range"):
+            first = range_start(rng)
+            if first is not None and first < body_len:
+                status, start = 206, first
+                headers["Content-Range"] = f"bytes {first}-{body_len - 1}/{body_len}"
+            elif first is not None:
+                headers["Content-Range"] = f"bytes */{body_len}"
+                status, stream, body, body_len = 416, None, b"", 0
+        length = body_len - start
+        owner = self.state.cache.nar_owner.get(self.route_path.lstrip("/"))
+        trunc = self.state.take_rule("truncate", self.route_path, owner) if status in (200, 206) else None
+        slow = self.state.take_rule("slow", self.route_path, owner) if status == 200 else None
+        sending = 0 if self.command == "HEAD" else cut_length(trunc, length) if trunc else length
+        corrupt = status == 206 and faults.get("range_corrupt")
         # Logged before anything is sent: once the client has an answer,
         # its line is in the log.
         if self.route_path != "/_control":
@@ -440,37 +488,40 @@ class Handler(BaseHTTPRequestHandler):
                     "path": self.path,
                     "auth": self.auth[0],
                     "status": status,
+                    "range": rng,
+                    "bytes": sending,
                 }
             )
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(body_len))
-        for k, v in (headers or {}).items():
+        self.send_header("Content-Length", str(length))
+        for k, v in headers.items():
             self.send_header(k, v)
         if trunc:
             self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
-            if trunc:
-                after = int(trunc.get("after", 0))
-                self.wfile.write(stream.read(after) if stream else body[:after])
+        if self.command == "HEAD":
+            return
+        if stream:
+            stream.seek(start)
+        chunk = max(1, int(slow.get("chunk", 32768))) if slow else 1 << 20
+        sent = 0
+        while sent < sending:
+            want = min(chunk, sending - sent)
+            piece = stream.read(want) if stream else body[start + sent : start + sent + want]
+            if not piece:
+                break
+            if corrupt and sent == 0:
+                piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
+            if slow:
+                time.sleep(slow.get("delay_ms", 30) / 1000)
+            self.wfile.write(piece)
+            if slow:
                 self.wfile.flush()
-                self.close_connection = True
-            elif slow:
-                chunk = max(1, int(slow.get("chunk", 32768)))
-                if stream:
-                    pieces = iter(lambda: stream.read(chunk), b"")
-                else:
-                    pieces = (body[i : i + chunk] for i in range(0, len(body), chunk))
-                for piece in pieces:
-                    time.sleep(slow.get("delay_ms", 30) / 1000)
-                    self.wfile.write(piece)
-                    self.wfile.flush()
-            elif stream:
-                while chunk := stream.read(1 << 20):
-                    self.wfile.write(chunk)
-            else:
-                self.wfile.write(body)
+            sent += len(piece)
+        if trunc:
+            self.wfile.flush()
+            self.close_connection = True
 
     def json(self, status, obj):
         self.send(status, json.dumps(obj), "application/json")

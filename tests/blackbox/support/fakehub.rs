@@ -35,6 +35,10 @@ pub struct Request {
     pub path: String,
     pub auth: String,
     pub status: u16,
+    /// The request's Range header.
+    pub range: Option<String>,
+    /// Body bytes the answer sent (fewer than the file when it was cut).
+    pub bytes: Option<u64>,
 }
 
 /// Start `python3 tests/fakehub/SCRIPT ARGS… --port-file DIR/port` with
