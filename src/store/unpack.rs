@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn debris_of_dead_runs_is_removed_and_live_runs_are_kept() {
-        let dir = crate::store::testutil::TempDir::new("debris");
+        let dir = crate::testutil::TempDir::new("debris");
         let store = dir.path();
         // A pid that was alive and is not any more.
         let mut child = std::process::Command::new("true").spawn().unwrap();

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::apply::{judge_image, Deploy};
-use crate::fakehub::Request;
-use crate::fixtures::{fixtures, Fixtures};
+use crate::support::fakehub::Request;
+use crate::support::fixtures::{fixtures, Fixtures};
 
 /// The NAR URL (`/nar/…`) and FileSize of `store_path` in cache `which`.
 fn nar_of(which: &str, store_path: &str) -> (String, u64) {
