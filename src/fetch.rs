@@ -39,6 +39,8 @@ use crate::nix::store_path::StorePath;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::store::{Store, StoreError};
+use crate::url::nar_url;
+use crate::util::mib;
 
 /// What plan and fetch need from the binary cache. The real implementation
 /// is the HTTP client (http.rs, credentials only to the cache host);
@@ -261,10 +263,6 @@ impl fmt::Display for FetchError {
     }
 }
 
-fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-}
-
 impl FetchError {
     /// The cache answered 401: the closure token expired or was refused.
     pub fn is_token_refused(&self) -> bool {
@@ -298,24 +296,6 @@ impl From<FetchError> for Error {
     fn from(e: FetchError) -> Error {
         Error::new(e.exit(), e.to_string())
     }
-}
-
-/// The absolute URL of a narinfo's `URL:` field, resolved against the
-/// cache base the way Nix does (`{cache}/` + URL; §1.2, §1.4).
-pub fn nar_url(base: &str, url: &str) -> String {
-    if url.contains("://") {
-        return url.to_string();
-    }
-    let base = base.trim_end_matches('/');
-    if let Some(rest) = url.strip_prefix('/') {
-        // Host-absolute: keep scheme://host[:port] of the base.
-        let host_end = base
-            .find("://")
-            .and_then(|i| base[i + 3..].find('/').map(|j| i + 3 + j))
-            .unwrap_or(base.len());
-        return format!("{}/{rest}", &base[..host_end]);
-    }
-    format!("{base}/{url}")
 }
 
 /// What went wrong inside the adapter stack, recorded by the adapter that
@@ -1396,44 +1376,5 @@ pub(crate) mod tests {
             b
         });
         assert_eq!(first, [7u8; 10]);
-    }
-
-    #[test]
-    fn nar_urls_resolve_against_the_cache_base() {
-        let cases = [
-            (
-                "relative",
-                "http://h:1/c",
-                "nar/x.nar",
-                "http://h:1/c/nar/x.nar",
-            ),
-            (
-                "base with slash",
-                "http://h/c/",
-                "nar/x.nar",
-                "http://h/c/nar/x.nar",
-            ),
-            (
-                "host-absolute",
-                "http://h:1/c",
-                "/x/y.nar",
-                "http://h:1/x/y.nar",
-            ),
-            (
-                "absolute",
-                "http://h/c",
-                "https://s3/b/y.nar?x=1",
-                "https://s3/b/y.nar?x=1",
-            ),
-            (
-                "query kept",
-                "http://h",
-                "nar/a.nar?hash=b",
-                "http://h/nar/a.nar?hash=b",
-            ),
-        ];
-        for (name, base, url, want) in cases {
-            assert_eq!(nar_url(base, url), want, "{name}");
-        }
     }
 }

@@ -25,6 +25,8 @@ mod plan;
 mod progress;
 mod state;
 mod store;
+mod url;
+mod util;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -25,6 +25,7 @@ use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::store::Store;
+use crate::util::mib;
 
 /// What has to be fetched for a root store path.
 #[derive(Debug)]
@@ -304,10 +305,6 @@ impl Plan {
         s.push('\n');
         s
     }
-}
-
-fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
 }
 
 /// Fail early when the filesystem holding `store_dir` (or its nearest

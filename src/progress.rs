@@ -19,6 +19,7 @@ use miniserde::json::{Number, Object, Value};
 
 use crate::nix::narinfo::NarInfo;
 use crate::plan::Plan;
+use crate::util::{mib, MIB};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -237,12 +238,6 @@ fn draw(s: &mut State, force: bool) {
     );
     let _ = s.out.flush();
     s.drawn = true;
-}
-
-const MIB: f64 = 1024.0 * 1024.0;
-
-fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / MIB)
 }
 
 /// "1 path", "2 paths".
