@@ -14,6 +14,7 @@
 
 mod activate;
 mod apply;
+mod cache;
 mod cli;
 mod error;
 mod fetch;
@@ -22,6 +23,7 @@ mod http;
 mod nix;
 mod outref;
 mod plan;
+mod pool;
 mod progress;
 mod state;
 mod store;
