@@ -8,9 +8,10 @@
 use std::time::Instant;
 
 use crate::activate::{self, Report};
+use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
-use crate::fetch::{self, HttpCache};
+use crate::fetch;
 use crate::flakehub;
 use crate::http::Client;
 use crate::http::Secret;
@@ -77,7 +78,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     // store path), and the work goes on with what is still missing.
     let mut token = token;
     let mut refreshes = 0;
-    let mut renew = |e: &fetch::FetchError, token: &mut Secret| -> Result<bool, Error> {
+    let mut renew = |e: &FetchError, token: &mut Secret| -> Result<bool, Error> {
         if !e.is_token_refused() || !store.reads_nar() || refreshes >= MAX_TOKEN_REFRESHES {
             return Ok(false);
         }

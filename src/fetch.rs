@@ -18,334 +18,22 @@
 //! A store whose [`Store::reads_nar`] is false (`nix copy`, which fetches
 //! the path itself) gets an empty reader instead, and no NAR is downloaded.
 //!
-//! Scheduling: up to `jobs` downloads run at once, and a path is handed to
-//! the store only after all its references (other than itself) were added;
-//! backends rely on that (store/mod.rs). After the first error no new
-//! download starts; running ones finish or fail, then the first error is
-//! returned.
-//!
-//! NAR URLs are resolved against the cache base (reference/nix-protocols.md
-//! §1.2, §1.4): relative (`nar/x.nar.xz`), host-absolute (`/x`) or absolute.
+//! Scheduling: up to `jobs` downloads run at once (pool.rs), and a path is
+//! handed to the store only after all its references (other than itself)
+//! were added ([`Dependencies`]); backends rely on that (store/mod.rs).
+//! After the first error no new download starts; running ones finish or
+//! fail, then the first error is returned.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::{self, Read};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use crate::error::{Error, Exit};
+use crate::cache::{CacheClient, FetchError};
 use crate::nix::narinfo::{Compression, NarInfo};
 use crate::nix::store_path::StorePath;
-use crate::plan::Plan;
+use crate::pool;
 use crate::progress::Progress;
-use crate::store::{Store, StoreError};
-
-/// What plan and fetch need from the binary cache. The real implementation
-/// is the HTTP client (http.rs, credentials only to the cache host);
-/// tests use a directory written by `nix copy --to file://`.
-pub trait CacheClient: Sync {
-    /// The cache base URL, without a trailing slash (for messages and for
-    /// resolving relative NAR URLs).
-    fn base_url(&self) -> &str;
-    /// `GET {base}/{hash_part}.narinfo`, bounded in size. `Ok(None)` when
-    /// the cache answers 404 or 403 (nix-protocols.md §1.2).
-    fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError>;
-    /// Streaming `GET` of an absolute NAR URL (see [`nar_url`]).
-    fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError>;
-    /// [`CacheClient::get_nar`] from byte `offset` on (`Range:
-    /// bytes=<offset>-`, the same credentials), to resume a body that broke
-    /// off (resume.rs). The default answers like a server that ignores
-    /// Range (status 200, no request made): the path starts over.
-    fn get_nar_from(
-        &self,
-        _url: &str,
-        _offset: u64,
-    ) -> Result<crate::http::RangeAnswer, FetchError> {
-        Ok(crate::http::RangeAnswer {
-            status: 200,
-            content_range: None,
-            body: Box::new(io::empty()),
-        })
-    }
-    /// One line on stderr about the transfer (resume.rs).
-    fn note(&self, line: &str) {
-        eprintln!("fh-lite: {line}");
-    }
-}
-
-/// The binary cache over HTTP (http.rs): the closure token goes as Basic
-/// auth `flakehub:<token>`, and http.rs sends it only to the cache host.
-pub struct HttpCache<'a> {
-    pub client: &'a crate::http::Client,
-    /// Cache base URL (`--cache-addr`), without a trailing slash.
-    pub base: String,
-    pub token: &'a crate::http::Secret,
-}
-
-impl CacheClient for HttpCache<'_> {
-    fn base_url(&self) -> &str {
-        &self.base
-    }
-
-    fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
-        use crate::http::{Auth, NARINFO_LIMIT};
-        let url = format!("{}/{hash_part}.narinfo", self.base);
-        match self.client.get_bytes(
-            &url,
-            Auth::Basic(self.token),
-            Some("text/x-nix-narinfo"),
-            NARINFO_LIMIT,
-        ) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| FetchError::NotText { url }),
-            // §1.2: 404 and 403 both mean "not in this cache".
-            Err(e) if matches!(e.status(), Some(404 | 403)) => Ok(None),
-            Err(e) => Err(status_error(e)),
-        }
-    }
-
-    fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
-        let s = self
-            .client
-            .get_stream(url, crate::http::Auth::Basic(self.token))
-            .map_err(status_error)?;
-        Ok(s)
-    }
-
-    fn get_nar_from(&self, url: &str, offset: u64) -> Result<crate::http::RangeAnswer, FetchError> {
-        self.client
-            .get_stream_from(url, crate::http::Auth::Basic(self.token), offset)
-            .map_err(status_error)
-    }
-
-    fn note(&self, line: &str) {
-        self.client.note(line);
-    }
-}
-
-/// A final HTTP status from the cache is a cache error naming the URL;
-/// anything else stays the transport's error (network, TLS, …).
-fn status_error(e: crate::http::HttpError) -> FetchError {
-    match e.status() {
-        Some(status) => FetchError::Http {
-            url: e.url().to_string(),
-            status,
-        },
-        None => FetchError::Transport(e),
-    }
-}
-
-/// Errors of the plan and fetch steps. Every variant names the URL and,
-/// where known, the store path.
-#[derive(Debug)]
-pub enum FetchError {
-    /// The cache answered 404/403 for a narinfo: it does not have the path.
-    NarInfoMissing { path: StorePath, url: String },
-    /// An HTTP error status other than a narinfo's 404/403.
-    Http { url: String, status: u16 },
-    /// The HTTP layer failed (its error names the URL).
-    Transport(crate::http::HttpError),
-    /// A narinfo that is not UTF-8 text.
-    NotText { url: String },
-    /// The narinfo did not parse (or was for another store path).
-    NarInfoMalformed {
-        path: StorePath,
-        url: String,
-        detail: String,
-    },
-    /// No signature on the narinfo verified with a trusted key.
-    Untrusted {
-        path: StorePath,
-        url: String,
-        detail: String,
-    },
-    /// References form a cycle (other than a self-reference).
-    Cycle { path: StorePath },
-    /// A `Compression` this build cannot decode.
-    UnsupportedCompression {
-        path: StorePath,
-        url: String,
-        compression: String,
-    },
-    /// The body went on past the narinfo's FileSize.
-    BodyTooLong {
-        path: StorePath,
-        url: String,
-        file_size: u64,
-    },
-    /// The body ended before FileSize, or before the NAR was complete.
-    Truncated {
-        path: StorePath,
-        url: String,
-        detail: String,
-    },
-    /// The decompressor rejected the body.
-    Decompress {
-        path: StorePath,
-        url: String,
-        codec: &'static str,
-        detail: String,
-    },
-    /// The decompressed NAR went on past NarSize.
-    NarTooLong {
-        path: StorePath,
-        url: String,
-        nar_size: u64,
-    },
-    /// The store refused the path: malformed NAR, hash or size mismatch,
-    /// disk full, registration failed. The store error names the path.
-    Store { url: String, source: StoreError },
-    /// The filesystem of the store has less room than the plan needs.
-    DiskSpace {
-        dir: String,
-        needed: u64,
-        available: u64,
-    },
-}
-
-impl fmt::Display for FetchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FetchError::NarInfoMissing { path, url } => write!(
-                f,
-                "binary cache does not have {path}: GET {url}: not found (404/403)"
-            ),
-            FetchError::Http { url, status: 401 } => write!(
-                f,
-                "GET {url}: http status 401: the cache refused the closure token \
-                 (it is valid for about an hour; run the apply again to get a fresh one)"
-            ),
-            FetchError::Http { url, status: 403 } => write!(
-                f,
-                "GET {url}: http status 403: the closure token does not cover this path"
-            ),
-            FetchError::Http { url, status } => write!(f, "GET {url}: http status {status}"),
-            FetchError::Transport(e) => write!(f, "{e}"),
-            FetchError::NotText { url } => write!(f, "GET {url}: narinfo is not UTF-8 text"),
-            FetchError::NarInfoMalformed { path, url, detail } => {
-                write!(f, "malformed narinfo for {path} at {url}: {detail}")
-            }
-            FetchError::Untrusted { path, url, detail } => write!(
-                f,
-                "narinfo for {path} at {url} has no valid signature by a trusted key ({detail}); \
-                 check --trusted-key / --no-default-keys"
-            ),
-            FetchError::Cycle { path } => {
-                write!(f, "references of {path} form a cycle: refusing the closure")
-            }
-            FetchError::UnsupportedCompression {
-                path,
-                url,
-                compression,
-            } => write!(
-                f,
-                "{path}: the cache serves {url} with Compression '{compression}', which fh-lite \
-                 cannot decode (supported: none, xz, zstd, bzip2)"
-            ),
-            FetchError::BodyTooLong {
-                path,
-                url,
-                file_size,
-            } => write!(
-                f,
-                "GET {url}: body longer than FileSize {file_size} given in the narinfo of {path}"
-            ),
-            FetchError::Truncated { path, url, detail } => {
-                write!(
-                    f,
-                    "GET {url}: body cut short ({detail}) while fetching {path}"
-                )
-            }
-            FetchError::Decompress {
-                path,
-                url,
-                codec,
-                detail,
-            } => write!(
-                f,
-                "{url}: {codec} decompression failed for {path}: {detail}"
-            ),
-            FetchError::NarTooLong {
-                path,
-                url,
-                nar_size,
-            } => write!(
-                f,
-                "{url}: NAR of {path} longer than NarSize {nar_size} after decompression"
-            ),
-            FetchError::Store { url, source } => write!(f, "{url}: {source}"),
-            FetchError::DiskSpace {
-                dir,
-                needed,
-                available,
-            } => write!(
-                f,
-                "not enough space for the store at {dir}: need {needed} bytes ({}), {available} \
-                 bytes ({}) available; free some space or use a bigger filesystem",
-                mib(*needed),
-                mib(*available)
-            ),
-        }
-    }
-}
-
-fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-}
-
-impl FetchError {
-    /// The cache answered 401: the closure token expired or was refused.
-    pub fn is_token_refused(&self) -> bool {
-        matches!(self, FetchError::Http { status: 401, .. })
-    }
-
-    /// The exit class (error.rs) of this error.
-    pub fn exit(&self) -> Exit {
-        match self {
-            FetchError::NarInfoMissing { .. }
-            | FetchError::Http { .. }
-            | FetchError::Truncated { .. }
-            | FetchError::UnsupportedCompression { .. } => Exit::Cache,
-            // A final error status from the cache is a cache error.
-            FetchError::Transport(e) if e.status().is_some() => Exit::Cache,
-            FetchError::Transport(e) => e.exit(),
-            FetchError::NotText { .. } => Exit::Verification,
-            FetchError::NarInfoMalformed { .. }
-            | FetchError::Untrusted { .. }
-            | FetchError::Cycle { .. }
-            | FetchError::BodyTooLong { .. }
-            | FetchError::Decompress { .. }
-            | FetchError::NarTooLong { .. } => Exit::Verification,
-            FetchError::Store { source, .. } => source.exit(),
-            FetchError::DiskSpace { .. } => Exit::Store,
-        }
-    }
-}
-
-impl From<FetchError> for Error {
-    fn from(e: FetchError) -> Error {
-        Error::new(e.exit(), e.to_string())
-    }
-}
-
-/// The absolute URL of a narinfo's `URL:` field, resolved against the
-/// cache base the way Nix does (`{cache}/` + URL; §1.2, §1.4).
-pub fn nar_url(base: &str, url: &str) -> String {
-    if url.contains("://") {
-        return url.to_string();
-    }
-    let base = base.trim_end_matches('/');
-    if let Some(rest) = url.strip_prefix('/') {
-        // Host-absolute: keep scheme://host[:port] of the base.
-        let host_end = base
-            .find("://")
-            .and_then(|i| base[i + 3..].find('/').map(|j| i + 3 + j))
-            .unwrap_or(base.len());
-        return format!("{}/{rest}", &base[..host_end]);
-    }
-    format!("{base}/{url}")
-}
+use crate::store::Store;
 
 /// What went wrong inside the adapter stack, recorded by the adapter that
 /// saw it (the first fault wins).
@@ -414,32 +102,17 @@ enum Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    fn new(c: &Compression, body: BodyLimit<'a>) -> Result<Decoder<'a>, (String, io::Error)> {
+    fn new(c: &Compression, body: BodyLimit<'a>) -> io::Result<Decoder<'a>> {
         Ok(match c {
             Compression::None => Decoder::None(body),
             // One xz stream per NAR, as Nix writes them; concatenated
             // streams are accepted like liblzma's decoder does.
             Compression::Xz => Decoder::Xz(Box::new(lzma_rust2::XzReader::new(body, true))),
-            Compression::Zstd => {
-                let d =
-                    zstd::stream::read::Decoder::new(body).map_err(|e| ("zstd".to_string(), e))?;
-                Decoder::Zstd(Box::new(d))
-            }
+            Compression::Zstd => Decoder::Zstd(Box::new(zstd::stream::read::Decoder::new(body)?)),
             Compression::Bzip2 => Decoder::Bzip2(Box::new(bzip2::read::MultiBzDecoder::new(body))),
-            Compression::Unsupported(s) => {
-                return Err((s.clone(), io::Error::other("unsupported compression")))
-            }
+            // Refused before any download (fetch_one).
+            Compression::Unsupported(_) => return Err(io::Error::other("unsupported")),
         })
-    }
-}
-
-fn codec_name(c: &Compression) -> &'static str {
-    match c {
-        Compression::None => "none",
-        Compression::Xz => "xz",
-        Compression::Zstd => "zstd",
-        Compression::Bzip2 => "bzip2",
-        Compression::Unsupported(_) => "unsupported",
     }
 }
 
@@ -489,7 +162,7 @@ pub fn fetch_one(
     info: &NarInfo,
     progress: &Progress,
 ) -> Result<(), FetchError> {
-    let url = nar_url(client.base_url(), &info.url);
+    let url = client.nar_url(info);
     let path = &info.store_path;
     if let Compression::Unsupported(c) = &info.compression {
         return Err(FetchError::UnsupportedCompression {
@@ -526,7 +199,6 @@ fn fetch_body(
     budget: &crate::resume::Budget,
 ) -> Result<(), FetchError> {
     let url = url.to_string();
-    let path = &info.store_path;
     let body = client.get_nar(&url)?;
     let nar = url.clone();
     let reopen: crate::resume::Reopen =
@@ -541,14 +213,8 @@ fn fetch_body(
         slot: slot.clone(),
         progress,
     };
-    let codec = codec_name(&info.compression);
-    let dec =
-        Decoder::new(&info.compression, limited).map_err(|(_, e)| FetchError::Decompress {
-            path: path.clone(),
-            url: url.clone(),
-            codec,
-            detail: e.to_string(),
-        })?;
+    let dec = Decoder::new(&info.compression, limited)
+        .map_err(|e| fault_error(Fault::Decompress(e.to_string()), url.clone(), info))?;
     let mut nar = NarLimit {
         inner: Decoded {
             dec,
@@ -562,7 +228,7 @@ fn fetch_body(
     match (result, fault) {
         (Ok(()), _) => Ok(()),
         (Err(source), None) => Err(FetchError::Store { url, source }),
-        (Err(_), Some(fault)) => Err(fault_error(fault, path, url, info, codec)),
+        (Err(_), Some(fault)) => Err(fault_error(fault, url, info)),
     }
 }
 
@@ -649,14 +315,8 @@ impl Read for ChannelReader {
     }
 }
 
-fn fault_error(
-    fault: Fault,
-    path: &StorePath,
-    url: String,
-    info: &NarInfo,
-    codec: &'static str,
-) -> FetchError {
-    let path = path.clone();
+fn fault_error(fault: Fault, url: String, info: &NarInfo) -> FetchError {
+    let path = info.store_path.clone();
     match fault {
         Fault::BodyRead(detail) => FetchError::Truncated { path, url, detail },
         Fault::BodyShort { got, want } => FetchError::Truncated {
@@ -672,7 +332,7 @@ fn fault_error(
         Fault::Decompress(detail) => FetchError::Decompress {
             path,
             url,
-            codec,
+            codec: info.compression.to_string(),
             detail,
         },
         Fault::NarTooLong => FetchError::NarTooLong {
@@ -683,123 +343,42 @@ fn fault_error(
     }
 }
 
-/// Fetch every path of `plan` into `store`, at most `jobs` at a time,
-/// each only after its references; then `store.finish()`.
-pub fn fetch_all(
+/// Fetch every path of `plan` (the plan step's missing paths, references
+/// first) into `store`, at most `jobs` at a time, each only after its
+/// references; then `store.finish()`.
+pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     client: &dyn CacheClient,
     store: &dyn Store,
-    plan: &Plan,
+    plan: &P,
     jobs: usize,
     progress: &Progress,
 ) -> Result<(), FetchError> {
+    let paths = plan.as_ref();
     // Refuse undecodable paths before downloading anything.
-    for info in &plan.paths {
+    for info in paths {
         if let Compression::Unsupported(c) = &info.compression {
             return Err(FetchError::UnsupportedCompression {
                 path: info.store_path.clone(),
-                url: nar_url(client.base_url(), &info.url),
+                url: client.nar_url(info),
                 compression: c.clone(),
             });
         }
     }
-    let n = plan.paths.len();
-    let index: BTreeMap<&StorePath, usize> = plan
-        .paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (&p.store_path, i))
-        .collect();
-    // waiting[i]: references of i in the plan not yet added;
-    // dependents[j]: the paths that wait for j.
-    let mut waiting = vec![0usize; n];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, info) in plan.paths.iter().enumerate() {
-        for r in &info.references {
-            if r == &info.store_path {
-                continue;
-            }
-            if let Some(&j) = index.get(r) {
-                waiting[i] += 1;
-                dependents[j].push(i);
-            }
-        }
-    }
-    let mut ready: Vec<usize> = (0..n).rev().filter(|&i| waiting[i] == 0).collect();
-    let jobs = jobs.max(1);
-    let mut first_error: Option<FetchError> = None;
-    let (work_tx, work_rx) = mpsc::channel::<usize>();
-    let work_rx = Mutex::new(work_rx);
-    std::thread::scope(|s| {
-        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<(), FetchError>)>();
-        for _ in 0..jobs.min(n.max(1)) {
-            let done_tx = done_tx.clone();
-            let work_rx = &work_rx;
-            s.spawn(move || loop {
-                // A poisoned lock means another worker panicked: stop.
-                let next = match work_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok(i) = next else { return };
-                let info = &plan.paths[i];
-                progress.path_start(info);
-                let r = fetch_one(client, store, info, progress);
-                if r.is_ok() {
-                    progress.path_done(info);
-                }
-                if done_tx.send((i, r)).is_err() {
-                    return;
-                }
-            });
-        }
-        drop(done_tx);
-        let mut in_flight = 0usize;
-        let mut finished = 0usize;
-        let mut work_tx = Some(work_tx);
-        loop {
-            if first_error.is_none() {
-                while in_flight < jobs {
-                    let Some(i) = ready.pop() else { break };
-                    if let Some(tx) = &work_tx {
-                        // Workers live until work_tx is dropped.
-                        let _ = tx.send(i);
-                    }
-                    in_flight += 1;
-                }
-            }
-            if in_flight == 0 {
-                break;
-            }
-            let Ok((i, r)) = done_rx.recv() else { break };
-            in_flight -= 1;
-            finished += 1;
-            match r {
-                Ok(()) => {
-                    for &d in &dependents[i] {
-                        waiting[d] -= 1;
-                        if waiting[d] == 0 {
-                            ready.push(d);
-                        }
-                    }
-                }
-                Err(e) => {
-                    if first_error.is_none() {
-                        first_error = Some(e);
-                    }
-                    work_tx = None;
-                }
-            }
-        }
-        drop(work_tx);
-        if first_error.is_none() && finished != n {
-            // Only possible with a reference cycle, which plan rejects.
-            first_error = Some(FetchError::Cycle {
-                path: plan.root.clone(),
-            });
-        }
-    });
-    if let Some(e) = first_error {
-        return Err(e);
+    let mut deps = Dependencies::new(paths);
+    let fetch = |&i: &usize| {
+        let info = &paths[i];
+        progress.path_start(info);
+        fetch_one(client, store, info, progress)?;
+        progress.path_done(info);
+        Ok(())
+    };
+    let jobs = jobs.min(paths.len()).max(1);
+    pool::run(jobs, deps.ready(), fetch, |i, ()| Ok(deps.done(i)))?;
+    if let Some(i) = deps.waiting() {
+        // Only possible with a reference cycle, which plan rejects.
+        return Err(FetchError::Cycle {
+            path: paths[i].store_path.clone(),
+        });
     }
     store.finish().map_err(|source| FetchError::Store {
         url: client.base_url().to_string(),
@@ -809,6 +388,64 @@ pub fn fetch_all(
     Ok(())
 }
 
+/// When a path (an index into the list) may go to the store: once its
+/// references in the list, other than itself, are done. References outside
+/// the list are valid already.
+struct Dependencies {
+    /// `waiting[i]`: references of `i` not yet done.
+    waiting: Vec<usize>,
+    /// `dependents[j]`: the paths that wait for `j`.
+    dependents: Vec<Vec<usize>>,
+}
+
+impl Dependencies {
+    fn new(paths: &[NarInfo]) -> Dependencies {
+        let index: BTreeMap<&StorePath, usize> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (&p.store_path, i))
+            .collect();
+        let mut deps = Dependencies {
+            waiting: vec![0; paths.len()],
+            dependents: vec![Vec::new(); paths.len()],
+        };
+        for (i, info) in paths.iter().enumerate() {
+            for &j in info.references.iter().filter_map(|r| index.get(r)) {
+                if j != i {
+                    deps.waiting[i] += 1;
+                    deps.dependents[j].push(i);
+                }
+            }
+        }
+        deps
+    }
+
+    /// The paths that may start at once, in list order.
+    fn ready(&self) -> Vec<usize> {
+        (0..self.waiting.len())
+            .filter(|&i| self.waiting[i] == 0)
+            .collect()
+    }
+
+    /// `i` is in the store: the paths that may start now, in list order.
+    fn done(&mut self, i: usize) -> Vec<usize> {
+        let mut ready = Vec::new();
+        for &d in &self.dependents[i] {
+            self.waiting[d] -= 1;
+            if self.waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
+        ready
+    }
+
+    /// The first path still waiting for a reference (after a complete run:
+    /// one on, or behind, a reference cycle).
+    fn waiting(&self) -> Option<usize> {
+        self.waiting.iter().position(|&w| w > 0)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     //! A fake cache over a directory laid out like `nix copy --to file://`
@@ -816,10 +453,13 @@ pub(crate) mod tests {
     //! with a test key; shared by the plan, store and progress tests.
 
     use super::*;
+    use crate::error::Exit;
     use crate::nix::hash::Sha256;
     use crate::nix::signature::{PublicKey, TrustedKeys};
+    use crate::plan::Plan;
     use crate::progress::Mode;
     use crate::store::image::ImageStore;
+    use crate::store::StoreError;
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
@@ -1172,6 +812,7 @@ pub(crate) mod tests {
             /// Applied to the root entry (whose dependency `lib` is fine).
             spoil: fn(&mut Entry, &TestCache),
             exit: Exit,
+            /// The whole message.
             message: &'static str,
             nar_of_root_requested: bool,
         }
@@ -1180,42 +821,42 @@ pub(crate) mod tests {
                 name: "malformed narinfo",
                 spoil: |e, c| c.put_narinfo(e.path.hash_part(), "StorePath /nix/store/nonsense\n"),
                 exit: Exit::Verification,
-                message: "malformed narinfo for /nix/store/33333333333333333333333333333333-app at http://cache.test/c/33333333333333333333333333333333.narinfo",
+                message: "GET http://cache.test/c/33333333333333333333333333333333.narinfo: narinfo: line 1 \"StorePath /nix/store/nonsense\" has no ':'; the cache sent a malformed narinfo for /nix/store/33333333333333333333333333333333-app",
                 nar_of_root_requested: false,
             },
             Case {
                 name: "narinfo for another store path",
                 spoil: |e, _| e.path = sp('3', "other"),
                 exit: Exit::Verification,
-                message: "/nix/store/33333333333333333333333333333333-app",
+                message: "GET http://cache.test/c/33333333333333333333333333333333.narinfo: narinfo: StorePath /nix/store/33333333333333333333333333333333-other is not the path asked for; the cache sent a malformed narinfo for /nix/store/33333333333333333333333333333333-app",
                 nar_of_root_requested: false,
             },
             Case {
                 name: "unknown compression",
                 spoil: |e, _| e.compression = "lz4",
                 exit: Exit::Cache,
-                message: "with Compression 'lz4', which fh-lite cannot decode",
+                message: "/nix/store/33333333333333333333333333333333-app: the cache serves http://cache.test/c/nar/33333333333333333333333333333333.nar.lz4 with Compression 'lz4', which fh-lite cannot decode (supported: none, xz, zstd, bzip2)",
                 nar_of_root_requested: false,
             },
             Case {
-                name: "no trusted signature",
+                name: "not signed",
                 spoil: |e, _| e.signed = false,
                 exit: Exit::Verification,
-                message: "narinfo for /nix/store/33333333333333333333333333333333-app at http://cache.test/c/33333333333333333333333333333333.narinfo has no valid signature",
+                message: "refusing the narinfo at http://cache.test/c/33333333333333333333333333333333.narinfo: /nix/store/33333333333333333333333333333333-app is not signed (its narinfo has no Sig: line); a binary cache must sign what it serves",
                 nar_of_root_requested: false,
             },
             Case {
                 name: "nar hash mismatch",
                 spoil: |e, _| e.nar_hash = Some(Sha256::digest(b"something else")),
                 exit: Exit::Verification,
-                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR of /nix/store/33333333333333333333333333333333-app: hash mismatch: the narinfo says sha256:",
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR of /nix/store/33333333333333333333333333333333-app: hash mismatch: the narinfo says sha256:1y3ca7diw4374g1y9x19q4iymv3icgv6nigglzf0s4pz4nk3y7zl, the NAR has sha256:0dyjw958rjpbgm3nsc2wbjsdv5di5s7q1zpbz6vv9l3w94i11ral; the path was not added to the store: the cache's copy is corrupt or was altered",
                 nar_of_root_requested: true,
             },
             Case {
                 name: "nar size mismatch (NarSize larger)",
                 spoil: |e, _| e.nar_size = Some(e.nar.len() as u64 + 8),
                 exit: Exit::Verification,
-                message: "NAR of /nix/store/33333333333333333333333333333333-app: size mismatch: the narinfo says 296 bytes, the NAR has 288",
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR of /nix/store/33333333333333333333333333333333-app: size mismatch: the narinfo says 296 bytes, the NAR has 288; the path was not added to the store: the cache's copy is corrupt or was altered",
                 nar_of_root_requested: true,
             },
             Case {
@@ -1225,7 +866,7 @@ pub(crate) mod tests {
                     e.file_size = Some(Some(body.len() as u64 - 5));
                 },
                 exit: Exit::Verification,
-                message: "GET http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: body longer than FileSize",
+                message: "GET http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: body longer than FileSize 134 given in the narinfo of /nix/store/33333333333333333333333333333333-app",
                 nar_of_root_requested: true,
             },
             Case {
@@ -1237,7 +878,7 @@ pub(crate) mod tests {
                     e.nar_size = Some(1000);
                 },
                 exit: Exit::Verification,
-                message: "longer than NarSize 1000 after decompression",
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR of /nix/store/33333333333333333333333333333333-app longer than NarSize 1000 after decompression",
                 nar_of_root_requested: true,
             },
             Case {
@@ -1250,7 +891,7 @@ pub(crate) mod tests {
                     e.file_size = Some(Some(n));
                 },
                 exit: Exit::Cache,
-                message: "GET http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: body cut short",
+                message: "GET http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: body cut short (broke off at 132 of 139 bytes (the body ended early); gave up after 3 Range requests) while fetching /nix/store/33333333333333333333333333333333-app",
                 nar_of_root_requested: true,
             },
             Case {
@@ -1262,7 +903,7 @@ pub(crate) mod tests {
                     ]));
                 },
                 exit: Exit::Verification,
-                message: "NAR of /nix/store/33333333333333333333333333333333-app: /a: directory entries not in ascending order",
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR of /nix/store/33333333333333333333333333333333-app: /a: directory entries not in ascending order",
                 nar_of_root_requested: true,
             },
         ];
@@ -1301,12 +942,7 @@ pub(crate) mod tests {
                 Err(err) => err,
             };
             let msg = err.to_string();
-            assert!(
-                msg.contains(case.message),
-                "{}: message {msg:?} lacks {:?}",
-                case.name,
-                case.message
-            );
+            assert_eq!(msg, case.message, "{}", case.name);
             assert_eq!(err.exit(), case.exit, "{}: {msg}", case.name);
             let root_nar = cache
                 .nar_requests()
@@ -1370,10 +1006,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             err.to_string(),
-            format!(
-                "{}: nix copy: refused",
-                nar_url(cache.base_url(), &plan.paths[2].url)
-            )
+            format!("{}: nix copy: refused", cache.nar_url(&plan.paths[2]))
         );
         assert_eq!(err.exit(), Exit::Store);
     }
@@ -1391,6 +1024,61 @@ pub(crate) mod tests {
         );
         assert_eq!(err.exit(), Exit::Cache);
         assert_clean(&img, &[]);
+    }
+
+    fn narinfo(path: &StorePath, refs: &[&StorePath]) -> NarInfo {
+        NarInfo {
+            store_path: path.clone(),
+            url: format!("nar/{}.nar", path.hash_part()),
+            compression: Compression::None,
+            file_hash: None,
+            file_size: None,
+            nar_hash: Sha256::digest(b""),
+            nar_size: 8,
+            references: refs.iter().map(|r| (*r).clone()).collect(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn a_path_is_ready_once_its_references_are_done() {
+        let (a, b, c, d) = (sp('1', "a"), sp('2', "b"), sp('3', "c"), sp('4', "d"));
+        let valid = sp('9', "valid");
+        // b refers to itself and to a path outside the list (valid already);
+        // c lists b twice.
+        let paths = [
+            narinfo(&a, &[]),
+            narinfo(&b, &[&a, &b, &valid]),
+            narinfo(&c, &[&b, &a, &b]),
+            narinfo(&d, &[]),
+        ];
+        let mut deps = Dependencies::new(&paths);
+        assert_eq!(deps.ready(), [0, 3]);
+        assert_eq!(deps.waiting(), Some(1));
+        assert_eq!(deps.done(3), [0usize; 0]);
+        assert_eq!(deps.done(0), [1]);
+        assert_eq!(deps.waiting(), Some(2), "c still waits for b");
+        assert_eq!(deps.done(1), [2]);
+        assert_eq!(deps.waiting(), None);
+        assert_eq!(deps.done(2), [0usize; 0]);
+    }
+
+    #[test]
+    fn paths_on_a_reference_cycle_never_become_ready() {
+        let (x, y, z, w) = (sp('1', "x"), sp('2', "y"), sp('3', "z"), sp('4', "w"));
+        // x and y refer to each other; w waits behind the cycle.
+        let paths = [
+            narinfo(&x, &[&y]),
+            narinfo(&y, &[&x]),
+            narinfo(&z, &[]),
+            narinfo(&w, &[&y, &z]),
+        ];
+        let mut deps = Dependencies::new(&paths);
+        assert_eq!(deps.ready(), [2]);
+        assert_eq!(deps.done(2), [0usize; 0]);
+        assert_eq!(deps.waiting(), Some(0));
     }
 
     #[test]
@@ -1446,44 +1134,5 @@ pub(crate) mod tests {
             b
         });
         assert_eq!(first, [7u8; 10]);
-    }
-
-    #[test]
-    fn nar_urls_resolve_against_the_cache_base() {
-        let cases = [
-            (
-                "relative",
-                "http://h:1/c",
-                "nar/x.nar",
-                "http://h:1/c/nar/x.nar",
-            ),
-            (
-                "base with slash",
-                "http://h/c/",
-                "nar/x.nar",
-                "http://h/c/nar/x.nar",
-            ),
-            (
-                "host-absolute",
-                "http://h:1/c",
-                "/x/y.nar",
-                "http://h:1/x/y.nar",
-            ),
-            (
-                "absolute",
-                "http://h/c",
-                "https://s3/b/y.nar?x=1",
-                "https://s3/b/y.nar?x=1",
-            ),
-            (
-                "query kept",
-                "http://h",
-                "nar/a.nar?hash=b",
-                "http://h/nar/a.nar?hash=b",
-            ),
-        ];
-        for (name, base, url, want) in cases {
-            assert_eq!(nar_url(base, url), want, "{name}");
-        }
     }
 }

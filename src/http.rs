@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::Common;
 use crate::error::Exit;
+use crate::url::{host_of, join_location, Origin};
 
 /// Largest FlakeHub API answer read (1 MiB).
 pub const JSON_LIMIT: u64 = 1 << 20;
@@ -576,7 +577,10 @@ impl Client {
 
     /// `(scheme, host, port)` of `url`, refusing what cannot be fetched.
     fn origin(&self, url: &str) -> Result<Origin, HttpError> {
-        let o = origin(url)?;
+        let o = crate::url::origin(url).map_err(|detail| HttpError::BadUrl {
+            url: url.to_string(),
+            detail,
+        })?;
         if o.scheme == "http" && !self.allow_insecure_http {
             return Err(HttpError::Insecure {
                 url: url.to_string(),
@@ -584,80 +588,6 @@ impl Client {
         }
         Ok(o)
     }
-}
-
-/// Where a credential may go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Origin {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-fn origin(url: &str) -> Result<Origin, HttpError> {
-    let bad = |detail: &str| HttpError::BadUrl {
-        url: url.to_string(),
-        detail: detail.to_string(),
-    };
-    let uri: ureq::http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
-    let scheme = match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("https") => "https",
-        Some(s) if s.eq_ignore_ascii_case("http") => "http",
-        _ => return Err(bad("expected an https:// address")),
-    };
-    let host = match uri.host() {
-        Some(h) if !h.is_empty() => h.to_ascii_lowercase(),
-        _ => return Err(bad("no host")),
-    };
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    Ok(Origin {
-        scheme: scheme.to_string(),
-        host,
-        port,
-    })
-}
-
-/// The host (and port when given) of `url`, for messages.
-fn host_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    // Drop any userinfo; fh-lite never puts credentials in URLs.
-    authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, h)| h)
-        .to_string()
-}
-
-/// Resolve a `Location` against the URL that answered with it: absolute
-/// URLs, scheme-relative `//host/…`, absolute paths and relative paths.
-fn join_location(base: &str, location: &str) -> Result<String, String> {
-    let location = location.trim();
-    if location.is_empty() {
-        return Err("redirect to an empty Location".to_string());
-    }
-    let Some((scheme, rest)) = base.split_once("://") else {
-        return Err(format!("cannot resolve Location {location:?}"));
-    };
-    if location.contains("://") {
-        return Ok(location.to_string());
-    }
-    if let Some(r) = location.strip_prefix("//") {
-        return Ok(format!("{scheme}://{r}"));
-    }
-    let path_start = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..path_start];
-    if location.starts_with('/') {
-        return Ok(format!("{scheme}://{authority}{location}"));
-    }
-    // Relative to the base path's directory (query and fragment dropped).
-    let path = &rest[path_start..];
-    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
-    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-    let dir = if dir.is_empty() { "/" } else { dir };
-    Ok(format!("{scheme}://{authority}{dir}{location}"))
 }
 
 fn auth_header(url: &str, auth: Auth<'_>) -> Result<Option<ureq::http::HeaderValue>, HttpError> {
@@ -776,70 +706,51 @@ fn body_error(url: &str, e: ureq::Error, limit: u64) -> HttpError {
 
 /// Map ureq's error for a request to `url` to ours.
 fn classify(url: &str, origin: &Origin, e: ureq::Error) -> HttpError {
-    let url_s = url.to_string();
-    let host = host_of(url);
+    let (url, host) = (url.to_string(), host_of(url));
+    let tls = |detail: String| HttpError::Tls {
+        url: url.clone(),
+        host: host.clone(),
+        detail,
+    };
+    let connect = |detail: String| HttpError::Connect {
+        url: url.clone(),
+        host: host.clone(),
+        detail,
+    };
+    let bad_url = |detail: String| HttpError::BadUrl {
+        url: url.clone(),
+        detail,
+    };
     match e {
-        ureq::Error::Tls(d) => HttpError::Tls {
-            url: url_s,
-            host,
-            detail: d.to_string(),
-        },
-        ureq::Error::Rustls(d) => HttpError::Tls {
-            url: url_s,
-            host,
-            detail: d.to_string(),
-        },
-        ureq::Error::Pem(d) => HttpError::Tls {
-            url: url_s,
-            host,
-            detail: d.to_string(),
-        },
+        ureq::Error::Tls(d) => tls(d.to_string()),
+        ureq::Error::Rustls(d) => tls(d.to_string()),
+        ureq::Error::Pem(d) => tls(d.to_string()),
         // rustls reports handshake failures through the stream as
         // InvalidData; nothing else on an https connection before the
         // response head does.
         ureq::Error::Io(io)
             if origin.scheme == "https" && io.kind() == std::io::ErrorKind::InvalidData =>
         {
-            HttpError::Tls {
-                url: url_s,
-                host,
-                detail: io.to_string(),
-            }
+            tls(io.to_string())
         }
-        ureq::Error::Io(io) => HttpError::Connect {
-            url: url_s,
-            host,
-            detail: io.to_string(),
-        },
-        ureq::Error::HostNotFound => HttpError::Connect {
-            url: url_s,
-            host,
-            detail: "host not found".to_string(),
-        },
-        ureq::Error::ConnectionFailed => HttpError::Connect {
-            url: url_s,
-            host,
-            detail: "connection failed".to_string(),
-        },
+        ureq::Error::Io(io) => connect(io.to_string()),
+        ureq::Error::HostNotFound => connect("host not found".into()),
+        ureq::Error::ConnectionFailed => connect("connection failed".into()),
+        ureq::Error::BadUri(d) => bad_url(d),
+        ureq::Error::InvalidProxyUrl => {
+            bad_url("invalid proxy address in ALL_PROXY/HTTPS_PROXY/HTTP_PROXY".into())
+        }
         ureq::Error::Timeout(t) => HttpError::Timeout {
-            url: url_s,
             detail: t.to_string(),
-        },
-        ureq::Error::BadUri(d) => HttpError::BadUrl {
-            url: url_s,
-            detail: d,
+            url,
         },
         ureq::Error::Protocol(p) => HttpError::Protocol {
-            url: url_s,
             detail: p.to_string(),
-        },
-        ureq::Error::InvalidProxyUrl => HttpError::BadUrl {
-            url: url_s,
-            detail: "invalid proxy address in ALL_PROXY/HTTPS_PROXY/HTTP_PROXY".to_string(),
+            url,
         },
         other => HttpError::Body {
-            url: url_s,
             detail: other.to_string(),
+            url,
         },
     }
 }
@@ -884,36 +795,6 @@ mod tests {
         assert_eq!(format!("{s:?}"), "<redacted>");
         assert_eq!(format!("{:?}", Auth::Bearer(&s)), "Bearer(<redacted>)");
         assert_eq!(s.expose(), "hunter2");
-    }
-
-    #[test]
-    fn join_location_cases() {
-        let cases: &[(&str, &str, &str, &str)] = &[
-            (
-                "absolute",
-                "https://a:1/x/y",
-                "http://b:2/z",
-                "http://b:2/z",
-            ),
-            ("scheme-relative", "https://a:1/x/y", "//b/z", "https://b/z"),
-            ("abs-path", "https://a:1/x/y?q=1", "/z?r", "https://a:1/z?r"),
-            ("relative", "https://a:1/x/y?q=1", "w", "https://a:1/x/w"),
-            ("relative-root", "https://a:1", "w", "https://a:1/w"),
-        ];
-        for (name, base, loc, want) in cases {
-            assert_eq!(join_location(base, loc).as_deref(), Ok(*want), "{name}");
-        }
-        assert!(join_location("https://a/", " ").is_err());
-    }
-
-    #[test]
-    fn origins_compare_scheme_host_and_port() {
-        let o = |u| origin(u).unwrap();
-        assert_eq!(o("https://Api.Example:443/x"), o("https://api.example/y"));
-        assert_ne!(o("https://127.0.0.1:8/x"), o("https://localhost:8/x"));
-        assert_ne!(o("https://h:8/x"), o("https://h:9/x"));
-        assert_ne!(o("https://h/x"), o("http://h:443/x"));
-        assert_eq!(o("http://h/x").port, 80);
     }
 
     #[test]
@@ -1050,12 +931,6 @@ mod tests {
             printable(&[b'x'; 400]).len(),
             ERROR_BODY_SHOWN + '…'.len_utf8()
         );
-    }
-
-    #[test]
-    fn host_of_urls() {
-        assert_eq!(host_of("https://127.0.0.1:8443/f/x?y"), "127.0.0.1:8443");
-        assert_eq!(host_of("https://h"), "h");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod activate;
 mod apply;
+mod cache;
 mod cli;
 mod error;
 mod fetch;
@@ -22,12 +23,15 @@ mod http;
 mod nix;
 mod outref;
 mod plan;
+mod pool;
 mod progress;
 mod resume;
 mod state;
 mod store;
 #[cfg(test)]
 mod testutil;
+mod url;
+mod util;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -14,17 +14,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::Mutex;
 
-use miniserde::json::{Array, Number, Object, Value};
+use miniserde::json::{Array, Object, Value};
 
-use crate::fetch::{CacheClient, FetchError};
+use crate::cache::{fetch_narinfo, CacheClient, FetchError};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
+use crate::pool;
+use crate::progress::{num, Totals};
 use crate::store::Store;
+use crate::util::mib;
 
 /// What has to be fetched for a root store path.
 #[derive(Debug)]
@@ -38,40 +38,6 @@ pub struct Plan {
     pub download_bytes: u64,
     /// Sum of NarSize.
     pub unpack_bytes: u64,
-}
-
-/// Fetch, parse and verify one narinfo.
-pub fn fetch_narinfo(
-    client: &dyn CacheClient,
-    keys: &TrustedKeys,
-    path: &StorePath,
-) -> Result<NarInfo, FetchError> {
-    let url = format!("{}/{}.narinfo", client.base_url(), path.hash_part());
-    let text = client
-        .get_narinfo(path.hash_part())?
-        .ok_or_else(|| FetchError::NarInfoMissing {
-            path: path.clone(),
-            url: url.clone(),
-        })?;
-    let info =
-        NarInfo::parse(&text, path.hash_part()).map_err(|e| FetchError::NarInfoMalformed {
-            path: path.clone(),
-            url: url.clone(),
-            detail: format!("{e:?}"),
-        })?;
-    if &info.store_path != path {
-        return Err(FetchError::NarInfoMalformed {
-            path: path.clone(),
-            url,
-            detail: format!("asked for {path} but got {}", info.store_path),
-        });
-    }
-    keys.verify(&info).map_err(|e| FetchError::Untrusted {
-        path: path.clone(),
-        url,
-        detail: format!("{e:?}"),
-    })?;
-    Ok(info)
 }
 
 /// Walk the closure of `root` with up to `jobs` narinfo requests at once.
@@ -103,85 +69,24 @@ pub fn plan(
     let mut seen: BTreeSet<StorePath> = BTreeSet::new();
     seen.insert(root.clone());
     let mut infos: BTreeMap<StorePath, NarInfo> = BTreeMap::new();
-    let mut first_error: Option<FetchError> = None;
-    let stop = AtomicBool::new(false);
-    let jobs = jobs.max(1);
-
-    let (work_tx, work_rx) = mpsc::channel::<StorePath>();
-    let work_rx = Mutex::new(work_rx);
-    std::thread::scope(|s| {
-        let (res_tx, res_rx) = mpsc::channel::<Result<NarInfo, FetchError>>();
-        for _ in 0..jobs {
-            let res_tx = res_tx.clone();
-            let (work_rx, stop) = (&work_rx, &stop);
-            s.spawn(move || loop {
-                let next = match work_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok(path) = next else { return };
-                if stop.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let r = fetch_narinfo(client, keys, &path);
-                if res_tx.send(r).is_err() {
-                    return;
-                }
-            });
+    // Each narinfo arrives verified; its references not met before are
+    // asked for next, unless the store has them (and so their closure).
+    let fetch = |path: &StorePath| fetch_narinfo(client, keys, path);
+    pool::run(jobs, vec![root.clone()], fetch, |_, info| {
+        // `insert` is false for a path met before.
+        let new: Vec<StorePath> = (info.references.iter())
+            .filter(|r| seen.insert((*r).clone()))
+            .cloned()
+            .collect();
+        infos.insert(info.store_path.clone(), info);
+        if new.is_empty() {
+            return Ok(new);
         }
-        drop(res_tx);
-        let mut pending = 0usize;
-        // The work sender lives until the walk ends; receivers then stop.
-        let _ = work_tx.send(root.clone());
-        pending += 1;
-        while pending > 0 {
-            let Ok(r) = res_rx.recv() else { break };
-            pending -= 1;
-            let info = match r {
-                Ok(info) => info,
-                Err(e) => {
-                    first_error = Some(e);
-                    break;
-                }
-            };
-            let new: Vec<StorePath> = info
-                .references
-                .iter()
-                .filter(|r| !seen.contains(*r))
-                .cloned()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            infos.insert(info.store_path.clone(), info);
-            if new.is_empty() {
-                continue;
-            }
-            seen.extend(new.iter().cloned());
-            let valid = match store.query_valid(&new) {
-                Ok(v) => v,
-                Err(e) => {
-                    first_error = Some(store_err(e));
-                    break;
-                }
-            };
-            for p in new {
-                if valid.contains(&p) {
-                    already_valid += 1;
-                } else {
-                    let _ = work_tx.send(p);
-                    pending += 1;
-                }
-            }
-        }
-        // On error: queued requests are skipped, running ones finish and
-        // find nobody listening; the scope then joins every worker.
-        stop.store(true, Ordering::Relaxed);
-        drop(work_tx);
-        drop(res_rx);
-    });
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+        let valid = store.query_valid(&new).map_err(store_err)?;
+        let (valid, missing): (Vec<_>, Vec<_>) = new.into_iter().partition(|p| valid.contains(p));
+        already_valid += valid.len();
+        Ok(missing)
+    })?;
     let paths = topo_order(root, infos)?;
     Ok(Plan {
         root: root.clone(),
@@ -245,6 +150,26 @@ fn topo_order(
     Ok(order.into_iter().filter_map(|p| infos.remove(&p)).collect())
 }
 
+/// The missing paths, references first (what the fetch step takes).
+impl AsRef<[NarInfo]> for Plan {
+    fn as_ref(&self) -> &[NarInfo] {
+        &self.paths
+    }
+}
+
+/// The figures the `plan` progress event reports.
+impl From<&Plan> for Totals {
+    fn from(plan: &Plan) -> Totals {
+        Totals {
+            root: plan.root.to_string(),
+            paths: plan.paths.len(),
+            already_valid: plan.already_valid,
+            download_bytes: plan.download_bytes,
+            unpack_bytes: plan.unpack_bytes,
+        }
+    }
+}
+
 impl Plan {
     /// `--dry-run` output: one line per path, then the totals.
     pub fn render_human(&self) -> String {
@@ -268,59 +193,35 @@ impl Plan {
         out
     }
 
-    /// `--dry-run --json` output (also the `plan` progress event's body).
-    pub fn to_json_value(&self) -> Object {
-        let mut o = Object::new();
-        o.insert("root".into(), Value::String(self.root.to_string()));
+    /// `--dry-run --json` output: the totals and every path.
+    pub fn render_json(&self) -> String {
+        let mut o = Totals::from(self).to_json();
         let mut arr = Array::new();
         for i in &self.paths {
             let mut p = Object::new();
             p.insert("path".into(), Value::String(i.store_path.to_string()));
             p.insert(
                 "download_bytes".into(),
-                Value::Number(Number::U64(i.file_size.unwrap_or(i.nar_size))),
+                num(i.file_size.unwrap_or(i.nar_size)),
             );
-            p.insert("nar_size".into(), Value::Number(Number::U64(i.nar_size)));
+            p.insert("nar_size".into(), num(i.nar_size));
             arr.push(Value::Object(p));
         }
         o.insert("paths".into(), Value::Array(arr));
-        o.insert(
-            "already_valid".into(),
-            Value::Number(Number::U64(self.already_valid as u64)),
-        );
-        o.insert(
-            "download_bytes".into(),
-            Value::Number(Number::U64(self.download_bytes)),
-        );
-        o.insert(
-            "unpack_bytes".into(),
-            Value::Number(Number::U64(self.unpack_bytes)),
-        );
-        o
-    }
-
-    pub fn render_json(&self) -> String {
-        let mut s = miniserde::json::to_string(&Value::Object(self.to_json_value()));
+        let mut s = miniserde::json::to_string(&Value::Object(o));
         s.push('\n');
         s
     }
-}
-
-fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
 }
 
 /// Fail early when the filesystem holding `store_dir` (or its nearest
 /// existing ancestor, for a fresh image root) has less than `needed` bytes
 /// free for unprivileged use.
 pub fn check_disk_space(store_dir: &Path, needed: u64) -> Result<(), FetchError> {
-    let mut dir = store_dir;
-    while !dir.exists() {
-        match dir.parent() {
-            Some(p) => dir = p,
-            None => break,
-        }
-    }
+    let dir = store_dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(store_dir);
     let Ok(st) = rustix::fs::statvfs(dir) else {
         // No answer is no reason to refuse: ENOSPC is still reported later.
         return Ok(());
@@ -334,4 +235,76 @@ pub fn check_disk_space(store_dir: &Path, needed: u64) -> Result<(), FetchError>
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Exit;
+    use crate::fetch::tests::{apply, Entry, TestCache};
+    use crate::testutil::nar::Node;
+    use crate::testutil::{sp, TempDir};
+    use crate::nix::signature::PublicKey;
+    use crate::store::image::ImageStore;
+
+    #[test]
+    fn a_reference_cycle_is_refused_before_any_nar() {
+        let cache = TestCache::new();
+        let (a, b) = (sp('5', "a"), sp('6', "b"));
+        // A self-reference is fine; a -> b -> a is not.
+        let file = |s: &[u8]| Node::File(false, s.to_vec());
+        cache.add(&Entry::new(a.clone(), file(b"a"), &[&a, &b]));
+        cache.add(&Entry::new(b.clone(), file(b"b"), &[&a]));
+        let (_img, r) = apply(&cache, &a);
+        let err = r.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "references of /nix/store/55555555555555555555555555555555-a form a cycle, which no \
+             Nix store can hold: refusing the closure"
+        );
+        assert_eq!(err.exit(), Exit::Verification);
+        assert_eq!(cache.nar_requests(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_narinfo_without_a_trusted_signature_is_refused() {
+        let cache = TestCache::new();
+        let a = sp('5', "a");
+        cache.add(&Entry::new(
+            a.clone(),
+            Node::File(false, b"a".to_vec()),
+            &[],
+        ));
+        let key = |name: &str, key| PublicKey {
+            name: name.into(),
+            key,
+        };
+        let test_key = cache.keys().keys[0].key;
+        let prefix = "refusing the narinfo at \
+                      http://cache.test/c/55555555555555555555555555555555.narinfo: \
+                      /nix/store/55555555555555555555555555555555-a";
+        let cases = [
+            (
+                "signed by another key",
+                key("other-1", test_key),
+                " is not signed by a trusted key (signed by: test-1; trusted: other-1); add the \
+                 cache's public key with --trusted-key if you trust it",
+            ),
+            (
+                "trusted name, other key bytes",
+                key("test-1", [1u8; 32]),
+                ": the signature by trusted key test-1 does not verify (the narinfo was altered \
+                 or the signature is corrupt)",
+            ),
+        ];
+        for (name, k, want) in cases {
+            let mut keys = TrustedKeys::default();
+            keys.add(k);
+            let img = TempDir::new("img");
+            let store = ImageStore::open(&img.0).unwrap();
+            let err = plan(&cache, &store, &keys, &a, 2).unwrap_err();
+            assert_eq!(err.to_string(), format!("{prefix}{want}"), "{name}");
+            assert_eq!(err.exit(), Exit::Verification, "{name}");
+        }
+    }
 }

@@ -18,7 +18,35 @@ use std::time::{Duration, Instant};
 use miniserde::json::{Number, Object, Value};
 
 use crate::nix::narinfo::NarInfo;
-use crate::plan::Plan;
+use crate::util::{mib, MIB};
+
+/// The plan step's figures, for the `plan` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Totals {
+    pub root: String,
+    /// Paths to fetch.
+    pub paths: usize,
+    pub already_valid: usize,
+    pub download_bytes: u64,
+    pub unpack_bytes: u64,
+}
+
+impl Totals {
+    /// As JSON, without the path count (`--dry-run --json` lists the paths).
+    pub fn to_json(&self) -> Object {
+        let mut o = Object::new();
+        o.insert("root".into(), Value::String(self.root.clone()));
+        o.insert("already_valid".into(), num(self.already_valid as u64));
+        o.insert("download_bytes".into(), num(self.download_bytes));
+        o.insert("unpack_bytes".into(), num(self.unpack_bytes));
+        o
+    }
+}
+
+/// A JSON number.
+pub fn num(n: u64) -> Value {
+    Value::Number(Number::U64(n))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -98,21 +126,19 @@ impl Progress {
         }
     }
 
-    pub fn plan(&self, plan: &Plan) {
+    /// The transfer starts (again, after a token renewal) with these totals.
+    pub fn plan(&self, totals: impl Into<Totals>) {
+        let t: Totals = totals.into();
         let mode = self.mode;
         self.with(|s| {
-            s.total_paths = plan.paths.len();
-            s.total_bytes = plan.download_bytes;
+            s.total_paths = t.paths;
+            s.total_bytes = t.download_bytes;
             s.started = Instant::now();
             if mode == Mode::Json {
-                let mut o = plan.to_json_value();
-                o.insert("event".into(), Value::String("plan".into()));
                 // The per-path list is in --dry-run; events stay short.
-                o.remove("paths");
-                o.insert(
-                    "path_count".into(),
-                    Value::Number(Number::U64(plan.paths.len() as u64)),
-                );
+                let mut o = t.to_json();
+                o.insert("event".into(), Value::String("plan".into()));
+                o.insert("path_count".into(), num(t.paths as u64));
                 json_line(s, o);
             }
         });
@@ -126,10 +152,8 @@ impl Progress {
             let mut o = Object::new();
             o.insert("event".into(), Value::String("path-start".into()));
             o.insert("path".into(), Value::String(info.store_path.to_string()));
-            o.insert(
-                "download_bytes".into(),
-                Value::Number(Number::U64(info.file_size.unwrap_or(info.nar_size))),
-            );
+            let download = info.file_size.unwrap_or(info.nar_size);
+            o.insert("download_bytes".into(), num(download));
             json_line(s, o);
         });
     }
@@ -154,7 +178,7 @@ impl Progress {
                     let mut o = Object::new();
                     o.insert("event".into(), Value::String("path-done".into()));
                     o.insert("path".into(), Value::String(info.store_path.to_string()));
-                    o.insert("nar_size".into(), Value::Number(Number::U64(info.nar_size)));
+                    o.insert("nar_size".into(), num(info.nar_size));
                     json_line(s, o);
                 }
                 Mode::Plain => {
@@ -179,10 +203,7 @@ impl Progress {
                 Mode::Json => {
                     let mut o = Object::new();
                     o.insert("event".into(), Value::String("done".into()));
-                    o.insert(
-                        "paths".into(),
-                        Value::Number(Number::U64(s.done_paths as u64)),
-                    );
+                    o.insert("paths".into(), num(s.done_paths as u64));
                     o.insert("seconds".into(), Value::Number(Number::F64(secs)));
                     json_line(s, o);
                 }
@@ -237,12 +258,6 @@ fn draw(s: &mut State, force: bool) {
     );
     let _ = s.out.flush();
     s.drawn = true;
-}
-
-const MIB: f64 = 1024.0 * 1024.0;
-
-fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / MIB)
 }
 
 /// "1 path", "2 paths".

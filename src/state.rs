@@ -27,13 +27,14 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use miniserde::{json, Deserialize, Serialize};
 
 use crate::activate::Report;
 use crate::cli::{ApplyOpts, Common};
 use crate::error::{Error, Exit};
+use crate::util::unix_now;
 
 /// The state file is small; anything bigger is not ours.
 const MAX_STATE_BYTES: u64 = 1 << 20;
@@ -103,12 +104,6 @@ impl Attempt {
             bytes_downloaded: self.bytes_downloaded,
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The word recorded for an exit class.
@@ -524,7 +519,11 @@ fn status_text(common: &Common) -> Result<String, Error> {
                     "{} (expires {}{})",
                     t.path.display(),
                     format_time(u64::try_from(exp).unwrap_or(0)),
-                    if exp < now_secs() { ", EXPIRED" } else { "" }
+                    if exp < unix_now() as i64 {
+                        ", EXPIRED"
+                    } else {
+                        ""
+                    }
                 ),
                 None => format!("{} (no expiry: not a JWT)", t.path.display()),
             },
@@ -532,12 +531,6 @@ fn status_text(common: &Common) -> Result<String, Error> {
         },
     );
     Ok(s)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

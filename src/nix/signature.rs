@@ -81,7 +81,8 @@ impl fmt::Display for SigError {
             } => write!(f, "{what} {value:?}: not {expected} bytes of base64"),
             SigError::NoSignatures { path } => write!(
                 f,
-                "signature: {path}: the narinfo is not signed (no Sig: line); refusing to download it"
+                "{path} is not signed (its narinfo has no Sig: line); a binary cache must sign \
+                 what it serves"
             ),
             SigError::NoTrustedSignature {
                 path,
@@ -89,8 +90,8 @@ impl fmt::Display for SigError {
                 trusted,
             } => write!(
                 f,
-                "signature: {path}: no signature by a trusted key (signed by: {}; trusted: {}); \
-                 add the cache's key with --trusted-key if you trust it",
+                "{path} is not signed by a trusted key (signed by: {}; trusted: {}); add the \
+                 cache's public key with --trusted-key if you trust it",
                 signed_by.join(", "),
                 if trusted.is_empty() {
                     "none".to_string()
@@ -100,8 +101,8 @@ impl fmt::Display for SigError {
             ),
             SigError::Invalid { path, key } => write!(
                 f,
-                "signature: {path}: signature by trusted key {key} does not verify \
-                 (the narinfo was altered or the signature is corrupt)"
+                "{path}: the signature by trusted key {key} does not verify (the narinfo was \
+                 altered or the signature is corrupt)"
             ),
         }
     }
@@ -456,7 +457,10 @@ mod tests {
         unsigned.sigs.clear();
         assert_eq!(
             nixos_keys().verify(&unsigned).unwrap_err().to_string(),
-            format!("signature: {PATH}: the narinfo is not signed (no Sig: line); refusing to download it")
+            format!(
+                "{PATH} is not signed (its narinfo has no Sig: line); a binary cache must sign \
+                 what it serves"
+            )
         );
 
         let mut two = TrustedKeys::default();
@@ -474,9 +478,9 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "signature: {PATH}: no signature by a trusted key (signed by: cache.nixos.org-1; \
+                "{PATH} is not signed by a trusted key (signed by: cache.nixos.org-1; \
                  trusted: cache.flakehub.com-3, cache.flakehub.com-4); \
-                 add the cache's key with --trusted-key if you trust it"
+                 add the cache's public key with --trusted-key if you trust it"
             )
         );
         let err = TrustedKeys::default().verify(&info).unwrap_err();
@@ -492,7 +496,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "signature: {PATH}: signature by trusted key cache.nixos.org-1 does not verify \
+                "{PATH}: the signature by trusted key cache.nixos.org-1 does not verify \
                  (the narinfo was altered or the signature is corrupt)"
             )
         );

@@ -439,9 +439,8 @@ impl Conn {
         let mut valid = BTreeSet::new();
         for _ in 0..n {
             let s = get_string(&mut self.stream, "store path")?;
-            let p = StorePath::parse(&s).map_err(|e| {
-                Wire::Protocol(format!("the daemon answered a bad store path {s:?}: {e:?}"))
-            })?;
+            let p = StorePath::parse(&s)
+                .map_err(|e| Wire::Protocol(format!("the daemon answered an invalid path: {e}")))?;
             valid.insert(p);
         }
         Ok(valid)

@@ -237,8 +237,7 @@ fn parse_registration(text: &str) -> Result<(BTreeSet<StorePath>, usize), String
     };
     'records: while let Some(path) = lines.next_line() {
         let no = lines.no;
-        let path = StorePath::parse(path)
-            .map_err(|e| format!("line {no}: bad store path '{path}': {e:?}"))?;
+        let path = StorePath::parse(path).map_err(|e| format!("line {no}: {e}"))?;
         let mut fields = [""; 4];
         for f in &mut fields {
             let Some(l) = lines.next_line() else {
@@ -370,6 +369,14 @@ mod tests {
         assert_eq!(
             parse_registration(&format!("{A}\nabcd\n8\n\nmany\n")).unwrap_err(),
             "line 5: bad reference count 'many'"
+        );
+        assert_eq!(
+            parse_registration(
+                "/etc/passwd
+"
+            )
+            .unwrap_err(),
+            "line 1: store path \"/etc/passwd\": not directly in /nix/store"
         );
     }
 

@@ -101,21 +101,6 @@ impl Drop for NetrcDir {
     }
 }
 
-/// The host of an `http(s)://host[:port]/…` URL; None for other schemes.
-fn url_host(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit('@').next()?;
-    let host = if host.starts_with('[') {
-        host.split_inclusive(']').next()?
-    } else {
-        host.split(':').next()?
-    };
-    (!host.is_empty()).then_some(host)
-}
-
 impl NixCopyStore {
     /// `trusted_keys`: `name:base64` public keys Nix must accept.
     pub fn new(
@@ -210,7 +195,7 @@ impl Store for NixCopyStore {
             args.push("trusted-public-keys".into());
             args.push(self.trusted_keys.join(" ").into());
         }
-        let guard = match (&self.token, url_host(&self.cache_url)) {
+        let guard = match (&self.token, crate::url::url_host(&self.cache_url)) {
             (Some(token), Some(host)) => {
                 let (guard, file) = NetrcDir::create(&self.tmp_base, host, token)?;
                 args.push("--netrc-file".into());
@@ -234,30 +219,6 @@ impl Store for NixCopyStore {
 
     fn reads_nar(&self) -> bool {
         false
-    }
-}
-
-#[cfg(test)]
-mod unit {
-    use super::*;
-
-    #[test]
-    fn url_host_cases() {
-        let cases: &[(&str, &str, Option<&str>)] = &[
-            (
-                "https",
-                "https://cache.flakehub.com",
-                Some("cache.flakehub.com"),
-            ),
-            ("port", "http://127.0.0.1:8081/x", Some("127.0.0.1")),
-            ("userinfo", "https://u@h.example/", Some("h.example")),
-            ("ipv6", "http://[::1]:80/", Some("[::1]")),
-            ("file", "file:///tmp/cache", None),
-            ("empty host", "http:///x", None),
-        ];
-        for (name, url, want) in cases {
-            assert_eq!(url_host(url), *want, "{name}");
-        }
     }
 }
 

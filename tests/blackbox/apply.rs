@@ -347,13 +347,17 @@ fn untrusted_signature_is_refused_before_any_nar() {
     let d = Deploy::new("untrusted", &[("0.1.175", "system-v1")], "{}");
     let r = d.apply("=0.1.175", &["boot"]);
     assert_eq!(r.code, 21, "{r:?}");
-    assert!(
-        r.stderr.contains("fh-lite-test-untrusted-1"),
-        "names the signer: {r:?}"
-    );
-    assert!(
-        r.stderr.contains("fh-lite-test-1"),
-        "names the trusted key: {r:?}"
+    let path = &fixtures().get("system-v1").path;
+    let hash = &path["/nix/store/".len()..][..32];
+    assert_eq!(
+        r.stderr.lines().last().unwrap_or_default(),
+        format!(
+            "fh-lite: refusing the narinfo at {}/{hash}.narinfo: {path} is not signed by a \
+             trusted key (signed by: fh-lite-test-untrusted-1; trusted: fh-lite-test-1); add \
+             the cache's public key with --trusted-key if you trust it",
+            d.hub.url()
+        ),
+        "names the URL, the path, the signer, the trusted key and what to do once: {r:?}"
     );
     assert!(
         d.hub.requests_to("/nar/").is_empty(),

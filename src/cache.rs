@@ -1,0 +1,337 @@
+//! The binary-cache client: `{base}/<hash>.narinfo`, and NARs at the
+//! narinfo's `URL:` resolved against the base (nix-protocols.md §1.2, §1.4).
+//!
+//! [`fetch_narinfo`] is the one way a narinfo enters fh-lite: parsed
+//! strictly for the hash part asked for, its signature checked against the
+//! trusted keys before anything looks at it. [`FetchError`] is the error of
+//! the whole transfer: the cache's, and that of plan and fetch built on it.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::error::{Error, Exit};
+use crate::http::RangeAnswer;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::signature::{SigError, TrustedKeys};
+use crate::nix::store_path::StorePath;
+use crate::store::StoreError;
+use crate::util::mib;
+
+/// What plan and fetch need from the binary cache.
+pub trait CacheClient: Sync {
+    /// The cache base URL, without a trailing slash.
+    fn base_url(&self) -> &str;
+    /// `GET {base}/{hash_part}.narinfo`, bounded in size. `Ok(None)` when
+    /// the cache answers 404 or 403 (nix-protocols.md §1.2).
+    fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError>;
+    /// Streaming `GET` of an absolute NAR URL (see [`CacheClient::nar_url`]).
+    fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError>;
+    /// [`CacheClient::get_nar`] from byte `offset` on (`Range:
+    /// bytes=<offset>-`, the same credentials), to resume a body that broke
+    /// off (resume.rs). The default answers like a server that ignores
+    /// Range (status 200, no request made): the path starts over.
+    fn get_nar_from(&self, _url: &str, _offset: u64) -> Result<RangeAnswer, FetchError> {
+        Ok(RangeAnswer {
+            status: 200,
+            content_range: None,
+            body: Box::new(std::io::empty()),
+        })
+    }
+    /// One line on stderr about the transfer (resume.rs).
+    fn note(&self, line: &str) {
+        eprintln!("fh-lite: {line}");
+    }
+
+    fn narinfo_url(&self, hash_part: &str) -> String {
+        format!("{}/{hash_part}.narinfo", self.base_url())
+    }
+    /// The absolute URL of a NAR, from its narinfo's `URL:` field.
+    fn nar_url(&self, info: &NarInfo) -> String {
+        crate::url::nar_url(self.base_url(), &info.url)
+    }
+}
+
+/// The binary cache over HTTP (http.rs): the closure token goes as Basic
+/// auth `flakehub:<token>`, and http.rs sends it only to the cache host.
+pub struct HttpCache<'a> {
+    pub client: &'a crate::http::Client,
+    /// Cache base URL (`--cache-addr`), without a trailing slash.
+    pub base: String,
+    pub token: &'a crate::http::Secret,
+}
+
+impl CacheClient for HttpCache<'_> {
+    fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
+        use crate::http::{Auth, NARINFO_LIMIT};
+        let url = self.narinfo_url(hash_part);
+        match self.client.get_bytes(
+            &url,
+            Auth::Basic(self.token),
+            Some("text/x-nix-narinfo"),
+            NARINFO_LIMIT,
+        ) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| FetchError::NotText { url }),
+            // §1.2: 404 and 403 both mean "not in this cache".
+            Err(e) if matches!(e.status(), Some(404 | 403)) => Ok(None),
+            Err(e) => Err(status_error(e)),
+        }
+    }
+
+    fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
+        let auth = crate::http::Auth::Basic(self.token);
+        self.client.get_stream(url, auth).map_err(status_error)
+    }
+
+    fn get_nar_from(&self, url: &str, offset: u64) -> Result<RangeAnswer, FetchError> {
+        let auth = crate::http::Auth::Basic(self.token);
+        self.client
+            .get_stream_from(url, auth, offset)
+            .map_err(status_error)
+    }
+
+    fn note(&self, line: &str) {
+        self.client.note(line);
+    }
+}
+
+/// A final HTTP status from the cache is a cache error naming the URL;
+/// anything else stays the transport's error (network, TLS, …).
+fn status_error(e: crate::http::HttpError) -> FetchError {
+    match e.status() {
+        Some(status) => FetchError::Http {
+            url: e.url().to_string(),
+            status,
+        },
+        None => FetchError::Transport(e),
+    }
+}
+
+/// Errors of the plan and fetch steps. Every variant names the URL (or the
+/// directory) and, where known, the store path.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The cache answered 404/403 for a narinfo: it does not have the path.
+    NarInfoMissing { path: StorePath, url: String },
+    /// An HTTP error status other than a narinfo's 404/403.
+    Http { url: String, status: u16 },
+    /// The HTTP layer failed (its error names the URL).
+    Transport(crate::http::HttpError),
+    /// A narinfo that is not UTF-8 text.
+    NotText { url: String },
+    /// The narinfo did not parse (or was for another store path); `detail`
+    /// starts with "narinfo: ".
+    NarInfoMalformed {
+        path: StorePath,
+        url: String,
+        detail: String,
+    },
+    /// No signature on the narinfo verified with a trusted key (the
+    /// signature error names the store path).
+    Untrusted { url: String, err: SigError },
+    /// References form a cycle (other than a self-reference).
+    Cycle { path: StorePath },
+    /// A `Compression` this build cannot decode.
+    UnsupportedCompression {
+        path: StorePath,
+        url: String,
+        compression: String,
+    },
+    /// The body went on past the narinfo's FileSize.
+    BodyTooLong {
+        path: StorePath,
+        url: String,
+        file_size: u64,
+    },
+    /// The body ended before FileSize, or before the NAR was complete.
+    Truncated {
+        path: StorePath,
+        url: String,
+        detail: String,
+    },
+    /// The decompressor rejected the body.
+    Decompress {
+        path: StorePath,
+        url: String,
+        codec: String,
+        detail: String,
+    },
+    /// The decompressed NAR went on past NarSize.
+    NarTooLong {
+        path: StorePath,
+        url: String,
+        nar_size: u64,
+    },
+    /// The store refused the path: malformed NAR, hash or size mismatch,
+    /// disk full, registration failed. The store error names the path.
+    Store { url: String, source: StoreError },
+    /// The filesystem of the store has less room than the plan needs.
+    DiskSpace {
+        dir: String,
+        needed: u64,
+        available: u64,
+    },
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::NarInfoMissing { path, url } => write!(
+                f,
+                "binary cache does not have {path}: GET {url}: not found (404/403)"
+            ),
+            FetchError::Http { url, status: 401 } => write!(
+                f,
+                "GET {url}: http status 401: the cache refused the closure token \
+                 (it is valid for about an hour; run the apply again to get a fresh one)"
+            ),
+            FetchError::Http { url, status: 403 } => write!(
+                f,
+                "GET {url}: http status 403: the closure token does not cover this path"
+            ),
+            FetchError::Http { url, status } => write!(f, "GET {url}: http status {status}"),
+            FetchError::Transport(e) => write!(f, "{e}"),
+            FetchError::NotText { url } => write!(f, "GET {url}: narinfo is not UTF-8 text"),
+            FetchError::NarInfoMalformed { path, url, detail } => write!(
+                f,
+                "GET {url}: {detail}; the cache sent a malformed narinfo for {path}"
+            ),
+            FetchError::Untrusted { url, err } => {
+                write!(f, "refusing the narinfo at {url}: {err}")
+            }
+            FetchError::Cycle { path } => write!(
+                f,
+                "references of {path} form a cycle, which no Nix store can hold: refusing the \
+                 closure"
+            ),
+            FetchError::UnsupportedCompression {
+                path,
+                url,
+                compression,
+            } => write!(
+                f,
+                "{path}: the cache serves {url} with Compression '{compression}', which fh-lite \
+                 cannot decode (supported: none, xz, zstd, bzip2)"
+            ),
+            FetchError::BodyTooLong {
+                path,
+                url,
+                file_size,
+            } => write!(
+                f,
+                "GET {url}: body longer than FileSize {file_size} given in the narinfo of {path}"
+            ),
+            FetchError::Truncated { path, url, detail } => write!(
+                f,
+                "GET {url}: body cut short ({detail}) while fetching {path}"
+            ),
+            FetchError::Decompress {
+                path,
+                url,
+                codec,
+                detail,
+            } => write!(
+                f,
+                "{url}: {codec} decompression failed for {path}: {detail}"
+            ),
+            FetchError::NarTooLong {
+                path,
+                url,
+                nar_size,
+            } => write!(
+                f,
+                "{url}: NAR of {path} longer than NarSize {nar_size} after decompression"
+            ),
+            FetchError::Store {
+                url,
+                source: source @ (StoreError::HashMismatch { .. } | StoreError::SizeMismatch { .. }),
+            } => write!(
+                f,
+                "{url}: {source}; the path was not added to the store: the cache's copy is \
+                 corrupt or was altered"
+            ),
+            FetchError::Store { url, source } => write!(f, "{url}: {source}"),
+            FetchError::DiskSpace {
+                dir,
+                needed,
+                available,
+            } => write!(
+                f,
+                "not enough space for the store at {dir}: need {needed} bytes ({}), {available} \
+                 bytes ({}) available; free some space or use a bigger filesystem",
+                mib(*needed),
+                mib(*available)
+            ),
+        }
+    }
+}
+
+impl FetchError {
+    /// The cache answered 401: the closure token expired or was refused.
+    pub fn is_token_refused(&self) -> bool {
+        matches!(self, FetchError::Http { status: 401, .. })
+    }
+
+    /// The exit class (error.rs) of this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            FetchError::NarInfoMissing { .. }
+            | FetchError::Http { .. }
+            | FetchError::Truncated { .. }
+            | FetchError::UnsupportedCompression { .. } => Exit::Cache,
+            // A final error status from the cache is a cache error.
+            FetchError::Transport(e) if e.status().is_some() => Exit::Cache,
+            FetchError::Transport(e) => e.exit(),
+            FetchError::NotText { .. } => Exit::Verification,
+            FetchError::NarInfoMalformed { .. }
+            | FetchError::Untrusted { .. }
+            | FetchError::Cycle { .. }
+            | FetchError::BodyTooLong { .. }
+            | FetchError::Decompress { .. }
+            | FetchError::NarTooLong { .. } => Exit::Verification,
+            FetchError::Store { source, .. } => source.exit(),
+            FetchError::DiskSpace { .. } => Exit::Store,
+        }
+    }
+}
+
+impl From<FetchError> for Error {
+    fn from(e: FetchError) -> Error {
+        Error::new(e.exit(), e.to_string())
+    }
+}
+
+/// Fetch, parse and verify the narinfo of `path`.
+pub fn fetch_narinfo(
+    client: &dyn CacheClient,
+    keys: &TrustedKeys,
+    path: &StorePath,
+) -> Result<NarInfo, FetchError> {
+    let url = client.narinfo_url(path.hash_part());
+    let malformed = |detail: String| FetchError::NarInfoMalformed {
+        path: path.clone(),
+        url: url.clone(),
+        detail,
+    };
+    let text = client
+        .get_narinfo(path.hash_part())?
+        .ok_or_else(|| FetchError::NarInfoMissing {
+            path: path.clone(),
+            url: url.clone(),
+        })?;
+    let info = NarInfo::parse(&text, path.hash_part()).map_err(|e| malformed(e.to_string()))?;
+    if &info.store_path != path {
+        return Err(malformed(format!(
+            "narinfo: StorePath {} is not the path asked for",
+            info.store_path
+        )));
+    }
+    keys.verify(&info)
+        .map_err(|err| FetchError::Untrusted { url, err })?;
+    Ok(info)
+}
