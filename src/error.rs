@@ -13,7 +13,8 @@ use std::fmt;
 ///
 /// Codes 0, 1 and 2 follow the usual Unix convention; the others are
 /// grouped by pipeline step (10s: resolve, 20s: cache/transfer, 30s:
-/// activation, 40s: local conditions).
+/// activation, 40s: local conditions). Each class's facts are in one
+/// place, [`Exit::facts`]: `--help`, README.md and the state file read them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
     /// Everything asked for was done (or there was nothing to do).
@@ -22,8 +23,6 @@ pub enum Exit {
     Internal,
     /// Bad command line or output reference.
     Usage,
-    /// This step of the pipeline is not built yet.
-    NotImplemented,
     /// No device token, or FlakeHub answered 401 (missing, invalid, expired).
     Unauthorized,
     /// FlakeHub answered 403: the token does not allow this reference.
@@ -58,13 +57,28 @@ pub enum Exit {
     AlreadyRunning,
 }
 
+/// What one exit class means: its status, the word the state file
+/// records, and the line of the EXIT STATUS table.
+pub struct Facts {
+    pub code: u8,
+    pub name: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn facts(code: u8, name: &'static str, meaning: &'static str) -> Facts {
+    Facts {
+        code,
+        name,
+        meaning,
+    }
+}
+
 impl Exit {
     /// Every class, in the order of the table printed by `--help`.
-    pub const ALL: [Exit; 20] = [
+    pub const ALL: [Exit; 19] = [
         Exit::Success,
         Exit::Internal,
         Exit::Usage,
-        Exit::NotImplemented,
         Exit::Unauthorized,
         Exit::Forbidden,
         Exit::NotFound,
@@ -83,55 +97,109 @@ impl Exit {
         Exit::AlreadyRunning,
     ];
 
-    pub fn code(self) -> u8 {
+    /// The one table of exit-class facts.
+    pub const fn facts(self) -> Facts {
         match self {
-            Exit::Success => 0,
-            Exit::Internal => 1,
-            Exit::Usage => 2,
-            Exit::NotImplemented => 3,
-            Exit::Unauthorized => 10,
-            Exit::Forbidden => 11,
-            Exit::NotFound => 12,
-            Exit::Unavailable => 13,
-            Exit::BadResponse => 14,
-            Exit::Network => 15,
-            Exit::Cache => 20,
-            Exit::Verification => 21,
-            Exit::Store => 22,
-            Exit::ActivationFailed => 30,
-            Exit::ActivationPartial => 31,
-            Exit::RolledBack => 32,
-            Exit::RollbackFailed => 33,
-            Exit::SkippedFailed => 34,
-            Exit::RebootNeeded => 40,
-            Exit::AlreadyRunning => 41,
+            Exit::Success => facts(0, "success", "success (or nothing to do)"),
+            Exit::Internal => facts(1, "internal-error", "internal error"),
+            Exit::Usage => facts(
+                2,
+                "usage-error",
+                "usage error: bad option or output reference",
+            ),
+            Exit::Unauthorized => facts(
+                10,
+                "unauthorized",
+                "no device token, or FlakeHub said 401 (log in again)",
+            ),
+            Exit::Forbidden => facts(
+                11,
+                "forbidden",
+                "FlakeHub said 403: the token does not allow this reference",
+            ),
+            Exit::NotFound => facts(
+                12,
+                "not-found",
+                "FlakeHub said 404: no such release or output",
+            ),
+            Exit::Unavailable => facts(
+                13,
+                "unavailable",
+                "FlakeHub kept answering 429/5xx after retries",
+            ),
+            Exit::BadResponse => facts(
+                14,
+                "bad-response",
+                "FlakeHub's answer was malformed or not a store path",
+            ),
+            Exit::Network => facts(
+                15,
+                "network-error",
+                "network error: DNS, connect, timeout or TLS",
+            ),
+            Exit::Cache => facts(
+                20,
+                "cache-error",
+                "binary cache error: narinfo or NAR missing, refused or cut short",
+            ),
+            Exit::Verification => facts(
+                21,
+                "verification-failed",
+                "verification failed: signature, hash, size or format",
+            ),
+            Exit::Store => facts(
+                22,
+                "store-error",
+                "the store could not take the paths (disk, registration)",
+            ),
+            Exit::ActivationFailed => facts(
+                30,
+                "activation-failed",
+                "activation failed, not rolled back",
+            ),
+            Exit::ActivationPartial => facts(
+                31,
+                "activation-partial",
+                "activation partly failed (units failed), kept",
+            ),
+            Exit::RolledBack => facts(
+                32,
+                "rolled-back",
+                "activation or health check failed; rolled back",
+            ),
+            Exit::RollbackFailed => facts(
+                33,
+                "rollback-failed",
+                "activation failed and the rollback failed too",
+            ),
+            Exit::SkippedFailed => facts(
+                34,
+                "skipped-failed",
+                "resolved path failed before; skipped (--retry-failed)",
+            ),
+            Exit::RebootNeeded => facts(
+                40,
+                "reboot-needed",
+                "applied; reboot needed to take full effect",
+            ),
+            Exit::AlreadyRunning => {
+                facts(41, "already-running", "another fh-lite apply is running")
+            }
         }
+    }
+
+    pub fn code(self) -> u8 {
+        self.facts().code
+    }
+
+    /// The word recorded in the state file (`"rolled-back"`).
+    pub fn name(self) -> &'static str {
+        self.facts().name
     }
 
     /// One line for the EXIT STATUS table.
     pub fn meaning(self) -> &'static str {
-        match self {
-            Exit::Success => "success (or nothing to do)",
-            Exit::Internal => "internal error",
-            Exit::Usage => "usage error: bad option or output reference",
-            Exit::NotImplemented => "that step is not built yet in this version",
-            Exit::Unauthorized => "no device token, or FlakeHub said 401 (log in again)",
-            Exit::Forbidden => "FlakeHub said 403: the token does not allow this reference",
-            Exit::NotFound => "FlakeHub said 404: no such release or output",
-            Exit::Unavailable => "FlakeHub kept answering 429/5xx after retries",
-            Exit::BadResponse => "FlakeHub's answer was malformed or not a store path",
-            Exit::Network => "network error: DNS, connect, timeout or TLS",
-            Exit::Cache => "binary cache error: narinfo or NAR missing, refused or cut short",
-            Exit::Verification => "verification failed: signature, hash, size or format",
-            Exit::Store => "the store could not take the paths (disk, registration)",
-            Exit::ActivationFailed => "activation failed, not rolled back",
-            Exit::ActivationPartial => "activation partly failed (units failed), kept",
-            Exit::RolledBack => "activation or health check failed; rolled back",
-            Exit::RollbackFailed => "activation failed and the rollback failed too",
-            Exit::SkippedFailed => "resolved path failed before; skipped (--retry-failed)",
-            Exit::RebootNeeded => "applied; reboot needed to take full effect",
-            Exit::AlreadyRunning => "another fh-lite apply is running",
-        }
+        self.facts().meaning
     }
 }
 
@@ -159,6 +227,44 @@ impl Error {
     }
 }
 
+// The formats in `nix/` know nothing of exit codes; a malformed hash,
+// signature, narinfo or store path is a verification failure.
+macro_rules! verification_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Error {
+                Error::new(Exit::Verification, e.to_string())
+            }
+        }
+    )*};
+}
+
+verification_errors!(
+    crate::nix::base32::DecodeError,
+    crate::nix::hash::HashError,
+    crate::nix::narinfo::NarInfoError,
+    crate::nix::signature::SigError,
+    crate::nix::store_path::StorePathError
+);
+
+impl From<crate::nix::nar::NarError> for Error {
+    fn from(e: crate::nix::nar::NarError) -> Error {
+        use crate::nix::nar::NarError;
+        let exit = match &e {
+            NarError::Malformed { .. } | NarError::Truncated { .. } => Exit::Verification,
+            // An overlong stream (HashingReader's limit) or a decoder's
+            // corrupt-data error is a verification failure; anything else
+            // on the way in is the transfer failing.
+            NarError::Io(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+                Exit::Verification
+            }
+            NarError::Io(_) => Exit::Cache,
+            NarError::Sink { .. } => Exit::Store,
+        };
+        Error::new(exit, e.to_string())
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -177,10 +283,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_distinct() {
-        let mut seen = std::collections::BTreeSet::new();
+    fn codes_and_names_are_distinct() {
+        let mut codes = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
         for e in Exit::ALL {
-            assert!(seen.insert(e.code()), "duplicate exit code {}", e.code());
+            assert!(codes.insert(e.code()), "duplicate exit code {}", e.code());
+            assert!(names.insert(e.name()), "duplicate name {}", e.name());
         }
+        assert_eq!(Exit::RolledBack.name(), "rolled-back");
     }
 }

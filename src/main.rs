@@ -23,7 +23,10 @@ mod nix;
 mod outref;
 mod plan;
 mod progress;
+mod resolve;
+mod rollback;
 mod state;
+mod status;
 mod store;
 
 use std::io::Write;
@@ -55,10 +58,10 @@ fn run(cli: Cli) -> Result<Exit, Error> {
             print_stdout(&format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
             Ok(Exit::Success)
         }
-        Command::Resolve { ref reference } => flakehub::cmd_resolve(&cli.common, reference),
+        Command::Resolve { ref reference } => resolve::run(&cli.common, reference),
         Command::Apply(ref opts) => apply::run(&cli.common, opts),
-        Command::Status => state::cmd_status(&cli.common),
-        Command::Rollback { to } => activate::cmd_rollback(&cli.common, to),
+        Command::Status => status::run(&cli.common),
+        Command::Rollback { to } => rollback::run(&cli.common, to),
     }
 }
 

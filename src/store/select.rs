@@ -1,5 +1,6 @@
-//! `--store auto|daemon|local|nix`: which backend the apply uses.
+//! `--store auto|daemon|local|nix|image`: which backend the apply uses.
 //!
+//! - `image` (the default with `--root`): the image root DIR.
 //! - `daemon`: the socket from `--daemon-socket` / `NIX_DAEMON_SOCKET_PATH`
 //!   (cli folds the variable in), else the default socket. With `--root`
 //!   the caller must name the socket that serves DIR.
@@ -9,23 +10,24 @@
 //!   we can write the store's database, else an error naming what was
 //!   tried. With `--root DIR`, auto tries a daemon only when a socket was
 //!   given (the default socket serves the host's store, not DIR).
-//! - `image` (the default with `--root`) is built by its own module.
 
 use std::path::{Path, PathBuf};
 
 use super::daemon::{self, DaemonStore};
+use super::image::ImageStore;
 use super::local::LocalStore;
 use super::nix_copy::NixCopyStore;
 use super::{Store, StoreError};
 use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
+use crate::http::Secret;
 
 /// What the `nix copy` backend needs to reach the cache.
 pub struct NixCopyCache<'a> {
     /// The binary cache URL (`Common::cache_addr`).
     pub url: &'a str,
     /// The closure token, if the cache needs one.
-    pub token: Option<&'a str>,
+    pub token: Option<&'a Secret>,
     /// Trusted keys as `name:base64`.
     pub trusted_keys: Vec<String>,
 }
@@ -102,10 +104,12 @@ pub fn select(
                 ),
             ))
         }
-        StoreKind::Image => Err(Error::new(
-            Exit::Internal,
-            "--store image is opened by the image backend, not by store::select",
-        )),
+        StoreKind::Image => match &common.root {
+            Some(root) => Ok(Box::new(ImageStore::open(root)?)),
+            None => Err(Error::usage(
+                "--store image needs --root DIR (the image being built)",
+            )),
+        },
     }
 }
 
@@ -123,9 +127,10 @@ mod tests {
         let Command::Apply(opts) = cli.command else {
             panic!("{args}: not apply")
         };
+        let token = crate::http::Secret::new("t");
         let cache = NixCopyCache {
             url: "https://cache.example.org",
-            token: Some("t"),
+            token: Some(&token),
             trusted_keys: vec!["k-1:AAAA".into()],
         };
         select(&cli.common, &opts, cache)
@@ -197,12 +202,9 @@ mod tests {
                 Ok("nix copy into the default store".to_string()),
             ),
             (
-                "image is not ours",
+                "image root (the default with --root)",
                 format!("--root {d} apply nixos a/b/0.1#x"),
-                Err((
-                    Exit::Internal,
-                    "--store image is opened by the image backend, not by store::select".into(),
-                )),
+                Ok(format!("image root {d}")),
             ),
         ];
         for (name, args, want) in cases {

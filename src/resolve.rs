@@ -1,0 +1,27 @@
+//! `fh-lite resolve REF [--json]`: print the store path FlakeHub resolves
+//! the reference to (no download, no closure token).
+
+use crate::cli::Common;
+use crate::error::{Error, Exit};
+use crate::flakehub;
+use crate::outref::OutputRef;
+
+pub fn run(common: &Common, reference: &OutputRef) -> Result<Exit, Error> {
+    let r = flakehub::resolve(common, reference)?;
+    let store_path = r.store_path.to_string();
+    if common.json {
+        #[derive(miniserde::Serialize)]
+        struct Out<'a> {
+            attribute_path: &'a str,
+            store_path: &'a str,
+        }
+        let out = Out {
+            attribute_path: &r.attribute_path,
+            store_path: &store_path,
+        };
+        crate::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
+    } else {
+        crate::print_stdout(&format!("{store_path}\n"));
+    }
+    Ok(Exit::Success)
+}
