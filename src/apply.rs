@@ -5,6 +5,7 @@
 //! takes the state lock (one apply at a time) and records the attempt and
 //! its result in the state file.
 
+use std::path::Path;
 use std::time::Instant;
 
 use crate::activate::{self, Report};
@@ -18,7 +19,7 @@ use crate::nix::store_path::StorePath;
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
 use crate::state::{format_time, Attempt, StateDir};
-use crate::store::select::{self, NixCopyCache};
+use crate::store::select;
 use crate::store::Store;
 
 pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
@@ -30,11 +31,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     activate::preflight(common, opts)?;
     let state = StateDir::new(&common.state_dir);
     // One apply at a time (a dry run changes nothing and takes no lock).
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(state.lock()?)
-    };
+    let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
 
     // resolve
     let client = Client::new(common)?;
@@ -49,11 +46,15 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
 
     // plan
-    let store = open_store(common, opts, &keys, &token.token)?;
+    let store = select::select(common, opts, &keys, &token.token)?;
     let store = store.as_ref();
-    let plan = token.with_renewal(store, |cache| {
-        plan::plan(cache, store, &keys, &root_path, opts.jobs)
-    })?;
+    let plan = loop {
+        match plan::plan(&token.cache(), store, &keys, &root_path, opts.jobs) {
+            Ok(p) => break p,
+            Err(e) if token.renew(&e, store)? => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
     if opts.dry_run {
         let out = if common.json {
             plan.render_json()
@@ -64,7 +65,8 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
         return Ok(Exit::Success);
     }
     if store.reads_nar() {
-        plan::check_disk_space(&store_dir(common), plan.unpack_bytes)?;
+        let root = common.root.as_deref().unwrap_or(Path::new("/"));
+        plan::check_disk_space(&root.join("nix/store"), plan.unpack_bytes)?;
     }
     // Keep the closure from a concurrent garbage collection until this
     // process ends (a root's closure is kept with it).
@@ -239,21 +241,6 @@ impl<'a> ClosureToken<'a> {
         self.token = again.token;
         Ok(true)
     }
-
-    /// Run `step` against the cache, renewing the token when it is refused.
-    fn with_renewal<T>(
-        &mut self,
-        store: &dyn Store,
-        step: impl Fn(&HttpCache) -> Result<T, FetchError>,
-    ) -> Result<T, Error> {
-        loop {
-            match step(&self.cache()) {
-                Ok(t) => return Ok(t),
-                Err(e) if self.renew(&e, store)? => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
 }
 
 /// The built-in cache.flakehub.com keys (unless `--no-default-keys`) and
@@ -275,28 +262,4 @@ fn trusted_keys(opts: &ApplyOpts) -> Result<TrustedKeys, Error> {
         ));
     }
     Ok(keys)
-}
-
-/// Where the paths land (`store::select`); the `nix copy` backend gets
-/// the cache, the closure token and the trusted keys.
-fn open_store(
-    common: &Common,
-    opts: &ApplyOpts,
-    keys: &TrustedKeys,
-    token: &Secret,
-) -> Result<Box<dyn Store>, Error> {
-    let cache = NixCopyCache {
-        url: &common.cache_addr,
-        token: Some(token),
-        trusted_keys: keys.keys.iter().map(|k| k.to_string()).collect(),
-    };
-    select::select(common, opts, cache)
-}
-
-/// The store directory on this machine's filesystem, for the disk check.
-fn store_dir(common: &Common) -> std::path::PathBuf {
-    match &common.root {
-        Some(r) => r.join("nix/store"),
-        None => std::path::PathBuf::from("/nix/store"),
-    }
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use miniserde::{json, Serialize};
 
-use crate::activate::profiles::{Generation, Profile};
+use crate::activate::Ctx;
 use crate::cli::Common;
 use crate::error::{Error, Exit};
-use crate::flakehub::{self, TokenInfo};
-use crate::state::{format_time, FailedPath, Record, State, StateDir};
+use crate::flakehub;
+use crate::state::{format_time, unix_now, FailedPath, Record, StateDir};
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
     let status = gather(common)?;
@@ -23,108 +23,100 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
-/// Everything `status` shows, read once.
+/// Everything `status` shows, read once; `json` is what `--json` prints.
 pub struct Status {
-    profile: PathBuf,
-    current: Option<Generation>,
-    generations: Vec<u64>,
-    /// `/run/current-system` (under `--root`) and its target.
+    json: StatusJson,
+    /// `/run/current-system` (under `--root`).
     run_link: PathBuf,
-    current_system: Option<String>,
-    state: State,
-    /// The device token file and its expiry, or why there is none usable.
-    token: Result<TokenInfo, String>,
-}
-
-pub fn gather(common: &Common) -> Result<Status, Error> {
-    let profile = Profile::new(&common.profile, common.root.as_deref());
-    let generations = profile.generations()?.iter().map(|g| g.number).collect();
-    let current = profile.current_target()?;
-    let run_link = match &common.root {
-        Some(r) => r.join("run/current-system"),
-        None => PathBuf::from("/run/current-system"),
-    };
-    let current_system = std::fs::read_link(&run_link)
-        .ok()
-        .map(|t| t.to_string_lossy().into_owned());
-    let state = StateDir::new(&common.state_dir).load()?;
-    Ok(Status {
-        profile: common.profile.clone(),
-        current,
-        generations,
-        run_link,
-        current_system,
-        state,
-        token: flakehub::token_info(common).map_err(|e| e.to_string()),
-    })
+    /// Why no device token file is usable.
+    token_error: Option<String>,
 }
 
 #[derive(Serialize)]
-struct StatusJson<'a> {
+struct StatusJson {
     profile: String,
     generation: Option<u64>,
-    generation_path: Option<&'a str>,
-    generations: &'a [u64],
-    current_system: Option<&'a str>,
-    last_attempt: &'a Option<Record>,
-    last_success: &'a Option<Record>,
-    failed: &'a [FailedPath],
+    generation_path: Option<String>,
+    generations: Vec<u64>,
+    current_system: Option<String>,
+    last_attempt: Option<Record>,
+    last_success: Option<Record>,
+    failed: Vec<FailedPath>,
     /// The device token file in use (never the token), if one is found.
     token_file: Option<String>,
     /// Its JWT `exp`, unix seconds, when it is a JWT.
     token_expires_at: Option<i64>,
 }
 
-pub fn render_json(s: &Status) -> String {
-    let token = s.token.as_ref().ok();
-    let j = StatusJson {
-        profile: s.profile.display().to_string(),
-        generation: s.current.as_ref().map(|g| g.number),
-        generation_path: s.current.as_ref().map(|g| g.target.as_str()),
-        generations: &s.generations,
-        current_system: s.current_system.as_deref(),
-        last_attempt: &s.state.last_attempt,
-        last_success: &s.state.last_success,
-        failed: &s.state.failed,
-        token_file: token.map(|t| t.path.display().to_string()),
-        token_expires_at: token.and_then(|t| t.expires_at),
+pub fn gather(common: &Common) -> Result<Status, Error> {
+    let ctx = Ctx::new(common);
+    let current = ctx.profile.current_target()?;
+    let state = StateDir::new(&common.state_dir).load()?;
+    let token = flakehub::token_info(common);
+    let json = StatusJson {
+        profile: common.profile.display().to_string(),
+        generation: current.as_ref().map(|g| g.number),
+        generation_path: current.map(|g| g.target),
+        generations: ctx
+            .profile
+            .generations()?
+            .iter()
+            .map(|g| g.number)
+            .collect(),
+        current_system: ctx.current_system(),
+        last_attempt: state.last_attempt,
+        last_success: state.last_success,
+        failed: state.failed,
+        token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
+        token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
     };
-    json::to_string(&j) + "\n"
+    Ok(Status {
+        json,
+        run_link: ctx.real(Path::new("/run/current-system")),
+        token_error: token.err().map(|e| e.to_string()),
+    })
+}
+
+pub fn render_json(s: &Status) -> String {
+    json::to_string(&s.json) + "\n"
 }
 
 pub fn render_text(s: &Status) -> String {
+    let j = &s.json;
     let mut out = String::new();
     let mut line = |k: &str, v: &str| out.push_str(&format!("{k:<15} {v}\n"));
-    line("profile", &s.profile.display().to_string());
+    line("profile", &j.profile);
     line(
         "generation",
-        &match &s.current {
-            Some(g) => format!("{} -> {}", g.number, g.target),
-            None => "none (the profile does not exist)".to_string(),
+        &match (j.generation, &j.generation_path) {
+            (Some(n), Some(target)) => format!("{n} -> {target}"),
+            _ => "none (the profile does not exist)".to_string(),
         },
     );
-    let generations: Vec<String> = s.generations.iter().map(u64::to_string).collect();
+    let generations: Vec<String> = j.generations.iter().map(u64::to_string).collect();
     line("generations", &or_none(generations.join(" ")));
-    line("current system", &current_system(s));
+    let link = s.run_link.display();
+    line(
+        "current system",
+        &match &j.current_system {
+            Some(t) => format!("{t} ({link})"),
+            None => format!("unknown ({link} does not exist)"),
+        },
+    );
     let record = |r: &Option<Record>| r.as_ref().map_or("none".to_string(), record_line);
-    line("last attempt", &record(&s.state.last_attempt));
-    line("last success", &record(&s.state.last_success));
-    if s.state.failed.is_empty() {
+    line("last attempt", &record(&j.last_attempt));
+    line("last success", &record(&j.last_success));
+    if j.failed.is_empty() {
         line("failed paths", "none");
     }
-    for (i, f) in s.state.failed.iter().enumerate() {
+    for (i, f) in j.failed.iter().enumerate() {
+        let (path, time) = (&f.store_path, format_time(f.time));
         line(
             if i == 0 { "failed paths" } else { "" },
-            &format!(
-                "{} ({}, {} at {})",
-                f.store_path,
-                f.reference,
-                f.result,
-                format_time(f.time)
-            ),
+            &format!("{path} ({}, {} at {time})", f.reference, f.result),
         );
     }
-    line("token file", &token_line(&s.token));
+    line("token file", &token_line(s));
     out
 }
 
@@ -133,14 +125,6 @@ fn or_none(s: String) -> String {
         "none".to_string()
     } else {
         s
-    }
-}
-
-fn current_system(s: &Status) -> String {
-    let link = s.run_link.display();
-    match &s.current_system {
-        Some(t) => format!("{t} ({link})"),
-        None => format!("unknown ({link} does not exist)"),
     }
 }
 
@@ -162,27 +146,18 @@ fn record_line(r: &Record) -> String {
     )
 }
 
-fn token_line(token: &Result<TokenInfo, String>) -> String {
-    let t = match token {
-        Ok(t) => t,
-        Err(e) => return format!("none usable: {e}"),
+fn token_line(s: &Status) -> String {
+    let (file, expires) = match (&s.json.token_file, &s.token_error) {
+        (Some(file), _) => (file, s.json.token_expires_at),
+        (None, e) => return format!("none usable: {}", e.as_deref().unwrap_or("")),
     };
-    let path: &Path = &t.path;
-    match t.expires_at {
-        Some(exp) => format!(
-            "{} (expires {}{})",
-            path.display(),
-            format_time(u64::try_from(exp).unwrap_or(0)),
-            if exp < now_secs() { ", EXPIRED" } else { "" }
-        ),
-        None => format!("{} (no expiry: not a JWT)", path.display()),
-    }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    let Some(exp) = expires else {
+        return format!("{file} (no expiry: not a JWT)");
+    };
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let expired = if exp < now { ", EXPIRED" } else { "" };
+    let at = format_time(u64::try_from(exp).unwrap_or(0));
+    format!("{file} (expires {at}{expired})")
 }
 
 #[cfg(test)]
@@ -215,7 +190,7 @@ mod tests {
                 root.display()
             )
         );
-        let p = Profile::new(&c.profile, Some(root));
+        let p = crate::activate::profiles::Profile::new(&c.profile, Some(root));
         p.create_generation(P).unwrap();
         p.switch_to(1).unwrap();
         std::fs::create_dir_all(root.join("run")).unwrap();

@@ -111,7 +111,10 @@ impl<'a> SystemRun<'a> {
             ));
             return Ok(Exit::Success);
         }
-        let (script, args) = self.script(&base);
+        let (script, args) = (
+            base.join(self.flavor.script()),
+            self.flavor.args(self.action),
+        );
         let what = format!("{} {}", script.display(), args.join(" "));
         let code = ctx.run(&script, &args, self.opts.install_bootloader)?;
         report.script_status = code;
@@ -193,14 +196,6 @@ impl<'a> SystemRun<'a> {
         Ok(ctx.logical(&g.link))
     }
 
-    /// The script under `base` and its arguments.
-    fn script(&self, base: &Path) -> (PathBuf, Vec<&'static str>) {
-        (
-            base.join(self.flavor.script()),
-            self.flavor.args(self.action),
-        )
-    }
-
     /// After a successful script: the health check (when asked for and the
     /// action activates something now); Err when it failed.
     fn check_health(&self, previous: Option<Generation>, report: &mut Report) -> Result<(), Error> {
@@ -256,7 +251,8 @@ impl<'a> SystemRun<'a> {
             );
         }
         ctx.say(&format!("{why}; rolling back to generation {n} ({target})"));
-        let (script, args) = self.script(&ctx.logical(&prev.link));
+        let script = ctx.logical(&prev.link).join(self.flavor.script());
+        let args = self.flavor.args(self.action);
         let failed = |detail: String| {
             Error::new(
                 Exit::RollbackFailed,

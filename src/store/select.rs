@@ -21,16 +21,7 @@ use super::{Store, StoreError};
 use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
 use crate::http::Secret;
-
-/// What the `nix copy` backend needs to reach the cache.
-pub struct NixCopyCache<'a> {
-    /// The binary cache URL (`Common::cache_addr`).
-    pub url: &'a str,
-    /// The closure token, if the cache needs one.
-    pub token: Option<&'a Secret>,
-    /// Trusted keys as `name:base64`.
-    pub trusted_keys: Vec<String>,
-}
+use crate::nix::signature::TrustedKeys;
 
 fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     let probe = DaemonStore::connect(socket, true)?;
@@ -50,11 +41,13 @@ fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     }
 }
 
-/// Open the backend `opts.store` asks for.
+/// Open the backend `opts.store` asks for. The `nix copy` backend gets the
+/// cache (`--cache-addr`), the closure token and the trusted keys.
 pub fn select(
     common: &Common,
     opts: &ApplyOpts,
-    cache: NixCopyCache<'_>,
+    keys: &TrustedKeys,
+    token: &Secret,
 ) -> Result<Box<dyn Store>, Error> {
     let root: PathBuf = common.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let socket = opts
@@ -76,10 +69,10 @@ pub fn select(
             Ok(Box::new(LocalStore::new(&root)))
         }
         StoreKind::Nix => Ok(Box::new(NixCopyStore::new(
-            cache.url,
-            cache.token,
+            &common.cache_addr,
+            Some(token),
             common.root.as_deref(),
-            cache.trusted_keys,
+            keys.keys.iter().map(|k| k.to_string()).collect(),
         ))),
         StoreKind::Auto => {
             let mut tried = Vec::new();
@@ -127,13 +120,8 @@ mod tests {
         let Command::Apply(opts) = cli.command else {
             panic!("{args}: not apply")
         };
-        let token = crate::http::Secret::new("t");
-        let cache = NixCopyCache {
-            url: "https://cache.example.org",
-            token: Some(&token),
-            trusted_keys: vec!["k-1:AAAA".into()],
-        };
-        select(&cli.common, &opts, cache)
+        let keys = TrustedKeys::flakehub_defaults();
+        select(&cli.common, &opts, &keys, &Secret::new("t"))
     }
 
     #[test]
