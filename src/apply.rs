@@ -37,10 +37,8 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     let client = Client::new(common)?;
     let mut token = ClosureToken::resolve(&client, common, opts)?;
     let root_path = token.store_path.clone();
-    say(
-        common,
-        &format!("{} resolves to {root_path}", opts.reference),
-    );
+    let msg = format!("{} resolves to {root_path}", opts.reference);
+    say(common, &msg);
     if !opts.dry_run && already_done(common, opts, &state, &root_path)? {
         return Ok(Exit::Success);
     }
@@ -48,13 +46,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     // plan
     let store = select::select(common, opts, &keys, &token.token)?;
     let store = store.as_ref();
-    let plan = loop {
-        match plan::plan(&token.cache(), store, &keys, &root_path, opts.jobs) {
-            Ok(p) => break p,
-            Err(e) if token.renew(&e, store)? => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let plan = token.plan(store, &keys, opts.jobs)?;
     if opts.dry_run {
         let out = if common.json {
             plan.render_json()
@@ -64,41 +56,30 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
         crate::print_stdout(&out);
         return Ok(Exit::Success);
     }
-    if store.reads_nar() {
-        let root = common.root.as_deref().unwrap_or(Path::new("/"));
-        plan::check_disk_space(&root.join("nix/store"), plan.unpack_bytes)?;
-    }
-    // Keep the closure from a concurrent garbage collection until this
-    // process ends (a root's closure is kept with it).
-    let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
-    pinned.push(root_path.clone());
-    store.add_temp_roots(&pinned)?;
+    make_room(common, store, &plan)?;
 
     // fetch + register
     let mut attempt = Attempt::start(&opts.reference.to_string(), &root_path);
     state.record_attempt(&attempt)?;
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    if let Err(e) = fetch_closure(&mut token, store, &keys, opts, plan) {
+    if let Err(e) = token.fetch(store, &keys, opts.jobs, plan) {
         state.record_result(&attempt, e.exit, None, false)?;
         return Err(e);
     }
     let paths = crate::progress::plural(total_paths as u64, "path");
     let secs = started.elapsed().as_secs_f64();
-    say(
-        common,
-        &format!("{paths} in {} ({secs:.1}s)", store.describe()),
-    );
+    let msg = format!("{paths} in {} ({secs:.1}s)", store.describe());
+    say(common, &msg);
 
     // activate
     let mut report = Report::default();
     let result = activate::activate(common, opts, &root_path, &mut report);
     // The generation (if the action made one) is a permanent root now, but
-    // a garbage collection that started before it existed may read this
-    // process's temp roots only after it has exited. Announcing the root
-    // again closes that window: while a collection runs, Nix passes a new
-    // temp root straight to the collector, which keeps it for the rest of
-    // its run; any later collection sees the generation.
+    // a collection that started before it existed may read our temp roots
+    // only after we exit. Announcing the root again closes that window: Nix
+    // passes a new temp root straight to a running collector; any later
+    // collection sees the generation.
     if let Err(e) = store.add_temp_roots(std::slice::from_ref(&root_path)) {
         eprintln!("fh-lite: warning: {e}");
     }
@@ -146,31 +127,17 @@ fn already_done(
     Ok(true)
 }
 
-/// Fetch the plan's paths into the store; when the closure token is
-/// renewed midway, plan again and go on with what is still missing.
-fn fetch_closure(
-    token: &mut ClosureToken,
-    store: &dyn Store,
-    keys: &TrustedKeys,
-    opts: &ApplyOpts,
-    mut plan: Plan,
-) -> Result<(), Error> {
-    let progress = Progress::new(Mode::detect(token.common.quiet, token.common.json));
-    loop {
-        progress.plan(&plan);
-        let Err(e) = fetch::fetch_all(&token.cache(), store, &plan, opts.jobs, &progress) else {
-            return Ok(());
-        };
-        if !token.renew(&e, store)? {
-            return Err(e.into());
-        }
-        let rest = plan::plan(&token.cache(), store, keys, &plan.root, opts.jobs)?;
-        // Only go on while each token gets something done.
-        if rest.paths.len() >= plan.paths.len() {
-            return Err(e.into());
-        }
-        plan = rest;
+/// Check the store's filesystem has room for the unpacked closure, and
+/// keep the closure from a concurrent garbage collection until this
+/// process ends (a root's closure is kept with it).
+fn make_room(common: &Common, store: &dyn Store, plan: &Plan) -> Result<(), Error> {
+    if store.reads_nar() {
+        let root = common.root.as_deref().unwrap_or(Path::new("/"));
+        plan::check_disk_space(&root.join("nix/store"), plan.unpack_bytes)?;
     }
+    let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
+    pinned.push(plan.root.clone());
+    Ok(store.add_temp_roots(&pinned)?)
 }
 
 /// How often one apply may ask FlakeHub for a fresh closure token.
@@ -211,6 +178,44 @@ impl<'a> ClosureToken<'a> {
             client: self.client,
             base: self.common.cache_addr.clone(),
             token: &self.token,
+        }
+    }
+
+    /// Walk the closure (plan), renewing the token when it is refused.
+    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
+        loop {
+            match plan::plan(&self.cache(), store, keys, &self.store_path, jobs) {
+                Ok(p) => return Ok(p),
+                Err(e) if self.renew(&e, store)? => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Fetch the plan's paths into the store; when the token is renewed
+    /// midway, plan again and go on with what is still missing.
+    fn fetch(
+        &mut self,
+        store: &dyn Store,
+        keys: &TrustedKeys,
+        jobs: usize,
+        mut plan: Plan,
+    ) -> Result<(), Error> {
+        let progress = Progress::new(Mode::detect(self.common.quiet, self.common.json));
+        loop {
+            progress.plan(&plan);
+            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, jobs, &progress) else {
+                return Ok(());
+            };
+            if !self.renew(&e, store)? {
+                return Err(e.into());
+            }
+            let rest = plan::plan(&self.cache(), store, keys, &plan.root, jobs)?;
+            // Only go on while each token gets something done.
+            if rest.paths.len() >= plan.paths.len() {
+                return Err(e.into());
+            }
+            plan = rest;
         }
     }
 

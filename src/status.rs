@@ -93,8 +93,11 @@ pub fn render_text(s: &Status) -> String {
             _ => "none (the profile does not exist)".to_string(),
         },
     );
-    let generations: Vec<String> = j.generations.iter().map(u64::to_string).collect();
-    line("generations", &or_none(generations.join(" ")));
+    let generations = match j.generations.iter().map(u64::to_string).collect::<Vec<_>>() {
+        g if g.is_empty() => "none".to_string(),
+        g => g.join(" "),
+    };
+    line("generations", &generations);
     let link = s.run_link.display();
     line(
         "current system",
@@ -118,14 +121,6 @@ pub fn render_text(s: &Status) -> String {
     }
     line("token file", &token_line(s));
     out
-}
-
-fn or_none(s: String) -> String {
-    if s.is_empty() {
-        "none".to_string()
-    } else {
-        s
-    }
 }
 
 fn record_line(r: &Record) -> String {
