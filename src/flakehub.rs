@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::http::{Auth, Client, HttpError};
+use crate::nix::store_path::StorePath;
 use crate::outref::OutputRef;
 
 pub use crate::http::Secret;
@@ -39,13 +40,20 @@ pub const DETERMINATE_TOKEN: &str = "/nix/var/determinate/token";
 /// Largest token file read (JWTs are about 1 KiB).
 const TOKEN_FILE_LIMIT: u64 = 64 << 10;
 
-/// What `resolve` found. `token` is the closure token (apply only).
+/// What `resolve` found. `token` is the closure token, if FlakeHub sent one.
 #[derive(Debug)]
 pub struct Resolved {
     pub attribute_path: String,
-    /// Validated: `/nix/store/<32 nix32 chars>-<name>`.
-    pub store_path: String,
+    pub store_path: StorePath,
     pub token: Option<Secret>,
+}
+
+/// What apply needs: the store path and the closure token that reads its
+/// closure from the cache ([`resolve_with_token`]).
+#[derive(Debug)]
+pub struct ResolvedWithToken {
+    pub store_path: StorePath,
+    pub token: Secret,
 }
 
 /// For `status`: which token file is used and when the token expires.
@@ -207,39 +215,33 @@ impl From<FlakehubError> for Error {
     }
 }
 
-/// `fh-lite resolve REF [--json]`: print the store path (no download).
-pub fn cmd_resolve(common: &Common, reference: &OutputRef) -> Result<Exit, Error> {
-    let r = resolve(common, reference, false)?;
-    if common.json {
-        #[derive(miniserde::Serialize)]
-        struct Out<'a> {
-            attribute_path: &'a str,
-            store_path: &'a str,
-        }
-        let out = Out {
-            attribute_path: &r.attribute_path,
-            store_path: &r.store_path,
-        };
-        crate::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
-    } else {
-        crate::print_stdout(&format!("{}\n", r.store_path));
-    }
-    Ok(Exit::Success)
+/// Resolve `reference` with the device token (no closure token).
+pub fn resolve(common: &Common, reference: &OutputRef) -> Result<Resolved, FlakehubError> {
+    let client = Client::new(common)?;
+    get_output(&client, common, reference, false)
 }
 
-/// Resolve `reference` with the device token; with `include_token`, also
-/// obtain the closure token (an error if FlakeHub gives none).
-pub fn resolve(
+/// Resolve `reference` for apply, with a client the caller keeps for the
+/// cache: the answer must carry a closure token.
+pub fn resolve_with_token(
+    client: &Client,
     common: &Common,
     reference: &OutputRef,
-    include_token: bool,
-) -> Result<Resolved, FlakehubError> {
-    let client = Client::new(common)?;
-    resolve_with(&client, common, reference, include_token)
+) -> Result<ResolvedWithToken, FlakehubError> {
+    let r = get_output(client, common, reference, true)?;
+    match r.token {
+        Some(token) => Ok(ResolvedWithToken {
+            store_path: r.store_path,
+            token,
+        }),
+        None => Err(FlakehubError::NoClosureToken {
+            url: output_url(&common.api_addr, reference, true),
+        }),
+    }
 }
 
-/// [`resolve`] with a client the caller keeps for the cache.
-pub fn resolve_with(
+/// GET the output endpoint with the device token.
+fn get_output(
     client: &Client,
     common: &Common,
     reference: &OutputRef,
@@ -284,11 +286,7 @@ pub fn resolve_with(
             })
         }
     };
-    let resolved = parse_output(&url, &body)?;
-    if include_token && resolved.token.is_none() {
-        return Err(FlakehubError::NoClosureToken { url });
-    }
-    Ok(resolved)
+    parse_output(&url, &body)
 }
 
 /// `{api}/f/{org}/{project}/{req}/output/{attr}[?include_token=true]`.
@@ -342,7 +340,7 @@ fn parse_output(url: &str, body: &[u8]) -> Result<Resolved, FlakehubError> {
     let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
     let a: Answer = miniserde::json::from_str(text)
         .map_err(|_| bad("malformed, or a field is missing or has the wrong type"))?;
-    if !is_store_path(&a.store_path) {
+    let Ok(store_path) = StorePath::parse(&a.store_path) else {
         let mut value = a.store_path;
         if value.len() > 200 {
             let mut cut = 200;
@@ -355,18 +353,12 @@ fn parse_output(url: &str, body: &[u8]) -> Result<Resolved, FlakehubError> {
             url: url.to_string(),
             value,
         });
-    }
+    };
     Ok(Resolved {
         attribute_path: a.attribute_path,
-        store_path: a.store_path,
+        store_path,
         token: a.token.filter(|t| !t.is_empty()).map(Secret::new),
     })
-}
-
-/// `/nix/store/<32 nix32 chars>-<name>` and nothing below it, as Nix
-/// checks store paths (nix-protocols.md §3).
-pub fn is_store_path(s: &str) -> bool {
-    crate::nix::store_path::StorePath::parse(s).is_ok()
 }
 
 /// The token files tried, in order (see the module doc).
@@ -506,6 +498,12 @@ mod tests {
 
     const SP: &str = "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-nixos-system-pi-24.05";
 
+    /// `/nix/store/<32 nix32 chars>-<name>` and nothing below it, as Nix
+    /// checks store paths (nix-protocols.md §3).
+    fn is_store_path(s: &str) -> bool {
+        StorePath::parse(s).is_ok()
+    }
+
     fn outref(req: &str, attr: &str) -> OutputRef {
         crate::outref::parse(
             &format!("org/proj/{req}#{attr}"),
@@ -612,7 +610,7 @@ mod tests {
         let u = "https://api/f/o/p/0.1/output/x";
         let ok = format!(r#"{{"attribute_path":"x","store_path":"{SP}","token":"abc","extra":1}}"#);
         let r = parse_output(u, ok.as_bytes()).unwrap();
-        assert_eq!(r.store_path, SP);
+        assert_eq!(r.store_path.to_string(), SP);
         assert_eq!(r.attribute_path, "x");
         assert_eq!(r.token.as_ref().map(Secret::expose), Some("abc"));
         assert!(!format!("{r:?}").contains("abc"));

@@ -25,8 +25,11 @@ mod outref;
 mod plan;
 mod pool;
 mod progress;
+mod resolve;
 mod resume;
+mod rollback;
 mod state;
+mod status;
 mod store;
 #[cfg(test)]
 mod testutil;
@@ -62,10 +65,10 @@ fn run(cli: Cli) -> Result<Exit, Error> {
             print_stdout(&format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
             Ok(Exit::Success)
         }
-        Command::Resolve { ref reference } => flakehub::cmd_resolve(&cli.common, reference),
+        Command::Resolve { ref reference } => resolve::run(&cli.common, reference),
         Command::Apply(ref opts) => apply::run(&cli.common, opts),
-        Command::Status => state::cmd_status(&cli.common),
-        Command::Rollback { to } => activate::cmd_rollback(&cli.common, to),
+        Command::Status => status::run(&cli.common),
+        Command::Rollback { to } => rollback::run(&cli.common, to),
     }
 }
 

@@ -21,8 +21,11 @@
 //!   afresh, so an unattended timer is never stuck on it; `status` only
 //!   reads, and reports it as an error naming the file.
 //! - One apply (or rollback) at a time: an exclusive `flock` on
-//!   `<state dir>/lock` ([`lock`]); a second run stops at once with
-//!   `AlreadyRunning`, naming the lock file and the holder's pid.
+//!   `<state dir>/lock` ([`StateDir::lock`]); a second run stops at once
+//!   with `AlreadyRunning`, naming the lock file and the holder's pid.
+//!
+//! Persistence and the lock only: the commands (apply, rollback) take the
+//! lock and decide what is recorded; this module knows no pipeline step.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -31,10 +34,9 @@ use std::time::Instant;
 
 use miniserde::{json, Deserialize, Serialize};
 
-use crate::activate::Report;
-use crate::cli::{ApplyOpts, Common};
 use crate::error::{Error, Exit};
 use crate::util::unix_now;
+use crate::nix::store_path::StorePath;
 
 /// The state file is small; anything bigger is not ours.
 const MAX_STATE_BYTES: u64 = 1 << 20;
@@ -69,12 +71,12 @@ pub struct State {
     pub failed: Vec<FailedPath>,
 }
 
-/// One apply (or rollback) in progress; made by the caller when the store
-/// path is known, finished with [`record_result`].
+/// One apply (or rollback) in progress; made by the command when the store
+/// path is known, finished with [`StateDir::record_result`].
 #[derive(Clone, Debug)]
 pub struct Attempt {
     pub reference: String,
-    pub store_path: String,
+    pub store_path: StorePath,
     /// Set by the caller after the fetch step.
     pub bytes_downloaded: u64,
     time: u64,
@@ -82,59 +84,30 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn start(reference: &str, store_path: &str) -> Attempt {
+    pub fn start(reference: &str, store_path: &StorePath) -> Attempt {
         Attempt {
             reference: reference.to_string(),
-            store_path: store_path.to_string(),
+            store_path: store_path.clone(),
             bytes_downloaded: 0,
             time: unix_now(),
             started: Instant::now(),
         }
     }
 
-    fn record(&self, result: &str, exit_code: Option<u8>, generation: Option<u64>) -> Record {
+    fn record(&self, exit: Option<Exit>, generation: Option<u64>) -> Record {
         Record {
             reference: self.reference.clone(),
-            store_path: self.store_path.clone(),
+            store_path: self.store_path.to_string(),
             generation,
             time: self.time,
-            result: result.to_string(),
-            exit_code,
+            result: exit.map_or("running", Exit::name).to_string(),
+            exit_code: exit.map(Exit::code),
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             bytes_downloaded: self.bytes_downloaded,
         }
     }
 }
 
-/// The word recorded for an exit class.
-pub fn result_name(exit: Exit) -> &'static str {
-    match exit {
-        Exit::Success => "success",
-        Exit::Internal => "internal-error",
-        Exit::Usage => "usage-error",
-        Exit::NotImplemented => "not-implemented",
-        Exit::Unauthorized => "unauthorized",
-        Exit::Forbidden => "forbidden",
-        Exit::NotFound => "not-found",
-        Exit::Unavailable => "unavailable",
-        Exit::BadResponse => "bad-response",
-        Exit::Network => "network-error",
-        Exit::Cache => "cache-error",
-        Exit::Verification => "verification-failed",
-        Exit::Store => "store-error",
-        Exit::ActivationFailed => "activation-failed",
-        Exit::ActivationPartial => "activation-partial",
-        Exit::RolledBack => "rolled-back",
-        Exit::RollbackFailed => "rollback-failed",
-        Exit::SkippedFailed => "skipped-failed",
-        Exit::RebootNeeded => "reboot-needed",
-        Exit::AlreadyRunning => "already-running",
-    }
-}
-
-fn state_file(common: &Common) -> PathBuf {
-    common.state_dir.join("state.json")
-}
 
 enum Loaded {
     Missing,
@@ -164,106 +137,175 @@ fn read_state(path: &Path) -> Result<Loaded, Error> {
     }
 }
 
-/// For `status`: a corrupt file is an error naming it.
-pub fn load(common: &Common) -> Result<State, Error> {
-    let path = state_file(common);
-    match read_state(&path)? {
-        Loaded::Missing => Ok(<State as Default>::default()),
-        Loaded::Ok(s) => Ok(*s),
-        Loaded::Corrupt(why) => Err(Error::new(
-            Exit::Internal,
-            format!(
-                "state file {}: {why}; the next apply moves it aside, or delete it",
-                path.display()
-            ),
-        )),
-    }
+/// The state directory (`--state-dir`): state.json and the lock.
+pub struct StateDir {
+    dir: PathBuf,
 }
 
-/// For writers: a corrupt file is moved aside with a warning.
-fn load_for_update(common: &Common) -> Result<State, Error> {
-    let path = state_file(common);
-    match read_state(&path)? {
-        Loaded::Missing => Ok(<State as Default>::default()),
-        Loaded::Ok(s) => Ok(*s),
-        Loaded::Corrupt(why) => {
-            let aside = common
-                .state_dir
-                .join(format!("state.json.corrupt-{}", unix_now()));
-            std::fs::rename(&path, &aside)
-                .map_err(|e| Error::io("move corrupt state file aside to", &aside, &e))?;
-            eprintln!(
-                "fh-lite: warning: state file {}: {why}; moved aside to {}, starting afresh",
-                path.display(),
-                aside.display()
-            );
-            Ok(<State as Default>::default())
+impl StateDir {
+    pub fn new(dir: &Path) -> StateDir {
+        StateDir {
+            dir: dir.to_path_buf(),
         }
     }
-}
 
-/// Write state.json atomically (temp + fsync + rename + fsync dir).
-fn save(common: &Common, state: &State) -> Result<(), Error> {
-    let dir = &common.state_dir;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, &e))?;
-    let path = state_file(common);
-    let tmp = dir.join(format!(".state.json.tmp-{}", std::process::id()));
-    let mut s = State {
-        version: 1,
-        ..state.clone()
-    };
-    if s.failed.len() > MAX_FAILED {
-        let drop = s.failed.len() - MAX_FAILED;
-        s.failed.drain(..drop);
+    fn file(&self) -> PathBuf {
+        self.dir.join("state.json")
     }
-    let text = json::to_string(&s) + "\n";
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("write state file", &path, &e)
-    })
-}
 
-fn update(common: &Common, f: impl FnOnce(&mut State)) -> Result<(), Error> {
-    let mut s = load_for_update(common)?;
-    f(&mut s);
-    save(common, &s)
-}
-
-/// Record that an attempt started ("running" until [`record_result`]), so
-/// a crash mid-activation is visible in `status`.
-pub fn record_attempt(common: &Common, attempt: &Attempt) -> Result<(), Error> {
-    update(common, |s| {
-        s.last_attempt = Some(attempt.record("running", None, None));
-    })
-}
-
-/// Record how an attempt ended: always the last attempt; on Success or
-/// RebootNeeded also the last success (and the path is no longer failed);
-/// when `report.path_failed`, the path joins the failed list.
-pub fn record_result(
-    common: &Common,
-    attempt: &Attempt,
-    exit: Exit,
-    report: &Report,
-) -> Result<(), Error> {
-    let rec = attempt.record(result_name(exit), Some(exit.code()), report.generation);
-    update(common, |s| {
-        if matches!(exit, Exit::Success | Exit::RebootNeeded) {
-            s.last_success = Some(rec.clone());
-            s.failed.retain(|f| f.store_path != attempt.store_path);
+    /// For `status`: a corrupt file is an error naming it.
+    pub fn load(&self) -> Result<State, Error> {
+        let path = self.file();
+        match read_state(&path)? {
+            Loaded::Missing => Ok(<State as Default>::default()),
+            Loaded::Ok(s) => Ok(*s),
+            Loaded::Corrupt(why) => Err(Error::new(
+                Exit::Internal,
+                format!(
+                    "state file {}: {why}; the next apply moves it aside, or delete it",
+                    path.display()
+                ),
+            )),
         }
-        if report.path_failed {
-            push_failed(s, &attempt.store_path, &attempt.reference, exit);
+    }
+
+    /// For writers: a corrupt file is moved aside with a warning.
+    fn load_for_update(&self) -> Result<State, Error> {
+        let path = self.file();
+        match read_state(&path)? {
+            Loaded::Missing => Ok(<State as Default>::default()),
+            Loaded::Ok(s) => Ok(*s),
+            Loaded::Corrupt(why) => {
+                let aside = self.dir.join(format!("state.json.corrupt-{}", unix_now()));
+                std::fs::rename(&path, &aside)
+                    .map_err(|e| Error::io("move corrupt state file aside to", &aside, &e))?;
+                eprintln!(
+                    "fh-lite: warning: state file {}: {why}; moved aside to {}, starting afresh",
+                    path.display(),
+                    aside.display()
+                );
+                Ok(<State as Default>::default())
+            }
         }
-        s.last_attempt = Some(rec);
-    })
+    }
+
+    /// Write state.json atomically (temp + fsync + rename + fsync dir).
+    fn save(&self, state: &State) -> Result<(), Error> {
+        let dir = &self.dir;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, &e))?;
+        let path = self.file();
+        let tmp = dir.join(format!(".state.json.tmp-{}", std::process::id()));
+        let mut s = State {
+            version: 1,
+            ..state.clone()
+        };
+        if s.failed.len() > MAX_FAILED {
+            let drop = s.failed.len() - MAX_FAILED;
+            s.failed.drain(..drop);
+        }
+        let text = json::to_string(&s) + "\n";
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io("write state file", &path, &e)
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), Error> {
+        let mut s = self.load_for_update()?;
+        f(&mut s);
+        self.save(&s)
+    }
+
+    /// Record that an attempt started ("running" until [`Self::record_result`]),
+    /// so a crash mid-activation is visible in `status`.
+    pub fn record_attempt(&self, attempt: &Attempt) -> Result<(), Error> {
+        self.update(|s| s.last_attempt = Some(attempt.record(None, None)))
+    }
+
+    /// Record how an attempt ended: always the last attempt; on Success or
+    /// RebootNeeded also the last success (and the path is no longer failed);
+    /// when `path_failed`, the path joins the failed list.
+    pub fn record_result(
+        &self,
+        attempt: &Attempt,
+        exit: Exit,
+        generation: Option<u64>,
+        path_failed: bool,
+    ) -> Result<(), Error> {
+        let rec = attempt.record(Some(exit), generation);
+        let path = attempt.store_path.to_string();
+        self.update(|s| {
+            if matches!(exit, Exit::Success | Exit::RebootNeeded) {
+                s.last_success = Some(rec.clone());
+                s.failed.retain(|f| f.store_path != path);
+            }
+            if path_failed {
+                push_failed(s, &path, &attempt.reference, exit);
+            }
+            s.last_attempt = Some(rec);
+        })
+    }
+
+    /// Remember that `store_path` failed activation (tests; `record_result`
+    /// does it for an apply).
+    #[cfg(test)]
+    pub fn mark_failed(&self, store_path: &str, reference: &str, exit: Exit) -> Result<(), Error> {
+        self.update(|s| push_failed(s, store_path, reference, exit))
+    }
+
+    /// The failed-list entry for `store_path`, if it failed before.
+    pub fn failed_entry(&self, store_path: &StorePath) -> Result<Option<FailedPath>, Error> {
+        let path = store_path.to_string();
+        let s = self.load_for_update()?;
+        Ok(s.failed.into_iter().find(|f| f.store_path == path))
+    }
+
+    /// Take the exclusive lock on `<state dir>/lock`, or fail at once with
+    /// AlreadyRunning.
+    pub fn lock(&self) -> Result<StateLock, Error> {
+        let dir = &self.dir;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, &e))?;
+        let path = dir.join("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, &e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = (&file).take(32).read_to_string(&mut holder);
+                let holder = holder.trim();
+                let pid = if holder.bytes().all(|b| b.is_ascii_digit()) && !holder.is_empty() {
+                    format!(" by pid {holder}")
+                } else {
+                    String::new()
+                };
+                return Err(Error::new(
+                    Exit::AlreadyRunning,
+                    format!(
+                        "another fh-lite apply or rollback is running: {} is locked{pid}",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, &e)),
+        }
+        // The holder's pid, for the message above (best effort).
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(StateLock { _file: file })
+    }
 }
 
 fn push_failed(s: &mut State, store_path: &str, reference: &str, exit: Exit) {
@@ -272,92 +314,14 @@ fn push_failed(s: &mut State, store_path: &str, reference: &str, exit: Exit) {
         store_path: store_path.to_string(),
         reference: reference.to_string(),
         time: unix_now(),
-        result: result_name(exit).to_string(),
+        result: exit.name().to_string(),
     });
-}
-
-/// Remember that `store_path` failed activation (tests; `record_result`
-/// does it for an apply).
-#[cfg(test)]
-pub fn mark_failed(
-    common: &Common,
-    store_path: &str,
-    reference: &str,
-    exit: Exit,
-) -> Result<(), Error> {
-    update(common, |s| push_failed(s, store_path, reference, exit))
-}
-
-/// The failed-list entry for `store_path`, if it failed before.
-pub fn is_failed(common: &Common, store_path: &str) -> Result<Option<FailedPath>, Error> {
-    let s = load_for_update(common)?;
-    Ok(s.failed.into_iter().find(|f| f.store_path == store_path))
-}
-
-/// Err(SkippedFailed) when `store_path` failed before and `--retry-failed`
-/// was not given.
-pub fn check_not_failed(common: &Common, opts: &ApplyOpts, store_path: &str) -> Result<(), Error> {
-    if opts.retry_failed {
-        return Ok(());
-    }
-    match is_failed(common, store_path)? {
-        None => Ok(()),
-        Some(f) => Err(Error::new(
-            Exit::SkippedFailed,
-            format!(
-                "{store_path} ({}) failed activation at {} ({}); skipped. Publish a fixed release, or run again with --retry-failed to try it anyway",
-                f.reference,
-                format_time(f.time),
-                f.result
-            ),
-        )),
-    }
 }
 
 /// Held while an apply or rollback runs; the flock is released on drop.
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
-}
-
-/// Take the exclusive lock on `<state dir>/lock`, or fail at once with
-/// AlreadyRunning.
-pub fn lock(common: &Common) -> Result<StateLock, Error> {
-    let dir = &common.state_dir;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, &e))?;
-    let path = dir.join("lock");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io("open lock file", &path, &e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = (&file).take(32).read_to_string(&mut holder);
-            let holder = holder.trim();
-            let pid = if holder.bytes().all(|b| b.is_ascii_digit()) && !holder.is_empty() {
-                format!(" by pid {holder}")
-            } else {
-                String::new()
-            };
-            return Err(Error::new(
-                Exit::AlreadyRunning,
-                format!(
-                    "another fh-lite apply or rollback is running: {} is locked{pid}",
-                    path.display()
-                ),
-            ));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, &e)),
-    }
-    // The holder's pid, for the message above (best effort).
-    let _ = file.set_len(0);
-    let _ = writeln!(file, "{}", std::process::id());
-    Ok(StateLock { _file: file })
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` from unix seconds.
@@ -382,209 +346,50 @@ pub fn format_time(t: u64) -> String {
     )
 }
 
-#[derive(Serialize)]
-struct StatusJson {
-    profile: String,
-    generation: Option<u64>,
-    generation_path: Option<String>,
-    generations: Vec<u64>,
-    current_system: Option<String>,
-    last_attempt: Option<Record>,
-    last_success: Option<Record>,
-    failed: Vec<FailedPath>,
-    /// The device token file in use (never the token), if one is found.
-    token_file: Option<String>,
-    /// Its JWT `exp`, unix seconds, when it is a JWT.
-    token_expires_at: Option<i64>,
-}
-
-fn record_line(r: &Record) -> String {
-    let generation = r
-        .generation
-        .map_or(String::new(), |g| format!(", generation {g}"));
-    let exit = r
-        .exit_code
-        .map_or(String::new(), |c| format!(" (exit {c})"));
-    format!(
-        "{}: {} -> {}{generation}: {}{exit}, {} ms, {} bytes downloaded",
-        format_time(r.time),
-        r.reference,
-        r.store_path,
-        r.result,
-        r.duration_ms,
-        r.bytes_downloaded
-    )
-}
-
-/// `fh-lite status [--json]`.
-pub fn cmd_status(common: &Common) -> Result<Exit, Error> {
-    let out = status_text(common)?;
-    crate::print_stdout(&out);
-    Ok(Exit::Success)
-}
-
-fn status_text(common: &Common) -> Result<String, Error> {
-    let profile = crate::activate::profiles::Profile::new(&common.profile, common.root.as_deref());
-    let generations: Vec<u64> = profile.generations()?.iter().map(|g| g.number).collect();
-    let current = profile.current_target()?;
-    let run = match &common.root {
-        Some(r) => r.join("run/current-system"),
-        None => PathBuf::from("/run/current-system"),
-    };
-    let current_system = std::fs::read_link(&run)
-        .ok()
-        .map(|t| t.to_string_lossy().into_owned());
-    let state = load(common)?;
-    // Which device token would be used, and when it expires; never the token.
-    let token = crate::flakehub::token_info(common);
-    if common.json {
-        let j = StatusJson {
-            profile: common.profile.display().to_string(),
-            generation: current.as_ref().map(|g| g.number),
-            generation_path: current.as_ref().map(|g| g.target.clone()),
-            generations,
-            current_system,
-            last_attempt: state.last_attempt,
-            last_success: state.last_success,
-            failed: state.failed,
-            token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
-            token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
-        };
-        return Ok(json::to_string(&j) + "\n");
-    }
-    let mut s = String::new();
-    let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<15} {v}\n"));
-    line("profile", &common.profile.display().to_string());
-    line(
-        "generation",
-        &match &current {
-            Some(g) => format!("{} -> {}", g.number, g.target),
-            None => "none (the profile does not exist)".to_string(),
-        },
-    );
-    line(
-        "generations",
-        &if generations.is_empty() {
-            "none".to_string()
-        } else {
-            generations
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    );
-    line(
-        "current system",
-        &match &current_system {
-            Some(t) => format!("{t} ({})", run.display()),
-            None => format!("unknown ({} does not exist)", run.display()),
-        },
-    );
-    line(
-        "last attempt",
-        &state
-            .last_attempt
-            .as_ref()
-            .map_or("none".to_string(), record_line),
-    );
-    line(
-        "last success",
-        &state
-            .last_success
-            .as_ref()
-            .map_or("none".to_string(), record_line),
-    );
-    if state.failed.is_empty() {
-        line("failed paths", "none");
-    } else {
-        for (i, f) in state.failed.iter().enumerate() {
-            line(
-                if i == 0 { "failed paths" } else { "" },
-                &format!(
-                    "{} ({}, {} at {})",
-                    f.store_path,
-                    f.reference,
-                    f.result,
-                    format_time(f.time)
-                ),
-            );
-        }
-    }
-    line(
-        "token file",
-        &match &token {
-            Ok(t) => match t.expires_at {
-                Some(exp) => format!(
-                    "{} (expires {}{})",
-                    t.path.display(),
-                    format_time(u64::try_from(exp).unwrap_or(0)),
-                    if exp < unix_now() as i64 {
-                        ", EXPIRED"
-                    } else {
-                        ""
-                    }
-                ),
-                None => format!("{} (no expiry: not a JWT)", t.path.display()),
-            },
-            Err(e) => format!("none usable: {e}"),
-        },
-    );
-    Ok(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{common, TempDir};
+    use crate::testutil::TempDir;
 
     const P: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a";
 
+    fn dir(t: &TempDir) -> StateDir {
+        StateDir::new(&t.path().join("var/lib/fh-lite"))
+    }
+
+    fn sp() -> StorePath {
+        StorePath::parse(P).unwrap()
+    }
+
     #[test]
-    fn failed_path_is_skipped_until_retry_or_success() {
+    fn failed_path_is_remembered_until_a_success() {
         let t = TempDir::new("state-failed");
-        let c = common(t.path());
-        let mut opts =
-            crate::testutil::opts(crate::cli::ApplyKind::Nixos, crate::cli::Action::Switch);
-        let a = Attempt::start("org/proj/=0.1.2#x", P);
-        record_attempt(&c, &a).unwrap();
-        assert_eq!(load(&c).unwrap().last_attempt.unwrap().result, "running");
-        let failed = Report {
-            generation: Some(3),
-            path_failed: true,
-            ..Report::default()
-        };
-        record_result(&c, &a, Exit::RolledBack, &failed).unwrap();
-        let s = load(&c).unwrap();
+        let d = dir(&t);
+        let a = Attempt::start("org/proj/=0.1.2#x", &sp());
+        d.record_attempt(&a).unwrap();
+        assert_eq!(d.load().unwrap().last_attempt.unwrap().result, "running");
+        d.record_result(&a, Exit::RolledBack, Some(3), true)
+            .unwrap();
+        let s = d.load().unwrap();
         let last = s.last_attempt.unwrap();
         assert_eq!(
             (last.result.as_str(), last.exit_code, last.generation),
             ("rolled-back", Some(32), Some(3))
         );
         assert_eq!(s.last_success, None);
-        let e = check_not_failed(&c, &opts, P).unwrap_err();
-        assert_eq!(e.exit, Exit::SkippedFailed);
-        assert!(
-            e.message
-                .starts_with(&format!("{P} (org/proj/=0.1.2#x) failed activation at ")),
-            "{}",
-            e.message
+        let f = d.failed_entry(&sp()).unwrap().unwrap();
+        assert_eq!(
+            (f.reference.as_str(), f.result.as_str()),
+            ("org/proj/=0.1.2#x", "rolled-back")
         );
-        assert!(
-            e.message.ends_with(" (rolled-back); skipped. Publish a fixed release, or run again with --retry-failed to try it anyway"),
-            "{}",
-            e.message
-        );
-        opts.retry_failed = true;
-        check_not_failed(&c, &opts, P).unwrap();
         // A later success clears it.
-        record_result(&c, &a, Exit::Success, &Report::default()).unwrap();
-        let s = load(&c).unwrap();
+        d.record_result(&a, Exit::Success, None, false).unwrap();
+        let s = d.load().unwrap();
         assert!(s.failed.is_empty());
         assert_eq!(s.last_success.unwrap().result, "success");
-        mark_failed(&c, P, "r", Exit::ActivationFailed).unwrap();
+        d.mark_failed(P, "r", Exit::ActivationFailed).unwrap();
         assert_eq!(
-            is_failed(&c, P).unwrap().unwrap().result,
+            d.failed_entry(&sp()).unwrap().unwrap().result,
             "activation-failed"
         );
     }
@@ -592,11 +397,11 @@ mod tests {
     #[test]
     fn state_file_is_json_written_atomically() {
         let t = TempDir::new("state-json");
-        let c = common(t.path());
-        let mut a = Attempt::start("org/proj/0.1", P);
+        let d = dir(&t);
+        let mut a = Attempt::start("org/proj/0.1", &sp());
         a.bytes_downloaded = 1234;
-        record_result(&c, &a, Exit::Success, &Report::default()).unwrap();
-        let text = std::fs::read_to_string(c.state_dir.join("state.json")).unwrap();
+        d.record_result(&a, Exit::Success, None, false).unwrap();
+        let text = std::fs::read_to_string(d.file()).unwrap();
         assert!(text.starts_with("{\"version\":1,\"last_attempt\":{\"reference\":\"org/proj/0.1\",\"store_path\":\"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a\",\"generation\":null,"), "{text}");
         assert!(
             text.contains("\"result\":\"success\",\"exit_code\":0,"),
@@ -604,7 +409,7 @@ mod tests {
         );
         assert!(text.contains("\"bytes_downloaded\":1234}"), "{text}");
         // Only state.json (and no temporary file) in the directory.
-        let names: Vec<String> = std::fs::read_dir(&c.state_dir)
+        let names: Vec<String> = std::fs::read_dir(&d.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -614,11 +419,11 @@ mod tests {
     #[test]
     fn corrupt_state_is_reported_by_status_and_moved_aside_by_writers() {
         let t = TempDir::new("state-corrupt");
-        let c = common(t.path());
-        std::fs::create_dir_all(&c.state_dir).unwrap();
-        let file = c.state_dir.join("state.json");
+        let d = dir(&t);
+        std::fs::create_dir_all(&d.dir).unwrap();
+        let file = d.file();
         std::fs::write(&file, "{not json").unwrap();
-        let e = load(&c).unwrap_err();
+        let e = d.load().unwrap_err();
         assert_eq!(
             e.message,
             format!(
@@ -626,9 +431,9 @@ mod tests {
                 file.display()
             )
         );
-        mark_failed(&c, P, "r", Exit::RolledBack).unwrap();
-        assert_eq!(load(&c).unwrap().failed.len(), 1);
-        let aside: Vec<String> = std::fs::read_dir(&c.state_dir)
+        d.mark_failed(P, "r", Exit::RolledBack).unwrap();
+        assert_eq!(d.load().unwrap().failed.len(), 1);
+        let aside: Vec<String> = std::fs::read_dir(&d.dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("state.json.corrupt-"))
@@ -639,20 +444,20 @@ mod tests {
     #[test]
     fn second_lock_is_refused_while_the_first_is_held() {
         let t = TempDir::new("state-lock");
-        let c = common(t.path());
-        let held = lock(&c).unwrap();
-        let e = lock(&c).unwrap_err();
+        let d = dir(&t);
+        let held = d.lock().unwrap();
+        let e = d.lock().unwrap_err();
         assert_eq!(e.exit, Exit::AlreadyRunning);
         assert_eq!(
             e.message,
             format!(
                 "another fh-lite apply or rollback is running: {} is locked by pid {}",
-                c.state_dir.join("lock").display(),
+                d.dir.join("lock").display(),
                 std::process::id()
             )
         );
         drop(held);
-        lock(&c).unwrap();
+        d.lock().unwrap();
     }
 
     #[test]
@@ -665,48 +470,5 @@ mod tests {
         for (name, t, want) in cases {
             assert_eq!(format_time(t), want, "{name}");
         }
-    }
-
-    /// The token line depends on the test process's environment (HOME,
-    /// /nix/var/determinate/token); black-box tests cover it.
-    fn without_token_line(s: String) -> String {
-        s.lines()
-            .filter(|l| !l.starts_with("token file"))
-            .map(|l| format!("{l}\n"))
-            .collect()
-    }
-
-    #[test]
-    fn status_shows_generation_running_system_and_history() {
-        let t = TempDir::new("state-status");
-        let root = t.path();
-        let c = common(root);
-        assert_eq!(
-            without_token_line(status_text(&c).unwrap()),
-            format!(
-                "profile         {}\ngeneration      none (the profile does not exist)\ngenerations     none\ncurrent system  unknown ({}/run/current-system does not exist)\nlast attempt    none\nlast success    none\nfailed paths    none\n",
-                c.profile.display(),
-                root.display()
-            )
-        );
-        let p = crate::activate::profiles::Profile::new(&c.profile, Some(root));
-        p.create_generation(P).unwrap();
-        p.switch_to(1).unwrap();
-        std::fs::create_dir_all(root.join("run")).unwrap();
-        std::os::unix::fs::symlink(P, root.join("run/current-system")).unwrap();
-        mark_failed(
-            &c,
-            "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b",
-            "org/p/1",
-            Exit::RolledBack,
-        )
-        .unwrap();
-        let text = without_token_line(status_text(&c).unwrap());
-        assert!(text.contains(&format!("\ngeneration      1 -> {P}\ngenerations     1\ncurrent system  {P} ({}/run/current-system)\n", root.display())), "{text}");
-        assert!(text.contains("failed paths    /nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b (org/p/1, rolled-back at "), "{text}");
-        let mut cj = c.clone();
-        cj.json = true;
-        let j = status_text(&cj).unwrap();
-        assert!(j.contains(&format!("\"generation\":1,\"generation_path\":\"{P}\",\"generations\":[1],\"current_system\":\"{P}\",\"last_attempt\":null,")), "{j}");
     }
 }

@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{rollback, ActivateError, Ctx, Report};
+use super::{rollback, ActivateError, Ctx, Flavor, Report};
 use crate::cli::ApplyOpts;
 use crate::error::{Error, Exit};
+use crate::nix::store_path::StorePath;
 
 /// Where Home Manager keeps its profile for the calling user.
 fn profiles() -> Vec<PathBuf> {
@@ -40,26 +41,27 @@ pub fn is_current(store_path: &str) -> bool {
 pub(crate) fn activate(
     ctx: &Ctx,
     opts: &ApplyOpts,
-    store_path: &str,
+    store_path: &StorePath,
     report: &mut Report,
 ) -> Result<Exit, Error> {
     if ctx.root.is_some() {
         return Err(ActivateError::HomeManagerRoot.into());
     }
     ctx.check_in_store(store_path)?;
-    let script = Path::new(store_path).join("activate");
+    let flavor = Flavor::HomeManager;
+    let script = Path::new(&store_path.to_string()).join(flavor.script());
     ctx.check_executable(&script)?;
     let how_back = "Home Manager keeps its own generations: 'home-manager generations' lists them, and running a previous one's activate goes back";
-    let code = rollback::run(ctx, &script, &[], false)?;
+    let code = ctx.run(&script, &[], false)?;
     report.script_status = code;
-    if code != Some(0) {
+    if flavor.success(code).is_none() {
         report.path_failed = true;
         return Err(Error::new(
             Exit::ActivationFailed,
             format!(
                 "{} {}; not rolled back: {how_back}",
                 script.display(),
-                rollback::status_text(code, |c| format!("exited {c}"))
+                flavor.describe(code)
             ),
         ));
     }

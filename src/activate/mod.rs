@@ -1,19 +1,22 @@
 //! Activation: profile generations, the activation script, rollback
 //! (nix-protocols.md §6).
 //!
-//! The apply pipeline calls, after the closure is valid in the store:
+//! The apply command calls, after the closure is valid in the store:
 //!
 //! ```text
 //! is_current(common, opts, path)        no-op check (skip unless --force)
 //! activate(common, opts, path, &mut report) -> Result<Exit, Error>
 //! ```
 //!
+//! and the rollback command [`rollback::SwitchBack`]. Neither takes the
+//! state lock nor writes the state file: the commands do, from [`Report`].
+//!
 //! `activate` for NixOS `switch`/`boot` and nix-darwin: create (or reuse)
 //! the generation, switch the profile, run `<generation>/bin/switch-to-
 //! configuration ACTION` (`<generation>/sw/bin/darwin-rebuild activate`);
 //! NixOS `test`/`dry-activate` run `<path>/bin/switch-to-configuration
 //! ACTION` without a generation; Home Manager runs `<path>/activate` as the
-//! calling user. The exit status is read truthfully ([`nixos::classify`]);
+//! calling user. The exit status is read truthfully ([`Flavor::classify`]);
 //! a failure listed in `--rollback-on`, or a failing `--health-check`,
 //! re-points the profile at the exact generation that was current before
 //! and activates that again ([`rollback`]).
@@ -24,21 +27,20 @@
 //! needs root. `boot` without `--install-bootloader` under `--root` runs
 //! nothing: the generation is the boot default of the image.
 
-pub mod darwin;
+pub mod flavor;
 pub mod home_manager;
-pub mod nixos;
 pub mod profiles;
 pub mod rollback;
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use crate::cli::{Action, ApplyKind, ApplyOpts, Common};
+use crate::cli::{Action, ApplyOpts, Common};
 use crate::error::{Error, Exit};
+use crate::nix::store_path::StorePath;
+pub use flavor::Flavor;
 use profiles::{Generation, Profile};
-
-pub use rollback::cmd_rollback;
 
 /// Errors of the activation layer; each names the profile, script or path.
 #[derive(Debug)]
@@ -126,7 +128,7 @@ impl From<ActivateError> for Error {
 }
 
 /// What activation did; filled by [`activate`] whether it succeeds or not,
-/// and handed to `state::record_result`.
+/// for the command to record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// The profile generation current before (None: no profile yet).
@@ -229,19 +231,35 @@ impl<'a> Ctx<'a> {
     }
 
     /// The store path must exist under the root before anything changes.
-    pub fn check_in_store(&self, store_path: &str) -> Result<(), ActivateError> {
-        let real = self.real(Path::new(store_path));
-        let ok = store_path.starts_with("/nix/store/")
-            && !store_path["/nix/store/".len()..].contains('/')
-            && std::fs::symlink_metadata(&real).is_ok();
-        if ok {
-            Ok(())
-        } else {
-            Err(ActivateError::NotInStore {
+    pub fn check_in_store(&self, store_path: &StorePath) -> Result<(), ActivateError> {
+        let real = self.real(Path::new(&store_path.to_string()));
+        match std::fs::symlink_metadata(&real) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ActivateError::NotInStore {
                 path: store_path.to_string(),
                 real,
-            })
+            }),
         }
+    }
+
+    /// Run `program args` (inside the root with `--root`), its output on our
+    /// stderr so stdout stays for results. Ok(None): killed by a signal.
+    pub fn run(
+        &self,
+        program: &Path,
+        args: &[&str],
+        install_bootloader: bool,
+    ) -> Result<Option<i32>, ActivateError> {
+        let mut cmd = self.command(program)?;
+        cmd.args(args).stdout(Stdio::from(std::io::stderr()));
+        if install_bootloader {
+            cmd.env("NIXOS_INSTALL_BOOTLOADER", "1");
+        }
+        let status = cmd.status().map_err(|err| ActivateError::Spawn {
+            program: program.display().to_string(),
+            err,
+        })?;
+        Ok(status.code())
     }
 
     /// `/run/current-system`'s target (under the root), if any.
@@ -293,29 +311,23 @@ pub(crate) fn resolve_in_root(root: &Path, logical: &Path) -> std::io::Result<Pa
     Ok(root.join(cur.strip_prefix("/").unwrap_or(&cur)))
 }
 
-/// Activate `store_path` (`/nix/store/…`, already valid in the store under
-/// `--root`) for `opts.kind`/`opts.action`. Fills `report` as it goes.
+/// Activate `store_path` (already valid in the store under `--root`) for
+/// `opts.kind`/`opts.action`. Fills `report` as it goes.
 ///
 /// Ok: [`Exit::Success`] or [`Exit::RebootNeeded`]. Err carries the class:
 /// `ActivationFailed`, `ActivationPartial` (exit 4 kept), `RolledBack`,
 /// `RollbackFailed`, or a local error (`Store`, `Usage`, `Internal`). The
-/// caller records the outcome with `state::record_result`. The state lock
-/// (`state::lock`) must be held by the caller.
+/// caller holds the state lock and records the outcome.
 pub fn activate(
     common: &Common,
     opts: &ApplyOpts,
-    store_path: &str,
+    store_path: &StorePath,
     report: &mut Report,
 ) -> Result<Exit, Error> {
     let ctx = Ctx::new(common);
-    match opts.kind {
-        ApplyKind::Nixos => {
-            rollback::activate_system(&ctx, opts, store_path, report, &nixos::NIXOS)
-        }
-        ApplyKind::NixDarwin => {
-            rollback::activate_system(&ctx, opts, store_path, report, &darwin::DARWIN)
-        }
-        ApplyKind::HomeManager => home_manager::activate(&ctx, opts, store_path, report),
+    match Flavor::of(opts.kind) {
+        Flavor::HomeManager => home_manager::activate(&ctx, opts, store_path, report),
+        flavor => rollback::SystemRun::new(&ctx, opts, flavor).activate(store_path, report),
     }
 }
 
@@ -325,14 +337,11 @@ pub fn activate(
 /// the closure would be fetched into the root first, only to be refused.
 pub fn preflight(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
     let ctx = Ctx::new(common);
-    if opts.kind == ApplyKind::HomeManager && ctx.root.is_some() {
+    let flavor = Flavor::of(opts.kind);
+    if flavor == Flavor::HomeManager && ctx.root.is_some() {
         return Err(ActivateError::HomeManagerRoot.into());
     }
-    let action = match opts.kind {
-        ApplyKind::NixDarwin => Action::Switch,
-        _ => opts.action,
-    };
-    if !opts.dry_run && runs_commands(&ctx, action, opts) {
+    if !opts.dry_run && runs_commands(&ctx, flavor.action(opts.action), opts) {
         ctx.check_can_run()?;
     }
     Ok(())
@@ -351,28 +360,26 @@ pub(crate) fn runs_commands(ctx: &Ctx, action: Action, opts: &ApplyOpts) -> bool
 /// (under `--root` only when DIR/run/current-system exists); `boot` only
 /// needs the profile; `test` only `/run/current-system`; `dry-activate`
 /// is never "current". Home Manager: its own profile points at it.
-pub fn is_current(common: &Common, opts: &ApplyOpts, store_path: &str) -> bool {
+pub fn is_current(common: &Common, opts: &ApplyOpts, store_path: &StorePath) -> bool {
     let ctx = Ctx::new(common);
-    if opts.kind == ApplyKind::HomeManager {
-        return home_manager::is_current(store_path);
+    let flavor = Flavor::of(opts.kind);
+    let path = store_path.to_string();
+    if flavor == Flavor::HomeManager {
+        return home_manager::is_current(&path);
     }
-    let action = match opts.kind {
-        ApplyKind::NixDarwin => Action::Switch,
-        _ => opts.action,
-    };
     let profile_ok = || {
         matches!(ctx.profile.current_target(),
-            Ok(Some(Generation { ref target, .. })) if target == store_path)
+            Ok(Some(Generation { ref target, .. })) if *target == path)
     };
     let running_ok = || match ctx.current_system() {
-        Some(t) => t == store_path,
+        Some(t) => t == path,
         // Under --root an image may have no /run yet.
         None => ctx.root.is_some(),
     };
-    match action {
+    match flavor.action(opts.action) {
         Action::Switch => profile_ok() && running_ok(),
         Action::Boot => profile_ok(),
-        Action::Test => ctx.current_system().as_deref() == Some(store_path),
+        Action::Test => ctx.current_system() == Some(path),
         Action::DryActivate => false,
     }
 }

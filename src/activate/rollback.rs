@@ -1,5 +1,5 @@
-//! Running activation, reading its status, health checks, and rollback
-//! (automatic after a failure, and the `fh-lite rollback` command).
+//! Running a system's activation, health checks, and rollback (automatic
+//! after a failure, and the mechanics of the `fh-lite rollback` command).
 //!
 //! Automatic rollback re-points the profile at the *exact* generation that
 //! was current before this run (read from the profile before anything
@@ -15,8 +15,8 @@
 //! after `switch` and `test`; after `boot` nothing new is running, so it is
 //! skipped with a notice.
 //!
-//! `fh-lite rollback [--to N]` switches the profile to the highest
-//! generation below the current one (or N) and runs its
+//! `fh-lite rollback [--to N]` ([`SwitchBack`]) switches the profile to the
+//! highest generation below the current one (or N) and runs its
 //! `switch-to-configuration switch` (nix-darwin: `darwin-rebuild
 //! activate`), like `nixos-rebuild switch --rollback`.
 
@@ -24,40 +24,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::darwin::DARWIN;
-use super::nixos::{classify, describe, Flavor, Verdict, NIXOS};
+use super::flavor::{Flavor, Verdict};
 use super::profiles::Generation;
 use super::{ActivateError, Ctx, Report};
 use crate::cli::{Action, ApplyOpts, Common};
 use crate::error::{Error, Exit};
-
-/// Run `program args` (inside the root with `--root`), its output on our
-/// stderr so stdout stays for results. Ok(None): killed by a signal.
-pub(crate) fn run(
-    ctx: &Ctx,
-    program: &Path,
-    args: &[&str],
-    install_bootloader: bool,
-) -> Result<Option<i32>, ActivateError> {
-    let mut cmd = ctx.command(program)?;
-    cmd.args(args).stdout(Stdio::from(std::io::stderr()));
-    if install_bootloader {
-        cmd.env("NIXOS_INSTALL_BOOTLOADER", "1");
-    }
-    let status = cmd.status().map_err(|err| ActivateError::Spawn {
-        program: program.display().to_string(),
-        err,
-    })?;
-    Ok(status.code())
-}
-
-/// "exited 4 (…)" or "was killed by a signal".
-pub(crate) fn status_text(code: Option<i32>, describe: impl Fn(i32) -> String) -> String {
-    match code {
-        Some(c) => describe(c),
-        None => "was killed by a signal".to_string(),
-    }
-}
+use crate::nix::store_path::StorePath;
 
 /// Run the health check; Err is the sentence saying why it failed.
 pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<(), String> {
@@ -79,10 +51,10 @@ pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<()
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
             Ok(Some(st)) => {
-                return Err(format!(
-                    "health check '{cmd}' {}",
-                    status_text(st.code(), |c| format!("exited {c}"))
-                ))
+                let status = st.code().map_or("was killed by a signal".to_string(), |c| {
+                    format!("exited {c}")
+                });
+                return Err(format!("health check '{cmd}' {status}"));
             }
             Ok(None) => {}
             Err(e) => return Err(format!("health check '{cmd}': wait: {e}")),
@@ -105,32 +77,115 @@ pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<()
     }
 }
 
-/// NixOS and nix-darwin: generation, profile, script, status, rollback.
-pub(crate) fn activate_system(
-    ctx: &Ctx,
-    opts: &ApplyOpts,
-    store_path: &str,
-    report: &mut Report,
-    flavor: &Flavor,
-) -> Result<Exit, Error> {
-    // nix-darwin has one way to activate; its generation is like `switch`.
-    let action = if std::ptr::eq(flavor, &DARWIN) {
-        Action::Switch
-    } else {
-        opts.action
-    };
-    // Check everything we can before the profile changes.
-    ctx.check_in_store(store_path)?;
-    ctx.check_executable(&Path::new(store_path).join(flavor.script))?;
-    let runs = super::runs_commands(ctx, action, opts);
-    if runs {
-        ctx.check_can_run()?;
-    }
-    let previous = ctx.profile.current_target()?;
-    report.previous_generation = previous.as_ref().map(|g| g.number);
+/// One NixOS or nix-darwin activation: what it runs, and what it rolls
+/// back to.
+pub(crate) struct SystemRun<'a> {
+    ctx: &'a Ctx<'a>,
+    opts: &'a ApplyOpts,
+    flavor: Flavor,
+    action: Action,
+}
 
-    let base = if action.makes_generation() {
-        let g = ctx.profile.create_generation(store_path)?;
+impl<'a> SystemRun<'a> {
+    pub fn new(ctx: &'a Ctx<'a>, opts: &'a ApplyOpts, flavor: Flavor) -> SystemRun<'a> {
+        SystemRun {
+            ctx,
+            opts,
+            flavor,
+            action: flavor.action(opts.action),
+        }
+    }
+
+    /// Generation, profile, script, status, health check, rollback.
+    pub fn activate(&self, store_path: &StorePath, report: &mut Report) -> Result<Exit, Error> {
+        let ctx = self.ctx;
+        let runs = self.check_before_changes(store_path)?;
+        let previous = ctx.profile.current_target()?;
+        report.previous_generation = previous.as_ref().map(|g| g.number);
+        let base = self.make_generation(store_path, report)?;
+        if !runs {
+            ctx.say(&format!(
+                "--root {}: generation {} is the boot default; nothing run (it activates at first boot)",
+                ctx.root.unwrap_or(Path::new("/")).display(),
+                report.generation.unwrap_or(0)
+            ));
+            return Ok(Exit::Success);
+        }
+        let (script, args) = (
+            base.join(self.flavor.script()),
+            self.flavor.args(self.action),
+        );
+        let what = format!("{} {}", script.display(), args.join(" "));
+        let code = ctx.run(&script, &args, self.opts.install_bootloader)?;
+        report.script_status = code;
+        let Some(code) = code else {
+            report.path_failed = true;
+            return Err(Error::new(
+                Exit::ActivationFailed,
+                format!("{what} was killed by a signal; not rolled back (state unknown)"),
+            ));
+        };
+        let why = format!("{what} {}", self.flavor.describe(Some(code)));
+        let verdict = self
+            .flavor
+            .classify(code, &self.opts.rollback_on, self.opts.no_rollback);
+        match verdict {
+            Verdict::RollBack if self.action == Action::DryActivate => Err(Error::new(
+                Exit::ActivationFailed,
+                format!("{why} (dry-activate changes nothing; no rollback needed)"),
+            )),
+            Verdict::RollBack => Err(self.roll_back(previous, &why, report)),
+            Verdict::Kept(exit) => {
+                report.path_failed = self.action != Action::DryActivate;
+                let reason = if self.opts.no_rollback {
+                    "--no-rollback"
+                } else {
+                    "not in --rollback-on"
+                };
+                Err(Error::new(exit, format!("{why}; kept ({reason})")))
+            }
+            Verdict::Ok(exit) => {
+                self.check_health(previous, report)?;
+                if exit == Exit::RebootNeeded {
+                    ctx.say(&format!(
+                        "{what} exited 100: reboot for {store_path} to take full effect"
+                    ));
+                } else {
+                    ctx.say(&format!(
+                        "activated {store_path} ({})",
+                        self.action.as_str()
+                    ));
+                }
+                Ok(exit)
+            }
+        }
+    }
+
+    /// Check everything we can before the profile changes; true when the
+    /// activation runs commands.
+    fn check_before_changes(&self, store_path: &StorePath) -> Result<bool, ActivateError> {
+        let ctx = self.ctx;
+        ctx.check_in_store(store_path)?;
+        ctx.check_executable(&Path::new(&store_path.to_string()).join(self.flavor.script()))?;
+        let runs = super::runs_commands(ctx, self.action, self.opts);
+        if runs {
+            ctx.check_can_run()?;
+        }
+        Ok(runs)
+    }
+
+    /// Create (or reuse) the generation and switch the profile to it, for
+    /// actions that make one; the base of the script to run.
+    fn make_generation(
+        &self,
+        store_path: &StorePath,
+        report: &mut Report,
+    ) -> Result<PathBuf, ActivateError> {
+        let ctx = self.ctx;
+        if !self.action.makes_generation() {
+            return Ok(PathBuf::from(store_path.to_string()));
+        }
+        let g = ctx.profile.create_generation(&store_path.to_string())?;
         ctx.profile.switch_to(g.number)?;
         report.generation = Some(g.number);
         ctx.say(&format!(
@@ -138,255 +193,214 @@ pub(crate) fn activate_system(
             ctx.profile.path.display(),
             g.number
         ));
-        ctx.logical(&g.link)
-    } else {
-        PathBuf::from(store_path)
-    };
-    if !runs {
-        ctx.say(&format!(
-            "--root {}: generation {} is the boot default; nothing run (it activates at first boot)",
-            ctx.root.unwrap_or(Path::new("/")).display(),
-            report.generation.unwrap_or(0)
-        ));
-        return Ok(Exit::Success);
+        Ok(ctx.logical(&g.link))
     }
 
-    let script = base.join(flavor.script);
-    let args = (flavor.args)(action);
-    let what = format!("{} {}", script.display(), args.join(" "));
-    let code = run(ctx, &script, &args, opts.install_bootloader)?;
-    report.script_status = code;
-    let Some(code) = code else {
-        report.path_failed = true;
-        return Err(Error::new(
-            Exit::ActivationFailed,
-            format!("{what} was killed by a signal; not rolled back (state unknown)"),
-        ));
-    };
-    let why = format!("{what} {}", describe(flavor, code));
-    match classify(flavor, code, &opts.rollback_on, opts.no_rollback) {
-        Verdict::RollBack if action == Action::DryActivate => Err(Error::new(
-            Exit::ActivationFailed,
-            format!("{why} (dry-activate changes nothing; no rollback needed)"),
-        )),
-        Verdict::RollBack => Err(roll_back(ctx, flavor, action, opts, previous, &why, report)),
-        Verdict::Kept(exit) => {
-            if action != Action::DryActivate {
-                report.path_failed = true;
-            }
-            let reason = if opts.no_rollback {
-                "--no-rollback"
-            } else {
-                "not in --rollback-on"
-            };
-            Err(Error::new(exit, format!("{why}; kept ({reason})")))
-        }
-        Verdict::Ok(exit) => {
-            if let Some(cmd) = &opts.health_check {
-                if matches!(action, Action::Switch | Action::Test) {
-                    if let Err(why) = health_check(ctx, cmd, opts.health_timeout) {
-                        report.health_check_failed = true;
-                        if opts.no_rollback {
-                            report.path_failed = true;
-                            return Err(Error::new(
-                                Exit::ActivationFailed,
-                                format!("{why}; kept (--no-rollback)"),
-                            ));
-                        }
-                        return Err(roll_back(ctx, flavor, action, opts, previous, &why, report));
-                    }
-                } else {
-                    ctx.say(&format!(
-                        "health check skipped: '{}' activates nothing now",
-                        action.as_str()
-                    ));
-                }
-            }
-            if exit == Exit::RebootNeeded {
-                ctx.say(&format!(
-                    "{what} exited 100: reboot for {store_path} to take full effect"
-                ));
-            } else {
-                ctx.say(&format!("activated {store_path} ({})", action.as_str()));
-            }
-            Ok(exit)
-        }
-    }
-}
-
-/// Re-point the profile at `previous` and activate it again. Returns the
-/// error to report: RolledBack, RollbackFailed, or ActivationFailed when
-/// there was nothing to roll back to.
-fn roll_back(
-    ctx: &Ctx,
-    flavor: &Flavor,
-    action: Action,
-    opts: &ApplyOpts,
-    previous: Option<Generation>,
-    why: &str,
-    report: &mut Report,
-) -> Error {
-    report.path_failed = true;
-    let profile = ctx.profile.path.display();
-    let Some(prev) = previous else {
-        let stays = match report.generation {
-            Some(n) => format!("; it stays at generation {n}"),
-            None => String::new(),
+    /// After a successful script: the health check (when asked for and the
+    /// action activates something now); Err when it failed.
+    fn check_health(&self, previous: Option<Generation>, report: &mut Report) -> Result<(), Error> {
+        let Some(cmd) = &self.opts.health_check else {
+            return Ok(());
         };
-        return Error::new(
-            Exit::ActivationFailed,
-            format!(
-                "{why}; nothing to roll back to: profile {profile} had no generation before this one{stays}"
-            ),
-        );
-    };
-    if report.generation == Some(prev.number)
-        || report.generation.is_none() && action != Action::Test
-    {
-        // --force on the current path: "before" was this very path.
-        return Error::new(
-            Exit::ActivationFailed,
-            format!(
-                "{why}; nothing to roll back to: generation {} was already this path",
-                prev.number
-            ),
-        );
+        if !matches!(self.action, Action::Switch | Action::Test) {
+            self.ctx.say(&format!(
+                "health check skipped: '{}' activates nothing now",
+                self.action.as_str()
+            ));
+            return Ok(());
+        }
+        let Err(why) = health_check(self.ctx, cmd, self.opts.health_timeout) else {
+            return Ok(());
+        };
+        report.health_check_failed = true;
+        if self.opts.no_rollback {
+            report.path_failed = true;
+            return Err(Error::new(
+                Exit::ActivationFailed,
+                format!("{why}; kept (--no-rollback)"),
+            ));
+        }
+        Err(self.roll_back(previous, &why, report))
     }
-    if action.makes_generation() {
-        if let Err(e) = ctx.profile.switch_to(prev.number) {
+
+    /// Re-point the profile at `previous` and activate it again. Returns
+    /// the error to report: RolledBack, RollbackFailed, or ActivationFailed
+    /// when there was nothing to roll back to.
+    fn roll_back(&self, previous: Option<Generation>, why: &str, report: &mut Report) -> Error {
+        report.path_failed = true;
+        let prev = match self.rollback_target(previous, why, report) {
+            Ok(prev) => prev,
+            Err(e) => return e,
+        };
+        let ctx = self.ctx;
+        let profile = ctx.profile.path.display();
+        let (n, target) = (prev.number, &prev.target);
+        if self.action.makes_generation() {
+            if let Err(e) = ctx.profile.switch_to(n) {
+                return Error::new(
+                    Exit::RollbackFailed,
+                    format!("{why}; rolling back to generation {n} failed too: {e}"),
+                );
+            }
+        }
+        report.rolled_back_to = Some(n);
+        if !super::runs_commands(ctx, self.action, self.opts) {
             return Error::new(
-                Exit::RollbackFailed,
-                format!(
-                    "{why}; rolling back to generation {} failed too: {e}",
-                    prev.number
-                ),
+                Exit::RolledBack,
+                format!("{why}; rolled back: profile {profile} is generation {n} again ({target})"),
             );
         }
-    }
-    report.rolled_back_to = Some(prev.number);
-    if !super::runs_commands(ctx, action, opts) {
-        return Error::new(
-            Exit::RolledBack,
-            format!(
-                "{why}; rolled back: profile {profile} is generation {} again ({})",
-                prev.number, prev.target
+        ctx.say(&format!("{why}; rolling back to generation {n} ({target})"));
+        let script = ctx.logical(&prev.link).join(self.flavor.script());
+        let args = self.flavor.args(self.action);
+        let failed = |detail: String| {
+            Error::new(
+                Exit::RollbackFailed,
+                format!("{why}; rolling back to generation {n} ({target}) failed too: {detail}; the system needs attention"),
+            )
+        };
+        match ctx.run(&script, &args, self.opts.install_bootloader) {
+            Ok(code) if self.flavor.success(code).is_some() => Error::new(
+                Exit::RolledBack,
+                format!("{why}; rolled back to generation {n} ({target})"),
             ),
-        );
-    }
-    ctx.say(&format!(
-        "{why}; rolling back to generation {} ({})",
-        prev.number, prev.target
-    ));
-    let script = ctx.logical(&prev.link).join(flavor.script);
-    let args = (flavor.args)(action);
-    match run(ctx, &script, &args, opts.install_bootloader) {
-        Ok(Some(c)) if c == 0 || (flavor.special_ok)(c).is_some() => Error::new(
-            Exit::RolledBack,
-            format!(
-                "{why}; rolled back to generation {} ({})",
-                prev.number, prev.target
-            ),
-        ),
-        Ok(code) => Error::new(
-            Exit::RollbackFailed,
-            format!(
-                "{why}; rolling back to generation {} ({}) failed too: {} {} {}; the system needs attention",
-                prev.number,
-                prev.target,
+            Ok(code) => failed(format!(
+                "{} {} {}",
                 script.display(),
                 args.join(" "),
-                status_text(code, |c| describe(flavor, c))
-            ),
-        ),
-        Err(e) => Error::new(
-            Exit::RollbackFailed,
-            format!(
-                "{why}; rolling back to generation {} ({}) failed too: {e}; the system needs attention",
-                prev.number, prev.target
-            ),
-        ),
+                self.flavor.describe(code)
+            )),
+            Err(e) => failed(e.to_string()),
+        }
+    }
+
+    /// The generation to roll back to, or the error saying there is none.
+    fn rollback_target(
+        &self,
+        previous: Option<Generation>,
+        why: &str,
+        report: &Report,
+    ) -> Result<Generation, Error> {
+        let Some(prev) = previous else {
+            let stays = match report.generation {
+                Some(n) => format!("; it stays at generation {n}"),
+                None => String::new(),
+            };
+            return Err(Error::new(
+                Exit::ActivationFailed,
+                format!(
+                    "{why}; nothing to roll back to: profile {} had no generation before this one{stays}",
+                    self.ctx.profile.path.display()
+                ),
+            ));
+        };
+        if report.generation == Some(prev.number)
+            || report.generation.is_none() && self.action != Action::Test
+        {
+            // --force on the current path: "before" was this very path.
+            return Err(Error::new(
+                Exit::ActivationFailed,
+                format!(
+                    "{why}; nothing to roll back to: generation {} was already this path",
+                    prev.number
+                ),
+            ));
+        }
+        Ok(prev)
     }
 }
 
-/// `fh-lite rollback [--to N]`.
-pub fn cmd_rollback(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
-    let _lock = crate::state::lock(common)?;
-    let ctx = Ctx::new(common);
-    let profile = ctx.profile.path.display().to_string();
-    let current = ctx.profile.current()?;
-    let target = match to {
-        Some(n) => ctx.profile.generation(n)?,
-        None => {
-            let Some(cur) = current else {
-                return Err(Error::new(
-                    Exit::Usage,
-                    format!("rollback: profile {profile} does not exist; nothing to roll back to"),
-                ));
-            };
-            let gens = ctx.profile.generations()?;
-            match gens.into_iter().rev().find(|g| g.number < cur) {
-                Some(g) => g,
-                None => {
-                    return Err(Error::new(
-                        Exit::Usage,
-                        format!(
-                            "rollback: profile {profile} has no generation before the current one ({cur})"
-                        ),
-                    ))
-                }
+/// `fh-lite rollback [--to N]`: the generation to go back to, checked
+/// before anything changes; [`SwitchBack::run`] switches to it.
+pub struct SwitchBack<'a> {
+    ctx: Ctx<'a>,
+    pub target: Generation,
+    /// Its store path, for the state file.
+    pub store_path: StorePath,
+    current: Option<u64>,
+    flavor: Flavor,
+}
+
+impl<'a> SwitchBack<'a> {
+    pub fn prepare(common: &'a Common, to: Option<u64>) -> Result<SwitchBack<'a>, Error> {
+        let ctx = Ctx::new(common);
+        let profile = ctx.profile.path.display().to_string();
+        let current = ctx.profile.current()?;
+        let target = match (to, current) {
+            (Some(n), _) => ctx.profile.generation(n)?,
+            (None, None) => {
+                return Err(Error::usage(format!(
+                    "rollback: profile {profile} does not exist; nothing to roll back to"
+                )))
             }
-        }
-    };
-    // NixOS or nix-darwin, by what the generation contains.
-    let base = Path::new(&target.target);
-    let flavor = if ctx.check_executable(&base.join(DARWIN.script)).is_ok()
-        && ctx.check_executable(&base.join(NIXOS.script)).is_err()
-    {
-        &DARWIN
-    } else {
-        ctx.check_executable(&base.join(NIXOS.script))?;
-        &NIXOS
-    };
-    ctx.check_can_run()?;
-    let attempt = crate::state::Attempt::start(
-        &format!("rollback to generation {}", target.number),
-        &target.target,
-    );
-    ctx.profile.switch_to(target.number)?;
-    let from = current.map_or("none".to_string(), |n| n.to_string());
-    ctx.say(&format!(
-        "profile {profile}: generation {from} -> {} ({})",
-        target.number, target.target
-    ));
-    let script = ctx.logical(&target.link).join(flavor.script);
-    let args = (flavor.args)(Action::Switch);
-    let code = run(&ctx, &script, &args, false)?;
-    let result = match code {
-        Some(0) => Ok(Exit::Success),
-        Some(c) if (flavor.special_ok)(c).is_some() => Ok(Exit::RebootNeeded),
-        code => Err(Error::new(
-            Exit::RollbackFailed,
-            format!(
-                "rollback: profile {profile} is now generation {}, but {} {} {}; the system needs attention",
-                target.number,
-                script.display(),
-                args.join(" "),
-                status_text(code, |c| describe(flavor, c))
-            ),
-        )),
-    };
-    let report = Report {
-        previous_generation: current,
-        generation: Some(target.number),
-        script_status: code,
-        ..Report::default()
-    };
-    let exit = match &result {
-        Ok(e) => *e,
-        Err(e) => e.exit,
-    };
-    crate::state::record_result(common, &attempt, exit, &report)?;
-    result
+            (None, Some(cur)) => {
+                let gens = ctx.profile.generations()?;
+                gens.into_iter()
+                    .rev()
+                    .find(|g| g.number < cur)
+                    .ok_or_else(|| {
+                        Error::usage(format!(
+                            "rollback: profile {profile} has no generation before the current one ({cur})"
+                        ))
+                    })?
+            }
+        };
+        let store_path = StorePath::parse(&target.target).map_err(|e| {
+            Error::new(
+                Exit::Internal,
+                format!(
+                    "rollback: generation {} of profile {profile}: {e}",
+                    target.number
+                ),
+            )
+        })?;
+        // NixOS or nix-darwin, by what the generation contains.
+        let base = Path::new(&target.target);
+        let has = |f: Flavor| ctx.check_executable(&base.join(f.script()));
+        let flavor = if has(Flavor::Darwin).is_ok() && has(Flavor::NixOs).is_err() {
+            Flavor::Darwin
+        } else {
+            has(Flavor::NixOs)?;
+            Flavor::NixOs
+        };
+        ctx.check_can_run()?;
+        Ok(SwitchBack {
+            ctx,
+            target,
+            store_path,
+            current,
+            flavor,
+        })
+    }
+
+    /// Switch the profile to the target and run its switch script.
+    pub fn run(&self, report: &mut Report) -> Result<Exit, Error> {
+        let ctx = &self.ctx;
+        let (n, target) = (self.target.number, &self.target.target);
+        let profile = ctx.profile.path.display();
+        ctx.profile.switch_to(n)?;
+        report.previous_generation = self.current;
+        report.generation = Some(n);
+        let from = self.current.map_or("none".to_string(), |n| n.to_string());
+        ctx.say(&format!(
+            "profile {profile}: generation {from} -> {n} ({target})"
+        ));
+        let script = ctx.logical(&self.target.link).join(self.flavor.script());
+        let args = self.flavor.args(Action::Switch);
+        let code = ctx.run(&script, &args, false)?;
+        report.script_status = code;
+        self.flavor.success(code).ok_or_else(|| {
+            Error::new(
+                Exit::RollbackFailed,
+                format!(
+                    "rollback: profile {profile} is now generation {n}, but {} {} {}; the system needs attention",
+                    script.display(),
+                    args.join(" "),
+                    self.flavor.describe(code)
+                ),
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +410,10 @@ mod tests {
     use crate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
 
     const STC: &str = "bin/switch-to-configuration";
+
+    fn sp(p: &str) -> StorePath {
+        StorePath::parse(p).unwrap()
+    }
 
     fn profile_target(root: &Path) -> String {
         std::fs::read_link(root.join("nix/var/nix/profiles/system"))
@@ -407,7 +425,7 @@ mod tests {
     /// Apply `path` and return (exit class, message, report).
     fn apply(c: &Common, o: &ApplyOpts, path: &str) -> (Exit, String, Report) {
         let mut r = Report::default();
-        match crate::activate::activate(c, o, path, &mut r) {
+        match crate::activate::activate(c, o, &sp(path), &mut r) {
             Ok(e) => (e, String::new(), r),
             Err(e) => (e.exit, e.message, r),
         }
@@ -701,25 +719,28 @@ mod tests {
         let sw = opts(ApplyKind::Nixos, Action::Switch);
         let boot = opts(ApplyKind::Nixos, Action::Boot);
         let test = opts(ApplyKind::Nixos, Action::Test);
-        assert!(!crate::activate::is_current(&c, &sw, &a), "no profile yet");
+        assert!(
+            !crate::activate::is_current(&c, &sw, &sp(&a)),
+            "no profile yet"
+        );
         p.create_generation(&a).unwrap();
         p.switch_to(1).unwrap();
         // No DIR/run/current-system: under --root the profile decides.
-        assert!(crate::activate::is_current(&c, &sw, &a));
-        assert!(!crate::activate::is_current(&c, &sw, &b));
-        assert!(!crate::activate::is_current(&c, &test, &a));
+        assert!(crate::activate::is_current(&c, &sw, &sp(&a)));
+        assert!(!crate::activate::is_current(&c, &sw, &sp(&b)));
+        assert!(!crate::activate::is_current(&c, &test, &sp(&a)));
         std::fs::create_dir_all(root.join("run")).unwrap();
         std::os::unix::fs::symlink(&b, root.join("run/current-system")).unwrap();
-        assert!(!crate::activate::is_current(&c, &sw, &a), "running b");
+        assert!(!crate::activate::is_current(&c, &sw, &sp(&a)), "running b");
         assert!(
-            crate::activate::is_current(&c, &boot, &a),
+            crate::activate::is_current(&c, &boot, &sp(&a)),
             "boot: profile only"
         );
         assert!(
-            crate::activate::is_current(&c, &test, &b),
+            crate::activate::is_current(&c, &test, &sp(&b)),
             "test: running only"
         );
         let dry = opts(ApplyKind::Nixos, Action::DryActivate);
-        assert!(!crate::activate::is_current(&c, &dry, &b));
+        assert!(!crate::activate::is_current(&c, &dry, &sp(&b)));
     }
 }

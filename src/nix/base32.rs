@@ -43,12 +43,6 @@ impl fmt::Display for DecodeError {
     }
 }
 
-impl From<DecodeError> for crate::error::Error {
-    fn from(e: DecodeError) -> Self {
-        crate::error::Error::new(crate::error::Exit::Verification, e.to_string())
-    }
-}
-
 /// Length of the nix32 form of `n` bytes: 20 → 32, 32 → 52.
 pub fn encoded_len(n: usize) -> usize {
     if n == 0 {

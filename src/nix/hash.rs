@@ -50,12 +50,6 @@ impl fmt::Display for HashError {
     }
 }
 
-impl From<HashError> for crate::error::Error {
-    fn from(e: HashError) -> Self {
-        crate::error::Error::new(crate::error::Exit::Verification, e.to_string())
-    }
-}
-
 /// Algorithms Nix knows that are not sha256.
 const OTHER_ALGOS: [&str; 4] = ["md5", "sha1", "sha512", "blake3"];
 

@@ -86,22 +86,6 @@ impl fmt::Display for NarError {
     }
 }
 
-impl From<NarError> for crate::error::Error {
-    fn from(e: NarError) -> Self {
-        use crate::error::Exit;
-        let exit = match &e {
-            NarError::Malformed { .. } | NarError::Truncated { .. } => Exit::Verification,
-            // An overlong stream (HashingReader's limit) or a decoder's
-            // corrupt-data error is a verification failure; anything else
-            // on the way in is the transfer failing.
-            NarError::Io(err) if err.kind() == io::ErrorKind::InvalidData => Exit::Verification,
-            NarError::Io(_) => Exit::Cache,
-            NarError::Sink { .. } => Exit::Store,
-        };
-        crate::error::Error::new(exit, e.to_string())
-    }
-}
-
 // The rules, as reported in `NarError::Malformed`.
 const R_MAGIC: &str = "not a NAR (bad magic string)";
 const R_PADDING: &str = "non-zero padding";

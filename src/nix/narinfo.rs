@@ -191,12 +191,6 @@ impl fmt::Display for NarInfoError {
     }
 }
 
-impl From<NarInfoError> for crate::error::Error {
-    fn from(e: NarInfoError) -> Self {
-        crate::error::Error::new(crate::error::Exit::Verification, e.to_string())
-    }
-}
-
 /// Set a single-valued field, refusing a second occurrence.
 fn once<T>(
     slot: &mut Option<T>,

@@ -108,12 +108,6 @@ impl fmt::Display for SigError {
     }
 }
 
-impl From<SigError> for crate::error::Error {
-    fn from(e: SigError) -> Self {
-        crate::error::Error::new(crate::error::Exit::Verification, e.to_string())
-    }
-}
-
 /// The keys a narinfo must be signed by (first definition of a name wins).
 #[derive(Clone, Debug, Default)]
 pub struct TrustedKeys {

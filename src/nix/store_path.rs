@@ -69,12 +69,6 @@ impl fmt::Display for StorePathError {
     }
 }
 
-impl From<StorePathError> for crate::error::Error {
-    fn from(e: StorePathError) -> Self {
-        crate::error::Error::new(crate::error::Exit::Verification, e.to_string())
-    }
-}
-
 fn is_hash_char(c: u8) -> bool {
     matches!(c, b'0'..=b'9' | b'a'..=b'z') && !matches!(c, b'e' | b'o' | b'u' | b't')
 }

@@ -33,13 +33,14 @@ use std::sync::Mutex;
 
 use super::program::{self, show_args};
 use super::{Store, StoreError};
+use crate::http::Secret;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
 
 /// The `nix copy` backend (see the module doc).
 pub struct NixCopyStore {
     cache_url: String,
-    token: Option<String>,
+    token: Option<Secret>,
     root: Option<PathBuf>,
     /// `name:base64` keys, space-separated for `trusted-public-keys`.
     trusted_keys: Vec<String>,
@@ -60,7 +61,7 @@ struct NetrcDir {
 static NETRC_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl NetrcDir {
-    fn create(base: &Path, host: &str, token: &str) -> Result<(NetrcDir, PathBuf), StoreError> {
+    fn create(base: &Path, host: &str, token: &Secret) -> Result<(NetrcDir, PathBuf), StoreError> {
         let n = NETRC_SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("fh-lite-netrc-{}-{n}", std::process::id()));
         // `create` (not create_all) fails if it exists: nobody can have
@@ -85,12 +86,15 @@ impl NetrcDir {
                 file: file.clone(),
                 err,
             })?;
-        f.write_all(format!("machine {host} login flakehub password {token}\n").as_bytes())
-            .map_err(|err| StoreError::Io {
-                what: "writing",
-                file: file.clone(),
-                err,
-            })?;
+        let line = format!(
+            "machine {host} login flakehub password {}\n",
+            token.expose()
+        );
+        f.write_all(line.as_bytes()).map_err(|err| StoreError::Io {
+            what: "writing",
+            file: file.clone(),
+            err,
+        })?;
         Ok((guard, file))
     }
 }
@@ -105,13 +109,13 @@ impl NixCopyStore {
     /// `trusted_keys`: `name:base64` public keys Nix must accept.
     pub fn new(
         cache_url: &str,
-        token: Option<&str>,
+        token: Option<&Secret>,
         root: Option<&Path>,
         trusted_keys: Vec<String>,
     ) -> NixCopyStore {
         NixCopyStore {
             cache_url: cache_url.trim_end_matches('/').to_string(),
-            token: token.map(str::to_string),
+            token: token.cloned(),
             root: root.map(Path::to_path_buf),
             trusted_keys,
             nix: "nix".into(),
@@ -233,6 +237,10 @@ mod tests {
 
     const TOKEN: &str = "closure-token-s3cr3t-7f2a";
 
+    fn token() -> Secret {
+        Secret::new(TOKEN)
+    }
+
     /// A loopback binary-cache server over `dir` that demands HTTP Basic
     /// `flakehub:<TOKEN>`; counts good and refused requests.
     struct AuthServer {
@@ -333,7 +341,7 @@ mod tests {
         let tmp = TempDir::new("nixcopy-tmp");
         let store = NixCopyStore::new(
             &server.url,
-            Some(TOKEN),
+            Some(&token()),
             Some(&dest),
             vec![env.pk.trim().to_string()],
         )
@@ -396,7 +404,7 @@ mod tests {
         let tmp = TempDir::new("nixcopy-fake-tmp");
         let store = NixCopyStore::new(
             "https://cache.example.org/",
-            Some(TOKEN),
+            Some(&token()),
             Some(Path::new("/mnt/root")),
             vec!["k-1:AAAA".into(), "k-2:BBBB".into()],
         )
@@ -444,7 +452,7 @@ mod tests {
         assert!(empty(tmp.path()));
 
         // No `nix`: a clear error, and still no netrc left.
-        let missing = NixCopyStore::new("https://cache.example.org", Some(TOKEN), None, vec![])
+        let missing = NixCopyStore::new("https://cache.example.org", Some(&token()), None, vec![])
             .with_test_setup(Vec::new(), tmp.path(), "/nonexistent/nix");
         let e = missing.add_path(&info, &mut io::empty()).unwrap_err();
         assert_eq!(

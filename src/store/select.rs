@@ -1,5 +1,6 @@
-//! `--store auto|daemon|local|nix`: which backend the apply uses.
+//! `--store auto|daemon|local|nix|image`: which backend the apply uses.
 //!
+//! - `image` (the default with `--root`): the image root DIR.
 //! - `daemon`: the socket from `--daemon-socket` / `NIX_DAEMON_SOCKET_PATH`
 //!   (cli folds the variable in), else the default socket. With `--root`
 //!   the caller must name the socket that serves DIR.
@@ -9,26 +10,18 @@
 //!   we can write the store's database, else an error naming what was
 //!   tried. With `--root DIR`, auto tries a daemon only when a socket was
 //!   given (the default socket serves the host's store, not DIR).
-//! - `image` (the default with `--root`) is built by its own module.
 
 use std::path::{Path, PathBuf};
 
 use super::daemon::{self, DaemonStore};
+use super::image::ImageStore;
 use super::local::LocalStore;
 use super::nix_copy::NixCopyStore;
 use super::{Store, StoreError};
 use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
-
-/// What the `nix copy` backend needs to reach the cache.
-pub struct NixCopyCache<'a> {
-    /// The binary cache URL (`Common::cache_addr`).
-    pub url: &'a str,
-    /// The closure token, if the cache needs one.
-    pub token: Option<&'a str>,
-    /// Trusted keys as `name:base64`.
-    pub trusted_keys: Vec<String>,
-}
+use crate::http::Secret;
+use crate::nix::signature::TrustedKeys;
 
 fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     let probe = DaemonStore::connect(socket, true)?;
@@ -48,11 +41,13 @@ fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     }
 }
 
-/// Open the backend `opts.store` asks for.
+/// Open the backend `opts.store` asks for. The `nix copy` backend gets the
+/// cache (`--cache-addr`), the closure token and the trusted keys.
 pub fn select(
     common: &Common,
     opts: &ApplyOpts,
-    cache: NixCopyCache<'_>,
+    keys: &TrustedKeys,
+    token: &Secret,
 ) -> Result<Box<dyn Store>, Error> {
     let root: PathBuf = common.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let socket = opts
@@ -74,10 +69,10 @@ pub fn select(
             Ok(Box::new(LocalStore::new(&root)))
         }
         StoreKind::Nix => Ok(Box::new(NixCopyStore::new(
-            cache.url,
-            cache.token,
+            &common.cache_addr,
+            Some(token),
             common.root.as_deref(),
-            cache.trusted_keys,
+            keys.keys.iter().map(|k| k.to_string()).collect(),
         ))),
         StoreKind::Auto => {
             let mut tried = Vec::new();
@@ -102,10 +97,12 @@ pub fn select(
                 ),
             ))
         }
-        StoreKind::Image => Err(Error::new(
-            Exit::Internal,
-            "--store image is opened by the image backend, not by store::select",
-        )),
+        StoreKind::Image => match &common.root {
+            Some(root) => Ok(Box::new(ImageStore::open(root)?)),
+            None => Err(Error::usage(
+                "--store image needs --root DIR (the image being built)",
+            )),
+        },
     }
 }
 
@@ -123,12 +120,8 @@ mod tests {
         let Command::Apply(opts) = cli.command else {
             panic!("{args}: not apply")
         };
-        let cache = NixCopyCache {
-            url: "https://cache.example.org",
-            token: Some("t"),
-            trusted_keys: vec!["k-1:AAAA".into()],
-        };
-        select(&cli.common, &opts, cache)
+        let keys = TrustedKeys::flakehub_defaults();
+        select(&cli.common, &opts, &keys, &Secret::new("t"))
     }
 
     #[test]
@@ -197,12 +190,9 @@ mod tests {
                 Ok("nix copy into the default store".to_string()),
             ),
             (
-                "image is not ours",
+                "image root (the default with --root)",
                 format!("--root {d} apply nixos a/b/0.1#x"),
-                Err((
-                    Exit::Internal,
-                    "--store image is opened by the image backend, not by store::select".into(),
-                )),
+                Ok(format!("image root {d}")),
             ),
         ];
         for (name, args, want) in cases {

@@ -1,0 +1,23 @@
+//! `fh-lite rollback [--to N]`: switch the profile back to the previous
+//! generation (or generation N) and activate it, under the state lock,
+//! recording the attempt in the state file. The mechanics are
+//! `activate::rollback::SwitchBack`.
+
+use crate::activate::rollback::SwitchBack;
+use crate::activate::Report;
+use crate::cli::Common;
+use crate::error::{Error, Exit};
+use crate::state::{Attempt, StateDir};
+
+pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
+    let state = StateDir::new(&common.state_dir);
+    let _lock = state.lock()?;
+    let back = SwitchBack::prepare(common, to)?;
+    let reference = format!("rollback to generation {}", back.target.number);
+    let attempt = Attempt::start(&reference, &back.store_path);
+    let mut report = Report::default();
+    let result = back.run(&mut report);
+    let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+    state.record_result(&attempt, exit, report.generation, false)?;
+    result
+}

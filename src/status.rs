@@ -1,0 +1,207 @@
+//! `fh-lite status [--json]`: the profile's generations, the running
+//! system, the state file's history, and which device token file would be
+//! used (never the token). [`gather`] reads, [`render_text`] and
+//! [`render_json`] only format.
+
+use std::path::{Path, PathBuf};
+
+use miniserde::{json, Serialize};
+
+use crate::activate::Ctx;
+use crate::cli::Common;
+use crate::error::{Error, Exit};
+use crate::flakehub;
+use crate::state::{format_time, FailedPath, Record, StateDir};
+use crate::util::unix_now;
+
+pub fn run(common: &Common) -> Result<Exit, Error> {
+    let status = gather(common)?;
+    crate::print_stdout(&if common.json {
+        render_json(&status)
+    } else {
+        render_text(&status)
+    });
+    Ok(Exit::Success)
+}
+
+/// Everything `status` shows, read once; `json` is what `--json` prints.
+pub struct Status {
+    json: StatusJson,
+    /// `/run/current-system` (under `--root`).
+    run_link: PathBuf,
+    /// Why no device token file is usable.
+    token_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    profile: String,
+    generation: Option<u64>,
+    generation_path: Option<String>,
+    generations: Vec<u64>,
+    current_system: Option<String>,
+    last_attempt: Option<Record>,
+    last_success: Option<Record>,
+    failed: Vec<FailedPath>,
+    /// The device token file in use (never the token), if one is found.
+    token_file: Option<String>,
+    /// Its JWT `exp`, unix seconds, when it is a JWT.
+    token_expires_at: Option<i64>,
+}
+
+pub fn gather(common: &Common) -> Result<Status, Error> {
+    let ctx = Ctx::new(common);
+    let current = ctx.profile.current_target()?;
+    let state = StateDir::new(&common.state_dir).load()?;
+    let token = flakehub::token_info(common);
+    let json = StatusJson {
+        profile: common.profile.display().to_string(),
+        generation: current.as_ref().map(|g| g.number),
+        generation_path: current.map(|g| g.target),
+        generations: ctx
+            .profile
+            .generations()?
+            .iter()
+            .map(|g| g.number)
+            .collect(),
+        current_system: ctx.current_system(),
+        last_attempt: state.last_attempt,
+        last_success: state.last_success,
+        failed: state.failed,
+        token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
+        token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
+    };
+    Ok(Status {
+        json,
+        run_link: ctx.real(Path::new("/run/current-system")),
+        token_error: token.err().map(|e| e.to_string()),
+    })
+}
+
+pub fn render_json(s: &Status) -> String {
+    json::to_string(&s.json) + "\n"
+}
+
+pub fn render_text(s: &Status) -> String {
+    let j = &s.json;
+    let mut out = String::new();
+    let mut line = |k: &str, v: &str| out.push_str(&format!("{k:<15} {v}\n"));
+    line("profile", &j.profile);
+    line(
+        "generation",
+        &match (j.generation, &j.generation_path) {
+            (Some(n), Some(target)) => format!("{n} -> {target}"),
+            _ => "none (the profile does not exist)".to_string(),
+        },
+    );
+    let generations = match j.generations.iter().map(u64::to_string).collect::<Vec<_>>() {
+        g if g.is_empty() => "none".to_string(),
+        g => g.join(" "),
+    };
+    line("generations", &generations);
+    let link = s.run_link.display();
+    line(
+        "current system",
+        &match &j.current_system {
+            Some(t) => format!("{t} ({link})"),
+            None => format!("unknown ({link} does not exist)"),
+        },
+    );
+    let record = |r: &Option<Record>| r.as_ref().map_or("none".to_string(), record_line);
+    line("last attempt", &record(&j.last_attempt));
+    line("last success", &record(&j.last_success));
+    if j.failed.is_empty() {
+        line("failed paths", "none");
+    }
+    for (i, f) in j.failed.iter().enumerate() {
+        let (path, time) = (&f.store_path, format_time(f.time));
+        line(
+            if i == 0 { "failed paths" } else { "" },
+            &format!("{path} ({}, {} at {time})", f.reference, f.result),
+        );
+    }
+    line("token file", &token_line(s));
+    out
+}
+
+fn record_line(r: &Record) -> String {
+    let generation = r
+        .generation
+        .map_or(String::new(), |g| format!(", generation {g}"));
+    let exit = r
+        .exit_code
+        .map_or(String::new(), |c| format!(" (exit {c})"));
+    format!(
+        "{}: {} -> {}{generation}: {}{exit}, {} ms, {} bytes downloaded",
+        format_time(r.time),
+        r.reference,
+        r.store_path,
+        r.result,
+        r.duration_ms,
+        r.bytes_downloaded
+    )
+}
+
+fn token_line(s: &Status) -> String {
+    let (file, expires) = match (&s.json.token_file, &s.token_error) {
+        (Some(file), _) => (file, s.json.token_expires_at),
+        (None, e) => return format!("none usable: {}", e.as_deref().unwrap_or("")),
+    };
+    let Some(exp) = expires else {
+        return format!("{file} (no expiry: not a JWT)");
+    };
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let expired = if exp < now { ", EXPIRED" } else { "" };
+    let at = format_time(u64::try_from(exp).unwrap_or(0));
+    format!("{file} (expires {at}{expired})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{common, TempDir};
+
+    const P: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a";
+
+    /// The token line depends on the test process's environment (HOME,
+    /// /nix/var/determinate/token); black-box tests cover it.
+    fn text(c: &Common) -> String {
+        render_text(&gather(c).unwrap())
+            .lines()
+            .filter(|l| !l.starts_with("token file"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn status_shows_generation_running_system_and_history() {
+        let t = TempDir::new("status");
+        let root = t.path();
+        let c = common(root);
+        assert_eq!(
+            text(&c),
+            format!(
+                "profile         {}\ngeneration      none (the profile does not exist)\ngenerations     none\ncurrent system  unknown ({}/run/current-system does not exist)\nlast attempt    none\nlast success    none\nfailed paths    none\n",
+                c.profile.display(),
+                root.display()
+            )
+        );
+        let p = crate::activate::profiles::Profile::new(&c.profile, Some(root));
+        p.create_generation(P).unwrap();
+        p.switch_to(1).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::os::unix::fs::symlink(P, root.join("run/current-system")).unwrap();
+        StateDir::new(&c.state_dir)
+            .mark_failed(
+                "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b",
+                "org/p/1",
+                Exit::RolledBack,
+            )
+            .unwrap();
+        let text = text(&c);
+        assert!(text.contains(&format!("\ngeneration      1 -> {P}\ngenerations     1\ncurrent system  {P} ({}/run/current-system)\n", root.display())), "{text}");
+        assert!(text.contains("failed paths    /nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b (org/p/1, rolled-back at "), "{text}");
+        let j = render_json(&gather(&c).unwrap());
+        assert!(j.contains(&format!("\"generation\":1,\"generation_path\":\"{P}\",\"generations\":[1],\"current_system\":\"{P}\",\"last_attempt\":null,")), "{j}");
+    }
+}
