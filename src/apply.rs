@@ -14,7 +14,7 @@ use crate::fetch::{self, HttpCache};
 use crate::flakehub;
 use crate::http::Client;
 use crate::http::Secret;
-use crate::nix::signature::{PublicKey, TrustedKeys};
+use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::plan;
 use crate::progress::{Mode, Progress};
@@ -31,7 +31,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     if opts.reference.is_loose() && !common.quiet {
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
-    let keys = trusted_keys(opts)?;
+    let keys = opts.trusted_keys.clone();
     activate::preflight(common, opts)?;
     let say = |msg: &str| {
         if !common.quiet && !common.json {
@@ -200,27 +200,6 @@ fn http_cache<'a>(client: &'a Client, common: &Common, token: &'a Secret) -> Htt
         base: common.cache_addr.clone(),
         token,
     }
-}
-
-/// The built-in cache.flakehub.com keys (unless `--no-default-keys`) and
-/// every `--trusted-key`.
-fn trusted_keys(opts: &ApplyOpts) -> Result<TrustedKeys, Error> {
-    let mut keys = if opts.no_default_keys {
-        TrustedKeys::default()
-    } else {
-        TrustedKeys::flakehub_defaults()
-    };
-    for k in &opts.trusted_keys {
-        let key = PublicKey::parse(k)
-            .map_err(|e| Error::usage(format!("option '--trusted-key': {e}")))?;
-        keys.add(key);
-    }
-    if keys.keys.is_empty() {
-        return Err(Error::usage(
-            "--no-default-keys leaves no trusted key: add --trusted-key NAME:KEY",
-        ));
-    }
-    Ok(keys)
 }
 
 /// Where the paths land: the image root with `--root` (unless `--store`
