@@ -666,6 +666,7 @@ impl RawArgs {
     }
 }
 
+/// What `--rollback-on` and `--health-timeout` take, for [`number`]'s message.
 const EXIT_CODE: &str = "an exit code (the list is comma-separated, e.g. 1,2,4)";
 const SECONDS: &str = "a positive number of seconds";
 
@@ -685,7 +686,8 @@ fn number<T: FromStr + PartialOrd>(
     }
 }
 
-/// Refuse positionals beyond the first `max` of `rest` (`after` names the last one allowed).
+/// Refuse positionals beyond the first `max` of `rest` (`after`: the last
+/// one allowed).
 fn at_most(rest: &[String], max: usize, after: &str) -> Result<(), Error> {
     match rest.get(max) {
         Some(x) => Err(Error::usage(format!(
