@@ -15,7 +15,7 @@ use crate::error::{Error, Exit};
 use crate::fetch;
 use crate::flakehub;
 use crate::http::{Client, Secret};
-use crate::nix::signature::{PublicKey, TrustedKeys};
+use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
@@ -28,7 +28,6 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     if opts.reference.is_loose() && !common.quiet {
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
-    let keys = trusted_keys(opts)?;
     activate::preflight(common, opts)?;
     let state = StateDir::new(&common.state_dir);
     // One apply at a time (a dry run changes nothing and takes no lock).
@@ -45,9 +44,9 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
 
     // plan
-    let store = select::select(common, opts, &keys, &token.token)?;
+    let store = select::select(common, opts, &opts.trusted_keys, &token.token)?;
     let store = store.as_ref();
-    let plan = token.plan(store, &keys, opts.jobs)?;
+    let plan = token.plan(store, &opts.trusted_keys, opts.jobs)?;
     if opts.dry_run {
         let out = if common.json {
             plan.render_json()
@@ -64,7 +63,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     state.record_attempt(&attempt)?;
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    if let Err(e) = token.fetch(store, &keys, opts.jobs, plan) {
+    if let Err(e) = token.fetch(store, &opts.trusted_keys, opts.jobs, plan) {
         state.record_result(&attempt, e.exit, None, false)?;
         return Err(e);
     }
@@ -247,25 +246,4 @@ impl<'a> ClosureToken<'a> {
         self.token = again.token;
         Ok(true)
     }
-}
-
-/// The built-in cache.flakehub.com keys (unless `--no-default-keys`) and
-/// every `--trusted-key`.
-fn trusted_keys(opts: &ApplyOpts) -> Result<TrustedKeys, Error> {
-    let mut keys = if opts.no_default_keys {
-        TrustedKeys::default()
-    } else {
-        TrustedKeys::flakehub_defaults()
-    };
-    for k in &opts.trusted_keys {
-        let key = PublicKey::parse(k)
-            .map_err(|e| Error::usage(format!("option '--trusted-key': {e}")))?;
-        keys.add(key);
-    }
-    if keys.keys.is_empty() {
-        return Err(Error::usage(
-            "--no-default-keys leaves no trusted key: add --trusted-key NAME:KEY",
-        ));
-    }
-    Ok(keys)
 }

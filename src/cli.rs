@@ -2,14 +2,18 @@
 //!
 //! Phase one ([`parse_raw`]) only collects what was written into [`RawArgs`].
 //! Phase two ([`RawArgs::validate`]) checks values, parses the output
-//! reference, applies environment defaults and produces a [`Command`].
-//! `--help` and `--version` return early from phase one.
+//! reference and the trusted keys, applies the defaults that come from the
+//! machine ([`Env`]: environment variables, host and user name) and produces
+//! a [`Command`]. `--help` and `--version` return early from phase one.
 
 use std::ffi::OsString;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Exit};
+use crate::nix::signature::{PublicKey, TrustedKeys};
 use crate::outref::{self, OutputRef};
 
 pub const DEFAULT_API: &str = "https://api.flakehub.com";
@@ -154,6 +158,15 @@ impl ApplyKind {
             ))),
         }
     }
+
+    /// The attribute path used when REF has no `#ATTR_PATH`.
+    fn default_attr(self, env: &Env) -> String {
+        match self {
+            ApplyKind::Nixos => format!("nixosConfigurations.{}", env.hostname),
+            ApplyKind::NixDarwin => format!("darwinConfigurations.{}", env.hostname),
+            ApplyKind::HomeManager => format!("homeConfigurations.{}", env.user),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,13 +247,13 @@ pub struct Common {
     pub profile: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ApplyOpts {
     pub kind: ApplyKind,
     pub reference: OutputRef,
     pub action: Action,
-    pub trusted_keys: Vec<String>,
-    pub no_default_keys: bool,
+    /// Never empty: phase two refuses `--no-default-keys` without a key.
+    pub trusted_keys: TrustedKeys,
     pub jobs: usize,
     pub dry_run: bool,
     pub store: StoreKind,
@@ -254,7 +267,7 @@ pub struct ApplyOpts {
     pub retry_failed: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Command {
     Help,
     Version,
@@ -264,10 +277,54 @@ pub enum Command {
     Rollback { to: Option<u64> },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Cli {
     pub common: Common,
     pub command: Command,
+}
+
+/// What phase two takes from the machine. [`Env::real`] reads it (the only
+/// place that does); tests make their own.
+#[derive(Debug, Default)]
+pub struct Env {
+    /// The environment variables that are valid UTF-8.
+    pub vars: Vec<(String, String)>,
+    /// For `nixosConfigurations.<hostname>`, `darwinConfigurations.<hostname>`.
+    pub hostname: String,
+    /// For `homeConfigurations.<user>`.
+    pub user: String,
+}
+
+impl Env {
+    /// This process's environment; the host name as `gethostname()` gives it
+    /// (the kernel's nodename); the user from `$USER`, else `$LOGNAME`, else
+    /// the uid.
+    pub fn real() -> Env {
+        let vars: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| rustix::system::uname().nodename().to_string_lossy().into());
+        let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let user = var("USER")
+            .or_else(|| var("LOGNAME"))
+            .filter(|s| !s.is_empty());
+        let user = user.unwrap_or_else(|| rustix::process::getuid().as_raw().to_string());
+        Env {
+            vars,
+            hostname,
+            user,
+        }
+    }
+
+    /// The variable `name`, if set (and UTF-8).
+    fn var(&self, name: &str) -> Option<&str> {
+        let found = self.vars.iter().find(|(k, _)| k == name);
+        found.map(|(_, v)| v.as_str())
+    }
 }
 
 /// Phase one: what was written, unvalidated.
@@ -306,53 +363,37 @@ pub struct RawArgs {
     seen: Vec<&'static str>,
 }
 
-/// Every long option the parser accepts (a test checks each is in HELP).
-pub const LONG_OPTIONS: &[&str] = &[
-    "help",
-    "version",
-    "quiet",
-    "verbose",
-    "json",
-    "dry-run",
-    "root",
-    "store",
-    "daemon-socket",
-    "profile",
-    "jobs",
-    "token-file",
-    "api-addr",
-    "cache-addr",
-    "frontend-addr",
-    "ca-file",
-    "allow-insecure-http",
-    "trusted-key",
-    "no-default-keys",
-    "install-bootloader",
-    "force",
-    "no-rollback",
-    "rollback-on",
-    "health-check",
-    "health-timeout",
-    "retry-failed",
-    "state-dir",
-    "to",
-];
-
-/// Options that only make sense for `apply`.
-const APPLY_ONLY: &[&str] = &[
-    "dry-run",
-    "store",
-    "daemon-socket",
-    "jobs",
-    "trusted-key",
-    "no-default-keys",
-    "install-bootloader",
-    "force",
-    "no-rollback",
-    "rollback-on",
-    "health-check",
-    "health-timeout",
-    "retry-failed",
+/// Every long option the parser accepts, with the one command it is for
+/// (`None`: any). A test checks each is in HELP.
+pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
+    ("help", None),
+    ("version", None),
+    ("quiet", None),
+    ("verbose", None),
+    ("json", None),
+    ("dry-run", Some("apply")),
+    ("root", None),
+    ("store", Some("apply")),
+    ("daemon-socket", Some("apply")),
+    ("profile", None),
+    ("jobs", Some("apply")),
+    ("token-file", None),
+    ("api-addr", None),
+    ("cache-addr", None),
+    ("frontend-addr", None),
+    ("ca-file", None),
+    ("allow-insecure-http", None),
+    ("trusted-key", Some("apply")),
+    ("no-default-keys", Some("apply")),
+    ("install-bootloader", Some("apply")),
+    ("force", Some("apply")),
+    ("no-rollback", Some("apply")),
+    ("rollback-on", Some("apply")),
+    ("health-check", Some("apply")),
+    ("health-timeout", Some("apply")),
+    ("retry-failed", Some("apply")),
+    ("state-dir", None),
+    ("to", Some("rollback")),
 ];
 
 fn string(v: OsString, opt: &str) -> Result<String, Error> {
@@ -379,8 +420,8 @@ where
             Short('V') | Long("version") => "version",
             Short('q') | Long("quiet") => "quiet",
             Short('v') | Long("verbose") => "verbose",
-            Long(l) => match LONG_OPTIONS.iter().find(|o| *o == l) {
-                Some(o) => o,
+            Long(l) => match LONG_OPTIONS.iter().find(|(o, _)| o == l) {
+                Some((o, _)) => o,
                 None => return Err(usage(arg.unexpected())),
             },
             Value(v) => {
@@ -433,205 +474,79 @@ where
 }
 
 impl RawArgs {
-    /// Phase two: validate and build the command. `env` looks up
-    /// environment variables (a function so that tests need no globals).
-    pub fn validate(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Cli, Error> {
-        let a = self;
+    /// Phase two: validate and build the command. Environment variables and
+    /// the names behind the default attribute path come from `env`.
+    pub fn validate(self, env: &Env) -> Result<Cli, Error> {
+        let common = self.common(env);
+        let command = if self.help {
+            Command::Help
+        } else if self.version {
+            Command::Version
+        } else {
+            self.command(&common, env)?
+        };
+        Ok(Cli { common, command })
+    }
+
+    /// The options every command shares: given, else from the environment,
+    /// else the default (under `--root` for paths).
+    fn common(&self, env: &Env) -> Common {
         let addr = |opt: &Option<String>, var: &str, default: &str| -> String {
-            opt.clone()
-                .or_else(|| env(var).filter(|v| !v.is_empty()))
-                .unwrap_or_else(|| default.to_string())
-                .trim_end_matches('/')
-                .to_string()
+            let value = opt
+                .as_deref()
+                .or_else(|| env.var(var).filter(|v| !v.is_empty()));
+            value.unwrap_or(default).trim_end_matches('/').to_string()
         };
-        let root = a.root.clone();
-        let under_root = |p: &str| -> PathBuf {
-            match &root {
-                Some(r) => r.join(p.trim_start_matches('/')),
-                None => PathBuf::from(p),
-            }
+        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &self.root) {
+            (Some(p), _) => p.clone(),
+            (None, Some(root)) => root.join(default.trim_start_matches('/')),
+            (None, None) => PathBuf::from(default),
         };
-        let common = Common {
-            api_addr: addr(&a.api_addr, "FH_API_ADDR", DEFAULT_API),
-            cache_addr: addr(&a.cache_addr, "FH_CACHE_ADDR", DEFAULT_CACHE),
-            frontend_addr: addr(&a.frontend_addr, "FH_FRONTEND_ADDR", DEFAULT_FRONTEND),
-            token_file: a.token_file.clone(),
-            ca_file: a.ca_file.clone(),
-            allow_insecure_http: a.allow_insecure_http,
-            json: a.json,
-            quiet: a.quiet,
-            verbose: a.verbose,
-            root: a.root.clone(),
-            state_dir: a
-                .state_dir
-                .clone()
-                .unwrap_or_else(|| under_root(DEFAULT_STATE_DIR)),
-            profile: a
-                .profile
-                .clone()
-                .unwrap_or_else(|| under_root(DEFAULT_PROFILE)),
-        };
-        if a.help {
-            return Ok(Cli {
-                common,
-                command: Command::Help,
-            });
+        Common {
+            api_addr: addr(&self.api_addr, "FH_API_ADDR", DEFAULT_API),
+            cache_addr: addr(&self.cache_addr, "FH_CACHE_ADDR", DEFAULT_CACHE),
+            frontend_addr: addr(&self.frontend_addr, "FH_FRONTEND_ADDR", DEFAULT_FRONTEND),
+            token_file: self.token_file.clone(),
+            ca_file: self.ca_file.clone(),
+            allow_insecure_http: self.allow_insecure_http,
+            json: self.json,
+            quiet: self.quiet,
+            verbose: self.verbose,
+            root: self.root.clone(),
+            state_dir: under_root(&self.state_dir, DEFAULT_STATE_DIR),
+            profile: under_root(&self.profile, DEFAULT_PROFILE),
         }
-        if a.version {
-            return Ok(Cli {
-                common,
-                command: Command::Version,
-            });
-        }
-        let mut pos = a.positionals.iter().map(String::as_str);
-        let Some(cmd) = pos.next() else {
+    }
+
+    /// The command the first positional names, with its arguments.
+    fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
+        let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
                 "no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'",
             ));
         };
-        let rest: Vec<&str> = pos.collect();
-        let extra = |max: usize, what: &str| -> Result<(), Error> {
-            match rest.get(max) {
-                Some(x) => Err(Error::usage(format!(
-                    "unexpected argument '{x}' after {what}; see 'fh-lite --help'"
-                ))),
-                None => Ok(()),
-            }
-        };
-        if cmd != "apply" {
-            if let Some(o) = a.seen.iter().find(|o| APPLY_ONLY.contains(o)) {
-                return Err(Error::usage(format!(
-                    "option '--{o}' is only for 'apply', not '{cmd}'"
-                )));
-            }
-        }
-        if cmd != "rollback" && a.to.is_some() {
-            return Err(Error::usage(format!(
-                "option '--to' is only for 'rollback', not '{cmd}'"
-            )));
-        }
-        let command = match cmd {
-            "apply" => {
-                let Some(kind) = rest.first() else {
-                    return Err(Error::usage(
-                        "apply needs a type and a reference: fh-lite apply nixos|nix-darwin|home-manager REF",
-                    ));
-                };
-                let kind = ApplyKind::parse(kind)?;
-                let Some(reference) = rest.get(1) else {
-                    return Err(Error::usage(format!(
-                        "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
-                        rest[0]
-                    )));
-                };
-                let reference = outref::parse(
-                    reference,
-                    &common.frontend_addr,
-                    &outref::default_attr(kind),
-                )?;
-                let action = match (kind, rest.get(2)) {
-                    (_, None) => Action::Switch,
-                    (ApplyKind::Nixos, Some(act)) => Action::parse(act)?,
-                    (_, Some(act)) => {
-                        return Err(Error::usage(format!(
-                            "unexpected argument '{act}': only 'apply nixos' takes an ACTION"
-                        )))
-                    }
-                };
-                extra(3, "the action")?;
-                let jobs = match &a.jobs {
-                    None => 4,
-                    Some(j) => match j.parse::<usize>() {
-                        Ok(n) if (1..=64).contains(&n) => n,
-                        _ => {
-                            return Err(Error::usage(format!(
-                                "option '--jobs': '{j}' is not a number from 1 to 64"
-                            )))
-                        }
-                    },
-                };
-                let store = match &a.store {
-                    None if common.root.is_some() => StoreKind::Image,
-                    None => StoreKind::Auto,
-                    Some(s) => StoreKind::parse(s)?,
-                };
-                let rollback_on = match &a.rollback_on {
-                    None => vec![1, 2, 4],
-                    Some(s) => parse_codes(s)?,
-                };
-                let health_timeout = match &a.health_timeout {
-                    None => Duration::from_secs(60),
-                    Some(s) => match s.parse::<u64>() {
-                        Ok(n) if n > 0 => Duration::from_secs(n),
-                        _ => {
-                            return Err(Error::usage(format!(
-                            "option '--health-timeout': '{s}' is not a positive number of seconds"
-                        )))
-                        }
-                    },
-                };
-                for k in &a.trusted_keys {
-                    match k.split_once(':') {
-                        Some((n, v)) if !n.is_empty() && !v.is_empty() => {}
-                        _ => {
-                            return Err(Error::usage(format!(
-                                "option '--trusted-key': '{k}' is not NAME:BASE64KEY (e.g. cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=)"
-                            )))
-                        }
-                    }
-                }
-                Command::Apply(Box::new(ApplyOpts {
-                    kind,
-                    reference,
-                    action,
-                    trusted_keys: a.trusted_keys.clone(),
-                    no_default_keys: a.no_default_keys,
-                    jobs,
-                    dry_run: a.dry_run,
-                    store,
-                    daemon_socket: a
-                        .daemon_socket
-                        .clone()
-                        .or_else(|| env("NIX_DAEMON_SOCKET_PATH").map(PathBuf::from)),
-                    install_bootloader: a.install_bootloader,
-                    force: a.force,
-                    no_rollback: a.no_rollback,
-                    rollback_on,
-                    health_check: a.health_check.clone(),
-                    health_timeout,
-                    retry_failed: a.retry_failed,
-                }))
-            }
+        self.check_scope(cmd)?;
+        Ok(match cmd.as_str() {
+            "apply" => Command::Apply(Box::new(self.apply(rest, common, env)?)),
             "resolve" => {
                 let Some(reference) = rest.first() else {
                     return Err(Error::usage(
                         "resolve needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
                     ));
                 };
-                extra(1, "the reference")?;
-                let reference = outref::parse(
-                    reference,
-                    &common.frontend_addr,
-                    &outref::default_attr(ApplyKind::Nixos),
-                )?;
+                at_most(rest, 1, "the reference")?;
+                let reference = output_ref(reference, common, ApplyKind::Nixos, env)?;
                 Command::Resolve { reference }
             }
             "status" => {
-                extra(0, "'status'")?;
+                at_most(rest, 0, "'status'")?;
                 Command::Status
             }
             "rollback" => {
-                extra(0, "'rollback'")?;
-                let to = match &a.to {
+                at_most(rest, 0, "'rollback'")?;
+                let to = match &self.to {
                     None => None,
-                    Some(s) => match s.parse::<u64>() {
-                        Ok(n) if n > 0 => Some(n),
-                        _ => {
-                            return Err(Error::usage(format!(
-                                "option '--to': '{s}' is not a generation number"
-                            )))
-                        }
-                    },
+                    Some(s) => Some(number("to", s, 1..=u64::MAX, "a generation number")?),
                 };
                 Command::Rollback { to }
             }
@@ -640,21 +555,152 @@ impl RawArgs {
                     "unknown command '{other}' [pick from: apply, resolve, status, rollback]"
                 )))
             }
+        })
+    }
+
+    /// Refuse an option given to a command it is not for (the first one
+    /// given, when there are several).
+    fn check_scope(&self, cmd: &str) -> Result<(), Error> {
+        for seen in &self.seen {
+            if let Some((o, Some(only))) = LONG_OPTIONS.iter().find(|(o, _)| o == seen) {
+                if only != &cmd {
+                    return Err(Error::usage(format!(
+                        "option '--{o}' is only for '{only}', not '{cmd}'"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `apply TYPE REF [ACTION]` (`rest` starts at TYPE) and its options.
+    fn apply(&self, rest: &[String], common: &Common, env: &Env) -> Result<ApplyOpts, Error> {
+        let Some(kind) = rest.first() else {
+            return Err(Error::usage(
+                "apply needs a type and a reference: fh-lite apply nixos|nix-darwin|home-manager REF",
+            ));
         };
-        Ok(Cli { common, command })
+        let kind = ApplyKind::parse(kind)?;
+        let Some(reference) = rest.get(1) else {
+            return Err(Error::usage(format!(
+                "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
+                rest[0]
+            )));
+        };
+        let reference = output_ref(reference, common, kind, env)?;
+        let action = match (kind, rest.get(2)) {
+            (_, None) => Action::Switch,
+            (ApplyKind::Nixos, Some(act)) => Action::parse(act)?,
+            (_, Some(act)) => {
+                return Err(Error::usage(format!(
+                    "unexpected argument '{act}': only 'apply nixos' takes an ACTION"
+                )))
+            }
+        };
+        at_most(rest, 3, "the action")?;
+        let jobs = match &self.jobs {
+            None => 4,
+            Some(s) => number("jobs", s, 1..=64, "a number from 1 to 64")?,
+        };
+        let store = match &self.store {
+            None if common.root.is_some() => StoreKind::Image,
+            None => StoreKind::Auto,
+            Some(s) => StoreKind::parse(s)?,
+        };
+        let rollback_on = match &self.rollback_on {
+            None => vec![1, 2, 4],
+            Some(s) => s
+                .split(',')
+                .map(|c| number("rollback-on", c.trim(), i32::MIN..=i32::MAX, EXIT_CODE))
+                .collect::<Result<_, _>>()?,
+        };
+        let health_timeout = match &self.health_timeout {
+            None => 60,
+            Some(s) => number("health-timeout", s, 1..=u64::MAX, SECONDS)?,
+        };
+        Ok(ApplyOpts {
+            kind,
+            reference,
+            action,
+            trusted_keys: self.trusted_keys()?,
+            jobs,
+            dry_run: self.dry_run,
+            store,
+            daemon_socket: self
+                .daemon_socket
+                .clone()
+                .or_else(|| env.var("NIX_DAEMON_SOCKET_PATH").map(PathBuf::from)),
+            install_bootloader: self.install_bootloader,
+            force: self.force,
+            no_rollback: self.no_rollback,
+            rollback_on,
+            health_check: self.health_check.clone(),
+            health_timeout: Duration::from_secs(health_timeout),
+            retry_failed: self.retry_failed,
+        })
+    }
+
+    /// The keys narinfos must be signed by: the built-in cache.flakehub.com
+    /// keys (unless `--no-default-keys`) and each `--trusted-key`.
+    fn trusted_keys(&self) -> Result<TrustedKeys, Error> {
+        let mut keys = match self.no_default_keys {
+            true => TrustedKeys::default(),
+            false => TrustedKeys::flakehub_defaults(),
+        };
+        for k in &self.trusted_keys {
+            if !matches!(k.split_once(':'), Some((n, v)) if !n.is_empty() && !v.is_empty()) {
+                return Err(Error::usage(format!(
+                    "option '--trusted-key': '{k}' is not NAME:BASE64KEY (e.g. cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=)"
+                )));
+            }
+            let key = PublicKey::parse(k)
+                .map_err(|e| Error::usage(format!("option '--trusted-key': {e}")))?;
+            keys.add(key);
+        }
+        if keys.keys.is_empty() {
+            return Err(Error::usage(
+                "--no-default-keys leaves no trusted key: add --trusted-key NAME:KEY",
+            ));
+        }
+        Ok(keys)
     }
 }
 
-fn parse_codes(s: &str) -> Result<Vec<i32>, Error> {
-    s.split(',')
-        .map(|c| {
-            c.trim().parse::<i32>().map_err(|_| {
-                Error::usage(format!(
-                    "option '--rollback-on': '{s}' is not a comma-separated list of exit codes (e.g. 1,2,4)"
-                ))
-            })
-        })
-        .collect()
+/// What `--rollback-on` and `--health-timeout` take, for [`number`]'s message.
+const EXIT_CODE: &str = "an exit code (the list is comma-separated, e.g. 1,2,4)";
+const SECONDS: &str = "a positive number of seconds";
+
+/// The value of the numeric option `--opt`: a whole number in `range`, else
+/// a usage error naming the option and what it takes (`expected`).
+fn number<T: FromStr + PartialOrd>(
+    opt: &str,
+    s: &str,
+    range: RangeInclusive<T>,
+    expected: &str,
+) -> Result<T, Error> {
+    match s.parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(Error::usage(format!(
+            "option '--{opt}': '{s}' is not {expected}"
+        ))),
+    }
+}
+
+/// Refuse positionals beyond the first `max` of `rest` (`after`: the last
+/// one allowed).
+fn at_most(rest: &[String], max: usize, after: &str) -> Result<(), Error> {
+    match rest.get(max) {
+        Some(x) => Err(Error::usage(format!(
+            "unexpected argument '{x}' after {after}; see 'fh-lite --help'"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// REF parsed, its attribute path defaulting to the one for `kind`.
+fn output_ref(s: &str, common: &Common, kind: ApplyKind, env: &Env) -> Result<OutputRef, Error> {
+    let attr = kind.default_attr(env);
+    Ok(outref::parse(s, &common.frontend_addr, &attr)?)
 }
 
 /// The full help text, with the exit-status table.
@@ -668,7 +714,7 @@ pub fn help() -> String {
 
 /// Both phases, reading the real environment.
 pub fn parse_env() -> Result<Cli, Error> {
-    parse_raw(std::env::args_os().skip(1))?.validate(&|k| std::env::var(k).ok())
+    parse_raw(std::env::args_os().skip(1))?.validate(&Env::real())
 }
 
 #[cfg(test)]
@@ -679,14 +725,21 @@ mod tests {
         parse_with_env(args, &[])
     }
 
+    /// Phase two sees these variables, host name `pi` and user `me`.
     fn parse_with_env(args: &str, vars: &[(&str, &str)]) -> Result<Cli, Error> {
-        let owned: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        parse_raw(args.split_whitespace())?
-            .validate(&move |k| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        let env = Env {
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            hostname: "pi".into(),
+            user: "me".into(),
+        };
+        parse_raw(args.split_whitespace())?.validate(&env)
     }
+
+    /// A key of the right shape that is not one of the built-in ones.
+    const KEY: &str = "cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
 
     fn apply(args: &str) -> ApplyOpts {
         match parse(args).unwrap().command {
@@ -704,7 +757,7 @@ mod tests {
     #[test]
     fn every_long_option_is_in_help_and_parses() {
         let h = help();
-        for o in LONG_OPTIONS {
+        for (o, _) in LONG_OPTIONS {
             assert!(h.contains(&format!("--{o}")), "--{o} missing from HELP");
             // Every option is accepted by phase one (with a value if it takes one).
             let r = parse_raw([format!("--{o}"), "1".to_string()]);
@@ -714,10 +767,18 @@ mod tests {
 
     #[test]
     fn help_and_version_return_early() {
-        assert_eq!(parse("--help").unwrap().command, Command::Help);
-        assert_eq!(parse("-h apply").unwrap().command, Command::Help);
-        assert_eq!(parse("-V").unwrap().command, Command::Version);
-        assert_eq!(parse("--version").unwrap().command, Command::Version);
+        for (args, help) in [
+            ("--help", true),
+            ("-h apply", true),
+            ("-V", false),
+            ("--version", false),
+        ] {
+            match parse(args).unwrap().command {
+                Command::Help => assert!(help, "{args}"),
+                Command::Version => assert!(!help, "{args}"),
+                c => panic!("{args}: {c:?}"),
+            }
+        }
         assert!(help().contains("EXIT STATUS:\n      0  success"));
     }
 
@@ -740,15 +801,50 @@ mod tests {
         assert_eq!(o.jobs, 2);
         assert_eq!(o.rollback_on, vec![1, 4]);
         assert_eq!(o.health_timeout, Duration::from_secs(5));
-        let o = apply(
-            "apply nixos org/proj/0.1#x --trusted-key a:b --trusted-key c:d --no-default-keys",
-        );
-        assert_eq!(o.trusted_keys, vec!["a:b", "c:d"]);
-        assert!(o.no_default_keys);
         let o = apply("apply home-manager org/proj/0.1#homeConfigurations.me");
         assert_eq!(o.kind, ApplyKind::HomeManager);
-        let o = apply("apply nix-darwin org/proj/0.1");
-        assert!(o.reference.attr_path.starts_with("darwinConfigurations."));
+    }
+
+    #[test]
+    fn default_attr_from_injected_host_and_user() {
+        let cases = [
+            ("apply nixos org/proj/0.1", "nixosConfigurations.pi"),
+            ("apply nix-darwin org/proj/0.1", "darwinConfigurations.pi"),
+            ("apply home-manager org/proj/0.1", "homeConfigurations.me"),
+            ("resolve org/proj/0.1", "nixosConfigurations.pi"),
+            (
+                "apply home-manager org/proj/0.1#homeConfigurations.x",
+                "homeConfigurations.x",
+            ),
+        ];
+        for (args, attr) in cases {
+            let reference = match parse(args).unwrap().command {
+                Command::Apply(o) => o.reference,
+                Command::Resolve { reference } => reference,
+                c => panic!("{args}: {c:?}"),
+            };
+            assert_eq!(reference.attr_path, attr, "{args}");
+        }
+    }
+
+    #[test]
+    fn trusted_keys_are_parsed_in_phase_two() {
+        let names = |o: &ApplyOpts| -> Vec<String> {
+            o.trusted_keys.keys.iter().map(|k| k.name.clone()).collect()
+        };
+        let defaults = apply("apply nixos org/proj/0.1#x");
+        assert_eq!(names(&defaults).len(), 8);
+        assert!(names(&defaults)
+            .iter()
+            .all(|n| n.starts_with("cache.flakehub.com-")));
+        let o = apply(&format!("apply nixos org/proj/0.1#x --trusted-key {KEY}"));
+        assert_eq!(names(&o)[..8], names(&defaults)[..]);
+        assert_eq!(names(&o)[8..], ["cache.example.org-1"]);
+        let o = apply(&format!(
+            "apply nixos org/proj/0.1#x --no-default-keys --trusted-key {KEY}"
+        ));
+        assert_eq!(o.trusted_keys.keys.len(), 1);
+        assert_eq!(o.trusted_keys.keys[0].to_string(), KEY);
     }
 
     #[test]
@@ -792,15 +888,16 @@ mod tests {
 
     #[test]
     fn rollback_and_status() {
-        assert_eq!(
-            parse("rollback").unwrap().command,
-            Command::Rollback { to: None }
-        );
-        assert_eq!(
-            parse("rollback --to 3").unwrap().command,
-            Command::Rollback { to: Some(3) }
-        );
-        assert_eq!(parse("status --json").unwrap().command, Command::Status);
+        let to = |args: &str| match parse(args).unwrap().command {
+            Command::Rollback { to } => to,
+            c => panic!("{args}: {c:?}"),
+        };
+        assert_eq!(to("rollback"), None);
+        assert_eq!(to("rollback --to 3"), Some(3));
+        assert!(matches!(
+            parse("status --json").unwrap().command,
+            Command::Status
+        ));
     }
 
     #[test]
@@ -817,15 +914,24 @@ mod tests {
             ("apply nixos a/b/0.1#x --jobs 0", "option '--jobs': '0' is not a number from 1 to 64"),
             ("apply nixos a/b/0.1#x --jobs many", "option '--jobs': 'many' is not a number from 1 to 64"),
             ("apply nixos a/b/0.1#x --store s3", "unknown store 's3' [pick from: auto, daemon, local, nix, image]"),
-            ("apply nixos a/b/0.1#x --rollback-on 1,x", "option '--rollback-on': '1,x' is not a comma-separated list of exit codes (e.g. 1,2,4)"),
+            ("apply nixos a/b/0.1#x --jobs 65", "option '--jobs': '65' is not a number from 1 to 64"),
+            ("apply nixos a/b/0.1#x --rollback-on 1,x", "option '--rollback-on': 'x' is not an exit code (the list is comma-separated, e.g. 1,2,4)"),
+            ("apply nixos a/b/0.1#x --rollback-on 1,,4", "option '--rollback-on': '' is not an exit code (the list is comma-separated, e.g. 1,2,4)"),
             ("apply nixos a/b/0.1#x --health-timeout 0", "option '--health-timeout': '0' is not a positive number of seconds"),
+            ("apply nixos a/b/0.1#x --health-timeout 1m", "option '--health-timeout': '1m' is not a positive number of seconds"),
             ("apply nixos a/b/0.1#x --trusted-key nocolon", "option '--trusted-key': 'nocolon' is not NAME:BASE64KEY (e.g. cache.example.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=)"),
+            ("apply nixos a/b/0.1#x --trusted-key k-1:AAAA", "option '--trusted-key': public key \"k-1:AAAA\": not 32 bytes of base64"),
+            ("apply nixos a/b/0.1#x --trusted-key k-1:!NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=", "option '--trusted-key': public key \"k-1:!NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\": invalid base64"),
+            ("apply nixos a/b/0.1#x --no-default-keys", "--no-default-keys leaves no trusted key: add --trusted-key NAME:KEY"),
             ("resolve", "resolve needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo"),
             ("resolve a/b/0.1 extra", "unexpected argument 'extra' after the reference; see 'fh-lite --help'"),
             ("resolve a/b", "output reference 'a/b' has 2 '/'-separated segments before '#', expected 3: ORG/PROJECT/VERSION_REQ (for example DeterminateSystems/demo/0.1)"),
             ("status --dry-run", "option '--dry-run' is only for 'apply', not 'status'"),
             ("status --to 2", "option '--to' is only for 'rollback', not 'status'"),
+            ("apply nixos a/b/0.1#x --to 2", "option '--to' is only for 'rollback', not 'apply'"),
+            ("rollback --jobs 2 --dry-run", "option '--jobs' is only for 'apply', not 'rollback'"),
             ("rollback --to zero", "option '--to': 'zero' is not a generation number"),
+            ("rollback --to 0", "option '--to': '0' is not a generation number"),
             ("status --bogus", "invalid option '--bogus'"),
             ("status -x", "invalid option '-x'"),
             ("status --root", "missing argument for option '--root'"),

@@ -4,9 +4,9 @@
 //! (`https://flakehub.com/f/`, or the `--frontend-addr` given) is stripped;
 //! what remains is exactly three `/`-separated, non-empty segments, with no
 //! white space anywhere, optionally followed by one `#` and an attribute
-//! path. Without `#…` the attribute defaults per apply type:
-//! `nixosConfigurations.<hostname>`, `darwinConfigurations.<hostname>`,
-//! `homeConfigurations.<user>`.
+//! path. Without `#…` the attribute path is the default the caller passes
+//! (the CLI's per apply type: `nixosConfigurations.<hostname>`, …). A pure
+//! parser: no environment, no filesystem.
 //!
 //! The version requirement is Cargo-style (FlakeHub's solver behaves like
 //! Cargo's) and is passed to FlakeHub verbatim. It is classified here:
@@ -210,39 +210,6 @@ pub fn loose_warning(r: &OutputRef) -> String {
 so a later run cannot roll back to the release deployed now; pin an exact release with '{}/{}/=X.Y.Z#{}'",
         r.version_req, r.org, r.project, r.attr_path
     )
-}
-
-/// The default attribute path for each apply type.
-pub fn default_attr(kind: crate::cli::ApplyKind) -> String {
-    use crate::cli::ApplyKind;
-    match kind {
-        ApplyKind::Nixos => format!("nixosConfigurations.{}", hostname()),
-        ApplyKind::NixDarwin => format!("darwinConfigurations.{}", hostname()),
-        ApplyKind::HomeManager => format!("homeConfigurations.{}", username()),
-    }
-}
-
-/// The host name as `gethostname()` gives it (the kernel's nodename).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| {
-            rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned()
-        })
-}
-
-/// The calling user's name: `$USER`, else `$LOGNAME`, else the uid.
-pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| rustix::process::getuid().as_raw().to_string())
 }
 
 #[cfg(test)]

@@ -242,10 +242,10 @@ mod tests {
     use super::*;
     use crate::error::Exit;
     use crate::fetch::tests::{apply, Entry, TestCache};
-    use crate::testutil::nar::Node;
-    use crate::testutil::{sp, TempDir};
     use crate::nix::signature::PublicKey;
     use crate::store::image::ImageStore;
+    use crate::testutil::nar::Node;
+    use crate::testutil::{sp, TempDir};
 
     #[test]
     fn a_reference_cycle_is_refused_before_any_nar() {

@@ -35,8 +35,8 @@ use std::time::Instant;
 use miniserde::{json, Deserialize, Serialize};
 
 use crate::error::{Error, Exit};
-use crate::util::unix_now;
 use crate::nix::store_path::StorePath;
+use crate::util::unix_now;
 
 /// The state file is small; anything bigger is not ours.
 const MAX_STATE_BYTES: u64 = 1 << 20;
@@ -107,7 +107,6 @@ impl Attempt {
         }
     }
 }
-
 
 enum Loaded {
     Missing,

@@ -115,7 +115,7 @@ mod tests {
     fn open(args: &str) -> Result<Box<dyn Store>, Error> {
         let cli = crate::cli::parse_raw(args.split_whitespace())
             .unwrap()
-            .validate(&|_| None)
+            .validate(&crate::cli::Env::default())
             .unwrap();
         let Command::Apply(opts) = cli.command else {
             panic!("{args}: not apply")
