@@ -52,7 +52,11 @@ pub trait CacheClient: Sync {
 }
 
 /// The binary cache over HTTP (http.rs): the closure token goes as Basic
-/// auth `flakehub:<token>`, and http.rs sends it only to the cache host.
+/// auth `flakehub:<token>`, only to the cache's own origin (scheme, host
+/// and port of `base`). A narinfo `URL:` that is absolute on another host
+/// (a pre-signed object-store link, say) is not covered by the signature,
+/// and such links refuse a second credential anyway: it is fetched with
+/// none. http.rs drops the credential on a redirect to another origin.
 pub struct HttpCache<'a> {
     pub client: &'a crate::http::Client,
     /// Cache base URL (`--cache-addr`), without a trailing slash.
@@ -84,12 +88,12 @@ impl CacheClient for HttpCache<'_> {
     }
 
     fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
-        let auth = crate::http::Auth::Basic(self.token);
+        let auth = self.nar_auth(url);
         self.client.get_stream(url, auth).map_err(status_error)
     }
 
     fn get_nar_from(&self, url: &str, offset: u64) -> Result<RangeAnswer, FetchError> {
-        let auth = crate::http::Auth::Basic(self.token);
+        let auth = self.nar_auth(url);
         self.client
             .get_stream_from(url, auth, offset)
             .map_err(status_error)
@@ -97,6 +101,18 @@ impl CacheClient for HttpCache<'_> {
 
     fn note(&self, line: &str) {
         self.client.note(line);
+    }
+}
+
+impl HttpCache<'_> {
+    /// The credential for a NAR at `url`: the closure token on the cache's
+    /// own origin, nothing elsewhere.
+    fn nar_auth(&self, url: &str) -> crate::http::Auth<'_> {
+        if crate::url::same_origin(&self.base, url) {
+            crate::http::Auth::Basic(self.token)
+        } else {
+            crate::http::Auth::None
+        }
     }
 }
 
@@ -334,4 +350,37 @@ pub fn fetch_narinfo(
     keys.verify(&info)
         .map_err(|err| FetchError::Untrusted { url, err })?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Auth, Client, RetryPolicy, Secret};
+
+    #[test]
+    fn the_closure_token_goes_only_to_the_cache_origin() {
+        let client = Client::build(&[], true, true, RetryPolicy::default()).unwrap();
+        let token = Secret::new("t");
+        let cache = HttpCache {
+            client: &client,
+            base: "https://cache.example/c".to_string(),
+            token: &token,
+        };
+        let cases = [
+            ("relative", "https://cache.example/c/nar/x.nar.xz", true),
+            ("host-absolute", "https://cache.example:443/x.nar", true),
+            (
+                "pre-signed link",
+                "https://bucket.s3.example/x.nar?sig=1",
+                false,
+            ),
+            ("other port", "https://cache.example:8443/x.nar", false),
+            ("plain http", "http://cache.example/x.nar", false),
+        ];
+        for (name, url, credential) in cases {
+            let auth = cache.nar_auth(url);
+            assert_eq!(matches!(auth, Auth::Basic(_)), credential, "{name}");
+            assert_eq!(matches!(auth, Auth::None), !credential, "{name}");
+        }
+    }
 }

@@ -68,6 +68,12 @@ pub fn origin(url: &str) -> Result<Origin, String> {
     })
 }
 
+/// True when `a` and `b` are `http(s)://` URLs of the same origin
+/// (scheme, host, port): where a credential meant for `a` may also go.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    matches!((origin(a), origin(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// Resolve a `Location` against the URL that answered with it: absolute
 /// URLs, scheme-relative `//host/…`, absolute paths and relative paths.
 pub fn join_location(base: &str, location: &str) -> Result<String, String> {
@@ -155,6 +161,35 @@ mod tests {
             origin("ftp://h/x").unwrap_err(),
             "expected an https:// address"
         );
+    }
+
+    #[test]
+    fn same_origin_cases() {
+        let cases: &[(&str, &str, &str, bool)] = &[
+            (
+                "same",
+                "https://c.example/c",
+                "https://C.example:443/nar/x",
+                true,
+            ),
+            (
+                "other host",
+                "https://c.example",
+                "https://s3.example/x",
+                false,
+            ),
+            (
+                "other port",
+                "http://127.0.0.1:8/c",
+                "http://127.0.0.1:9/x",
+                false,
+            ),
+            ("other scheme", "https://h/c", "http://h:443/x", false),
+            ("not a URL", "https://h/c", "nar/x", false),
+        ];
+        for (name, a, b, want) in cases {
+            assert_eq!(same_origin(a, b), *want, "{name}");
+        }
     }
 
     #[test]
