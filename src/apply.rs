@@ -135,9 +135,7 @@ fn make_room(common: &Common, store: &dyn Store, plan: &Plan) -> Result<(), Erro
         let root = common.root.as_deref().unwrap_or(Path::new("/"));
         plan::check_disk_space(&root.join("nix/store"), plan.unpack_bytes)?;
     }
-    let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
-    pinned.push(plan.root.clone());
-    Ok(store.add_temp_roots(&pinned)?)
+    Ok(store.add_temp_roots(&plan.closure())?)
 }
 
 /// How often one apply may ask FlakeHub for a fresh closure token.

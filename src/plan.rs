@@ -10,7 +10,8 @@
 //!
 //! The result, [`Plan`], lists the missing paths in topological order
 //! (references first), with the bytes to download and to unpack: enough for
-//! `--dry-run` and the disk-space check.
+//! `--dry-run` and the disk-space check. Totals are summed with checked
+//! arithmetic; [`Plan::closure`] is what the run pins with temp roots.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -34,6 +35,10 @@ pub struct Plan {
     pub paths: Vec<NarInfo>,
     /// Paths met during the walk that the store already had.
     pub already_valid: usize,
+    /// Those paths themselves (the root, when it is valid already). With
+    /// `paths` they cover the whole closure: a valid path's own closure is
+    /// valid, and a root on it keeps that closure (see [`Plan::closure`]).
+    pub valid: Vec<StorePath>,
     /// Sum of FileSize (NarSize where FileSize is not given).
     pub download_bytes: u64,
     /// Sum of NarSize.
@@ -52,7 +57,7 @@ pub fn plan(
         url: client.base_url().to_string(),
         source,
     };
-    let mut already_valid = 0usize;
+    let mut valid_met: Vec<StorePath> = Vec::new();
     if store
         .query_valid(std::slice::from_ref(root))
         .map_err(store_err)?
@@ -62,6 +67,7 @@ pub fn plan(
             root: root.clone(),
             paths: Vec::new(),
             already_valid: 1,
+            valid: vec![root.clone()],
             download_bytes: 0,
             unpack_bytes: 0,
         });
@@ -84,20 +90,43 @@ pub fn plan(
         }
         let valid = store.query_valid(&new).map_err(store_err)?;
         let (valid, missing): (Vec<_>, Vec<_>) = new.into_iter().partition(|p| valid.contains(p));
-        already_valid += valid.len();
+        valid_met.extend(valid);
         Ok(missing)
     })?;
     let paths = topo_order(root, infos)?;
+    let (download_bytes, unpack_bytes) = totals(client, &paths)?;
     Ok(Plan {
         root: root.clone(),
-        download_bytes: paths
-            .iter()
-            .map(|i| i.file_size.unwrap_or(i.nar_size))
-            .sum(),
-        unpack_bytes: paths.iter().map(|i| i.nar_size).sum(),
+        download_bytes,
+        unpack_bytes,
         paths,
-        already_valid,
+        already_valid: valid_met.len(),
+        valid: valid_met,
     })
+}
+
+/// The bytes to download (FileSize, else NarSize) and to unpack (NarSize)
+/// for `paths`. The sizes come from the cache: a sum that does not fit in
+/// 64 bits is a malformed narinfo, named with the path that overflowed it.
+fn totals(client: &dyn CacheClient, paths: &[NarInfo]) -> Result<(u64, u64), FetchError> {
+    let (mut download, mut unpack) = (0u64, 0u64);
+    for i in paths {
+        let d = download.checked_add(i.file_size.unwrap_or(i.nar_size));
+        let u = unpack.checked_add(i.nar_size);
+        let (Some(d), Some(u)) = (d, u) else {
+            return Err(FetchError::NarInfoMalformed {
+                path: i.store_path.clone(),
+                url: client.narinfo_url(i.store_path.hash_part()),
+                detail: format!(
+                    "narinfo: NarSize {} / FileSize {} makes the closure larger than 2^64 bytes",
+                    i.nar_size,
+                    i.file_size.map_or("-".to_string(), |f| f.to_string())
+                ),
+            });
+        };
+        (download, unpack) = (d, u);
+    }
+    Ok((download, unpack))
 }
 
 /// References first; deterministic (depth-first from the root, references
@@ -171,6 +200,20 @@ impl From<&Plan> for Totals {
 }
 
 impl Plan {
+    /// Every path of the root's closure that this run relies on: the ones
+    /// to fetch, the valid ones met during the walk, and the root. A temp
+    /// root on each keeps all of it from a garbage collection until the
+    /// paths are registered (a root keeps the closure of a valid path).
+    pub fn closure(&self) -> Vec<StorePath> {
+        let mut all: Vec<StorePath> = (self.paths.iter().map(|i| i.store_path.clone()))
+            .chain(self.valid.iter().cloned())
+            .chain(std::iter::once(self.root.clone()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// `--dry-run` output: one line per path, then the totals.
     pub fn render_human(&self) -> String {
         let mut out = String::new();
@@ -306,5 +349,51 @@ mod tests {
             assert_eq!(err.to_string(), format!("{prefix}{want}"), "{name}");
             assert_eq!(err.exit(), Exit::Verification, "{name}");
         }
+    }
+
+    #[test]
+    fn an_overflowing_total_is_a_malformed_narinfo() {
+        let cache = TestCache::new();
+        let (a, b) = (sp('5', "a"), sp('6', "b"));
+        let file = |s: &[u8]| Node::File(false, s.to_vec());
+        let mut eb = Entry::new(b.clone(), file(b"b"), &[]);
+        eb.nar_size = Some(u64::MAX);
+        let mut ea = Entry::new(a.clone(), file(b"a"), &[&b]);
+        ea.nar_size = Some(2);
+        cache.add(&eb);
+        cache.add(&ea);
+        let img = TempDir::new("img");
+        let store = ImageStore::open(&img.0).unwrap();
+        let err = plan(&cache, &store, &cache.keys(), &a, 2).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "GET http://cache.test/c/55555555555555555555555555555555.narinfo: narinfo: NarSize \
+             2 / FileSize 120 makes the closure larger than 2^64 bytes; the cache sent a \
+             malformed narinfo for /nix/store/55555555555555555555555555555555-a"
+        );
+        assert_eq!(err.exit(), Exit::Verification);
+        assert_eq!(cache.nar_requests(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_closure_includes_the_paths_already_valid() {
+        let cache = TestCache::new();
+        let (lib, app) = (sp('1', "lib"), sp('3', "app"));
+        let file = |s: &[u8]| Node::File(false, s.to_vec());
+        cache.add(&Entry::new(lib.clone(), file(b"lib"), &[]));
+        cache.add(&Entry::new(app.clone(), file(b"app"), &[&lib]));
+        // lib is in the store already; app is not.
+        let (img, r) = apply(&cache, &lib);
+        r.unwrap();
+        let store = ImageStore::open(&img.0).unwrap();
+        let p = plan(&cache, &store, &cache.keys(), &app, 2).unwrap();
+        let fetched: Vec<&StorePath> = p.paths.iter().map(|i| &i.store_path).collect();
+        assert_eq!(fetched, vec![&app]);
+        assert_eq!((p.already_valid, p.valid.clone()), (1, vec![lib.clone()]));
+        assert_eq!(p.closure(), vec![lib.clone(), app.clone()]);
+        // A valid root: the closure is the root (its own closure is kept
+        // by a root on it).
+        let p = plan(&cache, &store, &cache.keys(), &lib, 2).unwrap();
+        assert_eq!(p.closure(), vec![lib]);
     }
 }
