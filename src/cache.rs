@@ -37,6 +37,11 @@ pub trait CacheClient: Sync {
             body: Box::new(std::io::empty()),
         })
     }
+    /// The largest xz dictionary / zstd window a NAR may ask for, in bytes
+    /// (`--max-decoder-memory`; fetch.rs).
+    fn max_decoder_memory(&self) -> u64 {
+        crate::fetch::DEFAULT_DECODER_MEMORY
+    }
     /// One line on stderr about the transfer (resume.rs).
     fn note(&self, line: &str) {
         eprintln!("fh-lite: {line}");
@@ -97,6 +102,10 @@ impl CacheClient for HttpCache<'_> {
         self.client
             .get_stream_from(url, auth, offset)
             .map_err(status_error)
+    }
+
+    fn max_decoder_memory(&self) -> u64 {
+        self.client.max_decoder_memory()
     }
 
     fn note(&self, line: &str) {
@@ -169,6 +178,23 @@ pub enum FetchError {
         path: StorePath,
         url: String,
         detail: String,
+    },
+    /// No FileSize in the narinfo, and the compressed body went on past
+    /// what a NAR of its NarSize can take (fetch.rs `body_bound`).
+    CompressedTooLong {
+        path: StorePath,
+        url: String,
+        limit: u64,
+        nar_size: u64,
+    },
+    /// The compressed stream asks for a larger xz dictionary / zstd window
+    /// than `--max-decoder-memory` allows (`asked`: when its header said).
+    DecoderMemory {
+        path: StorePath,
+        url: String,
+        codec: String,
+        asked: Option<u64>,
+        cap: u64,
     },
     /// The decompressor rejected the body.
     Decompress {
@@ -246,6 +272,41 @@ impl fmt::Display for FetchError {
                 f,
                 "GET {url}: body cut short ({detail}) while fetching {path}"
             ),
+            FetchError::CompressedTooLong {
+                path,
+                url,
+                limit,
+                nar_size,
+            } => write!(
+                f,
+                "GET {url}: compressed body of {path} goes on past {limit} bytes, more than a \
+                 NAR of NarSize {nar_size} can take, and its narinfo gives no FileSize: refusing \
+                 it"
+            ),
+            FetchError::DecoderMemory {
+                path,
+                url,
+                codec,
+                asked,
+                cap,
+            } => {
+                let what = if codec == "xz" {
+                    "dictionary"
+                } else {
+                    "window"
+                };
+                let asked = match asked {
+                    Some(n) => format!("a {} ({n} bytes) {what}", mib(*n)),
+                    None => format!("a larger {what}"),
+                };
+                write!(
+                    f,
+                    "{url}: the {codec} stream of {path} asks for {asked}, over the decoder \
+                     memory cap of {}: refusing it (--max-decoder-memory MIB raises the cap, \
+                     if you trust this cache)",
+                    mib(*cap)
+                )
+            }
             FetchError::Decompress {
                 path,
                 url,
@@ -308,6 +369,10 @@ impl FetchError {
             | FetchError::Untrusted { .. }
             | FetchError::Cycle { .. }
             | FetchError::BodyTooLong { .. }
+            // The body is not what any cache's compressor writes for this
+            // narinfo; trying again does not help, like a corrupt body.
+            | FetchError::CompressedTooLong { .. }
+            | FetchError::DecoderMemory { .. }
             | FetchError::Decompress { .. }
             | FetchError::NarTooLong { .. } => Exit::Verification,
             FetchError::Store { source, .. } => source.exit(),

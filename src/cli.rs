@@ -77,6 +77,10 @@ OPTIONS:
         --profile PATH         profile to update (default
                                /nix/var/nix/profiles/system)
         --jobs N               parallel narinfo/NAR downloads (default 4)
+        --max-decoder-memory MIB
+                               largest xz dictionary / zstd window a NAR may
+                               ask for (default 64, at most 4096); a NAR that
+                               asks for more is refused
         --token-file FILE      device token file (see ENVIRONMENT for the
                                search order when not given)
         --api-addr URL         FlakeHub API (default https://api.flakehub.com)
@@ -245,6 +249,8 @@ pub struct Common {
     pub root: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub profile: PathBuf,
+    /// `--max-decoder-memory`, in bytes (fetch.rs caps the decoders).
+    pub max_decoder_memory: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -348,6 +354,7 @@ pub struct RawArgs {
     trusted_keys: Vec<String>,
     no_default_keys: bool,
     jobs: Option<String>,
+    max_decoder_memory: Option<String>,
     dry_run: bool,
     store: Option<String>,
     daemon_socket: Option<PathBuf>,
@@ -377,6 +384,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("daemon-socket", Some("apply")),
     ("profile", None),
     ("jobs", Some("apply")),
+    ("max-decoder-memory", Some("apply")),
     ("token-file", None),
     ("api-addr", None),
     ("cache-addr", None),
@@ -458,6 +466,7 @@ where
                     "frontend-addr" => a.frontend_addr = Some(v),
                     "trusted-key" => a.trusted_keys.push(v),
                     "jobs" => a.jobs = Some(v),
+                    "max-decoder-memory" => a.max_decoder_memory = Some(v),
                     "store" => a.store = Some(v),
                     "rollback-on" => a.rollback_on = Some(v),
                     "health-check" => a.health_check = Some(v),
@@ -477,7 +486,7 @@ impl RawArgs {
     /// Phase two: validate and build the command. Environment variables and
     /// the names behind the default attribute path come from `env`.
     pub fn validate(self, env: &Env) -> Result<Cli, Error> {
-        let common = self.common(env);
+        let mut common = self.common(env);
         let command = if self.help {
             Command::Help
         } else if self.version {
@@ -485,6 +494,10 @@ impl RawArgs {
         } else {
             self.command(&common, env)?
         };
+        if let Some(s) = &self.max_decoder_memory {
+            let n: u64 = number("max-decoder-memory", s, 1..=4096, MIB_LIMIT)?;
+            common.max_decoder_memory = n << 20;
+        }
         Ok(Cli { common, command })
     }
 
@@ -515,6 +528,7 @@ impl RawArgs {
             root: self.root.clone(),
             state_dir: under_root(&self.state_dir, DEFAULT_STATE_DIR),
             profile: under_root(&self.profile, DEFAULT_PROFILE),
+            max_decoder_memory: crate::fetch::DEFAULT_DECODER_MEMORY,
         }
     }
 
@@ -672,6 +686,8 @@ const SECONDS: &str = "a positive number of seconds";
 
 /// The value of the numeric option `--opt`: a whole number in `range`, else
 /// a usage error naming the option and what it takes (`expected`).
+const MIB_LIMIT: &str = "a number of MiB from 1 to 4096";
+
 fn number<T: FromStr + PartialOrd>(
     opt: &str,
     s: &str,
@@ -803,6 +819,16 @@ mod tests {
         assert_eq!(o.health_timeout, Duration::from_secs(5));
         let o = apply("apply home-manager org/proj/0.1#homeConfigurations.me");
         assert_eq!(o.kind, ApplyKind::HomeManager);
+        let memory = |args: &str| parse(args).unwrap().common.max_decoder_memory;
+        assert_eq!(memory("apply nixos org/proj/0.1#x"), 64 << 20);
+        assert_eq!(
+            memory("apply nixos a/b/0.1#x --max-decoder-memory 8"),
+            8 << 20
+        );
+        assert_eq!(
+            memory("apply nixos a/b/0.1#x --max-decoder-memory=4096"),
+            4 << 30
+        );
     }
 
     #[test]
@@ -915,6 +941,9 @@ mod tests {
             ("apply nixos a/b/0.1#x --jobs many", "option '--jobs': 'many' is not a number from 1 to 64"),
             ("apply nixos a/b/0.1#x --store s3", "unknown store 's3' [pick from: auto, daemon, local, nix, image]"),
             ("apply nixos a/b/0.1#x --jobs 65", "option '--jobs': '65' is not a number from 1 to 64"),
+            ("apply nixos a/b/0.1#x --max-decoder-memory 0", "option '--max-decoder-memory': '0' is not a number of MiB from 1 to 4096"),
+            ("apply nixos a/b/0.1#x --max-decoder-memory 4097", "option '--max-decoder-memory': '4097' is not a number of MiB from 1 to 4096"),
+            ("status --max-decoder-memory 8", "option '--max-decoder-memory' is only for 'apply', not 'status'"),
             ("apply nixos a/b/0.1#x --rollback-on 1,x", "option '--rollback-on': 'x' is not an exit code (the list is comma-separated, e.g. 1,2,4)"),
             ("apply nixos a/b/0.1#x --rollback-on 1,,4", "option '--rollback-on': '' is not an exit code (the list is comma-separated, e.g. 1,2,4)"),
             ("apply nixos a/b/0.1#x --health-timeout 0", "option '--health-timeout': '0' is not a positive number of seconds"),

@@ -4,8 +4,10 @@
 //! through a stack of small `io::Read` adapters (STYLE.md habit 5):
 //!
 //! ```text
-//! HTTP body ─► BodyLimit (FileSize, truncation, progress)
-//!           ─► Decoder (none | xz | zstd | bzip2, from narinfo `Compression`)
+//! HTTP body ─► BodyLimit (FileSize, truncation, progress; without a
+//!              FileSize at most NarSize + 1/64 + 64 KiB: see [`body_bound`])
+//!           ─► Decoder (none | xz | zstd | bzip2, from narinfo `Compression`;
+//!              xz dictionary and zstd window capped, see [`DEFAULT_DECODER_MEMORY`])
 //!           ─► NarLimit (NarSize: a decompression bomb stops there)
 //!           ─► Store::add_path (strict NAR parse, NarHash/NarSize check, write)
 //! ```
@@ -41,7 +43,19 @@ use crate::store::Store;
 enum Fault {
     BodyRead(String),
     BodyTooLong,
-    BodyShort { got: u64, want: u64 },
+    /// No FileSize, and the body went on past [`body_bound`].
+    BodyUnbounded {
+        limit: u64,
+    },
+    /// The stream asks the decoder for more memory than the cap (the size
+    /// asked for, when the header that asked was read here).
+    DecoderMemory {
+        asked: Option<u64>,
+    },
+    BodyShort {
+        got: u64,
+        want: u64,
+    },
     Decompress(String),
     NarTooLong,
 }
@@ -63,6 +77,9 @@ fn record(slot: &FaultSlot, fault: Fault) -> io::Error {
 struct BodyLimit<'a> {
     inner: Box<dyn Read + Send + 'a>,
     file_size: Option<u64>,
+    /// Without a FileSize: the most compressed bytes a NAR of its NarSize
+    /// can take ([`body_bound`]).
+    bound: u64,
     count: u64,
     slot: FaultSlot,
     progress: &'a Progress,
@@ -76,6 +93,12 @@ impl Read for BodyLimit<'_> {
         };
         self.count += n as u64;
         self.progress.bytes(n as u64);
+        if self.file_size.is_none() && self.count > self.bound {
+            return Err(record(
+                &self.slot,
+                Fault::BodyUnbounded { limit: self.bound },
+            ));
+        }
         if let Some(want) = self.file_size {
             if self.count > want {
                 return Err(record(&self.slot, Fault::BodyTooLong));
@@ -92,28 +115,172 @@ impl Read for BodyLimit<'_> {
     }
 }
 
+/// The most compressed bytes fetch reads for a NAR of `nar_size` bytes
+/// when the narinfo gives no FileSize: NarSize plus 1/64 plus 64 KiB, more
+/// than xz, zstd or bzip2 add to incompressible data (about 0.05 %, 0.4 %
+/// and 1 %, plus headers). Without it a body of zstd skippable frames or
+/// xz stream padding could stream forever while decoding to nothing.
+pub fn body_bound(nar_size: u64) -> u64 {
+    nar_size
+        .saturating_add(nar_size / 64)
+        .saturating_add(64 * 1024)
+}
+
+/// The default of `--max-decoder-memory`: the largest xz dictionary and
+/// zstd window a NAR may ask for. 64 MiB is what `xz -9` and `zstd -19`
+/// use (and Nix's own compressors stay below it); a hostile body could ask
+/// for up to 4 GiB (xz) or 2 GiB (zstd `--long=31`) before a byte of
+/// output.
+pub const DEFAULT_DECODER_MEMORY: u64 = 64 << 20;
+
+/// The body with its first bytes read already, to look at the header.
+type Peeked<'a> = io::Chain<io::Cursor<Vec<u8>>, BodyLimit<'a>>;
+
 /// One decoder per supported `Compression` (crates chosen by measurement,
 /// see Cargo.toml).
 enum Decoder<'a> {
     None(BodyLimit<'a>),
-    Xz(Box<lzma_rust2::XzReader<BodyLimit<'a>>>),
-    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<BodyLimit<'a>>>>),
+    Xz(Box<lzma_rust2::XzReader<Peeked<'a>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<Peeked<'a>>>>),
     Bzip2(Box<bzip2::read::MultiBzDecoder<BodyLimit<'a>>>),
 }
 
 impl<'a> Decoder<'a> {
-    fn new(c: &Compression, body: BodyLimit<'a>) -> io::Result<Decoder<'a>> {
+    /// The decoder for `c`, refusing a stream whose first header asks for a
+    /// dictionary/window over `cap` bytes before anything is allocated;
+    /// later headers are held to the same cap by the decoder itself.
+    fn new(c: &Compression, mut body: BodyLimit<'a>, cap: u64) -> io::Result<Decoder<'a>> {
+        let slot = body.slot.clone();
+        let refuse = |asked: Option<u64>| -> io::Result<()> {
+            match asked {
+                Some(n) if n > cap => Err(record(&slot, Fault::DecoderMemory { asked })),
+                _ => Ok(()),
+            }
+        };
         Ok(match c {
             Compression::None => Decoder::None(body),
-            // One xz stream per NAR, as Nix writes them; concatenated
-            // streams are accepted like liblzma's decoder does.
-            Compression::Xz => Decoder::Xz(Box::new(lzma_rust2::XzReader::new(body, true))),
-            Compression::Zstd => Decoder::Zstd(Box::new(zstd::stream::read::Decoder::new(body)?)),
+            Compression::Xz => {
+                let head = peek(&mut body, XZ_PEEK)?;
+                refuse(xz_dict_size(&head))?;
+                // Dictionary plus the decoder's own ~104 KiB (lzma-rust2's
+                // estimate), so a dictionary of exactly `cap` passes.
+                let kib = u32::try_from(cap / 1024 + 104).unwrap_or(u32::MAX);
+                let body = io::Cursor::new(head).chain(body);
+                // One xz stream per NAR, as Nix writes them; concatenated
+                // streams are accepted like liblzma's decoder does.
+                Decoder::Xz(Box::new(lzma_rust2::XzReader::new_mem_limit(
+                    body, true, kib,
+                )))
+            }
+            Compression::Zstd => {
+                let head = peek(&mut body, ZSTD_PEEK)?;
+                refuse(zstd_window(&head))?;
+                let body = io::Cursor::new(head).chain(body);
+                let mut d = zstd::stream::read::Decoder::new(body)?;
+                // zstd takes the cap as a power of two: rounded down.
+                d.window_log_max(cap.max(1 << 10).ilog2().min(31))?;
+                Decoder::Zstd(Box::new(d))
+            }
             Compression::Bzip2 => Decoder::Bzip2(Box::new(bzip2::read::MultiBzDecoder::new(body))),
             // Refused before any download (fetch_one).
             Compression::Unsupported(_) => return Err(io::Error::other("unsupported")),
         })
     }
+
+    /// True when `e` is the decoder refusing a later header over the cap.
+    fn is_memory_limit(&self, e: &io::Error) -> bool {
+        match self {
+            Decoder::Xz(_) => e.kind() == io::ErrorKind::OutOfMemory,
+            // zstd's error name for ZSTD_error_frameParameter_windowTooLarge.
+            Decoder::Zstd(_) => e.to_string().contains("too much memory"),
+            _ => false,
+        }
+    }
+}
+
+/// Bytes read ahead for the xz stream header (12) and the largest block
+/// header (1024), and for the largest zstd frame header (18).
+const XZ_PEEK: usize = 12 + 1024;
+const ZSTD_PEEK: usize = 18;
+
+/// Read up to `n` bytes (fewer only at the end of the body).
+fn peek(body: &mut BodyLimit<'_>, n: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(n);
+    body.by_ref().take(n as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// The LZMA2 dictionary size the first block of an xz stream asks for
+/// (xz file format 1.2.1, §2.1.1 stream header, §3.1 block header, §5.3.1
+/// LZMA2 properties); None when `head` does not show one (the decoder then
+/// judges the stream).
+pub fn xz_dict_size(head: &[u8]) -> Option<u64> {
+    if head.get(..6)? != b"\xFD7zXZ\0" {
+        return None;
+    }
+    let block = head.get(12..)?;
+    // Size byte 0 is the index: a stream with no block.
+    let size = (usize::from(*block.first()?) + 1) * 4;
+    let block = block.get(..size).filter(|_| block[0] != 0)?;
+    let flags = *block.get(1)?;
+    let mut pos = 2;
+    let varint = |pos: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..9 {
+            let b = *block.get(*pos)?;
+            *pos += 1;
+            v |= u64::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    // Compressed and uncompressed sizes, when present.
+    for bit in [0x40, 0x80] {
+        if flags & bit != 0 {
+            varint(&mut pos)?;
+        }
+    }
+    for _ in 0..=(flags & 3) {
+        let id = varint(&mut pos)?;
+        let props = usize::try_from(varint(&mut pos)?).ok()?;
+        if id == 0x21 && props == 1 {
+            let p = *block.get(pos)?;
+            return match p {
+                0..=39 => Some((2 | u64::from(p & 1)) << (p / 2 + 11)),
+                40 => Some(u64::from(u32::MAX)),
+                _ => None,
+            };
+        }
+        pos += props;
+    }
+    None
+}
+
+/// The window size the first frame of a zstd stream asks for (RFC 8878
+/// §3.1.1.1: frame header descriptor, window descriptor, frame content
+/// size); None for a skippable frame or when `head` does not show one.
+pub fn zstd_window(head: &[u8]) -> Option<u64> {
+    if head.get(..4)? != [0x28, 0xB5, 0x2F, 0xFD] {
+        return None;
+    }
+    let fhd = *head.get(4)?;
+    if fhd & 0x20 == 0 {
+        // Window descriptor: exponent and mantissa.
+        let wd = *head.get(5)?;
+        let base = 1u64 << (10 + (wd >> 3));
+        return Some(base + base / 8 * u64::from(wd & 7));
+    }
+    // Single segment: the window is the frame content size.
+    let did = [0, 1, 2, 4][usize::from(fhd & 3)];
+    let fcs = [1, 2, 4, 8][usize::from(fhd >> 6)];
+    let bytes = head.get(5 + did..5 + did + fcs)?;
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate() {
+        v |= u64::from(*b) << (8 * i);
+    }
+    Some(if fcs == 2 { v + 256 } else { v })
 }
 
 /// The decoder, with its own errors recorded as `Fault::Decompress`
@@ -131,7 +298,14 @@ impl Read for Decoded<'_> {
             Decoder::Zstd(r) => r.read(buf),
             Decoder::Bzip2(r) => r.read(buf),
         };
-        r.map_err(|e| record(&self.slot, Fault::Decompress(e.to_string())))
+        r.map_err(|e| {
+            let fault = if self.dec.is_memory_limit(&e) {
+                Fault::DecoderMemory { asked: None }
+            } else {
+                Fault::Decompress(e.to_string())
+            };
+            record(&self.slot, fault)
+        })
     }
 }
 
@@ -209,12 +383,20 @@ fn fetch_body(
     let limited = BodyLimit {
         inner: Box::new(body),
         file_size: info.file_size,
+        bound: body_bound(info.nar_size),
         count: 0,
         slot: slot.clone(),
         progress,
     };
-    let dec = Decoder::new(&info.compression, limited)
-        .map_err(|e| fault_error(Fault::Decompress(e.to_string()), url.clone(), info))?;
+    let cap = client.max_decoder_memory();
+    let dec = match Decoder::new(&info.compression, limited, cap) {
+        Ok(dec) => dec,
+        Err(e) => {
+            let fault = slot.lock().ok().and_then(|s| s.clone());
+            let fault = fault.unwrap_or(Fault::Decompress(e.to_string()));
+            return Err(fault_error(fault, url, info, cap));
+        }
+    };
     let mut nar = NarLimit {
         inner: Decoded {
             dec,
@@ -228,7 +410,7 @@ fn fetch_body(
     match (result, fault) {
         (Ok(()), _) => Ok(()),
         (Err(source), None) => Err(FetchError::Store { url, source }),
-        (Err(_), Some(fault)) => Err(fault_error(fault, url, info)),
+        (Err(_), Some(fault)) => Err(fault_error(fault, url, info, cap)),
     }
 }
 
@@ -315,7 +497,7 @@ impl Read for ChannelReader {
     }
 }
 
-fn fault_error(fault: Fault, url: String, info: &NarInfo) -> FetchError {
+fn fault_error(fault: Fault, url: String, info: &NarInfo, cap: u64) -> FetchError {
     let path = info.store_path.clone();
     match fault {
         Fault::BodyRead(detail) => FetchError::Truncated { path, url, detail },
@@ -328,6 +510,19 @@ fn fault_error(fault: Fault, url: String, info: &NarInfo) -> FetchError {
             path,
             url,
             file_size: info.file_size.unwrap_or(0),
+        },
+        Fault::BodyUnbounded { limit } => FetchError::CompressedTooLong {
+            path,
+            url,
+            limit,
+            nar_size: info.nar_size,
+        },
+        Fault::DecoderMemory { asked } => FetchError::DecoderMemory {
+            path,
+            url,
+            codec: info.compression.to_string(),
+            asked,
+            cap,
         },
         Fault::Decompress(detail) => FetchError::Decompress {
             path,
@@ -906,6 +1101,66 @@ pub(crate) mod tests {
                 message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: NAR of /nix/store/33333333333333333333333333333333-app: /a: directory entries not in ascending order",
                 nar_of_root_requested: true,
             },
+            Case {
+                name: "xz header asks for a 1.5 GiB dictionary",
+                spoil: |e, _| {
+                    e.compression = "xz";
+                    e.body = Some(xz_header(37));
+                },
+                exit: Exit::Verification,
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.xz: the xz stream of /nix/store/33333333333333333333333333333333-app asks for a 1536.0 MiB (1610612736 bytes) dictionary, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "a second xz stream asks for a 1.5 GiB dictionary",
+                spoil: |e, _| {
+                    e.compression = "xz";
+                    let mut body = compress("xz", &e.nar);
+                    body.extend(xz_header(37));
+                    e.body = Some(body);
+                },
+                exit: Exit::Verification,
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.xz: the xz stream of /nix/store/33333333333333333333333333333333-app asks for a larger dictionary, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "zstd header asks for a 2 GiB window",
+                spoil: |e, _| {
+                    e.body = Some(vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, 0xA8, 1, 2, 3, 4]);
+                },
+                exit: Exit::Verification,
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: the zstd stream of /nix/store/33333333333333333333333333333333-app asks for a 2048.0 MiB (2147483648 bytes) window, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "a second zstd frame asks for a 128 MiB window",
+                spoil: |e, _| {
+                    let mut body = compress("zstd", &e.nar);
+                    body.extend([0x28, 0xB5, 0x2F, 0xFD, 0x00, 0x88, 1, 2, 3, 4]);
+                    e.body = Some(body);
+                },
+                exit: Exit::Verification,
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: the zstd stream of /nix/store/33333333333333333333333333333333-app asks for a larger window, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
+                nar_of_root_requested: true,
+            },
+            Case {
+                name: "zstd skippable frames and no FileSize",
+                spoil: |e, _| {
+                    // 200 KiB of frames that decode to nothing, then the NAR.
+                    let mut body = Vec::new();
+                    for _ in 0..200 {
+                        body.extend([0x50, 0x2A, 0x4D, 0x18]);
+                        body.extend(1016u32.to_le_bytes());
+                        body.extend([0u8; 1016]);
+                    }
+                    body.extend(compress("zstd", &e.nar));
+                    e.body = Some(body);
+                    e.file_size = Some(None);
+                },
+                exit: Exit::Verification,
+                message: "GET http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: compressed body of /nix/store/33333333333333333333333333333333-app goes on past 65828 bytes, more than a NAR of NarSize 288 can take, and its narinfo gives no FileSize: refusing it",
+                nar_of_root_requested: true,
+            },
         ];
         for case in cases {
             let cache = TestCache::new();
@@ -951,6 +1206,50 @@ pub(crate) mod tests {
             assert_eq!(root_nar, case.nar_of_root_requested, "{}", case.name);
             assert_clean(&img, &[&lib]);
         }
+    }
+
+    /// CRC-32 (IEEE, as xz uses it), for hand-made xz headers.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            }
+        }
+        !crc
+    }
+
+    /// An xz stream header and a first block header whose LZMA2 filter has
+    /// dictionary property `p` (37: 1.5 GiB), with valid CRCs; no data.
+    pub fn xz_header(p: u8) -> Vec<u8> {
+        let mut out = vec![0xFD, b'7', b'z', b'X', b'Z', 0, 0, 1];
+        out.extend(crc32(&[0, 1]).to_le_bytes());
+        let block = [2, 0, 0x21, 1, p, 0, 0, 0];
+        out.extend(block);
+        out.extend(crc32(&block).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn decoder_headers_tell_the_memory_they_ask_for() {
+        assert_eq!(xz_dict_size(&xz_header(37)), Some(3 << 29));
+        assert_eq!(xz_dict_size(&xz_header(0)), Some(4096));
+        assert_eq!(xz_dict_size(&xz_header(40)), Some(u64::from(u32::MAX)));
+        assert_eq!(xz_dict_size(&xz_header(41)), None);
+        // xz -6 uses an 8 MiB dictionary.
+        assert_eq!(xz_dict_size(&compress("xz", b"data")), Some(8 << 20));
+        assert_eq!(xz_dict_size(&xz_header(37)[..20]), None, "cut short");
+        assert_eq!(xz_dict_size(b"not xz at all, not xz at all"), None);
+        // A small zstd frame is one segment: its window is its content size.
+        assert_eq!(zstd_window(&compress("zstd", &[7u8; 300])), Some(300));
+        let window = |wd: u8| zstd_window(&[0x28, 0xB5, 0x2F, 0xFD, 0, wd]);
+        assert_eq!(window(0xA8), Some(1 << 31));
+        assert_eq!(window(0x83), Some((1 << 26) + 3 * (1 << 23)));
+        // Skippable frames ask for nothing (the body bound limits them).
+        assert_eq!(zstd_window(&[0x50, 0x2A, 0x4D, 0x18, 0, 0, 0, 0]), None);
+        assert_eq!(body_bound(6400), 6400 + 100 + 65536);
+        assert_eq!(body_bound(u64::MAX), u64::MAX);
     }
 
     #[test]
