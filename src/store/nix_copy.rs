@@ -18,6 +18,14 @@
 //! or replace into NARs…': constraint failed". Each copy's own downloads
 //! are parallel inside Nix anyway.
 //!
+//! TLS: with `--ca-file FILE` (or `SSL_CERT_FILE`), the child gets
+//! `NIX_SSL_CERT_FILE=FILE`, which Nix takes as its `ssl-cert-file`
+//! setting: a cache behind a private CA works as it does for fh-lite.
+//!
+//! A failure names the program, the cache URL, the store path and the exit
+//! status, with the end of Nix's stderr; never the whole command line
+//! (with every trusted key and the netrc path).
+//!
 //! This backend does not read the NAR ([`Store::reads_nar`] is false):
 //! Nix downloads and verifies it (against the keys we pass) on its own.
 
@@ -47,6 +55,8 @@ pub struct NixCopyStore {
     nix: OsString,
     /// Extra environment for `nix` (tests); empty in production.
     env: Vec<(OsString, OsString)>,
+    /// PEM CA certificates for the cache's TLS (`NIX_SSL_CERT_FILE`).
+    ca_file: Option<PathBuf>,
     /// Where the private netrc directories are made.
     tmp_base: PathBuf,
     /// Held while a `nix copy` runs (see the module doc).
@@ -120,9 +130,17 @@ impl NixCopyStore {
             trusted_keys,
             nix: "nix".into(),
             env: Vec::new(),
+            ca_file: None,
             tmp_base: std::env::temp_dir(),
             copying: Mutex::new(()),
         }
+    }
+
+    /// Trust the PEM CA certificates in `ca_file` for the cache (what
+    /// `--ca-file` or `SSL_CERT_FILE` gave fh-lite itself).
+    pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> NixCopyStore {
+        self.ca_file = ca_file;
+        self
     }
 
     #[cfg(test)]
@@ -138,16 +156,32 @@ impl NixCopyStore {
         self
     }
 
-    fn nix(&self, args: &[OsString]) -> Result<String, StoreError> {
+    /// Run `nix ARGS`; an error shows the program and `shown` (a short
+    /// form of the arguments), the exit status and the end of stderr.
+    fn nix(&self, args: &[OsString], shown: &str) -> Result<String, StoreError> {
         let mut cmd = Command::new(&self.nix);
         cmd.arg("--extra-experimental-features").arg("nix-command");
         cmd.args(args);
         if let Some(root) = &self.root {
             cmd.arg("--store").arg(root);
         }
+        if let Some(ca) = &self.ca_file {
+            cmd.env("NIX_SSL_CERT_FILE", ca);
+        }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        // Safe to show: the token is only ever inside the netrc file.
-        program::run(cmd, &show_args(args), None)
+        program::run(cmd, shown, None).map_err(|e| match e {
+            StoreError::Program { command, detail } => {
+                // "<exit status>: <stderr>"; the status ("exit status: 3",
+                // "signal: 9 (SIGKILL)") holds one ": " itself.
+                let cut = detail.match_indices(": ").nth(1).map(|(i, _)| i + 2);
+                let (status, stderr) = detail.split_at(cut.unwrap_or(0));
+                StoreError::Program {
+                    command,
+                    detail: format!("{status}{}", tail(stderr, STDERR_TAIL)),
+                }
+            }
+            e => e,
+        })
     }
 }
 
@@ -167,7 +201,7 @@ impl Store for NixCopyStore {
         let mut valid = BTreeSet::new();
         for p in paths {
             let args: Vec<OsString> = vec!["path-info".into(), p.to_string().into()];
-            match self.nix(&args) {
+            match self.nix(&args, &show_args(&args)) {
                 Ok(_) => {
                     valid.insert(p.clone());
                 }
@@ -211,7 +245,8 @@ impl Store for NixCopyStore {
         args.push(info.store_path.to_string().into());
         // A poisoned lock only means another copy panicked: still usable.
         let one_at_a_time = self.copying.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.nix(&args).map(|_| ());
+        let shown = format!("copy --from {} {}", self.cache_url, info.store_path);
+        let result = self.nix(&args, &shown).map(|_| ());
         drop(one_at_a_time);
         drop(guard);
         result
@@ -224,6 +259,21 @@ impl Store for NixCopyStore {
     fn reads_nar(&self) -> bool {
         false
     }
+}
+
+/// How much of a failed `nix`'s message is kept: its last lines say why.
+const STDERR_TAIL: usize = 2000;
+
+/// The last `max` bytes of `s` (at a character boundary), marked as cut.
+fn tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
 }
 
 #[cfg(test)]
@@ -449,6 +499,49 @@ mod tests {
         assert_eq!(read("mode").trim(), "600");
         assert_eq!(read("dirmode").trim(), "700");
         assert!(!Path::new(&netrc_path).exists());
+        assert!(empty(tmp.path()));
+
+        // With a CA file, the child gets it as NIX_SSL_CERT_FILE.
+        let with_ca = NixCopyStore::new("https://cache.example.org", None, None, vec![])
+            .with_ca_file(Some(PathBuf::from("/etc/fh-ca.pem")))
+            .with_test_setup(Vec::new(), tmp.path(), fake.to_str().unwrap());
+        with_ca.add_path(&info, &mut io::empty()).unwrap();
+        assert!(
+            read("env")
+                .lines()
+                .any(|l| l == "NIX_SSL_CERT_FILE=/etc/fh-ca.pem"),
+            "{}",
+            read("env")
+        );
+
+        // A failing `nix`: program, cache, path, status and the end of its
+        // stderr; not the keys or the netrc path.
+        let failing = dir.path().join("nix-fails");
+        fs::write(
+            &failing,
+            "#!/bin/sh\nhead -c 5000 /dev/zero | tr '\\0' x >&2\necho ' error: cannot fetch' >&2\nexit 3\n",
+        )
+        .unwrap();
+        fs::set_permissions(&failing, fs::Permissions::from_mode(0o755)).unwrap();
+        let bad = NixCopyStore::new(
+            "https://cache.example.org",
+            Some(&token()),
+            None,
+            vec!["k-1:AAAA".into()],
+        )
+        .with_test_setup(Vec::new(), tmp.path(), failing.to_str().unwrap());
+        let e = bad
+            .add_path(&info, &mut io::empty())
+            .unwrap_err()
+            .to_string();
+        let want = format!(
+            "{} copy --from https://cache.example.org {p}: exit status: 3: …",
+            failing.display()
+        );
+        assert!(e.starts_with(&want), "{e}");
+        assert!(e.ends_with("xxx error: cannot fetch"), "{e}");
+        assert!(e.len() < want.len() + STDERR_TAIL + 10, "{}", e.len());
+        assert!(!e.contains("k-1:AAAA") && !e.contains("netrc"), "{e}");
         assert!(empty(tmp.path()));
 
         // No `nix`: a clear error, and still no netrc left.

@@ -68,12 +68,20 @@ pub fn select(
             }
             Ok(Box::new(LocalStore::new(&root)))
         }
-        StoreKind::Nix => Ok(Box::new(NixCopyStore::new(
-            &common.cache_addr,
-            Some(token),
-            common.root.as_deref(),
-            keys.keys.iter().map(|k| k.to_string()).collect(),
-        ))),
+        StoreKind::Nix => Ok(Box::new(
+            NixCopyStore::new(
+                &common.cache_addr,
+                Some(token),
+                common.root.as_deref(),
+                keys.keys.iter().map(|k| k.to_string()).collect(),
+            )
+            // The CA fh-lite trusts for the cache, as http.rs reads it.
+            .with_ca_file(common.ca_file.clone().or_else(|| {
+                std::env::var_os("SSL_CERT_FILE")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })),
+        )),
         StoreKind::Auto => {
             let mut tried = Vec::new();
             if common.root.is_none() || opts.daemon_socket.is_some() {
