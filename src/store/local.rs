@@ -22,6 +22,14 @@
 //! nothing half-written stays and nothing is registered.
 //! `--load-db` cannot carry signatures or CA: the paths are registered
 //! without them (fh-lite verified the signatures before downloading).
+//!
+//! Durability: before `--load-db` makes a path valid, the store's
+//! filesystem is synced (`syncfs`, as the image backend does), so a power
+//! cut never leaves a valid path with files still in the page cache.
+//!
+//! A fresh root (no `nix/var/nix/db` yet) is initialised by Nix itself on
+//! the first `nix-store --store DIR` call; [`LocalStore::check_writable`]
+//! says what is missing when it cannot be (not root, read-only).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -99,10 +107,59 @@ impl LocalStore {
         self.root.join("nix/var/nix")
     }
 
-    /// Can this process write the store's database (for `--store auto`)?
+    /// Can this process write the store's existing database (for `--store
+    /// auto`, which never creates a store)?
     pub fn writable(root: &Path) -> bool {
         rustix::process::geteuid().is_root()
             && rustix::fs::access(root.join("nix/var/nix/db"), rustix::fs::Access::WRITE_OK).is_ok()
+    }
+
+    /// For `--store local`: Ok when this process can write the database
+    /// under `root`, or create it (a fresh root: Nix makes the database on
+    /// first use); else what is wrong and what to do.
+    pub fn check_writable(root: &Path) -> Result<(), String> {
+        use rustix::fs::{access, Access};
+        let db = root.join("nix/var/nix/db");
+        if !rustix::process::geteuid().is_root() {
+            return Err(format!(
+                "--store local writes the store database {} directly, which needs root: run \
+                 fh-lite as root, or use --store daemon",
+                db.display()
+            ));
+        }
+        // The database, or the nearest directory above it that exists.
+        let Some(dir) = db.ancestors().find(|d| d.exists()) else {
+            return Err(format!("--store local: {} does not exist", root.display()));
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "--store local: cannot create the store database {}: {} is not a directory",
+                db.display(),
+                dir.display()
+            ));
+        }
+        match access(dir, Access::WRITE_OK) {
+            Ok(()) => Ok(()),
+            Err(e) if dir == db => Err(format!(
+                "--store local: cannot write the store database {}: {e} (a read-only store? \
+                 use --store daemon)",
+                db.display()
+            )),
+            Err(e) => Err(format!(
+                "--store local: cannot create the store database {}: {} is not writable ({e})",
+                db.display(),
+                dir.display()
+            )),
+        }
+    }
+
+    /// Sync the filesystem of the store, so that what was unpacked is on
+    /// disk before it is registered.
+    fn sync_store(&self) -> Result<(), StoreError> {
+        let store = self.real_store_dir();
+        File::open(&store)
+            .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
+            .map_err(io_err("syncing", &store))
     }
 
     fn nix_store(
@@ -323,7 +380,8 @@ impl Store for LocalStore {
                 })
             }
         }
-        if let Err(e) = self.register(info) {
+        // The files must be durable before the record that makes them valid.
+        if let Err(e) = self.sync_store().and_then(|()| self.register(info)) {
             let _ = remove_tree(&final_path);
             return Err(e);
         }

@@ -57,15 +57,8 @@ pub fn select(
     match opts.store {
         StoreKind::Daemon => Ok(Box::new(daemon_store(&socket)?)),
         StoreKind::Local => {
-            if !LocalStore::writable(&root) {
-                return Err(Error::new(
-                    Exit::Store,
-                    format!(
-                        "--store local: cannot write the store database {} (run as root, or use --store daemon)",
-                        root.join("nix/var/nix/db").display()
-                    ),
-                ));
-            }
+            // A fresh root is fine: Nix creates the database on first use.
+            LocalStore::check_writable(&root).map_err(|m| Error::new(Exit::Store, m))?;
             Ok(Box::new(LocalStore::new(&root)))
         }
         StoreKind::Nix => Ok(Box::new(
@@ -140,6 +133,7 @@ mod tests {
         fs_db(&with_db);
         let w = with_db.display().to_string();
         let missing = format!("{d}/no-socket");
+        std::fs::write(dir.path().join("file"), "").unwrap();
         let refused = |sock: &str| {
             format!(
                 "nix-daemon at {sock}: cannot connect: No such file or directory (os error 2) (is nix-daemon running? see --daemon-socket, --store)"
@@ -180,11 +174,17 @@ mod tests {
                 Ok(format!("local store at {w}")),
             ),
             (
-                "local without a database",
-                format!("--root {d} apply nixos a/b/0.1#x --store local"),
+                // As root (the tests are): Nix creates the database.
+                "local in a fresh root",
+                format!("--root {d}/fresh apply nixos a/b/0.1#x --store local"),
+                Ok(format!("local store at {d}/fresh")),
+            ),
+            (
+                "local under a file",
+                format!("--root {d}/file/root apply nixos a/b/0.1#x --store local"),
                 Err((
                     Exit::Store,
-                    format!("--store local: cannot write the store database {d}/nix/var/nix/db (run as root, or use --store daemon)"),
+                    format!("--store local: cannot create the store database {d}/file/root/nix/var/nix/db: {d}/file is not a directory"),
                 )),
             ),
             (
