@@ -41,3 +41,7 @@ mod live_store;
 /// Crash safety of the transfer: a NAR body that breaks off is resumed
 /// with a Range request; temp trees of dead runs are removed.
 mod resume;
+
+/// Hardening: credentials stay with the cache's origin, decoder memory is
+/// capped.
+mod hardening;

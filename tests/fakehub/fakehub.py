@@ -87,6 +87,13 @@ replaces that knob; {"reset": true} clears all):
                                         path arriving as /_r/… is routed as …
                                         and never redirected again; only the
                                         main listener redirects
+    "absolute_nar_url": "http://localhost:PORT2"
+                                        narinfos are served with an absolute
+                                        `URL: <value>/_open/<nar url>`, like a
+                                        pre-signed object-store link: /_open/…
+                                        serves the NAR with no credential and
+                                        answers 400 to a request that carries
+                                        an Authorization header
 GET /_control returns the current knobs.
 SIGTERM/SIGINT: clean shutdown.
 """
@@ -569,6 +576,8 @@ class Handler(BaseHTTPRequestHandler):
                 )
         if p.startswith("/f/"):
             return self.output()
+        if p.startswith("/_open/"):
+            return self.open_get(p[len("/_open/"):])
         return self.cache_get(p)
 
     # -- API
@@ -638,6 +647,9 @@ class Handler(BaseHTTPRequestHandler):
             h = name[:32]
             if h not in allowed:
                 return self.send(403, "path is outside this token's closure\n")
+            base = self.state.faults.get("absolute_nar_url")
+            if base:
+                return self.narinfo_with_absolute_url(os.path.join(cache.root, name), base)
             return self.file(os.path.join(cache.root, name), "text/x-nix-narinfo")
         if name.startswith("nar/") and "/.." not in name and "\\" not in name:
             owner = cache.nar_owner.get(name)
@@ -647,6 +659,25 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(403, "path is outside this token's closure\n")
             return self.file(os.path.join(cache.root, name), "application/x-nix-nar")
         return self.send(404, "not found\n")
+
+    def narinfo_with_absolute_url(self, path, base):
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            return self.send(404, "not found\n")
+        prefix = base.rstrip("/") + "/_open/"
+        text = re.sub(r"(?m)^URL: ", "URL: " + prefix, text)
+        self.send(200, text, "text/x-nix-narinfo")
+
+    def open_get(self, name):
+        """A pre-signed link: the NAR for anyone, no credential accepted."""
+        if self.auth[0] != "none":
+            return self.send(400, "a pre-signed link takes no Authorization header\n")
+        cache = self.state.cache
+        if not name.startswith("nar/") or "/.." in name or cache.nar_owner.get(name) is None:
+            return self.send(404, "not found\n")
+        return self.file(os.path.join(cache.root, name), "application/x-nix-nar")
 
     def file(self, path, ctype):
         try:

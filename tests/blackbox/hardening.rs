@@ -1,0 +1,205 @@
+//! Hardening (issue 11): the closure token stays with the cache's origin,
+//! and a NAR cannot make the decompressor take more memory than the cap.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::apply::{judge_image, no_secret, Deploy, TOKEN};
+use crate::support::fakehub::{write_token, FakeHub, Opts};
+use crate::support::fixtures::{fixtures, Fixtures};
+use crate::support::util::{output, Run, TempDir};
+
+const ATTR: &str = "nixosConfigurations.pi";
+
+/// A NixOS deploy (apply.rs's `Deploy`) over the binary cache in
+/// `cache_dir`, with the stand-in started with `opts` (TLS, a second
+/// listener).
+pub fn deploy(cache_dir: &Path, releases: &[(&str, &str)], opts: Opts) -> Deploy {
+    let f = fixtures();
+    let rel: Vec<String> = releases
+        .iter()
+        .map(|(v, fx)| format!(r#""{v}": {{"{ATTR}": "{}"}}"#, f.get(fx).path))
+        .collect();
+    let config = format!(
+        r#"{{"releases": {{"org/demo": {{{}}}}},
+            "device_tokens": {{"{TOKEN}": {{"project": "org/demo", "version_req": "0.1", "attribute": "{ATTR}"}}}},
+            "cache_dir": "{}"}}"#,
+        rel.join(", "),
+        cache_dir.display()
+    );
+    let hub = FakeHub::start(&config, opts);
+    let tmp = TempDir::new("harden");
+    let token_file = write_token(tmp.path(), "token", TOKEN, 0o600);
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    Deploy {
+        hub,
+        tmp,
+        token_file,
+        root,
+        kind: "nixos",
+        attr: ATTR,
+        use_root: true,
+    }
+}
+
+#[test]
+fn an_absolute_nar_url_on_another_host_gets_no_credential() {
+    let f = fixtures();
+    let opts = Opts {
+        tls: false,
+        second: true,
+    };
+    let d = deploy(f.cache("zstd"), &[("0.1.175", "system-v1")], opts);
+    // Narinfos now point at http://localhost:PORT2/_open/nar/…: another
+    // host and port, which answers 400 to any Authorization header.
+    d.hub.control(&format!(
+        r#"{{"absolute_nar_url": "{}"}}"#,
+        d.hub.second_url()
+    ));
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    judge_image(&d, f, "system-v1");
+    let reqs = d.hub.requests();
+    let nars: Vec<_> = reqs.iter().filter(|q| q.path.contains("/nar/")).collect();
+    assert_eq!(nars.len(), f.get("system-v1").closure.len(), "{reqs:?}");
+    for q in &nars {
+        assert_eq!(
+            (q.server.as_str(), q.auth.as_str(), q.status),
+            ("second", "none", 200),
+            "{q:?}"
+        );
+        assert!(q.path.starts_with("/_open/nar/"), "{q:?}");
+    }
+    // The cache's own origin still got the token, for every narinfo.
+    let narinfos: Vec<_> = reqs
+        .iter()
+        .filter(|q| q.path.ends_with(".narinfo"))
+        .collect();
+    assert!(!narinfos.is_empty());
+    for q in narinfos {
+        assert_eq!(
+            (q.server.as_str(), q.auth.as_str()),
+            ("main", "basic"),
+            "{q:?}"
+        );
+    }
+}
+
+/// A copy of the fixture cache `which` in which `store_path`'s NAR is
+/// replaced by `body` (its narinfo's FileSize adjusted: it is not signed).
+fn spoiled_cache(f: &Fixtures, which: &str, store_path: &str, body: &[u8], dir: &Path) -> PathBuf {
+    let copy = dir.join(format!("cache-{which}"));
+    let ok = Command::new("cp")
+        .arg("-r")
+        .arg(f.cache(which))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let narinfo = copy.join(format!("{}.narinfo", Fixtures::hash_part(store_path)));
+    let text = std::fs::read_to_string(&narinfo).unwrap();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .expect("URL line")
+        .to_string();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("FileSize: ") {
+            Some(_) => format!("FileSize: {}\n", body.len()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&narinfo, text).unwrap();
+    std::fs::write(copy.join(url), body).unwrap();
+    copy
+}
+
+/// CRC-32 (IEEE), for a hand-made xz header.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// An xz stream header and a block header whose LZMA2 dictionary is
+/// 1.5 GiB (property 37), CRCs valid; no data follows.
+fn xz_asking_for_1_5_gib() -> Vec<u8> {
+    let mut out = vec![0xFD, b'7', b'z', b'X', b'Z', 0, 0, 1];
+    out.extend(crc32(&[0, 1]).to_le_bytes());
+    let block = [2, 0, 0x21, 1, 37, 0, 0, 0];
+    out.extend(block);
+    out.extend(crc32(&block).to_le_bytes());
+    out
+}
+
+/// Peak RSS in KiB from `/usr/bin/time -v`'s report (None without it).
+fn run_measured(cmd: Command) -> (Run, Option<u64>) {
+    if !Path::new("/usr/bin/time").exists() {
+        return (no_secret(output(cmd)), None);
+    }
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-v").arg(cmd.get_program()).args(cmd.get_args());
+    timed.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            timed.env(k, v);
+        }
+    }
+    let r = no_secret(output(timed));
+    let rss = r
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|n| n.trim().parse().ok());
+    (r, rss)
+}
+
+#[test]
+fn an_xz_nar_asking_for_a_1_5_gib_dictionary_is_refused() {
+    let f = fixtures();
+    let tmp = TempDir::new("harden-xz");
+    let root_path = f.get("system-v1").path.clone();
+    let body = xz_asking_for_1_5_gib();
+    let cache = spoiled_cache(f, "xz", &root_path, &body, tmp.path());
+    let d = deploy(&cache, &[("0.1.175", "system-v1")], Opts::default());
+    let (r, rss) = run_measured(d.command("=0.1.175", &["boot"]));
+    assert_eq!(r.code, 21, "{r:?}");
+    let nar_url = format!(
+        "{}/nar/",
+        d.hub.url() // the NAR URL is named, under the cache
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "the xz stream of {root_path} asks for a 1536.0 MiB (1610612736 bytes) dictionary, \
+             over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB \
+             raises the cap, if you trust this cache)"
+        )) && r.stderr.contains(&nar_url),
+        "{r:?}"
+    );
+    if let Some(kib) = rss {
+        eprintln!("peak RSS with a 1.5 GiB xz dictionary asked for: {kib} KiB");
+        assert!(kib < 16 * 1024, "peak RSS {kib} KiB");
+    }
+    // Nothing of the refused path is in the store.
+    let base = root_path.trim_start_matches("/nix/store/");
+    assert!(
+        !d.store_entries().iter().any(|e| e.contains(base)),
+        "{:?}",
+        d.store_entries()
+    );
+    // A cap above what it asks for lets the decoder try (and the body,
+    // which has no data, then fails as corrupt, not as too big).
+    let r = d.apply("=0.1.175", &["boot", "--max-decoder-memory", "2048"]);
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(!r.stderr.contains("decoder memory cap"), "{r:?}");
+}
