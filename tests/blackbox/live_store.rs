@@ -3,7 +3,8 @@
 //! root, the local store written directly, the `nix copy` fallback with
 //! the closure token kept out of every argv and environment, a garbage
 //! collection during a slow transfer, the daemon killed mid-transfer, and
-//! a socket that does not speak the worker protocol.
+//! a socket that does not speak the worker protocol; a fresh root for the
+//! local store, and `nix copy` from a cache behind a private CA.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -659,4 +660,44 @@ fn daemon_socket_speaking_another_protocol() {
     );
     assert!(d.hub.requests_to("/nar/").is_empty());
     drop(server);
+}
+
+#[test]
+fn local_store_into_a_fresh_root() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    // No database in the root: Nix creates it on fh-lite's first call.
+    assert!(!d.root.join("nix/var/nix/db").exists());
+    let store = vec!["--store".to_string(), "local".to_string()];
+    let r = no_secret(output(live(&d, "=0.1.175", &with(&["boot"], &store))));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(d.root.join("nix/var/nix/db/db.sqlite").exists());
+    verify_clean(&d);
+    judge_closure(&d, f, "system-v1");
+}
+
+#[test]
+fn nix_copy_with_a_private_ca() {
+    let f = fixtures();
+    let opts = crate::support::fakehub::Opts {
+        tls: true,
+        second: false,
+    };
+    let d = crate::hardening::deploy(f.cache("zstd"), &[("0.1.175", "system-v1")], opts);
+    let ca = d.hub.ca_file().display().to_string();
+    let args = ["boot", "--store", "nix", "--ca-file", &ca];
+    let r = no_secret(output(live(&d, "=0.1.175", &args)));
+    assert_eq!(r.code, 0, "{r:?}");
+    verify_clean(&d);
+    judge_closure(&d, f, "system-v1");
+    for (p, sig) in sigs(&d, &f.get("system-v1").path) {
+        assert!(sig.contains(&format!("{TRUSTED_KEY_NAME}:")), "{p}: {sig}");
+    }
+    // Every NAR came over TLS from the stand-in, with the closure token.
+    let nars = d.hub.requests_to("/nar/");
+    assert!(!nars.is_empty());
+    assert!(
+        nars.iter().all(|q| q.auth == "basic" && q.status == 200),
+        "{nars:?}"
+    );
 }
