@@ -37,3 +37,7 @@ mod nixd;
 /// apply into live stores judged by real Nix: daemon, local, nix copy,
 /// GC during a transfer, daemon faults.
 mod live_store;
+
+/// Crash safety: applies killed (SIGKILL, SIGTERM) at random moments, then
+/// run again; judged by real Nix, the profile, the logs and status.
+mod crash;
