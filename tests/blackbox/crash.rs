@@ -943,6 +943,13 @@ fn judge_term(lab: &Lab, start: &Marks, phase: &str, r: &Run) -> Vec<String> {
             if now.profile != start.profile {
                 bad.push(format!("SIGTERM during {phase} moved the profile"));
             }
+            if let Some(e) = now
+                .store_entries
+                .iter()
+                .find(|e| e.contains("-fhlite-tmp-"))
+            {
+                bad.push(format!("SIGTERM during {phase} left a temporary tree: {e}"));
+            }
             let s = now.state.as_deref().and_then(parse);
             let result = s
                 .as_ref()
