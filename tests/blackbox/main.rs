@@ -41,3 +41,7 @@ mod live_store;
 /// Crash safety of the transfer: a NAR body that breaks off is resumed
 /// with a Range request; temp trees of dead runs are removed.
 mod resume;
+
+/// Crash safety: applies killed (SIGKILL, SIGTERM) at random moments, then
+/// run again; judged by real Nix, the profile, the logs and status.
+mod crash;
