@@ -35,6 +35,7 @@ USAGE:
     fh-lite resolve REF [--json]
     fh-lite status [--json]
     fh-lite rollback [--to N]
+    fh-lite recover
     fh-lite --help | --version
 
 REF:
@@ -59,6 +60,9 @@ COMMANDS:
                which token file is used and when it expires
     rollback   switch the profile to the previous generation (or --to N)
                and activate it
+    recover    finish or undo an attempt a kill interrupted (apply and
+               rollback do this first by themselves); see Crash safety
+               in README.md
 
 OPTIONS:
     -h, --help                 this text
@@ -97,6 +101,14 @@ OPTIONS:
                                DIR with --root); failing or timing out rolls
                                back
         --health-timeout SECS  how long CMD may run (default 60)
+        --trial                switch only: activate with 'test', run the
+                               health check, and only then make it the
+                               boot default (generation + 'boot'); a power
+                               cut during the trial boots the old system
+        --activation-timeout SECS
+                               kill a switch-to-configuration running longer
+                               (its process group) and roll back (default:
+                               no limit)
         --retry-failed         apply a path even if it failed before
         --state-dir DIR        state and lock (default /var/lib/fh-lite)
         --to N                 rollback: the generation number to switch to
@@ -137,6 +149,13 @@ EXAMPLES:
     Only deploy if sshd is still up afterwards, else roll back:
         fh-lite apply nixos MyOrg/fleet/0.1 --health-check 'systemctl is-active sshd'
 
+SIGNALS:
+    SIGTERM or SIGINT during resolve, plan or fetch: stop, remove partial
+    downloads, change nothing, exit 42. During activation, the health check
+    or a rollback: that step finishes (or is rolled back) first, then the
+    usual exit status. A run killed outright (power cut, SIGKILL) is
+    finished or undone by the next apply, rollback or recover.
+
 EXIT STATUS:
 ";
 
@@ -148,7 +167,7 @@ pub enum ApplyKind {
 }
 
 impl ApplyKind {
-    fn parse(s: &str) -> Result<ApplyKind, Error> {
+    pub fn parse(s: &str) -> Result<ApplyKind, Error> {
         match s {
             "nixos" => Ok(ApplyKind::Nixos),
             "nix-darwin" => Ok(ApplyKind::NixDarwin),
@@ -156,6 +175,15 @@ impl ApplyKind {
             _ => Err(Error::usage(format!(
                 "unknown apply type '{s}' [pick from: nixos, nix-darwin, home-manager]"
             ))),
+        }
+    }
+
+    /// The word on the command line (and in the journal).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyKind::Nixos => "nixos",
+            ApplyKind::NixDarwin => "nix-darwin",
+            ApplyKind::HomeManager => "home-manager",
         }
     }
 
@@ -178,7 +206,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn parse(s: &str) -> Result<Action, Error> {
+    pub fn parse(s: &str) -> Result<Action, Error> {
         match s {
             "switch" => Ok(Action::Switch),
             "boot" => Ok(Action::Boot),
@@ -265,6 +293,10 @@ pub struct ApplyOpts {
     pub health_check: Option<String>,
     pub health_timeout: Duration,
     pub retry_failed: bool,
+    /// `--trial`: `test`, health check, then generation and `boot`.
+    pub trial: bool,
+    /// `--activation-timeout`: a longer switch-to-configuration is killed.
+    pub activation_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -275,6 +307,7 @@ pub enum Command {
     Resolve { reference: OutputRef },
     Status,
     Rollback { to: Option<u64> },
+    Recover,
 }
 
 #[derive(Clone, Debug)]
@@ -358,6 +391,8 @@ pub struct RawArgs {
     health_check: Option<String>,
     health_timeout: Option<String>,
     retry_failed: bool,
+    trial: bool,
+    activation_timeout: Option<String>,
     to: Option<String>,
     /// Options given, in order, for the "does not apply to" check.
     seen: Vec<&'static str>,
@@ -392,6 +427,8 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("health-check", Some("apply")),
     ("health-timeout", Some("apply")),
     ("retry-failed", Some("apply")),
+    ("trial", Some("apply")),
+    ("activation-timeout", Some("apply")),
     ("state-dir", None),
     ("to", Some("rollback")),
 ];
@@ -444,6 +481,7 @@ where
             "force" => a.force = true,
             "no-rollback" => a.no_rollback = true,
             "retry-failed" => a.retry_failed = true,
+            "trial" => a.trial = true,
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
@@ -462,6 +500,7 @@ where
                     "rollback-on" => a.rollback_on = Some(v),
                     "health-check" => a.health_check = Some(v),
                     "health-timeout" => a.health_timeout = Some(v),
+                    "activation-timeout" => a.activation_timeout = Some(v),
                     "to" => a.to = Some(v),
                     // LONG_OPTIONS and this match list the same names;
                     // a test parses every one of them.
@@ -522,7 +561,7 @@ impl RawArgs {
     fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
         let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
-                "no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'",
+                "no command given [pick from: apply, resolve, status, rollback, recover]; see 'fh-lite --help'",
             ));
         };
         self.check_scope(cmd)?;
@@ -550,11 +589,13 @@ impl RawArgs {
                 };
                 Command::Rollback { to }
             }
-            other => {
-                return Err(Error::usage(format!(
-                    "unknown command '{other}' [pick from: apply, resolve, status, rollback]"
-                )))
+            "recover" => {
+                at_most(rest, 0, "'recover'")?;
+                Command::Recover
             }
+            other => return Err(Error::usage(format!(
+                "unknown command '{other}' [pick from: apply, resolve, status, rollback, recover]"
+            ))),
         })
     }
 
@@ -618,6 +659,17 @@ impl RawArgs {
             None => 60,
             Some(s) => number("health-timeout", s, 1..=u64::MAX, SECONDS)?,
         };
+        if self.trial && (kind != ApplyKind::Nixos || action != Action::Switch) {
+            return Err(Error::usage(format!(
+                "option '--trial' is only for 'apply nixos REF switch', not {} {}",
+                kind.as_str(),
+                action.as_str()
+            )));
+        }
+        let activation_timeout = match &self.activation_timeout {
+            None => None,
+            Some(s) => Some(number("activation-timeout", s, 1..=u64::MAX, SECONDS)?),
+        };
         Ok(ApplyOpts {
             kind,
             reference,
@@ -637,6 +689,8 @@ impl RawArgs {
             health_check: self.health_check.clone(),
             health_timeout: Duration::from_secs(health_timeout),
             retry_failed: self.retry_failed,
+            trial: self.trial,
+            activation_timeout: activation_timeout.map(Duration::from_secs),
         })
     }
 
@@ -801,6 +855,14 @@ mod tests {
         assert_eq!(o.jobs, 2);
         assert_eq!(o.rollback_on, vec![1, 4]);
         assert_eq!(o.health_timeout, Duration::from_secs(5));
+        assert_eq!((o.trial, o.activation_timeout), (false, None));
+        let o = apply("apply nixos org/proj/0.1#x switch --trial --activation-timeout 600");
+        assert!(o.trial);
+        assert_eq!(o.activation_timeout, Some(Duration::from_secs(600)));
+        assert!(matches!(
+            parse("recover").unwrap().command,
+            Command::Recover
+        ));
         let o = apply("apply home-manager org/proj/0.1#homeConfigurations.me");
         assert_eq!(o.kind, ApplyKind::HomeManager);
     }
@@ -903,8 +965,13 @@ mod tests {
     #[test]
     fn usage_errors_are_exact() {
         let cases: &[(&str, &str)] = &[
-            ("", "no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'"),
-            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, resolve, status, rollback]"),
+            ("", "no command given [pick from: apply, resolve, status, rollback, recover]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, resolve, status, rollback, recover]"),
+            ("apply nixos a/b/0.1#x boot --trial", "option '--trial' is only for 'apply nixos REF switch', not nixos boot"),
+            ("apply nix-darwin a/b/0.1#x --trial", "option '--trial' is only for 'apply nixos REF switch', not nix-darwin switch"),
+            ("apply nixos a/b/0.1#x --activation-timeout 0", "option '--activation-timeout': '0' is not a positive number of seconds"),
+            ("recover --trial", "option '--trial' is only for 'apply', not 'recover'"),
+            ("recover now", "unexpected argument 'now' after 'recover'; see 'fh-lite --help'"),
             ("apply", "apply needs a type and a reference: fh-lite apply nixos|nix-darwin|home-manager REF"),
             ("apply nixes a/b/c", "unknown apply type 'nixes' [pick from: nixos, nix-darwin, home-manager]"),
             ("apply nixos", "apply nixos needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo"),
