@@ -593,9 +593,11 @@ impl RawArgs {
                 at_most(rest, 0, "'recover'")?;
                 Command::Recover
             }
-            other => return Err(Error::usage(format!(
+            other => {
+                return Err(Error::usage(format!(
                 "unknown command '{other}' [pick from: apply, resolve, status, rollback, recover]"
-            ))),
+            )))
+            }
         })
     }
 

@@ -905,8 +905,14 @@ fn sample(
                 ));
             }
         }
+        // The killed run finished its attempt on its own when it exited
+        // first; after a SIGTERM it finishes (or rolls back) the step it is
+        // in and exits itself; and a kill can land after it recorded the
+        // attempt's end but before it exited. Then its own log lines count.
+        let finished =
+            phase == "done" || matches!(kill, Kill::Term) || attempt_recorded(&after, &lab.v2);
         let rerun = lab.run("=0.1.2", extra);
-        problems.extend(judge(lab, &after, phase == "done", &rerun, want, trial));
+        problems.extend(judge(lab, &after, finished, &rerun, want, trial));
         points.push(Point {
             n,
             delay,
@@ -915,6 +921,18 @@ fn sample(
         });
     }
     points
+}
+
+/// state.json says the attempt at `path` ended (no `pending`, and a last
+/// attempt for it that is not "running").
+fn attempt_recorded(m: &Marks, path: &str) -> bool {
+    let Some(s) = m.state.as_deref().and_then(parse) else {
+        return false;
+    };
+    let pending = s.get("pending").is_some_and(|p| !matches!(p, Value::Null));
+    !pending
+        && text(&s, &["last_attempt", "store_path"]) == Some(path)
+        && text(&s, &["last_attempt", "result"]).is_some_and(|r| r != "running")
 }
 
 /// SIGTERM: during resolve/fetch/register, exit 42 with nothing changed;
