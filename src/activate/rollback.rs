@@ -923,4 +923,184 @@ mod tests {
         let dry = opts(ApplyKind::Nixos, Action::DryActivate);
         assert!(!crate::activate::is_current(&c, &dry, &sp(&b)));
     }
+
+    /// Records the phases journaled, in order.
+    #[derive(Default)]
+    struct Phases(Vec<&'static str>);
+
+    impl Journal for Phases {
+        fn phase(&mut self, phase: Phase, _: Option<u64>) -> Result<(), Error> {
+            self.0.push(phase.as_str());
+            Ok(())
+        }
+    }
+
+    /// Apply with `o`, journaling into `j`; the "before" is read now.
+    fn apply_journaled(
+        c: &Common,
+        o: &ApplyOpts,
+        path: &str,
+        j: &mut Phases,
+    ) -> (Exit, String, Report) {
+        let mut r = Report::default();
+        let before = Before::read(c).unwrap();
+        match crate::activate::activate(c, &Settings::of(o), &sp(path), &before, j, &mut r) {
+            Ok(e) => (e, String::new(), r),
+            Err(e) => (e.exit, e.message, r),
+        }
+    }
+
+    /// Point DIR/run/current-system at `path` (what activation would do).
+    fn set_running(root: &Path, path: &str) {
+        let run = root.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let link = run.join("current-system");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(path, link).unwrap();
+    }
+
+    #[test]
+    fn rollback_after_boot_returns_to_the_running_system() {
+        let t = TempDir::new("act-after-boot");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let bad = fake_system(&root, "sys-bad", STC, 2);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        set_running(&root, &a);
+        let mut boot = opts(ApplyKind::Nixos, Action::Boot);
+        boot.install_bootloader = true;
+        assert_eq!(apply(&c, &boot, &b).0, Exit::Success);
+        assert_eq!(profile_target(&root), "system-2-link");
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        // Generation 3 fails: back to the running a (generation 1), not to
+        // generation 2 (b, only the boot default).
+        let (exit, msg, r) = apply(&c, &o, &bad);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert!(
+            msg.ends_with(&format!("; rolled back to generation 1 ({a})")),
+            "{msg}"
+        );
+        assert_eq!(
+            (r.previous_generation, r.rolled_back_to),
+            (Some(2), Some(1))
+        );
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert_eq!(
+            log(&root),
+            format!(
+                "/nix/var/nix/profiles/system-3-link/{STC} switch bootloader=\n\
+                 /nix/var/nix/profiles/system-1-link/{STC} switch bootloader=\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_test_reactivates_the_running_system_with_test() {
+        let t = TempDir::new("act-test-back");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let bad = fake_system(&root, "sys-bad", STC, 2);
+        assert_eq!(
+            apply(&c, &opts(ApplyKind::Nixos, Action::Switch), &a).0,
+            Exit::Success
+        );
+        set_running(&root, &a);
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        let mut j = Phases::default();
+        let (exit, msg, r) =
+            apply_journaled(&c, &opts(ApplyKind::Nixos, Action::Test), &bad, &mut j);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert!(
+            msg.ends_with(&format!("; rolled back to {a} (test)")),
+            "{msg}"
+        );
+        assert_eq!(r.generation, None);
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert!(!root.join("nix/var/nix/profiles/system-2-link").exists());
+        assert_eq!(
+            log(&root),
+            format!("{bad}/{STC} test bootloader=\n{a}/{STC} test bootloader=\n")
+        );
+        assert_eq!(j.0, ["activating", "rolling-back"]);
+    }
+
+    #[test]
+    fn trial_commits_only_after_test_and_health_check() {
+        let t = TempDir::new("act-trial");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        assert_eq!(
+            apply(&c, &opts(ApplyKind::Nixos, Action::Switch), &a).0,
+            Exit::Success
+        );
+        set_running(&root, &a);
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        let mut o = opts(ApplyKind::Nixos, Action::Switch);
+        o.trial = true;
+        o.install_bootloader = true;
+        // A failing health check: the profile never moves, no `boot`, and
+        // the running system is re-activated with `test`.
+        o.health_check = Some("exit 1".into());
+        let mut j = Phases::default();
+        let (exit, msg, r) = apply_journaled(&c, &o, &b, &mut j);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert_eq!((r.generation, r.path_failed), (None, true));
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert!(!root.join("nix/var/nix/profiles/system-2-link").exists());
+        assert_eq!(
+            log(&root),
+            format!("{b}/{STC} test bootloader=1\n{a}/{STC} test bootloader=1\n")
+        );
+        assert_eq!(j.0, ["activating", "health-check", "rolling-back"]);
+        // A passing one: generation 2, then its `boot`.
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        o.health_check = Some("exit 0".into());
+        let mut j = Phases::default();
+        let (exit, msg, r) = apply_journaled(&c, &o, &b, &mut j);
+        assert_eq!((exit, msg.as_str()), (Exit::Success, ""));
+        assert_eq!(r.generation, Some(2));
+        assert_eq!(profile_target(&root), "system-2-link");
+        assert_eq!(
+            log(&root),
+            format!(
+                "{b}/{STC} test bootloader=1\n\
+                 /nix/var/nix/profiles/system-2-link/{STC} boot bootloader=1\n"
+            )
+        );
+        assert_eq!(
+            j.0,
+            ["activating", "health-check", "committing", "committing"]
+        );
+    }
+
+    #[test]
+    fn a_hung_activation_is_killed_and_rolled_back() {
+        let t = TempDir::new("act-timeout");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let hung = fake_system(&root, "sys-hung", STC, 0);
+        let script = root.join(hung.trim_start_matches('/')).join(STC);
+        std::fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
+        let mut o = opts(ApplyKind::Nixos, Action::Switch);
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        o.activation_timeout = Some(Duration::from_secs(1));
+        let mut j = Phases::default();
+        let started = Instant::now();
+        let (exit, msg, _) = apply_journaled(&c, &o, &hung, &mut j);
+        assert!(started.elapsed() < Duration::from_secs(10), "not killed");
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert_eq!(
+            msg,
+            format!("/nix/var/nix/profiles/system-2-link/{STC} switch did not finish within 1 s (--activation-timeout; killed); rolled back to generation 1 ({a})")
+        );
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert_eq!(j.0, ["profile", "activating", "rolling-back"]);
+    }
 }
