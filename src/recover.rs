@@ -194,3 +194,117 @@ fn say(common: &Common, msg: &str) {
         eprintln!("fh-lite: {msg}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activate::profiles::Profile;
+    use crate::testutil::{chroot_root, common, fake_system, log as activation_log, TempDir};
+
+    const STC: &str = "bin/switch-to-configuration";
+
+    #[test]
+    fn each_phase_has_its_decision() {
+        let cases = [
+            (Phase::Fetching, Decision::Clear),
+            (Phase::Profile, Decision::Resume),
+            (Phase::Activating, Decision::Resume),
+            (Phase::HealthCheck, Decision::Resume),
+            (Phase::Committing, Decision::Resume),
+            (Phase::RollingBack, Decision::RollBack),
+        ];
+        for (phase, want) in cases {
+            assert_eq!(decide(phase), want, "{phase:?}");
+        }
+    }
+
+    /// A journal entry for `path` (switch, slow-v1-like `a` ran before).
+    fn entry(path: &str, phase: Phase, before: &str) -> Pending {
+        Pending {
+            reference: "org/proj/=0.1.2#x".into(),
+            store_path: path.into(),
+            action: "switch".into(),
+            phase: phase.as_str().into(),
+            previous_generation: Some(1),
+            previous_system: Some(before.into()),
+            time: 1,
+            pid: 999_999,
+            kind: "nixos".into(),
+            rollback_on: vec![1, 2, 4],
+            health_timeout: 60,
+            ..Pending::default()
+        }
+    }
+
+    #[test]
+    fn nothing_pending_is_nothing_to_do_and_fetching_is_cleared() {
+        let t = TempDir::new("recover-fetching");
+        let c = common(t.path());
+        let state = StateDir::new(&c.state_dir);
+        assert!(matches!(recover(&c, &state).unwrap(), Recovery::Nothing));
+        let p = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
+        let a = Attempt::start("r", &StorePath::parse(p).unwrap());
+        state.begin(&a, &entry(p, Phase::Fetching, p)).unwrap();
+        assert!(matches!(recover(&c, &state).unwrap(), Recovery::Cleared));
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().result, "interrupted");
+    }
+
+    #[test]
+    fn an_attempt_killed_mid_activation_is_redone_or_rolled_back() {
+        let t = TempDir::new("recover-resume");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let state = StateDir::new(&c.state_dir);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let profile = Profile::new(&c.profile, Some(&root));
+        profile.create_generation(&a).unwrap();
+        profile.switch_to(1).unwrap();
+        // Killed during b's activation: generation 2 exists and is current.
+        profile.create_generation(&b).unwrap();
+        profile.switch_to(2).unwrap();
+        let att = Attempt::start("r", &StorePath::parse(&b).unwrap());
+        state
+            .begin(&att, &entry(&b, Phase::Activating, &a))
+            .unwrap();
+        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+            panic!("not recovered")
+        };
+        assert_eq!(r.unwrap(), Exit::Success);
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        let last = s.last_success.unwrap();
+        assert_eq!(
+            (last.store_path.as_str(), last.generation),
+            (b.as_str(), Some(2))
+        );
+        assert_eq!(
+            profile.current().unwrap(),
+            Some(2),
+            "the generation is reused"
+        );
+        assert_eq!(
+            activation_log(&root),
+            format!("/nix/var/nix/profiles/system-2-link/{STC} switch bootloader=\n")
+        );
+        // Killed while rolling back: the rollback is redone, b is failed.
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        state
+            .begin(&att, &entry(&b, Phase::RollingBack, &a))
+            .unwrap();
+        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+            panic!("not recovered")
+        };
+        assert_eq!(r.unwrap_err().exit, Exit::RolledBack);
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.failed[0].store_path, b);
+        assert_eq!(profile.current().unwrap(), Some(1));
+        assert_eq!(
+            activation_log(&root),
+            format!("/nix/var/nix/profiles/system-1-link/{STC} switch bootloader=\n")
+        );
+    }
+}

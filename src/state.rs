@@ -601,4 +601,103 @@ mod tests {
             assert_eq!(format_time(t), want, "{name}");
         }
     }
+
+    fn pending(phase: Phase) -> Pending {
+        Pending {
+            reference: "org/proj/=0.1.2#x".into(),
+            store_path: P.into(),
+            action: "switch".into(),
+            trial: true,
+            phase: phase.as_str().into(),
+            generation: Some(4),
+            previous_generation: Some(3),
+            previous_system: Some("/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b".into()),
+            time: 1_700_000_000,
+            pid: 42,
+            kind: "nixos".into(),
+            install_bootloader: false,
+            rollback_on: vec![1, 2, 4],
+            no_rollback: false,
+            health_check: Some("true".into()),
+            health_timeout: 60,
+            activation_timeout: Some(600),
+        }
+    }
+
+    #[test]
+    fn phases_have_the_journal_words() {
+        let words: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "fetching",
+                "profile",
+                "activating",
+                "health-check",
+                "committing",
+                "rolling-back"
+            ]
+        );
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Phase::parse("activation"), None);
+        let mut odd = pending(Phase::Fetching);
+        odd.phase = "from-the-future".into();
+        assert_eq!(
+            odd.phase(),
+            Phase::Activating,
+            "unknown: redo the activation"
+        );
+    }
+
+    #[test]
+    fn pending_round_trips_and_is_cleared_with_the_result() {
+        let t = TempDir::new("state-pending");
+        let d = dir(&t);
+        let a = Attempt::start("org/proj/=0.1.2#x", &sp());
+        let mut p = pending(Phase::Fetching);
+        d.begin(&a, &p).unwrap();
+        assert_eq!(d.pending().unwrap(), Some(p.clone()));
+        assert_eq!(d.load().unwrap().last_attempt.unwrap().result, "running");
+        for phase in Phase::ALL {
+            p.phase = phase.as_str().into();
+            d.set_pending(&p).unwrap();
+            assert_eq!(d.pending().unwrap().unwrap().phase(), phase);
+        }
+        let text = std::fs::read_to_string(d.file()).unwrap();
+        assert!(
+            text.contains(&format!("\"pending\":{{\"reference\":\"org/proj/=0.1.2#x\",\"store_path\":\"{P}\",\"action\":\"switch\",\"trial\":true,\"phase\":\"rolling-back\",\"generation\":4,\"previous_generation\":3,\"previous_system\":\"/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b\",\"time\":1700000000,\"pid\":42,")),
+            "{text}"
+        );
+        d.record_result(&a, Exit::RolledBack, Some(4), true)
+            .unwrap();
+        let s = d.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().result, "rolled-back");
+        // An interrupted transfer: recorded as such, journal cleared.
+        d.begin(&a, &pending(Phase::Fetching)).unwrap();
+        d.record_result(&a, Exit::Interrupted, None, false).unwrap();
+        let s = d.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().result, "interrupted");
+    }
+
+    #[test]
+    fn a_state_file_from_before_the_journal_still_loads() {
+        let t = TempDir::new("state-old");
+        let d = dir(&t);
+        std::fs::create_dir_all(&d.dir).unwrap();
+        let old = format!(
+            "{{\"version\":1,\"last_attempt\":{{\"reference\":\"r\",\"store_path\":\"{P}\",\"generation\":1,\"time\":5,\"result\":\"success\",\"exit_code\":0,\"duration_ms\":7,\"bytes_downloaded\":9}},\"last_success\":null,\"failed\":[]}}\n"
+        );
+        std::fs::write(d.file(), old).unwrap();
+        let s = d.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().generation, Some(1));
+        assert_eq!(d.pending().unwrap(), None);
+        // Not moved aside as corrupt by a writer either.
+        d.mark_failed(P, "r", Exit::RolledBack).unwrap();
+        assert_eq!(d.load().unwrap().last_attempt.unwrap().result, "success");
+    }
 }
