@@ -395,12 +395,6 @@ impl<'a> SystemRun<'a> {
             );
         }
         journal_or_warn(journal, Phase::RollingBack);
-        if action == Action::Test || !action.makes_generation() {
-            // The profile never moved: activate the old system again.
-            ctx.say(&format!("{why}; rolling back to {target} (test)"));
-            let base = PathBuf::from(&target);
-            return self.restore(&base, Action::Test, why, &format!("{target} (test)"));
-        }
         // The generation pointing at the old system: the one current before
         // when it does, else the newest that does (after a `boot`, the
         // profile was ahead of the running system).
@@ -409,6 +403,20 @@ impl<'a> SystemRun<'a> {
             .clone()
             .filter(|g| g.target == target)
             .or_else(|| gens.iter().rev().find(|g| g.target == target).cloned());
+        if action == Action::Test || !action.makes_generation() {
+            // The profile never moved: activate the old system again with
+            // `test` (through its generation when it has one).
+            let (base, to) = match &gen {
+                Some(g) => (
+                    ctx.logical(&g.link),
+                    format!("generation {} ({target})", g.number),
+                ),
+                None => (PathBuf::from(&target), format!("{target} (test)")),
+            };
+            report.rolled_back_to = gen.as_ref().map(|g| g.number);
+            ctx.say(&format!("{why}; rolling back to {to}"));
+            return self.restore(&base, Action::Test, why, &to);
+        }
         let Some(gen) = gen else {
             // No generation runs it: keep the profile as before the
             // attempt and activate the old system now without making it
@@ -1015,7 +1023,7 @@ mod tests {
             apply_journaled(&c, &opts(ApplyKind::Nixos, Action::Test), &bad, &mut j);
         assert_eq!(exit, Exit::RolledBack, "{msg}");
         assert!(
-            msg.ends_with(&format!("; rolled back to {a} (test)")),
+            msg.ends_with(&format!("; rolled back to generation 1 ({a})")),
             "{msg}"
         );
         assert_eq!(r.generation, None);
@@ -1023,7 +1031,7 @@ mod tests {
         assert!(!root.join("nix/var/nix/profiles/system-2-link").exists());
         assert_eq!(
             log(&root),
-            format!("{bad}/{STC} test bootloader=\n{a}/{STC} test bootloader=\n")
+            format!("{bad}/{STC} test bootloader=\n/nix/var/nix/profiles/system-1-link/{STC} test bootloader=\n")
         );
         assert_eq!(j.0, ["activating", "rolling-back"]);
     }
@@ -1055,7 +1063,7 @@ mod tests {
         assert!(!root.join("nix/var/nix/profiles/system-2-link").exists());
         assert_eq!(
             log(&root),
-            format!("{b}/{STC} test bootloader=1\n{a}/{STC} test bootloader=1\n")
+            format!("{b}/{STC} test bootloader=1\n/nix/var/nix/profiles/system-1-link/{STC} test bootloader=1\n")
         );
         assert_eq!(j.0, ["activating", "health-check", "rolling-back"]);
         // A passing one: generation 2, then its `boot`.
