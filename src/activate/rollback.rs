@@ -137,7 +137,7 @@ impl<'a> SystemRun<'a> {
         journal.phase(Phase::Activating, report.generation)?;
         let exit = self.run_script(&base, self.action, store_path, journal, report)?;
         self.check_health(store_path, self.action, journal, report)?;
-        self.say_done(store_path, exit, self.action);
+        self.say_done(store_path, exit, self.action, &base);
         Ok(exit)
     }
 
@@ -156,6 +156,9 @@ impl<'a> SystemRun<'a> {
         let base = PathBuf::from(store_path.to_string());
         let exit = self.run_script(&base, Action::Test, store_path, journal, report)?;
         self.check_health(store_path, Action::Test, journal, report)?;
+        if exit == Exit::RebootNeeded {
+            self.say_done(store_path, exit, Action::Test, &base);
+        }
         journal.phase(Phase::Committing, None)?;
         let link = self.make_generation(store_path, report)?;
         journal.phase(Phase::Committing, report.generation)?;
@@ -175,14 +178,20 @@ impl<'a> SystemRun<'a> {
                 return Err(self.roll_back(store_path, &why, Action::Switch, journal, report));
             }
         }
-        self.say_done(store_path, exit, Action::Switch);
+        if exit != Exit::RebootNeeded {
+            self.say_done(store_path, exit, Action::Switch, &base);
+        }
         Ok(exit)
     }
 
-    fn say_done(&self, store_path: &StorePath, exit: Exit, action: Action) {
+    /// The closing line; `base`: where the script that ran lives.
+    fn say_done(&self, store_path: &StorePath, exit: Exit, action: Action, base: &Path) {
         if exit == Exit::RebootNeeded {
+            let script = base.join(self.flavor.script());
+            let args = self.flavor.args(action).join(" ");
             self.ctx.say(&format!(
-                "activation exited 100: reboot for {store_path} to take full effect"
+                "{} {args} exited 100: reboot for {store_path} to take full effect",
+                script.display()
             ));
         } else {
             let how = if self.s.trial { " after a trial" } else { "" };
