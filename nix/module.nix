@@ -16,7 +16,11 @@ let
 
   args =
     [ "apply" "nixos" cfg.reference cfg.action ]
-    ++ optionals (cfg.healthCheck != null) [ "--health-check" cfg.healthCheck ]
+    ++ optionals (cfg.trial && cfg.action == "switch") [ "--trial" ]
+    ++ optionals (cfg.activationTimeout != null)
+      [ "--activation-timeout" (toString cfg.activationTimeout) ]
+    ++ optionals (cfg.healthCheck != null)
+      [ "--health-check" cfg.healthCheck "--health-timeout" (toString cfg.healthTimeout) ]
     ++ cfg.extraArgs;
 in
 {
@@ -41,6 +45,33 @@ in
       type = types.enum [ "switch" "boot" "test" "dry-activate" ];
       default = "switch";
       description = "What switch-to-configuration does with the new system.";
+    };
+
+    trial = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        With action "switch": activate the new system with
+        `switch-to-configuration test`, run the health check, and only when
+        both pass make it the boot default (generation + `boot`). A power
+        cut during the trial boots the old system, since the boot loader
+        never saw the new one.
+      '';
+    };
+
+    activationTimeout = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = 600;
+      description = ''
+        Seconds a switch-to-configuration may run; a longer one is killed
+        (with its process group) and rolled back. null: no limit.
+      '';
+    };
+
+    healthTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = "Seconds the health check may run (--health-timeout).";
     };
 
     schedule = mkOption {
@@ -113,7 +144,17 @@ in
         SystemCallArchitectures = "native";
         UMask = "0022";
         TimeoutStartSec = "1h";
-        KillMode = "process";
+        # On stop, SIGTERM goes to fh-lite alone (the activation's children
+        # are not cut off by systemd); fh-lite stops a transfer at once, but
+        # finishes an activation, its health check and any rollback first.
+        KillMode = "mixed";
+        # How long that may take: activation timeout + health timeout +
+        # the rollback's activation (another activation timeout), plus a
+        # margin; only then does systemd SIGKILL the lot (the next run
+        # recovers from the journal).
+        TimeoutStopSec =
+          let act = if cfg.activationTimeout == null then 600 else cfg.activationTimeout;
+          in "${toString (2 * act + cfg.healthTimeout + 60)}s";
         SyslogIdentifier = "fh-lite";
       };
     };

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::activate::{self, Report};
+use crate::activate::{self, Before, Report, Settings};
 use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common};
 use crate::error::{Error, Exit};
@@ -19,7 +19,8 @@ use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
-use crate::state::{format_time, Attempt, StateDir};
+use crate::recover::{self, AttemptJournal};
+use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::store::select;
 use crate::store::Store;
 
@@ -32,21 +33,36 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     let state = StateDir::new(&common.state_dir);
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
+    if !opts.dry_run {
+        // From here SIGTERM/SIGINT stop the transfer cleanly, and never
+        // cut an activation short (signal.rs).
+        crate::signal::install()?;
+        // An attempt a kill interrupted is finished or undone first.
+        if let Some(result) = recover::before_command(common, &state)? {
+            return result;
+        }
+    }
 
     // resolve
     let client = Client::new(common)?;
-    let mut token = ClosureToken::resolve(&client, common, opts)?;
+    let mut token = ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?;
     let root_path = token.store_path.clone();
     let msg = format!("{} resolves to {root_path}", opts.reference);
     say(common, &msg);
-    if !opts.dry_run && already_done(common, opts, &state, &root_path)? {
-        return Ok(Exit::Success);
+    let mut attempt = Attempt::start(&opts.reference.to_string(), &root_path);
+    if !opts.dry_run {
+        stop_if_interrupted(&state, &attempt)?;
+        if already_done(common, opts, &state, &root_path)? {
+            return Ok(Exit::Success);
+        }
     }
 
     // plan
     let store = select::select(common, opts, &opts.trusted_keys, &token.token)?;
     let store = store.as_ref();
-    let plan = token.plan(store, &opts.trusted_keys, opts.jobs)?;
+    let plan = token
+        .plan(store, &opts.trusted_keys, opts.jobs)
+        .map_err(interrupted_or)?;
     if opts.dry_run {
         let out = if common.json {
             plan.render_json()
@@ -56,25 +72,53 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
         crate::print_stdout(&out);
         return Ok(Exit::Success);
     }
+    stop_if_interrupted(&state, &attempt)?;
     make_room(common, store, &plan)?;
 
+    // The journal: what ran before (the rollback target), read before
+    // anything irreversible, then phase "fetching".
+    let settings = Settings::of(opts);
+    let before = Before::read(common)?;
+    let mut pending = Pending {
+        reference: attempt.reference.clone(),
+        store_path: root_path.to_string(),
+        phase: Phase::Fetching.as_str().to_string(),
+        generation: None,
+        previous_generation: before.generation,
+        previous_system: before.system.clone(),
+        time: attempt.time(),
+        pid: std::process::id(),
+        ..Pending::default()
+    };
+    settings.record(&mut pending);
+    state.begin(&attempt, &pending)?;
+
     // fetch + register
-    let mut attempt = Attempt::start(&opts.reference.to_string(), &root_path);
-    state.record_attempt(&attempt)?;
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    if let Err(e) = token.fetch(store, &opts.trusted_keys, opts.jobs, plan) {
+    let fetched = token.fetch(store, &opts.trusted_keys, opts.jobs, plan);
+    if let Err(e) = fetched.map_err(interrupted_or) {
         state.record_result(&attempt, e.exit, None, false)?;
         return Err(e);
     }
+    stop_if_interrupted(&state, &attempt)?;
     let paths = crate::progress::plural(total_paths as u64, "path");
     let secs = started.elapsed().as_secs_f64();
     let msg = format!("{paths} in {} ({secs:.1}s)", store.describe());
     say(common, &msg);
 
-    // activate
+    // activate: from here a signal no longer stops anything; each phase is
+    // journaled before its step, so a kill is recovered by the next run.
     let mut report = Report::default();
-    let result = activate::activate(common, opts, &root_path, &mut report);
+    let mut journal = AttemptJournal::new(&state, pending);
+    let result = activate::activate(
+        common,
+        &settings,
+        &root_path,
+        &before,
+        &mut journal,
+        &mut report,
+    );
     // The generation (if the action made one) is a permanent root now, but
     // a collection that started before it existed may read our temp roots
     // only after we exit. Announcing the root again closes that window: Nix
@@ -86,6 +130,25 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
     result
+}
+
+/// An error of resolve, plan or fetch, or Interrupted when a signal
+/// caused it (a transfer stopped on purpose).
+fn interrupted_or(e: impl Into<Error>) -> Error {
+    match crate::signal::interrupted() {
+        true => crate::signal::error(),
+        false => e.into(),
+    }
+}
+
+/// Before anything irreversible: when a signal arrived, record the attempt
+/// as "interrupted" (clearing the journal) and stop.
+fn stop_if_interrupted(state: &StateDir, attempt: &Attempt) -> Result<(), Error> {
+    if !crate::signal::interrupted() {
+        return Ok(());
+    }
+    state.record_result(attempt, Exit::Interrupted, None, false)?;
+    Err(crate::signal::error())
 }
 
 /// A progress line on stderr (not with --quiet or --json).
@@ -116,6 +179,12 @@ fn already_done(
                 ),
             ));
         }
+    }
+    // An attempt still pending for this path is not current (recovery
+    // clears it, so this is a safeguard).
+    let pending = state.pending()?;
+    if pending.is_some_and(|p| p.store_path == store_path.to_string()) {
+        return Ok(false);
     }
     if opts.force || !activate::is_current(common, opts, store_path) {
         return Ok(false);

@@ -35,6 +35,7 @@ USAGE:
     fh-lite resolve REF [--json]
     fh-lite status [--json]
     fh-lite rollback [--to N]
+    fh-lite recover
     fh-lite --help | --version
 
 REF:
@@ -59,6 +60,9 @@ COMMANDS:
                which token file is used and when it expires
     rollback   switch the profile to the previous generation (or --to N)
                and activate it
+    recover    finish or undo an attempt a kill interrupted (apply and
+               rollback do this first by themselves); see Crash safety
+               in README.md
 
 OPTIONS:
     -h, --help                 this text
@@ -101,6 +105,14 @@ OPTIONS:
                                DIR with --root); failing or timing out rolls
                                back
         --health-timeout SECS  how long CMD may run (default 60)
+        --trial                switch only: activate with 'test', run the
+                               health check, and only then make it the
+                               boot default (generation + 'boot'); a power
+                               cut during the trial boots the old system
+        --activation-timeout SECS
+                               kill a switch-to-configuration running longer
+                               (its process group) and roll back (default:
+                               no limit)
         --retry-failed         apply a path even if it failed before
         --state-dir DIR        state and lock (default /var/lib/fh-lite)
         --to N                 rollback: the generation number to switch to
@@ -141,6 +153,13 @@ EXAMPLES:
     Only deploy if sshd is still up afterwards, else roll back:
         fh-lite apply nixos MyOrg/fleet/0.1 --health-check 'systemctl is-active sshd'
 
+SIGNALS:
+    SIGTERM or SIGINT during resolve, plan or fetch: stop, remove partial
+    downloads, change nothing, exit 42. During activation, the health check
+    or a rollback: that step finishes (or is rolled back) first, then the
+    usual exit status. A run killed outright (power cut, SIGKILL) is
+    finished or undone by the next apply, rollback or recover.
+
 EXIT STATUS:
 ";
 
@@ -152,7 +171,7 @@ pub enum ApplyKind {
 }
 
 impl ApplyKind {
-    fn parse(s: &str) -> Result<ApplyKind, Error> {
+    pub fn parse(s: &str) -> Result<ApplyKind, Error> {
         match s {
             "nixos" => Ok(ApplyKind::Nixos),
             "nix-darwin" => Ok(ApplyKind::NixDarwin),
@@ -160,6 +179,15 @@ impl ApplyKind {
             _ => Err(Error::usage(format!(
                 "unknown apply type '{s}' [pick from: nixos, nix-darwin, home-manager]"
             ))),
+        }
+    }
+
+    /// The word on the command line (and in the journal).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyKind::Nixos => "nixos",
+            ApplyKind::NixDarwin => "nix-darwin",
+            ApplyKind::HomeManager => "home-manager",
         }
     }
 
@@ -182,7 +210,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn parse(s: &str) -> Result<Action, Error> {
+    pub fn parse(s: &str) -> Result<Action, Error> {
         match s {
             "switch" => Ok(Action::Switch),
             "boot" => Ok(Action::Boot),
@@ -271,6 +299,10 @@ pub struct ApplyOpts {
     pub health_check: Option<String>,
     pub health_timeout: Duration,
     pub retry_failed: bool,
+    /// `--trial`: `test`, health check, then generation and `boot`.
+    pub trial: bool,
+    /// `--activation-timeout`: a longer switch-to-configuration is killed.
+    pub activation_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -281,6 +313,7 @@ pub enum Command {
     Resolve { reference: OutputRef },
     Status,
     Rollback { to: Option<u64> },
+    Recover,
 }
 
 #[derive(Clone, Debug)]
@@ -365,6 +398,8 @@ pub struct RawArgs {
     health_check: Option<String>,
     health_timeout: Option<String>,
     retry_failed: bool,
+    trial: bool,
+    activation_timeout: Option<String>,
     to: Option<String>,
     /// Options given, in order, for the "does not apply to" check.
     seen: Vec<&'static str>,
@@ -400,6 +435,8 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("health-check", Some("apply")),
     ("health-timeout", Some("apply")),
     ("retry-failed", Some("apply")),
+    ("trial", Some("apply")),
+    ("activation-timeout", Some("apply")),
     ("state-dir", None),
     ("to", Some("rollback")),
 ];
@@ -452,6 +489,7 @@ where
             "force" => a.force = true,
             "no-rollback" => a.no_rollback = true,
             "retry-failed" => a.retry_failed = true,
+            "trial" => a.trial = true,
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
@@ -471,6 +509,7 @@ where
                     "rollback-on" => a.rollback_on = Some(v),
                     "health-check" => a.health_check = Some(v),
                     "health-timeout" => a.health_timeout = Some(v),
+                    "activation-timeout" => a.activation_timeout = Some(v),
                     "to" => a.to = Some(v),
                     // LONG_OPTIONS and this match list the same names;
                     // a test parses every one of them.
@@ -536,7 +575,7 @@ impl RawArgs {
     fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
         let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
-                "no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'",
+                "no command given [pick from: apply, resolve, status, rollback, recover]; see 'fh-lite --help'",
             ));
         };
         self.check_scope(cmd)?;
@@ -564,10 +603,14 @@ impl RawArgs {
                 };
                 Command::Rollback { to }
             }
+            "recover" => {
+                at_most(rest, 0, "'recover'")?;
+                Command::Recover
+            }
             other => {
                 return Err(Error::usage(format!(
-                    "unknown command '{other}' [pick from: apply, resolve, status, rollback]"
-                )))
+                "unknown command '{other}' [pick from: apply, resolve, status, rollback, recover]"
+            )))
             }
         })
     }
@@ -632,6 +675,17 @@ impl RawArgs {
             None => 60,
             Some(s) => number("health-timeout", s, 1..=u64::MAX, SECONDS)?,
         };
+        if self.trial && (kind != ApplyKind::Nixos || action != Action::Switch) {
+            return Err(Error::usage(format!(
+                "option '--trial' is only for 'apply nixos REF switch', not {} {}",
+                kind.as_str(),
+                action.as_str()
+            )));
+        }
+        let activation_timeout = match &self.activation_timeout {
+            None => None,
+            Some(s) => Some(number("activation-timeout", s, 1..=u64::MAX, SECONDS)?),
+        };
         Ok(ApplyOpts {
             kind,
             reference,
@@ -651,6 +705,8 @@ impl RawArgs {
             health_check: self.health_check.clone(),
             health_timeout: Duration::from_secs(health_timeout),
             retry_failed: self.retry_failed,
+            trial: self.trial,
+            activation_timeout: activation_timeout.map(Duration::from_secs),
         })
     }
 
@@ -817,6 +873,14 @@ mod tests {
         assert_eq!(o.jobs, 2);
         assert_eq!(o.rollback_on, vec![1, 4]);
         assert_eq!(o.health_timeout, Duration::from_secs(5));
+        assert_eq!((o.trial, o.activation_timeout), (false, None));
+        let o = apply("apply nixos org/proj/0.1#x switch --trial --activation-timeout 600");
+        assert!(o.trial);
+        assert_eq!(o.activation_timeout, Some(Duration::from_secs(600)));
+        assert!(matches!(
+            parse("recover").unwrap().command,
+            Command::Recover
+        ));
         let o = apply("apply home-manager org/proj/0.1#homeConfigurations.me");
         assert_eq!(o.kind, ApplyKind::HomeManager);
         let memory = |args: &str| parse(args).unwrap().common.max_decoder_memory;
@@ -929,8 +993,13 @@ mod tests {
     #[test]
     fn usage_errors_are_exact() {
         let cases: &[(&str, &str)] = &[
-            ("", "no command given [pick from: apply, resolve, status, rollback]; see 'fh-lite --help'"),
-            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, resolve, status, rollback]"),
+            ("", "no command given [pick from: apply, resolve, status, rollback, recover]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, resolve, status, rollback, recover]"),
+            ("apply nixos a/b/0.1#x boot --trial", "option '--trial' is only for 'apply nixos REF switch', not nixos boot"),
+            ("apply nix-darwin a/b/0.1#x --trial", "option '--trial' is only for 'apply nixos REF switch', not nix-darwin switch"),
+            ("apply nixos a/b/0.1#x --activation-timeout 0", "option '--activation-timeout': '0' is not a positive number of seconds"),
+            ("recover --trial", "option '--trial' is only for 'apply', not 'recover'"),
+            ("recover now", "unexpected argument 'now' after 'recover'; see 'fh-lite --help'"),
             ("apply", "apply needs a type and a reference: fh-lite apply nixos|nix-darwin|home-manager REF"),
             ("apply nixes a/b/c", "unknown apply type 'nixes' [pick from: nixos, nix-darwin, home-manager]"),
             ("apply nixos", "apply nixos needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo"),

@@ -65,6 +65,7 @@ exit_table! {
     SkippedFailed = 34, "skipped-failed", "resolved path failed before; skipped (--retry-failed)";
     RebootNeeded = 40, "reboot-needed", "applied; reboot needed to take full effect";
     AlreadyRunning = 41, "already-running", "another fh-lite apply is running";
+    Interrupted = 42, "interrupted", "interrupted by a signal; nothing was changed";
 }
 
 /// What `main` prints (once, prefixed `fh-lite: `) and how it exits.

@@ -58,6 +58,8 @@ enum Fault {
     },
     Decompress(String),
     NarTooLong,
+    /// SIGTERM/SIGINT: the transfer stops between chunks (signal.rs).
+    Interrupted,
 }
 
 type FaultSlot = Arc<Mutex<Option<Fault>>>;
@@ -87,6 +89,11 @@ struct BodyLimit<'a> {
 
 impl Read for BodyLimit<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // A signal stops the download before its next chunk; the path
+        // fails like any broken download (its temporary tree is removed).
+        if crate::signal::interrupted() {
+            return Err(record(&self.slot, Fault::Interrupted));
+        }
         let n = match self.inner.read(buf) {
             Ok(n) => n,
             Err(e) => return Err(record(&self.slot, Fault::BodyRead(e.to_string()))),
@@ -357,7 +364,7 @@ pub fn fetch_one(
     let budget = crate::resume::Budget::new();
     loop {
         match fetch_body(client, store, info, progress, &url, &budget) {
-            Err(_) if budget.take_restart() => continue,
+            Err(_) if !crate::signal::interrupted() && budget.take_restart() => continue,
             r => return r,
         }
     }
@@ -534,6 +541,12 @@ fn fault_error(fault: Fault, url: String, info: &NarInfo, cap: u64) -> FetchErro
             path,
             url,
             nar_size: info.nar_size,
+        },
+        // The apply reports it as Exit::Interrupted.
+        Fault::Interrupted => FetchError::Truncated {
+            path,
+            url,
+            detail: "interrupted by a signal".to_string(),
         },
     }
 }

@@ -25,9 +25,11 @@ mod outref;
 mod plan;
 mod pool;
 mod progress;
+mod recover;
 mod resolve;
 mod resume;
 mod rollback;
+mod signal;
 mod state;
 mod status;
 mod store;
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> Result<Exit, Error> {
         Command::Apply(ref opts) => apply::run(&cli.common, opts),
         Command::Status => status::run(&cli.common),
         Command::Rollback { to } => rollback::run(&cli.common, to),
+        Command::Recover => recover::run(&cli.common),
     }
 }
 

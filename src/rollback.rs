@@ -1,6 +1,7 @@
 //! `fh-lite rollback [--to N]`: switch the profile back to the previous
 //! generation (or generation N) and activate it, under the state lock,
-//! recording the attempt in the state file. The mechanics are
+//! recording the attempt in the state file, after recovering an attempt a
+//! kill interrupted (recover.rs). The mechanics are
 //! `activate::rollback::SwitchBack`.
 
 use crate::activate::rollback::SwitchBack;
@@ -12,6 +13,11 @@ use crate::state::{Attempt, StateDir};
 pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     let state = StateDir::new(&common.state_dir);
     let _lock = state.lock()?;
+    crate::signal::install()?;
+    // An attempt a kill interrupted is finished or undone first.
+    if let Some(result) = crate::recover::before_command(common, &state)? {
+        return result;
+    }
     let back = SwitchBack::prepare(common, to)?;
     let reference = format!("rollback to generation {}", back.target.number);
     let attempt = Attempt::start(&reference, &back.store_path);

@@ -4,12 +4,23 @@
 //! ```text
 //! { "version": 1,
 //!   "last_attempt": Record | null, "last_success": Record | null,
-//!   "failed": [ { "store_path", "reference", "time", "result" } … ] }
+//!   "failed": [ { "store_path", "reference", "time", "result" } … ],
+//!   "pending": Pending | null }
 //! Record = { "reference", "store_path", "generation": u64|null,
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
+//!
+//! Pending = the unfinished attempt (the journal; journal-spec.md):
+//!   { "reference", "store_path", "action", "trial", "phase",
+//!     "generation", "previous_generation", "previous_system", "time",
+//!     "pid", and how to redo it: "kind", "install_bootloader",
+//!     "rollback_on", "no_rollback", "health_check", "health_timeout",
+//!     "activation_timeout" }
 //! ```
 //!
+//! - The command writes each [`Phase`] before its step starts; the write
+//!   that records how the attempt ended also clears `pending`. A state
+//!   file from before the journal (no `pending`) loads as "none pending".
 //! - Written atomically: a temporary file in the same directory, fsync,
 //!   rename over state.json, fsync of the directory.
 //! - A path whose activation failed is listed in `failed` (at most
@@ -69,6 +80,90 @@ pub struct State {
     pub last_attempt: Option<Record>,
     pub last_success: Option<Record>,
     pub failed: Vec<FailedPath>,
+    /// The attempt in progress, or the one a kill interrupted.
+    pub pending: Option<Pending>,
+}
+
+/// Where an attempt is: written before the step it names starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Resolved; plan, fetch and register running (nothing irreversible).
+    Fetching,
+    /// About to create the generation and switch the profile to it.
+    Profile,
+    /// About to run the activation script (a trial: `test`).
+    Activating,
+    /// About to run the health check.
+    HealthCheck,
+    /// A trial passed: about to create the generation and run `boot`.
+    Committing,
+    /// About to restore the previous system.
+    RollingBack,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Fetching,
+        Phase::Profile,
+        Phase::Activating,
+        Phase::HealthCheck,
+        Phase::Committing,
+        Phase::RollingBack,
+    ];
+
+    /// The word in state.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Fetching => "fetching",
+            Phase::Profile => "profile",
+            Phase::Activating => "activating",
+            Phase::HealthCheck => "health-check",
+            Phase::Committing => "committing",
+            Phase::RollingBack => "rolling-back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The journal entry of an unfinished attempt (see the module text).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub reference: String,
+    pub store_path: String,
+    /// "switch", "boot", "test" or "dry-activate".
+    pub action: String,
+    pub trial: bool,
+    /// A [`Phase`] word.
+    pub phase: String,
+    /// The generation it gets / got (switch, boot, a committed trial).
+    pub generation: Option<u64>,
+    /// The profile's generation before the attempt.
+    pub previous_generation: Option<u64>,
+    /// `/run/current-system` before the attempt (under `--root`).
+    pub previous_system: Option<String>,
+    pub time: u64,
+    pub pid: u32,
+    /// "nixos", "nix-darwin" or "home-manager".
+    pub kind: String,
+    pub install_bootloader: bool,
+    pub rollback_on: Vec<i32>,
+    pub no_rollback: bool,
+    pub health_check: Option<String>,
+    /// Seconds.
+    pub health_timeout: u64,
+    /// Seconds; null: no limit.
+    pub activation_timeout: Option<u64>,
+}
+
+impl Pending {
+    /// Its phase (an unknown word reads as "activating": redo the whole
+    /// activation, the safe choice).
+    pub fn phase(&self) -> Phase {
+        Phase::parse(&self.phase).unwrap_or(Phase::Activating)
+    }
 }
 
 /// One apply (or rollback) in progress; made by the command when the store
@@ -92,6 +187,20 @@ impl Attempt {
             time: unix_now(),
             started: Instant::now(),
         }
+    }
+
+    /// The attempt a pending journal entry describes (recovery), keeping
+    /// its start time.
+    pub fn resumed(reference: &str, store_path: &StorePath, time: u64) -> Attempt {
+        Attempt {
+            time,
+            ..Attempt::start(reference, store_path)
+        }
+    }
+
+    /// Its start time, unix seconds.
+    pub fn time(&self) -> u64 {
+        self.time
     }
 
     fn record(&self, exit: Option<Exit>, generation: Option<u64>) -> Record {
@@ -148,7 +257,7 @@ impl StateDir {
         }
     }
 
-    fn file(&self) -> PathBuf {
+    pub fn file(&self) -> PathBuf {
         self.dir.join("state.json")
     }
 
@@ -224,13 +333,34 @@ impl StateDir {
 
     /// Record that an attempt started ("running" until [`Self::record_result`]),
     /// so a crash mid-activation is visible in `status`.
+    #[cfg(test)]
     pub fn record_attempt(&self, attempt: &Attempt) -> Result<(), Error> {
         self.update(|s| s.last_attempt = Some(attempt.record(None, None)))
     }
 
+    /// Record that an attempt started ("running") and its journal entry,
+    /// in one write.
+    pub fn begin(&self, attempt: &Attempt, pending: &Pending) -> Result<(), Error> {
+        self.update(|s| {
+            s.last_attempt = Some(attempt.record(None, None));
+            s.pending = Some(pending.clone());
+        })
+    }
+
+    /// Write the journal entry (a new phase), before its step starts.
+    pub fn set_pending(&self, pending: &Pending) -> Result<(), Error> {
+        self.update(|s| s.pending = Some(pending.clone()))
+    }
+
+    /// The unfinished attempt, if any.
+    pub fn pending(&self) -> Result<Option<Pending>, Error> {
+        Ok(self.load_for_update()?.pending)
+    }
+
     /// Record how an attempt ended: always the last attempt; on Success or
     /// RebootNeeded also the last success (and the path is no longer failed);
-    /// when `path_failed`, the path joins the failed list.
+    /// when `path_failed`, the path joins the failed list. The journal entry
+    /// is cleared in the same write.
     pub fn record_result(
         &self,
         attempt: &Attempt,
@@ -249,6 +379,7 @@ impl StateDir {
                 push_failed(s, &path, &attempt.reference, exit);
             }
             s.last_attempt = Some(rec);
+            s.pending = None;
         })
     }
 
@@ -469,5 +600,104 @@ mod tests {
         for (name, t, want) in cases {
             assert_eq!(format_time(t), want, "{name}");
         }
+    }
+
+    fn pending(phase: Phase) -> Pending {
+        Pending {
+            reference: "org/proj/=0.1.2#x".into(),
+            store_path: P.into(),
+            action: "switch".into(),
+            trial: true,
+            phase: phase.as_str().into(),
+            generation: Some(4),
+            previous_generation: Some(3),
+            previous_system: Some("/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b".into()),
+            time: 1_700_000_000,
+            pid: 42,
+            kind: "nixos".into(),
+            install_bootloader: false,
+            rollback_on: vec![1, 2, 4],
+            no_rollback: false,
+            health_check: Some("true".into()),
+            health_timeout: 60,
+            activation_timeout: Some(600),
+        }
+    }
+
+    #[test]
+    fn phases_have_the_journal_words() {
+        let words: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "fetching",
+                "profile",
+                "activating",
+                "health-check",
+                "committing",
+                "rolling-back"
+            ]
+        );
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Phase::parse("activation"), None);
+        let mut odd = pending(Phase::Fetching);
+        odd.phase = "from-the-future".into();
+        assert_eq!(
+            odd.phase(),
+            Phase::Activating,
+            "unknown: redo the activation"
+        );
+    }
+
+    #[test]
+    fn pending_round_trips_and_is_cleared_with_the_result() {
+        let t = TempDir::new("state-pending");
+        let d = dir(&t);
+        let a = Attempt::start("org/proj/=0.1.2#x", &sp());
+        let mut p = pending(Phase::Fetching);
+        d.begin(&a, &p).unwrap();
+        assert_eq!(d.pending().unwrap(), Some(p.clone()));
+        assert_eq!(d.load().unwrap().last_attempt.unwrap().result, "running");
+        for phase in Phase::ALL {
+            p.phase = phase.as_str().into();
+            d.set_pending(&p).unwrap();
+            assert_eq!(d.pending().unwrap().unwrap().phase(), phase);
+        }
+        let text = std::fs::read_to_string(d.file()).unwrap();
+        assert!(
+            text.contains(&format!("\"pending\":{{\"reference\":\"org/proj/=0.1.2#x\",\"store_path\":\"{P}\",\"action\":\"switch\",\"trial\":true,\"phase\":\"rolling-back\",\"generation\":4,\"previous_generation\":3,\"previous_system\":\"/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b\",\"time\":1700000000,\"pid\":42,")),
+            "{text}"
+        );
+        d.record_result(&a, Exit::RolledBack, Some(4), true)
+            .unwrap();
+        let s = d.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().result, "rolled-back");
+        // An interrupted transfer: recorded as such, journal cleared.
+        d.begin(&a, &pending(Phase::Fetching)).unwrap();
+        d.record_result(&a, Exit::Interrupted, None, false).unwrap();
+        let s = d.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().result, "interrupted");
+    }
+
+    #[test]
+    fn a_state_file_from_before_the_journal_still_loads() {
+        let t = TempDir::new("state-old");
+        let d = dir(&t);
+        std::fs::create_dir_all(&d.dir).unwrap();
+        let old = format!(
+            "{{\"version\":1,\"last_attempt\":{{\"reference\":\"r\",\"store_path\":\"{P}\",\"generation\":1,\"time\":5,\"result\":\"success\",\"exit_code\":0,\"duration_ms\":7,\"bytes_downloaded\":9}},\"last_success\":null,\"failed\":[]}}\n"
+        );
+        std::fs::write(d.file(), old).unwrap();
+        let s = d.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().generation, Some(1));
+        assert_eq!(d.pending().unwrap(), None);
+        // Not moved aside as corrupt by a writer either.
+        d.mark_failed(P, "r", Exit::RolledBack).unwrap();
+        assert_eq!(d.load().unwrap().last_attempt.unwrap().result, "success");
     }
 }

@@ -11,7 +11,7 @@ use crate::activate::Ctx;
 use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::flakehub;
-use crate::state::{format_time, FailedPath, Record, StateDir};
+use crate::state::{format_time, FailedPath, Pending, Record, StateDir};
 use crate::util::unix_now;
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -43,6 +43,8 @@ struct StatusJson {
     last_attempt: Option<Record>,
     last_success: Option<Record>,
     failed: Vec<FailedPath>,
+    /// The unfinished attempt (state.json's journal), or null.
+    pending: Option<Pending>,
     /// The device token file in use (never the token), if one is found.
     token_file: Option<String>,
     /// Its JWT `exp`, unix seconds, when it is a JWT.
@@ -68,6 +70,7 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
         last_attempt: state.last_attempt,
         last_success: state.last_success,
         failed: state.failed,
+        pending: state.pending,
         token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
         token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
     };
@@ -120,8 +123,38 @@ pub fn render_text(s: &Status) -> String {
             &format!("{path} ({}, {} at {time})", f.reference, f.result),
         );
     }
+    if let Some(p) = &j.pending {
+        line("pending", &pending_line(p));
+    }
     line("token file", &token_line(s));
     out
+}
+
+/// What the journal says and what the next run does about it.
+fn pending_line(p: &Pending) -> String {
+    let phase = p.phase();
+    let alive =
+        p.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", p.pid)).exists();
+    if alive {
+        return format!(
+            "{} ({}, {} now: pid {} may still be running it)",
+            p.store_path,
+            p.action,
+            phase.as_str(),
+            p.pid
+        );
+    }
+    let next = match crate::recover::decide(phase) {
+        crate::recover::Decision::Clear => "start it over",
+        crate::recover::Decision::Resume => "resume it",
+        crate::recover::Decision::RollBack => "roll it back",
+    };
+    format!(
+        "{} ({}, killed during {}); the next run will {next}",
+        p.store_path,
+        p.action,
+        phase.as_str()
+    )
 }
 
 fn record_line(r: &Record) -> String {

@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{rollback, ActivateError, Ctx, Flavor, Report};
-use crate::cli::ApplyOpts;
+use super::{rollback, ActivateError, Ctx, Flavor, Journal, Report, Settings};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::state::Phase;
 
 /// Where Home Manager keeps its profile for the calling user.
 fn profiles() -> Vec<PathBuf> {
@@ -40,8 +40,9 @@ pub fn is_current(store_path: &str) -> bool {
 
 pub(crate) fn activate(
     ctx: &Ctx,
-    opts: &ApplyOpts,
+    opts: &Settings,
     store_path: &StorePath,
+    journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Result<Exit, Error> {
     if ctx.root.is_some() {
@@ -52,7 +53,10 @@ pub(crate) fn activate(
     let script = Path::new(&store_path.to_string()).join(flavor.script());
     ctx.check_executable(&script)?;
     let how_back = "Home Manager keeps its own generations: 'home-manager generations' lists them, and running a previous one's activate goes back";
-    let code = ctx.run(&script, &[], false)?;
+    journal.phase(Phase::Activating, None)?;
+    let code = ctx
+        .run(&script, &[], false, opts.activation_timeout)?
+        .code();
     report.script_status = code;
     if flavor.success(code).is_none() {
         report.path_failed = true;
@@ -66,6 +70,7 @@ pub(crate) fn activate(
         ));
     }
     if let Some(cmd) = &opts.health_check {
+        journal.phase(Phase::HealthCheck, None)?;
         if let Err(why) = rollback::health_check(ctx, cmd, opts.health_timeout) {
             report.health_check_failed = true;
             report.path_failed = true;

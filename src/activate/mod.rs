@@ -34,11 +34,13 @@ pub mod rollback;
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::cli::{Action, ApplyOpts, Common};
+use crate::cli::{Action, ApplyKind, ApplyOpts, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::state::{Pending, Phase};
 pub use flavor::Flavor;
 use profiles::{Generation, Profile};
 
@@ -145,6 +147,139 @@ pub struct Report {
     pub path_failed: bool,
 }
 
+/// How a command run by [`Ctx::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ran {
+    Code(i32),
+    /// Killed by a signal (not ours).
+    Killed,
+    /// Outlived its time limit; killed with its process group.
+    TimedOut(Duration),
+}
+
+impl Ran {
+    /// The exit code (None: killed).
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Ran::Code(c) => Some(c),
+            Ran::Killed | Ran::TimedOut(_) => None,
+        }
+    }
+}
+
+/// SIGKILL `child`'s process group (it leads one) and reap it.
+pub(crate) fn kill_group(child: &mut Child) {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// How to activate: taken from the apply options, or from a pending
+/// journal entry when a recovery redoes an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub kind: ApplyKind,
+    /// As asked (nix-darwin always activates as for `switch`).
+    pub action: Action,
+    /// `--trial`: `test`, health check, then generation and `boot`.
+    pub trial: bool,
+    pub install_bootloader: bool,
+    pub no_rollback: bool,
+    pub rollback_on: Vec<i32>,
+    pub health_check: Option<String>,
+    pub health_timeout: Duration,
+    pub activation_timeout: Option<Duration>,
+}
+
+impl Settings {
+    pub fn of(opts: &ApplyOpts) -> Settings {
+        Settings {
+            kind: opts.kind,
+            action: opts.action,
+            trial: opts.trial,
+            install_bootloader: opts.install_bootloader,
+            no_rollback: opts.no_rollback,
+            rollback_on: opts.rollback_on.clone(),
+            health_check: opts.health_check.clone(),
+            health_timeout: opts.health_timeout,
+            activation_timeout: opts.activation_timeout,
+        }
+    }
+
+    /// The settings a pending attempt was started with (None: its kind or
+    /// action is not one fh-lite knows, so the entry is not ours to redo).
+    pub fn of_pending(p: &Pending) -> Option<Settings> {
+        Some(Settings {
+            kind: ApplyKind::parse(&p.kind).ok()?,
+            action: Action::parse(&p.action).ok()?,
+            trial: p.trial,
+            install_bootloader: p.install_bootloader,
+            no_rollback: p.no_rollback,
+            rollback_on: p.rollback_on.clone(),
+            health_check: p.health_check.clone(),
+            health_timeout: Duration::from_secs(p.health_timeout.max(1)),
+            activation_timeout: p.activation_timeout.map(Duration::from_secs),
+        })
+    }
+
+    /// Fill a journal entry's "how to redo it" fields.
+    pub fn record(&self, p: &mut Pending) {
+        p.kind = self.kind.as_str().to_string();
+        p.action = self.action.as_str().to_string();
+        p.trial = self.trial;
+        p.install_bootloader = self.install_bootloader;
+        p.no_rollback = self.no_rollback;
+        p.rollback_on = self.rollback_on.clone();
+        p.health_check = self.health_check.clone();
+        p.health_timeout = self.health_timeout.as_secs();
+        p.activation_timeout = self.activation_timeout.map(|t| t.as_secs());
+    }
+}
+
+/// The system before an attempt, read before anything changes and kept in
+/// the journal: what a rollback returns to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Before {
+    /// The profile's current generation.
+    pub generation: Option<u64>,
+    /// `/run/current-system`'s target (under `--root`).
+    pub system: Option<String>,
+}
+
+impl Before {
+    pub fn read(common: &Common) -> Result<Before, Error> {
+        let ctx = Ctx::new(common);
+        Ok(Before {
+            generation: ctx.profile.current()?,
+            system: ctx.current_system(),
+        })
+    }
+}
+
+/// Where the command records each phase before its step starts
+/// (state.json's `pending`); activation calls it, the command decides
+/// what is written.
+pub trait Journal {
+    /// Entering `phase`; `generation`: the attempt's generation, once known.
+    fn phase(&mut self, phase: Phase, generation: Option<u64>) -> Result<(), Error>;
+}
+
+/// No journal (tests of the activation layer alone).
+#[cfg(test)]
+pub struct NoJournal;
+
+#[cfg(test)]
+impl Journal for NoJournal {
+    fn phase(&mut self, _: Phase, _: Option<u64>) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
 /// Everything activation needs about the machine: root, profile, output.
 pub(crate) struct Ctx<'a> {
     pub common: &'a Common,
@@ -243,23 +378,40 @@ impl<'a> Ctx<'a> {
     }
 
     /// Run `program args` (inside the root with `--root`), its output on our
-    /// stderr so stdout stays for results. Ok(None): killed by a signal.
+    /// stderr so stdout stays for results, in a process group of its own (a
+    /// terminal's Ctrl-C reaches fh-lite only). With a `timeout`, a run that
+    /// outlives it is killed with its whole group.
     pub fn run(
         &self,
         program: &Path,
         args: &[&str],
         install_bootloader: bool,
-    ) -> Result<Option<i32>, ActivateError> {
+        timeout: Option<Duration>,
+    ) -> Result<Ran, ActivateError> {
+        use std::os::unix::process::CommandExt;
         let mut cmd = self.command(program)?;
-        cmd.args(args).stdout(Stdio::from(std::io::stderr()));
+        cmd.args(args)
+            .stdout(Stdio::from(std::io::stderr()))
+            .process_group(0);
         if install_bootloader {
             cmd.env("NIXOS_INSTALL_BOOTLOADER", "1");
         }
-        let status = cmd.status().map_err(|err| ActivateError::Spawn {
+        let spawn_error = |err| ActivateError::Spawn {
             program: program.display().to_string(),
             err,
-        })?;
-        Ok(status.code())
+        };
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().map_err(spawn_error)? {
+                return Ok(st.code().map_or(Ran::Killed, Ran::Code));
+            }
+            if let Some(limit) = timeout.filter(|t| start.elapsed() >= *t) {
+                kill_group(&mut child);
+                return Ok(Ran::TimedOut(limit));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `/run/current-system`'s target (under the root), if any.
@@ -318,16 +470,47 @@ pub(crate) fn resolve_in_root(root: &Path, logical: &Path) -> std::io::Result<Pa
 /// `ActivationFailed`, `ActivationPartial` (exit 4 kept), `RolledBack`,
 /// `RollbackFailed`, or a local error (`Store`, `Usage`, `Internal`). The
 /// caller holds the state lock and records the outcome.
+///
+/// `before` is what a rollback returns to; `journal` records each phase
+/// before its step.
 pub fn activate(
     common: &Common,
-    opts: &ApplyOpts,
+    settings: &Settings,
     store_path: &StorePath,
+    before: &Before,
+    journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Result<Exit, Error> {
     let ctx = Ctx::new(common);
-    match Flavor::of(opts.kind) {
-        Flavor::HomeManager => home_manager::activate(&ctx, opts, store_path, report),
-        flavor => rollback::SystemRun::new(&ctx, opts, flavor).activate(store_path, report),
+    match Flavor::of(settings.kind) {
+        Flavor::HomeManager => home_manager::activate(&ctx, settings, store_path, journal, report),
+        flavor => rollback::SystemRun::new(&ctx, settings, flavor, before)
+            .activate(store_path, journal, report),
+    }
+}
+
+/// Redo only the rollback of an attempt killed while rolling back
+/// (recovery): back to `before`, recorded as failed.
+pub fn redo_rollback(
+    common: &Common,
+    settings: &Settings,
+    store_path: &StorePath,
+    before: &Before,
+    committed: bool,
+    journal: &mut dyn Journal,
+    report: &mut Report,
+) -> Error {
+    let ctx = Ctx::new(common);
+    match Flavor::of(settings.kind) {
+        Flavor::HomeManager => {
+            report.path_failed = true;
+            Error::new(
+                Exit::ActivationFailed,
+                format!("{store_path}: Home Manager activations are not rolled back by fh-lite"),
+            )
+        }
+        flavor => rollback::SystemRun::new(&ctx, settings, flavor, before)
+            .redo_rollback(store_path, committed, journal, report),
     }
 }
 
@@ -341,7 +524,7 @@ pub fn preflight(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
     if flavor == Flavor::HomeManager && ctx.root.is_some() {
         return Err(ActivateError::HomeManagerRoot.into());
     }
-    if !opts.dry_run && runs_commands(&ctx, flavor.action(opts.action), opts) {
+    if !opts.dry_run && runs_commands(&ctx, flavor.action(opts.action), opts.install_bootloader) {
         ctx.check_can_run()?;
     }
     Ok(())
@@ -350,8 +533,8 @@ pub fn preflight(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
 /// Whether activating runs anything: everything does except `boot` under
 /// `--root` without `--install-bootloader` (the generation is the image's
 /// boot default).
-pub(crate) fn runs_commands(ctx: &Ctx, action: Action, opts: &ApplyOpts) -> bool {
-    !(ctx.root.is_some() && action == Action::Boot && !opts.install_bootloader)
+pub(crate) fn runs_commands(ctx: &Ctx, action: Action, install_bootloader: bool) -> bool {
+    !(ctx.root.is_some() && action == Action::Boot && !install_bootloader)
 }
 
 /// True when `store_path` is already what this machine runs (the no-op

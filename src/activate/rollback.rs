@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 
 use super::flavor::{Flavor, Verdict};
 use super::profiles::Generation;
-use super::{ActivateError, Ctx, Report};
-use crate::cli::{Action, ApplyOpts, Common};
+use super::{ActivateError, Before, Ctx, Journal, Ran, Report, Settings};
+use crate::cli::{Action, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::state::Phase;
 
 /// Run the health check; Err is the sentence saying why it failed.
 pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<(), String> {
@@ -41,7 +42,8 @@ pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<()
         .arg(cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(std::io::stderr()))
-        // Its own process group, so a timeout kills what it started too.
+        // Its own process group, so a timeout kills what it started too
+        // (and a terminal's Ctrl-C does not reach it).
         .process_group(0);
     let mut child = c
         .spawn()
@@ -60,14 +62,7 @@ pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<()
             Err(e) => return Err(format!("health check '{cmd}': wait: {e}")),
         }
         if start.elapsed() >= timeout {
-            let pid = i32::try_from(child.id())
-                .ok()
-                .and_then(rustix::process::Pid::from_raw);
-            if let Some(pid) = pid {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            super::kill_group(&mut child);
             return Err(format!(
                 "health check '{cmd}' did not finish within {} s (killed)",
                 timeout.as_secs()
@@ -77,32 +72,60 @@ pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<()
     }
 }
 
+/// Write a phase during a rollback: a failed write must not stop the
+/// rollback, so it is only reported.
+fn journal_or_warn(journal: &mut dyn Journal, phase: Phase) {
+    if let Err(e) = journal.phase(phase, None) {
+        eprintln!("fh-lite: warning: {e}");
+    }
+}
+
 /// One NixOS or nix-darwin activation: what it runs, and what it rolls
 /// back to.
 pub(crate) struct SystemRun<'a> {
     ctx: &'a Ctx<'a>,
-    opts: &'a ApplyOpts,
+    s: &'a Settings,
     flavor: Flavor,
     action: Action,
+    before: &'a Before,
 }
 
 impl<'a> SystemRun<'a> {
-    pub fn new(ctx: &'a Ctx<'a>, opts: &'a ApplyOpts, flavor: Flavor) -> SystemRun<'a> {
+    pub fn new(
+        ctx: &'a Ctx<'a>,
+        s: &'a Settings,
+        flavor: Flavor,
+        before: &'a Before,
+    ) -> SystemRun<'a> {
         SystemRun {
             ctx,
-            opts,
+            s,
             flavor,
-            action: flavor.action(opts.action),
+            action: flavor.action(s.action),
+            before,
         }
     }
 
-    /// Generation, profile, script, status, health check, rollback.
-    pub fn activate(&self, store_path: &StorePath, report: &mut Report) -> Result<Exit, Error> {
+    /// Generation, profile, script, status, health check, rollback; each
+    /// phase journaled before its step.
+    pub fn activate(
+        &self,
+        store_path: &StorePath,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Result<Exit, Error> {
         let ctx = self.ctx;
         let runs = self.check_before_changes(store_path)?;
-        let previous = ctx.profile.current_target()?;
-        report.previous_generation = previous.as_ref().map(|g| g.number);
-        let base = self.make_generation(store_path, report)?;
+        report.previous_generation = self.before.generation;
+        if self.s.trial && self.flavor == Flavor::NixOs && self.action == Action::Switch {
+            return self.trial(store_path, journal, report);
+        }
+        let base = if self.action.makes_generation() {
+            journal.phase(Phase::Profile, None)?;
+            self.make_generation(store_path, report)?
+        } else {
+            PathBuf::from(store_path.to_string())
+        };
         if !runs {
             ctx.say(&format!(
                 "--root {}: generation {} is the boot default; nothing run (it activates at first boot)",
@@ -111,53 +134,136 @@ impl<'a> SystemRun<'a> {
             ));
             return Ok(Exit::Success);
         }
-        let (script, args) = (
-            base.join(self.flavor.script()),
-            self.flavor.args(self.action),
-        );
-        let what = format!("{} {}", script.display(), args.join(" "));
-        let code = ctx.run(&script, &args, self.opts.install_bootloader)?;
-        report.script_status = code;
-        let Some(code) = code else {
-            report.path_failed = true;
-            return Err(Error::new(
-                Exit::ActivationFailed,
-                format!("{what} was killed by a signal; not rolled back (state unknown)"),
+        journal.phase(Phase::Activating, report.generation)?;
+        let exit = self.run_script(&base, self.action, store_path, journal, report)?;
+        self.check_health(store_path, self.action, journal, report)?;
+        self.say_done(store_path, exit, self.action, &base);
+        Ok(exit)
+    }
+
+    /// `--trial`: `<path>/bin/switch-to-configuration test`, the health
+    /// check, and only when both passed the generation and `boot`. Until
+    /// then the profile is untouched, so a failure (or a power cut) leaves
+    /// the old system the boot default.
+    fn trial(
+        &self,
+        store_path: &StorePath,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Result<Exit, Error> {
+        let ctx = self.ctx;
+        journal.phase(Phase::Activating, None)?;
+        let base = PathBuf::from(store_path.to_string());
+        let exit = self.run_script(&base, Action::Test, store_path, journal, report)?;
+        self.check_health(store_path, Action::Test, journal, report)?;
+        if exit == Exit::RebootNeeded {
+            self.say_done(store_path, exit, Action::Test, &base);
+        }
+        journal.phase(Phase::Committing, None)?;
+        let link = self.make_generation(store_path, report)?;
+        journal.phase(Phase::Committing, report.generation)?;
+        if super::runs_commands(ctx, Action::Boot, self.s.install_bootloader) {
+            let script = link.join(self.flavor.script());
+            let args = self.flavor.args(Action::Boot);
+            let what = format!("{} {}", script.display(), args.join(" "));
+            let ran = ctx.run(
+                &script,
+                &args,
+                self.s.install_bootloader,
+                self.s.activation_timeout,
+            )?;
+            report.script_status = ran.code();
+            if self.flavor.success(ran.code()).is_none() {
+                let why = format!("{what} {}", self.describe(ran));
+                return Err(self.roll_back(store_path, &why, Action::Switch, journal, report));
+            }
+        }
+        if exit != Exit::RebootNeeded {
+            self.say_done(store_path, exit, Action::Switch, &base);
+        }
+        Ok(exit)
+    }
+
+    /// The closing line; `base`: where the script that ran lives.
+    fn say_done(&self, store_path: &StorePath, exit: Exit, action: Action, base: &Path) {
+        if exit == Exit::RebootNeeded {
+            let script = base.join(self.flavor.script());
+            let args = self.flavor.args(action).join(" ");
+            self.ctx.say(&format!(
+                "{} {args} exited 100: reboot for {store_path} to take full effect",
+                script.display()
             ));
+        } else {
+            let how = if self.s.trial { " after a trial" } else { "" };
+            self.ctx.say(&format!(
+                "activated {store_path} ({}{how})",
+                action.as_str()
+            ));
+        }
+    }
+
+    /// How a script run ended, in words.
+    fn describe(&self, ran: Ran) -> String {
+        match ran {
+            Ran::TimedOut(t) => format!(
+                "did not finish within {} s (--activation-timeout; killed)",
+                t.as_secs()
+            ),
+            other => self.flavor.describe(other.code()),
+        }
+    }
+
+    /// Run `<base>/<script> ACTION` and judge its status: Ok (success or
+    /// reboot needed), or the error after rolling back or keeping it.
+    fn run_script(
+        &self,
+        base: &Path,
+        action: Action,
+        store_path: &StorePath,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Result<Exit, Error> {
+        let ctx = self.ctx;
+        let (script, args) = (base.join(self.flavor.script()), self.flavor.args(action));
+        let what = format!("{} {}", script.display(), args.join(" "));
+        let ran = ctx.run(
+            &script,
+            &args,
+            self.s.install_bootloader,
+            self.s.activation_timeout,
+        )?;
+        report.script_status = ran.code();
+        let why = format!("{what} {}", self.describe(ran));
+        let verdict = match ran {
+            Ran::Code(code) => self
+                .flavor
+                .classify(code, &self.s.rollback_on, self.s.no_rollback),
+            Ran::TimedOut(_) if !self.s.no_rollback => Verdict::RollBack,
+            Ran::TimedOut(_) => Verdict::Kept(Exit::ActivationFailed),
+            Ran::Killed => {
+                report.path_failed = true;
+                return Err(Error::new(
+                    Exit::ActivationFailed,
+                    format!("{what} was killed by a signal; not rolled back (state unknown)"),
+                ));
+            }
         };
-        let why = format!("{what} {}", self.flavor.describe(Some(code)));
-        let verdict = self
-            .flavor
-            .classify(code, &self.opts.rollback_on, self.opts.no_rollback);
         match verdict {
-            Verdict::RollBack if self.action == Action::DryActivate => Err(Error::new(
+            Verdict::RollBack if action == Action::DryActivate => Err(Error::new(
                 Exit::ActivationFailed,
                 format!("{why} (dry-activate changes nothing; no rollback needed)"),
             )),
-            Verdict::RollBack => Err(self.roll_back(previous, &why, report)),
+            Verdict::RollBack => Err(self.roll_back(store_path, &why, action, journal, report)),
             Verdict::Kept(exit) => {
-                report.path_failed = self.action != Action::DryActivate;
-                let reason = if self.opts.no_rollback {
+                report.path_failed = action != Action::DryActivate;
+                let reason = if self.s.no_rollback {
                     "--no-rollback"
                 } else {
                     "not in --rollback-on"
                 };
                 Err(Error::new(exit, format!("{why}; kept ({reason})")))
             }
-            Verdict::Ok(exit) => {
-                self.check_health(previous, report)?;
-                if exit == Exit::RebootNeeded {
-                    ctx.say(&format!(
-                        "{what} exited 100: reboot for {store_path} to take full effect"
-                    ));
-                } else {
-                    ctx.say(&format!(
-                        "activated {store_path} ({})",
-                        self.action.as_str()
-                    ));
-                }
-                Ok(exit)
-            }
+            Verdict::Ok(exit) => Ok(exit),
         }
     }
 
@@ -167,24 +273,21 @@ impl<'a> SystemRun<'a> {
         let ctx = self.ctx;
         ctx.check_in_store(store_path)?;
         ctx.check_executable(&Path::new(&store_path.to_string()).join(self.flavor.script()))?;
-        let runs = super::runs_commands(ctx, self.action, self.opts);
+        let runs = super::runs_commands(ctx, self.action, self.s.install_bootloader);
         if runs {
             ctx.check_can_run()?;
         }
         Ok(runs)
     }
 
-    /// Create (or reuse) the generation and switch the profile to it, for
-    /// actions that make one; the base of the script to run.
+    /// Create (or reuse) the generation and switch the profile to it; the
+    /// base of the script to run (the generation link).
     fn make_generation(
         &self,
         store_path: &StorePath,
         report: &mut Report,
     ) -> Result<PathBuf, ActivateError> {
         let ctx = self.ctx;
-        if !self.action.makes_generation() {
-            return Ok(PathBuf::from(store_path.to_string()));
-        }
         let g = ctx.profile.create_generation(&store_path.to_string())?;
         ctx.profile.switch_to(g.number)?;
         report.generation = Some(g.number);
@@ -198,115 +301,206 @@ impl<'a> SystemRun<'a> {
 
     /// After a successful script: the health check (when asked for and the
     /// action activates something now); Err when it failed.
-    fn check_health(&self, previous: Option<Generation>, report: &mut Report) -> Result<(), Error> {
-        let Some(cmd) = &self.opts.health_check else {
+    fn check_health(
+        &self,
+        store_path: &StorePath,
+        action: Action,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Result<(), Error> {
+        let Some(cmd) = &self.s.health_check else {
             return Ok(());
         };
-        if !matches!(self.action, Action::Switch | Action::Test) {
+        if !matches!(action, Action::Switch | Action::Test) {
             self.ctx.say(&format!(
                 "health check skipped: '{}' activates nothing now",
-                self.action.as_str()
+                action.as_str()
             ));
             return Ok(());
         }
-        let Err(why) = health_check(self.ctx, cmd, self.opts.health_timeout) else {
+        journal.phase(Phase::HealthCheck, report.generation)?;
+        let Err(why) = health_check(self.ctx, cmd, self.s.health_timeout) else {
             return Ok(());
         };
         report.health_check_failed = true;
-        if self.opts.no_rollback {
+        if self.s.no_rollback {
             report.path_failed = true;
             return Err(Error::new(
                 Exit::ActivationFailed,
                 format!("{why}; kept (--no-rollback)"),
             ));
         }
-        Err(self.roll_back(previous, &why, report))
+        Err(self.roll_back(store_path, &why, action, journal, report))
     }
 
-    /// Re-point the profile at `previous` and activate it again. Returns
-    /// the error to report: RolledBack, RollbackFailed, or ActivationFailed
-    /// when there was nothing to roll back to.
-    fn roll_back(&self, previous: Option<Generation>, why: &str, report: &mut Report) -> Error {
-        report.path_failed = true;
-        let prev = match self.rollback_target(previous, why, report) {
-            Ok(prev) => prev,
-            Err(e) => return e,
+    /// Recovery of an attempt killed during its rollback: do it again.
+    /// `committed`: a trial had already made its generation.
+    pub fn redo_rollback(
+        &self,
+        store_path: &StorePath,
+        committed: bool,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Error {
+        report.previous_generation = self.before.generation;
+        let action = match (self.s.trial, committed) {
+            (true, false) => Action::Test,
+            (true, true) => Action::Switch,
+            (false, _) => self.action,
         };
+        let why = format!("{store_path}: the attempt was killed while rolling back");
+        self.roll_back(store_path, &why, action, journal, report)
+    }
+
+    /// Return to the system that ran before the attempt (`before.system`,
+    /// else the profile's previous generation). `action`: how the failed
+    /// system was activated; `test` (and a trial before its commit) never
+    /// moves the profile and re-activates the old system with `test`;
+    /// `switch`/`boot` point the profile back at the generation of the old
+    /// system and run its script with the same action. Returns the error
+    /// to report: RolledBack, RollbackFailed, or ActivationFailed when
+    /// there was nothing to roll back to.
+    fn roll_back(
+        &self,
+        store_path: &StorePath,
+        why: &str,
+        action: Action,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Error {
+        report.path_failed = true;
         let ctx = self.ctx;
-        let profile = ctx.profile.path.display();
-        let (n, target) = (prev.number, &prev.target);
-        if self.action.makes_generation() {
-            if let Err(e) = ctx.profile.switch_to(n) {
-                return Error::new(
-                    Exit::RollbackFailed,
-                    format!("{why}; rolling back to generation {n} failed too: {e}"),
-                );
-            }
+        let profile = ctx.profile.path.display().to_string();
+        let prev_gen = self
+            .before
+            .generation
+            .and_then(|n| ctx.profile.generation(n).ok());
+        let target = self
+            .before
+            .system
+            .clone()
+            .or_else(|| prev_gen.as_ref().map(|g| g.target.clone()));
+        let Some(target) = target else {
+            let stays = match report.generation {
+                Some(n) => format!("; it stays at generation {n}"),
+                None => String::new(),
+            };
+            return Error::new(
+                Exit::ActivationFailed,
+                format!(
+                    "{why}; nothing to roll back to: profile {profile} had no generation before this one{stays}"
+                ),
+            );
+        };
+        if target == store_path.to_string() {
+            // --force on the current path: "before" was this very path.
+            let what = match &prev_gen {
+                Some(g) if g.target == target => format!("generation {}", g.number),
+                _ => target.clone(),
+            };
+            return Error::new(
+                Exit::ActivationFailed,
+                format!("{why}; nothing to roll back to: {what} was already this path"),
+            );
+        }
+        journal_or_warn(journal, Phase::RollingBack);
+        // The generation pointing at the old system: the one current before
+        // when it does, else the newest that does (after a `boot`, the
+        // profile was ahead of the running system).
+        let gens = ctx.profile.generations().unwrap_or_default();
+        let gen = prev_gen
+            .clone()
+            .filter(|g| g.target == target)
+            .or_else(|| gens.iter().rev().find(|g| g.target == target).cloned());
+        if action == Action::Test || !action.makes_generation() {
+            // The profile never moved: activate the old system again with
+            // `test` (through its generation when it has one).
+            let (base, to) = match &gen {
+                Some(g) => (
+                    ctx.logical(&g.link),
+                    format!("generation {} ({target})", g.number),
+                ),
+                None => (PathBuf::from(&target), format!("{target} (test)")),
+            };
+            report.rolled_back_to = gen.as_ref().map(|g| g.number);
+            ctx.say(&format!("{why}; rolling back to {to}"));
+            return self.restore(&base, Action::Test, why, &to);
+        }
+        let Some(gen) = gen else {
+            // No generation runs it: keep the profile as before the
+            // attempt and activate the old system now without making it
+            // the boot default.
+            let kept = match &prev_gen {
+                Some(g) => match ctx.profile.switch_to(g.number) {
+                    Ok(()) => {
+                        report.rolled_back_to = Some(g.number);
+                        format!("the profile is back at generation {}", g.number)
+                    }
+                    Err(e) => format!("the profile could not be put back: {e}"),
+                },
+                None => "the profile had no generation before".to_string(),
+            };
+            ctx.say(&format!(
+                "{why}; no generation of profile {profile} points at the system that ran before ({target}); {kept}; re-activating {target} with 'test'"
+            ));
+            let base = PathBuf::from(&target);
+            return self.restore(
+                &base,
+                Action::Test,
+                why,
+                &format!("{target} (test; {kept})"),
+            );
+        };
+        let n = gen.number;
+        if let Err(e) = ctx.profile.switch_to(n) {
+            return Error::new(
+                Exit::RollbackFailed,
+                format!("{why}; rolling back to generation {n} failed too: {e}"),
+            );
         }
         report.rolled_back_to = Some(n);
-        if !super::runs_commands(ctx, self.action, self.opts) {
+        if !super::runs_commands(ctx, action, self.s.install_bootloader) {
             return Error::new(
                 Exit::RolledBack,
                 format!("{why}; rolled back: profile {profile} is generation {n} again ({target})"),
             );
         }
         ctx.say(&format!("{why}; rolling back to generation {n} ({target})"));
-        let script = ctx.logical(&prev.link).join(self.flavor.script());
-        let args = self.flavor.args(self.action);
+        let base = ctx.logical(&gen.link);
+        self.restore(&base, action, why, &format!("generation {n} ({target})"))
+    }
+
+    /// Run `<base>/<script> ACTION` to restore the old system: RolledBack
+    /// when it succeeds, RollbackFailed when not.
+    fn restore(&self, base: &Path, action: Action, why: &str, to: &str) -> Error {
+        let ctx = self.ctx;
+        let script = base.join(self.flavor.script());
+        let args = self.flavor.args(action);
         let failed = |detail: String| {
             Error::new(
                 Exit::RollbackFailed,
-                format!("{why}; rolling back to generation {n} ({target}) failed too: {detail}; the system needs attention"),
+                format!(
+                    "{why}; rolling back to {to} failed too: {detail}; the system needs attention"
+                ),
             )
         };
-        match ctx.run(&script, &args, self.opts.install_bootloader) {
-            Ok(code) if self.flavor.success(code).is_some() => Error::new(
-                Exit::RolledBack,
-                format!("{why}; rolled back to generation {n} ({target})"),
-            ),
-            Ok(code) => failed(format!(
+        match ctx.run(
+            &script,
+            &args,
+            self.s.install_bootloader,
+            self.s.activation_timeout,
+        ) {
+            Ok(ran) if self.flavor.success(ran.code()).is_some() => {
+                Error::new(Exit::RolledBack, format!("{why}; rolled back to {to}"))
+            }
+            Ok(ran) => failed(format!(
                 "{} {} {}",
                 script.display(),
                 args.join(" "),
-                self.flavor.describe(code)
+                self.describe(ran)
             )),
             Err(e) => failed(e.to_string()),
         }
-    }
-
-    /// The generation to roll back to, or the error saying there is none.
-    fn rollback_target(
-        &self,
-        previous: Option<Generation>,
-        why: &str,
-        report: &Report,
-    ) -> Result<Generation, Error> {
-        let Some(prev) = previous else {
-            let stays = match report.generation {
-                Some(n) => format!("; it stays at generation {n}"),
-                None => String::new(),
-            };
-            return Err(Error::new(
-                Exit::ActivationFailed,
-                format!(
-                    "{why}; nothing to roll back to: profile {} had no generation before this one{stays}",
-                    self.ctx.profile.path.display()
-                ),
-            ));
-        };
-        if report.generation == Some(prev.number)
-            || report.generation.is_none() && self.action != Action::Test
-        {
-            // --force on the current path: "before" was this very path.
-            return Err(Error::new(
-                Exit::ActivationFailed,
-                format!(
-                    "{why}; nothing to roll back to: generation {} was already this path",
-                    prev.number
-                ),
-            ));
-        }
-        Ok(prev)
     }
 }
 
@@ -387,7 +581,7 @@ impl<'a> SwitchBack<'a> {
         ));
         let script = ctx.logical(&self.target.link).join(self.flavor.script());
         let args = self.flavor.args(Action::Switch);
-        let code = ctx.run(&script, &args, false)?;
+        let code = ctx.run(&script, &args, false, None)?.code();
         report.script_status = code;
         self.flavor.success(code).ok_or_else(|| {
             Error::new(
@@ -406,7 +600,7 @@ impl<'a> SwitchBack<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::ApplyKind;
+    use crate::cli::{ApplyKind, ApplyOpts};
     use crate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
 
     const STC: &str = "bin/switch-to-configuration";
@@ -425,7 +619,10 @@ mod tests {
     /// Apply `path` and return (exit class, message, report).
     fn apply(c: &Common, o: &ApplyOpts, path: &str) -> (Exit, String, Report) {
         let mut r = Report::default();
-        match crate::activate::activate(c, o, &sp(path), &mut r) {
+        let before = Before::read(c).unwrap();
+        let s = Settings::of(o);
+        let mut j = super::super::NoJournal;
+        match crate::activate::activate(c, &s, &sp(path), &before, &mut j, &mut r) {
             Ok(e) => (e, String::new(), r),
             Err(e) => (e.exit, e.message, r),
         }
@@ -742,5 +939,185 @@ mod tests {
         );
         let dry = opts(ApplyKind::Nixos, Action::DryActivate);
         assert!(!crate::activate::is_current(&c, &dry, &sp(&b)));
+    }
+
+    /// Records the phases journaled, in order.
+    #[derive(Default)]
+    struct Phases(Vec<&'static str>);
+
+    impl Journal for Phases {
+        fn phase(&mut self, phase: Phase, _: Option<u64>) -> Result<(), Error> {
+            self.0.push(phase.as_str());
+            Ok(())
+        }
+    }
+
+    /// Apply with `o`, journaling into `j`; the "before" is read now.
+    fn apply_journaled(
+        c: &Common,
+        o: &ApplyOpts,
+        path: &str,
+        j: &mut Phases,
+    ) -> (Exit, String, Report) {
+        let mut r = Report::default();
+        let before = Before::read(c).unwrap();
+        match crate::activate::activate(c, &Settings::of(o), &sp(path), &before, j, &mut r) {
+            Ok(e) => (e, String::new(), r),
+            Err(e) => (e.exit, e.message, r),
+        }
+    }
+
+    /// Point DIR/run/current-system at `path` (what activation would do).
+    fn set_running(root: &Path, path: &str) {
+        let run = root.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let link = run.join("current-system");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(path, link).unwrap();
+    }
+
+    #[test]
+    fn rollback_after_boot_returns_to_the_running_system() {
+        let t = TempDir::new("act-after-boot");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let bad = fake_system(&root, "sys-bad", STC, 2);
+        let o = opts(ApplyKind::Nixos, Action::Switch);
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        set_running(&root, &a);
+        let mut boot = opts(ApplyKind::Nixos, Action::Boot);
+        boot.install_bootloader = true;
+        assert_eq!(apply(&c, &boot, &b).0, Exit::Success);
+        assert_eq!(profile_target(&root), "system-2-link");
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        // Generation 3 fails: back to the running a (generation 1), not to
+        // generation 2 (b, only the boot default).
+        let (exit, msg, r) = apply(&c, &o, &bad);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert!(
+            msg.ends_with(&format!("; rolled back to generation 1 ({a})")),
+            "{msg}"
+        );
+        assert_eq!(
+            (r.previous_generation, r.rolled_back_to),
+            (Some(2), Some(1))
+        );
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert_eq!(
+            log(&root),
+            format!(
+                "/nix/var/nix/profiles/system-3-link/{STC} switch bootloader=\n\
+                 /nix/var/nix/profiles/system-1-link/{STC} switch bootloader=\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_failed_test_reactivates_the_running_system_with_test() {
+        let t = TempDir::new("act-test-back");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let bad = fake_system(&root, "sys-bad", STC, 2);
+        assert_eq!(
+            apply(&c, &opts(ApplyKind::Nixos, Action::Switch), &a).0,
+            Exit::Success
+        );
+        set_running(&root, &a);
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        let mut j = Phases::default();
+        let (exit, msg, r) =
+            apply_journaled(&c, &opts(ApplyKind::Nixos, Action::Test), &bad, &mut j);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert!(
+            msg.ends_with(&format!("; rolled back to generation 1 ({a})")),
+            "{msg}"
+        );
+        assert_eq!(r.generation, None);
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert!(!root.join("nix/var/nix/profiles/system-2-link").exists());
+        assert_eq!(
+            log(&root),
+            format!("{bad}/{STC} test bootloader=\n/nix/var/nix/profiles/system-1-link/{STC} test bootloader=\n")
+        );
+        assert_eq!(j.0, ["activating", "rolling-back"]);
+    }
+
+    #[test]
+    fn trial_commits_only_after_test_and_health_check() {
+        let t = TempDir::new("act-trial");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        assert_eq!(
+            apply(&c, &opts(ApplyKind::Nixos, Action::Switch), &a).0,
+            Exit::Success
+        );
+        set_running(&root, &a);
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        let mut o = opts(ApplyKind::Nixos, Action::Switch);
+        o.trial = true;
+        o.install_bootloader = true;
+        // A failing health check: the profile never moves, no `boot`, and
+        // the running system is re-activated with `test`.
+        o.health_check = Some("exit 1".into());
+        let mut j = Phases::default();
+        let (exit, msg, r) = apply_journaled(&c, &o, &b, &mut j);
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert_eq!((r.generation, r.path_failed), (None, true));
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert!(!root.join("nix/var/nix/profiles/system-2-link").exists());
+        assert_eq!(
+            log(&root),
+            format!("{b}/{STC} test bootloader=1\n/nix/var/nix/profiles/system-1-link/{STC} test bootloader=1\n")
+        );
+        assert_eq!(j.0, ["activating", "health-check", "rolling-back"]);
+        // A passing one: generation 2, then its `boot`.
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        o.health_check = Some("exit 0".into());
+        let mut j = Phases::default();
+        let (exit, msg, r) = apply_journaled(&c, &o, &b, &mut j);
+        assert_eq!((exit, msg.as_str()), (Exit::Success, ""));
+        assert_eq!(r.generation, Some(2));
+        assert_eq!(profile_target(&root), "system-2-link");
+        assert_eq!(
+            log(&root),
+            format!(
+                "{b}/{STC} test bootloader=1\n\
+                 /nix/var/nix/profiles/system-2-link/{STC} boot bootloader=1\n"
+            )
+        );
+        assert_eq!(
+            j.0,
+            ["activating", "health-check", "committing", "committing"]
+        );
+    }
+
+    #[test]
+    fn a_hung_activation_is_killed_and_rolled_back() {
+        let t = TempDir::new("act-timeout");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let hung = fake_system(&root, "sys-hung", STC, 0);
+        let script = root.join(hung.trim_start_matches('/')).join(STC);
+        std::fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
+        let mut o = opts(ApplyKind::Nixos, Action::Switch);
+        assert_eq!(apply(&c, &o, &a).0, Exit::Success);
+        o.activation_timeout = Some(Duration::from_secs(1));
+        let mut j = Phases::default();
+        let started = Instant::now();
+        let (exit, msg, _) = apply_journaled(&c, &o, &hung, &mut j);
+        assert!(started.elapsed() < Duration::from_secs(10), "not killed");
+        assert_eq!(exit, Exit::RolledBack, "{msg}");
+        assert_eq!(
+            msg,
+            format!("/nix/var/nix/profiles/system-2-link/{STC} switch did not finish within 1 s (--activation-timeout; killed); rolled back to generation 1 ({a})")
+        );
+        assert_eq!(profile_target(&root), "system-1-link");
+        assert_eq!(j.0, ["profile", "activating", "rolling-back"]);
     }
 }

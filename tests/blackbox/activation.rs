@@ -110,9 +110,70 @@ fn status_json_shows_generations_and_the_running_system() {
     assert_eq!(
         r.stdout,
         format!(
-            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"token_file\":null,\"token_expires_at\":null}}\n",
+            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"pending\":null,\"token_file\":null,\"token_expires_at\":null}}\n",
             root.display()
         )
+    );
+}
+
+/// A journal entry as a killed apply leaves it (pid 999999: not alive).
+fn pending_json(path: &str, phase: &str, before_gen: u64, before_sys: &str) -> String {
+    format!(
+        "{{\"reference\":\"org/proj/=0.1.2#x\",\"store_path\":\"{path}\",\"action\":\"switch\",\"trial\":false,\"phase\":\"{phase}\",\"generation\":null,\"previous_generation\":{before_gen},\"previous_system\":\"{before_sys}\",\"time\":1700000000,\"pid\":999999,\"kind\":\"nixos\",\"install_bootloader\":false,\"rollback_on\":[1,2,4],\"no_rollback\":false,\"health_check\":null,\"health_timeout\":60,\"activation_timeout\":null}}"
+    )
+}
+
+#[test]
+fn status_shows_a_pending_attempt_and_recover_finishes_it() {
+    let t = TempDir::new("status-pending");
+    let Some(root) = chroot_root(&t) else { return };
+    let a = fake_system(&root, "sys-a", STC, 0);
+    let b = fake_system(&root, "sys-b", STC, 0);
+    link(&root, "system-1-link", &a);
+    link(&root, "system", "system-1-link");
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    std::os::unix::fs::symlink(&a, root.join("run/current-system")).unwrap();
+    let dir = root.join("var/lib/fh-lite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pending = pending_json(&b, "activating", 1, &a);
+    std::fs::write(
+        dir.join("state.json"),
+        format!("{{\"version\":1,\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"pending\":{pending}}}\n"),
+    )
+    .unwrap();
+    let r = run_in(&root, &["status"]);
+    assert!(
+        r.stdout.contains(&format!(
+            "\npending         {b} (switch, killed during activating); the next run will resume it\n"
+        )),
+        "{r:?}"
+    );
+    let r = run_in(&root, &["status", "--json"]);
+    assert!(
+        r.stdout.contains(&format!("\"pending\":{pending},")),
+        "{r:?}"
+    );
+    // `recover` redoes the activation (generation 2) and clears it.
+    let r = run_in(&root, &["recover"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.starts_with(&format!(
+            "fh-lite: recovering an interrupted attempt: {b} (switch, killed during activating)\n"
+        )),
+        "{r:?}"
+    );
+    assert_eq!(profile_target(&root), "system-2-link");
+    assert_eq!(
+        std::fs::read_to_string(root.join("activation.log")).unwrap(),
+        "/nix/var/nix/profiles/system-2-link/bin/switch-to-configuration switch bootloader=\n"
+    );
+    let r = run_in(&root, &["status", "--json"]);
+    assert!(r.stdout.contains("\"pending\":null"), "{r:?}");
+    assert!(r.stdout.contains(":\"success\","), "{r:?}");
+    let r = run_in(&root, &["recover"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (0, "fh-lite: no interrupted attempt; nothing to recover\n")
     );
 }
 

@@ -45,3 +45,7 @@ mod resume;
 /// Hardening: credentials stay with the cache's origin, decoder memory is
 /// capped.
 mod hardening;
+
+/// Crash safety: applies killed (SIGKILL, SIGTERM) at random moments, then
+/// run again; judged by real Nix, the profile, the logs and status.
+mod crash;

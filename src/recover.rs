@@ -1,0 +1,310 @@
+//! Recovery: finish or undo an attempt a kill interrupted (the journal in
+//! state.json's `pending`; journal-spec.md). `fh-lite apply` and
+//! `fh-lite rollback` run it first, under the lock, before anything else;
+//! `fh-lite recover` runs it on its own.
+//!
+//! We hold the lock, so the process that wrote the entry is gone. By the
+//! phase it reached ([`decide`]):
+//!
+//! - `fetching`: nothing irreversible happened. The entry is cleared, the
+//!   attempt recorded as "interrupted", and the command goes on (an apply
+//!   starts over; the paths already in the store are kept).
+//! - `profile`, `activating`, `health-check`, `committing`: the attempt is
+//!   redone from its activation, the way it was started (same action,
+//!   trial, health check, timeouts; the system it replaced from the
+//!   journal). switch-to-configuration is made to be run again on the
+//!   system it already activated, and the generation is reused, so this is
+//!   safe wherever the kill landed; only a whole activation followed by a
+//!   passing health check makes it a success. A failure rolls back to the
+//!   system that ran before, as in any apply.
+//! - `rolling-back`: the rollback is done again (it is idempotent) and the
+//!   path recorded as failed.
+//!
+//! Recovery journals its own phases, so a kill during recovery is
+//! recovered by the next run in the same way.
+
+use crate::activate::{self, Before, Journal, Report, Settings};
+use crate::cli::Common;
+use crate::error::{Error, Exit};
+use crate::nix::store_path::StorePath;
+use crate::state::{Attempt, Pending, Phase, StateDir};
+
+/// `fh-lite recover`: recover, or say there is nothing to recover.
+pub fn run(common: &Common) -> Result<Exit, Error> {
+    let state = StateDir::new(&common.state_dir);
+    let _lock = state.lock()?;
+    crate::signal::install()?;
+    match recover(common, &state)? {
+        Recovery::Nothing => {
+            say(common, "no interrupted attempt; nothing to recover");
+            Ok(Exit::Success)
+        }
+        Recovery::Cleared => Ok(Exit::Success),
+        Recovery::Finished(result) => result,
+    }
+}
+
+/// What recovery did.
+pub enum Recovery {
+    /// No pending attempt.
+    Nothing,
+    /// It was still fetching: cleared and recorded as "interrupted".
+    Cleared,
+    /// It was redone or rolled back; how that ended (already recorded).
+    Finished(Result<Exit, Error>),
+}
+
+/// What to do with a pending attempt, by the phase it reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing irreversible happened: clear it, record "interrupted".
+    Clear,
+    /// Redo the activation from the start, then the health check.
+    Resume,
+    /// Redo the rollback.
+    RollBack,
+}
+
+pub fn decide(phase: Phase) -> Decision {
+    match phase {
+        Phase::Fetching => Decision::Clear,
+        Phase::Profile | Phase::Activating | Phase::HealthCheck | Phase::Committing => {
+            Decision::Resume
+        }
+        Phase::RollingBack => Decision::RollBack,
+    }
+}
+
+/// Recover the pending attempt, if any; the caller holds the lock.
+pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
+    let Some(p) = state.pending()? else {
+        return Ok(Recovery::Nothing);
+    };
+    let phase = p.phase();
+    let path = StorePath::parse(&p.store_path).map_err(|e| {
+        Error::new(
+            Exit::Internal,
+            format!(
+                "state file {}: the pending attempt's store path: {e}; delete its \"pending\" entry",
+                state.file().display()
+            ),
+        )
+    })?;
+    let attempt = Attempt::resumed(&p.reference, &path, p.time);
+    let settings = Settings::of_pending(&p).ok_or_else(|| {
+        Error::new(
+            Exit::Internal,
+            format!(
+                "state file {}: the pending attempt for {path} has an unknown kind '{}' or action '{}'; delete its \"pending\" entry",
+                state.file().display(),
+                p.kind,
+                p.action
+            ),
+        )
+    })?;
+    let decision = decide(phase);
+    if decision == Decision::Clear {
+        say(
+            common,
+            &format!("an attempt at {path} was interrupted while fetching; nothing had changed, starting over"),
+        );
+        state.record_result(&attempt, Exit::Interrupted, None, false)?;
+        return Ok(Recovery::Cleared);
+    }
+    if !common.quiet {
+        eprintln!(
+            "fh-lite: recovering an interrupted attempt: {path} ({}, killed during {})",
+            p.action,
+            phase.as_str()
+        );
+    }
+    let before = Before {
+        generation: p.previous_generation,
+        system: p.previous_system.clone(),
+    };
+    let committed = p.generation.is_some();
+    let mut journal = AttemptJournal::new(state, p);
+    let mut report = Report::default();
+    let result = match decision {
+        Decision::RollBack => Err(activate::redo_rollback(
+            common,
+            &settings,
+            &path,
+            &before,
+            committed,
+            &mut journal,
+            &mut report,
+        )),
+        _ => activate::activate(common, &settings, &path, &before, &mut journal, &mut report),
+    };
+    let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+    let generation = report.generation.or(journal.pending.generation);
+    state.record_result(&attempt, exit, generation, report.path_failed)?;
+    Ok(Recovery::Finished(result))
+}
+
+/// Run recovery before a command (apply, rollback): its outcome is printed,
+/// and the command goes on. Some(result): a signal arrived meanwhile, so the
+/// command stops with recovery's result.
+pub fn before_command(
+    common: &Common,
+    state: &StateDir,
+) -> Result<Option<Result<Exit, Error>>, Error> {
+    let result = match recover(common, state)? {
+        Recovery::Finished(r) => r,
+        Recovery::Nothing | Recovery::Cleared => return Ok(None),
+    };
+    if crate::signal::interrupted() {
+        return Ok(Some(result));
+    }
+    if let Err(e) = &result {
+        if !common.quiet {
+            eprintln!("fh-lite: recovery: {}", e.message);
+        }
+    }
+    Ok(None)
+}
+
+/// The journal of one attempt: its `pending` entry, rewritten atomically
+/// at each phase, before the step.
+pub struct AttemptJournal<'a> {
+    state: &'a StateDir,
+    pub pending: Pending,
+}
+
+impl<'a> AttemptJournal<'a> {
+    pub fn new(state: &'a StateDir, pending: Pending) -> AttemptJournal<'a> {
+        AttemptJournal { state, pending }
+    }
+}
+
+impl Journal for AttemptJournal<'_> {
+    fn phase(&mut self, phase: Phase, generation: Option<u64>) -> Result<(), Error> {
+        self.pending.phase = phase.as_str().to_string();
+        if generation.is_some() {
+            self.pending.generation = generation;
+        }
+        self.pending.pid = std::process::id();
+        self.state.set_pending(&self.pending)
+    }
+}
+
+fn say(common: &Common, msg: &str) {
+    if !common.quiet && !common.json {
+        eprintln!("fh-lite: {msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activate::profiles::Profile;
+    use crate::testutil::{chroot_root, common, fake_system, log as activation_log, TempDir};
+
+    const STC: &str = "bin/switch-to-configuration";
+
+    #[test]
+    fn each_phase_has_its_decision() {
+        let cases = [
+            (Phase::Fetching, Decision::Clear),
+            (Phase::Profile, Decision::Resume),
+            (Phase::Activating, Decision::Resume),
+            (Phase::HealthCheck, Decision::Resume),
+            (Phase::Committing, Decision::Resume),
+            (Phase::RollingBack, Decision::RollBack),
+        ];
+        for (phase, want) in cases {
+            assert_eq!(decide(phase), want, "{phase:?}");
+        }
+    }
+
+    /// A journal entry for `path` (switch, slow-v1-like `a` ran before).
+    fn entry(path: &str, phase: Phase, before: &str) -> Pending {
+        Pending {
+            reference: "org/proj/=0.1.2#x".into(),
+            store_path: path.into(),
+            action: "switch".into(),
+            phase: phase.as_str().into(),
+            previous_generation: Some(1),
+            previous_system: Some(before.into()),
+            time: 1,
+            pid: 999_999,
+            kind: "nixos".into(),
+            rollback_on: vec![1, 2, 4],
+            health_timeout: 60,
+            ..Pending::default()
+        }
+    }
+
+    #[test]
+    fn nothing_pending_is_nothing_to_do_and_fetching_is_cleared() {
+        let t = TempDir::new("recover-fetching");
+        let c = common(t.path());
+        let state = StateDir::new(&c.state_dir);
+        assert!(matches!(recover(&c, &state).unwrap(), Recovery::Nothing));
+        let p = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
+        let a = Attempt::start("r", &StorePath::parse(p).unwrap());
+        state.begin(&a, &entry(p, Phase::Fetching, p)).unwrap();
+        assert!(matches!(recover(&c, &state).unwrap(), Recovery::Cleared));
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.last_attempt.unwrap().result, "interrupted");
+    }
+
+    #[test]
+    fn an_attempt_killed_mid_activation_is_redone_or_rolled_back() {
+        let t = TempDir::new("recover-resume");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let state = StateDir::new(&c.state_dir);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let profile = Profile::new(&c.profile, Some(&root));
+        profile.create_generation(&a).unwrap();
+        profile.switch_to(1).unwrap();
+        // Killed during b's activation: generation 2 exists and is current.
+        profile.create_generation(&b).unwrap();
+        profile.switch_to(2).unwrap();
+        let att = Attempt::start("r", &StorePath::parse(&b).unwrap());
+        state
+            .begin(&att, &entry(&b, Phase::Activating, &a))
+            .unwrap();
+        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+            panic!("not recovered")
+        };
+        assert_eq!(r.unwrap(), Exit::Success);
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        let last = s.last_success.unwrap();
+        assert_eq!(
+            (last.store_path.as_str(), last.generation),
+            (b.as_str(), Some(2))
+        );
+        assert_eq!(
+            profile.current().unwrap(),
+            Some(2),
+            "the generation is reused"
+        );
+        assert_eq!(
+            activation_log(&root),
+            format!("/nix/var/nix/profiles/system-2-link/{STC} switch bootloader=\n")
+        );
+        // Killed while rolling back: the rollback is redone, b is failed.
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        state
+            .begin(&att, &entry(&b, Phase::RollingBack, &a))
+            .unwrap();
+        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+            panic!("not recovered")
+        };
+        assert_eq!(r.unwrap_err().exit, Exit::RolledBack);
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        assert_eq!(s.failed[0].store_path, b);
+        assert_eq!(profile.current().unwrap(), Some(1));
+        assert_eq!(
+            activation_log(&root),
+            format!("/nix/var/nix/profiles/system-1-link/{STC} switch bootloader=\n")
+        );
+    }
+}
