@@ -40,7 +40,7 @@ pub trait CacheClient: Sync {
     /// The largest xz dictionary / zstd window a NAR may ask for, in bytes
     /// (`--max-decoder-memory`; fetch.rs).
     fn max_decoder_memory(&self) -> u64 {
-        crate::fetch::DEFAULT_DECODER_MEMORY
+        crate::cli::DEFAULT_DECODER_MEMORY
     }
     /// One line on stderr about the transfer (resume.rs).
     fn note(&self, line: &str) {

@@ -262,6 +262,12 @@ impl StoreKind {
     }
 }
 
+/// The default of `--max-decoder-memory`: the largest xz dictionary and
+/// zstd window a NAR may ask for. 64 MiB is what `xz -9` and `zstd -19`
+/// use (and Nix's own compressors stay below it); a hostile body could ask
+/// for up to 4 GiB (xz) or 2 GiB (zstd `--long=31`) before a byte of
+/// output.
+pub const DEFAULT_DECODER_MEMORY: u64 = 64 << 20;
 /// Options every command shares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Common {
@@ -567,7 +573,7 @@ impl RawArgs {
             root: self.root.clone(),
             state_dir: under_root(&self.state_dir, DEFAULT_STATE_DIR),
             profile: under_root(&self.profile, DEFAULT_PROFILE),
-            max_decoder_memory: crate::fetch::DEFAULT_DECODER_MEMORY,
+            max_decoder_memory: DEFAULT_DECODER_MEMORY,
         }
     }
 

@@ -7,7 +7,7 @@
 //! HTTP body ─► BodyLimit (FileSize, truncation, progress; without a
 //!              FileSize at most NarSize + 1/64 + 64 KiB: see [`body_bound`])
 //!           ─► Decoder (none | xz | zstd | bzip2, from narinfo `Compression`;
-//!              xz dictionary and zstd window capped, see [`DEFAULT_DECODER_MEMORY`])
+//!              xz dictionary and zstd window capped, see [`crate::cli::DEFAULT_DECODER_MEMORY`])
 //!           ─► NarLimit (NarSize: a decompression bomb stops there)
 //!           ─► Store::add_path (strict NAR parse, NarHash/NarSize check, write)
 //! ```
@@ -132,13 +132,6 @@ pub fn body_bound(nar_size: u64) -> u64 {
         .saturating_add(nar_size / 64)
         .saturating_add(64 * 1024)
 }
-
-/// The default of `--max-decoder-memory`: the largest xz dictionary and
-/// zstd window a NAR may ask for. 64 MiB is what `xz -9` and `zstd -19`
-/// use (and Nix's own compressors stay below it); a hostile body could ask
-/// for up to 4 GiB (xz) or 2 GiB (zstd `--long=31`) before a byte of
-/// output.
-pub const DEFAULT_DECODER_MEMORY: u64 = 64 << 20;
 
 /// The body with its first bytes read already, to look at the header.
 type Peeked<'a> = io::Chain<io::Cursor<Vec<u8>>, BodyLimit<'a>>;

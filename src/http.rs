@@ -389,7 +389,7 @@ impl Client {
             quiet,
             verbose: false,
             retry,
-            max_decoder_memory: crate::fetch::DEFAULT_DECODER_MEMORY,
+            max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
         })
     }
 

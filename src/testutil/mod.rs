@@ -69,7 +69,7 @@ pub fn common(root: &Path) -> crate::cli::Common {
         root: Some(root.to_path_buf()),
         state_dir: root.join("var/lib/fh-lite"),
         profile: root.join("nix/var/nix/profiles/system"),
-        max_decoder_memory: crate::fetch::DEFAULT_DECODER_MEMORY,
+        max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
     }
 }
 
