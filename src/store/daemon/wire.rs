@@ -167,9 +167,14 @@ pub(super) fn process_stderr(r: &mut dyn Read, version: u64, log: LogFn) -> Resu
                         if get_u64(r)? != 0 {
                             return Err(Wire::Protocol("error trace carries a position".into()));
                         }
-                        let hint = get_string(r, "error trace")?;
-                        msg.push_str("; ");
-                        msg.push_str(&clean_message(&hint));
+                        // A trace that cleans to nothing adds no "; ".
+                        let hint = clean_message(&get_string(r, "error trace")?);
+                        if !hint.is_empty() {
+                            if !msg.is_empty() {
+                                msg.push_str("; ");
+                            }
+                            msg.push_str(&hint);
+                        }
                     }
                     msg
                 } else {
@@ -209,5 +214,50 @@ pub(super) fn process_stderr(r: &mut dyn Read, version: u64, log: LogFn) -> Resu
                 )))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_log(line: &str) {
+        panic!("unexpected log line {line:?}");
+    }
+
+    /// Found by the fuzz target daemon_stderr: an error trace that is only
+    /// colour codes or white space left a dangling "; " in the message.
+    #[test]
+    fn empty_error_traces_add_nothing() {
+        let error = |msg: &str, traces: &[&str]| {
+            let mut o = Vec::new();
+            put_u64(&mut o, STDERR_ERROR);
+            put_bytes(&mut o, b"Error");
+            put_u64(&mut o, 0);
+            put_bytes(&mut o, b"Error");
+            put_bytes(&mut o, msg.as_bytes());
+            put_u64(&mut o, 0);
+            put_u64(&mut o, traces.len() as u64);
+            for t in traces {
+                put_u64(&mut o, 0);
+                put_bytes(&mut o, t.as_bytes());
+            }
+            match process_stderr(&mut &o[..], proto(1, 37), no_log) {
+                Err(Wire::Daemon(m)) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            error("path '/nix/store/x' is not valid", &["\u{1b}[0m ", ""]),
+            "path '/nix/store/x' is not valid"
+        );
+        assert_eq!(
+            error("failed", &[" ", "while adding"]),
+            "failed; while adding"
+        );
+        assert_eq!(
+            error("\u{1b}[31;1m\u{1b}[0m", &["while adding"]),
+            "while adding"
+        );
     }
 }
