@@ -4,10 +4,15 @@
 
 use std::path::Path;
 
+/// Named seed files.
+type Seeds = Vec<(String, Vec<u8>)>;
+
 fn main() -> std::io::Result<()> {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let mut all: Vec<(&str, Vec<(String, Vec<u8>)>)> = Vec::new();
-    let own = |v: Vec<(&str, Vec<u8>)>| v.into_iter().map(|(n, d)| (n.to_string(), d)).collect();
+    let mut all: Vec<(&str, Seeds)> = Vec::new();
+    let own = |v: Vec<(&str, Vec<u8>)>| -> Seeds {
+        v.into_iter().map(|(n, d)| (n.to_string(), d)).collect()
+    };
     all.push(("narinfo", own(fh_lite_fuzz::narinfo::seeds())));
     all.push(("nar", own(fh_lite_fuzz::nar::seeds())));
     all.push(("outref", fh_lite_fuzz::outrefs::seeds()));
