@@ -35,6 +35,9 @@ use crate::outref::OutputRef;
 
 pub use crate::http::Secret;
 
+// The JSON answers, decoded without I/O (the fuzz targets build it alone).
+mod answer;
+
 /// Where Determinate Nix keeps the machine's FlakeHub token.
 pub const DETERMINATE_TOKEN: &str = "/nix/var/determinate/token";
 /// Largest token file read (JWTs are about 1 KiB).
@@ -327,37 +330,20 @@ pub fn encode_segment(s: &str) -> String {
 
 /// Parse and validate the answer of the output endpoint.
 fn parse_output(url: &str, body: &[u8]) -> Result<Resolved, FlakehubError> {
-    #[derive(miniserde::Deserialize)]
-    struct Answer {
-        attribute_path: String,
-        store_path: String,
-        token: Option<String>,
-    }
-    let bad = |detail: &str| FlakehubError::BadJson {
-        url: url.to_string(),
-        detail: detail.to_string(),
-    };
-    let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
-    let a: Answer = miniserde::json::from_str(text)
-        .map_err(|_| bad("malformed, or a field is missing or has the wrong type"))?;
-    let Ok(store_path) = StorePath::parse(&a.store_path) else {
-        let mut value = a.store_path;
-        if value.len() > 200 {
-            let mut cut = 200;
-            while !value.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            value.truncate(cut);
-        }
-        return Err(FlakehubError::BadStorePath {
+    let a = answer::parse_output(body).map_err(|e| match e {
+        answer::OutputError::BadJson(detail) => FlakehubError::BadJson {
+            url: url.to_string(),
+            detail: detail.to_string(),
+        },
+        answer::OutputError::BadStorePath(value) => FlakehubError::BadStorePath {
             url: url.to_string(),
             value,
-        });
-    };
+        },
+    })?;
     Ok(Resolved {
         attribute_path: a.attribute_path,
-        store_path,
-        token: a.token.filter(|t| !t.is_empty()).map(Secret::new),
+        store_path: a.store_path,
+        token: a.token.map(Secret::new),
     })
 }
 
@@ -466,30 +452,7 @@ pub fn token_info(common: &Common) -> Result<TokenInfo, FlakehubError> {
 /// for anything that is not a JWT with a numeric `exp`. The signature is
 /// not checked: this is only for display.
 pub fn jwt_exp(token: &Secret) -> Option<i64> {
-    use base64::Engine;
-    let t = token.expose();
-    let t = t.strip_prefix("flakehub1_").unwrap_or(t);
-    let mut parts = t.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || payload.len() > 16 << 10 {
-        return None;
-    }
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let v: miniserde::json::Value =
-        miniserde::json::from_str(std::str::from_utf8(&json).ok()?).ok()?;
-    let miniserde::json::Value::Object(obj) = v else {
-        return None;
-    };
-    match obj.get("exp")? {
-        miniserde::json::Value::Number(miniserde::json::Number::U64(n)) => i64::try_from(*n).ok(),
-        miniserde::json::Value::Number(miniserde::json::Number::I64(n)) => Some(*n),
-        miniserde::json::Value::Number(miniserde::json::Number::F64(n)) if n.fract() == 0.0 => {
-            Some(*n as i64)
-        }
-        _ => None,
-    }
+    answer::jwt_exp(token.expose())
 }
 
 #[cfg(test)]

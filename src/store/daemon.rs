@@ -51,27 +51,21 @@ use crate::nix::nar::{self, NarSink};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
 
+// The wire codec and the stderr stream decoder: pure, so the fuzz
+// targets (fuzz/) can build them on their own.
+mod wire;
+pub use wire::LogFn;
+use wire::*;
+
 /// Where Nix puts the daemon socket when nothing else is configured.
 pub const DEFAULT_SOCKET: &str = "/nix/var/nix/daemon-socket/socket";
 
 const WORKER_MAGIC_1: u64 = 0x6e69_7863;
 const WORKER_MAGIC_2: u64 = 0x6478_696f;
-const fn proto(major: u64, minor: u64) -> u64 {
-    (major << 8) | minor
-}
 /// What we announce (see the module doc).
 const CLIENT_VERSION: u64 = proto(1, 37);
 /// The oldest daemon protocol we speak: framed NAR upload.
 const MIN_DAEMON_VERSION: u64 = proto(1, 23);
-
-const STDERR_NEXT: u64 = 0x6f6c_6d67;
-const STDERR_READ: u64 = 0x6461_7461;
-const STDERR_WRITE: u64 = 0x6461_7416;
-const STDERR_LAST: u64 = 0x616c_7473;
-const STDERR_ERROR: u64 = 0x6378_7470;
-const STDERR_START_ACTIVITY: u64 = 0x5354_5254;
-const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
-const STDERR_RESULT: u64 = 0x5253_4c54;
 
 const OP_ADD_TEMP_ROOT: u64 = 11;
 #[cfg(test)]
@@ -79,10 +73,6 @@ const OP_ADD_INDIRECT_ROOT: u64 = 12;
 const OP_QUERY_VALID_PATHS: u64 = 31;
 const OP_ADD_TO_STORE_NAR: u64 = 39;
 
-/// Longest string we accept from the daemon (log lines, error messages).
-const MAX_STRING: u64 = 1 << 20;
-/// Most items we accept in one set/list/field list from the daemon.
-const MAX_ITEMS: u64 = 1 << 20;
 /// Payload bytes per upload frame.
 const FRAME: usize = 64 * 1024;
 /// How long the handshake may take (a socket that accepts but never
@@ -90,22 +80,6 @@ const FRAME: usize = 64 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Temp roots are sent in pipelined batches of this many requests.
 const ROOT_BATCH: usize = 128;
-
-/// A failure on the wire, before the socket path is attached.
-#[derive(Debug)]
-enum Wire {
-    Io(io::Error),
-    /// The peer broke the protocol.
-    Protocol(String),
-    /// The daemon reported an error (`STDERR_ERROR`): its message.
-    Daemon(String),
-}
-
-impl From<io::Error> for Wire {
-    fn from(e: io::Error) -> Wire {
-        Wire::Io(e)
-    }
-}
 
 impl Wire {
     fn at(self, socket: &Path, doing: &str) -> StoreError {
@@ -126,182 +100,9 @@ impl Wire {
     }
 }
 
-// ---- primitives --------------------------------------------------------
-
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_u64(out, b.len() as u64);
-    out.extend_from_slice(b);
-    out.resize(out.len() + (8 - b.len() % 8) % 8, 0);
-}
-
-fn put_set<S: AsRef<[u8]>>(out: &mut Vec<u8>, items: &[S]) {
-    put_u64(out, items.len() as u64);
-    for i in items {
-        put_bytes(out, i.as_ref());
-    }
-}
-
-fn get_u64(r: &mut dyn Read) -> Result<u64, Wire> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
-}
-
-fn get_bytes(r: &mut dyn Read, what: &str) -> Result<Vec<u8>, Wire> {
-    let len = get_u64(r)?;
-    if len > MAX_STRING {
-        return Err(Wire::Protocol(format!(
-            "{what} of {len} bytes is longer than the limit of {MAX_STRING}"
-        )));
-    }
-    // Bounded just above.
-    let padded = (len as usize).div_ceil(8) * 8;
-    let mut buf = vec![0u8; padded];
-    r.read_exact(&mut buf)?;
-    if buf[len as usize..].iter().any(|&b| b != 0) {
-        return Err(Wire::Protocol(format!("{what} has non-zero padding")));
-    }
-    buf.truncate(len as usize);
-    Ok(buf)
-}
-
-fn get_string(r: &mut dyn Read, what: &str) -> Result<String, Wire> {
-    String::from_utf8(get_bytes(r, what)?)
-        .map_err(|_| Wire::Protocol(format!("{what} is not UTF-8")))
-}
-
-fn get_count(r: &mut dyn Read, what: &str) -> Result<u64, Wire> {
-    let n = get_u64(r)?;
-    if n > MAX_ITEMS {
-        return Err(Wire::Protocol(format!(
-            "{what} has {n} items, more than the limit of {MAX_ITEMS}"
-        )));
-    }
-    Ok(n)
-}
-
-/// Daemon messages carry ANSI colour codes (Nix's hint formatting); strip
-/// them, and the "error: " prefix the Nix client would add itself.
-fn clean_message(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    let t = out.trim_end();
-    t.strip_prefix("error: ").unwrap_or(t).to_string()
-}
-
-/// How daemon log lines reach the user.
-pub type LogFn = fn(&str);
-
 /// Show a daemon log line on our stderr.
 pub fn log_to_stderr(line: &str) {
     eprintln!("nix-daemon: {line}");
-}
-
-fn skip_fields(r: &mut dyn Read) -> Result<(), Wire> {
-    let n = get_count(r, "activity field list")?;
-    for _ in 0..n {
-        match get_u64(r)? {
-            0 => {
-                get_u64(r)?;
-            }
-            1 => {
-                get_bytes(r, "activity field")?;
-            }
-            k => return Err(Wire::Protocol(format!("unknown activity field kind {k}"))),
-        }
-    }
-    Ok(())
-}
-
-/// Read the stderr stream of one operation up to `STDERR_LAST`; log lines
-/// go to `log`, `STDERR_ERROR` becomes `Wire::Daemon`.
-fn process_stderr(r: &mut dyn Read, version: u64, log: LogFn) -> Result<(), Wire> {
-    loop {
-        match get_u64(r)? {
-            STDERR_LAST => return Ok(()),
-            STDERR_NEXT => {
-                let line = String::from_utf8_lossy(&get_bytes(r, "log line")?).into_owned();
-                let line = clean_message(&line);
-                if !line.is_empty() {
-                    log(&line);
-                }
-            }
-            STDERR_ERROR => {
-                let message = if version >= proto(1, 26) {
-                    let _type = get_bytes(r, "error type")?;
-                    let _level = get_u64(r)?;
-                    let _name = get_bytes(r, "error name")?;
-                    let msg = get_string(r, "error message")?;
-                    if get_u64(r)? != 0 {
-                        return Err(Wire::Protocol("error carries a position".into()));
-                    }
-                    let mut msg = clean_message(&msg);
-                    let traces = get_count(r, "error traces")?;
-                    for _ in 0..traces {
-                        if get_u64(r)? != 0 {
-                            return Err(Wire::Protocol("error trace carries a position".into()));
-                        }
-                        let hint = get_string(r, "error trace")?;
-                        msg.push_str("; ");
-                        msg.push_str(&clean_message(&hint));
-                    }
-                    msg
-                } else {
-                    let msg = get_string(r, "error message")?;
-                    let _status = get_u64(r)?;
-                    clean_message(&msg)
-                };
-                return Err(Wire::Daemon(message));
-            }
-            STDERR_START_ACTIVITY => {
-                let _id = get_u64(r)?;
-                let _level = get_u64(r)?;
-                let _type = get_u64(r)?;
-                let _text = get_bytes(r, "activity text")?;
-                skip_fields(r)?;
-                if version >= proto(1, 20) {
-                    let _parent = get_u64(r)?;
-                }
-            }
-            STDERR_STOP_ACTIVITY => {
-                let _id = get_u64(r)?;
-            }
-            STDERR_RESULT => {
-                let _id = get_u64(r)?;
-                let _type = get_u64(r)?;
-                skip_fields(r)?;
-            }
-            STDERR_READ | STDERR_WRITE => {
-                return Err(Wire::Protocol(
-                    "the daemon asked to exchange raw data, which no operation fh-lite uses does"
-                        .into(),
-                ))
-            }
-            tag => {
-                return Err(Wire::Protocol(format!(
-                    "unknown stderr message tag {tag:#x}"
-                )))
-            }
-        }
-    }
 }
 
 // ---- one connection -----------------------------------------------------
