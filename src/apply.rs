@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::activate::{self, Report};
 use crate::cache::{FetchError, HttpCache};
-use crate::cli::{ApplyOpts, Common};
+use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch;
 use crate::flakehub;
@@ -23,8 +23,17 @@ use crate::state::{format_time, Attempt, StateDir};
 use crate::store::select;
 use crate::store::Store;
 
-pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
+pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
     let started = Instant::now();
+    // Offline modes (issue 12, offline.rs): `--from` opens the bundle and
+    // takes REF from its verified manifest; the bundle then stands in for
+    // resolve and the cache below. Refuses an older exact version
+    // (anti-downgrade) unless --allow-downgrade.
+    let (bundle_opts, bundle) = match crate::offline::open(common, opts, offline)? {
+        Some(b) => (Some(b.opts), Some(b.source)),
+        None => (None, None),
+    };
+    let opts = bundle_opts.as_ref().unwrap_or(opts);
     if opts.reference.is_loose() && !common.quiet {
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
@@ -35,8 +44,12 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
 
     // resolve
     let client = Client::new(common)?;
-    let mut token = ClosureToken::resolve(&client, common, opts)?;
-    let root_path = token.store_path.clone();
+    // Offline (issue 12): the bundle replaces FlakeHub and the cache.
+    let mut token: Box<dyn crate::offline::Source + '_> = match bundle {
+        Some(source) => source,
+        None => Box::new(ClosureToken::resolve(&client, common, opts)?),
+    };
+    let root_path = token.store_path().clone();
     let msg = format!("{} resolves to {root_path}", opts.reference);
     say(common, &msg);
     if !opts.dry_run && already_done(common, opts, &state, &root_path)? {
@@ -44,7 +57,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
 
     // plan
-    let store = select::select(common, opts, &opts.trusted_keys, &token.token)?;
+    let store = select::select(common, opts, &opts.trusted_keys, token.token())?;
     let store = store.as_ref();
     let plan = token.plan(store, &opts.trusted_keys, opts.jobs)?;
     if opts.dry_run {
@@ -85,6 +98,10 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
+    // Anti-downgrade memory (issue 12, offline.rs): the exact version now applied.
+    if exit == Exit::Success {
+        crate::offline::remember(common, opts)?;
+    }
     result
 }
 
@@ -138,6 +155,41 @@ fn make_room(common: &Common, store: &dyn Store, plan: &Plan) -> Result<(), Erro
     let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
     pinned.push(plan.root.clone());
     Ok(store.add_temp_roots(&pinned)?)
+}
+
+/// The FlakeHub source (issue 12: offline.rs has the bundle one).
+impl crate::offline::Source for ClosureToken<'_> {
+    fn store_path(&self) -> &StorePath {
+        &self.store_path
+    }
+    fn token(&self) -> &Secret {
+        &self.token
+    }
+    fn cache(&self) -> Box<dyn crate::cache::CacheClient + '_> {
+        Box::new(ClosureToken::cache(self))
+    }
+    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
+        ClosureToken::plan(self, store, keys, jobs)
+    }
+    fn fetch(
+        &mut self,
+        store: &dyn Store,
+        keys: &TrustedKeys,
+        jobs: usize,
+        plan: Plan,
+    ) -> Result<(), Error> {
+        ClosureToken::fetch(self, store, keys, jobs, plan)
+    }
+}
+
+/// FlakeHub as the source of `fetch` and `bundle create` (issue 12): the
+/// closure token, renewed when it expires, as apply uses it.
+pub fn flakehub_source<'a>(
+    client: &'a Client,
+    common: &'a Common,
+    opts: &'a ApplyOpts,
+) -> Result<Box<dyn crate::offline::Source + 'a>, Error> {
+    Ok(Box::new(ClosureToken::resolve(client, common, opts)?))
 }
 
 /// How often one apply may ask FlakeHub for a fresh closure token.
