@@ -41,3 +41,6 @@ mod live_store;
 /// Crash safety of the transfer: a NAR body that breaks off is resumed
 /// with a Range request; temp trees of dead runs are removed.
 mod resume;
+
+/// Offline and beyond FlakeHub: fetch, bundles, apply --from, anti-downgrade.
+mod offline;
