@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::activate::{self, Before, Report, Settings};
 use crate::cache::{FetchError, HttpCache};
-use crate::cli::{ApplyOpts, Common};
+use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch;
 use crate::flakehub;
@@ -24,8 +24,17 @@ use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::store::select;
 use crate::store::Store;
 
-pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
+pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
     let started = Instant::now();
+    // Offline modes (offline.rs): `--from` opens the bundle and
+    // takes REF from its verified manifest; the bundle then stands in for
+    // resolve and the cache below. Refuses an older exact version
+    // (anti-downgrade) unless --allow-downgrade.
+    let (bundle_opts, bundle) = match open_offline(common, opts, offline)? {
+        Some(b) => (Some(b.opts), Some(b.source)),
+        None => (None, None),
+    };
+    let opts = bundle_opts.as_ref().unwrap_or(opts);
     if opts.reference.is_loose() && !common.quiet {
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
@@ -45,8 +54,12 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
 
     // resolve
     let client = Client::new(common)?;
-    let mut token = ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?;
-    let root_path = token.store_path.clone();
+    // Offline: the bundle replaces FlakeHub and the cache.
+    let mut token: Box<dyn crate::offline::Source + '_> = match bundle {
+        Some(source) => source,
+        None => Box::new(ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?),
+    };
+    let root_path = token.store_path().clone();
     let msg = format!("{} resolves to {root_path}", opts.reference);
     say(common, &msg);
     let mut attempt = Attempt::start(&opts.reference.to_string(), &root_path);
@@ -58,7 +71,7 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
 
     // plan
-    let store = select::select(common, opts, &opts.trusted_keys, &token.token)?;
+    let store = select::select(common, opts, &opts.trusted_keys, token.token())?;
     let store = store.as_ref();
     let plan = token
         .plan(store, &opts.trusted_keys, opts.jobs)
@@ -129,6 +142,10 @@ pub fn run(common: &Common, opts: &ApplyOpts) -> Result<Exit, Error> {
     }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
+    // Anti-downgrade memory (offline.rs): the exact version now applied.
+    if exit == Exit::Success {
+        remember(common, opts)?;
+    }
     result
 }
 
@@ -205,6 +222,41 @@ fn make_room(common: &Common, store: &dyn Store, plan: &Plan) -> Result<(), Erro
         plan::check_disk_space(&root.join("nix/store"), plan.unpack_bytes)?;
     }
     Ok(store.add_temp_roots(&plan.closure())?)
+}
+
+/// The FlakeHub source (offline.rs has the bundle one).
+impl crate::offline::Source for ClosureToken<'_> {
+    fn store_path(&self) -> &StorePath {
+        &self.store_path
+    }
+    fn token(&self) -> &Secret {
+        &self.token
+    }
+    fn cache(&self) -> Box<dyn crate::cache::CacheClient + '_> {
+        Box::new(ClosureToken::cache(self))
+    }
+    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
+        ClosureToken::plan(self, store, keys, jobs)
+    }
+    fn fetch(
+        &mut self,
+        store: &dyn Store,
+        keys: &TrustedKeys,
+        jobs: usize,
+        plan: Plan,
+    ) -> Result<(), Error> {
+        ClosureToken::fetch(self, store, keys, jobs, plan)
+    }
+}
+
+/// FlakeHub as the source of `fetch` and `bundle create`: the
+/// closure token, renewed when it expires, as apply uses it.
+pub fn flakehub_source<'a>(
+    client: &'a Client,
+    common: &'a Common,
+    opts: &'a ApplyOpts,
+) -> Result<Box<dyn crate::offline::Source + 'a>, Error> {
+    Ok(Box::new(ClosureToken::resolve(client, common, opts)?))
 }
 
 /// How often one apply may ask FlakeHub for a fresh closure token.
@@ -313,4 +365,29 @@ impl<'a> ClosureToken<'a> {
         self.token = again.token;
         Ok(true)
     }
+}
+
+/// Before resolve: with `--from`, open and verify the bundle; for an exact
+/// version (from REF or the manifest), refuse a downgrade.
+fn open_offline(
+    common: &Common,
+    opts: &ApplyOpts,
+    offline: &OfflineOpts,
+) -> Result<Option<crate::offline::Opened>, Error> {
+    let opened = match &offline.from {
+        None => None,
+        Some(from) => Some(crate::bundle::source::open(common, opts, offline, from)?),
+    };
+    let reference = opened
+        .as_ref()
+        .map_or(&opts.reference, |o| &o.opts.reference);
+    if !offline.allow_downgrade {
+        crate::versions::check(&common.state_dir, reference)?;
+    }
+    Ok(opened)
+}
+
+/// After a successful apply: remember its exact version (if any).
+fn remember(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
+    crate::versions::remember(&common.state_dir, &opts.reference)
 }

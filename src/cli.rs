@@ -32,6 +32,9 @@ USAGE:
     fh-lite apply nixos REF [ACTION] [OPTIONS]
     fh-lite apply nix-darwin REF [OPTIONS]
     fh-lite apply home-manager REF [OPTIONS]
+    fh-lite apply nixos --from FILE|DIR|- [ACTION] [OPTIONS]
+    fh-lite fetch REF [--out-link PATH] [--json] [OPTIONS]
+    fh-lite bundle create REF --output FILE [--format tar|dir] [--sign-key FILE]
     fh-lite resolve REF [--json]
     fh-lite status [--json]
     fh-lite rollback [--to N]
@@ -55,6 +58,13 @@ ACTION (nixos):
 
 COMMANDS:
     apply      resolve → plan → fetch → register → activate
+    fetch      resolve, fetch and register the closure and pin it with a GC
+               root (under --state-dir, or --out-link PATH); no profile
+               change, no activation. A later apply of it downloads nothing
+    bundle create
+               write everything an offline apply needs into one file (tar:
+               manifest, narinfos, NARs; verified while it streams) or a
+               binary-cache directory (--format dir, readable by Nix)
     resolve    print the store path REF resolves to (no download)
     status     current generation, last attempt and success, failed paths,
                which token file is used and when it expires
@@ -117,6 +127,26 @@ OPTIONS:
         --state-dir DIR        state and lock (default /var/lib/fh-lite)
         --to N                 rollback: the generation number to switch to
 
+OFFLINE (fetch, bundle, apply --from):
+        --out-link PATH        fetch: the GC root symlink (default
+                               STATE_DIR/fetched)
+        --output PATH          bundle create: the file (or directory) to write
+        --format tar|dir       bundle create: one tar file (default), or a
+                               binary-cache directory with the manifest beside it
+        --sign-key FILE        bundle create: sign the manifest with this
+                               Nix-style ed25519 secret key (NAME:BASE64)
+        --from FILE|DIR|-      apply from a bundle (- reads standard input);
+                               no network, no token; REF comes from the bundle
+        --trusted-bundle-key NAME:KEY
+                               accept bundles whose manifest this key signed
+                               (repeatable; required unless
+                               --allow-unsigned-bundle)
+        --allow-unsigned-bundle
+                               accept a bundle without a manifest signature
+                               (narinfo signatures are still checked)
+        --allow-downgrade      apply an exact version older than the newest
+                               one applied before
+
 ENVIRONMENT:
     FH_API_ADDR, FH_CACHE_ADDR, FH_FRONTEND_ADDR
                          defaults for the three address options
@@ -148,6 +178,13 @@ EXAMPLES:
         fh-lite apply nixos MyOrg/fleet/=0.1.175#nixosConfigurations.pi
     See what would be downloaded:
         fh-lite apply nixos MyOrg/fleet/0.1 --dry-run
+    Download at night, activate in the maintenance window:
+        fh-lite fetch MyOrg/fleet/=0.1.175#nixosConfigurations.pi
+        fh-lite apply nixos MyOrg/fleet/=0.1.175#nixosConfigurations.pi
+    Carry a release to an air-gapped machine:
+        fh-lite bundle create MyOrg/fleet/=0.1.175#nixosConfigurations.pi \
+            --output pi.bundle --sign-key /etc/fh-lite/bundle.sec
+        fh-lite apply nixos --from pi.bundle --trusted-bundle-key NAME:KEY
     Put a release into an SD image being built, ready for first boot:
         fh-lite apply nixos MyOrg/fleet/=0.1.175 boot --root /mnt
     Only deploy if sshd is still up afterwards, else roll back:
@@ -262,6 +299,10 @@ impl StoreKind {
     }
 }
 
+/// The reference cli.rs puts in `ApplyOpts` with `--from` until `apply`
+/// replaces it with the manifest's.
+pub const PLACEHOLDER_REF: &str = "fh-lite/from-bundle/*";
+
 /// The default of `--max-decoder-memory`: the largest xz dictionary and
 /// zstd window a NAR may ask for. 64 MiB is what `xz -9` and `zstd -19`
 /// use (and Nix's own compressors stay below it); a hostile body could ask
@@ -311,14 +352,37 @@ pub struct ApplyOpts {
     pub activation_timeout: Option<Duration>,
 }
 
+/// Options of `fetch`, `bundle create` and `apply --from` (offline.rs).
+#[derive(Clone, Debug, Default)]
+pub struct OfflineOpts {
+    pub out_link: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    /// `--format dir`: a binary-cache directory instead of one tar file.
+    pub dir_format: bool,
+    pub sign_key: Option<PathBuf>,
+    /// `--from`: a bundle file, directory, or `-` for standard input.
+    pub from: Option<PathBuf>,
+    pub trusted_bundle_keys: Vec<PublicKey>,
+    pub allow_unsigned_bundle: bool,
+    pub allow_downgrade: bool,
+}
+
 #[derive(Clone, Debug)]
 pub enum Command {
     Help,
     Version,
     Apply(Box<ApplyOpts>),
-    Resolve { reference: OutputRef },
+    /// `fetch REF`: stage without activating (stage.rs).
+    Fetch(Box<ApplyOpts>),
+    /// `bundle create REF` (bundle_cmd.rs).
+    BundleCreate(Box<ApplyOpts>),
+    Resolve {
+        reference: OutputRef,
+    },
     Status,
-    Rollback { to: Option<u64> },
+    Rollback {
+        to: Option<u64>,
+    },
     Recover,
 }
 
@@ -326,6 +390,7 @@ pub enum Command {
 pub struct Cli {
     pub common: Common,
     pub command: Command,
+    pub offline: OfflineOpts,
 }
 
 /// What phase two takes from the machine. [`Env::real`] reads it (the only
@@ -407,12 +472,20 @@ pub struct RawArgs {
     trial: bool,
     activation_timeout: Option<String>,
     to: Option<String>,
+    out_link: Option<PathBuf>,
+    output: Option<PathBuf>,
+    format: Option<String>,
+    sign_key: Option<PathBuf>,
+    from: Option<PathBuf>,
+    trusted_bundle_keys: Vec<String>,
+    allow_unsigned_bundle: bool,
+    allow_downgrade: bool,
     /// Options given, in order, for the "does not apply to" check.
     seen: Vec<&'static str>,
 }
 
-/// Every long option the parser accepts, with the one command it is for
-/// (`None`: any). A test checks each is in HELP.
+/// Every long option the parser accepts, with the commands it is for
+/// (space-separated; `None`: any). A test checks each is in HELP.
 pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("help", None),
     ("version", None),
@@ -421,19 +494,19 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("json", None),
     ("dry-run", Some("apply")),
     ("root", None),
-    ("store", Some("apply")),
-    ("daemon-socket", Some("apply")),
+    ("store", Some("apply fetch")),
+    ("daemon-socket", Some("apply fetch")),
     ("profile", None),
-    ("jobs", Some("apply")),
-    ("max-decoder-memory", Some("apply")),
+    ("jobs", Some("apply fetch bundle")),
+    ("max-decoder-memory", Some("apply fetch bundle")),
     ("token-file", None),
     ("api-addr", None),
     ("cache-addr", None),
     ("frontend-addr", None),
     ("ca-file", None),
     ("allow-insecure-http", None),
-    ("trusted-key", Some("apply")),
-    ("no-default-keys", Some("apply")),
+    ("trusted-key", Some("apply fetch bundle")),
+    ("no-default-keys", Some("apply fetch bundle")),
     ("install-bootloader", Some("apply")),
     ("force", Some("apply")),
     ("no-rollback", Some("apply")),
@@ -445,6 +518,14 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("activation-timeout", Some("apply")),
     ("state-dir", None),
     ("to", Some("rollback")),
+    ("out-link", Some("fetch")),
+    ("output", Some("bundle")),
+    ("format", Some("bundle")),
+    ("sign-key", Some("bundle")),
+    ("from", Some("apply")),
+    ("trusted-bundle-key", Some("apply")),
+    ("allow-unsigned-bundle", Some("apply")),
+    ("allow-downgrade", Some("apply")),
 ];
 
 fn string(v: OsString, opt: &str) -> Result<String, Error> {
@@ -496,6 +577,12 @@ where
             "no-rollback" => a.no_rollback = true,
             "retry-failed" => a.retry_failed = true,
             "trial" => a.trial = true,
+            "allow-unsigned-bundle" => a.allow_unsigned_bundle = true,
+            "allow-downgrade" => a.allow_downgrade = true,
+            "out-link" => a.out_link = Some(p.value().map_err(usage)?.into()),
+            "output" => a.output = Some(p.value().map_err(usage)?.into()),
+            "sign-key" => a.sign_key = Some(p.value().map_err(usage)?.into()),
+            "from" => a.from = Some(p.value().map_err(usage)?.into()),
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
@@ -517,6 +604,8 @@ where
                     "health-timeout" => a.health_timeout = Some(v),
                     "activation-timeout" => a.activation_timeout = Some(v),
                     "to" => a.to = Some(v),
+                    "format" => a.format = Some(v),
+                    "trusted-bundle-key" => a.trusted_bundle_keys.push(v),
                     // LONG_OPTIONS and this match list the same names;
                     // a test parses every one of them.
                     _ => unreachable!("option --{other} has no handler"),
@@ -543,7 +632,12 @@ impl RawArgs {
             let n: u64 = number("max-decoder-memory", s, 1..=4096, MIB_LIMIT)?;
             common.max_decoder_memory = n << 20;
         }
-        Ok(Cli { common, command })
+        let offline = self.offline()?;
+        Ok(Cli {
+            common,
+            command,
+            offline,
+        })
     }
 
     /// The options every command shares: given, else from the environment,
@@ -581,7 +675,7 @@ impl RawArgs {
     fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
         let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
-                "no command given [pick from: apply, resolve, status, rollback, recover]; see 'fh-lite --help'",
+                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'",
             ));
         };
         self.check_scope(cmd)?;
@@ -596,6 +690,24 @@ impl RawArgs {
                 at_most(rest, 1, "the reference")?;
                 let reference = output_ref(reference, common, ApplyKind::Nixos, env)?;
                 Command::Resolve { reference }
+            }
+            "fetch" => {
+                // `fetch REF` takes the options of `apply nixos REF`.
+                at_most(rest, 1, "the reference")?;
+                let args: Vec<String> = ["nixos".to_string()].into_iter().chain(rest.iter().cloned()).collect();
+                Command::Fetch(Box::new(self.apply(&args, common, env)?))
+            }
+            "bundle" => {
+                if rest.first().map(String::as_str) != Some("create") {
+                    return Err(Error::usage("bundle needs a subcommand: fh-lite bundle create REF --output FILE"));
+                }
+                at_most(rest, 2, "the reference")?;
+                if self.output.is_none() {
+                    return Err(Error::usage("bundle create needs --output FILE (or DIR with --format dir)"));
+                }
+                let mut args = rest.to_vec();
+                args[0] = "nixos".to_string();
+                Command::BundleCreate(Box::new(self.apply(&args, common, env)?))
             }
             "status" => {
                 at_most(rest, 0, "'status'")?;
@@ -615,7 +727,7 @@ impl RawArgs {
             }
             other => {
                 return Err(Error::usage(format!(
-                "unknown command '{other}' [pick from: apply, resolve, status, rollback, recover]"
+                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"
             )))
             }
         })
@@ -626,9 +738,11 @@ impl RawArgs {
     fn check_scope(&self, cmd: &str) -> Result<(), Error> {
         for seen in &self.seen {
             if let Some((o, Some(only))) = LONG_OPTIONS.iter().find(|(o, _)| o == seen) {
-                if only != &cmd {
+                if !only.split(' ').any(|c| c == cmd) {
+                    let only: Vec<String> = only.split(' ').map(|c| format!("'{c}'")).collect();
                     return Err(Error::usage(format!(
-                        "option '--{o}' is only for '{only}', not '{cmd}'"
+                        "option '--{o}' is only for {}, not '{cmd}'",
+                        only.join(" or ")
                     )));
                 }
             }
@@ -644,6 +758,22 @@ impl RawArgs {
             ));
         };
         let kind = ApplyKind::parse(kind)?;
+        // `--from`: the reference comes from the bundle's manifest; a
+        // placeholder stands in until offline.rs reads it.
+        let with_placeholder;
+        let rest = match &self.from {
+            None => rest,
+            Some(_) if rest.get(1).is_some_and(|r| r.contains('/')) => {
+                return Err(Error::usage(format!(
+                    "unexpected argument '{}': with --from the reference comes from the bundle's manifest",
+                    rest[1]
+                )))
+            }
+            Some(_) => {
+                with_placeholder = [&rest[..1], &[PLACEHOLDER_REF.to_string()], &rest[1..]].concat();
+                &with_placeholder[..]
+            }
+        };
         let Some(reference) = rest.get(1) else {
             return Err(Error::usage(format!(
                 "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
@@ -739,6 +869,37 @@ impl RawArgs {
             ));
         }
         Ok(keys)
+    }
+}
+
+impl RawArgs {
+    /// The offline options, validated.
+    fn offline(&self) -> Result<OfflineOpts, Error> {
+        let dir_format = match self.format.as_deref() {
+            None | Some("tar") => false,
+            Some("dir") => true,
+            Some(f) => {
+                return Err(Error::usage(format!(
+                    "unknown bundle format '{f}' [pick from: tar, dir]"
+                )))
+            }
+        };
+        let trusted_bundle_keys = (self.trusted_bundle_keys.iter())
+            .map(|k| {
+                PublicKey::parse(k)
+                    .map_err(|e| Error::usage(format!("option '--trusted-bundle-key': {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(OfflineOpts {
+            out_link: self.out_link.clone(),
+            output: self.output.clone(),
+            dir_format,
+            sign_key: self.sign_key.clone(),
+            from: self.from.clone(),
+            trusted_bundle_keys,
+            allow_unsigned_bundle: self.allow_unsigned_bundle,
+            allow_downgrade: self.allow_downgrade,
+        })
     }
 }
 
@@ -999,8 +1160,8 @@ mod tests {
     #[test]
     fn usage_errors_are_exact() {
         let cases: &[(&str, &str)] = &[
-            ("", "no command given [pick from: apply, resolve, status, rollback, recover]; see 'fh-lite --help'"),
-            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, resolve, status, rollback, recover]"),
+            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"),
             ("apply nixos a/b/0.1#x boot --trial", "option '--trial' is only for 'apply nixos REF switch', not nixos boot"),
             ("apply nix-darwin a/b/0.1#x --trial", "option '--trial' is only for 'apply nixos REF switch', not nix-darwin switch"),
             ("apply nixos a/b/0.1#x --activation-timeout 0", "option '--activation-timeout': '0' is not a positive number of seconds"),
@@ -1018,7 +1179,7 @@ mod tests {
             ("apply nixos a/b/0.1#x --jobs 65", "option '--jobs': '65' is not a number from 1 to 64"),
             ("apply nixos a/b/0.1#x --max-decoder-memory 0", "option '--max-decoder-memory': '0' is not a number of MiB from 1 to 4096"),
             ("apply nixos a/b/0.1#x --max-decoder-memory 4097", "option '--max-decoder-memory': '4097' is not a number of MiB from 1 to 4096"),
-            ("status --max-decoder-memory 8", "option '--max-decoder-memory' is only for 'apply', not 'status'"),
+            ("status --max-decoder-memory 8", "option '--max-decoder-memory' is only for 'apply' or 'fetch' or 'bundle', not 'status'"),
             ("apply nixos a/b/0.1#x --rollback-on 1,x", "option '--rollback-on': 'x' is not an exit code (the list is comma-separated, e.g. 1,2,4)"),
             ("apply nixos a/b/0.1#x --rollback-on 1,,4", "option '--rollback-on': '' is not an exit code (the list is comma-separated, e.g. 1,2,4)"),
             ("apply nixos a/b/0.1#x --health-timeout 0", "option '--health-timeout': '0' is not a positive number of seconds"),
@@ -1033,7 +1194,7 @@ mod tests {
             ("status --dry-run", "option '--dry-run' is only for 'apply', not 'status'"),
             ("status --to 2", "option '--to' is only for 'rollback', not 'status'"),
             ("apply nixos a/b/0.1#x --to 2", "option '--to' is only for 'rollback', not 'apply'"),
-            ("rollback --jobs 2 --dry-run", "option '--jobs' is only for 'apply', not 'rollback'"),
+            ("rollback --jobs 2 --dry-run", "option '--jobs' is only for 'apply' or 'fetch' or 'bundle', not 'rollback'"),
             ("rollback --to zero", "option '--to': 'zero' is not a generation number"),
             ("rollback --to 0", "option '--to': '0' is not a generation number"),
             ("status --bogus", "invalid option '--bogus'"),

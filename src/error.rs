@@ -63,6 +63,8 @@ exit_table! {
     RolledBack = 32, "rolled-back", "activation or health check failed; rolled back";
     RollbackFailed = 33, "rollback-failed", "activation failed and the rollback failed too";
     SkippedFailed = 34, "skipped-failed", "resolved path failed before; skipped (--retry-failed)";
+    Downgrade = 35, "downgrade-refused",
+        "an exact version older than one applied before; refused (--allow-downgrade)";
     RebootNeeded = 40, "reboot-needed", "applied; reboot needed to take full effect";
     AlreadyRunning = 41, "already-running", "another fh-lite apply is running";
     Interrupted = 42, "interrupted", "interrupted by a signal; nothing was changed";

@@ -14,6 +14,8 @@
 
 mod activate;
 mod apply;
+mod bundle;
+mod bundle_cmd;
 mod cache;
 mod cli;
 mod error;
@@ -21,6 +23,7 @@ mod fetch;
 mod flakehub;
 mod http;
 mod nix;
+mod offline;
 mod outref;
 mod plan;
 mod pool;
@@ -30,6 +33,7 @@ mod resolve;
 mod resume;
 mod rollback;
 mod signal;
+mod stage;
 mod state;
 mod status;
 mod store;
@@ -37,6 +41,7 @@ mod store;
 mod testutil;
 mod url;
 mod util;
+mod versions;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -68,7 +73,9 @@ fn run(cli: Cli) -> Result<Exit, Error> {
             Ok(Exit::Success)
         }
         Command::Resolve { ref reference } => resolve::run(&cli.common, reference),
-        Command::Apply(ref opts) => apply::run(&cli.common, opts),
+        Command::Apply(ref opts) => apply::run(&cli.common, opts, &cli.offline),
+        Command::Fetch(ref opts) => stage::run(&cli.common, opts, &cli.offline),
+        Command::BundleCreate(ref opts) => bundle_cmd::run(&cli.common, opts, &cli.offline),
         Command::Status => status::run(&cli.common),
         Command::Rollback { to } => rollback::run(&cli.common, to),
         Command::Recover => recover::run(&cli.common),

@@ -1,4 +1,4 @@
-//! Hardening (issue 11): the closure token stays with the cache's origin,
+//! Hardening: the closure token stays with the cache's origin,
 //! and a NAR cannot make the decompressor take more memory than the cap.
 
 use std::path::{Path, PathBuf};

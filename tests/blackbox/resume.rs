@@ -1,4 +1,4 @@
-//! Crash safety of the transfer (issue 10): a NAR body that breaks off is
+//! Crash safety of the transfer: a NAR body that breaks off is
 //! resumed with a Range request (or started over when the server cannot
 //! answer one), the NarHash still covers every byte, and temp trees that
 //! dead runs left in the store are removed.

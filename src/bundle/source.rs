@@ -1,0 +1,501 @@
+//! `apply --from FILE|DIR|-`: a bundle as the source of a closure.
+//!
+//! [`open`] reads the manifest, its signature and every narinfo (bounded,
+//! before any NAR), and checks, in this order: the manifest signature
+//! against `--trusted-bundle-key`; each narinfo is the one of the path it
+//! is named after and is signed by a trusted cache key; each agrees with
+//! the manifest's entry; the references from the manifest's store path
+//! reach exactly the manifest's closure. For a regular file it then reads
+//! the NARs once without writing anything, checking each one's FileHash
+//! and FileSize, so a damaged file is refused before anything is
+//! registered. Fetch then streams each NAR through the same verified
+//! pipeline as a download (fetch.rs: NarHash, NarSize, strict NAR parse).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::tar::Reader;
+use super::SIGNATURE_LIMIT;
+use super::{Entry, Manifest, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SIGNATURE};
+use crate::cache::{CacheClient, FetchError};
+use crate::cli::{ApplyOpts, Common, OfflineOpts};
+use crate::error::{Error, Exit};
+use crate::http::Secret;
+use crate::nix::hash::Sha256;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::signature::TrustedKeys;
+use crate::nix::store_path::StorePath;
+use crate::offline::{Opened, Source};
+use crate::plan::{self, Plan};
+use crate::progress::{Mode, Progress};
+use crate::store::Store;
+
+type Stream = Reader<Box<dyn Read + Send>>;
+
+/// Where the bundle is.
+enum Place {
+    /// A tar stream (a file or standard input), read once, in order.
+    Tar(Arc<Mutex<Stream>>),
+    /// A binary-cache directory.
+    Dir(PathBuf),
+}
+
+pub struct Bundle {
+    /// The bundle's name in messages (the path, or "standard input").
+    what: String,
+    place: Place,
+    store_path: StorePath,
+    /// hash part → narinfo text, all verified by [`open`].
+    narinfos: BTreeMap<String, String>,
+    /// NAR name → store path (for messages).
+    nars: BTreeMap<String, StorePath>,
+    /// A truncation met while streaming: the message for a second request.
+    broken: Arc<Mutex<Option<String>>>,
+    no_token: Secret,
+    quiet: bool,
+    json: bool,
+}
+
+fn refuse(what: &str, msg: impl std::fmt::Display) -> Error {
+    Error::new(Exit::Verification, format!("{what}: {msg}"))
+}
+
+fn read_err(what: &str, e: io::Error) -> Error {
+    match e.kind() {
+        // The tar reader's messages name the bundle already.
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
+            Error::new(Exit::Verification, e.to_string())
+        }
+        _ => Error::new(Exit::Internal, format!("read {what}: {e}")),
+    }
+}
+
+/// Open `from` (`-`: standard input) and verify everything but the NARs.
+pub fn open(
+    common: &Common,
+    opts: &ApplyOpts,
+    offline: &OfflineOpts,
+    from: &Path,
+) -> Result<Opened, Error> {
+    let stdin = from == Path::new("-");
+    let what = if stdin {
+        "bundle on standard input".to_string()
+    } else {
+        format!("bundle {}", from.display())
+    };
+    let is_dir = !stdin && from.is_dir();
+    let (manifest_bytes, sig, narinfos, place) = if is_dir {
+        read_dir(from, &what)?
+    } else {
+        let input: Box<dyn Read + Send> = if stdin {
+            Box::new(io::stdin())
+        } else {
+            Box::new(open_file(from)?)
+        };
+        read_head(Reader::new(input, &what), &what)?
+    };
+    super::verify_manifest(
+        &what,
+        &manifest_bytes,
+        sig.as_deref(),
+        &offline.trusted_bundle_keys,
+        offline.allow_unsigned_bundle,
+    )?;
+    let text = std::str::from_utf8(&manifest_bytes)
+        .map_err(|_| refuse(&what, "the manifest is not UTF-8"))?;
+    let manifest: Manifest = miniserde::json::from_str(text)
+        .map_err(|_| refuse(&what, format!("{MANIFEST} is not a valid manifest")))?;
+    if manifest.format != FORMAT {
+        return Err(refuse(
+            &what,
+            format!("manifest format '{}' is not {FORMAT}", manifest.format),
+        ));
+    }
+    let store_path = check_closure(&what, &manifest, &narinfos, &opts.trusted_keys)?;
+    if !stdin && !is_dir {
+        prepass(from, &what, &manifest)?;
+    }
+    let mut opts = opts.clone();
+    opts.reference = crate::outref::parse(
+        &manifest.reference,
+        &common.frontend_addr,
+        &manifest.attribute_path,
+    )
+    .map_err(|e| refuse(&what, format!("manifest reference: {e}")))?;
+    let nars = (manifest.closure.iter())
+        .filter_map(|e| Some((e.nar.clone(), StorePath::parse(&e.path).ok()?)))
+        .collect();
+    let bundle = Bundle {
+        what,
+        place,
+        store_path,
+        narinfos,
+        nars,
+        broken: Arc::new(Mutex::new(None)),
+        no_token: Secret::new(""),
+        quiet: common.quiet,
+        json: common.json,
+    };
+    Ok(Opened {
+        opts,
+        source: Box::new(bundle),
+    })
+}
+
+fn open_file(p: &Path) -> Result<std::fs::File, Error> {
+    std::fs::File::open(p).map_err(|e| {
+        Error::new(
+            Exit::Usage,
+            format!("cannot open bundle {}: {e}", p.display()),
+        )
+    })
+}
+
+type Head = (Vec<u8>, Option<Vec<u8>>, BTreeMap<String, String>, Place);
+
+/// The tar bundle's manifest, signature and narinfos; the stream is left
+/// at the first NAR's header.
+fn read_head(mut r: Stream, what: &str) -> Result<Head, Error> {
+    let e = |err| read_err(what, err);
+    match r.next_entry().map_err(e)? {
+        Some((name, _)) if name == MANIFEST => {}
+        _ => {
+            return Err(refuse(
+                what,
+                format!("not an fh-lite bundle: the first entry is not {MANIFEST}"),
+            ))
+        }
+    }
+    let manifest = r.read_entry(MANIFEST_LIMIT).map_err(e)?;
+    let mut sig = None;
+    let mut narinfos = BTreeMap::new();
+    while let Some((name, _)) = r.next_entry().map_err(e)? {
+        if name == SIGNATURE && sig.is_none() && narinfos.is_empty() {
+            sig = Some(r.read_entry(SIGNATURE_LIMIT).map_err(e)?);
+        } else if let Some(hash) = name.strip_suffix(".narinfo") {
+            let text = r.read_entry(NARINFO_LIMIT).map_err(e)?;
+            let text = String::from_utf8(text)
+                .map_err(|_| refuse(what, format!("{name} is not UTF-8")))?;
+            if narinfos.insert(hash.to_string(), text).is_some() {
+                return Err(refuse(what, format!("{name} appears twice")));
+            }
+        } else if name.starts_with("nar/") {
+            // The first NAR: fetch reads it.
+            r.unread_header();
+            break;
+        } else {
+            return Err(refuse(what, format!("unexpected entry {name}")));
+        }
+    }
+    Ok((manifest, sig, narinfos, Place::Tar(Arc::new(Mutex::new(r)))))
+}
+
+/// The dir bundle's manifest, signature and narinfos.
+fn read_dir(dir: &Path, what: &str) -> Result<Head, Error> {
+    let read = |name: &str| std::fs::read(dir.join(name));
+    let manifest = read(MANIFEST).map_err(|err| {
+        refuse(
+            what,
+            format!("no readable {MANIFEST} ({err}): not an fh-lite bundle"),
+        )
+    })?;
+    let sig = read(SIGNATURE).ok();
+    let mut narinfos = BTreeMap::new();
+    let entries = std::fs::read_dir(dir).map_err(|err| Error::io("read", dir, &err))?;
+    for ent in entries {
+        let ent = ent.map_err(|err| Error::io("read", dir, &err))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if let Some(hash) = name.strip_suffix(".narinfo") {
+            let text = std::fs::read_to_string(ent.path())
+                .map_err(|err| Error::io("read", &ent.path(), &err))?;
+            narinfos.insert(hash.to_string(), text);
+        }
+    }
+    Ok((manifest, sig, narinfos, Place::Dir(dir.to_path_buf())))
+}
+
+/// Every narinfo against its name, the cache keys and the manifest; the
+/// closure against the manifest. Returns the store path to deploy.
+fn check_closure(
+    what: &str,
+    manifest: &Manifest,
+    narinfos: &BTreeMap<String, String>,
+    keys: &TrustedKeys,
+) -> Result<StorePath, Error> {
+    let root = StorePath::parse(&manifest.store_path)
+        .map_err(|e| refuse(what, format!("manifest store path: {e}")))?;
+    let mut infos: BTreeMap<StorePath, NarInfo> = BTreeMap::new();
+    for entry in &manifest.closure {
+        let path = StorePath::parse(&entry.path)
+            .map_err(|e| refuse(what, format!("manifest closure: {e}")))?;
+        let name = format!("{}.narinfo", path.hash_part());
+        let Some(text) = narinfos.get(path.hash_part()) else {
+            return Err(refuse(
+                what,
+                format!("the manifest lists {path}, but the bundle has no {name}"),
+            ));
+        };
+        let info = match NarInfo::parse(text, path.hash_part()) {
+            Ok(info) => info,
+            Err(e) => {
+                let other = text.lines().find_map(|l| l.strip_prefix("StorePath: "));
+                return Err(match other {
+                    Some(o) if o != path.to_absolute() => refuse(
+                        what,
+                        format!("{name} holds the narinfo of {o}, not of {path}: the bundle was altered"),
+                    ),
+                    _ => refuse(what, format!("{name}: {e}")),
+                });
+            }
+        };
+        keys.verify(&info)
+            .map_err(|e| refuse(what, format!("{name}: {e}")))?;
+        let from_narinfo = Entry::of(&info);
+        if &from_narinfo != entry {
+            return Err(refuse(
+                what,
+                format!("the manifest's entry for {path} does not match its signed narinfo (NarHash, NarSize, FileHash, FileSize or References): the bundle was altered"),
+            ));
+        }
+        infos.insert(path, info);
+    }
+    if narinfos.len() != manifest.closure.len() {
+        return Err(refuse(
+            what,
+            "the bundle holds narinfos the manifest does not list",
+        ));
+    }
+    if !infos.contains_key(&root) {
+        return Err(refuse(
+            what,
+            format!("the manifest names {root} as the system to deploy, but its closure does not hold it: the manifest was altered"),
+        ));
+    }
+    // The closure of the root, by the signed references.
+    let mut reached: BTreeSet<&StorePath> = BTreeSet::new();
+    let mut todo = vec![&root];
+    while let Some(p) = todo.pop() {
+        if !reached.insert(p) {
+            continue;
+        }
+        let Some(info) = infos.get(p) else {
+            return Err(refuse(
+                what,
+                format!("{p} is in the closure of {root} but not in the bundle"),
+            ));
+        };
+        todo.extend(info.references.iter());
+    }
+    if reached.len() != infos.len() {
+        return Err(refuse(
+            what,
+            format!(
+                "the manifest's closure is not the closure of {root}: the manifest was altered"
+            ),
+        ));
+    }
+    Ok(root)
+}
+
+/// A regular file: read every NAR once, checking FileSize and FileHash
+/// (from the signed manifest), before anything is registered.
+fn prepass(from: &Path, what: &str, manifest: &Manifest) -> Result<(), Error> {
+    let e = |err| read_err(what, err);
+    let file: Box<dyn Read + Send> = Box::new(io::BufReader::new(open_file(from)?));
+    let mut r = Reader::new(file, what);
+    let by_nar: BTreeMap<&str, &Entry> = manifest
+        .closure
+        .iter()
+        .map(|e| (e.nar.as_str(), e))
+        .collect();
+    let mut seen = 0usize;
+    while let Some((name, size)) = r.next_entry().map_err(e)? {
+        let Some(entry) = by_nar.get(name.as_str()) else {
+            continue;
+        };
+        seen += 1;
+        if entry.file_size.is_some_and(|s| s != size) {
+            return Err(refuse(what, format!("{name} is {size} bytes, but the narinfo of {} says FileSize {}: the bundle was altered", entry.path, entry.file_size.unwrap_or(0))));
+        }
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = r.read(&mut buf).map_err(e)?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+        }
+        if let Some(want) = &entry.file_hash {
+            let got = Sha256(ctx.finish().as_ref().try_into().unwrap_or([0; 32]));
+            if Sha256::parse(want).ok() != Some(got) {
+                return Err(refuse(what, format!("{name} does not match the FileHash of {} ({want}, got {got}): the NAR was altered or damaged; nothing was registered", entry.path)));
+            }
+        }
+    }
+    if seen != manifest.closure.len() {
+        return Err(refuse(
+            what,
+            format!(
+                "it holds {seen} of the {} NARs its manifest lists",
+                manifest.closure.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One NAR entry of the tar stream, read through the shared reader.
+struct EntryReader {
+    stream: Arc<Mutex<Stream>>,
+    broken: Arc<Mutex<Option<String>>>,
+}
+
+impl Read for EntryReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut s = self
+            .stream
+            .lock()
+            .map_err(|_| io::Error::other("bundle reader poisoned"))?;
+        let r = s.read(buf);
+        if let Err(e) = &r {
+            if let Ok(mut b) = self.broken.lock() {
+                b.get_or_insert_with(|| e.to_string());
+            }
+        }
+        r
+    }
+}
+
+impl CacheClient for Bundle {
+    fn base_url(&self) -> &str {
+        &self.what
+    }
+    fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
+        Ok(self.narinfos.get(hash_part).cloned())
+    }
+    fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
+        let name = url.strip_prefix(&format!("{}/", self.what)).unwrap_or(url);
+        match &self.place {
+            Place::Dir(dir) => {
+                let p = dir.join(name);
+                let f = std::fs::File::open(&p).map_err(|e| FetchError::Truncated {
+                    path: self
+                        .nars
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| self.store_path.clone()),
+                    url: url.to_string(),
+                    detail: format!("cannot open {}: {e}", p.display()),
+                })?;
+                Ok(Box::new(io::BufReader::new(f)))
+            }
+            Place::Tar(stream) => {
+                if let Some(b) = self.broken.lock().ok().and_then(|b| b.clone()) {
+                    return Err(FetchError::Truncated {
+                        path: self
+                            .nars
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_else(|| self.store_path.clone()),
+                        url: url.to_string(),
+                        detail: b,
+                    });
+                }
+                Ok(Box::new(EntryReader {
+                    stream: stream.clone(),
+                    broken: self.broken.clone(),
+                }))
+            }
+        }
+    }
+    fn note(&self, _line: &str) {
+        // A bundle cannot be asked again from an offset: no resume lines.
+    }
+    fn nar_url(&self, info: &NarInfo) -> String {
+        format!("{}/{}", self.what, info.url)
+    }
+}
+
+impl Source for Bundle {
+    fn store_path(&self) -> &StorePath {
+        &self.store_path
+    }
+    fn token(&self) -> &Secret {
+        &self.no_token
+    }
+    fn cache(&self) -> Box<dyn CacheClient + '_> {
+        Box::new(BundleRef(self))
+    }
+    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
+        if !store.reads_nar() {
+            return Err(Error::usage("apply --from cannot use --store nix (nix copy fetches from a cache, not from a bundle)"));
+        }
+        Ok(plan::plan(self, store, keys, &self.store_path, jobs)?)
+    }
+    fn fetch(
+        &mut self,
+        store: &dyn Store,
+        _keys: &TrustedKeys,
+        jobs: usize,
+        plan: Plan,
+    ) -> Result<(), Error> {
+        let progress = Progress::new(Mode::detect(self.quiet, self.json));
+        progress.plan(&plan);
+        let Place::Tar(stream) = &self.place else {
+            return Ok(crate::fetch::fetch_all(
+                self, store, &plan, jobs, &progress,
+            )?);
+        };
+        // A stream: paths in the order of the bundle (references first).
+        let mut wanted: BTreeMap<String, &NarInfo> =
+            plan.paths.iter().map(|i| (self.nar_url(i), i)).collect();
+        loop {
+            let next = stream
+                .lock()
+                .map_err(|_| Error::new(Exit::Internal, "bundle reader poisoned"))?
+                .next_entry();
+            let Some((name, _)) = next.map_err(|e| read_err(&self.what, e))? else {
+                break;
+            };
+            let url = format!("{}/{name}", self.what);
+            if let Some(info) = wanted.remove(&url) {
+                progress.path_start(info);
+                crate::fetch::fetch_one(self, store, info, &progress)?;
+                progress.path_done(info);
+            }
+        }
+        if let Some(info) = wanted.values().next() {
+            return Err(refuse(
+                &self.what,
+                format!("it ends without the NAR of {}", info.store_path),
+            ));
+        }
+        store.finish().map_err(|source| FetchError::Store {
+            url: self.what.clone(),
+            source,
+        })?;
+        progress.done();
+        Ok(())
+    }
+}
+
+/// The bundle as a `CacheClient` trait object borrowed from it.
+struct BundleRef<'a>(&'a Bundle);
+
+impl CacheClient for BundleRef<'_> {
+    fn base_url(&self) -> &str {
+        self.0.base_url()
+    }
+    fn get_narinfo(&self, h: &str) -> Result<Option<String>, FetchError> {
+        self.0.get_narinfo(h)
+    }
+    fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
+        self.0.get_nar(url)
+    }
+    fn nar_url(&self, info: &NarInfo) -> String {
+        self.0.nar_url(info)
+    }
+}

@@ -1,0 +1,69 @@
+//! Where a closure comes from, when it is not FlakeHub.
+//!
+//! `apply` runs the same plan → fetch → register → activate for every
+//! [`Source`]: FlakeHub with its closure token (apply.rs), or a bundle
+//! (`--from FILE|DIR|-`, bundle/). [`open`] is the one call apply makes
+//! before resolve: it opens the bundle, verifies its manifest, and takes
+//! the reference from it. It also applies the anti-downgrade memory
+//! (versions.rs) to every exact version, from a reference or a manifest.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+
+use crate::cache::CacheClient;
+use crate::cli::ApplyOpts;
+use crate::error::Error;
+use crate::http::Secret;
+use crate::nix::narinfo::NarInfo;
+use crate::nix::signature::TrustedKeys;
+use crate::nix::store_path::StorePath;
+use crate::plan::Plan;
+use crate::store::{Store, StoreError};
+
+/// What apply needs from where the closure comes from.
+pub trait Source {
+    /// The store path to deploy.
+    fn store_path(&self) -> &StorePath;
+    /// The cache credential (for the `nix copy` backend); empty offline.
+    fn token(&self) -> &Secret;
+    /// The binary cache the narinfos and NARs come from.
+    fn cache(&self) -> Box<dyn CacheClient + '_>;
+    /// Walk the closure: what the store lacks, verified.
+    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error>;
+    /// Fetch the plan's paths into the store.
+    fn fetch(
+        &mut self,
+        store: &dyn Store,
+        keys: &TrustedKeys,
+        jobs: usize,
+        plan: Plan,
+    ) -> Result<(), Error>;
+}
+
+/// A bundle opened by `apply::open_offline`: the apply options with the manifest's
+/// reference, and the bundle as the source.
+pub struct Opened {
+    pub opts: ApplyOpts,
+    pub source: Box<dyn Source>,
+}
+
+/// A store that has nothing: `bundle create` plans the whole closure.
+pub struct EmptyStore;
+
+impl Store for EmptyStore {
+    fn describe(&self) -> String {
+        "the bundle".to_string()
+    }
+    fn query_valid(&self, _: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        Ok(BTreeSet::new())
+    }
+    fn add_temp_roots(&self, _: &[StorePath]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn add_path(&self, _: &NarInfo, _: &mut dyn Read) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn finish(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

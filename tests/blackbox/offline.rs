@@ -1,0 +1,414 @@
+//! Offline and beyond FlakeHub: `fetch` stages without
+//! activating; `bundle create` (tar and dir) then `apply --from` with no
+//! network (every proxy variable at a closed port, the stand-in never
+//! asked), judged by real Nix; tampered bundles refused before anything is
+//! registered; the anti-downgrade memory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::apply::{judge_image, nix_isolated, no_secret, ok, Deploy};
+use crate::support::fixtures::fixtures;
+use crate::support::util::{fh_lite, output, Run};
+
+const REQ: &str = "=0.1.175";
+
+/// The stand-in's addresses, the token and the fixtures' cache key.
+fn online(d: &Deploy) -> Vec<String> {
+    let url = d.hub.url();
+    [
+        "--api-addr",
+        &url,
+        "--cache-addr",
+        &url,
+        "--allow-insecure-http",
+        "--token-file",
+        d.token_file.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &fixtures().public_key,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(args: &[String]) -> Run {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    no_secret(output(fh_lite(&a)))
+}
+
+/// `bundle create org/demo/REQ#ATTR --output OUT [extra]`, checked.
+fn create(d: &Deploy, out: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<String> = ["bundle", "create", &d.reference(REQ), "--output"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(out.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(online(d));
+    let r = run(&args);
+    assert_eq!(r.code, 0, "bundle create: {r:?}");
+    r
+}
+
+/// `apply nixos --from FROM boot --root ROOT` with no token, no network:
+/// every proxy variable points at a closed port, HOME is empty.
+fn apply_from(d: &Deploy, root: &Path, from: &str, extra: &[&str], stdin: Option<&Path>) -> Run {
+    let f = fixtures();
+    let mut args = vec![
+        "apply",
+        "nixos",
+        "--from",
+        from,
+        "boot",
+        "--root",
+        root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = fh_lite(&args);
+    let closed = "http://127.0.0.1:9";
+    for v in [
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+    ] {
+        cmd.env(v, closed);
+    }
+    let home = d.tmp.path().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    cmd.env("HOME", &home).env_remove("CREDENTIALS_DIRECTORY");
+    cmd.env("XDG_CONFIG_HOME", home.join("config"));
+    if let Some(p) = stdin {
+        cmd.stdin(Stdio::from(std::fs::File::open(p).unwrap()));
+    }
+    no_secret(output(cmd))
+}
+
+/// `--trusted-bundle-key` for the fixtures' key (it also signs bundles here).
+fn bundle_key() -> String {
+    fixtures().public_key.clone()
+}
+
+fn sign_key() -> String {
+    fixtures().secret_key_file.display().to_string()
+}
+
+#[test]
+fn bundle_tar_file_and_pipe_apply_offline_judged_by_nix() {
+    let f = fixtures();
+    for via_pipe in [false, true] {
+        let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+        let bundle = d.tmp.path().join("pi.bundle");
+        create(&d, &bundle, &["--sign-key", &sign_key()]);
+        let before = d.hub.requests().len();
+        let key = bundle_key();
+        let extra = ["--trusted-bundle-key", key.as_str()];
+        let r = if via_pipe {
+            apply_from(&d, &d.root, "-", &extra, Some(&bundle))
+        } else {
+            apply_from(&d, &d.root, bundle.to_str().unwrap(), &extra, None)
+        };
+        assert_eq!(r.code, 0, "apply --from (pipe: {via_pipe}): {r:?}");
+        assert_eq!(
+            d.hub.requests().len(),
+            before,
+            "the stand-in was asked nothing"
+        );
+        judge_image(&d, f, "system-v1");
+        // The reference came from the manifest.
+        let state = std::fs::read_to_string(d.root.join("var/lib/fh-lite/state.json")).unwrap();
+        assert!(
+            state.contains("org/demo/=0.1.175#nixosConfigurations.pi"),
+            "{state}"
+        );
+    }
+}
+
+#[test]
+fn dir_bundle_applies_offline_and_nix_copies_it_back() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let dir = d.tmp.path().join("bundle-dir");
+    create(&d, &dir, &["--format", "dir"]);
+    assert!(dir.join("nix-cache-info").is_file());
+    assert!(dir.join("fh-lite-manifest.json").is_file());
+    let r = apply_from(
+        &d,
+        &d.root,
+        dir.to_str().unwrap(),
+        &["--allow-unsigned-bundle"],
+        None,
+    );
+    assert_eq!(r.code, 0, "apply --from DIR: {r:?}");
+    judge_image(&d, f, "system-v1");
+    // Nix reads the directory as a binary cache, signatures intact.
+    let store = d.tmp.path().join("nix-copy-store");
+    let mut copy = nix_isolated(d.tmp.path(), "nix");
+    copy.args(["copy", "--from"])
+        .arg(format!("file://{}", dir.display()))
+        .arg("--to")
+        .arg(&store)
+        .arg("--option")
+        .arg("trusted-public-keys")
+        .arg(&f.public_key)
+        .arg(&f.get("system-v1").path);
+    ok(copy, "nix copy --from file://DIR");
+    let mut q = nix_isolated(d.tmp.path(), "nix-store");
+    q.arg("--store")
+        .arg(&store)
+        .args(["-qR", &f.get("system-v1").path]);
+    let mut got: Vec<String> = ok(q, "nix-store -qR").lines().map(String::from).collect();
+    got.sort();
+    assert_eq!(got, f.get("system-v1").closure);
+}
+
+/// The entries of a tar bundle, and the same written back.
+fn entries(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let data = std::fs::read(p).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 512 <= data.len() && data[at..at + 512].iter().any(|&b| b != 0) {
+        let h = &data[at..at + 512];
+        let end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let name = String::from_utf8(h[..end].to_vec()).unwrap();
+        let size_s = std::str::from_utf8(&h[124..135]).unwrap();
+        let size = usize::from_str_radix(size_s, 8).unwrap();
+        out.push((name, data[at + 512..at + 512 + size].to_vec()));
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    out
+}
+
+fn write_entries(p: &Path, es: &[(String, Vec<u8>)]) {
+    let mut data = Vec::new();
+    for (name, body) in es {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", body.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        data.extend_from_slice(&h);
+        data.extend_from_slice(body);
+        data.resize(data.len().div_ceil(512) * 512, 0);
+    }
+    data.resize(data.len() + 1024, 0);
+    std::fs::write(p, data).unwrap();
+}
+
+#[test]
+fn tampered_bundles_are_refused_before_anything_is_registered() {
+    let f = fixtures();
+    let d = Deploy::new("none", &[("0.1.175", "system-v1")], "{}");
+    let signed = d.tmp.path().join("signed.bundle");
+    create(&d, &signed, &["--sign-key", &sign_key()]);
+    let unsigned = d.tmp.path().join("unsigned.bundle");
+    create(&d, &unsigned, &[]);
+    let key = bundle_key();
+    let other = f.get("system-v2").path.clone();
+    let base = entries(&signed);
+    let nar_at = base
+        .iter()
+        .position(|(n, _)| n.starts_with("nar/"))
+        .unwrap();
+    let narinfos: Vec<usize> = (0..base.len())
+        .filter(|&i| base[i].0.ends_with(".narinfo"))
+        .collect();
+    assert!(narinfos.len() >= 2);
+
+    type Tamper = Box<dyn Fn(&mut Vec<(String, Vec<u8>)>)>;
+    let cases: Vec<(&str, &str, Tamper, &[&str])> = vec![
+        (
+            "flipped NAR byte",
+            "does not match the FileHash of",
+            Box::new(move |e| {
+                let body = &mut e[nar_at].1;
+                let mid = body.len() / 2;
+                body[mid] ^= 0x20;
+            }),
+            &[],
+        ),
+        (
+            "narinfo swapped for another path's",
+            "not of /nix/store/",
+            Box::new(move |e| {
+                let (a, b) = (narinfos[0], narinfos[1]);
+                let tmp = e[a].1.clone();
+                e[a].1 = e[b].1.clone();
+                e[b].1 = tmp;
+            }),
+            &[],
+        ),
+        (
+            "manifest naming another store path (unsigned bundle)",
+            "as the system to deploy, but its closure does not hold it",
+            Box::new(move |e| {
+                let m = String::from_utf8(e[0].1.clone()).unwrap();
+                let i = m.find("\"store_path\":\"").unwrap() + 14;
+                let j = i + m[i..].find('"').unwrap();
+                e[0].1 = format!("{}{other}{}", &m[..i], &m[j..]).into_bytes();
+                e.retain(|(n, _)| n != "fh-lite-manifest.sig");
+            }),
+            &["--allow-unsigned-bundle"],
+        ),
+        (
+            "manifest altered under its signature",
+            "does not verify: the manifest was altered",
+            Box::new(|e| {
+                let m = String::from_utf8(e[0].1.clone()).unwrap();
+                e[0].1 = m.replacen("\"created\":", "\"created\":1", 1).into_bytes();
+            }),
+            &[],
+        ),
+        (
+            "signature missing",
+            "the manifest is not signed",
+            Box::new(|e| e.retain(|(n, _)| n != "fh-lite-manifest.sig")),
+            &[],
+        ),
+    ];
+    for (k, (name, want, tamper, extra)) in cases.iter().enumerate() {
+        let mut es = base.clone();
+        tamper(&mut es);
+        let file = d.tmp.path().join(format!("tampered-{k}.bundle"));
+        write_entries(&file, &es);
+        let root = d.tmp.path().join(format!("root-{k}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut args = vec!["--trusted-bundle-key", key.as_str()];
+        args.extend_from_slice(extra);
+        let r = apply_from(&d, &root, file.to_str().unwrap(), &args, None);
+        assert_eq!(r.code, 21, "{name}: {r:?}");
+        assert!(
+            r.stderr.contains(want),
+            "{name}: want {want:?} in {}",
+            r.stderr
+        );
+        assert_nothing_registered(&root, name);
+    }
+    // A truncated file (cut inside the last NAR).
+    let data = std::fs::read(&unsigned).unwrap();
+    let cut = d.tmp.path().join("cut.bundle");
+    std::fs::write(&cut, &data[..data.len() - 2048]).unwrap();
+    let root = d.tmp.path().join("root-cut");
+    std::fs::create_dir_all(&root).unwrap();
+    let r = apply_from(
+        &d,
+        &root,
+        cut.to_str().unwrap(),
+        &["--allow-unsigned-bundle"],
+        None,
+    );
+    assert_eq!(r.code, 21, "truncated: {r:?}");
+    assert!(r.stderr.contains("is truncated"), "{}", r.stderr);
+    assert_nothing_registered(&root, "truncated");
+    // The untampered unsigned bundle needs --allow-unsigned-bundle.
+    let root = d.tmp.path().join("root-unsigned");
+    let r = apply_from(
+        &d,
+        &root,
+        unsigned.to_str().unwrap(),
+        &["--trusted-bundle-key", &key],
+        None,
+    );
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(
+        r.stderr.contains("the manifest is not signed"),
+        "{}",
+        r.stderr
+    );
+}
+
+fn assert_nothing_registered(root: &Path, name: &str) {
+    assert!(
+        !root.join("nix-path-registration").exists(),
+        "{name}: something was registered"
+    );
+    let store: Vec<PathBuf> = std::fs::read_dir(root.join("nix/store"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(store.is_empty(), "{name}: store not empty: {store:?}");
+}
+
+#[test]
+fn fetch_then_apply_requests_no_nar() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let mut args: Vec<String> = [
+        "fetch",
+        &d.reference(REQ),
+        "--json",
+        "--root",
+        d.root.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(online(&d));
+    let r = run(&args);
+    assert_eq!(r.code, 0, "fetch: {r:?}");
+    let want = &f.get("system-v1").path;
+    let last = r.stdout.lines().last().unwrap_or("");
+    assert!(
+        last.contains(&format!("\"store_path\":\"{want}\"")),
+        "{}",
+        r.stdout
+    );
+    // Pinned, and nothing activated.
+    let link = d.root.join("var/lib/fh-lite/fetched");
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(want));
+    let auto: Vec<PathBuf> = std::fs::read_dir(d.root.join("nix/var/nix/gcroots/auto"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(auto, vec![PathBuf::from("/var/lib/fh-lite/fetched")]);
+    assert!(
+        !d.root.join("nix/var/nix/profiles/system").exists(),
+        "no profile change"
+    );
+    let nars = d.hub.requests_to("/nar/").len();
+    assert!(nars > 0);
+    let r = d.apply(REQ, &["boot"]);
+    assert_eq!(r.code, 0, "apply after fetch: {r:?}");
+    assert_eq!(
+        d.hub.requests_to("/nar/").len(),
+        nars,
+        "the apply requested no NAR"
+    );
+    judge_image(&d, f, "system-v1");
+}
+
+#[test]
+fn older_exact_version_is_refused_after_a_newer_one() {
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.175", "system-v1"), ("0.1.176", "system-v2")],
+        "{}",
+    );
+    let r = d.apply("=0.1.176", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let nars = d.hub.requests_to("/nar/").len();
+    let r = d.apply(REQ, &["boot"]);
+    assert_eq!(r.code, 35, "{r:?}");
+    assert!(r.stderr.contains("older than 0.1.176"), "{}", r.stderr);
+    assert_eq!(
+        d.hub.requests_to("/nar/").len(),
+        nars,
+        "refused before any download"
+    );
+    let r = d.apply(REQ, &["boot", "--allow-downgrade"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
