@@ -1104,7 +1104,7 @@ mod tests {
         let a = fake_system(&root, "sys-a", STC, 0);
         let hung = fake_system(&root, "sys-hung", STC, 0);
         let script = root.join(hung.trim_start_matches('/')).join(STC);
-        std::fs::write(&script, "#!/bin/sh\nsleep 30\n").unwrap();
+        crate::testutil::write_executable(&script, "#!/bin/sh\nsleep 30\n");
         let mut o = opts(ApplyKind::Nixos, Action::Switch);
         assert_eq!(apply(&c, &o, &a).0, Exit::Success);
         o.activation_timeout = Some(Duration::from_secs(1));

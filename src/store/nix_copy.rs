@@ -441,16 +441,13 @@ mod tests {
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
         let fake = dir.path().join("nix");
-        fs::write(
+        crate::testutil::write_executable(
             &fake,
-            format!(
+            &format!(
                 "#!/bin/sh\nO={o}\necho \"$@\" > $O/argv\nenv > $O/env\nprev=\nfor a; do\n  if [ \"$prev\" = --netrc-file ]; then\n    stat -c %a \"$a\" > $O/mode; stat -c %a \"$(dirname \"$a\")\" > $O/dirmode; cat \"$a\" > $O/netrc\n  fi\n  prev=$a\ndone\n",
                 o = out.display()
             ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let tmp = TempDir::new("nixcopy-fake-tmp");
         let store = NixCopyStore::new(
             "https://cache.example.org/",
@@ -517,12 +514,10 @@ mod tests {
         // A failing `nix`: program, cache, path, status and the end of its
         // stderr; not the keys or the netrc path.
         let failing = dir.path().join("nix-fails");
-        fs::write(
+        crate::testutil::write_executable(
             &failing,
             "#!/bin/sh\nhead -c 5000 /dev/zero | tr '\\0' x >&2\necho ' error: cannot fetch' >&2\nexit 3\n",
-        )
-        .unwrap();
-        fs::set_permissions(&failing, fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let bad = NixCopyStore::new(
             "https://cache.example.org",
             Some(&token()),

@@ -102,16 +102,37 @@ pub fn fake_system(root: &Path, name: &str, rel: &str, code: i32) -> String {
     let store_path = format!("/nix/store/{hash}-{name}");
     let script = root.join(store_path.trim_start_matches('/')).join(rel);
     std::fs::create_dir_all(script.parent().unwrap()).unwrap();
-    std::fs::write(
+    write_executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\necho \"$0 $* bootloader=$NIXOS_INSTALL_BOOTLOADER\" >> /activation.log\nexit {code}\n"
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     store_path
+}
+
+/// Write an executable script (mode 0755). The file is written by a child
+/// process, never through a descriptor of this multi-threaded test process:
+/// a test thread forking at that moment would inherit the open descriptor
+/// until its exec, and running the script would then fail with "Text file
+/// busy" (ETXTBSY).
+pub fn write_executable(path: &Path, content: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "cat > \"$1\" && chmod 0755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn /bin/sh to write a script");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(content.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "writing {}: {status}", path.display());
 }
 
 /// What the fake systems wrote to `root`/activation.log ("" if nothing).

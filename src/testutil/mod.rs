@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use crate::nix::store_path::StorePath;
 
-pub use host::{activation_log as log, chroot_root, fake_system, have, is_root, require, skipped};
+pub use host::{
+    activation_log as log, chroot_root, fake_system, have, is_root, require, skipped,
+    write_executable,
+};
 pub use nix::{Closure, Daemon, NixEnv};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);

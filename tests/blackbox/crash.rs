@@ -293,9 +293,7 @@ impl Lab {
                  exit {code}\n"
             );
             let p = d.root.join(file.trim_start_matches('/'));
-            fs::write(&p, script).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+            crate::support::host::write_executable(&p, &script);
         }
         let mut c = d.command("=0.1.1", &["switch"]);
         c.env("FH_LITE_SLOW_SLEEP", "0");
