@@ -475,17 +475,16 @@ where
     R: Read + Send,
 {
     use std::sync::mpsc::sync_channel;
-    let (full_tx, full_rx) = sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD);
+    let (full_tx, full_rx) = sync_channel::<io::Result<(Vec<u8>, usize)>>(READ_AHEAD);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(READ_AHEAD + 2);
     std::thread::scope(|s| {
         s.spawn(move || loop {
+            // Buffers go round at full length: no zeroing per chunk.
             let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-            buf.resize(CHUNK, 0);
             match source.read(&mut buf) {
                 Ok(n) => {
-                    buf.truncate(n);
                     // The consumer is gone (it failed or finished): stop.
-                    if full_tx.send(Ok(buf)).is_err() || n == 0 {
+                    if full_tx.send(Ok((buf, n))).is_err() || n == 0 {
                         return;
                     }
                 }
@@ -500,6 +499,7 @@ where
             full: full_rx,
             free: free_tx,
             cur: Vec::new(),
+            len: 0,
             pos: 0,
             eof: false,
         };
@@ -510,9 +510,11 @@ where
 
 /// The consumer's end of [`with_read_ahead`].
 struct ChannelReader {
-    full: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    full: std::sync::mpsc::Receiver<io::Result<(Vec<u8>, usize)>>,
     free: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// The chunk being read: its first `len` bytes are data.
     cur: Vec<u8>,
+    len: usize,
     pos: usize,
     eof: bool,
 }
@@ -522,22 +524,24 @@ impl Read for ChannelReader {
         if buf.is_empty() {
             return Ok(0);
         }
-        while self.pos == self.cur.len() {
+        while self.pos == self.len {
             if self.eof {
                 return Ok(0);
             }
-            let next = match self.full.recv() {
+            let (next, len) = match self.full.recv() {
                 Ok(Ok(chunk)) => chunk,
                 Ok(Err(e)) => return Err(e),
                 // The producer ended without an EOF chunk: it panicked.
                 Err(_) => return Err(io::Error::other("the download thread stopped")),
             };
             let used = std::mem::replace(&mut self.cur, next);
-            let _ = self.free.try_send(used);
-            self.pos = 0;
-            self.eof = self.cur.is_empty();
+            if !used.is_empty() {
+                let _ = self.free.try_send(used);
+            }
+            (self.pos, self.len) = (0, len);
+            self.eof = len == 0;
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
+        let n = buf.len().min(self.len - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
