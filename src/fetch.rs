@@ -20,9 +20,14 @@
 //! A store whose [`Store::reads_nar`] is false (`nix copy`, which fetches
 //! the path itself) gets an empty reader instead, and no NAR is downloaded.
 //!
-//! Scheduling: up to `jobs` downloads run at once (pool.rs), and a path is
-//! handed to the store only after all its references (other than itself)
-//! were added ([`Dependencies`]); backends rely on that (store/mod.rs).
+//! Scheduling: up to [`nar_width`]`(jobs)` downloads run at once (pool.rs),
+//! and together they hold at most [`NAR_MEMORY`] for their decoders and
+//! buffers: each takes what its decoder's header declares (zstd window, xz
+//! dictionary, no more than the NAR's size) before a byte is decoded
+//! ([`pool::Budget`]), so many small paths run wide and big ones few at a
+//! time, whatever `--jobs` says. A path is handed to the store only after
+//! all its references (other than itself) were added ([`Dependencies`]);
+//! backends rely on that (store/mod.rs).
 //! After the first error no new download starts; running ones finish or
 //! fail, then the first error is returned.
 
@@ -148,16 +153,21 @@ enum Decoder<'a> {
 impl<'a> Decoder<'a> {
     /// The decoder for `c`, refusing a stream whose first header asks for a
     /// dictionary/window over `cap` bytes before anything is allocated;
-    /// later headers are held to the same cap by the decoder itself.
-    fn new(c: &Compression, mut body: BodyLimit<'a>, cap: u64) -> io::Result<Decoder<'a>> {
+    /// later headers are held to the same cap by the decoder itself. With
+    /// it, the memory its header declares (`cap` when it declares none).
+    fn new(c: &Compression, mut body: BodyLimit<'a>, cap: u64) -> io::Result<(Decoder<'a>, u64)> {
         let slot = body.slot.clone();
+        let declared = std::cell::Cell::new(0);
         let refuse = |asked: Option<u64>| -> io::Result<()> {
+            declared.set(asked.unwrap_or(cap));
             match asked {
                 Some(n) if n > cap => Err(record(&slot, Fault::DecoderMemory { asked })),
                 _ => Ok(()),
             }
         };
-        Ok(match c {
+        // Small bodies get small input buffers.
+        let in_buf = body.file_size.unwrap_or(u64::MAX).clamp(512, 128 << 10) as usize;
+        let dec = match c {
             Compression::None => Decoder::None(body),
             Compression::Xz => {
                 let head = peek(&mut body, XZ_PEEK)?;
@@ -176,15 +186,21 @@ impl<'a> Decoder<'a> {
                 let head = peek(&mut body, ZSTD_PEEK)?;
                 refuse(zstd_window(&head))?;
                 let body = io::Cursor::new(head).chain(body);
-                let mut d = zstd::stream::read::Decoder::new(body)?;
+                let body = io::BufReader::with_capacity(in_buf, body);
+                let mut d = zstd::stream::read::Decoder::with_buffer(body)?;
                 // zstd takes the cap as a power of two: rounded down.
                 d.window_log_max(cap.max(1 << 10).ilog2().min(31))?;
                 Decoder::Zstd(Box::new(d))
             }
-            Compression::Bzip2 => Decoder::Bzip2(Box::new(bzip2::read::MultiBzDecoder::new(body))),
+            Compression::Bzip2 => {
+                // Up to 900 kB blocks, about 4 bytes of state per byte.
+                declared.set(4 << 20);
+                Decoder::Bzip2(Box::new(bzip2::read::MultiBzDecoder::new(body)))
+            }
             // Refused before any download (fetch_one).
             Compression::Unsupported(_) => return Err(io::Error::other("unsupported")),
-        })
+        };
+        Ok((dec, declared.get()))
     }
 
     /// True when `e` is the decoder refusing a later header over the cap.
@@ -335,6 +351,7 @@ pub fn fetch_one(
     store: &dyn Store,
     info: &NarInfo,
     progress: &Progress,
+    budget: &pool::Budget,
 ) -> Result<(), FetchError> {
     let url = client.nar_url(info);
     let path = &info.store_path;
@@ -354,10 +371,10 @@ pub fn fetch_one(
     // A body that breaks off is resumed with a Range request; when that
     // cannot be done the path starts over here, a bounded number of times
     // (resume.rs).
-    let budget = crate::resume::Budget::new();
+    let restarts = crate::resume::Budget::new();
     loop {
-        match fetch_body(client, store, info, progress, &url, &budget) {
-            Err(_) if !crate::signal::interrupted() && budget.take_restart() => continue,
+        match fetch_body(client, store, info, progress, &url, &restarts, budget) {
+            Err(_) if !crate::signal::interrupted() && restarts.take_restart() => continue,
             r => return r,
         }
     }
@@ -371,6 +388,7 @@ fn fetch_body(
     progress: &Progress,
     url: &str,
     budget: &crate::resume::Budget,
+    memory: &pool::Budget,
 ) -> Result<(), FetchError> {
     let url = url.to_string();
     let body = client.get_nar(&url)?;
@@ -389,7 +407,7 @@ fn fetch_body(
         progress,
     };
     let cap = client.max_decoder_memory();
-    let dec = match Decoder::new(&info.compression, limited, cap) {
+    let (dec, declared) = match Decoder::new(&info.compression, limited, cap) {
         Ok(dec) => dec,
         Err(e) => {
             let fault = slot.lock().ok().and_then(|s| s.clone());
@@ -405,7 +423,17 @@ fn fetch_body(
         left: info.nar_size,
         slot: slot.clone(),
     };
-    let result = with_read_ahead(&mut nar, |r| store.add_path(info, r));
+    // Held until the path is in the store. A window larger than the NAR
+    // is never filled: the NAR's size bounds what the decoder touches.
+    let big = info.nar_size >= READ_AHEAD_FROM;
+    let overhead = if big { BIG_STREAM } else { SMALL_STREAM };
+    let _held = memory.take(overhead + declared.min(info.nar_size));
+    let result = if big {
+        with_read_ahead(&mut nar, |r| store.add_path(info, r))
+    } else {
+        // A second thread and its buffers do not pay for a small NAR.
+        store.add_path(info, &mut nar)
+    };
     let fault = slot.lock().ok().and_then(|s| s.clone());
     match (result, fault) {
         (Ok(()), _) => Ok(()),
@@ -415,9 +443,28 @@ fn fetch_body(
 }
 
 /// Chunks decoded ahead of the store, and their size: at most
-/// `READ_AHEAD * CHUNK` (128 KiB) in flight.
+/// `READ_AHEAD * CHUNK` (256 KiB) in flight.
 const READ_AHEAD: usize = 4;
-const CHUNK: usize = 32 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// NARs from this size on are decoded on a thread of their own
+/// ([`with_read_ahead`]).
+const READ_AHEAD_FROM: u64 = 1 << 20;
+
+/// What concurrent downloads may hold for decoders and buffers, and what
+/// one download costs besides its decoder's window or dictionary: the
+/// connection's buffers, the decoder's input, the unpacker's buffers, a
+/// thread stack, and (big NARs) the read-ahead chunks. Measured with
+/// scripts/bench: peak RSS stays under 8 MiB at any `--jobs`.
+pub const NAR_MEMORY: u64 = 4 << 20;
+const BIG_STREAM: u64 = 768 << 10;
+const SMALL_STREAM: u64 = 128 << 10;
+
+/// Downloads at once for `--jobs N`: NARs of small paths are mostly
+/// latency, so more run than `jobs`; [`NAR_MEMORY`] bounds them.
+pub fn nar_width(jobs: usize) -> usize {
+    jobs.saturating_mul(4).clamp(1, 16)
+}
 
 /// Run `consume` on what `source` yields, with `source` read (downloaded
 /// and decompressed) on a second thread, so that decompression overlaps
@@ -428,17 +475,16 @@ where
     R: Read + Send,
 {
     use std::sync::mpsc::sync_channel;
-    let (full_tx, full_rx) = sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD);
+    let (full_tx, full_rx) = sync_channel::<io::Result<(Vec<u8>, usize)>>(READ_AHEAD);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(READ_AHEAD + 2);
     std::thread::scope(|s| {
         s.spawn(move || loop {
+            // Buffers go round at full length: no zeroing per chunk.
             let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-            buf.resize(CHUNK, 0);
             match source.read(&mut buf) {
                 Ok(n) => {
-                    buf.truncate(n);
                     // The consumer is gone (it failed or finished): stop.
-                    if full_tx.send(Ok(buf)).is_err() || n == 0 {
+                    if full_tx.send(Ok((buf, n))).is_err() || n == 0 {
                         return;
                     }
                 }
@@ -453,6 +499,7 @@ where
             full: full_rx,
             free: free_tx,
             cur: Vec::new(),
+            len: 0,
             pos: 0,
             eof: false,
         };
@@ -463,9 +510,11 @@ where
 
 /// The consumer's end of [`with_read_ahead`].
 struct ChannelReader {
-    full: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    full: std::sync::mpsc::Receiver<io::Result<(Vec<u8>, usize)>>,
     free: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// The chunk being read: its first `len` bytes are data.
     cur: Vec<u8>,
+    len: usize,
     pos: usize,
     eof: bool,
 }
@@ -475,22 +524,24 @@ impl Read for ChannelReader {
         if buf.is_empty() {
             return Ok(0);
         }
-        while self.pos == self.cur.len() {
+        while self.pos == self.len {
             if self.eof {
                 return Ok(0);
             }
-            let next = match self.full.recv() {
+            let (next, len) = match self.full.recv() {
                 Ok(Ok(chunk)) => chunk,
                 Ok(Err(e)) => return Err(e),
                 // The producer ended without an EOF chunk: it panicked.
                 Err(_) => return Err(io::Error::other("the download thread stopped")),
             };
             let used = std::mem::replace(&mut self.cur, next);
-            let _ = self.free.try_send(used);
-            self.pos = 0;
-            self.eof = self.cur.is_empty();
+            if !used.is_empty() {
+                let _ = self.free.try_send(used);
+            }
+            (self.pos, self.len) = (0, len);
+            self.eof = len == 0;
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
+        let n = buf.len().min(self.len - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
@@ -566,14 +617,15 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
         }
     }
     let mut deps = Dependencies::new(paths);
+    let memory = pool::Budget::new(NAR_MEMORY);
     let fetch = |&i: &usize| {
         let info = &paths[i];
         progress.path_start(info);
-        fetch_one(client, store, info, progress)?;
+        fetch_one(client, store, info, progress, &memory)?;
         progress.path_done(info);
         Ok(())
     };
-    let jobs = jobs.min(paths.len()).max(1);
+    let jobs = nar_width(jobs).min(paths.len()).max(1);
     pool::run(jobs, deps.ready(), fetch, |i, ()| Ok(deps.done(i)))?;
     if let Some(i) = deps.waiting() {
         // Only possible with a reference cycle, which plan rejects.

@@ -382,6 +382,16 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_per_read(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            // Keep a connection per concurrent request (plan.rs walks up to
+            // 32 narinfos at once): a new one costs a round trip or three.
+            .max_idle_connections(32)
+            .max_idle_connections_per_host(32)
+            // Each connection keeps its buffers, touched: ureq's 128 KiB
+            // each way cost 8 MiB of RSS over 32 connections. 32 KiB reads
+            // are as fast as 128 KiB for a big NAR (scripts/bench); a
+            // request (URL, bearer token) fits in 8 KiB.
+            .input_buffer_size(32 << 10)
+            .output_buffer_size(8 << 10)
             .build();
         Ok(Client {
             agent: config.into(),

@@ -45,7 +45,15 @@ pub struct Plan {
     pub unpack_bytes: u64,
 }
 
-/// Walk the closure of `root` with up to `jobs` narinfo requests at once.
+/// Narinfo requests at once for `--jobs N`: a narinfo is a few hundred
+/// bytes and its request mostly latency, so the walk runs much wider than
+/// the NAR downloads.
+pub fn narinfo_width(jobs: usize) -> usize {
+    jobs.saturating_mul(8).clamp(1, 32)
+}
+
+/// Walk the closure of `root` with up to [`narinfo_width`]`(jobs)` narinfo
+/// requests at once.
 pub fn plan(
     client: &dyn CacheClient,
     store: &dyn Store,
@@ -78,7 +86,7 @@ pub fn plan(
     // Each narinfo arrives verified; its references not met before are
     // asked for next, unless the store has them (and so their closure).
     let fetch = |path: &StorePath| fetch_narinfo(client, keys, path);
-    pool::run(jobs, vec![root.clone()], fetch, |_, info| {
+    pool::run(narinfo_width(jobs), vec![root.clone()], fetch, |_, info| {
         // `insert` is false for a path met before.
         let new: Vec<StorePath> = (info.references.iter())
             .filter(|r| seen.insert((*r).clone()))

@@ -3,10 +3,11 @@
 //! result is handled on the calling thread, which may queue more items.
 //! The first error stops the rest: no item starts after it, running ones
 //! finish (their results are dropped), and the error is returned.
+//! [`Budget`] bounds what concurrent work may hold in memory at once.
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// Run `work` over `seed` and every item `on_done` adds, on `jobs` (at
 /// least 1) worker threads. `work` runs on the workers; `on_done(item,
@@ -76,10 +77,79 @@ where
     first_error.map_or(Ok(()), Err)
 }
 
+/// A memory budget shared by concurrent work: each piece takes what it
+/// declares before it allocates, and waits while others hold too much.
+/// One piece always gets in when nothing is held, however large it is, so
+/// a single item bigger than the budget still runs (alone).
+pub struct Budget {
+    total: u64,
+    held: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// What one [`Budget::take`] holds; given back on drop.
+pub struct Held<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Budget {
+    pub fn new(total: u64) -> Budget {
+        Budget {
+            total,
+            held: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Wait until `bytes` fit beside what is held (or nothing is held).
+    pub fn take(&self, bytes: u64) -> Held<'_> {
+        // A poisoned lock means a worker panicked: the run ends anyway.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held > 0 && held.saturating_add(bytes) > self.total {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        *held = held.saturating_add(bytes);
+        Held {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut held = (self.budget.held.lock()).unwrap_or_else(|e| e.into_inner());
+        *held -= self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_budget_admits_what_fits_and_one_oversized_piece_alone() {
+        let b = Budget::new(10);
+        let (peak, now) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for cost in [4u64, 4, 4, 4, 30, 1, 1] {
+                let (b, peak, now) = (&b, &peak, &now);
+                s.spawn(move || {
+                    let _h = b.take(cost);
+                    let n = now.fetch_add(cost as usize, Ordering::SeqCst) + cost as usize;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    assert!(n <= 10 || n == cost as usize, "{n} held with {cost} taken");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    now.fetch_sub(cost as usize, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(*b.held.lock().unwrap(), 0);
+        assert!(peak.load(Ordering::SeqCst) >= 30, "the oversized piece ran");
+    }
 
     #[test]
     fn every_item_and_every_added_item_is_worked_on_once() {

@@ -691,6 +691,9 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a client opening many
+    # connections at once would see SYNs dropped and 1 s retransmits.
+    request_queue_size = 128
 
     def __init__(self, addr, state, name, tls_context=None):
         self.state = state
