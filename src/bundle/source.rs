@@ -452,6 +452,8 @@ impl Source for Bundle {
         // A stream: paths in the order of the bundle (references first).
         let mut wanted: BTreeMap<String, &NarInfo> =
             plan.paths.iter().map(|i| (self.nar_url(i), i)).collect();
+        // One NAR at a time, in stream order: the whole budget is its.
+        let memory = crate::pool::Budget::new(crate::fetch::NAR_MEMORY);
         loop {
             let next = stream
                 .lock()
@@ -463,7 +465,7 @@ impl Source for Bundle {
             let url = format!("{}/{name}", self.what);
             if let Some(info) = wanted.remove(&url) {
                 progress.path_start(info);
-                crate::fetch::fetch_one(self, store, info, &progress)?;
+                crate::fetch::fetch_one(self, store, info, &progress, &memory)?;
                 progress.path_done(info);
             }
         }
