@@ -317,3 +317,46 @@ fn a_wrong_netrc_password_is_a_cache_error_naming_the_url() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_cache_token_file_goes_as_bearer() {
+    let f = fixtures();
+    let token = "bearer-TOKEN-never-print-3a9d";
+    let config = format!(
+        r#"{{"cache_dir": "{}", "cache_bearer": "{token}"}}"#,
+        f.cache("zstd").display()
+    );
+    let hub = FakeHub::start(
+        &config,
+        Opts {
+            tls: true,
+            second: false,
+        },
+    );
+    let d = Deploy::new("zstd", &[], "{}");
+    let file = d.tmp.path().join("cache-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let ca = hub.ca_file();
+    let extra = [
+        "--cache-token-file",
+        file.to_str().unwrap(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ];
+    let (r, _, leaks) = run_scanned(
+        direct(&d, "system-v1", &hub.url(), &extra),
+        &[token.to_string()],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(leaks.is_empty(), "{leaks:?}");
+    assert!(
+        !r.stdout.contains(token) && !r.stderr.contains(token),
+        "{r:?}"
+    );
+    let reqs = hub.requests();
+    assert!(
+        reqs.iter().all(|q| q.auth == "bearer" && q.status == 200),
+        "{reqs:?}"
+    );
+    judge_image(&d, f, "system-v1");
+}
