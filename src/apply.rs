@@ -35,7 +35,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         None => (None, None),
     };
     let opts = bundle_opts.as_ref().unwrap_or(opts);
-    if opts.reference.is_loose() && !common.quiet {
+    if opts.reference.is_loose() && offline.cache.is_none() && !common.quiet {
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
@@ -60,9 +60,16 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         None => Box::new(ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?),
     };
     let root_path = token.store_path().clone();
-    let msg = format!("{} resolves to {root_path}", opts.reference);
+    // `--cache` (direct.rs): the store path is the reference recorded.
+    let (reference, msg) = match &offline.cache {
+        Some(cache) => (root_path.to_string(), format!("{root_path} from {cache}")),
+        None => {
+            let r = opts.reference.to_string();
+            (r.clone(), format!("{r} resolves to {root_path}"))
+        }
+    };
     say(common, &msg);
-    let mut attempt = Attempt::start(&opts.reference.to_string(), &root_path);
+    let mut attempt = Attempt::start(&reference, &root_path);
     if !opts.dry_run {
         stop_if_interrupted(&state, &attempt)?;
         if already_done(common, opts, &state, &root_path)? {
@@ -367,16 +374,18 @@ impl<'a> ClosureToken<'a> {
     }
 }
 
-/// Before resolve: with `--from`, open and verify the bundle; for an exact
+/// Before resolve: with `--from`, open and verify the bundle (with
+/// `--cache`, open that cache: direct.rs); for an exact
 /// version (from REF or the manifest), refuse a downgrade.
 fn open_offline(
     common: &Common,
     opts: &ApplyOpts,
     offline: &OfflineOpts,
 ) -> Result<Option<crate::offline::Opened>, Error> {
-    let opened = match &offline.from {
-        None => None,
-        Some(from) => Some(crate::bundle::source::open(common, opts, offline, from)?),
+    let opened = match (&offline.from, &offline.cache) {
+        (Some(from), _) => Some(crate::bundle::source::open(common, opts, offline, from)?),
+        (None, Some(_)) => Some(crate::direct::open(common, opts, offline)?),
+        (None, None) => None,
     };
     let reference = opened
         .as_ref()

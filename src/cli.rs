@@ -33,6 +33,8 @@ USAGE:
     fh-lite apply nix-darwin REF [OPTIONS]
     fh-lite apply home-manager REF [OPTIONS]
     fh-lite apply nixos --from FILE|DIR|- [ACTION] [OPTIONS]
+    fh-lite apply nixos /nix/store/HASH-NAME [ACTION] --cache URL
+            --trusted-key NAME:KEY [OPTIONS]
     fh-lite fetch REF [--out-link PATH] [--json] [OPTIONS]
     fh-lite bundle create REF --output FILE [--format tar|dir] [--sign-key FILE]
     fh-lite resolve REF [--json]
@@ -147,6 +149,18 @@ OFFLINE (fetch, bundle, apply --from):
         --allow-downgrade      apply an exact version older than the newest
                                one applied before
 
+ANY BINARY CACHE (apply STOREPATH --cache URL, no FlakeHub):
+        --cache URL            apply the store path given instead of REF from
+                               this Nix binary cache (https:// or file://);
+                               needs --trusted-key (no default keys); state
+                               records the store path as the reference
+        --netrc-file FILE      the cache's login, netrc format (machine HOST
+                               login NAME password SECRET): HTTP Basic, sent
+                               only to that cache
+        --cache-token-file FILE
+                               a token sent as Authorization: Bearer, only to
+                               that cache
+
 ENVIRONMENT:
     FH_API_ADDR, FH_CACHE_ADDR, FH_FRONTEND_ADDR
                          defaults for the three address options
@@ -185,6 +199,10 @@ EXAMPLES:
         fh-lite bundle create MyOrg/fleet/=0.1.175#nixosConfigurations.pi \
             --output pi.bundle --sign-key /etc/fh-lite/bundle.sec
         fh-lite apply nixos --from pi.bundle --trusted-bundle-key NAME:KEY
+    Deploy a system from your own cache (attic, harmonia, S3), no FlakeHub:
+        fh-lite apply nixos /nix/store/HASH-nixos-system-pi --cache \
+            https://cache.example.org --netrc-file /etc/nix/netrc \
+            --trusted-key cache.example.org-1:KEY
     Put a release into an SD image being built, ready for first boot:
         fh-lite apply nixos MyOrg/fleet/=0.1.175 boot --root /mnt
     Only deploy if sshd is still up afterwards, else roll back:
@@ -365,6 +383,12 @@ pub struct OfflineOpts {
     pub trusted_bundle_keys: Vec<PublicKey>,
     pub allow_unsigned_bundle: bool,
     pub allow_downgrade: bool,
+    /// `--cache URL`: apply a store path from this cache (direct.rs).
+    pub cache: Option<String>,
+    /// With `--cache`: the store path given instead of REF.
+    pub store_path: Option<String>,
+    pub netrc_file: Option<PathBuf>,
+    pub cache_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -480,6 +504,9 @@ pub struct RawArgs {
     trusted_bundle_keys: Vec<String>,
     allow_unsigned_bundle: bool,
     allow_downgrade: bool,
+    cache: Option<String>,
+    netrc_file: Option<PathBuf>,
+    cache_token_file: Option<PathBuf>,
     /// Options given, in order, for the "does not apply to" check.
     seen: Vec<&'static str>,
 }
@@ -526,6 +553,9 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("trusted-bundle-key", Some("apply")),
     ("allow-unsigned-bundle", Some("apply")),
     ("allow-downgrade", Some("apply")),
+    ("cache", Some("apply")),
+    ("netrc-file", Some("apply")),
+    ("cache-token-file", Some("apply")),
 ];
 
 fn string(v: OsString, opt: &str) -> Result<String, Error> {
@@ -583,6 +613,8 @@ where
             "output" => a.output = Some(p.value().map_err(usage)?.into()),
             "sign-key" => a.sign_key = Some(p.value().map_err(usage)?.into()),
             "from" => a.from = Some(p.value().map_err(usage)?.into()),
+            "netrc-file" => a.netrc_file = Some(p.value().map_err(usage)?.into()),
+            "cache-token-file" => a.cache_token_file = Some(p.value().map_err(usage)?.into()),
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
@@ -606,6 +638,7 @@ where
                     "to" => a.to = Some(v),
                     "format" => a.format = Some(v),
                     "trusted-bundle-key" => a.trusted_bundle_keys.push(v),
+                    "cache" => a.cache = Some(v),
                     // LONG_OPTIONS and this match list the same names;
                     // a test parses every one of them.
                     _ => unreachable!("option --{other} has no handler"),
@@ -758,6 +791,8 @@ impl RawArgs {
             ));
         };
         let kind = ApplyKind::parse(kind)?;
+        let direct = self.direct(rest)?;
+        let rest = direct.as_deref().unwrap_or(rest);
         // `--from`: the reference comes from the bundle's manifest; a
         // placeholder stands in until offline.rs reads it.
         let with_placeholder;
@@ -849,7 +884,8 @@ impl RawArgs {
     /// The keys narinfos must be signed by: the built-in cache.flakehub.com
     /// keys (unless `--no-default-keys`) and each `--trusted-key`.
     fn trusted_keys(&self) -> Result<TrustedKeys, Error> {
-        let mut keys = match self.no_default_keys {
+        // `--cache` (direct.rs): no default keys for another cache.
+        let mut keys = match self.no_default_keys || self.cache.is_some() {
             true => TrustedKeys::default(),
             false => TrustedKeys::flakehub_defaults(),
         };
@@ -899,9 +935,83 @@ impl RawArgs {
             trusted_bundle_keys,
             allow_unsigned_bundle: self.allow_unsigned_bundle,
             allow_downgrade: self.allow_downgrade,
+            cache: self
+                .cache
+                .as_ref()
+                .map(|c| c.trim_end_matches('/').to_string()),
+            store_path: self
+                .cache
+                .as_ref()
+                .and_then(|_| self.positionals.get(2).cloned()),
+            netrc_file: self.netrc_file.clone(),
+            cache_token_file: self.cache_token_file.clone(),
         })
     }
+
+    /// `apply TYPE /nix/store/HASH-NAME --cache URL` (direct.rs): checks
+    /// the store path, the cache URL and the credential options, and gives
+    /// `rest` with the placeholder in place of the path (the path goes to
+    /// `OfflineOpts::store_path`). None without `--cache`.
+    fn direct(&self, rest: &[String]) -> Result<Option<Vec<String>>, Error> {
+        let Some(url) = &self.cache else {
+            if self.netrc_file.is_some() || self.cache_token_file.is_some() {
+                return Err(Error::usage(
+                    "--netrc-file and --cache-token-file are for 'apply … --cache URL'",
+                ));
+            }
+            return Ok(None);
+        };
+        if self.from.is_some() {
+            return Err(Error::usage("--cache and --from cannot be combined"));
+        }
+        if self.netrc_file.is_some() && self.cache_token_file.is_some() {
+            return Err(Error::usage(
+                "--netrc-file and --cache-token-file cannot be combined: pick one credential",
+            ));
+        }
+        let scheme_ok = ["https://", "http://", "file://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !scheme_ok {
+            return Err(Error::usage(format!(
+                "--cache '{url}' is not an https:// or file:// binary cache URL"
+            )));
+        }
+        let authority = url.split("://").nth(1).unwrap_or_default();
+        if authority
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .contains('@')
+        {
+            return Err(Error::usage(
+                "--cache URL must not carry a login (user:password@host): put it in --netrc-file FILE",
+            ));
+        }
+        let Some(path) = rest.get(1) else {
+            return Err(Error::usage(format!(
+                "apply {} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME",
+                rest[0]
+            )));
+        };
+        crate::nix::store_path::StorePath::parse(path).map_err(|e| {
+            Error::usage(format!(
+                "with --cache, apply takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
+            ))
+        })?;
+        if self.trusted_keys.is_empty() {
+            return Err(Error::usage(
+                "--cache needs --trusted-key NAME:KEY (the key that signs that cache): no key is trusted by default for another cache",
+            ));
+        }
+        let placeholder = [&rest[..1], &[DIRECT_REF.to_string()], &rest[2..]].concat();
+        Ok(Some(placeholder))
+    }
 }
+
+/// The reference cli.rs puts in `ApplyOpts` with `--cache`: loose, so no
+/// version is remembered; apply records the store path instead.
+pub const DIRECT_REF: &str = "fh-lite/store-path/*";
 
 /// What `--rollback-on` and `--health-timeout` take, for [`number`]'s message.
 const EXIT_CODE: &str = "an exit code (the list is comma-separated, e.g. 1,2,4)";

@@ -84,6 +84,9 @@ pub enum Auth<'a> {
     /// `Authorization: Basic base64("flakehub:<token>")` (the binary cache,
     /// as Nix sends a netrc entry `login flakehub password <token>`).
     Basic(&'a Secret),
+    /// `Authorization: Basic base64("<login>:<password>")`: the secret
+    /// holds `login:password` (a netrc entry for another cache, direct.rs).
+    Login(&'a Secret),
 }
 
 /// When and how often to retry. The defaults are for devices on flaky
@@ -619,6 +622,10 @@ fn auth_header(url: &str, auth: Auth<'_>) -> Result<Option<ureq::http::HeaderVal
         Auth::Basic(s) => format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("flakehub:{}", s.expose()))
+        ),
+        Auth::Login(s) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s.expose())
         ),
     };
     let mut v =

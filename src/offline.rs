@@ -1,8 +1,9 @@
 //! Where a closure comes from, when it is not FlakeHub.
 //!
 //! `apply` runs the same plan → fetch → register → activate for every
-//! [`Source`]: FlakeHub with its closure token (apply.rs), or a bundle
-//! (`--from FILE|DIR|-`, bundle/). [`open`] is the one call apply makes
+//! [`Source`]: FlakeHub with its closure token (apply.rs), a bundle
+//! (`--from FILE|DIR|-`, bundle/), or a store path from any signed binary
+//! cache (`--cache URL`, direct.rs). [`open`] is the one call apply makes
 //! before resolve: it opens the bundle, verifies its manifest, and takes
 //! the reference from it. It also applies the anti-downgrade memory
 //! (versions.rs) to every exact version, from a reference or a manifest.

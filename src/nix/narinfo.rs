@@ -19,7 +19,9 @@
 //! | `Sig`         | 0..n     | `<key name>:<base64>`, repeated                         |
 //! | `CA`          | no       | `text:…` or `fixed:…`                                   |
 //!
-//! Every field but `Sig` may appear at most once. The fingerprint that the
+//! `Compression` and `References` may be absent, as in narinfos of other
+//! caches (harmonia, old caches): Nix reads them as bzip2 and as no
+//! references, and so does fh-lite. Every field but `Sig` may appear at most once. The fingerprint that the
 //! signatures cover is §2: `1;<path>;sha256:<nix32>;<size>;<refs>` with the
 //! references as full paths, sorted and deduplicated. The caller bounds the
 //! text's length before parsing (it comes from the network).
@@ -497,6 +499,57 @@ Sig: cache.nixos.org-1:TsTTb3WGTZKphvYdBHXwo6weVILmTytUjLB+vcX89fOjjRicCHmKA4RCP
         let i = NarInfo::parse(REAL, HP).unwrap();
         assert_eq!(i.to_string(), REAL);
         assert_eq!(NarInfo::parse(&i.to_string(), HP), Ok(i));
+    }
+
+    /// Narinfos from caches other than Nix 2.8's writer, read as Nix reads
+    /// them (wave2-notes §4): no `References` line means no references
+    /// (harmonia omits it for a leaf), no `Compression` line means bzip2
+    /// (old caches). Neither field is in the signed fingerprint, so a
+    /// signature stays valid without the `Compression` line; without
+    /// `References` it is valid only for a path that has none.
+    #[test]
+    fn narinfos_of_other_caches_read_as_nix_reads_them() {
+        use crate::nix::signature::{PublicKey, TrustedKeys};
+        let mut keys = TrustedKeys::default();
+        keys.add(
+            PublicKey::parse("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
+                .unwrap(),
+        );
+        // No Compression line: bzip2, and the signature still verifies.
+        let no_compression = REAL.replace("Compression: xz\n", "");
+        let i = NarInfo::parse(&no_compression, HP).unwrap();
+        assert_eq!(i.compression, Compression::Bzip2);
+        assert!(keys.verify(&i).is_ok());
+        assert!(keys.verify(&NarInfo::parse(REAL, HP).unwrap()).is_ok());
+        // No References line: no references, the fingerprint of an empty
+        // References line (so a leaf's signature verifies) ...
+        let absent = NarInfo::parse(&minimal(""), HP).unwrap();
+        let empty = NarInfo::parse(&minimal("References: \n"), HP).unwrap();
+        assert!(absent.references.is_empty());
+        assert_eq!(absent.fingerprint(), empty.fingerprint());
+        assert!(
+            absent.fingerprint().ends_with(";120;"),
+            "{}",
+            absent.fingerprint()
+        );
+        // ... and written back with the line Nix writes.
+        assert!(absent.to_string().contains("\nReferences: \n"));
+        // A path that has references cannot lose the line unnoticed: its
+        // signature no longer matches.
+        let no_refs = REAL
+            .lines()
+            .filter(|l| !l.starts_with("References: "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        let i = NarInfo::parse(&no_refs, HP).unwrap();
+        assert!(i.references.is_empty());
+        assert!(keys.verify(&i).is_err());
+        // Both absent at once, in another order: still one narinfo.
+        let both = format!(
+            "NarSize: 120\nStorePath: /nix/store/{HP}-x\nNarHash: sha256:1b4sb93wp679q4zx9k1ignby1yna3z7c4c2ri3wphylbc2dwsys0\nURL: nar/x.nar.bz2\n"
+        );
+        let i = NarInfo::parse(&both, HP).unwrap();
+        assert_eq!((i.compression, i.references.len()), (Compression::Bzip2, 0));
     }
 
     #[test]

@@ -52,3 +52,7 @@ mod crash;
 
 /// Offline and beyond FlakeHub: fetch, bundles, apply --from, anti-downgrade.
 mod offline;
+
+/// Any signed binary cache, no FlakeHub: apply STOREPATH --cache URL from
+/// file:// and from an https:// cache wanting a netrc login.
+mod anycache;

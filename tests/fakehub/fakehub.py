@@ -36,6 +36,11 @@ Config:
       "closures": {"/nix/store/root": ["/nix/store/a", …]},  # optional; otherwise
                         # the closure follows References in cache_dir's narinfos
       "closure_token_lifetime": 3600,         # seconds (default 3600)
+      "cache_login": {"login": "…", "password": "…"},  # optional: the cache is
+                        # "any binary cache" instead of FlakeHub's: it wants
+                        # HTTP Basic with exactly this login (the whole
+                        # cache, no closure token)
+      "cache_bearer": "…",                    # optional: the same with a Bearer token
       "faults": {…}                           # as POST /_control, applied at start
     }
 
@@ -354,6 +359,8 @@ class State:
         self.issuer = TokenIssuer(int(config.get("closure_token_lifetime", 3600)))
         self.cache = Cache(config.get("cache_dir"), config.get("closures"))
         self.log_path = log_path
+        self.cache_login = config.get("cache_login")
+        self.cache_bearer = config.get("cache_bearer")
         self.faults = {}
         self.token_uses = {}
         self.apply_faults(config.get("faults") or {})
@@ -629,19 +636,45 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- cache
 
+    def own_login(self):
+        """None when the cache takes closure tokens; else whether the
+        request carries the configured login (cache_login / cache_bearer)."""
+        login, bearer = self.state.cache_login, self.state.cache_bearer
+        if login is None and bearer is None:
+            return None
+        header = self.headers.get("Authorization") or ""
+        scheme, _, value = header.partition(" ")
+        if login is not None and scheme.lower() == "basic":
+            try:
+                sent = base64.b64decode(value.strip(), validate=True).decode()
+            except Exception:
+                return False
+            want = f"{login.get('login', '')}:{login.get('password', '')}"
+            return hmac.compare_digest(sent, want)
+        if bearer is not None and scheme.lower() == "bearer":
+            return hmac.compare_digest(value.strip(), bearer)
+        return False
+
     def cache_get(self, p):
+        own = self.own_login()
+        if own is not None:
+            return self.cache_serve(p, None) if own else self.send(401, NOT_AUTHORIZED)
         kind, token = self.auth
         root = self.state.issuer.verify(token) if kind == "basic" and token else None
         if root is not None and not self.state.use_token(token):
             root = None
         if root is None:
             return self.send(401, NOT_AUTHORIZED)
+        return self.cache_serve(p, root)
+
+    def cache_serve(self, p, root):
+        """Serve the cache; `root` None: every path (an own login)."""
         cache = self.state.cache
         if not cache.root:
             return self.send(404, "no cache configured\n")
         if p == "/nix-cache-info":
             return self.file(os.path.join(cache.root, "nix-cache-info"), "text/x-nix-cache-info")
-        allowed = cache.closure_hashes(root)
+        allowed = cache.closure_hashes(root) if root is not None else frozenset(cache.narinfo)
         name = p.lstrip("/")
         if re.fullmatch(r"[0-9a-z]{32}\.narinfo", name):
             h = name[:32]

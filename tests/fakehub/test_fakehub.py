@@ -128,6 +128,19 @@ class Serving(unittest.TestCase):
         self.assertEqual((r.status, r.headers["Content-Range"]), (416, "bytes */1000"))
         self.assertEqual(self.logged(), [(200, None, 500), (206, "bytes=500-", 500), (416, "bytes=1000-", 0)])
 
+    def test_own_login_replaces_closure_tokens(self):
+        self.state.cache_login = {"login": "deploy", "password": "pw-1"}
+        basic = lambda s: "Basic " + base64.b64encode(s.encode()).decode()
+        for auth, want in [
+            (basic("deploy:pw-1"), 200),
+            (basic("deploy:pw-2"), 401),
+            (basic("other:pw-1"), 401),
+            (self.auth, 401),  # a closure token is not this cache's login
+            ("Bearer pw-1", 401),
+        ]:
+            self.auth = auth
+            self.assertEqual(self.get()[0].status, want, auth)
+
     def test_a_rule_for_another_path_does_not_cut(self):
         self.state.apply_faults({"truncate": [{"fraction": 0.5, "store_path": "/nix/store/" + "1" * 32 + "-y"}]})
         self.assertEqual(self.get()[1], self.data)
