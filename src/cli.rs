@@ -938,7 +938,8 @@ impl RawArgs {
                 )))
             }
         };
-        let window = |v: &Option<String>, opt: &str| v.as_deref().map(|w| Window::parse(w, opt)).transpose();
+        let window =
+            |v: &Option<String>, opt: &str| v.as_deref().map(|w| Window::parse(w, opt)).transpose();
         Ok(FleetOpts {
             metrics_file: self.metrics_file.clone(),
             reboot_if_needed,

@@ -82,7 +82,12 @@ pub fn gate(
             }
             let over = f.rollout.len().saturating_sub(MAX_SCHEDULED);
             f.rollout.drain(..over);
-            entry = f.rollout.iter().find(|s| s.store_path == path).cloned().unwrap_or_default();
+            entry = f
+                .rollout
+                .iter()
+                .find(|s| s.store_path == path)
+                .cloned()
+                .unwrap_or_default();
         })?;
         if now < entry.activate_at {
             return Ok(Some(format!(
@@ -128,7 +133,10 @@ pub fn stage_deferred(
     state.record_result(attempt, Exit::Deferred, None, false)?;
     say(
         common,
-        &format!("{why}; staged and pinned by {}, nothing activated", link.display()),
+        &format!(
+            "{why}; staged and pinned by {}, nothing activated",
+            link.display()
+        ),
     );
     Ok(Exit::Deferred)
 }
@@ -156,11 +164,26 @@ pub fn after_activation(
     need.phase = Phase::HealthCheck.as_str().to_string();
     state.update_fleet(|f, _| f.reboot = Some(need.clone()))?;
     if !fleet.reboot_if_needed {
-        say(common, &format!("{} needs a reboot to take full effect (--reboot never: reboot when convenient)", need.store_path));
+        // activate.rs said so for exit 100; say it for a new kernel.
+        if exit == Exit::Success {
+            say(
+                common,
+                &format!(
+                    "{} has a new kernel, initrd or modules: reboot to take full effect",
+                    need.store_path
+                ),
+            );
+        }
         return Ok(Exit::RebootNeeded);
     }
     if common.root.is_some() {
-        say(common, &format!("{} needs a reboot; never rebooting under --root", need.store_path));
+        say(
+            common,
+            &format!(
+                "{} needs a reboot; never rebooting under --root",
+                need.store_path
+            ),
+        );
         return Ok(Exit::RebootNeeded);
     }
     if !window_open(fleet.reboot_window) {
@@ -183,7 +206,10 @@ fn waiting(store_path: &str, w: Option<Window>) -> String {
 /// the need is kept for the next run.
 fn reboot(common: &Common, state: &StateDir, need: &Pending) -> Result<Exit, Error> {
     let Some(systemctl) = on_path("systemctl") else {
-        say(common, "a reboot is due but systemctl is not on PATH; reboot by hand");
+        say(
+            common,
+            "a reboot is due but systemctl is not on PATH; reboot by hand",
+        );
         return Ok(Exit::RebootNeeded);
     };
     let mut confirm = need.clone();
@@ -201,7 +227,9 @@ fn reboot(common: &Common, state: &StateDir, need: &Pending) -> Result<Exit, Err
             systemctl.display()
         ),
     );
-    let status = std::process::Command::new(&systemctl).arg("reboot").status();
+    let status = std::process::Command::new(&systemctl)
+        .arg("reboot")
+        .status();
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),
         other => {
@@ -213,7 +241,13 @@ fn reboot(common: &Common, state: &StateDir, need: &Pending) -> Result<Exit, Err
                 f.reboot = Some(need.clone());
                 *p = None;
             })?;
-            say(common, &format!("{} reboot failed ({why}); a later run tries again", systemctl.display()));
+            say(
+                common,
+                &format!(
+                    "{} reboot failed ({why}); a later run tries again",
+                    systemctl.display()
+                ),
+            );
             Ok(Exit::RebootNeeded)
         }
     }
@@ -225,7 +259,10 @@ fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
-        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// `/run/booted-system` resolved (under `--root`), if it exists.

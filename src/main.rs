@@ -73,7 +73,11 @@ fn run(cli: Cli) -> Result<Exit, Error> {
         let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
         if exit != Exit::AlreadyRunning {
             let duration_secs = clock.elapsed().as_secs_f64();
-            let run = metrics::Run { started, duration_secs, exit };
+            let run = metrics::Run {
+                started,
+                duration_secs,
+                exit,
+            };
             metrics::write_after(&cli.common, path, &run);
         }
     }

@@ -40,7 +40,10 @@ fn write(common: &Common, path: &Path, run: &Run) -> Result<(), Error> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let go = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
@@ -60,9 +63,12 @@ struct Out(String);
 
 impl Out {
     fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
-        self.0.push_str(&format!("# HELP fh_lite_{name} {help}\n# TYPE fh_lite_{name} {kind}\n"));
+        self.0.push_str(&format!(
+            "# HELP fh_lite_{name} {help}\n# TYPE fh_lite_{name} {kind}\n"
+        ));
         for (labels, value) in samples {
-            self.0.push_str(&format!("fh_lite_{name}{labels} {value}\n"));
+            self.0
+                .push_str(&format!("fh_lite_{name}{labels} {value}\n"));
         }
     }
 
@@ -73,7 +79,9 @@ impl Out {
 
 /// A label value, escaped as the text format wants.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn render(common: &Common, path: &Path, run: &Run) -> String {
@@ -90,12 +98,23 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
     let bytes = (state.last_attempt.as_ref())
         .filter(|a| a.time >= run.started)
         .map_or(0, |a| a.bytes_downloaded);
-    let generation = Ctx::new(common).profile.current_target().ok().flatten().map(|g| g.number);
+    let generation = Ctx::new(common)
+        .profile
+        .current_target()
+        .ok()
+        .flatten()
+        .map(|g| g.number);
     let reboot = state.fleet.as_ref().is_some_and(|f| f.reboot.is_some());
-    let token = crate::flakehub::token_info(common).ok().and_then(|t| t.expires_at);
+    let token = crate::flakehub::token_info(common)
+        .ok()
+        .and_then(|t| t.expires_at);
 
     let mut o = Out(String::new());
-    o.gauge("last_run_timestamp_seconds", "When the last fh-lite run ended (unix time).", now);
+    o.gauge(
+        "last_run_timestamp_seconds",
+        "When the last fh-lite run ended (unix time).",
+        now,
+    );
     if let Some(t) = last_ok {
         o.gauge(
             "last_success_timestamp_seconds",
@@ -103,16 +122,40 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
             t,
         );
     }
-    o.gauge("last_exit_code", "Exit status of the last run (see fh-lite --help).", run.exit.code());
-    o.gauge("last_downloaded_bytes", "Bytes downloaded by the last run.", bytes);
-    o.gauge("last_duration_seconds", "Duration of the last run.", format!("{:.3}", run.duration_secs));
+    o.gauge(
+        "last_exit_code",
+        "Exit status of the last run (see fh-lite --help).",
+        run.exit.code(),
+    );
+    o.gauge(
+        "last_downloaded_bytes",
+        "Bytes downloaded by the last run.",
+        bytes,
+    );
+    o.gauge(
+        "last_duration_seconds",
+        "Duration of the last run.",
+        format!("{:.3}", run.duration_secs),
+    );
     if let Some(g) = generation {
         o.gauge("generation", "The profile's current generation.", g);
     }
-    o.gauge("reboot_needed", "1 when the applied system waits for a reboot.", u8::from(reboot));
-    o.gauge("failed_paths", "Store paths remembered as failed (skipped unless --retry-failed).", state.failed.len());
+    o.gauge(
+        "reboot_needed",
+        "1 when the applied system waits for a reboot.",
+        u8::from(reboot),
+    );
+    o.gauge(
+        "failed_paths",
+        "Store paths remembered as failed (skipped unless --retry-failed).",
+        state.failed.len(),
+    );
     if let Some(exp) = token {
-        o.gauge("token_expiry_timestamp_seconds", "When the device token expires (unix time).", exp);
+        o.gauge(
+            "token_expiry_timestamp_seconds",
+            "When the device token expires (unix time).",
+            exp,
+        );
     }
     if let Some(s) = &state.last_success {
         o.metric(
@@ -120,7 +163,11 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
             "gauge",
             "The deployed reference and store path (value always 1).",
             &[(
-                format!("{{reference=\"{}\",store_path=\"{}\"}}", label(&s.reference), label(&s.store_path)),
+                format!(
+                    "{{reference=\"{}\",store_path=\"{}\"}}",
+                    label(&s.reference),
+                    label(&s.store_path)
+                ),
                 "1".to_string(),
             )],
         );
@@ -149,18 +196,48 @@ mod tests {
         let t = crate::testutil::TempDir::new("metrics");
         let c = crate::testutil::common(t.path());
         let file = t.path().join("fh.prom");
-        let run = |exit| Run { started: 1_000, duration_secs: 2.5, exit };
+        let run = |exit| Run {
+            started: 1_000,
+            duration_secs: 2.5,
+            exit,
+        };
         write(&c, &file, &run(Exit::Success)).unwrap();
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains("# HELP fh_lite_last_exit_code "), "{text}");
-        assert!(text.contains("# TYPE fh_lite_last_exit_code gauge\nfh_lite_last_exit_code 0\n"), "{text}");
-        assert!(text.contains("fh_lite_last_success_timestamp_seconds 1002\n"), "{text}");
-        write(&c, &file, &Run { started: 2_000, ..run(Exit::Network) }).unwrap();
+        assert!(
+            text.contains("# TYPE fh_lite_last_exit_code gauge\nfh_lite_last_exit_code 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fh_lite_last_success_timestamp_seconds 1002\n"),
+            "{text}"
+        );
+        write(
+            &c,
+            &file,
+            &Run {
+                started: 2_000,
+                ..run(Exit::Network)
+            },
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains("fh_lite_last_exit_code 15\n"), "{text}");
-        assert!(text.contains("fh_lite_last_success_timestamp_seconds 1002\n"), "{text}");
-        assert!(text.contains("fh_lite_last_run_timestamp_seconds 2002\n"), "{text}");
-        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(!names.iter().any(|n| n.to_string_lossy().contains(".tmp-")), "{names:?}");
+        assert!(
+            text.contains("fh_lite_last_success_timestamp_seconds 1002\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fh_lite_last_run_timestamp_seconds 2002\n"),
+            "{text}"
+        );
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.to_string_lossy().contains(".tmp-")),
+            "{names:?}"
+        );
     }
 }

@@ -182,7 +182,14 @@ mod tests {
     fn windows_parse_and_wrap_midnight() {
         let w = Window::parse("23:00-01:30", "window").unwrap();
         assert_eq!(w.to_string(), "23:00-01:30");
-        for (m, inside) in [(22 * 60 + 59, false), (23 * 60, true), (0, true), (89, true), (90, false), (720, false)] {
+        for (m, inside) in [
+            (22 * 60 + 59, false),
+            (23 * 60, true),
+            (0, true),
+            (89, true),
+            (90, false),
+            (720, false),
+        ] {
             assert_eq!(w.contains(m), inside, "minute {m}");
         }
         let w = Window::parse("02:00-04:00", "window").unwrap();
@@ -190,9 +197,21 @@ mod tests {
         assert_eq!(w.wait(3600), 3600);
         assert_eq!(w.wait(5 * 3600), 21 * 3600);
         assert_eq!(w.wait(2 * 3600 + 5), 0);
-        for bad in ["", "2:00-04:00", "02:00", "24:00-01:00", "02:60-03:00", "02:00-02:00", "aa:bb-cc:dd"] {
+        for bad in [
+            "",
+            "2:00-04:00",
+            "02:00",
+            "24:00-01:00",
+            "02:60-03:00",
+            "02:00-02:00",
+            "aa:bb-cc:dd",
+        ] {
             let e = Window::parse(bad, "window").unwrap_err();
-            assert!(e.message.starts_with("option '--window': '"), "{}", e.message);
+            assert!(
+                e.message.starts_with("option '--window': '"),
+                "{}",
+                e.message
+            );
         }
     }
 
@@ -225,7 +244,10 @@ mod tests {
         let ids: Vec<String> = (0..1000u32)
             .map(|i| {
                 let d = ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes());
-                d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+                d.as_ref()[..16]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
             })
             .collect();
         let mut tenths = [0u32; 10];
@@ -236,10 +258,22 @@ mod tests {
             tenths[(d * 10 / spread) as usize] += 1;
         }
         for (i, n) in tenths.iter().enumerate() {
-            assert!((70..=130).contains(n), "tenth {i} holds {n} of 1000: {tenths:?}");
+            assert!(
+                (70..=130).contains(n),
+                "tenth {i} holds {n} of 1000: {tenths:?}"
+            );
         }
         let other = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nixos-system-pi-24.05";
-        let first = |p: &str| ids.iter().min_by_key(|id| rollout_delay(id, p, spread)).unwrap().clone();
-        assert_ne!(first(path), first(other), "the same device is not always first");
+        let first = |p: &str| {
+            ids.iter()
+                .min_by_key(|id| rollout_delay(id, p, spread))
+                .unwrap()
+                .clone()
+        };
+        assert_ne!(
+            first(path),
+            first(other),
+            "the same device is not always first"
+        );
     }
 }

@@ -52,3 +52,7 @@ mod crash;
 
 /// Offline and beyond FlakeHub: fetch, bundles, apply --from, anti-downgrade.
 mod offline;
+
+/// Fleet options: metrics file, reboot policy, activation window, staged
+/// rollout.
+mod fleet;
