@@ -222,13 +222,15 @@ fn reboot(common: &Common, state: &StateDir, need: &Pending) -> Result<Exit, Err
     say(
         common,
         &format!(
-            "rebooting into {} ({} reboot); the next run confirms it with the health check",
+            "rebooting into {} ({} --no-block reboot); the next run confirms it with the health check",
             need.store_path,
             systemctl.display()
         ),
     );
+    // --no-block: systemd stops this unit on the way down; waiting for the
+    // reboot job from inside it would wait for ourselves.
     let status = std::process::Command::new(&systemctl)
-        .arg("reboot")
+        .args(["--no-block", "reboot"])
         .status();
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),

@@ -5,7 +5,10 @@
 //! { "version": 1,
 //!   "last_attempt": Record | null, "last_success": Record | null,
 //!   "failed": [ { "store_path", "reference", "time", "result" } … ],
-//!   "pending": Pending | null }
+//!   "pending": Pending | null,
+//!   "fleet": { "reboot": Pending | null,
+//!              "rollout": [ { "store_path", "reference", "first_seen",
+//!                             "activate_at" } … ] } | null }
 //! Record = { "reference", "store_path", "generation": u64|null,
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }

@@ -302,7 +302,7 @@ fn reboot_only_when_needed_inside_the_window_never_under_root() {
     // resolving anything.
     let r = live(&state, EIGHT_UTC - 3600, "XXX-3");
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(systemctl_calls(&log), "reboot\n");
+    assert_eq!(systemctl_calls(&log), "--no-block reboot\n");
     assert!(
         r.stderr
             .contains(&format!("rebooting into {}", path("system-exit100"))),
