@@ -416,6 +416,19 @@ fn window_outside_stages_inside_activates() {
             .contains(&format!("activated {} (switch)", path("system-v2"))),
         "{r:?}"
     );
+    // status: the remembered exact version per project and attribute.
+    let st = d.fh(&["status"]);
+    assert!(
+        st.stdout
+            .contains("\nversions        org/demo#nixosConfigurations.pi = 0.1.4\n"),
+        "{st:?}"
+    );
+    let st = d.fh(&["status", "--json"]);
+    assert!(
+        st.stdout
+            .contains("\"versions\":{\"org/demo#nixosConfigurations.pi\":\"0.1.4\"}"),
+        "{st:?}"
+    );
 }
 
 /// The time a deferred run says the path activates.
