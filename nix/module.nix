@@ -21,6 +21,11 @@ let
       [ "--activation-timeout" (toString cfg.activationTimeout) ]
     ++ optionals (cfg.healthCheck != null)
       [ "--health-check" cfg.healthCheck "--health-timeout" (toString cfg.healthTimeout) ]
+    ++ optionals (cfg.metricsFile != null) [ "--metrics-file" cfg.metricsFile ]
+    ++ optionals (cfg.reboot != "never") [ "--reboot" cfg.reboot ]
+    ++ optionals (cfg.rebootWindow != null) [ "--reboot-window" cfg.rebootWindow ]
+    ++ optionals (cfg.window != null) [ "--window" cfg.window ]
+    ++ optionals (cfg.rolloutSpread != null) [ "--rollout-spread" cfg.rolloutSpread ]
     ++ cfg.extraArgs;
 in
 {
@@ -106,6 +111,56 @@ in
       '';
     };
 
+    metricsFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/prometheus-node-exporter-text/fh-lite.prom";
+      description = ''
+        Write Prometheus metrics (fh_lite_*) here after every run, atomically,
+        for node_exporter's textfile collector (--metrics-file).
+      '';
+    };
+
+    reboot = mkOption {
+      type = types.enum [ "never" "if-needed" ];
+      default = "never";
+      description = ''
+        "if-needed": when the applied system needs a reboot
+        (switch-to-configuration exit 100, or a new kernel, initrd or kernel
+        modules), run `systemctl reboot` inside rebootWindow; the next run
+        confirms the system with the health check (--reboot).
+      '';
+    };
+
+    rebootWindow = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "02:00-05:00";
+      description = "Local-time HH:MM-HH:MM window for reboots; may wrap past midnight (--reboot-window).";
+    };
+
+    window = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "22:00-06:00";
+      description = ''
+        Activate only inside this local-time HH:MM-HH:MM window; outside it,
+        the closure is downloaded and pinned, and the run exits 43 (--window).
+      '';
+    };
+
+    rolloutSpread = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "24h";
+      description = ''
+        Staged rollout without a server: a newly seen release activates on
+        this machine after a delay in [0, rolloutSpread) derived from
+        /etc/machine-id and its store path; until then it is staged and the
+        run exits 43 (--rollout-spread; `fh-lite status` shows when).
+      '';
+    };
+
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -132,8 +187,9 @@ in
         Type = "oneshot";
         ExecStart = "${cfg.package}/bin/fh-lite ${escapeShellArgs args}";
         LoadCredential = "flakehub-token:${toString cfg.tokenFile}";
-        # 40: applied, reboot needed; 34: skipped a path that failed before.
-        SuccessExitStatus = "40 34";
+        # 40: applied, reboot needed; 34: skipped a path that failed before;
+        # 43: staged, activates later (window, rollout spread).
+        SuccessExitStatus = "40 34 43";
         StateDirectory = "fh-lite";
         StateDirectoryMode = "0700";
         # Activation rewrites /etc, /boot, /nix/var and restarts units, so no

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::activate::{self, Before, Report, Settings};
 use crate::cache::{FetchError, HttpCache};
-use crate::cli::{ApplyOpts, Common, OfflineOpts};
+use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch;
 use crate::flakehub;
@@ -24,7 +24,12 @@ use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::store::select;
 use crate::store::Store;
 
-pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
+pub fn run(
+    common: &Common,
+    opts: &ApplyOpts,
+    offline: &OfflineOpts,
+    fleet: &FleetOpts,
+) -> Result<Exit, Error> {
     let started = Instant::now();
     // Offline modes (offline.rs): `--from` opens the bundle and
     // takes REF from its verified manifest; the bundle then stands in for
@@ -49,6 +54,10 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         // An attempt a kill interrupted is finished or undone first.
         if let Some(result) = recover::before_command(common, &state)? {
             return result;
+        }
+        // A reboot recorded earlier and due now (fleet.rs).
+        if let Some(exit) = crate::fleet::reboot_if_due(common, fleet, &state)? {
+            return Ok(exit);
         }
     }
 
@@ -76,6 +85,11 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             return Ok(Exit::Success);
         }
     }
+    // Outside --window or before the --rollout-spread time: stage only.
+    let deferred = match opts.dry_run {
+        true => None,
+        false => crate::fleet::gate(common, fleet, &state, &attempt.reference, &root_path)?,
+    };
 
     // plan
     let store = select::select(common, opts, &opts.trusted_keys, token.token())?;
@@ -126,6 +140,9 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let secs = started.elapsed().as_secs_f64();
     let msg = format!("{paths} in {} ({secs:.1}s)", store.describe());
     say(common, &msg);
+    if let Some(why) = &deferred {
+        return crate::fleet::stage_deferred(common, &state, &attempt, why);
+    }
 
     // activate: from here a signal no longer stops anything; each phase is
     // journaled before its step, so a kill is recovered by the next run.
@@ -153,7 +170,8 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     if exit == Exit::Success {
         remember(common, opts)?;
     }
-    result
+    // Reboot need and policy (fleet.rs).
+    crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)
 }
 
 /// An error of resolve, plan or fetch, or Interrupted when a signal

@@ -129,6 +129,29 @@ OPTIONS:
         --state-dir DIR        state and lock (default /var/lib/fh-lite)
         --to N                 rollback: the generation number to switch to
 
+FLEETS (apply; see Fleets in README.md):
+        --metrics-file PATH    after every apply, rollback or recover, write
+                               Prometheus text metrics (fh_lite_*) to PATH
+                               atomically, for node_exporter's textfile
+                               collector
+        --reboot never|if-needed
+                               if-needed: when the new system needs a reboot
+                               (switch-to-configuration 100, or its kernel,
+                               initrd or modules differ from
+                               /run/booted-system's), run 'systemctl reboot'
+                               (inside --reboot-window); never under --root
+                               (default never: only record it, exit 40)
+        --reboot-window HH:MM-HH:MM
+                               local time; may wrap past midnight (23:00-01:00)
+        --window HH:MM-HH:MM   activate only inside this local-time window;
+                               outside it, stage the closure (as fetch) and
+                               exit 43
+        --rollout-spread DURATION
+                               e.g. 24h, 90m, 3600s: a newly seen store path
+                               activates after a per-device delay in
+                               [0, DURATION) from /etc/machine-id and the
+                               path; until then stage it and exit 43
+
 OFFLINE (fetch, bundle, apply --from):
         --out-link PATH        fetch: the GC root symlink (default
                                STATE_DIR/fetched)
@@ -370,6 +393,18 @@ pub struct ApplyOpts {
     pub activation_timeout: Option<Duration>,
 }
 
+/// Fleet options (fleet.rs, metrics.rs).
+#[derive(Clone, Debug, Default)]
+pub struct FleetOpts {
+    pub metrics_file: Option<PathBuf>,
+    /// `--reboot if-needed`.
+    pub reboot_if_needed: bool,
+    pub reboot_window: Option<crate::schedule::Window>,
+    pub window: Option<crate::schedule::Window>,
+    /// `--rollout-spread`, seconds.
+    pub rollout_spread: Option<u64>,
+}
+
 /// Options of `fetch`, `bundle create` and `apply --from` (offline.rs).
 #[derive(Clone, Debug, Default)]
 pub struct OfflineOpts {
@@ -415,6 +450,7 @@ pub struct Cli {
     pub common: Common,
     pub command: Command,
     pub offline: OfflineOpts,
+    pub fleet: FleetOpts,
 }
 
 /// What phase two takes from the machine. [`Env::real`] reads it (the only
@@ -507,6 +543,11 @@ pub struct RawArgs {
     cache: Option<String>,
     netrc_file: Option<PathBuf>,
     cache_token_file: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
+    reboot: Option<String>,
+    reboot_window: Option<String>,
+    window: Option<String>,
+    rollout_spread: Option<String>,
     /// Options given, in order, for the "does not apply to" check.
     seen: Vec<&'static str>,
 }
@@ -556,6 +597,11 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("cache", Some("apply")),
     ("netrc-file", Some("apply")),
     ("cache-token-file", Some("apply")),
+    ("metrics-file", Some("apply rollback recover")),
+    ("reboot", Some("apply")),
+    ("reboot-window", Some("apply")),
+    ("window", Some("apply")),
+    ("rollout-spread", Some("apply")),
 ];
 
 fn string(v: OsString, opt: &str) -> Result<String, Error> {
@@ -615,6 +661,7 @@ where
             "from" => a.from = Some(p.value().map_err(usage)?.into()),
             "netrc-file" => a.netrc_file = Some(p.value().map_err(usage)?.into()),
             "cache-token-file" => a.cache_token_file = Some(p.value().map_err(usage)?.into()),
+            "metrics-file" => a.metrics_file = Some(p.value().map_err(usage)?.into()),
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
@@ -639,6 +686,10 @@ where
                     "format" => a.format = Some(v),
                     "trusted-bundle-key" => a.trusted_bundle_keys.push(v),
                     "cache" => a.cache = Some(v),
+                    "reboot" => a.reboot = Some(v),
+                    "reboot-window" => a.reboot_window = Some(v),
+                    "window" => a.window = Some(v),
+                    "rollout-spread" => a.rollout_spread = Some(v),
                     // LONG_OPTIONS and this match list the same names;
                     // a test parses every one of them.
                     _ => unreachable!("option --{other} has no handler"),
@@ -666,10 +717,12 @@ impl RawArgs {
             common.max_decoder_memory = n << 20;
         }
         let offline = self.offline()?;
+        let fleet = self.fleet()?;
         Ok(Cli {
             common,
             command,
             offline,
+            fleet,
         })
     }
 
@@ -909,6 +962,31 @@ impl RawArgs {
 }
 
 impl RawArgs {
+    /// The fleet options, validated.
+    fn fleet(&self) -> Result<FleetOpts, Error> {
+        use crate::schedule::{parse_duration, Window};
+        let reboot_if_needed = match self.reboot.as_deref() {
+            None | Some("never") => false,
+            Some("if-needed") => true,
+            Some(r) => {
+                return Err(Error::usage(format!(
+                    "unknown reboot policy '{r}' [pick from: never, if-needed]"
+                )))
+            }
+        };
+        let window =
+            |v: &Option<String>, opt: &str| v.as_deref().map(|w| Window::parse(w, opt)).transpose();
+        Ok(FleetOpts {
+            metrics_file: self.metrics_file.clone(),
+            reboot_if_needed,
+            reboot_window: window(&self.reboot_window, "reboot-window")?,
+            window: window(&self.window, "window")?,
+            rollout_spread: (self.rollout_spread.as_deref())
+                .map(|d| parse_duration(d, "rollout-spread"))
+                .transpose()?,
+        })
+    }
+
     /// The offline options, validated.
     fn offline(&self) -> Result<OfflineOpts, Error> {
         let dir_format = match self.format.as_deref() {
@@ -1307,6 +1385,12 @@ mod tests {
             ("rollback --jobs 2 --dry-run", "option '--jobs' is only for 'apply' or 'fetch' or 'bundle', not 'rollback'"),
             ("rollback --to zero", "option '--to': 'zero' is not a generation number"),
             ("rollback --to 0", "option '--to': '0' is not a generation number"),
+            ("apply nixos a/b/0.1#x --window 2-4", "option '--window': '2-4' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
+            ("apply nixos a/b/0.1#x --reboot-window 02:00-02:00", "option '--reboot-window': '02:00-02:00' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
+            ("apply nixos a/b/0.1#x --reboot always", "unknown reboot policy 'always' [pick from: never, if-needed]"),
+            ("apply nixos a/b/0.1#x --rollout-spread 1d", "option '--rollout-spread': '1d' is not a duration (e.g. 24h, 90m, 3600s)"),
+            ("status --window 01:00-02:00", "option '--window' is only for 'apply', not 'status'"),
+            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover', not 'status'"),
             ("status --bogus", "invalid option '--bogus'"),
             ("status -x", "invalid option '-x'"),
             ("status --root", "missing argument for option '--root'"),

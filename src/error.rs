@@ -68,6 +68,8 @@ exit_table! {
     RebootNeeded = 40, "reboot-needed", "applied; reboot needed to take full effect";
     AlreadyRunning = 41, "already-running", "another fh-lite apply is running";
     Interrupted = 42, "interrupted", "interrupted by a signal; nothing was changed";
+    Deferred = 43, "deferred",
+        "staged, not activated: outside --window or before the --rollout-spread time";
 }
 
 /// What `main` prints (once, prefixed `fh-lite: `) and how it exits.

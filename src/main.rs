@@ -23,7 +23,9 @@ mod direct;
 mod error;
 mod fetch;
 mod flakehub;
+mod fleet;
 mod http;
+mod metrics;
 mod nix;
 mod offline;
 mod outref;
@@ -34,6 +36,7 @@ mod recover;
 mod resolve;
 mod resume;
 mod rollback;
+mod schedule;
 mod signal;
 mod stage;
 mod state;
@@ -63,8 +66,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// Run one command; the whole program's shape fits on this screen.
+/// Run one command, then write its metrics (`--metrics-file`, metrics.rs)
+/// unless another run holds the lock (it writes its own).
 fn run(cli: Cli) -> Result<Exit, Error> {
+    let (started, clock) = (util::unix_now(), std::time::Instant::now());
+    let result = run_command(&cli);
+    if let Some(path) = &cli.fleet.metrics_file {
+        let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+        if exit != Exit::AlreadyRunning {
+            let duration_secs = clock.elapsed().as_secs_f64();
+            let run = metrics::Run {
+                started,
+                duration_secs,
+                exit,
+            };
+            metrics::write_after(&cli.common, path, &run);
+        }
+    }
+    result
+}
+
+/// Run one command; the whole program's shape fits on this screen.
+fn run_command(cli: &Cli) -> Result<Exit, Error> {
     match cli.command {
         Command::Help => {
             print_stdout(&cli::help());
@@ -75,7 +98,7 @@ fn run(cli: Cli) -> Result<Exit, Error> {
             Ok(Exit::Success)
         }
         Command::Resolve { ref reference } => resolve::run(&cli.common, reference),
-        Command::Apply(ref opts) => apply::run(&cli.common, opts, &cli.offline),
+        Command::Apply(ref opts) => apply::run(&cli.common, opts, &cli.offline, &cli.fleet),
         Command::Fetch(ref opts) => stage::run(&cli.common, opts, &cli.offline),
         Command::BundleCreate(ref opts) => bundle_cmd::run(&cli.common, opts, &cli.offline),
         Command::Status => status::run(&cli.common),

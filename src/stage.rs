@@ -75,7 +75,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
 
 /// `link` → store path, and Nix's indirect root → `link`, both as the
 /// managed system sees them (under `--root`, without the DIR prefix).
-fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> Result<(), Error> {
+pub(crate) fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> Result<(), Error> {
     let root = common.root.as_deref().unwrap_or(Path::new("/"));
     let logical: PathBuf = match common
         .root

@@ -5,7 +5,10 @@
 //! { "version": 1,
 //!   "last_attempt": Record | null, "last_success": Record | null,
 //!   "failed": [ { "store_path", "reference", "time", "result" } … ],
-//!   "pending": Pending | null }
+//!   "pending": Pending | null,
+//!   "fleet": { "reboot": Pending | null,
+//!              "rollout": [ { "store_path", "reference", "first_seen",
+//!                             "activate_at" } … ] } | null }
 //! Record = { "reference", "store_path", "generation": u64|null,
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
@@ -82,6 +85,28 @@ pub struct State {
     pub failed: Vec<FailedPath>,
     /// The attempt in progress, or the one a kill interrupted.
     pub pending: Option<Pending>,
+    /// Fleet options' memory (fleet.rs): reboot need, rollout schedule.
+    pub fleet: Option<FleetState>,
+}
+
+/// What `--reboot` and `--rollout-spread` remember between runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetState {
+    /// The applied attempt that needs a reboot (its journal entry, kept to
+    /// confirm it with the health check after the reboot), or null.
+    pub reboot: Option<Pending>,
+    /// When each newly seen store path activates (newest last, bounded).
+    pub rollout: Vec<Scheduled>,
+}
+
+/// A store path held back by `--rollout-spread`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scheduled {
+    pub store_path: String,
+    pub reference: String,
+    /// Unix seconds: when a run first saw it, and when it may activate.
+    pub first_seen: u64,
+    pub activate_at: u64,
 }
 
 /// Where an attempt is: written before the step it names starts.
@@ -336,6 +361,24 @@ impl StateDir {
     #[cfg(test)]
     pub fn record_attempt(&self, attempt: &Attempt) -> Result<(), Error> {
         self.update(|s| s.last_attempt = Some(attempt.record(None, None)))
+    }
+
+    /// Read-modify-write the fleet memory and the journal entry in one
+    /// atomic write (fleet.rs).
+    pub fn update_fleet(
+        &self,
+        f: impl FnOnce(&mut FleetState, &mut Option<Pending>),
+    ) -> Result<(), Error> {
+        self.update(|s| {
+            let mut fleet = s.fleet.take().unwrap_or_default();
+            f(&mut fleet, &mut s.pending);
+            s.fleet = Some(fleet);
+        })
+    }
+
+    /// The fleet memory (writers' view: a corrupt file is moved aside).
+    pub fn fleet(&self) -> Result<FleetState, Error> {
+        Ok(self.load_for_update()?.fleet.unwrap_or_default())
     }
 
     /// Record that an attempt started ("running") and its journal entry,

@@ -11,7 +11,7 @@ use crate::activate::Ctx;
 use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::flakehub;
-use crate::state::{format_time, FailedPath, Pending, Record, StateDir};
+use crate::state::{format_time, FailedPath, Pending, Record, Scheduled, StateDir};
 use crate::util::unix_now;
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -49,6 +49,12 @@ struct StatusJson {
     token_file: Option<String>,
     /// Its JWT `exp`, unix seconds, when it is a JWT.
     token_expires_at: Option<i64>,
+    /// The store path applied that waits for a reboot (fleet.rs), or null.
+    reboot_needed: Option<String>,
+    /// `--rollout-spread` schedule: when each newly seen path activates.
+    rollout: Vec<Scheduled>,
+    /// The highest exact version applied, by `org/project#attr`.
+    versions: std::collections::BTreeMap<String, String>,
 }
 
 pub fn gather(common: &Common) -> Result<Status, Error> {
@@ -56,6 +62,8 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
     let current = ctx.profile.current_target()?;
     let state = StateDir::new(&common.state_dir).load()?;
     let token = flakehub::token_info(common);
+    let fleet = state.fleet.unwrap_or_default();
+    let versions = crate::versions::all(&common.state_dir)?;
     let json = StatusJson {
         profile: common.profile.display().to_string(),
         generation: current.as_ref().map(|g| g.number),
@@ -73,6 +81,9 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
         pending: state.pending,
         token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
         token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
+        reboot_needed: fleet.reboot.map(|p| p.store_path),
+        rollout: fleet.rollout,
+        versions,
     };
     Ok(Status {
         json,
@@ -125,6 +136,32 @@ pub fn render_text(s: &Status) -> String {
     }
     if let Some(p) = &j.pending {
         line("pending", &pending_line(p));
+    }
+    if let Some(p) = &j.reboot_needed {
+        line(
+            "reboot needed",
+            &format!("{p}; a run with --reboot if-needed (inside --reboot-window) reboots"),
+        );
+    }
+    let now = crate::schedule::now();
+    for (i, r) in j.rollout.iter().enumerate() {
+        let when = match r.activate_at > now {
+            true => "waiting",
+            false => "due",
+        };
+        line(
+            if i == 0 { "rollout" } else { "" },
+            &format!(
+                "{} ({}): first seen {}, activates at {} ({when})",
+                r.store_path,
+                r.reference,
+                format_time(r.first_seen),
+                format_time(r.activate_at)
+            ),
+        );
+    }
+    for (i, (k, v)) in j.versions.iter().enumerate() {
+        line(if i == 0 { "versions" } else { "" }, &format!("{k} = {v}"));
     }
     line("token file", &token_line(s));
     out

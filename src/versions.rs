@@ -65,6 +65,11 @@ pub fn remembered(state_dir: &Path, r: &OutputRef) -> Result<Option<String>, Err
     Ok(load(state_dir)?.versions.remove(&key(r)))
 }
 
+/// Every remembered version, by `org/project#attr` (for `status`).
+pub fn all(state_dir: &Path) -> Result<BTreeMap<String, String>, Error> {
+    Ok(load(state_dir)?.versions)
+}
+
 /// Refuse `r` when it is an exact version older than the one remembered.
 pub fn check(state_dir: &Path, r: &OutputRef) -> Result<(), Error> {
     let Some(want) = exact_version(r) else {

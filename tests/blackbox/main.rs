@@ -56,3 +56,7 @@ mod offline;
 /// Any signed binary cache, no FlakeHub: apply STOREPATH --cache URL from
 /// file:// and from an https:// cache wanting a netrc login.
 mod anycache;
+
+/// Fleet options: metrics file, reboot policy, activation window, staged
+/// rollout.
+mod fleet;

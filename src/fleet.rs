@@ -1,0 +1,330 @@
+//! Fleet options of `apply`: the reboot policy (`--reboot`,
+//! `--reboot-window`), the activation window (`--window`) and the staged
+//! rollout (`--rollout-spread`). apply.rs calls these at three points:
+//! [`reboot_if_due`] after recovery, [`gate`] once the store path is
+//! known, and [`after_activation`] once the attempt is recorded.
+//!
+//! A reboot need is kept in state.json (`fleet.reboot`: the attempt's
+//! journal entry). Before `systemctl reboot`, that entry becomes the
+//! journal's `pending` with phase "health-check", in the same write that
+//! clears the need; after the reboot the next apply, rollback or recover
+//! finds it (its pid is gone) and resumes it as crash recovery does:
+//! activation re-run (a no-op on the booted system), then the health
+//! check, then committed, or rolled back to its previous system.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{ApplyKind, ApplyOpts, Common, FleetOpts};
+use crate::error::{Error, Exit};
+use crate::nix::store_path::StorePath;
+use crate::schedule::{self, Window};
+use crate::state::{format_time, Attempt, Pending, Phase, Scheduled, StateDir};
+
+/// How many rollout entries state.json keeps.
+const MAX_SCHEDULED: usize = 20;
+
+fn say(common: &Common, msg: &str) {
+    if !common.quiet {
+        eprintln!("fh-lite: {msg}");
+    }
+}
+
+/// Before resolve: a reboot recorded earlier, due now (`--reboot
+/// if-needed`, inside the reboot window, not under `--root`), is done:
+/// Some(exit) ends the run.
+pub fn reboot_if_due(
+    common: &Common,
+    fleet: &FleetOpts,
+    state: &StateDir,
+) -> Result<Option<Exit>, Error> {
+    if !fleet.reboot_if_needed || common.root.is_some() {
+        return Ok(None);
+    }
+    let Some(need) = state.fleet()?.reboot else {
+        return Ok(None);
+    };
+    if booted_system(common).as_deref() == Some(need.store_path.as_str()) {
+        // Booted into it already (a reboot by other means).
+        state.update_fleet(|f, _| f.reboot = None)?;
+        return Ok(None);
+    }
+    if !window_open(fleet.reboot_window) {
+        say(common, &waiting(&need.store_path, fleet.reboot_window));
+        return Ok(None);
+    }
+    reboot(common, state, &need).map(Some)
+}
+
+/// Once the store path is known: Some(why) when it is to be staged, not
+/// activated (outside `--window`, or before this device's rollout time,
+/// which the first run that sees the path records).
+pub fn gate(
+    common: &Common,
+    fleet: &FleetOpts,
+    state: &StateDir,
+    reference: &str,
+    store_path: &StorePath,
+) -> Result<Option<String>, Error> {
+    let now = schedule::now();
+    if let Some(spread) = fleet.rollout_spread {
+        let id = schedule::machine_id(common.root.as_deref())?;
+        let path = store_path.to_string();
+        let delay = schedule::rollout_delay(&id, &path, spread);
+        let mut entry = Scheduled::default();
+        state.update_fleet(|f, _| {
+            if !f.rollout.iter().any(|s| s.store_path == path) {
+                f.rollout.push(Scheduled {
+                    store_path: path.clone(),
+                    reference: reference.to_string(),
+                    first_seen: now,
+                    activate_at: now + delay,
+                });
+            }
+            let over = f.rollout.len().saturating_sub(MAX_SCHEDULED);
+            f.rollout.drain(..over);
+            entry = f
+                .rollout
+                .iter()
+                .find(|s| s.store_path == path)
+                .cloned()
+                .unwrap_or_default();
+        })?;
+        if now < entry.activate_at {
+            return Ok(Some(format!(
+                "rollout: {path} activates on this device at {} (first seen {}, delay {} of the {} spread)",
+                format_time(entry.activate_at),
+                format_time(entry.first_seen),
+                hm(entry.activate_at - entry.first_seen),
+                hm(spread)
+            )));
+        }
+    }
+    if let Some(w) = fleet.window {
+        if !schedule::in_window(w, now) {
+            let wait = w.wait(schedule::local_secs_of_day(now));
+            return Ok(Some(format!(
+                "outside the activation window {w} (local time): {store_path} activates in the window (opens at {})",
+                format_time(now + wait)
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// `2h05m` / `45m` / `30s`.
+fn hm(secs: u64) -> String {
+    match (secs / 3600, secs / 60 % 60) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m"),
+        (h, m) => format!("{h}h{m:02}m"),
+    }
+}
+
+/// A deferred apply after its fetch: pin the closure like `fetch` does
+/// (STATE_DIR/fetched), record the attempt as "deferred", exit 43.
+pub fn stage_deferred(
+    common: &Common,
+    state: &StateDir,
+    attempt: &Attempt,
+    why: &str,
+) -> Result<Exit, Error> {
+    let link = common.state_dir.join("fetched");
+    crate::stage::gc_root(common, &link, &attempt.store_path)?;
+    state.record_result(attempt, Exit::Deferred, None, false)?;
+    say(
+        common,
+        &format!(
+            "{why}; staged and pinned by {}, nothing activated",
+            link.display()
+        ),
+    );
+    Ok(Exit::Deferred)
+}
+
+/// After the attempt is recorded: when the new system needs a reboot
+/// (exit 100, or its kernel, initrd or modules differ from the booted
+/// system's), remember it and reboot if the policy and window allow.
+pub fn after_activation(
+    common: &Common,
+    opts: &ApplyOpts,
+    fleet: &FleetOpts,
+    state: &StateDir,
+    attempt: &Pending,
+    result: Result<Exit, Error>,
+) -> Result<Exit, Error> {
+    let exit = result?;
+    let counts = opts.kind == ApplyKind::Nixos && opts.action.makes_generation();
+    let needed = exit == Exit::RebootNeeded
+        || (exit == Exit::Success && counts && kernel_differs(common, &attempt.store_path));
+    if !needed {
+        state.update_fleet(|f, _| f.reboot = None)?;
+        return Ok(exit);
+    }
+    let mut need = attempt.clone();
+    need.phase = Phase::HealthCheck.as_str().to_string();
+    state.update_fleet(|f, _| f.reboot = Some(need.clone()))?;
+    if !fleet.reboot_if_needed {
+        // activate.rs said so for exit 100; say it for a new kernel.
+        if exit == Exit::Success {
+            say(
+                common,
+                &format!(
+                    "{} has a new kernel, initrd or modules: reboot to take full effect",
+                    need.store_path
+                ),
+            );
+        }
+        return Ok(Exit::RebootNeeded);
+    }
+    if common.root.is_some() {
+        say(
+            common,
+            &format!(
+                "{} needs a reboot; never rebooting under --root",
+                need.store_path
+            ),
+        );
+        return Ok(Exit::RebootNeeded);
+    }
+    if !window_open(fleet.reboot_window) {
+        say(common, &waiting(&need.store_path, fleet.reboot_window));
+        return Ok(Exit::RebootNeeded);
+    }
+    reboot(common, state, &need)
+}
+
+fn window_open(w: Option<Window>) -> bool {
+    w.is_none_or(|w| schedule::in_window(w, schedule::now()))
+}
+
+fn waiting(store_path: &str, w: Option<Window>) -> String {
+    let w = w.map_or(String::new(), |w| format!(" {w}"));
+    format!("{store_path} needs a reboot; a run inside the reboot window{w} (local time) reboots")
+}
+
+/// Journal the confirmation, then `systemctl reboot`; when that fails,
+/// the need is kept for the next run.
+fn reboot(common: &Common, state: &StateDir, need: &Pending) -> Result<Exit, Error> {
+    let Some(systemctl) = on_path("systemctl") else {
+        say(
+            common,
+            "a reboot is due but systemctl is not on PATH; reboot by hand",
+        );
+        return Ok(Exit::RebootNeeded);
+    };
+    let mut confirm = need.clone();
+    confirm.phase = Phase::HealthCheck.as_str().to_string();
+    confirm.pid = std::process::id();
+    state.update_fleet(|f, p| {
+        f.reboot = None;
+        *p = Some(confirm);
+    })?;
+    say(
+        common,
+        &format!(
+            "rebooting into {} ({} --no-block reboot); the next run confirms it with the health check",
+            need.store_path,
+            systemctl.display()
+        ),
+    );
+    // --no-block: systemd stops this unit on the way down; waiting for the
+    // reboot job from inside it would wait for ourselves.
+    let status = std::process::Command::new(&systemctl)
+        .args(["--no-block", "reboot"])
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(Exit::Success),
+        other => {
+            let why = match other {
+                Ok(s) => format!("exited with {s}"),
+                Err(e) => e.to_string(),
+            };
+            state.update_fleet(|f, p| {
+                f.reboot = Some(need.clone());
+                *p = None;
+            })?;
+            say(
+                common,
+                &format!(
+                    "{} reboot failed ({why}); a later run tries again",
+                    systemctl.display()
+                ),
+            );
+            Ok(Exit::RebootNeeded)
+        }
+    }
+}
+
+/// The first executable `name` in `$PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `/run/booted-system` resolved (under `--root`), if it exists.
+fn booted_system(common: &Common) -> Option<String> {
+    let p = resolve(common.root.as_deref(), Path::new("/run/booted-system"))?;
+    Some(p.to_string_lossy().into_owned())
+}
+
+/// As autoUpgrade checks: kernel, initrd or kernel-modules of `new`
+/// resolve elsewhere than the booted system's. No booted system: false.
+fn kernel_differs(common: &Common, new: &str) -> bool {
+    let root = common.root.as_deref();
+    let Some(booted) = resolve(root, Path::new("/run/booted-system")) else {
+        return false;
+    };
+    ["kernel", "initrd", "kernel-modules"]
+        .iter()
+        .any(|f| resolve(root, &booted.join(f)) != resolve(root, &Path::new(new).join(f)))
+}
+
+/// `logical` with its final symlinks followed, as the managed system sees
+/// it (targets read under `root`); None when it does not exist.
+fn resolve(root: Option<&Path>, logical: &Path) -> Option<PathBuf> {
+    let real = |l: &Path| match root {
+        Some(r) => r.join(l.strip_prefix("/").unwrap_or(l)),
+        None => l.to_path_buf(),
+    };
+    let mut cur = logical.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(real(&cur)) {
+            Ok(t) if t.is_absolute() => cur = t,
+            Ok(t) => cur = cur.parent().unwrap_or(Path::new("/")).join(t),
+            Err(_) => return real(&cur).exists().then_some(cur),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_follows_links_under_root() {
+        let t = crate::testutil::TempDir::new("fleet-resolve");
+        let r = t.path();
+        std::fs::create_dir_all(r.join("nix/store/k")).unwrap();
+        std::fs::write(r.join("nix/store/k/bzImage"), "k").unwrap();
+        std::fs::create_dir_all(r.join("nix/store/s")).unwrap();
+        std::os::unix::fs::symlink("/nix/store/k/bzImage", r.join("nix/store/s/kernel")).unwrap();
+        std::fs::create_dir_all(r.join("run")).unwrap();
+        std::os::unix::fs::symlink("/nix/store/s", r.join("run/booted-system")).unwrap();
+        let booted = resolve(Some(r), Path::new("/run/booted-system")).unwrap();
+        assert_eq!(booted, Path::new("/nix/store/s"));
+        assert_eq!(
+            resolve(Some(r), &booted.join("kernel")).unwrap(),
+            Path::new("/nix/store/k/bzImage")
+        );
+        assert_eq!(resolve(Some(r), Path::new("/nix/store/s/initrd")), None);
+        assert_eq!(hm(7500), "2h05m");
+        assert_eq!(hm(2700), "45m");
+    }
+}
