@@ -28,6 +28,7 @@ mod progress;
 mod recover;
 mod resolve;
 mod resume;
+mod rootfs;
 mod rollback;
 mod signal;
 mod state;
