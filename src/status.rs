@@ -54,7 +54,7 @@ struct StatusJson {
 pub fn gather(common: &Common) -> Result<Status, Error> {
     let ctx = Ctx::new(common);
     let current = ctx.profile.current_target()?;
-    let state = StateDir::new(&common.state_dir).load()?;
+    let state = StateDir::of(common).load()?;
     let token = flakehub::token_info(common);
     let json = StatusJson {
         profile: common.profile.display().to_string(),
