@@ -183,19 +183,16 @@ impl Dir {
         self.path.join(name)
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// A second descriptor for the same directory.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
     }
 
-    /// The subdirectory `name` (not followed if a symlink).
-    pub fn subdir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
-        let name = single(name.as_ref())?;
-        let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
-            .map_err(refuse_link)?;
-        Ok(Dir {
-            fd,
-            path: self.path.join(name),
-        })
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Open the file `name` with `flags` (plus `O_NOFOLLOW|O_CLOEXEC`);
@@ -273,12 +270,6 @@ impl Dir {
     /// Something (anything, a dangling symlink included) is at `name`.
     pub fn exists(&self, name: impl AsRef<OsStr>) -> bool {
         rustix::fs::statat(&self.fd, name.as_ref(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
-    }
-
-    /// `lstat` of `name`.
-    pub fn stat(&self, name: impl AsRef<OsStr>) -> io::Result<rustix::fs::Stat> {
-        let name = single(name.as_ref())?;
-        Ok(rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?)
     }
 
     /// Remove the file or symlink `name`.
