@@ -86,6 +86,10 @@ fn resolve(root: Option<&Path>, path: &Path, create: bool) -> io::Result<Dir> {
             path: path.to_path_buf(),
         });
     };
+    if create {
+        // DIR itself is the user's path, taken as given.
+        std::fs::create_dir_all(base)?;
+    }
     let root_fd = rustix::fs::open(base, DIR_FLAGS, Mode::empty())?;
     let fd = beneath(&root_fd, rel.as_os_str(), create)?;
     Ok(Dir {
@@ -207,11 +211,7 @@ impl Dir {
 
     /// Create the new file `name` for writing (`O_CREAT|O_EXCL|O_NOFOLLOW`).
     pub fn create_new(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<File> {
-        self.open_file(
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-            mode,
-        )
+        self.open_file(name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, mode)
     }
 
     /// Read the regular file `name` (not followed if a symlink).
@@ -335,21 +335,17 @@ fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
             }
             continue;
         }
-        let dir = match rustix::fs::openat(
-            parent,
-            name,
-            DIR_FLAGS | OFlags::NOFOLLOW,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(e) if e == Errno::NOENT => return Ok(()),
-            // Swapped for a symlink or a file since the stat: look again.
-            Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => {
-                last = Some(e);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let dir =
+            match rustix::fs::openat(parent, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(e) if e == Errno::NOENT => return Ok(()),
+                // Swapped for a symlink or a file since the stat: look again.
+                Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
         // Entries are removed from the directory that was opened, wherever
         // it is now; nothing below follows a name.
         rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755))?;
@@ -422,13 +418,19 @@ mod tests {
                 if walk_only {
                     let r = rustix::fs::open(&root, DIR_FLAGS, Mode::empty()).unwrap();
                     let fd = walk(&r, OsStr::new(rel), false)?;
-                    Ok(Dir { fd, path: root.join(rel) })
+                    Ok(Dir {
+                        fd,
+                        path: root.join(rel),
+                    })
                 } else {
                     open_dir(Some(&root), &root.join(rel))
                 }
             };
             assert_eq!(open("abs/deep").unwrap().entries().unwrap().len(), 0);
-            assert_eq!(open("up").unwrap().entries().unwrap(), vec![OsString::from("deep")]);
+            assert_eq!(
+                open("up").unwrap().entries().unwrap(),
+                vec![OsString::from("deep")]
+            );
             // The outside path does not exist beneath root.
             let e = open("escape").unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NotFound, "{walk_only}: {e}");
@@ -436,7 +438,10 @@ mod tests {
         // Created beneath root, not outside.
         let d = create_dir_all(Some(&root), &root.join("escape/new")).unwrap();
         d.create_new("f", 0o644).unwrap();
-        assert!(root.join(outside.strip_prefix("/").unwrap()).join("new/f").exists());
+        assert!(root
+            .join(outside.strip_prefix("/").unwrap())
+            .join("new/f")
+            .exists());
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
     }
 
@@ -528,7 +533,10 @@ mod tests {
             let _ = std::fs::remove_dir_all(root.join("spare"));
         }
         for i in 0..20 {
-            assert_eq!(std::fs::read(outside.join(format!("c{i}"))).unwrap(), b"keep");
+            assert_eq!(
+                std::fs::read(outside.join(format!("c{i}"))).unwrap(),
+                b"keep"
+            );
         }
         assert_eq!(std::fs::read(outside.join("canary")).unwrap(), b"keep");
     }

@@ -151,7 +151,9 @@ impl Profile {
                 continue;
             };
             let link = dir.join(&file);
-            let target = d.readlink(&file).map_err(io("read generation link", &link))?;
+            let target = d
+                .readlink(&file)
+                .map_err(io("read generation link", &link))?;
             out.push(Generation {
                 number,
                 link,

@@ -34,11 +34,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::unpack::{self, Commit};
-use crate::rootfs::{self, Dir};
-use rustix::fs::OFlags;
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::rootfs::{self, Dir};
+use rustix::fs::OFlags;
 
 pub const REGISTRATION: &str = "nix-path-registration";
 
@@ -76,9 +76,8 @@ impl ImageStore {
             file: reg_path.clone(),
             err,
         };
-        let opened = open_root(root).and_then(|d| {
-            d.open_file(REGISTRATION, OFlags::RDWR | OFlags::APPEND, 0)
-        });
+        let opened = open_root(root)
+            .and_then(|d| d.open_file(REGISTRATION, OFlags::RDWR | OFlags::APPEND, 0));
         let (listed, file) = match opened {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeSet::new(), None),
             Err(e) => return Err(io_err("opening", e)),

@@ -42,11 +42,11 @@ use std::sync::Mutex;
 
 use super::program::{self, show_args};
 use super::unpack::{self, Commit};
-use crate::rootfs::{self, Dir};
-use rustix::fs::OFlags;
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::rootfs::{self, Dir};
+use rustix::fs::OFlags;
 
 /// The local-store backend (see the module doc).
 pub struct LocalStore {
@@ -165,8 +165,7 @@ impl LocalStore {
     /// disk before it is registered.
     fn sync_store(&self) -> Result<(), StoreError> {
         let store = unpack::open_store_dir(&self.root, false)?;
-        rustix::fs::syncfs(store.fd())
-            .map_err(|e| io_err("syncing", store.path())(e.into()))
+        rustix::fs::syncfs(store.fd()).map_err(|e| io_err("syncing", store.path())(e.into()))
     }
 
     fn nix_store(
@@ -189,8 +188,8 @@ impl LocalStore {
         let state = self.state_dir();
         if r.file.is_none() {
             let dir = state.join("temproots");
-            let d = rootfs::create_dir_all(Some(&self.root), &dir)
-                .map_err(io_err("creating", &dir))?;
+            let d =
+                rootfs::create_dir_all(Some(&self.root), &dir).map_err(io_err("creating", &dir))?;
             let name = std::process::id().to_string();
             let p = dir.join(&name);
             loop {
@@ -207,7 +206,8 @@ impl LocalStore {
             }
         }
         if r.gc_lock.is_none() {
-            let d = rootfs::open_dir(Some(&self.root), &state).map_err(io_err("opening", &state))?;
+            let d =
+                rootfs::open_dir(Some(&self.root), &state).map_err(io_err("opening", &state))?;
             r.gc_lock = Some(open_lock_file(&d, "gc.lock")?);
         }
         loop {

@@ -343,11 +343,8 @@ impl NarSink for DirSink<'_> {
         contents: &mut dyn Read,
     ) -> io::Result<()> {
         let (rel, p) = self.target(path)?;
-        let flags = OFlags::WRONLY
-            | OFlags::CREATE
-            | OFlags::EXCL
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut f = rustix::fs::openat(self.store.fd(), &rel, flags, Mode::from_raw_mode(0o644))
             .map(File::from)
             .map_err(|e| self.fail("creating file", &p, e.into()))?;
