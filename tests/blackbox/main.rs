@@ -49,3 +49,6 @@ mod hardening;
 /// Crash safety: applies killed (SIGKILL, SIGTERM) at random moments, then
 /// run again; judged by real Nix, the profile, the logs and status.
 mod crash;
+
+/// --root DIR is a jail: symlinks planted under DIR never lead fh-lite out.
+mod jail;
