@@ -101,7 +101,7 @@ fn resolve(root: Option<&Path>, path: &Path, create: bool) -> io::Result<Dir> {
 /// Resolve `rel` beneath the directory `root` (as chroot would).
 fn beneath(root: &OwnedFd, rel: &OsStr, create: bool) -> io::Result<OwnedFd> {
     if rel.is_empty() {
-        return Ok(root.try_clone()?);
+        return root.try_clone();
     }
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     for _ in 0..4 {
