@@ -36,6 +36,9 @@ const MAX_LINKS: u32 = 40;
 pub struct Dir {
     fd: OwnedFd,
     path: PathBuf,
+    /// Reached beneath a root: a symlink at a file name is refused. On a
+    /// live system (no root) it is followed, as it always was.
+    jailed: bool,
 }
 
 /// The error for a final name that is a symlink where fh-lite follows none.
@@ -84,6 +87,7 @@ fn resolve(root: Option<&Path>, path: &Path, create: bool) -> io::Result<Dir> {
         return Ok(Dir {
             fd,
             path: path.to_path_buf(),
+            jailed: false,
         });
     };
     if create {
@@ -95,6 +99,7 @@ fn resolve(root: Option<&Path>, path: &Path, create: bool) -> io::Result<Dir> {
     Ok(Dir {
         fd,
         path: path.to_path_buf(),
+        jailed: true,
     })
 }
 
@@ -192,6 +197,7 @@ impl Dir {
         Ok(Dir {
             fd: self.fd.try_clone()?,
             path: self.path.clone(),
+            jailed: self.jailed,
         })
     }
 
@@ -199,11 +205,14 @@ impl Dir {
         self.fd.as_fd()
     }
 
-    /// Open the file `name` with `flags` (plus `O_NOFOLLOW|O_CLOEXEC`);
-    /// `mode` when it is created.
+    /// Open the file `name` with `flags` (plus `O_CLOEXEC`, and
+    /// `O_NOFOLLOW` beneath a root); `mode` when it is created.
     pub fn open_file(&self, name: impl AsRef<OsStr>, flags: OFlags, mode: u32) -> io::Result<File> {
         let name = single(name.as_ref())?;
-        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut flags = flags | OFlags::CLOEXEC;
+        if self.jailed {
+            flags |= OFlags::NOFOLLOW;
+        }
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))
             .map_err(refuse_link)?;
         Ok(File::from(fd))
@@ -211,10 +220,11 @@ impl Dir {
 
     /// Create the new file `name` for writing (`O_CREAT|O_EXCL|O_NOFOLLOW`).
     pub fn create_new(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<File> {
-        self.open_file(name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, mode)
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        self.open_file(name, flags, mode)
     }
 
-    /// Read the regular file `name` (not followed if a symlink).
+    /// Read the file `name` (not followed if a symlink beneath a root).
     pub fn open_read(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
         self.open_file(name, OFlags::RDONLY, 0)
     }
@@ -421,6 +431,7 @@ mod tests {
                     Ok(Dir {
                         fd,
                         path: root.join(rel),
+                        jailed: true,
                     })
                 } else {
                     open_dir(Some(&root), &root.join(rel))
@@ -459,6 +470,23 @@ mod tests {
         assert!(d.open_read("lock").is_err());
         d.remove_tree("lock").unwrap();
         assert_eq!(std::fs::read(outside.join("canary")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn without_a_root_paths_are_the_real_ones() {
+        let t = crate::testutil::TempDir::new("rootfs");
+        let (root, outside) = tree(t.path());
+        symlink(&outside, root.join("persist")).unwrap();
+        symlink(outside.join("canary"), root.join("file")).unwrap();
+        let d = open_dir(None, &root.join("persist")).unwrap();
+        assert!(d.entries().unwrap().contains(&OsString::from("canary")));
+        let d = open_dir(None, &root).unwrap();
+        let mut text = String::new();
+        io::Read::read_to_string(&mut d.open_read("file").unwrap(), &mut text).unwrap();
+        assert_eq!(text, "keep");
+        // A root that is not above the path: also the real path.
+        let d = open_dir(Some(&outside), &root.join("persist")).unwrap();
+        assert!(d.entries().unwrap().contains(&OsString::from("canary")));
     }
 
     #[test]

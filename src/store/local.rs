@@ -63,8 +63,10 @@ pub struct LocalStore {
 
 #[derive(Default)]
 struct TempRoots {
-    /// `temproots/<pid>`, held with a shared flock while we live.
+    /// `temproots/<pid>`, held with a shared flock while we live, and
+    /// the `temproots` directory it is in.
     file: Option<(PathBuf, File)>,
+    dir: Option<(Dir, String)>,
     gc_lock: Option<File>,
     gc_socket: Option<UnixStream>,
 }
@@ -201,6 +203,7 @@ impl LocalStore {
                 // The collector deleted it before we locked it: again.
                 if len == 0 {
                     r.file = Some((p, f));
+                    r.dir = Some((d, name));
                     break;
                 }
             }
@@ -427,8 +430,8 @@ impl Drop for LocalStore {
     fn drop(&mut self) {
         // Our temp roots end with us, as in Nix's LocalStore destructor.
         let r = self.roots.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some((p, _)) = r.file.take() {
-            let _ = fs::remove_file(p);
+        if let Some((d, name)) = r.dir.take() {
+            let _ = d.remove_file(name);
         }
     }
 }
