@@ -44,7 +44,7 @@ pub fn run(
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
-    let state = StateDir::new(&common.state_dir);
+    let state = StateDir::of(common);
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
     if !opts.dry_run {

@@ -129,7 +129,7 @@ pub fn stage_deferred(
     why: &str,
 ) -> Result<Exit, Error> {
     let link = common.state_dir.join("fetched");
-    crate::stage::gc_root(common, &link, &attempt.store_path)?;
+    crate::pin::gc_root(common, &link, &attempt.store_path)?;
     state.record_result(attempt, Exit::Deferred, None, false)?;
     say(
         common,

@@ -85,7 +85,7 @@ fn label(v: &str) -> String {
 }
 
 fn render(common: &Common, path: &Path, run: &Run) -> String {
-    let state = StateDir::new(&common.state_dir).load().unwrap_or_default();
+    let state = StateDir::of(common).load().unwrap_or_default();
     let ok = matches!(run.exit, Exit::Success | Exit::RebootNeeded);
     let now = run.started + run.duration_secs as u64;
     let previous_ok = previous(path, "fh_lite_last_success_timestamp_seconds");

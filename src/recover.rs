@@ -31,7 +31,7 @@ use crate::state::{Attempt, Pending, Phase, StateDir};
 
 /// `fh-lite recover`: recover, or say there is nothing to recover.
 pub fn run(common: &Common) -> Result<Exit, Error> {
-    let state = StateDir::new(&common.state_dir);
+    let state = StateDir::of(common);
     let _lock = state.lock()?;
     crate::signal::install()?;
     match recover(common, &state)? {

@@ -11,7 +11,7 @@ use crate::error::{Error, Exit};
 use crate::state::{Attempt, StateDir};
 
 pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
-    let state = StateDir::new(&common.state_dir);
+    let state = StateDir::of(common);
     let _lock = state.lock()?;
     crate::signal::install()?;
     // An attempt a kill interrupted is finished or undone first.

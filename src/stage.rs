@@ -7,7 +7,7 @@
 //! change, no activation; a later `apply` of the same path finds it valid
 //! and downloads nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
@@ -17,7 +17,7 @@ use crate::state::StateDir;
 use crate::store::select;
 
 pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
-    let state = StateDir::new(&common.state_dir);
+    let state = StateDir::of(common);
     let _lock = state.lock()?;
     let client = Client::new(common)?;
     let mut source = crate::apply::flakehub_source(&client, common, opts)?;
@@ -39,7 +39,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         .out_link
         .clone()
         .unwrap_or_else(|| common.state_dir.join("fetched"));
-    gc_root(common, &link, &root_path)?;
+    crate::pin::gc_root(common, &link, &root_path)?;
     if common.json {
         #[derive(miniserde::Serialize)]
         struct Out {
@@ -71,52 +71,4 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         }
     }
     Ok(Exit::Success)
-}
-
-/// `link` → store path, and Nix's indirect root → `link`, both as the
-/// managed system sees them (under `--root`, without the DIR prefix).
-pub(crate) fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> Result<(), Error> {
-    let root = common.root.as_deref().unwrap_or(Path::new("/"));
-    let logical: PathBuf = match common
-        .root
-        .as_deref()
-        .and_then(|r| link.strip_prefix(r).ok())
-    {
-        Some(rel) => Path::new("/").join(rel),
-        None => std::path::absolute(link).map_err(|e| Error::io("resolve", link, &e))?,
-    };
-    if let Some(dir) = link.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, &e))?;
-    }
-    replace_symlink(Path::new(&store_path.to_absolute()), link)?;
-    let auto = root.join("nix/var/nix/gcroots/auto");
-    std::fs::create_dir_all(&auto).map_err(|e| Error::io("create GC root directory", &auto, &e))?;
-    replace_symlink(&logical, &auto.join(gcroot_name(&logical)))
-}
-
-/// Nix's name for the indirect root of `link`: nix32(sha1(link)).
-fn gcroot_name(link: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let d = ring::digest::digest(
-        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        link.as_os_str().as_bytes(),
-    );
-    crate::nix::base32::encode(d.as_ref())
-}
-
-/// A symlink at `path` to `target`, replacing what was there atomically.
-fn replace_symlink(target: &Path, path: &Path) -> Result<(), Error> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io("create symlink", &tmp, &e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("create GC root", path, &e)
-    })
 }

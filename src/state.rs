@@ -43,14 +43,16 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use miniserde::{json, Deserialize, Serialize};
 
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::rootfs::{self, Dir};
 use crate::util::unix_now;
+use rustix::fs::OFlags;
 
 /// The state file is small; anything bigger is not ours.
 const MAX_STATE_BYTES: u64 = 1 << 20;
@@ -248,8 +250,9 @@ enum Loaded {
     Corrupt(String),
 }
 
-fn read_state(path: &Path) -> Result<Loaded, Error> {
-    let file = match File::open(path) {
+fn read_state(dir: &StateDir) -> Result<Loaded, Error> {
+    let path = &dir.file();
+    let file = match dir.open().and_then(|d| d.open_read(STATE_FILE)) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
         Err(e) => return Err(Error::io("read state file", path, &e)),
@@ -270,26 +273,51 @@ fn read_state(path: &Path) -> Result<Loaded, Error> {
     }
 }
 
-/// The state directory (`--state-dir`): state.json and the lock.
+const STATE_FILE: &str = "state.json";
+
+/// The state directory (`--state-dir`): state.json and the lock. Under
+/// `--root DIR` it is resolved beneath DIR and its files are never
+/// followed when symlinks ([`crate::rootfs`]).
 pub struct StateDir {
     dir: PathBuf,
+    root: Option<PathBuf>,
 }
 
 impl StateDir {
-    pub fn new(dir: &Path) -> StateDir {
+    /// `dir` as it is (tests).
+    #[cfg(test)]
+    pub fn new(dir: &std::path::Path) -> StateDir {
         StateDir {
             dir: dir.to_path_buf(),
+            root: None,
+        }
+    }
+
+    /// The state directory of a command: `--state-dir`, beneath `--root`.
+    pub fn of(common: &crate::cli::Common) -> StateDir {
+        StateDir {
+            dir: common.state_dir.clone(),
+            root: common.root.clone(),
         }
     }
 
     pub fn file(&self) -> PathBuf {
-        self.dir.join("state.json")
+        self.dir.join(STATE_FILE)
+    }
+
+    fn open(&self) -> std::io::Result<Dir> {
+        rootfs::open_dir(self.root.as_deref(), &self.dir)
+    }
+
+    fn create(&self) -> Result<Dir, Error> {
+        rootfs::create_dir_all(self.root.as_deref(), &self.dir)
+            .map_err(|e| Error::io("create state directory", &self.dir, &e))
     }
 
     /// For `status`: a corrupt file is an error naming it.
     pub fn load(&self) -> Result<State, Error> {
         let path = self.file();
-        match read_state(&path)? {
+        match read_state(self)? {
             Loaded::Missing => Ok(<State as Default>::default()),
             Loaded::Ok(s) => Ok(*s),
             Loaded::Corrupt(why) => Err(Error::new(
@@ -305,12 +333,14 @@ impl StateDir {
     /// For writers: a corrupt file is moved aside with a warning.
     fn load_for_update(&self) -> Result<State, Error> {
         let path = self.file();
-        match read_state(&path)? {
+        match read_state(self)? {
             Loaded::Missing => Ok(<State as Default>::default()),
             Loaded::Ok(s) => Ok(*s),
             Loaded::Corrupt(why) => {
-                let aside = self.dir.join(format!("state.json.corrupt-{}", unix_now()));
-                std::fs::rename(&path, &aside)
+                let aside_name = format!("state.json.corrupt-{}", unix_now());
+                let aside = self.dir.join(&aside_name);
+                self.open()
+                    .and_then(|d| d.rename(STATE_FILE, &aside_name))
                     .map_err(|e| Error::io("move corrupt state file aside to", &aside, &e))?;
                 eprintln!(
                     "fh-lite: warning: state file {}: {why}; moved aside to {}, starting afresh",
@@ -324,10 +354,9 @@ impl StateDir {
 
     /// Write state.json atomically (temp + fsync + rename + fsync dir).
     fn save(&self, state: &State) -> Result<(), Error> {
-        let dir = &self.dir;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, &e))?;
+        let dir = self.create()?;
         let path = self.file();
-        let tmp = dir.join(format!(".state.json.tmp-{}", std::process::id()));
+        let tmp = format!(".state.json.tmp-{}", std::process::id());
         let mut s = State {
             version: 1,
             ..state.clone()
@@ -338,14 +367,16 @@ impl StateDir {
         }
         let text = json::to_string(&s) + "\n";
         let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            // One of a dead run with this pid, or anything planted there.
+            let _ = dir.remove_tree(&tmp);
+            let mut f = dir.create_new(&tmp, 0o644)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
+            dir.rename(&tmp, STATE_FILE)?;
+            dir.sync()
         };
         write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = dir.remove_file(&tmp);
             Error::io("write state file", &path, &e)
         })
     }
@@ -443,15 +474,10 @@ impl StateDir {
     /// Take the exclusive lock on `<state dir>/lock`, or fail at once with
     /// AlreadyRunning.
     pub fn lock(&self) -> Result<StateLock, Error> {
-        let dir = &self.dir;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create state directory", dir, &e))?;
-        let path = dir.join("lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let dir = self.create()?;
+        let path = self.dir.join("lock");
+        let mut file = dir
+            .open_file("lock", OFlags::RDWR | OFlags::CREATE, 0o644)
             .map_err(|e| Error::io("open lock file", &path, &e))?;
         match file.try_lock() {
             Ok(()) => {}

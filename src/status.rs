@@ -60,7 +60,7 @@ struct StatusJson {
 pub fn gather(common: &Common) -> Result<Status, Error> {
     let ctx = Ctx::new(common);
     let current = ctx.profile.current_target()?;
-    let state = StateDir::new(&common.state_dir).load()?;
+    let state = StateDir::of(common).load()?;
     let token = flakehub::token_info(common);
     let fleet = state.fleet.unwrap_or_default();
     let versions = crate::versions::all(&common.state_dir)?;

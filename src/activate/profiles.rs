@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ActivateError;
+use crate::rootfs::{self, Dir};
 
 /// One `<name>-<N>-link`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct Profile {
     logical: PathBuf,
     /// `gcroots/auto` on this machine's filesystem.
     gcroots_auto: PathBuf,
+    /// `--root DIR`: both directories are resolved beneath it.
+    root: Option<PathBuf>,
 }
 
 /// The name Nix gives the indirect root for `link` (§6.1 `addIndirectRoot`).
@@ -81,6 +84,7 @@ impl Profile {
             path: path.to_path_buf(),
             logical,
             gcroots_auto: state.join("gcroots/auto"),
+            root: root.map(Path::to_path_buf),
         }
     }
 
@@ -92,11 +96,22 @@ impl Profile {
             path: path.to_path_buf(),
             logical: path.to_path_buf(),
             gcroots_auto: gcroots_auto.to_path_buf(),
+            root: None,
         }
     }
 
     fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// The profile's directory, beneath `--root` ([`rootfs`]).
+    fn open_dir(&self, create: bool) -> std::io::Result<Dir> {
+        let root = self.root.as_deref();
+        if create {
+            rootfs::create_dir_all(root, self.dir())
+        } else {
+            rootfs::open_dir(root, self.dir())
+        }
     }
 
     fn name(&self) -> String {
@@ -124,20 +139,21 @@ impl Profile {
     /// All generations, lowest first.
     pub fn generations(&self) -> Result<Vec<Generation>, ActivateError> {
         let dir = self.dir();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
+        let d = match self.open_dir(false) {
+            Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io("read profile directory", dir)(e)),
         };
+        let entries = d.entries().map_err(io("read profile directory", dir))?;
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io("read profile directory", dir))?;
-            let file = entry.file_name();
+        for file in entries {
             let Some(number) = self.parse_number(&file.to_string_lossy()) else {
                 continue;
             };
-            let link = entry.path();
-            let target = std::fs::read_link(&link).map_err(io("read generation link", &link))?;
+            let link = dir.join(&file);
+            let target = d
+                .readlink(&file)
+                .map_err(io("read generation link", &link))?;
             out.push(Generation {
                 number,
                 link,
@@ -161,7 +177,7 @@ impl Profile {
     /// The generation the profile points at (`readlink(P)` parsed), or None
     /// when the profile does not exist yet.
     pub fn current(&self) -> Result<Option<u64>, ActivateError> {
-        let target = match std::fs::read_link(&self.path) {
+        let target = match self.open_dir(false).and_then(|d| d.readlink(self.name())) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("read profile", &self.path)(e)),
@@ -199,16 +215,19 @@ impl Profile {
         let number = gens.last().map_or(1, |g| g.number + 1);
         let link = self.link_path(number);
         let dir = self.dir();
-        std::fs::create_dir_all(dir).map_err(io("create profile directory", dir))?;
-        let tmp = dir.join(format!(
+        let d = self
+            .open_dir(true)
+            .map_err(io("create profile directory", dir))?;
+        let tmp = format!(
             "{}-{number}-link.tmp-{}-{}",
             self.name(),
             std::process::id(),
             next_tmp()
-        ));
-        std::os::unix::fs::symlink(store_path, &tmp).map_err(io("create symlink", &tmp))?;
-        if let Err(e) = std::fs::rename(&tmp, &link) {
-            let _ = std::fs::remove_file(&tmp);
+        );
+        d.symlink(store_path, &tmp)
+            .map_err(io("create symlink", &dir.join(&tmp)))?;
+        if let Err(e) = d.rename(&tmp, format!("{}-{number}-link", self.name())) {
+            let _ = d.remove_file(&tmp);
             return Err(io("rename generation link into place", &link)(e));
         }
         self.add_indirect_root(number)?;
@@ -228,48 +247,43 @@ impl Profile {
             .unwrap_or(Path::new("/"))
             .join(format!("{}-{number}-link", self.name()));
         let auto = &self.gcroots_auto;
-        std::fs::create_dir_all(auto).map_err(io("create GC root directory", auto))?;
-        let root = auto.join(gcroot_name(&logical_link));
-        replace_symlink(&logical_link, &root)
+        let d = rootfs::create_dir_all(self.root.as_deref(), auto)
+            .map_err(io("create GC root directory", auto))?;
+        replace_symlink(&d, &logical_link, &gcroot_name(&logical_link))
     }
 
     /// `switchLink`: point the profile at generation `number` (relative
     /// target), atomically.
     pub fn switch_to(&self, number: u64) -> Result<(), ActivateError> {
-        let link = self.link_path(number);
-        if std::fs::symlink_metadata(&link).is_err() {
+        let link_name = format!("{}-{number}-link", self.name());
+        let d = self.open_dir(false).ok().filter(|d| d.exists(&link_name));
+        let Some(d) = d else {
             return Err(ActivateError::NoSuchGeneration {
                 profile: self.path.clone(),
                 number,
             });
-        }
-        replace_symlink(
-            Path::new(&format!("{}-{number}-link", self.name())),
-            &self.path,
-        )
+        };
+        replace_symlink(&d, Path::new(&link_name), &self.name())
     }
 }
 
-/// `replaceSymlink`: make `.<k>_<name>` next to `path` (k counting up while
-/// it exists), then rename it over `path`.
-fn replace_symlink(target: &Path, path: &Path) -> Result<(), ActivateError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+/// `replaceSymlink`: make `.<k>_<name>` in `dir` (k counting up while it
+/// exists), then rename it over `name` (a symlink there is replaced, never
+/// followed).
+fn replace_symlink(dir: &Dir, target: &Path, name: &str) -> Result<(), ActivateError> {
+    let path = &dir.join(name);
     for k in 0u32.. {
-        let tmp = dir.join(format!(".{k}_{name}"));
-        match std::os::unix::fs::symlink(target, &tmp) {
+        let tmp = format!(".{k}_{name}");
+        match dir.symlink(target, &tmp) {
             Ok(()) => {
-                if let Err(e) = std::fs::rename(&tmp, path) {
-                    let _ = std::fs::remove_file(&tmp);
+                if let Err(e) = dir.rename(&tmp, name) {
+                    let _ = dir.remove_file(&tmp);
                     return Err(io("rename symlink into place", path)(e));
                 }
                 return Ok(());
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io("create symlink", &tmp)(e)),
+            Err(e) => return Err(io("create symlink", &dir.join(&tmp))(e)),
         }
     }
     // 0u32.. only ends after 2^32 leftover temporary links, each an error

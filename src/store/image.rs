@@ -27,7 +27,7 @@
 //! paths on disk that a crash left unlisted are replaced on the next run.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -37,6 +37,8 @@ use super::unpack::{self, Commit};
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::rootfs::{self, Dir};
+use rustix::fs::OFlags;
 
 pub const REGISTRATION: &str = "nix-path-registration";
 
@@ -48,7 +50,6 @@ const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
 pub struct ImageStore {
     root: PathBuf,
-    store_dir: PathBuf,
     reg_path: PathBuf,
     reg: Mutex<Registration>,
     /// Temp trees of dead runs removed (once, by the first `add_path` or
@@ -69,14 +70,15 @@ impl ImageStore {
     /// Open: read `DIR/nix-path-registration` if there is one. Nothing is
     /// created until the first path is added.
     pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
-        let store_dir = root.join("nix/store");
         let reg_path = root.join(REGISTRATION);
         let io_err = |what, err| StoreError::Io {
             what,
             file: reg_path.clone(),
             err,
         };
-        let (listed, file) = match OpenOptions::new().read(true).append(true).open(&reg_path) {
+        let opened = open_root(root)
+            .and_then(|d| d.open_file(REGISTRATION, OFlags::RDWR | OFlags::APPEND, 0));
+        let (listed, file) = match opened {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeSet::new(), None),
             Err(e) => return Err(io_err("opening", e)),
             Ok(mut file) => {
@@ -105,7 +107,6 @@ impl ImageStore {
         };
         Ok(ImageStore {
             root: root.to_path_buf(),
-            store_dir,
             reg_path,
             reg: Mutex::new(Registration {
                 listed,
@@ -119,8 +120,15 @@ impl ImageStore {
 
     /// Remove what killed runs left in the store (unpack::remove_debris).
     fn sweep(&self) {
-        self.swept
-            .call_once(|| unpack::remove_debris(&self.store_dir));
+        self.swept.call_once(|| {
+            if let Ok(d) = unpack::open_store_dir(&self.root, false) {
+                unpack::remove_debris(&d);
+            }
+        });
+    }
+
+    fn store_path_of(&self, p: &StorePath) -> PathBuf {
+        self.root.join("nix/store").join(p.base_name())
     }
 
     fn is_listed(&self, p: &StorePath) -> bool {
@@ -157,28 +165,25 @@ impl ImageStore {
             return Ok(());
         }
         // The files must be durable before the records that make them valid.
-        File::open(&self.store_dir)
-            .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
-            .map_err(|err| StoreError::Io {
-                what: "syncing",
-                file: self.store_dir.clone(),
+        let store = unpack::open_store_dir(&self.root, false)?;
+        rustix::fs::syncfs(store.fd()).map_err(|err| StoreError::Io {
+            what: "syncing",
+            file: store.path().to_path_buf(),
+            err: err.into(),
+        })?;
+        if reg.file.is_none() {
+            let created = open_root(&self.root).and_then(|d| {
+                let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE;
+                let file = d.open_file(REGISTRATION, flags, 0o644)?;
+                // The file's directory entry must be durable too.
+                let _ = d.sync();
+                Ok(file)
+            });
+            let file = created.map_err(|err| StoreError::Io {
+                what: "creating",
+                file: self.reg_path.clone(),
                 err,
             })?;
-        if reg.file.is_none() {
-            let file = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&self.reg_path)
-                .map_err(|err| StoreError::Io {
-                    what: "creating",
-                    file: self.reg_path.clone(),
-                    err,
-                })?;
-            // The file's directory entry must be durable too.
-            if let Some(d) = self.reg_path.parent().and_then(|p| File::open(p).ok()) {
-                let _ = d.sync_all();
-            }
             reg.file = Some(file);
         }
         let Some(file) = reg.file.as_mut() else {
@@ -194,6 +199,12 @@ impl ImageStore {
         reg.pending.clear();
         Ok(())
     }
+}
+
+/// DIR itself, where the registration file lives (the file is never
+/// followed if a symlink).
+fn open_root(root: &Path) -> io::Result<Dir> {
+    rootfs::open_dir(Some(root), root)
 }
 
 /// After a failed apply the paths that did complete stay valid.
@@ -282,10 +293,17 @@ impl Store for ImageStore {
     }
 
     fn query_valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        let store = match unpack::open_store_dir(&self.root, false) {
+            Ok(d) => d,
+            Err(StoreError::Io { err, .. }) if err.kind() == io::ErrorKind::NotFound => {
+                return Ok(BTreeSet::new())
+            }
+            Err(e) => return Err(e),
+        };
         Ok(paths
             .iter()
             .filter(|p| self.is_listed(p))
-            .filter(|p| fs::symlink_metadata(self.store_dir.join(p.base_name())).is_ok())
+            .filter(|p| store.exists(p.base_name()))
             .cloned()
             .collect())
     }
@@ -298,22 +316,20 @@ impl Store for ImageStore {
     fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
         self.sweep();
         let path = &info.store_path;
-        let final_path = self.store_dir.join(path.base_name());
-        let present = fs::symlink_metadata(&final_path).is_ok();
+        let final_path = self.store_path_of(path);
+        let store = unpack::open_store_dir(&self.root, true)?;
+        let present = store.exists(path.base_name());
         if present && !self.is_listed(path) {
             // Leftover of an interrupted run: never trust it.
-            unpack::remove_tree(&final_path).map_err(|err| StoreError::Io {
-                what: "removing unregistered leftover",
-                file: final_path.clone(),
-                err,
-            })?;
+            store
+                .remove_tree(path.base_name())
+                .map_err(|err| StoreError::Io {
+                    what: "removing unregistered leftover",
+                    file: final_path.clone(),
+                    err,
+                })?;
         }
-        fs::create_dir_all(&self.store_dir).map_err(|err| StoreError::Io {
-            what: "creating",
-            file: self.store_dir.clone(),
-            err,
-        })?;
-        let unpacked = unpack::unpack_verified(&self.store_dir, info, nar)?;
+        let unpacked = unpack::unpack_verified(&store, info, nar)?;
         match unpacked.commit()? {
             Commit::Placed => {}
             Commit::AlreadyThere if self.is_listed(path) => return Ok(()),

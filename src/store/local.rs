@@ -33,19 +33,20 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
 use super::program::{self, show_args};
-use super::unpack::{self, remove_tree, Commit};
+use super::unpack::{self, Commit};
 use super::{Store, StoreError};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::rootfs::{self, Dir};
+use rustix::fs::OFlags;
 
 /// The local-store backend (see the module doc).
 pub struct LocalStore {
@@ -62,8 +63,10 @@ pub struct LocalStore {
 
 #[derive(Default)]
 struct TempRoots {
-    /// `temproots/<pid>`, held with a shared flock while we live.
+    /// `temproots/<pid>`, held with a shared flock while we live, and
+    /// the `temproots` directory it is in.
     file: Option<(PathBuf, File)>,
+    dir: Option<(Dir, String)>,
     gc_lock: Option<File>,
     gc_socket: Option<UnixStream>,
 }
@@ -87,8 +90,11 @@ impl LocalStore {
 
     /// Remove what killed runs left in the store (unpack::remove_debris).
     fn sweep(&self) {
-        self.swept
-            .call_once(|| unpack::remove_debris(&self.real_store_dir()));
+        self.swept.call_once(|| {
+            if let Ok(d) = unpack::open_store_dir(&self.root, false) {
+                unpack::remove_debris(&d);
+            }
+        });
     }
 
     /// Run `nix-store` with this environment added (tests).
@@ -96,11 +102,6 @@ impl LocalStore {
     pub fn with_env(mut self, env: Vec<(OsString, OsString)>) -> LocalStore {
         self.env = env;
         self
-    }
-
-    /// `<root>/nix/store`
-    pub fn real_store_dir(&self) -> PathBuf {
-        self.root.join("nix/store")
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -111,6 +112,7 @@ impl LocalStore {
     /// auto`, which never creates a store)?
     pub fn writable(root: &Path) -> bool {
         rustix::process::geteuid().is_root()
+            && symlink_in_nix_dirs(root).is_none()
             && rustix::fs::access(root.join("nix/var/nix/db"), rustix::fs::Access::WRITE_OK).is_ok()
     }
 
@@ -125,6 +127,14 @@ impl LocalStore {
                 "--store local writes the store database {} directly, which needs root: run \
                  fh-lite as root, or use --store daemon",
                 db.display()
+            ));
+        }
+        if let Some(link) = symlink_in_nix_dirs(root) {
+            return Err(format!(
+                "--store local: {} is a symbolic link; nix-store would follow it out of {}: \
+                 make it a directory, or use --store image",
+                link.display(),
+                root.display()
             ));
         }
         // The database, or the nearest directory above it that exists.
@@ -156,10 +166,8 @@ impl LocalStore {
     /// Sync the filesystem of the store, so that what was unpacked is on
     /// disk before it is registered.
     fn sync_store(&self) -> Result<(), StoreError> {
-        let store = self.real_store_dir();
-        File::open(&store)
-            .and_then(|d| rustix::fs::syncfs(&d).map_err(io::Error::from))
-            .map_err(io_err("syncing", &store))
+        let store = unpack::open_store_dir(&self.root, false)?;
+        rustix::fs::syncfs(store.fd()).map_err(|e| io_err("syncing", store.path())(e.into()))
     }
 
     fn nix_store(
@@ -182,24 +190,28 @@ impl LocalStore {
         let state = self.state_dir();
         if r.file.is_none() {
             let dir = state.join("temproots");
-            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-            let p = dir.join(std::process::id().to_string());
+            let d =
+                rootfs::create_dir_all(Some(&self.root), &dir).map_err(io_err("creating", &dir))?;
+            let name = std::process::id().to_string();
+            let p = dir.join(&name);
             loop {
                 // A file of ours from a dead process with the same pid.
-                let _ = fs::remove_file(&p);
-                let f = open_lock_file(&p)?;
+                let _ = d.remove_file(&name);
+                let f = open_lock_file(&d, &name)?;
                 f.lock_shared().map_err(io_err("locking", &p))?;
                 let len = f.metadata().map_err(io_err("reading", &p))?.len();
                 // The collector deleted it before we locked it: again.
                 if len == 0 {
                     r.file = Some((p, f));
+                    r.dir = Some((d, name));
                     break;
                 }
             }
         }
         if r.gc_lock.is_none() {
-            let p = state.join("gc.lock");
-            r.gc_lock = Some(open_lock_file(&p)?);
+            let d =
+                rootfs::open_dir(Some(&self.root), &state).map_err(io_err("opening", &state))?;
+            r.gc_lock = Some(open_lock_file(&d, "gc.lock")?);
         }
         loop {
             let gc_lock = r.gc_lock.as_ref().ok_or_else(|| unreachable_io(&state))?;
@@ -284,31 +296,50 @@ fn unreachable_io(state: &Path) -> StoreError {
     }
 }
 
-fn open_lock_file(p: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(p)
-        .map_err(io_err("opening", p))
+/// Open (create) the lock file `name` in `dir`; never followed if a symlink.
+fn open_lock_file(dir: &Dir, name: &str) -> Result<File, StoreError> {
+    dir.open_file(name, OFlags::RDWR | OFlags::CREATE, 0o600)
+        .map_err(io_err("opening", &dir.join(name)))
 }
 
-/// `<path>.lock`, held exclusively; dropped = released and deleted.
+/// The first symlink in the directories `nix-store --store root` uses
+/// (Nix follows them, out of the root if they lead there); None on a live
+/// system (`root` is "/").
+fn symlink_in_nix_dirs(root: &Path) -> Option<PathBuf> {
+    if root == Path::new("/") {
+        return None;
+    }
+    let dirs = [
+        "nix/store",
+        "nix/var/nix/db",
+        "nix/var/nix/temproots",
+        "nix/var/nix/gcroots",
+        "nix/var/nix/profiles",
+        "nix/var/nix/gc-socket",
+        "nix/var/nix/gc.lock",
+    ];
+    dirs.iter()
+        .find_map(|d| rootfs::first_symlink(root, &root.join(d)))
+}
+
+/// `<path>.lock` in the store directory, held exclusively; dropped =
+/// released and deleted.
 struct PathLock {
-    path: PathBuf,
+    store: Dir,
+    name: String,
     file: File,
 }
 
 impl PathLock {
-    fn acquire(p: PathBuf) -> Result<PathLock, StoreError> {
+    fn acquire(store: &Dir, name: String) -> Result<PathLock, StoreError> {
+        let p = store.join(&name);
+        let store = store.try_clone().map_err(io_err("opening", store.path()))?;
         loop {
-            let file = open_lock_file(&p)?;
+            let file = open_lock_file(&store, &name)?;
             file.lock().map_err(io_err("locking", &p))?;
             // Non-empty: its owner deleted it after we opened it.
             if file.metadata().map_err(io_err("reading", &p))?.len() == 0 {
-                return Ok(PathLock { path: p, file });
+                return Ok(PathLock { store, name, file });
             }
         }
     }
@@ -318,7 +349,7 @@ impl Drop for PathLock {
     fn drop(&mut self) {
         // As Nix: unlink, then mark the file stale for anyone who opened it
         // before the unlink and is waiting for the lock.
-        let _ = fs::remove_file(&self.path);
+        let _ = self.store.remove_file(&self.name);
         let _ = (&self.file).write_all(b"d");
     }
 }
@@ -355,20 +386,21 @@ impl Store for LocalStore {
         self.sweep();
         let path = &info.store_path;
         super::check_references(self, info)?;
-        let store = self.real_store_dir();
         // A fresh root (image builds, tests) may have no store dir yet;
         // `nix-store --load-db` creates the database itself.
-        fs::create_dir_all(&store).map_err(io_err("creating", &store))?;
+        let store = unpack::open_store_dir(&self.root, true)?;
         let tmp_name = unpack::temp_name(path);
         self.add_temp_root(&path.to_string())?;
         self.add_temp_root(&format!("{}/{tmp_name}", crate::nix::store_path::STORE_DIR))?;
-        let _lock = PathLock::acquire(store.join(format!("{}.lock", path.base_name())))?;
+        let _lock = PathLock::acquire(&store, format!("{}.lock", path.base_name()))?;
         if self.is_valid(path)? {
             return Ok(());
         }
         let final_path = store.join(path.base_name());
         // A leftover of an earlier, interrupted attempt (not valid: see above).
-        remove_tree(&final_path).map_err(io_err("removing stale", &final_path))?;
+        store
+            .remove_tree(path.base_name())
+            .map_err(io_err("removing stale", &final_path))?;
         let unpacked = unpack::unpack_verified_as(&store, &tmp_name, info, nar)?;
         match unpacked.commit()? {
             Commit::Placed => {}
@@ -382,7 +414,7 @@ impl Store for LocalStore {
         }
         // The files must be durable before the record that makes them valid.
         if let Err(e) = self.sync_store().and_then(|()| self.register(info)) {
-            let _ = remove_tree(&final_path);
+            let _ = store.remove_tree(path.base_name());
             return Err(e);
         }
         Ok(())
@@ -398,8 +430,8 @@ impl Drop for LocalStore {
     fn drop(&mut self) {
         // Our temp roots end with us, as in Nix's LocalStore destructor.
         let r = self.roots.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some((p, _)) = r.file.take() {
-            let _ = fs::remove_file(p);
+        if let Some((d, name)) = r.dir.take() {
+            let _ = d.remove_file(name);
         }
     }
 }

@@ -36,8 +36,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::program::{self, show_args};
 use super::{Store, StoreError};
@@ -61,17 +62,31 @@ pub struct NixCopyStore {
     tmp_base: PathBuf,
     /// Held while a `nix copy` runs (see the module doc).
     copying: Mutex<()>,
+    /// A SIGTERM or SIGINT arrived ([`crate::signal::interrupted`]).
+    interrupted: fn() -> bool,
 }
 
-/// The private directory holding the netrc; removed on drop.
+/// The private directory holding the netrc; removed on drop, and at once
+/// when a SIGTERM or SIGINT arrives while it exists (a watcher thread: the
+/// flag of [`crate::signal`] does not end the process, and the copy may
+/// run on for long).
 struct NetrcDir {
     dir: PathBuf,
+    watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
+
+/// How often the watcher looks at the signal flag.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 static NETRC_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl NetrcDir {
-    fn create(base: &Path, host: &str, token: &Secret) -> Result<(NetrcDir, PathBuf), StoreError> {
+    fn create(
+        base: &Path,
+        host: &str,
+        token: &Secret,
+        interrupted: fn() -> bool,
+    ) -> Result<(NetrcDir, PathBuf), StoreError> {
         let n = NETRC_SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("fh-lite-netrc-{}-{n}", std::process::id()));
         // `create` (not create_all) fails if it exists: nobody can have
@@ -84,7 +99,7 @@ impl NetrcDir {
                 file: dir.clone(),
                 err,
             })?;
-        let guard = NetrcDir { dir };
+        let mut guard = NetrcDir { dir, watcher: None };
         let file = guard.dir.join("netrc");
         let mut f = OpenOptions::new()
             .write(true)
@@ -105,12 +120,35 @@ impl NetrcDir {
             file: file.clone(),
             err,
         })?;
+        let done = Arc::new(AtomicBool::new(false));
+        let (stop, dir) = (done.clone(), guard.dir.clone());
+        let watch = std::thread::Builder::new()
+            .name("netrc-watch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if interrupted() {
+                        let _ = fs::remove_dir_all(&dir);
+                        return;
+                    }
+                    std::thread::sleep(WATCH_EVERY);
+                }
+            })
+            .map_err(|err| StoreError::Io {
+                what: "watching",
+                file: file.clone(),
+                err,
+            })?;
+        guard.watcher = Some((done, watch));
         Ok((guard, file))
     }
 }
 
 impl Drop for NetrcDir {
     fn drop(&mut self) {
+        if let Some((done, watch)) = self.watcher.take() {
+            done.store(true, Ordering::SeqCst);
+            let _ = watch.join();
+        }
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -133,6 +171,7 @@ impl NixCopyStore {
             ca_file: None,
             tmp_base: std::env::temp_dir(),
             copying: Mutex::new(()),
+            interrupted: crate::signal::interrupted,
         }
     }
 
@@ -235,7 +274,8 @@ impl Store for NixCopyStore {
         }
         let guard = match (&self.token, crate::url::url_host(&self.cache_url)) {
             (Some(token), Some(host)) => {
-                let (guard, file) = NetrcDir::create(&self.tmp_base, host, token)?;
+                let (guard, file) =
+                    NetrcDir::create(&self.tmp_base, host, token, self.interrupted)?;
                 args.push("--netrc-file".into());
                 args.push(file.into_os_string());
                 Some(guard)
@@ -365,6 +405,64 @@ mod tests {
 
     fn empty(dir: &Path) -> bool {
         fs::read_dir(dir).unwrap().next().is_none()
+    }
+
+    /// This test's own stand-in for the signal flag (the real one is
+    /// process-wide and other tests look at it).
+    static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+    #[test]
+    fn netrc_is_removed_when_a_signal_arrives_during_the_copy() {
+        let dir = TempDir::new("nixcopy-signal");
+        let tmp = dir.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        // A stand-in `nix` that reports whether its netrc is still there
+        // after the signal, then exits.
+        let fake = dir.path().join("nix");
+        let o = dir.path().display();
+        fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nprev=\nfor a; do [ \"$prev\" = --netrc-file ] && f=$a; prev=$a; done\n\
+                 test -e \"$f\" && echo there > {o}/before\n\
+                 touch {o}/started\nsleep 1\n\
+                 test -e \"$f\" && echo there > {o}/after\nexit 0\n"
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut store = NixCopyStore::new("http://127.0.0.1:1", Some(&token()), None, vec![])
+            .with_test_setup(vec![], &tmp, fake.to_str().unwrap());
+        store.interrupted = || SIGNALLED.load(Ordering::SeqCst);
+        let started = dir.path().join("started");
+        let signaller = std::thread::spawn(move || {
+            while !started.exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            SIGNALLED.store(true, Ordering::SeqCst);
+        });
+        let info = NarInfo {
+            store_path: crate::testutil::sp('1', "a"),
+            url: String::new(),
+            compression: crate::nix::narinfo::Compression::None,
+            file_hash: None,
+            file_size: None,
+            nar_hash: crate::nix::hash::Sha256([0; 32]),
+            nar_size: 1,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        };
+        store.add_path(&info, &mut io::empty()).unwrap();
+        signaller.join().unwrap();
+        assert!(dir.path().join("before").exists(), "the copy saw no netrc");
+        assert!(
+            !dir.path().join("after").exists(),
+            "the netrc outlived the signal while the copy ran"
+        );
+        assert!(empty(&tmp));
     }
 
     #[test]

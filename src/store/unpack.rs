@@ -30,10 +30,10 @@
 //! module.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -42,6 +42,8 @@ use crate::nix::hash::HashingReader;
 use crate::nix::nar::{self, NarSink};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::rootfs::{self, Dir};
+use rustix::fs::{Mode, OFlags};
 
 /// Nix's canonical mtime: 1 second after the epoch.
 fn mtime_one() -> SystemTime {
@@ -52,8 +54,9 @@ fn mtime_one() -> SystemTime {
 /// committed.
 #[derive(Debug)]
 pub struct Unpacked {
-    tmp: Option<PathBuf>,
-    final_path: PathBuf,
+    store: Dir,
+    tmp: Option<String>,
+    final_name: String,
 }
 
 /// What [`Unpacked::commit`] did.
@@ -71,36 +74,17 @@ impl Unpacked {
         let Some(tmp) = self.tmp.clone() else {
             return Ok(Commit::Placed);
         };
-        let io_err = |err| StoreError::Io {
-            what: "moving into place",
-            file: self.final_path.clone(),
-            err,
-        };
-        let cwd = rustix::fs::CWD;
-        match rustix::fs::renameat_with(
-            cwd,
-            &tmp,
-            cwd,
-            &self.final_path,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => {
+        match self.store.rename_noreplace(&tmp, &self.final_name) {
+            Ok(true) => {
                 self.tmp = None;
                 Ok(Commit::Placed)
             }
-            Err(e) if e == rustix::io::Errno::EXIST || e == rustix::io::Errno::NOTEMPTY => {
-                Ok(Commit::AlreadyThere)
-            }
-            // Filesystems without RENAME_NOREPLACE: check, then rename.
-            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-                if fs::symlink_metadata(&self.final_path).is_ok() {
-                    return Ok(Commit::AlreadyThere);
-                }
-                fs::rename(&tmp, &self.final_path).map_err(io_err)?;
-                self.tmp = None;
-                Ok(Commit::Placed)
-            }
-            Err(e) => Err(io_err(io::Error::from(e))),
+            Ok(false) => Ok(Commit::AlreadyThere),
+            Err(err) => Err(StoreError::Io {
+                what: "moving into place",
+                file: self.store.join(&self.final_name),
+                err,
+            }),
         }
     }
 }
@@ -108,28 +92,53 @@ impl Unpacked {
 impl Drop for Unpacked {
     fn drop(&mut self) {
         if let Some(tmp) = self.tmp.take() {
-            let _ = remove_tree(&tmp);
+            let _ = self.store.remove_tree(tmp);
         }
     }
 }
 
 /// Remove a file, symlink or tree whose directories may be read-only
-/// (0555), as unpacked store paths are. Missing is fine.
+/// (0555), as unpacked store paths are. Missing is fine. Relative to the
+/// parent's descriptor ([`Dir::remove_tree`]).
+#[cfg(test)]
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let md = match fs::symlink_metadata(path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other("not a removable path"));
     };
-    if md.is_dir() {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-        for entry in fs::read_dir(path)? {
-            remove_tree(&entry?.path())?;
-        }
-        fs::remove_dir(path)
-    } else {
-        fs::remove_file(path)
+    match rootfs::open_dir(None, parent) {
+        Ok(d) => d.remove_tree(name),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
+}
+
+/// The store directory `<root>/nix/store`, resolved beneath `root`
+/// ([`rootfs`]); created when `create`. A directory that is this machine's
+/// own `/nix/store` (reached through a symlink) is refused: fh-lite would
+/// write, and remove leftovers, in the host's store.
+pub fn open_store_dir(root: &Path, create: bool) -> Result<Dir, StoreError> {
+    let path = root.join("nix/store");
+    let opened = if create {
+        rootfs::create_dir_all(Some(root), &path)
+    } else {
+        rootfs::open_dir(Some(root), &path)
+    };
+    let dir = opened.map_err(|err| StoreError::Io {
+        what: if create { "creating" } else { "opening" },
+        file: path.clone(),
+        err,
+    })?;
+    if root != Path::new("/") && rootfs::same_dir(&dir, Path::new("/nix/store")) {
+        return Err(StoreError::Io {
+            what: "using",
+            file: path,
+            err: io::Error::other(
+                "it is this machine's own /nix/store (a symlink leads there); \
+                 --root needs a store of its own: remove the link",
+            ),
+        });
+    }
+    Ok(dir)
 }
 
 /// The temporary name [`unpack_verified`] uses for `path`:
@@ -166,23 +175,22 @@ fn temp_name_pid(name: &str) -> Option<u32> {
 /// this process included) is never touched; without /proc nothing is.
 /// Read-only directories are made writable first ([`remove_tree`]). A
 /// tree that cannot be removed is a warning, not an error: the run goes on.
-pub fn remove_debris(store_dir: &Path) {
-    let Ok(entries) = fs::read_dir(store_dir) else {
+pub fn remove_debris(store_dir: &Dir) {
+    let Ok(entries) = store_dir.entries() else {
         return;
     };
     if fs::symlink_metadata("/proc/self").is_err() {
         return;
     }
-    for e in entries.flatten() {
-        let name = e.file_name();
+    for name in entries {
         let Some(pid) = name.to_str().and_then(temp_name_pid) else {
             continue;
         };
         if fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
             continue;
         }
-        let p = e.path();
-        match remove_tree(&p) {
+        let p = store_dir.join(&name);
+        match store_dir.remove_tree(&name) {
             Ok(()) => eprintln!(
                 "fh-lite: removed {}, left by an interrupted run (pid {pid})",
                 p.display()
@@ -198,7 +206,7 @@ pub fn remove_debris(store_dir: &Path) {
 /// Restore the NAR `nar` of `info` under a fresh [`temp_name`] in
 /// `store_dir` and verify NarHash and NarSize. `store_dir` must exist.
 pub fn unpack_verified(
-    store_dir: &Path,
+    store_dir: &Dir,
     info: &NarInfo,
     nar: &mut dyn Read,
 ) -> Result<Unpacked, StoreError> {
@@ -209,22 +217,28 @@ pub fn unpack_verified(
 /// [`temp_name`], e.g. already made a GC temp root). Nothing may exist
 /// under that name.
 pub fn unpack_verified_as(
-    store_dir: &Path,
+    store_dir: &Dir,
     tmp_name: &str,
     info: &NarInfo,
     nar: &mut dyn Read,
 ) -> Result<Unpacked, StoreError> {
     let path = &info.store_path;
-    let tmp = store_dir.join(tmp_name);
+    let store = store_dir.try_clone().map_err(|err| StoreError::Io {
+        what: "opening",
+        file: store_dir.path().to_path_buf(),
+        err,
+    })?;
     let guard = Unpacked {
-        tmp: Some(tmp.clone()),
-        final_path: store_dir.join(path.base_name()),
+        store,
+        tmp: Some(tmp_name.to_string()),
+        final_name: path.base_name().to_string(),
     };
     // Buffers no larger than the NAR: many small paths unpack at once.
     let buf = info.nar_size.clamp(512, 64 * 1024) as usize;
     let mut hashing = HashingReader::new(io::BufReader::with_capacity(buf, nar), info.nar_size);
     let mut sink = DirSink {
-        root: tmp,
+        store: store_dir,
+        root: tmp_name.to_string(),
         failed: None,
         buf: vec![0u8; buf],
     };
@@ -269,18 +283,29 @@ fn start_writeback(f: &File, from: u64, to: u64) -> u64 {
     to
 }
 
-/// Writes NAR nodes below `root` (the temporary name).
-struct DirSink {
-    root: PathBuf,
+/// Writes NAR nodes below `root` (the temporary name) in `store`, with
+/// `*at` calls on the store's descriptor: the store path is never looked up
+/// again, and every name below `root` was created by this sink.
+struct DirSink<'a> {
+    store: &'a Dir,
+    root: String,
     /// The first filesystem error, with the file it concerns.
     failed: Option<StoreError>,
     buf: Vec<u8>,
 }
 
-impl DirSink {
-    fn target(&self, rel: &[u8]) -> io::Result<PathBuf> {
+impl DirSink<'_> {
+    /// The node's path relative to the store directory, and in full (for
+    /// messages).
+    fn target(&self, rel: &[u8]) -> io::Result<(PathBuf, PathBuf)> {
+        let rel = self.relative(rel)?;
+        let full = self.store.join(&rel);
+        Ok((rel, full))
+    }
+
+    fn relative(&self, rel: &[u8]) -> io::Result<PathBuf> {
         if rel.is_empty() {
-            return Ok(self.root.clone());
+            return Ok(PathBuf::from(&self.root));
         }
         for c in rel.split(|&b| b == b'/') {
             if c.is_empty() || c == b"." || c == b".." || c.contains(&0) {
@@ -290,7 +315,7 @@ impl DirSink {
                 ));
             }
         }
-        Ok(self.root.join(OsStr::from_bytes(rel)))
+        Ok(Path::new(&self.root).join(OsStr::from_bytes(rel)))
     }
 
     /// Record a filesystem failure (so the caller reports the file) and
@@ -308,20 +333,23 @@ impl DirSink {
     }
 }
 
-impl NarSink for DirSink {
+impl NarSink for DirSink<'_> {
     fn directory(&mut self, path: &[u8]) -> io::Result<()> {
-        let p = self.target(path)?;
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&p)
-            .map_err(|e| self.fail("creating directory", &p, e))
+        let (rel, p) = self.target(path)?;
+        rustix::fs::mkdirat(self.store.fd(), &rel, Mode::from_raw_mode(0o755))
+            .map_err(|e| self.fail("creating directory", &p, e.into()))
     }
 
     fn directory_end(&mut self, path: &[u8]) -> io::Result<()> {
-        let p = self.target(path)?;
-        let r = File::open(&p)
-            .and_then(|d| d.set_modified(mtime_one()))
-            .and_then(|()| fs::set_permissions(&p, fs::Permissions::from_mode(0o555)));
+        let (rel, p) = self.target(path)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let r = rustix::fs::openat(self.store.fd(), &rel, flags, Mode::empty())
+            .map(File::from)
+            .map_err(io::Error::from)
+            .and_then(|d| {
+                d.set_modified(mtime_one())?;
+                d.set_permissions(fs::Permissions::from_mode(0o555))
+            });
         r.map_err(|e| self.fail("finishing directory", &p, e))
     }
 
@@ -332,14 +360,12 @@ impl NarSink for DirSink {
         size: u64,
         contents: &mut dyn Read,
     ) -> io::Result<()> {
-        let p = self.target(path)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&p)
-            .map_err(|e| self.fail("creating file", &p, e))?;
+        let (rel, p) = self.target(path)?;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut f = rustix::fs::openat(self.store.fd(), &rel, flags, Mode::from_raw_mode(0o644))
+            .map(File::from)
+            .map_err(|e| self.fail("creating file", &p, e.into()))?;
         let mut left = size;
         let mut kicked = 0u64;
         while left > 0 {
@@ -369,9 +395,9 @@ impl NarSink for DirSink {
     }
 
     fn symlink(&mut self, path: &[u8], target: &[u8]) -> io::Result<()> {
-        let p = self.target(path)?;
-        if let Err(e) = std::os::unix::fs::symlink(OsStr::from_bytes(target), &p) {
-            return Err(self.fail("creating symlink", &p, e));
+        let (rel, p) = self.target(path)?;
+        if let Err(e) = rustix::fs::symlinkat(OsStr::from_bytes(target), self.store.fd(), &rel) {
+            return Err(self.fail("creating symlink", &p, e.into()));
         }
         let times = rustix::fs::Timestamps {
             last_access: rustix::fs::Timespec {
@@ -384,8 +410,8 @@ impl NarSink for DirSink {
             },
         };
         rustix::fs::utimensat(
-            rustix::fs::CWD,
-            &p,
+            self.store.fd(),
+            &rel,
             &times,
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
@@ -398,9 +424,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    fn sink(root: &Path) -> DirSink {
+    fn sink(store: &Dir) -> DirSink<'_> {
         DirSink {
-            root: root.to_path_buf(),
+            store,
+            root: "out".to_string(),
             failed: None,
             buf: vec![0u8; 4],
         }
@@ -410,7 +437,8 @@ mod tests {
     fn unpack_sink_writes_canonical_nodes() {
         let dir = crate::testutil::TempDir::new("unpack");
         let root = dir.path().join("out");
-        let mut s = sink(&root);
+        let store = rootfs::open_dir(None, dir.path()).unwrap();
+        let mut s = sink(&store);
         s.directory(b"").unwrap();
         s.file(b"a", false, 3, &mut &b"abc"[..]).unwrap();
         s.file(b"x", true, 0, &mut &b""[..]).unwrap();
@@ -445,8 +473,8 @@ mod tests {
     #[test]
     fn unpack_sink_rejects_unsafe_names_and_short_files() {
         let dir = crate::testutil::TempDir::new("unpack-bad");
-        let root = dir.path().join("out");
-        let mut s = sink(&root);
+        let store = rootfs::open_dir(None, dir.path()).unwrap();
+        let mut s = sink(&store);
         s.directory(b"").unwrap();
         let names: &[(&str, &[u8])] = &[
             ("dotdot", b".."),
@@ -494,7 +522,7 @@ mod tests {
         for o in &others {
             fs::create_dir(store.join(o)).unwrap();
         }
-        remove_debris(store);
+        remove_debris(&rootfs::open_dir(None, store).unwrap());
         let mut left: Vec<String> = fs::read_dir(store)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -504,8 +532,6 @@ mod tests {
         want.push(ours);
         want.sort();
         assert_eq!(left, want);
-        // A missing store directory is nothing to do.
-        remove_debris(&store.join("missing"));
     }
 
     #[test]

@@ -60,3 +60,6 @@ mod anycache;
 /// Fleet options: metrics file, reboot policy, activation window, staged
 /// rollout.
 mod fleet;
+
+/// --root DIR is a jail: symlinks planted under DIR never lead fh-lite out.
+mod jail;
