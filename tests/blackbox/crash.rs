@@ -52,15 +52,9 @@ const SLEEP: &str = "0.7";
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 /// Chrooting needs root; without it these tests only print a notice.
+/// Chrooting needs root: a skip (a failure under FH_LITE_REQUIRE_ALL=1).
 fn is_root() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
-    if !root {
-        eprintln!("notice: not root; skipping a crash test");
-    }
-    root
+    crate::support::require("root to chroot", crate::support::is_root())
 }
 
 fn path(fixture: &str) -> String {
@@ -793,7 +787,20 @@ fn timeline(lab: &mut Lab, extra: &[&str]) -> (Vec<(&'static str, Duration)>, Du
     (seen, total)
 }
 
-/// Delays spread over the phases of `seen`: point i lands in phase
+/// Phases whose start a kill waits for: under load the timeline of one
+/// run does not predict another's, so a kill meant for them is placed
+/// relative to the moment the phase is seen starting.
+const ANCHORED: [&str; 4] = ["activation", "health-check", "rollback", "commit"];
+
+/// When to kill: `delay` after the run starts (`anchor` None), or after
+/// the phase `anchor` is seen starting.
+#[derive(Clone, Copy)]
+struct Moment {
+    anchor: Option<&'static str>,
+    delay: Duration,
+}
+
+/// Kill moments spread over the phases of `seen`: point i lands in phase
 /// i mod (number of phases), uniformly inside it.
 fn delays(
     rng: &mut Rng,
@@ -801,24 +808,52 @@ fn delays(
     total: Duration,
     n: usize,
     only: Option<&[&str]>,
-) -> Vec<Duration> {
-    let mut spans: Vec<(Duration, Duration)> = Vec::new();
+) -> Vec<Moment> {
+    let mut spans: Vec<(&'static str, Duration, Duration)> = Vec::new();
     for (i, (p, t)) in seen.iter().enumerate() {
         if *p == "done" || only.is_some_and(|o| !o.contains(p)) {
             continue;
         }
         let end = seen.get(i + 1).map_or(total, |x| x.1);
-        spans.push((*t, end.max(*t + Duration::from_millis(1))));
+        spans.push((p, *t, end.max(*t + Duration::from_millis(1))));
     }
     if spans.is_empty() {
-        spans.push((Duration::ZERO, total));
+        spans.push(("resolve", Duration::ZERO, total));
     }
     (0..n)
         .map(|i| {
-            let (lo, hi) = spans[i % spans.len()];
-            rng.between(lo, hi)
+            let (p, lo, hi) = spans[i % spans.len()];
+            if ANCHORED.contains(&p) {
+                Moment {
+                    anchor: Some(p),
+                    delay: rng.between(Duration::ZERO, hi - lo),
+                }
+            } else {
+                Moment {
+                    anchor: None,
+                    delay: rng.between(lo, hi),
+                }
+            }
         })
         .collect()
+}
+
+/// Wait for `m`: its delay from now, or from the moment the run is seen in
+/// phase `m.anchor` (or past it, or exited; polled every 10 ms).
+fn wait_for(lab: &Lab, start: &Marks, child: &mut Child, m: Moment) {
+    if let Some(anchor) = m.anchor {
+        let want = PHASES.iter().position(|p| *p == anchor).unwrap_or(0);
+        let t0 = Instant::now();
+        while t0.elapsed() < RUN_LIMIT {
+            let exited = child.try_wait().unwrap().is_some();
+            let now = lab.phase(start, &lab.marks(), exited);
+            if exited || PHASES.iter().position(|p| *p == now).unwrap_or(0) >= want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    std::thread::sleep(m.delay);
 }
 
 enum Kill {
@@ -830,20 +865,15 @@ enum Kill {
 
 /// Kill the apply at each delay, rerun it to completion, judge; returns
 /// every point's outcome.
-fn sample(
-    lab: &mut Lab,
-    delays: &[Duration],
-    extra: &[&str],
-    kill: Kill,
-    want: Want,
-) -> Vec<Point> {
+fn sample(lab: &mut Lab, delays: &[Moment], extra: &[&str], kill: Kill, want: Want) -> Vec<Point> {
     let trial = extra.contains(&"--trial");
     let mut points = Vec::new();
-    for (n, &delay) in delays.iter().enumerate() {
+    for (n, &moment) in delays.iter().enumerate() {
         lab.reset();
         let start = lab.marks();
         let (mut child, out, err) = lab.spawn("=0.1.2", extra);
-        std::thread::sleep(delay);
+        wait_for(lab, &start, &mut child, moment);
+        let delay = moment.delay;
         let exited = child.try_wait().unwrap().is_some();
         let mut problems = Vec::new();
         let phase;
