@@ -188,7 +188,10 @@ fn an_xz_nar_asking_for_a_1_5_gib_dictionary_is_refused() {
     );
     if let Some(kib) = rss {
         eprintln!("peak RSS with a 1.5 GiB xz dictionary asked for: {kib} KiB");
-        assert!(kib < 16 * 1024, "peak RSS {kib} KiB");
+        // Under qemu-user the figure is qemu's too (its translation cache
+        // grows with the code run): the bound is for the binary itself.
+        let emulated = crate::support::util::exe().1.is_some();
+        assert!(emulated || kib < 16 * 1024, "peak RSS {kib} KiB");
     }
     // Nothing of the refused path is in the store.
     let base = root_path.trim_start_matches("/nix/store/");
