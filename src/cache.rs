@@ -75,21 +75,9 @@ impl CacheClient for HttpCache<'_> {
     }
 
     fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
-        use crate::http::{Auth, NARINFO_LIMIT};
         let url = self.narinfo_url(hash_part);
-        match self.client.get_bytes(
-            &url,
-            Auth::Basic(self.token),
-            Some("text/x-nix-narinfo"),
-            NARINFO_LIMIT,
-        ) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| FetchError::NotText { url }),
-            // §1.2: 404 and 403 both mean "not in this cache".
-            Err(e) if matches!(e.status(), Some(404 | 403)) => Ok(None),
-            Err(e) => Err(status_error(e)),
-        }
+        let auth = crate::http::Auth::Basic(self.token);
+        get_narinfo_at(self.client, url, auth)
     }
 
     fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
@@ -125,9 +113,27 @@ impl HttpCache<'_> {
     }
 }
 
+/// `GET` the narinfo at `url` (bounded in size) with `auth`; `Ok(None)`
+/// when the cache answers 404 or 403, which both mean "not in this cache"
+/// (§1.2). Every HTTP binary cache client reads narinfos this way.
+pub fn get_narinfo_at(
+    client: &crate::http::Client,
+    url: String,
+    auth: crate::http::Auth<'_>,
+) -> Result<Option<String>, FetchError> {
+    let limit = crate::http::NARINFO_LIMIT;
+    match client.get_bytes(&url, auth, Some("text/x-nix-narinfo"), limit) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| FetchError::NotText { url }),
+        Err(e) if matches!(e.status(), Some(404 | 403)) => Ok(None),
+        Err(e) => Err(status_error(e)),
+    }
+}
+
 /// A final HTTP status from the cache is a cache error naming the URL;
 /// anything else stays the transport's error (network, TLS, …).
-fn status_error(e: crate::http::HttpError) -> FetchError {
+pub fn status_error(e: crate::http::HttpError) -> FetchError {
     match e.status() {
         Some(status) => FetchError::Http {
             url: e.url().to_string(),

@@ -15,11 +15,11 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::cache::{CacheClient, FetchError};
+use crate::cache::{status_error, CacheClient, FetchError};
 use crate::cache_file::FileCache;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
-use crate::http::{Auth, Client, RangeAnswer, Secret, NARINFO_LIMIT};
+use crate::http::{Auth, Client, RangeAnswer, Secret};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
@@ -74,36 +74,14 @@ impl HttpCache {
     }
 }
 
-fn status_error(e: crate::http::HttpError) -> FetchError {
-    match e.status() {
-        Some(status) => FetchError::Http {
-            url: e.url().to_string(),
-            status,
-        },
-        None => FetchError::Transport(e),
-    }
-}
-
 impl CacheClient for HttpCache {
     fn base_url(&self) -> &str {
         &self.base
     }
     fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
         let url = self.narinfo_url(hash_part);
-        let got = self.client.get_bytes(
-            &url,
-            self.auth(&url),
-            Some("text/x-nix-narinfo"),
-            NARINFO_LIMIT,
-        );
-        match got {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| FetchError::NotText { url }),
-            // As Nix reads a binary cache: 404 and 403 mean "not here".
-            Err(e) if matches!(e.status(), Some(404 | 403)) => Ok(None),
-            Err(e) => Err(status_error(e)),
-        }
+        let auth = self.auth(&url);
+        crate::cache::get_narinfo_at(&self.client, url, auth)
     }
     fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
         (self.client.get_stream(url, self.auth(url))).map_err(status_error)
