@@ -1,50 +1,58 @@
 //! A GC root that keeps a staged closure: a symlink to the store path and
 //! Nix's indirect root for it in `gcroots/auto` (used by `fh-lite fetch`
 //! and by an apply that stages outside its window or rollout time).
+//!
+//! Under `--root DIR` both directories are resolved beneath DIR and both
+//! links are made in them by descriptor ([`crate::rootfs`], as the
+//! profile's generation links are): a symlink planted on the way is
+//! followed as if DIR were `/`, and one at a link's name is replaced, never
+//! followed.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use crate::cli::Common;
 use crate::error::Error;
 use crate::nix::store_path::StorePath;
+use crate::rootfs::{self, Dir};
 
 /// `link` → store path, and Nix's indirect root → `link`, both as the
 /// managed system sees them (under `--root`, without the DIR prefix).
 pub(crate) fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> Result<(), Error> {
-    let root = common.root.as_deref().unwrap_or(Path::new("/"));
-    let logical: PathBuf = match common
-        .root
-        .as_deref()
-        .and_then(|r| link.strip_prefix(r).ok())
-    {
+    let root = common.root.as_deref();
+    let link = std::path::absolute(link).map_err(|e| Error::io("resolve", link, &e))?;
+    let logical: PathBuf = match root.and_then(|r| link.strip_prefix(r).ok()) {
         Some(rel) => Path::new("/").join(rel),
-        None => std::path::absolute(link).map_err(|e| Error::io("resolve", link, &e))?,
+        None => link.clone(),
     };
-    if let Some(dir) = link.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, &e))?;
-    }
-    replace_symlink(Path::new(&store_path.to_absolute()), link)?;
-    let auto = root.join("nix/var/nix/gcroots/auto");
-    std::fs::create_dir_all(&auto).map_err(|e| Error::io("create GC root directory", &auto, &e))?;
-    replace_symlink(
-        &logical,
-        &auto.join(crate::activate::profiles::gcroot_name(&logical)),
-    )
+    let (Some(dir), Some(name)) = (link.parent(), link.file_name()) else {
+        return Err(Error::io(
+            "create GC root",
+            &link,
+            &std::io::Error::other("not a file name; give --out-link a path to a new file"),
+        ));
+    };
+    let d =
+        rootfs::create_dir_all(root, dir).map_err(|e| Error::io("create directory", dir, &e))?;
+    replace_symlink(&d, Path::new(&store_path.to_absolute()), name)?;
+    let auto = root
+        .unwrap_or(Path::new("/"))
+        .join("nix/var/nix/gcroots/auto");
+    let a = rootfs::create_dir_all(root, &auto)
+        .map_err(|e| Error::io("create GC root directory", &auto, &e))?;
+    let auto_name = crate::activate::profiles::gcroot_name(&logical);
+    replace_symlink(&a, &logical, OsStr::new(&auto_name))
 }
 
-/// A symlink at `path` to `target`, replacing what was there atomically.
-fn replace_symlink(target: &Path, path: &Path) -> Result<(), Error> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io("create symlink", &tmp, &e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("create GC root", path, &e)
+/// A symlink `name` in `dir` to `target`, replacing what was there
+/// atomically (a symlink there is replaced, never followed).
+fn replace_symlink(dir: &Dir, target: &Path, name: &OsStr) -> Result<(), Error> {
+    let tmp = format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id());
+    let _ = dir.remove_file(&tmp);
+    dir.symlink(target, &tmp)
+        .map_err(|e| Error::io("create symlink", &dir.join(&tmp), &e))?;
+    dir.rename(&tmp, name).map_err(|e| {
+        let _ = dir.remove_file(&tmp);
+        Error::io("create GC root", &dir.join(name), &e)
     })
 }

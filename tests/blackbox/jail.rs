@@ -1,14 +1,15 @@
 //! `--root DIR` is a jail (issue 11): a symlink planted at each place
 //! fh-lite opens under DIR, pointing at a canary outside DIR, never lets
-//! apply, rollback or status change the canary; fh-lite either works inside
-//! DIR or refuses, naming the link.
+//! apply, rollback, status or fetch change the canary; fh-lite either
+//! works inside DIR or refuses, naming the link.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::apply::Deploy;
-use crate::support::util::{Run, TempDir};
+use crate::support::fixtures::fixtures;
+use crate::support::util::{fh_lite, output, Run, TempDir};
 use crate::support::{is_root, require};
 
 /// Everything under `dir`: relative path -> (mode, contents or link target).
@@ -120,4 +121,89 @@ fn symlinks_under_root_never_reach_outside() {
         let r = d.fh(&["status"]);
         check(&r, "status");
     }
+}
+
+/// The GC root `fetch` leaves (STATE_DIR/fetched and its indirect root in
+/// gcroots/auto): a symlink at the link's directory, at gcroots/auto or at
+/// the link's own name never lets it write outside DIR.
+const PIN_PLACES: &[(&str, &str)] = &[
+    ("var/lib/fh-lite", ""),
+    ("nix/var/nix/gcroots/auto", ""),
+    ("var/lib/fh-lite/fetched", "link"),
+];
+
+#[test]
+fn fetch_pin_never_reaches_outside() {
+    if !require("root (a root's files owned by others)", is_root()) {
+        return;
+    }
+    let f = fixtures();
+    for (place, in_canary) in PIN_PLACES {
+        let d = Deploy::new("zstd", &[("0.1.1", "system-v1")], "{}");
+        let outside = TempDir::new("jail-canary");
+        let c = canary(outside.path());
+        let before = snapshot(&c);
+        let link = plant(&d, place, &c.join(in_canary));
+        let url = d.hub.url();
+        let reference = d.reference("=0.1.1");
+        let r = output(fh_lite(&[
+            "fetch",
+            &reference,
+            "-q",
+            "--root",
+            d.root.to_str().unwrap(),
+            "--api-addr",
+            &url,
+            "--cache-addr",
+            &url,
+            "--allow-insecure-http",
+            "--token-file",
+            d.token_file.to_str().unwrap(),
+            "--no-default-keys",
+            "--trusted-key",
+            &f.public_key,
+        ]));
+        assert_eq!(
+            snapshot(&c),
+            before,
+            "{place}: fetch changed the canary: {r:?}"
+        );
+        worked_or_named(&r, &link, &format!("{place}: fetch"));
+        if r.code == 0 {
+            // Pinned inside DIR: the link names the store path, its
+            // indirect root names the link as the managed system sees it.
+            let want = &f.get("system-v1").path;
+            let fetched = resolve_in(&d.root, Path::new("var/lib/fh-lite")).join("fetched");
+            assert_eq!(
+                std::fs::read_link(&fetched).unwrap(),
+                Path::new(want),
+                "{place}"
+            );
+            let auto = resolve_in(&d.root, Path::new("nix/var/nix/gcroots/auto"));
+            let targets: Vec<PathBuf> = std::fs::read_dir(&auto)
+                .unwrap()
+                .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+                .collect();
+            assert_eq!(
+                targets,
+                vec![PathBuf::from("/var/lib/fh-lite/fetched")],
+                "{place}"
+            );
+        }
+    }
+}
+
+/// `rel` beneath `root` with symlinks followed as chroot would (absolute
+/// targets restart at `root`), for the test's own checks.
+fn resolve_in(root: &Path, rel: &Path) -> PathBuf {
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        let next = at.join(part);
+        at = match std::fs::read_link(&next) {
+            Ok(t) if t.is_absolute() => resolve_in(root, t.strip_prefix("/").unwrap()),
+            Ok(t) => resolve_in(root, &at.strip_prefix(root).unwrap().join(t)),
+            Err(_) => next,
+        };
+    }
+    at
 }
