@@ -8,13 +8,13 @@
 //! followed as if DIR were `/`, and one at a link's name is replaced, never
 //! followed.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use crate::activate::profiles::replace_symlink;
 use crate::cli::Common;
 use crate::error::Error;
 use crate::nix::store_path::StorePath;
-use crate::rootfs::{self, Dir};
+use crate::rootfs;
 
 /// `link` → store path, and Nix's indirect root → `link`, both as the
 /// managed system sees them (under `--root`, without the DIR prefix).
@@ -25,11 +25,11 @@ pub(crate) fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> R
         Some(rel) => Path::new("/").join(rel),
         None => link.clone(),
     };
-    let (Some(dir), Some(name)) = (link.parent(), link.file_name()) else {
+    let (Some(dir), Some(name)) = (link.parent(), link.file_name().and_then(|n| n.to_str())) else {
         return Err(Error::io(
             "create GC root",
             &link,
-            &std::io::Error::other("not a file name; give --out-link a path to a new file"),
+            &std::io::Error::other("not a UTF-8 file name; give --out-link a path to a new file"),
         ));
     };
     let d =
@@ -41,18 +41,5 @@ pub(crate) fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> R
     let a = rootfs::create_dir_all(root, &auto)
         .map_err(|e| Error::io("create GC root directory", &auto, &e))?;
     let auto_name = crate::activate::profiles::gcroot_name(&logical);
-    replace_symlink(&a, &logical, OsStr::new(&auto_name))
-}
-
-/// A symlink `name` in `dir` to `target`, replacing what was there
-/// atomically (a symlink there is replaced, never followed).
-fn replace_symlink(dir: &Dir, target: &Path, name: &OsStr) -> Result<(), Error> {
-    let tmp = format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id());
-    let _ = dir.remove_file(&tmp);
-    dir.symlink(target, &tmp)
-        .map_err(|e| Error::io("create symlink", &dir.join(&tmp), &e))?;
-    dir.rename(&tmp, name).map_err(|e| {
-        let _ = dir.remove_file(&tmp);
-        Error::io("create GC root", &dir.join(name), &e)
-    })
+    Ok(replace_symlink(&a, &logical, &auto_name)?)
 }

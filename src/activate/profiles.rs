@@ -270,7 +270,7 @@ impl Profile {
 /// `replaceSymlink`: make `.<k>_<name>` in `dir` (k counting up while it
 /// exists), then rename it over `name` (a symlink there is replaced, never
 /// followed).
-fn replace_symlink(dir: &Dir, target: &Path, name: &str) -> Result<(), ActivateError> {
+pub(crate) fn replace_symlink(dir: &Dir, target: &Path, name: &str) -> Result<(), ActivateError> {
     let path = &dir.join(name);
     for k in 0u32.. {
         let tmp = format!(".{k}_{name}");
