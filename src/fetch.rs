@@ -145,7 +145,7 @@ type Peeked<'a> = io::Chain<io::Cursor<Vec<u8>>, BodyLimit<'a>>;
 /// see Cargo.toml).
 enum Decoder<'a> {
     None(BodyLimit<'a>),
-    Xz(Box<lzma_rust2::XzReader<Peeked<'a>>>),
+    Xz(Box<liblzma::bufread::XzDecoder<io::BufReader<Peeked<'a>>>>),
     Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<Peeked<'a>>>>),
     Bzip2(Box<bzip2::read::MultiBzDecoder<BodyLimit<'a>>>),
 }
@@ -172,14 +172,18 @@ impl<'a> Decoder<'a> {
             Compression::Xz => {
                 let head = peek(&mut body, XZ_PEEK)?;
                 refuse(xz_dict_size(&head))?;
-                // Dictionary plus the decoder's own ~104 KiB (lzma-rust2's
-                // estimate), so a dictionary of exactly `cap` passes.
-                let kib = u32::try_from(cap / 1024 + 104).unwrap_or(u32::MAX);
-                let body = io::Cursor::new(head).chain(body);
+                // Dictionary plus the decoder's own state (liblzma counts
+                // about 30 KiB), so a dictionary of exactly `cap` passes.
+                let limit = cap.saturating_add(1 << 20);
                 // One xz stream per NAR, as Nix writes them; concatenated
-                // streams are accepted like liblzma's decoder does.
-                Decoder::Xz(Box::new(lzma_rust2::XzReader::new_mem_limit(
-                    body, true, kib,
+                // streams are accepted, later headers held to the same limit.
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    limit,
+                    liblzma::stream::CONCATENATED,
+                )?;
+                let body = io::BufReader::with_capacity(in_buf, io::Cursor::new(head).chain(body));
+                Decoder::Xz(Box::new(liblzma::bufread::XzDecoder::new_stream(
+                    body, stream,
                 )))
             }
             Compression::Zstd => {
@@ -206,7 +210,10 @@ impl<'a> Decoder<'a> {
     /// True when `e` is the decoder refusing a later header over the cap.
     fn is_memory_limit(&self, e: &io::Error) -> bool {
         match self {
-            Decoder::Xz(_) => e.kind() == io::ErrorKind::OutOfMemory,
+            Decoder::Xz(_) => e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<liblzma::stream::Error>())
+                .is_some_and(|e| matches!(e, liblzma::stream::Error::MemLimit)),
             // zstd's error name for ZSTD_error_frameParameter_windowTooLarge.
             Decoder::Zstd(_) => e.to_string().contains("too much memory"),
             _ => false,
