@@ -70,14 +70,15 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             bundle::rewrite_url(&text, &bundle::nar_name(info)),
         ));
     }
-    let tmp = output.with_file_name(format!(
-        ".{}.part-{}",
+    let part = format!(
+        ".{}.part-",
         output
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+            .unwrap_or_default()
+    );
+    remove_dead_parts(output, &part);
+    let tmp = output.with_file_name(format!("{part}{}", std::process::id()));
     let io_err = |e: io::Error| Error::io("write bundle", output, &e);
     let written = if offline.dir_format {
         write_dir(
@@ -253,4 +254,33 @@ fn write_dir(
         })?;
     }
     Ok(())
+}
+
+/// A `bundle create` killed while writing leaves `.NAME.part-PID` beside
+/// the output (never the output itself): remove those whose process is
+/// gone, so a rerun does not leave the debris for the image it builds.
+fn remove_dead_parts(output: &Path, prefix: &str) {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let p = e.path();
+        eprintln!(
+            "fh-lite: removing {}, left by a bundle create that died",
+            p.display()
+        );
+        let _ = std::fs::remove_dir_all(&p);
+        let _ = std::fs::remove_file(&p);
+    }
 }

@@ -64,7 +64,12 @@ impl Deploy {
             rel.join(", "),
             f.cache(cache).display()
         );
-        let hub = FakeHub::start(&config, Opts::default());
+        Deploy::start(FakeHub::start(&config, Opts::default()), kind, attr)
+    }
+
+    /// A deploy against a started stand-in `hub`: a scratch dir with the
+    /// device token file and an empty root.
+    pub fn start(hub: FakeHub, kind: &'static str, attr: &'static str) -> Deploy {
         let tmp = TempDir::new("apply");
         let token_file = write_token(tmp.path(), "token", TOKEN, 0o600);
         let root = tmp.path().join("root");

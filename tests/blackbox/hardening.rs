@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::apply::{judge_image, no_secret, Deploy, TOKEN};
-use crate::support::fakehub::{write_token, FakeHub, Opts};
+use crate::support::fakehub::{FakeHub, Opts};
 use crate::support::fixtures::{fixtures, Fixtures};
 use crate::support::util::{output, Run, TempDir};
 
@@ -27,20 +27,7 @@ pub fn deploy(cache_dir: &Path, releases: &[(&str, &str)], opts: Opts) -> Deploy
         rel.join(", "),
         cache_dir.display()
     );
-    let hub = FakeHub::start(&config, opts);
-    let tmp = TempDir::new("harden");
-    let token_file = write_token(tmp.path(), "token", TOKEN, 0o600);
-    let root = tmp.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    Deploy {
-        hub,
-        tmp,
-        token_file,
-        root,
-        kind: "nixos",
-        attr: ATTR,
-        use_root: true,
-    }
+    Deploy::start(FakeHub::start(&config, opts), "nixos", ATTR)
 }
 
 #[test]

@@ -106,7 +106,19 @@ fn bundle_tar_file_and_pipe_apply_offline_judged_by_nix() {
     for via_pipe in [false, true] {
         let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
         let bundle = d.tmp.path().join("pi.bundle");
+        // What a killed `bundle create` left (a pid that cannot exist), and
+        // a part of a run that is alive (this test process): the first is
+        // removed, the second kept.
+        let dead = d.tmp.path().join(".pi.bundle.part-4294967294");
+        let live = d
+            .tmp
+            .path()
+            .join(format!(".pi.bundle.part-{}", std::process::id()));
+        std::fs::write(&dead, b"half a bundle").unwrap();
+        std::fs::write(&live, b"another run").unwrap();
         create(&d, &bundle, &["--sign-key", &sign_key()]);
+        assert!(!dead.exists(), "a dead run's partial bundle was left");
+        assert!(live.exists(), "a live run's partial bundle was removed");
         let before = d.hub.requests().len();
         let key = bundle_key();
         let extra = ["--trusted-bundle-key", key.as_str()];
