@@ -79,7 +79,14 @@ replaces that knob; {"reset": true} clears all):
     "slow": [{"prefix": "/nar/", "chunk": 32768, "delay_ms": 30, "count": N}]
                                         send a 200 body in chunks of `chunk`
                                         bytes, sleeping before each (count
-                                        optional: then every match)
+                                        optional: then every match); with
+                                        "bps": B instead of delay_ms, the
+                                        bodies of all such answers share one
+                                        link of B bytes per second: each
+                                        chunk is sent when the link has
+                                        carried the chunks before it (of any
+                                        connection), paced by the clock, not
+                                        by sleeps that add up
     "oversize_json": true               the output endpoint answers 2 MiB JSON
     "bad_store_path": "/etc/passwd"     the output endpoint answers this path
     "omit_token": true                  the output endpoint answers token null
@@ -352,8 +359,18 @@ class Cache:
 
 
 class State:
+    def link_slot(self, size, bps):
+        """Reserve the shared slow link for `size` bytes at `bps`: the
+        seconds to wait until they have crossed it (after every byte
+        reserved before them)."""
+        with self.lock:
+            now = time.monotonic()
+            self.link_free = max(now, self.link_free) + size / bps
+            return self.link_free - now
+
     def __init__(self, config, log_path):
         self.lock = threading.Lock()
+        self.link_free = 0.0
         self.releases = config.get("releases", {})
         self.device_tokens = config.get("device_tokens", {})
         self.issuer = TokenIssuer(int(config.get("closure_token_lifetime", 3600)))
@@ -519,6 +536,7 @@ class Handler(BaseHTTPRequestHandler):
         if stream:
             stream.seek(start)
         chunk = max(1, int(slow.get("chunk", 32768))) if slow else 1 << 20
+        bps = float(slow["bps"]) if slow and slow.get("bps") else None
         sent = 0
         while sent < sending:
             want = min(chunk, sending - sent)
@@ -527,7 +545,9 @@ class Handler(BaseHTTPRequestHandler):
                 break
             if corrupt and sent == 0:
                 piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
-            if slow:
+            if bps:
+                time.sleep(self.state.link_slot(len(piece), bps))
+            elif slow:
                 time.sleep(slow.get("delay_ms", 30) / 1000)
             self.wfile.write(piece)
             if slow:
