@@ -450,9 +450,11 @@ fn fetch_body(
 }
 
 /// Chunks decoded ahead of the store, and their size: at most
-/// `READ_AHEAD * CHUNK` (256 KiB) in flight.
-const READ_AHEAD: usize = 4;
-const CHUNK: usize = 64 * 1024;
+/// `READ_AHEAD * CHUNK` (512 KiB) queued, four chunks (1 MiB) at most in
+/// flight. Large chunks: one hand-over (a futex wake each way) per 256 KiB,
+/// not per 64 KiB.
+const READ_AHEAD: usize = 2;
+const CHUNK: usize = 256 * 1024;
 
 /// NARs from this size on are decoded on a thread of their own
 /// ([`with_read_ahead`]).
@@ -464,7 +466,7 @@ const READ_AHEAD_FROM: u64 = 1 << 20;
 /// thread stack, and (big NARs) the read-ahead chunks. Measured with
 /// scripts/bench: peak RSS stays under 8 MiB at any `--jobs`.
 pub const NAR_MEMORY: u64 = 4 << 20;
-const BIG_STREAM: u64 = 768 << 10;
+const BIG_STREAM: u64 = 1536 << 10;
 const SMALL_STREAM: u64 = 128 << 10;
 
 /// Downloads at once for `--jobs N`: NARs of small paths are mostly
@@ -488,18 +490,35 @@ where
         s.spawn(move || loop {
             // Buffers go round at full length: no zeroing per chunk.
             let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-            match source.read(&mut buf) {
-                Ok(n) => {
-                    // The consumer is gone (it failed or finished): stop.
-                    if full_tx.send(Ok((buf, n))).is_err() || n == 0 {
-                        return;
+            // Filled before it is handed over: a decoder returns a block at
+            // a time, and every hand-over costs a wake-up on each side.
+            let mut n = 0;
+            let mut failed = None;
+            while n < buf.len() {
+                match source.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
+            }
+            // What was read before an error still goes first, in order.
+            if n > 0 && full_tx.send(Ok((buf, n))).is_err() {
+                return; // The consumer is gone (it failed or finished).
+            }
+            match failed {
+                Some(e) => {
                     let _ = full_tx.send(Err(e));
                     return;
                 }
+                None if n < CHUNK => {
+                    let _ = full_tx.send(Ok((Vec::new(), 0)));
+                    return;
+                }
+                None => {}
             }
         });
         let mut reader = ChannelReader {
@@ -1485,11 +1504,29 @@ pub(crate) mod tests {
                 Ok(n)
             }
         }
-        let err = with_read_ahead(&mut Failing(100_000), |r| {
+        // Everything read before the error arrives first, then the error.
+        let (got, err) = with_read_ahead(&mut Failing(100_000), |r| {
             let mut v = Vec::new();
-            r.read_to_end(&mut v).unwrap_err()
+            let err = r.read_to_end(&mut v).unwrap_err();
+            (v.len(), err)
         });
+        assert_eq!(got, 100_000);
         assert_eq!(err.to_string(), "body cut short");
+        // A source that yields a little at a time (a decoder's blocks).
+        struct Trickle(std::io::Cursor<Vec<u8>>);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(999);
+                self.0.read(&mut buf[..n])
+            }
+        }
+        let data: Vec<u8> = (0..CHUNK * 2 + 77).map(|i| (i % 253) as u8).collect();
+        let got = with_read_ahead(&mut Trickle(std::io::Cursor::new(data.clone())), |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        });
+        assert!(got == data, "bytes differ");
         // An endless source and a consumer that reads 10 bytes: returns.
         let mut endless = std::io::repeat(7);
         let first = with_read_ahead(&mut endless, |r| {
