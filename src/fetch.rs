@@ -433,10 +433,19 @@ fn fetch_body(
     // Held until the path is in the store. A window larger than the NAR
     // is never filled: the NAR's size bounds what the decoder touches.
     let big = info.nar_size >= READ_AHEAD_FROM;
-    let overhead = if big { BIG_STREAM } else { SMALL_STREAM };
+    let chunk = if info.nar_size >= BIG_CHUNKS_FROM {
+        BIG_CHUNK
+    } else {
+        CHUNK
+    };
+    let overhead = if big {
+        STREAM + (READ_AHEAD + 2) as u64 * chunk as u64
+    } else {
+        SMALL_STREAM
+    };
     let _held = memory.take(overhead + declared.min(info.nar_size));
     let result = if big {
-        with_read_ahead(&mut nar, |r| store.add_path(info, r))
+        with_read_ahead(&mut nar, chunk, |r| store.add_path(info, r))
     } else {
         // A second thread and its buffers do not pay for a small NAR.
         store.add_path(info, &mut nar)
@@ -450,11 +459,16 @@ fn fetch_body(
 }
 
 /// Chunks decoded ahead of the store, and their size: at most
-/// `READ_AHEAD * CHUNK` (512 KiB) queued, four chunks (1 MiB) at most in
-/// flight. Large chunks: one hand-over (a futex wake each way) per 256 KiB,
-/// not per 64 KiB.
+/// `READ_AHEAD` chunks queued, `READ_AHEAD + 2` in flight. NARs from
+/// [`BIG_CHUNKS_FROM`] on use chunks of [`BIG_CHUNK`] (1 MiB in flight):
+/// one hand-over, a wake-up on each side, per 256 KiB instead of per
+/// 64 KiB took a 512 MiB NAR from 1.09 to 0.91 s (README, "Where the time
+/// goes"); smaller ones keep [`CHUNK`] (256 KiB in flight), so that many
+/// mid-size NARs at once stay within the memory target.
 const READ_AHEAD: usize = 2;
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
+const BIG_CHUNK: usize = 256 * 1024;
+const BIG_CHUNKS_FROM: u64 = 16 << 20;
 
 /// NARs from this size on are decoded on a thread of their own
 /// ([`with_read_ahead`]).
@@ -463,10 +477,10 @@ const READ_AHEAD_FROM: u64 = 1 << 20;
 /// What concurrent downloads may hold for decoders and buffers, and what
 /// one download costs besides its decoder's window or dictionary: the
 /// connection's buffers, the decoder's input, the unpacker's buffers, a
-/// thread stack, and (big NARs) the read-ahead chunks (1 MiB). Measured with
-/// scripts/bench: peak RSS stays under 8 MiB at any `--jobs`.
+/// thread stack ([`STREAM`]), and (big NARs) the read-ahead chunks.
+/// Measured with scripts/bench: peak RSS stays under 8 MiB at any `--jobs`.
 pub const NAR_MEMORY: u64 = 4 << 20;
-const BIG_STREAM: u64 = 1536 << 10;
+const STREAM: u64 = 512 << 10;
 const SMALL_STREAM: u64 = 128 << 10;
 
 /// Downloads at once for `--jobs N`: NARs of small paths are mostly
@@ -479,7 +493,11 @@ pub fn nar_width(jobs: usize) -> usize {
 /// and decompressed) on a second thread, so that decompression overlaps
 /// hashing, NAR parsing and writing. Memory stays bounded: the chunk
 /// buffers go round between the two threads.
-fn with_read_ahead<R, T>(source: &mut R, consume: impl FnOnce(&mut dyn Read) -> T) -> T
+fn with_read_ahead<R, T>(
+    source: &mut R,
+    chunk: usize,
+    consume: impl FnOnce(&mut dyn Read) -> T,
+) -> T
 where
     R: Read + Send,
 {
@@ -489,7 +507,7 @@ where
     std::thread::scope(|s| {
         s.spawn(move || loop {
             // Buffers go round at full length: no zeroing per chunk.
-            let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0u8; chunk]);
             // Filled before it is handed over: a decoder returns a block at
             // a time, and every hand-over costs a wake-up on each side.
             let mut n = 0;
@@ -514,7 +532,7 @@ where
                     let _ = full_tx.send(Err(e));
                     return;
                 }
-                None if n < CHUNK => {
+                None if n < chunk => {
                     let _ = full_tx.send(Ok((Vec::new(), 0)));
                     return;
                 }
@@ -1471,7 +1489,7 @@ pub(crate) mod tests {
             .map(|i| (i * 7 % 251) as u8)
             .collect();
         let mut src = std::io::Cursor::new(data.clone());
-        let got = with_read_ahead(&mut src, |r| {
+        let got = with_read_ahead(&mut src, CHUNK, |r| {
             let mut v = Vec::new();
             // Odd read sizes on the consumer side too.
             let mut buf = [0u8; 1000];
@@ -1505,7 +1523,7 @@ pub(crate) mod tests {
             }
         }
         // Everything read before the error arrives first, then the error.
-        let (got, err) = with_read_ahead(&mut Failing(100_000), |r| {
+        let (got, err) = with_read_ahead(&mut Failing(100_000), CHUNK, |r| {
             let mut v = Vec::new();
             let err = r.read_to_end(&mut v).unwrap_err();
             (v.len(), err)
@@ -1520,16 +1538,20 @@ pub(crate) mod tests {
                 self.0.read(&mut buf[..n])
             }
         }
-        let data: Vec<u8> = (0..CHUNK * 2 + 77).map(|i| (i % 253) as u8).collect();
-        let got = with_read_ahead(&mut Trickle(std::io::Cursor::new(data.clone())), |r| {
-            let mut v = Vec::new();
-            r.read_to_end(&mut v).unwrap();
-            v
-        });
+        let data: Vec<u8> = (0..BIG_CHUNK * 2 + 77).map(|i| (i % 253) as u8).collect();
+        let got = with_read_ahead(
+            &mut Trickle(std::io::Cursor::new(data.clone())),
+            BIG_CHUNK,
+            |r| {
+                let mut v = Vec::new();
+                r.read_to_end(&mut v).unwrap();
+                v
+            },
+        );
         assert!(got == data, "bytes differ");
         // An endless source and a consumer that reads 10 bytes: returns.
         let mut endless = std::io::repeat(7);
-        let first = with_read_ahead(&mut endless, |r| {
+        let first = with_read_ahead(&mut endless, CHUNK, |r| {
             let mut b = [0u8; 10];
             r.read_exact(&mut b).unwrap();
             b
