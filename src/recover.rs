@@ -27,7 +27,7 @@ use crate::activate::{self, Before, Journal, Report, Settings};
 use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
-use crate::state::{Attempt, Pending, Phase, StateDir};
+use crate::state::{Attempt, Pending, Phase, StateDir, ROLLBACK_ACTION};
 
 /// `fh-lite recover`: recover, or say there is nothing to recover.
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -91,6 +91,9 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
         )
     })?;
     let attempt = Attempt::resumed(&p.reference, &path, p.time);
+    if p.action == ROLLBACK_ACTION {
+        return redo_rollback_command(common, state, &p, &attempt).map(Recovery::Finished);
+    }
     let settings = Settings::of_pending(&p).ok_or_else(|| {
         Error::new(
             Exit::Internal,
@@ -141,6 +144,40 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
     let generation = report.generation.or(journal.pending.generation);
     state.record_result(&attempt, exit, generation, report.path_failed)?;
     Ok(Recovery::Finished(result))
+}
+
+/// A `fh-lite rollback` killed before its switch script finished: switch
+/// to the same generation again (switching the profile and running the
+/// script again is safe, as for an apply). The entry stays until this
+/// ends, so a kill now is recovered the same way by the next run.
+fn redo_rollback_command(
+    common: &Common,
+    state: &StateDir,
+    p: &Pending,
+    attempt: &Attempt,
+) -> Result<Result<Exit, Error>, Error> {
+    let Some(n) = p.generation else {
+        return Err(Error::new(
+            Exit::Internal,
+            format!(
+                "state file {}: the pending rollback names no generation; delete its \"pending\" entry",
+                state.file().display()
+            ),
+        ));
+    };
+    say(
+        common,
+        &format!(
+            "recovering an interrupted rollback to generation {n} ({})",
+            p.store_path
+        ),
+    );
+    let mut report = Report::default();
+    let result = activate::rollback::SwitchBack::prepare(common, Some(n))
+        .and_then(|back| back.run(&mut report));
+    let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+    state.record_result(attempt, exit, report.generation, false)?;
+    Ok(result)
 }
 
 /// Run recovery before a command (apply, rollback): its outcome is printed,
@@ -301,6 +338,59 @@ mod tests {
         let s = state.load().unwrap();
         assert_eq!(s.pending, None);
         assert_eq!(s.failed[0].store_path, b);
+        assert_eq!(profile.current().unwrap(), Some(1));
+        assert_eq!(
+            activation_log(&root),
+            format!("/nix/var/nix/profiles/system-1-link/{STC} switch bootloader=\n")
+        );
+    }
+
+    #[test]
+    fn a_rollback_killed_before_its_script_finished_is_switched_again() {
+        let t = TempDir::new("recover-rollback");
+        let Some(root) = chroot_root(&t) else { return };
+        let c = common(&root);
+        let state = StateDir::new(&c.state_dir);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 0);
+        let profile = Profile::new(&c.profile, Some(&root));
+        profile.create_generation(&a).unwrap();
+        profile.create_generation(&b).unwrap();
+        // `fh-lite rollback` from 2 to 1, killed after the profile moved
+        // and before a's script finished (its journal entry, as written).
+        profile.switch_to(1).unwrap();
+        let back = crate::activate::rollback::SwitchBack::prepare(&c, Some(1)).unwrap();
+        let entry = back.journal_entry("rollback to generation 1");
+        assert_eq!(entry.action, ROLLBACK_ACTION);
+        assert_eq!(entry.generation, Some(1));
+        let att = Attempt::start(&entry.reference, &StorePath::parse(&a).unwrap());
+        state.begin(&att, &entry).unwrap();
+        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+            panic!("not recovered")
+        };
+        assert_eq!(r.unwrap(), Exit::Success);
+        assert_eq!(profile.current().unwrap(), Some(1));
+        assert_eq!(
+            activation_log(&root),
+            format!("/nix/var/nix/profiles/system-1-link/{STC} switch bootloader=\n"),
+            "a's switch script ran again, to its end"
+        );
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        let last = s.last_success.unwrap();
+        assert_eq!(
+            (last.store_path.as_str(), last.generation),
+            (a.as_str(), Some(1))
+        );
+        assert!(s.failed.is_empty(), "a rollback marks nothing failed");
+        // Killed before the profile moved: the same.
+        std::fs::remove_file(root.join("activation.log")).unwrap();
+        profile.switch_to(2).unwrap();
+        state.begin(&att, &entry).unwrap();
+        assert!(matches!(
+            recover(&c, &state).unwrap(),
+            Recovery::Finished(Ok(Exit::Success))
+        ));
         assert_eq!(profile.current().unwrap(), Some(1));
         assert_eq!(
             activation_log(&root),

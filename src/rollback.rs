@@ -1,8 +1,10 @@
 //! `fh-lite rollback [--to N]`: switch the profile back to the previous
 //! generation (or generation N) and activate it, under the state lock,
 //! recording the attempt in the state file, after recovering an attempt a
-//! kill interrupted (recover.rs). The mechanics are
-//! `activate::rollback::SwitchBack`.
+//! kill interrupted (recover.rs). The switch is journaled like an apply's
+//! activation: killed before its script finished, the next run (or
+//! `fh-lite recover`) switches to the same generation again. The
+//! mechanics are `activate::rollback::SwitchBack`.
 
 use crate::activate::rollback::SwitchBack;
 use crate::activate::Report;
@@ -21,6 +23,7 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     let back = SwitchBack::prepare(common, to)?;
     let reference = format!("rollback to generation {}", back.target.number);
     let attempt = Attempt::start(&reference, &back.store_path);
+    state.begin(&attempt, &back.journal_entry(&reference))?;
     let mut report = Report::default();
     let result = back.run(&mut report);
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);

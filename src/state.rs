@@ -160,7 +160,8 @@ impl Phase {
 pub struct Pending {
     pub reference: String,
     pub store_path: String,
-    /// "switch", "boot", "test" or "dry-activate".
+    /// "switch", "boot", "test" or "dry-activate"; or [`ROLLBACK_ACTION`]:
+    /// `fh-lite rollback` switching to generation `generation`.
     pub action: String,
     pub trial: bool,
     /// A [`Phase`] word.
@@ -184,6 +185,9 @@ pub struct Pending {
     /// Seconds; null: no limit.
     pub activation_timeout: Option<u64>,
 }
+
+/// The `action` of a journal entry written by `fh-lite rollback`.
+pub const ROLLBACK_ACTION: &str = "rollback";
 
 impl Pending {
     /// Its phase (an unknown word reads as "activating": redo the whole

@@ -181,6 +181,13 @@ fn pending_line(p: &Pending) -> String {
             p.pid
         );
     }
+    if p.action == crate::state::ROLLBACK_ACTION {
+        let n = p.generation.map_or("?".to_string(), |n| n.to_string());
+        return format!(
+            "{} (rollback to generation {n}, killed before its switch script finished); the next run will switch to it again",
+            p.store_path
+        );
+    }
     let next = match crate::recover::decide(phase) {
         crate::recover::Decision::Clear => "start it over",
         crate::recover::Decision::Resume => "resume it",

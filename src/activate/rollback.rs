@@ -30,7 +30,7 @@ use super::{ActivateError, Before, Ctx, Journal, Ran, Report, Settings};
 use crate::cli::{Action, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
-use crate::state::Phase;
+use crate::state::{Pending, Phase, ROLLBACK_ACTION};
 
 /// Run the health check; Err is the sentence saying why it failed.
 pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<(), String> {
@@ -565,6 +565,28 @@ impl<'a> SwitchBack<'a> {
             current,
             flavor,
         })
+    }
+
+    /// The journal entry written before [`SwitchBack::run`] changes
+    /// anything: a kill before the switch script has finished leaves it,
+    /// and recovery (recover.rs) switches to the same generation again.
+    pub fn journal_entry(&self, reference: &str) -> Pending {
+        let kind = match self.flavor {
+            Flavor::Darwin => "nix-darwin",
+            _ => "nixos",
+        };
+        Pending {
+            reference: reference.to_string(),
+            store_path: self.store_path.to_string(),
+            action: ROLLBACK_ACTION.to_string(),
+            phase: Phase::Activating.as_str().to_string(),
+            generation: Some(self.target.number),
+            previous_generation: self.current,
+            time: crate::util::unix_now(),
+            pid: std::process::id(),
+            kind: kind.to_string(),
+            ..Pending::default()
+        }
     }
 
     /// Switch the profile to the target and run its switch script.

@@ -1280,3 +1280,89 @@ fn rollback_after_boot_returns_to_the_running_system() {
     let st = parse(&lab.d.fh(&["status", "--json"]).stdout).expect("status --json");
     assert_eq!(text(&st, &["generation_path"]), Some(lab.v1.as_str()));
 }
+
+/// `fh-lite rollback` killed (power cut) while the old system's switch
+/// script runs: the profile already points at it, but it was never
+/// activated to the end. `status` says so, and `fh-lite recover` switches
+/// to the same generation again, to the end of its script.
+#[test]
+fn rollback_killed_mid_switch_is_finished_by_recover() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.reset();
+    let r = lab.run("=0.1.2", &["switch"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let start = lab.marks();
+    assert_eq!(start.profile.as_deref(), Some("system-2-link"), "{r:?}");
+    let err = lab.d.tmp.path().join("rollback.err");
+    let mut c =
+        crate::support::util::fh_lite(&["rollback", "--root", lab.root().to_str().unwrap()]);
+    c.env("FH_LITE_SLOW_SLEEP", SLEEP)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).unwrap())
+        .process_group(0);
+    let mut child = c.spawn().expect("spawn fh-lite rollback");
+    let began = Instant::now();
+    let started = |m: &Marks| {
+        m.switch[start.switch.len().min(m.switch.len())..]
+            .iter()
+            .any(|l| l.starts_with("start switch slow-v1 "))
+    };
+    while !started(&lab.marks()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rollback ended before slow-v1's script started: {}",
+            fs::read_to_string(&err).unwrap_or_default()
+        );
+        assert!(
+            began.elapsed() < RUN_LIMIT,
+            "slow-v1's script never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    power_cut(&mut child);
+    let m = lab.marks();
+    assert_eq!(m.profile.as_deref(), Some("system-1-link"));
+    assert!(
+        m.switch
+            .last()
+            .is_some_and(|l| l.starts_with("start switch slow-v1 ")),
+        "killed inside slow-v1's script: {:?}",
+        m.switch
+    );
+    let st = lab.d.fh(&["status"]);
+    assert!(
+        st.stdout
+            .contains("rollback to generation 1, killed before its switch script finished"),
+        "status names the interrupted rollback: {st:?}"
+    );
+    let r = lab.d.fh(&["recover"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("recovering an interrupted rollback to generation 1"),
+        "{r:?}"
+    );
+    let m = lab.marks();
+    assert_eq!(m.profile.as_deref(), Some("system-1-link"), "{r:?}");
+    assert!(
+        m.switch
+            .last()
+            .is_some_and(|l| l.starts_with("end switch slow-v1 ")),
+        "slow-v1's switch ran again to its end: {:?}",
+        m.switch
+    );
+    let st = parse(&lab.d.fh(&["status", "--json"]).stdout).expect("status --json");
+    assert!(
+        matches!(st.get("pending"), Some(Value::Null)),
+        "pending cleared"
+    );
+    assert_eq!(text(&st, &["generation_path"]), Some(lab.v1.as_str()));
+    assert_eq!(text(&st, &["last_attempt", "result"]), Some("success"));
+    // A second recover has nothing left to do.
+    let r = lab.d.fh(&["recover"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("nothing to recover"), "{r:?}");
+}
