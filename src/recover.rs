@@ -288,14 +288,23 @@ mod tests {
         assert_eq!(s.last_attempt.unwrap().result, "interrupted");
     }
 
-    #[test]
-    fn an_attempt_killed_mid_activation_is_redone_or_rolled_back() {
-        let t = TempDir::new("recover-resume");
-        let Some(root) = chroot_root(&t) else { return };
+    /// A chroot root (None: not root) with two systems whose switch
+    /// scripts log and exit 0, and its state directory.
+    fn two_systems(t: &TempDir) -> Option<(std::path::PathBuf, Common, StateDir, String, String)> {
+        let root = chroot_root(t)?;
         let c = common(&root);
         let state = StateDir::new(&c.state_dir);
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
+        Some((root, c, state, a, b))
+    }
+
+    #[test]
+    fn an_attempt_killed_mid_activation_is_redone_or_rolled_back() {
+        let t = TempDir::new("recover-resume");
+        let Some((root, c, state, a, b)) = two_systems(&t) else {
+            return;
+        };
         let profile = Profile::new(&c.profile, Some(&root));
         profile.create_generation(&a).unwrap();
         profile.switch_to(1).unwrap();
@@ -348,11 +357,9 @@ mod tests {
     #[test]
     fn a_rollback_killed_before_its_script_finished_is_switched_again() {
         let t = TempDir::new("recover-rollback");
-        let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
-        let state = StateDir::new(&c.state_dir);
-        let a = fake_system(&root, "sys-a", STC, 0);
-        let b = fake_system(&root, "sys-b", STC, 0);
+        let Some((root, c, state, a, b)) = two_systems(&t) else {
+            return;
+        };
         let profile = Profile::new(&c.profile, Some(&root));
         profile.create_generation(&a).unwrap();
         profile.create_generation(&b).unwrap();
