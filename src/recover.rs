@@ -354,6 +354,95 @@ mod tests {
         );
     }
 
+    /// The `profile` phase lasts a few milliseconds, too short for the
+    /// random kills of tests/blackbox/crash.rs to land in reliably; so
+    /// every state a kill can leave there is made here, one at a time, and
+    /// recovered: the generation link half made (its temporary name), made
+    /// but the profile not switched, the profile's own temporary link made
+    /// but not renamed, and the profile switched.
+    #[test]
+    fn an_apply_killed_anywhere_in_the_profile_phase_is_finished() {
+        // (what, links made in the profiles directory, current generation)
+        type State<'a> = (&'a str, &'a [(&'a str, &'a str)], u64);
+        let states: [State; 5] = [
+            ("nothing done yet", &[], 1),
+            (
+                "generation link under its temporary name",
+                &[("system-2-link.tmp-999999-0", "B")],
+                1,
+            ),
+            (
+                "generation made, profile not switched",
+                &[("system-2-link", "B")],
+                1,
+            ),
+            (
+                "profile's temporary link made, not renamed",
+                &[("system-2-link", "B"), (".0_system", "system-2-link")],
+                1,
+            ),
+            ("profile switched", &[("system-2-link", "B")], 2),
+        ];
+        for (what, links, current) in states {
+            let t = TempDir::new("recover-profile");
+            let Some((root, c, state, a, b)) = two_systems(&t) else {
+                return;
+            };
+            let profile = Profile::new(&c.profile, Some(&root));
+            profile.create_generation(&a).unwrap();
+            profile.switch_to(1).unwrap();
+            let dir = c.profile.parent().unwrap().to_path_buf();
+            for (name, target) in links {
+                let target = if *target == "B" { b.as_str() } else { target };
+                std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+            }
+            if current == 2 {
+                profile.switch_to(2).unwrap();
+            }
+            let att = Attempt::start("r", &StorePath::parse(&b).unwrap());
+            state.begin(&att, &entry(&b, Phase::Profile, &a)).unwrap();
+            let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+                panic!("{what}: not recovered")
+            };
+            assert_eq!(r.unwrap(), Exit::Success, "{what}");
+            assert_eq!(profile.current().unwrap(), Some(2), "{what}");
+            let gens: Vec<(u64, String)> = profile
+                .generations()
+                .unwrap()
+                .into_iter()
+                .map(|g| (g.number, g.target))
+                .collect();
+            assert_eq!(
+                gens,
+                [(1, a.clone()), (2, b.clone())],
+                "{what}: one generation for b"
+            );
+            assert_eq!(
+                activation_log(&root),
+                format!("/nix/var/nix/profiles/system-2-link/{STC} switch bootloader=\n"),
+                "{what}: b's script ran, to its end"
+            );
+            let s = state.load().unwrap();
+            assert_eq!(s.pending, None, "{what}");
+            assert_eq!(
+                s.last_success.map(|l| (l.store_path, l.generation)),
+                Some((b.clone(), Some(2))),
+                "{what}"
+            );
+            let mut left: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tmp-"))
+                .collect();
+            left.sort();
+            assert_eq!(
+                left,
+                Vec::<String>::new(),
+                "{what}: the dead run's temporary generation link is gone"
+            );
+        }
+    }
+
     #[test]
     fn a_rollback_killed_before_its_script_finished_is_switched_again() {
         let t = TempDir::new("recover-rollback");

@@ -65,6 +65,18 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// The pid in a temporary generation link's name,
+/// `<prefix><N>-link.tmp-<pid>-<n>` (`prefix`: `<name>-`), or None.
+fn temp_link_pid(file: &str, prefix: &str) -> Option<u32> {
+    let (number, rest) = file.strip_prefix(prefix)?.split_once("-link.tmp-")?;
+    let (pid, n) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(number) && digits(pid) && digits(n)) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// A counter for unique temporary names within this process.
 fn next_tmp() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -119,6 +131,28 @@ impl Profile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
+    }
+
+    /// Remove the `<name>-<N>-link.tmp-<pid>-<n>` links of runs no longer
+    /// alive (killed between making a generation link and renaming it into
+    /// place). A link whose pid is alive, this process included, is never
+    /// touched; without /proc nothing is. Advice-grade: a failure to
+    /// remove one changes nothing else. (Nix's own `.<k>_<name>` links are
+    /// left alone: a `nix-env` may be using one right now.)
+    fn remove_dead_temp_links(&self, d: &Dir) {
+        if std::fs::symlink_metadata("/proc/self").is_err() {
+            return;
+        }
+        let Ok(entries) = d.entries() else { return };
+        let prefix = format!("{}-", self.name());
+        for e in entries {
+            let Some(pid) = e.to_str().and_then(|n| temp_link_pid(n, &prefix)) else {
+                continue;
+            };
+            if std::fs::symlink_metadata(format!("/proc/{pid}")).is_err() {
+                let _ = d.remove_file(&e);
+            }
+        }
     }
 
     /// The number in `<name>-<N>-link`, if `file` is such a name.
@@ -206,6 +240,9 @@ impl Profile {
     /// `createGeneration`: reuse the highest generation when it points at
     /// `store_path`, else make N = highest + 1 with its indirect GC root.
     pub fn create_generation(&self, store_path: &str) -> Result<Generation, ActivateError> {
+        if let Ok(d) = self.open_dir(false) {
+            self.remove_dead_temp_links(&d);
+        }
         let gens = self.generations()?;
         if let Some(top) = gens.last() {
             if top.target == store_path {
@@ -374,6 +411,23 @@ mod tests {
             ["system", "system-1-link", "system-2-link", "system-3-link"]
         );
         assert_eq!(std::fs::read_dir(&auto).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn temporary_generation_link_names() {
+        let p = "system-";
+        assert_eq!(temp_link_pid("system-12-link.tmp-4242-0", p), Some(4242));
+        for not in [
+            "system-12-link",
+            "system-12-link.tmp-4242",
+            "system-x-link.tmp-4242-0",
+            "system-12-link.tmp--0",
+            "system-12-link.tmp-42a-0",
+            "other-12-link.tmp-4242-0",
+            ".0_system",
+        ] {
+            assert_eq!(temp_link_pid(not, p), None, "{not}");
+        }
     }
 
     #[test]
