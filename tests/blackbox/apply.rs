@@ -94,15 +94,22 @@ impl Deploy {
     /// stand-in's addresses and only the fixtures' key trusted, not yet run
     /// (to add environment or spawn it).
     pub fn command(&self, req: &str, extra: &[&str]) -> Command {
-        let f = fixtures();
         let reference = self.reference(req);
-        let url = self.hub.url();
         let mut args: Vec<&str> = vec!["apply", self.kind, &reference];
         args.extend_from_slice(extra);
         if self.use_root {
             args.extend_from_slice(&["--root", self.root.to_str().unwrap()]);
         }
-        args.extend_from_slice(&[
+        let online = self.online();
+        args.extend(online.iter().map(String::as_str));
+        fh_lite(&args)
+    }
+
+    /// The stand-in's addresses, the device token file and the fixtures'
+    /// cache key (the only one trusted): what every online command takes.
+    pub fn online(&self) -> Vec<String> {
+        let url = self.hub.url();
+        [
             "--api-addr",
             &url,
             "--cache-addr",
@@ -112,9 +119,11 @@ impl Deploy {
             self.token_file.to_str().unwrap(),
             "--no-default-keys",
             "--trusted-key",
-            &f.public_key,
-        ]);
-        fh_lite(&args)
+            &fixtures().public_key,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     /// [`Deploy::command`], run; the token never shows in its output.

@@ -144,25 +144,17 @@ fn fetch_pin_never_reaches_outside() {
         let c = canary(outside.path());
         let before = snapshot(&c);
         let link = plant(&d, place, &c.join(in_canary));
-        let url = d.hub.url();
         let reference = d.reference("=0.1.1");
-        let r = output(fh_lite(&[
+        let online = d.online();
+        let mut args = vec![
             "fetch",
             &reference,
             "-q",
             "--root",
             d.root.to_str().unwrap(),
-            "--api-addr",
-            &url,
-            "--cache-addr",
-            &url,
-            "--allow-insecure-http",
-            "--token-file",
-            d.token_file.to_str().unwrap(),
-            "--no-default-keys",
-            "--trusted-key",
-            &f.public_key,
-        ]));
+        ];
+        args.extend(online.iter().map(String::as_str));
+        let r = output(fh_lite(&args));
         assert_eq!(
             snapshot(&c),
             before,

@@ -13,26 +13,6 @@ use crate::support::util::{fh_lite, output, Run};
 
 const REQ: &str = "=0.1.175";
 
-/// The stand-in's addresses, the token and the fixtures' cache key.
-fn online(d: &Deploy) -> Vec<String> {
-    let url = d.hub.url();
-    [
-        "--api-addr",
-        &url,
-        "--cache-addr",
-        &url,
-        "--allow-insecure-http",
-        "--token-file",
-        d.token_file.to_str().unwrap(),
-        "--no-default-keys",
-        "--trusted-key",
-        &fixtures().public_key,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn run(args: &[String]) -> Run {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     no_secret(output(fh_lite(&a)))
@@ -46,7 +26,7 @@ fn create(d: &Deploy, out: &Path, extra: &[&str]) -> Run {
         .collect();
     args.push(out.display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(online(d));
+    args.extend(d.online());
     let r = run(&args);
     assert_eq!(r.code, 0, "bundle create: {r:?}");
     r
@@ -369,7 +349,7 @@ fn fetch_then_apply_requests_no_nar() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    args.extend(online(&d));
+    args.extend(d.online());
     let r = run(&args);
     assert_eq!(r.code, 0, "fetch: {r:?}");
     let want = &f.get("system-v1").path;
