@@ -70,8 +70,8 @@ COMMANDS:
     resolve    print the store path REF resolves to (no download)
     status     current generation, last attempt and success, failed paths,
                which token file is used and when it expires
-    rollback   switch the profile to the previous generation (or --to N)
-               and activate it
+    rollback   switch the profile to the newest earlier generation whose
+               system has not failed here (or --to N) and activate it
     recover    finish or undo an attempt a kill interrupted (apply and
                rollback do this first by themselves); see Crash safety
                in README.md

@@ -1,5 +1,6 @@
 //! `fh-lite rollback [--to N]`: switch the profile back to the previous
-//! generation (or generation N) and activate it, under the state lock,
+//! generation whose system has not failed on this machine (or generation
+//! N) and activate it, under the state lock,
 //! recording the attempt in the state file, after recovering an attempt a
 //! kill interrupted (recover.rs). The switch is journaled like an apply's
 //! activation: killed before its script finished, the next run (or
@@ -20,7 +21,7 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     if let Some(result) = crate::recover::before_command(common, &state)? {
         return result;
     }
-    let back = SwitchBack::prepare(common, to)?;
+    let back = SwitchBack::prepare(common, to, &state.failed()?)?;
     let reference = format!("rollback to generation {}", back.target.number);
     let attempt = Attempt::start(&reference, &back.store_path);
     state.begin(&attempt, &back.journal_entry(&reference))?;

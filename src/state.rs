@@ -468,6 +468,11 @@ impl StateDir {
         self.update(|s| push_failed(s, store_path, reference, exit))
     }
 
+    /// Every path remembered as failed (writers' view).
+    pub fn failed(&self) -> Result<Vec<FailedPath>, Error> {
+        Ok(self.load_for_update()?.failed)
+    }
+
     /// The failed-list entry for `store_path`, if it failed before.
     pub fn failed_entry(&self, store_path: &StorePath) -> Result<Option<FailedPath>, Error> {
         let path = store_path.to_string();

@@ -61,5 +61,8 @@ mod anycache;
 /// rollout.
 mod fleet;
 
+/// The operator's decisions: rollback past failed systems, hold.
+mod decisions;
+
 /// --root DIR is a jail: symlinks planted under DIR never lead fh-lite out.
 mod jail;
