@@ -55,6 +55,10 @@ pub fn run(
         if let Some(result) = recover::before_command(common, &state)? {
             return result;
         }
+        // `fh-lite hold`: the device stays where it is.
+        if let Some(h) = state.current()?.hold {
+            return Err(held(&h));
+        }
         // A reboot recorded earlier and due now (fleet.rs).
         if let Some(exit) = crate::fleet::reboot_if_due(common, fleet, &state)? {
             return Ok(exit);
@@ -174,6 +178,18 @@ pub fn run(
     crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)
 }
 
+/// The refusal of an apply while `fh-lite hold` holds the device.
+fn held(h: &crate::state::Hold) -> Error {
+    let on = crate::hold::on(h);
+    Error::new(
+        Exit::Held,
+        format!(
+            "this device is held on {on} since {} ('fh-lite hold'); nothing applied. 'fh-lite unhold' releases it",
+            format_time(h.time)
+        ),
+    )
+}
+
 /// An error of resolve, plan or fetch, or Interrupted when a signal
 /// caused it (a transfer stopped on purpose).
 fn interrupted_or(e: impl Into<Error>) -> Error {
@@ -211,6 +227,16 @@ fn already_done(
 ) -> Result<bool, Error> {
     if !opts.retry_failed {
         if let Some(f) = state.failed_entry(store_path)? {
+            if f.result == crate::state::ROLLED_AWAY {
+                return Err(Error::new(
+                    Exit::SkippedFailed,
+                    format!(
+                        "{store_path} ({}) was rolled away from by 'fh-lite rollback' at {}; skipped. Run again with --retry-failed to apply it anyway",
+                        f.reference,
+                        format_time(f.time)
+                    ),
+                ));
+            }
             return Err(Error::new(
                 Exit::SkippedFailed,
                 format!(

@@ -41,6 +41,7 @@ USAGE:
     fh-lite status [--json]
     fh-lite rollback [--to N]
     fh-lite recover
+    fh-lite hold | unhold
     fh-lite --help | --version
 
 REF:
@@ -75,6 +76,9 @@ COMMANDS:
     recover    finish or undo an attempt a kill interrupted (apply and
                rollback do this first by themselves); see Crash safety
                in README.md
+    hold       keep this device on its current system: apply changes
+               nothing and exits 44 until 'fh-lite unhold'
+    unhold     release the hold
 
 OPTIONS:
     -h, --help                 this text
@@ -443,6 +447,9 @@ pub enum Command {
         to: Option<u64>,
     },
     Recover,
+    /// `hold` / `unhold` (hold.rs).
+    Hold,
+    Unhold,
 }
 
 #[derive(Clone, Debug)]
@@ -597,7 +604,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("cache", Some("apply")),
     ("netrc-file", Some("apply")),
     ("cache-token-file", Some("apply")),
-    ("metrics-file", Some("apply rollback recover")),
+    ("metrics-file", Some("apply rollback recover hold unhold")),
     ("reboot", Some("apply")),
     ("reboot-window", Some("apply")),
     ("window", Some("apply")),
@@ -761,7 +768,7 @@ impl RawArgs {
     fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
         let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
-                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'",
+                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'",
             ));
         };
         self.check_scope(cmd)?;
@@ -811,9 +818,17 @@ impl RawArgs {
                 at_most(rest, 0, "'recover'")?;
                 Command::Recover
             }
+            "hold" => {
+                at_most(rest, 0, "'hold'")?;
+                Command::Hold
+            }
+            "unhold" => {
+                at_most(rest, 0, "'unhold'")?;
+                Command::Unhold
+            }
             other => {
                 return Err(Error::usage(format!(
-                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"
+                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"
             )))
             }
         })
@@ -1348,8 +1363,8 @@ mod tests {
     #[test]
     fn usage_errors_are_exact() {
         let cases: &[(&str, &str)] = &[
-            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'"),
-            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"),
+            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"),
             ("apply nixos a/b/0.1#x boot --trial", "option '--trial' is only for 'apply nixos REF switch', not nixos boot"),
             ("apply nix-darwin a/b/0.1#x --trial", "option '--trial' is only for 'apply nixos REF switch', not nix-darwin switch"),
             ("apply nixos a/b/0.1#x --activation-timeout 0", "option '--activation-timeout': '0' is not a positive number of seconds"),
@@ -1390,7 +1405,7 @@ mod tests {
             ("apply nixos a/b/0.1#x --reboot always", "unknown reboot policy 'always' [pick from: never, if-needed]"),
             ("apply nixos a/b/0.1#x --rollout-spread 1d", "option '--rollout-spread': '1d' is not a duration (e.g. 24h, 90m, 3600s)"),
             ("status --window 01:00-02:00", "option '--window' is only for 'apply', not 'status'"),
-            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover', not 'status'"),
+            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover' or 'hold' or 'unhold', not 'status'"),
             ("status --bogus", "invalid option '--bogus'"),
             ("status -x", "invalid option '-x'"),
             ("status --root", "missing argument for option '--root'"),

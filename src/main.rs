@@ -24,6 +24,7 @@ mod error;
 mod fetch;
 mod flakehub;
 mod fleet;
+mod hold;
 mod http;
 mod metrics;
 mod nix;
@@ -106,6 +107,8 @@ fn run_command(cli: &Cli) -> Result<Exit, Error> {
         Command::Status => status::run(&cli.common),
         Command::Rollback { to } => rollback::run(&cli.common, to),
         Command::Recover => recover::run(&cli.common),
+        Command::Hold => hold::hold(&cli.common),
+        Command::Unhold => hold::unhold(&cli.common),
     }
 }
 

@@ -146,6 +146,11 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
         u8::from(reboot),
     );
     o.gauge(
+        "held",
+        "1 while 'fh-lite hold' holds the device on its release.",
+        u8::from(state.hold.is_some()),
+    );
+    o.gauge(
         "failed_paths",
         "Store paths remembered as failed (skipped unless --retry-failed).",
         state.failed.len(),

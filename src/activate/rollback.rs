@@ -511,7 +511,9 @@ pub struct SwitchBack<'a> {
     pub target: Generation,
     /// Its store path, for the state file.
     pub store_path: StorePath,
-    current: Option<u64>,
+    pub current: Option<u64>,
+    /// The current generation's store path (what is rolled away from).
+    pub current_path: Option<String>,
     /// Generations a plain rollback passed over because their systems
     /// failed on this machine (newest first), with their failed entries.
     pub skipped: Vec<(u64, FailedPath)>,
@@ -530,6 +532,9 @@ impl<'a> SwitchBack<'a> {
         let ctx = Ctx::new(common);
         let profile = ctx.profile.path.display().to_string();
         let current = ctx.profile.current()?;
+        let current_path = current
+            .and_then(|n| ctx.profile.generation(n).ok())
+            .map(|g| g.target);
         let mut skipped = Vec::new();
         let target = match (to, current) {
             (Some(n), _) => ctx.profile.generation(n)?,
@@ -592,6 +597,7 @@ impl<'a> SwitchBack<'a> {
             target,
             store_path,
             current,
+            current_path,
             skipped,
             flavor,
         })

@@ -143,3 +143,173 @@ fn plain_rollback_with_only_failed_generations_below_names_them() {
     );
     assert_eq!(profile(&d), "system-2-link");
 }
+
+/// The value of `name` in the metrics file (a sample without labels).
+fn metric(file: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .to_string()
+}
+
+/// `status` text: the line starting with `key`, if any.
+fn status_line(d: &Deploy, key: &str) -> Option<String> {
+    let st = d.fh(&["status"]);
+    assert_eq!(st.code, 0, "{st:?}");
+    st.stdout
+        .lines()
+        .find(|l| l.starts_with(key))
+        .map(str::to_string)
+}
+
+#[test]
+fn an_operators_rollback_is_remembered_and_drops_the_reboot_need() {
+    if !can_chroot() {
+        return;
+    }
+    let d = deploy();
+    let mf = d.tmp.path().join("fh-lite.prom");
+    let mf = mf.to_str().unwrap();
+    good_failed_reboot(&d);
+    assert!(status_line(&d, "reboot needed").is_some());
+
+    let r = d.fh(&["rollback", "--to", "1", "--metrics-file", mf]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "fh-lite: rollback: {} is remembered as rolled away from; a later apply that resolves to it skips it (exit 34) unless --retry-failed\n",
+            path("system-exit100")
+        )),
+        "{r:?}"
+    );
+    assert_eq!(profile(&d), "system-1-link");
+    // The reboot need belonged to generation 3: gone from status and the
+    // metrics.
+    assert_eq!(status_line(&d, "reboot needed"), None);
+    assert_eq!(metric(Path::new(mf), "fh_lite_reboot_needed"), "0");
+    let failed = d.fh(&["status"]).stdout;
+    assert!(
+        failed.contains(&format!(
+            "{} ({}, rolled-away at ",
+            path("system-exit100"),
+            d.reference("=0.1.3")
+        )),
+        "{failed}"
+    );
+
+    // The next run of the same reference does not re-apply it, and says
+    // how to.
+    let log = switches(&d.root);
+    let r = d.apply("=0.1.3", &[]);
+    assert_eq!(r.code, 34, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "fh-lite: {} ({}) was rolled away from by 'fh-lite rollback' at ",
+            path("system-exit100"),
+            d.reference("=0.1.3")
+        )),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .ends_with("; skipped. Run again with --retry-failed to apply it anyway\n"),
+        "{r:?}"
+    );
+    assert_eq!(switches(&d.root), log);
+    assert_eq!(profile(&d), "system-1-link");
+    let r = d.apply("=0.1.3", &["--retry-failed", "-q"]);
+    assert_eq!(r.code, 40, "{r:?}");
+}
+
+#[test]
+fn a_timer_run_of_a_loose_reference_does_not_undo_a_rollback() {
+    if !can_chroot() {
+        return;
+    }
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.1", "system-v1"), ("0.1.2", "system-v2")],
+        "{}",
+    );
+    assert_eq!(d.apply("=0.1.1", &["-q"]).code, 0);
+    assert_eq!(d.apply("0.1", &["-q"]).code, 0);
+    assert_eq!(profile(&d), "system-2-link");
+    assert_eq!(d.fh(&["rollback", "-q"]).code, 0);
+    assert_eq!(profile(&d), "system-1-link");
+    let r = d.apply("0.1", &[]);
+    assert_eq!(r.code, 34, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("was rolled away from by 'fh-lite rollback'"),
+        "{r:?}"
+    );
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(switches(&d.root), ["v1 switch", "v2 switch", "v1 switch"]);
+}
+
+#[test]
+fn hold_keeps_the_device_on_its_release_until_unhold() {
+    if !can_chroot() {
+        return;
+    }
+    let d = deploy();
+    let mf = d.tmp.path().join("fh-lite.prom");
+    let mf = mf.to_str().unwrap();
+    let v1 = path("system-v1");
+    assert_eq!(d.apply("=0.1.1", &["-q"]).code, 0);
+
+    let r = d.fh(&["hold", "--metrics-file", mf]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!("fh-lite: held on generation 1 ({v1}): apply changes nothing (exit 44) until 'fh-lite unhold'\n")
+    );
+    assert_eq!(metric(Path::new(mf), "fh_lite_held"), "1");
+    let held = status_line(&d, "held").unwrap_or_default();
+    assert!(
+        held.starts_with(&format!("held            on generation 1 ({v1}) since ")),
+        "{held}"
+    );
+    let js = d.fh(&["status", "--json"]);
+    assert!(
+        js.stdout.contains(&format!(
+            "\"held\":{{\"generation\":1,\"store_path\":\"{v1}\",\"time\":"
+        )),
+        "{js:?}"
+    );
+
+    // apply changes nothing while held: exit 44, nothing fetched or run.
+    let nars = d.hub.requests_to("/nar/").len();
+    let r = d.apply("=0.1.4", &["--metrics-file", mf]);
+    assert_eq!(r.code, 44, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "fh-lite: this device is held on generation 1 ({v1}) since "
+        )),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .ends_with(" ('fh-lite hold'); nothing applied. 'fh-lite unhold' releases it\n"),
+        "{r:?}"
+    );
+    assert_eq!(d.hub.requests_to("/nar/").len(), nars);
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(metric(Path::new(mf), "fh_lite_held"), "1");
+    assert_eq!(metric(Path::new(mf), "fh_lite_last_exit_code"), "44");
+
+    let r = d.fh(&["unhold", "--metrics-file", mf]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with("fh-lite: released the hold on generation 1"),
+        "{r:?}"
+    );
+    assert_eq!(metric(Path::new(mf), "fh_lite_held"), "0");
+    assert_eq!(status_line(&d, "held"), None);
+    assert!(d.fh(&["status", "--json"]).stdout.contains("\"held\":null"));
+    let r = d.apply("=0.1.4", &["-q"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(profile(&d), "system-2-link");
+}
