@@ -82,6 +82,8 @@ pub fn run(
         }
     };
     say(common, &msg);
+    crate::outcome::store_path(&root_path);
+    crate::outcome::action(opts.action.as_str());
     let mut attempt = Attempt::start(&reference, &root_path);
     if !opts.dry_run {
         stop_if_interrupted(&state, &attempt)?;
@@ -108,6 +110,7 @@ pub fn run(
             plan.render_human()
         };
         crate::print_stdout(&out);
+        crate::outcome::outcome("dry-run");
         return Ok(Exit::Success);
     }
     stop_if_interrupted(&state, &attempt)?;
@@ -169,6 +172,10 @@ pub fn run(
         eprintln!("fh-lite: warning: {e}");
     }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+    crate::outcome::generation(report.generation);
+    if matches!(exit, Exit::Success | Exit::RebootNeeded) {
+        crate::outcome::outcome("activated");
+    }
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
     // Anti-downgrade memory (offline.rs): the exact version now applied.
     if exit == Exit::Success {
@@ -260,6 +267,14 @@ fn already_done(
     say(
         common,
         &format!("{store_path} is already the current system; nothing to do (--force re-runs activation)"),
+    );
+    crate::outcome::outcome("already-current");
+    crate::outcome::generation(
+        crate::activate::Ctx::new(common)
+            .profile
+            .current()
+            .ok()
+            .flatten(),
     );
     Ok(true)
 }

@@ -85,7 +85,8 @@ OPTIONS:
     -V, --version              print the version
     -q, --quiet                no progress output
     -v, --verbose              more detail (retries, each request)
-        --json                 machine-readable output (events for apply)
+        --json                 machine-readable output (JSON Lines ending with
+                               a 'result' event; see README.md)
         --dry-run              plan only: print paths and sizes, change nothing
         --root DIR             work on the system installed at DIR (store,
                                profiles, state under DIR; activation chrooted)
@@ -134,10 +135,10 @@ OPTIONS:
         --to N                 rollback: the generation number to switch to
 
 FLEETS (apply; see Fleets in README.md):
-        --metrics-file PATH    after every apply, rollback or recover, write
-                               Prometheus text metrics (fh_lite_*) to PATH
-                               atomically, for node_exporter's textfile
-                               collector
+        --metrics-file PATH    after every apply, rollback, recover, hold or
+                               unhold, write Prometheus text metrics
+                               (fh_lite_*) to PATH atomically, for
+                               node_exporter's textfile collector
         --reboot never|if-needed
                                if-needed: when the new system needs a reboot
                                (switch-to-configuration 100, or its kernel,

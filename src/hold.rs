@@ -18,6 +18,7 @@ pub fn hold(common: &Common) -> Result<Exit, Error> {
             common,
             &format!("already held on {} since {}", on(&h), format_time(h.time)),
         );
+        crate::outcome::outcome("held");
         return Ok(Exit::Success);
     }
     let ctx = Ctx::new(common);
@@ -28,6 +29,11 @@ pub fn hold(common: &Common) -> Result<Exit, Error> {
         time: crate::util::unix_now(),
     };
     state.set_hold(Some(h.clone()))?;
+    crate::outcome::outcome("held");
+    crate::outcome::generation(h.generation);
+    if let Some(p) = &h.store_path {
+        crate::outcome::store_path(p);
+    }
     say(
         common,
         &format!(
@@ -46,6 +52,7 @@ pub fn unhold(common: &Common) -> Result<Exit, Error> {
         None => say(common, "not held; nothing to do"),
         Some(h) => {
             state.set_hold(None)?;
+            crate::outcome::outcome("released");
             say(
                 common,
                 &format!(

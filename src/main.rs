@@ -29,6 +29,7 @@ mod http;
 mod metrics;
 mod nix;
 mod offline;
+mod outcome;
 mod outref;
 mod pin;
 mod plan;
@@ -74,6 +75,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<Exit, Error> {
     let (started, clock) = (util::unix_now(), std::time::Instant::now());
     let result = run_command(&cli);
+    // `--json`: the stream's closing `result` event (outcome.rs).
+    if let (true, Some(command)) = (cli.common.json, streamed(&cli.command)) {
+        print_stdout(&outcome::line(command, &result));
+    }
     if let Some(path) = &cli.fleet.metrics_file {
         let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
         if exit != Exit::AlreadyRunning {
@@ -87,6 +92,23 @@ fn run(cli: Cli) -> Result<Exit, Error> {
         }
     }
     result
+}
+
+/// The commands whose `--json` output is a stream of events ending with
+/// a `result` event; `status` and `resolve` print one report instead.
+fn streamed(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Apply(_) => "apply",
+        Command::Fetch(_) => "fetch",
+        Command::BundleCreate(_) => "bundle-create",
+        Command::Rollback { .. } => "rollback",
+        Command::Recover => "recover",
+        Command::Hold => "hold",
+        Command::Unhold => "unhold",
+        Command::Help | Command::Version | Command::Resolve { .. } | Command::Status => {
+            return None
+        }
+    })
 }
 
 /// Run one command; the whole program's shape fits on this screen.

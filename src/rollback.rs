@@ -50,8 +50,14 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
             eprintln!("fh-lite: rollback: {path} is remembered as rolled away from; a later apply that resolves to it skips it (exit 34) unless --retry-failed");
         }
     }
+    crate::outcome::store_path(&back.store_path);
+    crate::outcome::action(crate::state::ROLLBACK_ACTION);
     let mut report = Report::default();
     let result = back.run(&mut report);
+    crate::outcome::generation(report.generation);
+    if result.is_ok() {
+        crate::outcome::outcome("activated");
+    }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(&attempt, exit, report.generation, false)?;
     result

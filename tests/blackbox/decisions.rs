@@ -13,15 +13,15 @@ use crate::support::{is_root, require};
 const PROFILES: &str = "nix/var/nix/profiles";
 
 /// Chrooting needs root: a recorded skip without it (`support::require`).
-fn can_chroot() -> bool {
+pub fn can_chroot() -> bool {
     require("root to chroot", is_root())
 }
 
-fn path(fixture: &str) -> String {
+pub fn path(fixture: &str) -> String {
     fixtures().get(fixture).path.clone()
 }
 
-fn profile(d: &Deploy) -> String {
+pub fn profile(d: &Deploy) -> String {
     std::fs::read_link(d.root.join(PROFILES).join("system"))
         .unwrap()
         .to_string_lossy()
@@ -29,7 +29,7 @@ fn profile(d: &Deploy) -> String {
 }
 
 /// "VARIANT ARGS" of every switch-to-configuration call, in order.
-fn switches(root: &Path) -> Vec<String> {
+pub fn switches(root: &Path) -> Vec<String> {
     let text =
         std::fs::read_to_string(root.join("var/log/fh-lite-test/switch.log")).unwrap_or_default();
     text.lines()
@@ -48,7 +48,7 @@ fn switches(root: &Path) -> Vec<String> {
 
 /// 0.1.1 = v1 (good), 0.1.2 = exit 1 (rolled back), 0.1.3 = exit 100
 /// (reboot needed), 0.1.4 = v2 (good).
-fn deploy() -> Deploy {
+pub fn deploy() -> Deploy {
     Deploy::new(
         "zstd",
         &[
@@ -63,7 +63,7 @@ fn deploy() -> Deploy {
 
 /// Generation 1 good, 2 failed and rolled back (its link stays), 3 needs a
 /// reboot.
-fn good_failed_reboot(d: &Deploy) {
+pub fn good_failed_reboot(d: &Deploy) {
     assert_eq!(d.apply("=0.1.1", &["-q"]).code, 0);
     let r = d.apply("=0.1.2", &["-q"]);
     assert_eq!(r.code, 32, "{r:?}");
@@ -145,7 +145,7 @@ fn plain_rollback_with_only_failed_generations_below_names_them() {
 }
 
 /// The value of `name` in the metrics file (a sample without labels).
-fn metric(file: &Path, name: &str) -> String {
+pub fn metric(file: &Path, name: &str) -> String {
     let text = std::fs::read_to_string(file).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -154,7 +154,7 @@ fn metric(file: &Path, name: &str) -> String {
 }
 
 /// `status` text: the line starting with `key`, if any.
-fn status_line(d: &Deploy, key: &str) -> Option<String> {
+pub fn status_line(d: &Deploy, key: &str) -> Option<String> {
     let st = d.fh(&["status"]);
     assert_eq!(st.code, 0, "{st:?}");
     st.stdout
