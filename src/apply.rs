@@ -86,6 +86,8 @@ pub fn run(
     crate::outcome::action(opts.action.as_str());
     let mut attempt = Attempt::start(&reference, &root_path);
     if !opts.dry_run {
+        // The device checked in, whatever comes of it.
+        state.checked(attempt.time())?;
         stop_if_interrupted(&state, &attempt)?;
         if already_done(common, opts, &state, &root_path)? {
             return Ok(Exit::Success);
@@ -139,6 +141,8 @@ pub fn run(
     let total_paths = plan.paths.len();
     let fetched = token.fetch(store, &opts.trusted_keys, opts.jobs, plan);
     if let Err(e) = fetched.map_err(interrupted_or) {
+        // Stopped midway: what actually arrived, not the planned total.
+        attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
         state.record_result(&attempt, e.exit, None, false)?;
         return Err(e);
     }

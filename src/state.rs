@@ -9,7 +9,8 @@
 //!   "fleet": { "reboot": Pending | null,
 //!              "rollout": [ { "store_path", "reference", "first_seen",
 //!                             "activate_at" } … ] } | null,
-//!   "hold": { "generation", "store_path", "time" } | null }
+//!   "hold": { "generation", "store_path", "time" } | null,
+//!   "last_check": unix seconds | null }
 //! Record = { "reference", "store_path", "generation": u64|null,
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
@@ -92,6 +93,9 @@ pub struct State {
     pub fleet: Option<FleetState>,
     /// `fh-lite hold`: the device stays on its release until `unhold`.
     pub hold: Option<Hold>,
+    /// Unix seconds: when an apply last got an answer from its source
+    /// (FlakeHub, a cache, a bundle), even if there was nothing to do.
+    pub last_check: Option<u64>,
 }
 
 /// What `fh-lite hold` recorded: the system the device is held on.
@@ -472,6 +476,11 @@ impl StateDir {
     /// The state as writers see it (a corrupt file is moved aside).
     pub fn current(&self) -> Result<State, Error> {
         self.load_for_update()
+    }
+
+    /// Record that an apply resolved its reference at `time`.
+    pub fn checked(&self, time: u64) -> Result<(), Error> {
+        self.update(|s| s.last_check = Some(time))
     }
 
     /// Set (Some) or release (None) the hold.

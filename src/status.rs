@@ -57,6 +57,8 @@ struct StatusJson {
     versions: std::collections::BTreeMap<String, String>,
     /// `fh-lite hold`: what the device is held on, or null.
     held: Option<Hold>,
+    /// When an apply last resolved its reference (unix seconds), or null.
+    last_check: Option<u64>,
 }
 
 pub fn gather(common: &Common) -> Result<Status, Error> {
@@ -87,6 +89,7 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
         rollout: fleet.rollout,
         versions,
         held: state.hold,
+        last_check: state.last_check,
     };
     Ok(Status {
         json,
@@ -127,6 +130,13 @@ pub fn render_text(s: &Status) -> String {
     let record = |r: &Option<Record>| r.as_ref().map_or("none".to_string(), record_line);
     line("last attempt", &record(&j.last_attempt));
     line("last success", &record(&j.last_success));
+    if let Some(t) = j.last_check {
+        let t = format_time(t);
+        line(
+            "last check",
+            &format!("{t} (an apply resolved its reference)"),
+        );
+    }
     if j.failed.is_empty() {
         line("failed paths", "none");
     }
