@@ -152,7 +152,8 @@ FLEETS (apply; see Fleets in README.md):
                                outside it, stage the closure (as fetch) and
                                exit 43
         --rollout-spread DURATION
-                               e.g. 24h, 90m, 3600s: a newly seen store path
+                               e.g. 1d, 24h, 1h30m, 3600s (a plain number
+                               is seconds): a newly seen store path
                                activates after a per-device delay in
                                [0, DURATION) from /etc/machine-id and the
                                path; until then stage it and exit 43
@@ -617,6 +618,36 @@ fn string(v: OsString, opt: &str) -> Result<String, Error> {
         .map_err(|v| Error::usage(format!("option '--{opt}': value {v:?} is not valid UTF-8")))
 }
 
+/// The long option closest to a mistyped `given` (at most two edits, or
+/// one that starts with it), if any.
+fn nearest_option(given: &str) -> Option<&'static str> {
+    let names = LONG_OPTIONS
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(["help", "version", "quiet", "verbose"]);
+    names
+        .map(|o| (edit_distance(given, o), o))
+        .filter(|(d, o)| *d <= 2 || (given.len() >= 3 && o.starts_with(given)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
+/// Levenshtein distance (options are short ASCII words).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 fn usage(e: lexopt::Error) -> Error {
     Error::usage(e.to_string())
 }
@@ -638,7 +669,14 @@ where
             Short('v') | Long("verbose") => "verbose",
             Long(l) => match LONG_OPTIONS.iter().find(|(o, _)| o == l) {
                 Some((o, _)) => o,
-                None => return Err(usage(arg.unexpected())),
+                None => {
+                    let near = nearest_option(l);
+                    let mut e = usage(arg.unexpected());
+                    if let Some(near) = near {
+                        e.message.push_str(&format!("; did you mean '--{near}'?"));
+                    }
+                    return Err(e);
+                }
             },
             Value(v) => {
                 a.positionals.push(string(v.clone(), "")?);
@@ -1404,10 +1442,14 @@ mod tests {
             ("apply nixos a/b/0.1#x --window 2-4", "option '--window': '2-4' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
             ("apply nixos a/b/0.1#x --reboot-window 02:00-02:00", "option '--reboot-window': '02:00-02:00' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
             ("apply nixos a/b/0.1#x --reboot always", "unknown reboot policy 'always' [pick from: never, if-needed]"),
-            ("apply nixos a/b/0.1#x --rollout-spread 1d", "option '--rollout-spread': '1d' is not a duration (e.g. 24h, 90m, 3600s)"),
+            ("apply nixos a/b/0.1#x --rollout-spread 1x", "option '--rollout-spread': '1x' is not a duration (e.g. 1d, 24h, 1h30m, 90m, 3600s; a plain number is seconds)"),
             ("status --window 01:00-02:00", "option '--window' is only for 'apply', not 'status'"),
             ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover' or 'hold' or 'unhold', not 'status'"),
             ("status --bogus", "invalid option '--bogus'"),
+            ("apply nixos a/b/0.1#x --rollback-of 1", "invalid option '--rollback-of'; did you mean '--rollback-on'?"),
+            ("apply nixos a/b/0.1#x --helth-check true", "invalid option '--helth-check'; did you mean '--health-check'?"),
+            ("apply nixos a/b/0.1#x --dryrun", "invalid option '--dryrun'; did you mean '--dry-run'?"),
+            ("apply nixos a/b/0.1#x --retry", "invalid option '--retry'; did you mean '--retry-failed'?"),
             ("status -x", "invalid option '-x'"),
             ("status --root", "missing argument for option '--root'"),
         ];

@@ -84,5 +84,41 @@ fn reference_errors_quote_the_input() {
 fn unknown_option_is_a_usage_error() {
     let r = run(&["status", "--token", "abc"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert_eq!(r.stderr, "fh-lite: invalid option '--token'\n");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: invalid option '--token'; did you mean '--token-file'?\n"
+    );
+    let r = run(&["rollback", "--too", "2"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: invalid option '--too'; did you mean '--to'?\n"
+    );
+}
+
+/// `--rollout-spread` takes days and compound durations; they pass the
+/// command line (the run then stops at the missing token, exit 10).
+#[test]
+fn rollout_spread_takes_days_and_compound_durations() {
+    for spread in ["1d", "1h30m", "24s", "3600"] {
+        let r = run(&[
+            "apply",
+            "nixos",
+            "a/b/0.1#x",
+            "--rollout-spread",
+            spread,
+            "--token-file",
+            "/nonexistent/fh-lite-token",
+            "--root",
+            "/nonexistent-fh-lite-root",
+        ]);
+        assert_ne!(r.code, 2, "{spread}: {r:?}");
+        assert!(!r.stderr.contains("not a duration"), "{spread}: {r:?}");
+    }
+    let r = run(&["apply", "nixos", "a/b/0.1#x", "--rollout-spread", "1w"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: option '--rollout-spread': '1w' is not a duration (e.g. 1d, 24h, 1h30m, 90m, 3600s; a plain number is seconds)\n"
+    );
 }
