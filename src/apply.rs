@@ -44,6 +44,10 @@ pub fn run(
         eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
+    // --rollout-spread needs the machine id: checked before any network work.
+    if fleet.rollout_spread.is_some() && !opts.dry_run {
+        crate::schedule::machine_id(common.root.as_deref())?;
+    }
     let state = StateDir::of(common);
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;

@@ -169,21 +169,17 @@ pub fn in_window(w: Window, t: u64) -> bool {
 pub fn machine_id(root: Option<&Path>) -> Result<String, Error> {
     let path = root.unwrap_or(Path::new("/")).join("etc/machine-id");
     let id = std::fs::read_to_string(&path).map_err(|e| {
-        Error::io(
-            "read the device identity for --rollout-spread from",
-            &path,
-            &e,
-        )
+        Error::usage(format!(
+            "--rollout-spread needs this device's machine id, but {} cannot be read: {e} (systemd-machine-id-setup makes one)",
+            path.display()
+        ))
     })?;
     let id = id.trim().to_string();
     if id.is_empty() {
-        return Err(Error::new(
-            crate::error::Exit::Internal,
-            format!(
-                "{} is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)",
-                path.display()
-            ),
-        ));
+        return Err(Error::usage(format!(
+            "{} is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)",
+            path.display()
+        )));
     }
     Ok(id)
 }
