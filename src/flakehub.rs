@@ -36,7 +36,7 @@ use crate::outref::OutputRef;
 pub use crate::http::Secret;
 
 // The JSON answers, decoded without I/O (the fuzz targets build it alone).
-mod answer;
+pub mod answer;
 
 /// Where Determinate Nix keeps the machine's FlakeHub token.
 pub const DETERMINATE_TOKEN: &str = "/nix/var/determinate/token";

@@ -292,9 +292,9 @@ pub fn check_disk_space(store_dir: &Path, needed: u64) -> Result<(), FetchError>
 mod tests {
     use super::*;
     use crate::error::Exit;
-    use crate::fetch::tests::{apply, Entry, TestCache};
     use crate::nix::signature::PublicKey;
     use crate::store::image::ImageStore;
+    use crate::testutil::cache::{apply, Entry, TestCache};
     use crate::testutil::nar::Node;
     use crate::testutil::{sp, TempDir};
 

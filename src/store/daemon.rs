@@ -53,7 +53,7 @@ use crate::nix::store_path::StorePath;
 
 // The wire codec and the stderr stream decoder: pure, so the fuzz
 // targets (fuzz/) can build them on their own.
-mod wire;
+pub mod wire;
 pub use wire::LogFn;
 use wire::*;
 

@@ -97,21 +97,6 @@ impl Drop for Unpacked {
     }
 }
 
-/// Remove a file, symlink or tree whose directories may be read-only
-/// (0555), as unpacked store paths are. Missing is fine. Relative to the
-/// parent's descriptor ([`Dir::remove_tree`]).
-#[cfg(test)]
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::other("not a removable path"));
-    };
-    match rootfs::open_dir(None, parent) {
-        Ok(d) => d.remove_tree(name),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The store directory `<root>/nix/store`, resolved beneath `root`
 /// ([`rootfs`]); created when `create`. A directory that is this machine's
 /// own `/nix/store` (reached through a symlink) is refused: fh-lite would
@@ -465,9 +450,9 @@ mod tests {
         }
         assert_eq!(fs::read(root.join("a")).unwrap(), b"abc");
         assert_eq!(fs::read_link(root.join("d/l")).unwrap(), Path::new("../a"));
-        remove_tree(&root).unwrap();
+        crate::testutil::remove_tree(&root).unwrap();
         assert!(!root.exists());
-        remove_tree(&root).unwrap();
+        crate::testutil::remove_tree(&root).unwrap();
     }
 
     #[test]
