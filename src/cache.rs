@@ -44,7 +44,7 @@ pub trait CacheClient: Sync {
     }
     /// One line on stderr about the transfer (resume.rs).
     fn note(&self, line: &str) {
-        eprintln!("fh-lite: {line}");
+        crate::ui::say(line);
     }
 
     fn narinfo_url(&self, hash_part: &str) -> String {
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn the_closure_token_goes_only_to_the_cache_origin() {
-        let client = Client::build(&[], true, true, RetryPolicy::default()).unwrap();
+        let client = Client::build(&[], true, RetryPolicy::default()).unwrap();
         let token = Secret::new("t");
         let cache = HttpCache {
             client: &client,

@@ -408,12 +408,12 @@ fn read_token(path: &Path, meta: &std::fs::Metadata, warn: bool) -> Result<Secre
     }
     let mode = meta.permissions().mode() & 0o777;
     if warn && mode & 0o077 != 0 {
-        eprintln!(
-            "fh-lite: warning: token file {} is readable by group or others (mode {mode:03o}); \
+        crate::ui::warn(&format!(
+            "token file {} is readable by group or others (mode {mode:03o}); \
 run 'chmod 600 {}'",
             path.display(),
             path.display()
-        );
+        ));
     }
     let mut raw = Vec::new();
     std::fs::File::open(path)

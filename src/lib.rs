@@ -49,11 +49,10 @@ mod status;
 mod store;
 #[doc(hidden)]
 pub mod testutil;
+pub mod ui;
 mod url;
 mod util;
 mod versions;
-
-use std::io::Write;
 
 use cli::{Cli, Command};
 use error::{Error, Exit};
@@ -69,6 +68,7 @@ pub mod fuzzing {
 /// Run one command, then write its metrics (`--metrics-file`, metrics.rs)
 /// unless another run holds the lock (it writes its own).
 pub fn run(cli: Cli) -> Result<Exit, Error> {
+    ui::set_quiet(cli.common.quiet || cli.common.json);
     let (started, clock) = (util::unix_now(), std::time::Instant::now());
     let result = run_command(&cli);
     if let Some(path) = &cli.fleet.metrics_file {
@@ -90,11 +90,11 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
 fn run_command(cli: &Cli) -> Result<Exit, Error> {
     match cli.command {
         Command::Help => {
-            print_stdout(&cli::help());
+            ui::print_stdout(&cli::help());
             Ok(Exit::Success)
         }
         Command::Version => {
-            print_stdout(&format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
+            ui::print_stdout(&format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
             Ok(Exit::Success)
         }
         Command::Resolve { ref reference } => resolve::run(&cli.common, reference),
@@ -105,9 +105,4 @@ fn run_command(cli: &Cli) -> Result<Exit, Error> {
         Command::Rollback { to } => rollback::run(&cli.common, to),
         Command::Recover => recover::run(&cli.common),
     }
-}
-
-/// Write to stdout; a closed pipe (`fh-lite --help | head`) is not an error.
-pub fn print_stdout(s: &str) {
-    let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }

@@ -5,7 +5,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,7 +12,7 @@ fn main() -> ExitCode {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             // One line (or a short paragraph) per error, never a backtrace.
-            let _ = writeln!(std::io::stderr().lock(), "fh-lite: {}", e.message);
+            fh_lite::ui::error(&e.message);
             ExitCode::from(e.exit.code())
         }
     }

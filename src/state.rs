@@ -346,11 +346,11 @@ impl StateDir {
                 self.open()
                     .and_then(|d| d.rename(STATE_FILE, &aside_name))
                     .map_err(|e| Error::io("move corrupt state file aside to", &aside, &e))?;
-                eprintln!(
-                    "fh-lite: warning: state file {}: {why}; moved aside to {}, starting afresh",
+                crate::ui::warn(&format!(
+                    "state file {}: {why}; moved aside to {}, starting afresh",
                     path.display(),
                     aside.display()
-                );
+                ));
                 Ok(<State as Default>::default())
             }
         }

@@ -102,7 +102,7 @@ impl Wire {
 
 /// Show a daemon log line on our stderr.
 pub fn log_to_stderr(line: &str) {
-    eprintln!("nix-daemon: {line}");
+    crate::ui::relay("nix-daemon", line);
 }
 
 // ---- one connection -----------------------------------------------------

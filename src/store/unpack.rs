@@ -176,14 +176,14 @@ pub fn remove_debris(store_dir: &Dir) {
         }
         let p = store_dir.join(&name);
         match store_dir.remove_tree(&name) {
-            Ok(()) => eprintln!(
-                "fh-lite: removed {}, left by an interrupted run (pid {pid})",
+            Ok(()) => crate::ui::say(&format!(
+                "removed {}, left by an interrupted run (pid {pid})",
                 p.display()
-            ),
-            Err(err) => eprintln!(
-                "fh-lite: warning: cannot remove {}, left by an interrupted run (pid {pid}): {err}",
+            )),
+            Err(err) => crate::ui::warn(&format!(
+                "cannot remove {}, left by an interrupted run (pid {pid}): {err}",
                 p.display()
-            ),
+            )),
         }
     }
 }
