@@ -1,7 +1,7 @@
 //! Download → decompress → NAR → store, verified while streaming.
 //!
 //! For every path of a [`Plan`] that the store lacks, the NAR is streamed
-//! through a stack of small `io::Read` adapters (STYLE.md habit 5):
+//! through a stack of small `io::Read` adapters (each adapter tags its own errors):
 //!
 //! ```text
 //! HTTP body ─► BodyLimit (FileSize, truncation, progress; without a
@@ -462,7 +462,7 @@ fn fetch_body(
 /// `READ_AHEAD` chunks queued, `READ_AHEAD + 2` in flight. NARs from
 /// [`BIG_CHUNKS_FROM`] on use chunks of [`BIG_CHUNK`] (1 MiB in flight):
 /// one hand-over, a wake-up on each side, per 256 KiB instead of per
-/// 64 KiB took a 512 MiB NAR from 1.09 to 0.91 s (README, "Where the time
+/// 64 KiB took a 512 MiB NAR from 1.09 to 0.91 s (docs/performance.md, "Where the time
 /// goes"); smaller ones keep [`CHUNK`] (256 KiB in flight), so that many
 /// mid-size NARs at once stay within the memory target.
 const READ_AHEAD: usize = 2;

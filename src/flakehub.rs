@@ -1,5 +1,5 @@
 //! FlakeHub: device-token discovery and output resolution
-//! (nix-protocols.md §0.1 and §7; reference/flakehub-resolve-only-deploy.txt).
+//! (docs/formats.md, "FlakeHub"; reference/flakehub-resolve-only-deploy.txt).
 //!
 //! **Device token.** The first of these files that exists is used, its
 //! contents trimmed (an empty file is an error naming it):
@@ -462,7 +462,7 @@ mod tests {
     const SP: &str = "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-nixos-system-pi-24.05";
 
     /// `/nix/store/<32 nix32 chars>-<name>` and nothing below it, as Nix
-    /// checks store paths (nix-protocols.md §3).
+    /// checks store paths (docs/formats.md, "Hashes, nix32 and store paths").
     fn is_store_path(s: &str) -> bool {
         StorePath::parse(s).is_ok()
     }

@@ -1,6 +1,6 @@
 //! fh-lite: deploy a FlakeHub-published configuration onto this machine.
 //!
-//! The whole program is one pipeline (DESIGN.md):
+//! The whole program is one pipeline (docs/architecture.md):
 //!
 //! ```text
 //! outref ──► resolve ──► plan ──► fetch ──► register ──► activate

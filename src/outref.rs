@@ -1,6 +1,6 @@
 //! Output references: `org/project/version_req[#attr.path]`.
 //!
-//! The grammar is fh's (nix-protocols.md §0.1): an optional frontend prefix
+//! The grammar is fh's (docs/formats.md, "FlakeHub"): an optional frontend prefix
 //! (`https://flakehub.com/f/`, or the `--frontend-addr` given) is stripped;
 //! what remains is exactly three `/`-separated, non-empty segments, with no
 //! white space anywhere, optionally followed by one `#` and an attribute

@@ -1,5 +1,5 @@
 //! Recovery: finish or undo an attempt a kill interrupted (the journal in
-//! state.json's `pending`; journal-spec.md). `fh-lite apply` and
+//! state.json's `pending`; docs/journal.md). `fh-lite apply` and
 //! `fh-lite rollback` run it first, under the lock, before anything else;
 //! `fh-lite recover` runs it on its own.
 //!

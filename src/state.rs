@@ -13,7 +13,7 @@
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
 //!
-//! Pending = the unfinished attempt (the journal; journal-spec.md):
+//! Pending = the unfinished attempt (the journal; docs/journal.md):
 //!   { "reference", "store_path", "action", "trial", "phase",
 //!     "generation", "previous_generation", "previous_system", "time",
 //!     "pid", and how to redo it: "kind", "install_bootloader",

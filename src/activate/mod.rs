@@ -1,5 +1,5 @@
 //! Activation: profile generations, the activation script, rollback
-//! (nix-protocols.md §6).
+//! (docs/formats.md, "Profiles and activation").
 //!
 //! The apply command calls, after the closure is valid in the store:
 //!

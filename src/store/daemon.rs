@@ -1,12 +1,12 @@
 //! The nix-daemon backend: a client of the worker protocol over the daemon's
-//! unix socket (nix-protocols.md §5.1).
+//! unix socket (docs/formats.md, "Daemon protocol").
 //!
 //! Wire primitives (little-endian): `u64`; strings are `u64 len ‖ bytes ‖
 //! zero padding to 8`; sets are `u64 count ‖ items`. After every operation
 //! the daemon sends a "stderr stream" of tagged messages (log lines,
 //! activities, an error) ending in `STDERR_LAST`, then the op's result.
 //!
-//! Handshake: we announce protocol 1.37 (the recommendation of §5.1: no
+//! Handshake: we announce protocol 1.37 (docs/formats.md, "Daemon protocol"; no
 //! feature exchange, works with Nix 2.8's 1.34 and with 1.38 daemons, which
 //! negotiate down to 1.37). The feature exchange of ≥ 1.38 is implemented
 //! too (we offer no features), so a daemon that insists on 1.38 also works.

@@ -1,4 +1,4 @@
-//! NAR → directory tree in a store, verified (reference/nix-protocols.md §4).
+//! NAR → directory tree in a store, verified (docs/formats.md, "NAR").
 //!
 //! [`unpack_verified`] restores one NAR stream into a temporary name on the
 //! store's filesystem, `<store>/<hash>-fhlite-tmp-<pid>-<rand>` (see
@@ -16,7 +16,7 @@
 //! writes the store removes it ([`remove_debris`]: only trees whose pid is
 //! no longer alive).
 //!
-//! The tree ends in Nix's canonical state (§4.3): directories 0555, files
+//! The tree ends in Nix's canonical state (formats.md "NAR: On disk"): directories 0555, files
 //! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything,
 //! symlinks included (`utimensat` with `AT_SYMLINK_NOFOLLOW`; a directory's
 //! after its entries), owner = this process.

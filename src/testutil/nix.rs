@@ -1,6 +1,6 @@
-//! Real Nix 2.8 for the unit tests: a private environment (toolchain.md
-//! §5: HOME, XDG_*, NIX_CONF_DIR, NIX_CONFIG; the host's /nix is never
-//! used) with its own signing key, a source chroot store with a signed
+//! Real Nix 2.8 for the unit tests: a private environment (HOME, XDG_*,
+//! NIX_CONF_DIR, NIX_CONFIG; the host's /nix is never used) with its own
+//! signing key, a source chroot store with a signed
 //! two-path closure, and a real `nix-daemon` on a private socket.
 //! Everything is removed or killed on drop.
 

@@ -1,4 +1,4 @@
-//! The daemon's wire codec (nix-protocols.md §5.1): primitives and the
+//! The daemon's wire codec (docs/formats.md, "Daemon protocol"): primitives and the
 //! decoder of the stderr stream that follows every operation. No sockets
 //! and no store here, only `Read`/`Vec<u8>`, so the fuzz target
 //! `daemon_stderr` (fuzz/) builds this file on its own.
