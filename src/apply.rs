@@ -23,6 +23,7 @@ use crate::recover::{self, AttemptJournal};
 use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::store::select;
 use crate::store::Store;
+use crate::ui::say;
 
 pub fn run(
     common: &Common,
@@ -40,8 +41,8 @@ pub fn run(
         None => (None, None),
     };
     let opts = bundle_opts.as_ref().unwrap_or(opts);
-    if opts.reference.is_loose() && offline.cache.is_none() && !common.quiet {
-        eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
+    if opts.reference.is_loose() && offline.cache.is_none() {
+        crate::ui::warn(&crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
     // --rollout-spread needs the machine id: checked before any network work.
@@ -85,7 +86,7 @@ pub fn run(
             (r.clone(), format!("{r} resolves to {root_path}"))
         }
     };
-    say(common, &msg);
+    say(&msg);
     crate::outcome::store_path(&root_path);
     crate::outcome::action(opts.action.as_str());
     let mut attempt = Attempt::start(&reference, &root_path);
@@ -115,7 +116,7 @@ pub fn run(
         } else {
             plan.render_human()
         };
-        crate::print_stdout(&out);
+        crate::ui::print_stdout(&out);
         crate::outcome::outcome("dry-run");
         return Ok(Exit::Success);
     }
@@ -154,7 +155,7 @@ pub fn run(
     let paths = crate::progress::plural(total_paths as u64, "path");
     let secs = started.elapsed().as_secs_f64();
     let msg = format!("{paths} in {} ({secs:.1}s)", store.describe());
-    say(common, &msg);
+    say(&msg);
     if let Some(why) = &deferred {
         return crate::fleet::stage_deferred(common, &state, &attempt, why);
     }
@@ -177,7 +178,7 @@ pub fn run(
     // passes a new temp root straight to a running collector; any later
     // collection sees the generation.
     if let Err(e) = store.add_temp_roots(std::slice::from_ref(&root_path)) {
-        eprintln!("fh-lite: warning: {e}");
+        crate::ui::warn(&e.to_string());
     }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     crate::outcome::generation(report.generation);
@@ -224,13 +225,6 @@ fn stop_if_interrupted(state: &StateDir, attempt: &Attempt) -> Result<(), Error>
     Err(crate::signal::error())
 }
 
-/// A progress line on stderr (not with --quiet or --json).
-fn say(common: &Common, msg: &str) {
-    if !common.quiet && !common.json {
-        eprintln!("fh-lite: {msg}");
-    }
-}
-
 /// Before anything is fetched: Err(SkippedFailed) when the path failed
 /// activation before (unless --retry-failed); true when it is what this
 /// machine already runs (unless --force).
@@ -272,10 +266,9 @@ fn already_done(
     if opts.force || !activate::is_current(common, opts, store_path) {
         return Ok(false);
     }
-    say(
-        common,
-        &format!("{store_path} is already the current system; nothing to do (--force re-runs activation)"),
-    );
+    say(&format!(
+        "{store_path} is already the current system; nothing to do (--force re-runs activation)"
+    ));
     crate::outcome::outcome("already-current");
     crate::outcome::generation(
         crate::activate::Ctx::new(common)
@@ -419,10 +412,7 @@ impl<'a> ClosureToken<'a> {
             return Ok(false);
         }
         self.refreshes += 1;
-        say(
-            self.common,
-            "the cache refused the closure token (expired?); asking FlakeHub for a fresh one",
-        );
+        say("the cache refused the closure token (expired?); asking FlakeHub for a fresh one");
         // The reference must still resolve to the same path (a loose
         // requirement may have moved on).
         let reference = &self.opts.reference;

@@ -74,8 +74,8 @@ COMMANDS:
     rollback   switch the profile to the newest earlier generation whose
                system has not failed here (or --to N) and activate it
     recover    finish or undo an attempt a kill interrupted (apply and
-               rollback do this first by themselves); see Crash safety
-               in README.md
+               rollback do this first by themselves); see
+               docs/crash-safety.md
     hold       keep this device on its current system: apply changes
                nothing and exits 44 until 'fh-lite unhold'
     unhold     release the hold

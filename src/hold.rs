@@ -75,8 +75,6 @@ pub fn on(h: &Hold) -> String {
     }
 }
 
-fn say(common: &Common, msg: &str) {
-    if !common.quiet {
-        eprintln!("fh-lite: {msg}");
-    }
+fn say(_common: &Common, msg: &str) {
+    crate::ui::say(msg);
 }

@@ -46,9 +46,7 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
         .as_ref()
         .filter(|(p, _)| *p != back.store_path.to_string())
     {
-        if !common.quiet {
-            eprintln!("fh-lite: rollback: {path} is remembered as rolled away from; a later apply that resolves to it skips it (exit 34) unless --retry-failed");
-        }
+        crate::ui::say(&format!("rollback: {path} is remembered as rolled away from; a later apply that resolves to it skips it (exit 34) unless --retry-failed"));
     }
     crate::outcome::store_path(&back.store_path);
     crate::outcome::action(crate::state::ROLLBACK_ACTION);

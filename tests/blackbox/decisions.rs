@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::apply::Deploy;
+use crate::support::deploy::Deploy;
 use crate::support::fixtures::fixtures;
 use crate::support::{is_root, require};
 

@@ -4,8 +4,8 @@
 
 use miniserde::json::{self, Value};
 
-use crate::apply::no_secret;
 use crate::decisions::{can_chroot, deploy, path};
+use crate::support::deploy::no_secret;
 use crate::support::util::{output, Run};
 
 /// Every stdout line is a JSON object with an `event`; exactly one is a
@@ -290,7 +290,7 @@ fn an_interrupted_transfer_records_what_arrived() {
     if !can_chroot() {
         return;
     }
-    let d = crate::apply::Deploy::new(
+    let d = crate::support::deploy::Deploy::new(
         "zstd",
         &[("0.1.1", "system-slow-v2")],
         r#"{"slow": [{"prefix": "/nar/", "chunk": 1048576, "delay_ms": 200}]}"#,
