@@ -603,7 +603,7 @@ fn a_concurrent_apply_is_refused() {
     slow.env("FH_LITE_TEST_SLEEP", "3")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = slow.spawn().unwrap();
+    let child = crate::support::watchdog::spawn(slow);
     let start = Instant::now();
     while switch_log(&d).is_empty() {
         assert!(

@@ -340,7 +340,7 @@ impl Lab {
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
             .process_group(0);
-        (c.spawn().expect("spawn fh-lite"), out, err)
+        (crate::support::watchdog::spawn(c), out, err)
     }
 
     /// The apply `req` with `extra`, to completion (or [`RUN_LIMIT`]).
@@ -1308,7 +1308,7 @@ fn rollback_killed_mid_switch_is_finished_by_recover() {
         .stdout(Stdio::null())
         .stderr(fs::File::create(&err).unwrap())
         .process_group(0);
-    let mut child = c.spawn().expect("spawn fh-lite rollback");
+    let mut child = crate::support::watchdog::spawn(c);
     let began = Instant::now();
     let started = |m: &Marks| {
         m.switch[start.switch.len().min(m.switch.len())..]

@@ -354,7 +354,7 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
     let store = vec!["--store".to_string(), "nix".to_string()];
     let mut cmd = live(&d, "=0.1.175", &with(&["boot"], &store));
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn fh-lite");
+    let child = crate::support::watchdog::spawn(cmd);
     let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -468,7 +468,7 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
 fn spawn_live(d: &Deploy, req: &str, extra: &[&str]) -> std::process::Child {
     let mut c = live(d, req, extra);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    c.spawn().expect("spawn fh-lite")
+    crate::support::watchdog::spawn(c)
 }
 
 fn finish(child: std::process::Child) -> Run {

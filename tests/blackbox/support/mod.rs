@@ -12,6 +12,9 @@ pub mod nixd;
 /// Run the binary under test; temporary directories.
 pub mod util;
 
+/// The time limit on every run of fh-lite (a hang fails, naming the test).
+pub mod watchdog;
+
 /// What a test needs from the host (root, busybox) and the one way it is
 /// skipped without it (`FH_LITE_REQUIRE_ALL`, `FH_LITE_SKIP_LOG`); fake
 /// systems. The same file as the unit tests' `testutil::host`.
