@@ -22,6 +22,11 @@
 //!
 //! Recovery journals its own phases, so a kill during recovery is
 //! recovered by the next run in the same way.
+//!
+//! Before any of this, a script the dead run left running (fh-lite alone
+//! was killed; the script has a process group of its own) is waited for,
+//! up to the attempt's `--activation-timeout`, then killed with its group
+//! (activate/orphan.rs): recovery never runs a second activation beside it.
 
 use crate::activate::{self, Before, Journal, Report, Settings};
 use crate::cli::Common;
@@ -91,6 +96,8 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
         )
     })?;
     let attempt = Attempt::resumed(&p.reference, &path, p.time);
+    // A script the dead run started may still run: never a second beside it.
+    activate::orphan::settle(common, &p)?;
     if p.action == ROLLBACK_ACTION {
         return redo_rollback_command(common, state, &p, &attempt).map(Recovery::Finished);
     }

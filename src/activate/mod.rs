@@ -29,6 +29,7 @@
 
 pub mod flavor;
 pub mod home_manager;
+pub mod orphan;
 pub mod profiles;
 pub mod rollback;
 
@@ -380,7 +381,8 @@ impl<'a> Ctx<'a> {
     /// Run `program args` (inside the root with `--root`), its output on our
     /// stderr so stdout stays for results, in a process group of its own (a
     /// terminal's Ctrl-C reaches fh-lite only). With a `timeout`, a run that
-    /// outlives it is killed with its whole group.
+    /// outlives it is killed with its whole group. While it runs, the
+    /// journal holds it ([`orphan`]).
     pub fn run(
         &self,
         program: &Path,
@@ -402,16 +404,22 @@ impl<'a> Ctx<'a> {
         };
         let mut child = cmd.spawn().map_err(spawn_error)?;
         let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().map_err(spawn_error)? {
-                return Ok(st.code().map_or(Ran::Killed, Ran::Code));
+        // In the journal while it runs: it outlives a killed fh-lite.
+        orphan::started(self, program, args, child.id());
+        let ran = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Ok(st.code().map_or(Ran::Killed, Ran::Code)),
+                Ok(None) => {}
+                Err(e) => break Err(spawn_error(e)),
             }
             if let Some(limit) = timeout.filter(|t| start.elapsed() >= *t) {
                 kill_group(&mut child);
-                return Ok(Ran::TimedOut(limit));
+                break Ok(Ran::TimedOut(limit));
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        orphan::finished(self);
+        ran
     }
 
     /// `/run/current-system`'s target (under the root), if any.

@@ -191,8 +191,10 @@ pub fn output(cmd: Command) -> Output {
     output_within(cmd, limit())
 }
 
-/// [`output`] with the limit `within`.
-fn output_within(cmd: Command, within: Duration) -> Output {
+/// [`output`] with the limit `within`; stdout and stderr are captured, as
+/// by `Command::output`.
+fn output_within(mut cmd: Command, within: Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let (child, start) = spawn_start(cmd, within);
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for fh-lite");
