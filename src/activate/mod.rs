@@ -514,7 +514,7 @@ pub fn redo_rollback(
             report.path_failed = true;
             Error::new(
                 Exit::ActivationFailed,
-                format!("{store_path}: Home Manager activations are not rolled back by fh-lite"),
+                format!("{store_path}: a Home Manager rollback was interrupted and is not redone; run the previous generation's activate ('home-manager generations' lists them)"),
             )
         }
         flavor => rollback::SystemRun::new(&ctx, settings, flavor, before)
