@@ -7,7 +7,7 @@
 //! local store, and `nix copy` from a cache behind a private CA.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -279,11 +279,17 @@ fn local_store_as_root() {
     );
     verify_clean(&d);
     judge_closure(&d, f, "system-v1");
-    // path-info lists the closure (registered by --load-db: no signatures).
-    assert_eq!(
-        sigs(&d, &v1.path).keys().cloned().collect::<Vec<_>>(),
-        v1.closure
-    );
+    // path-info lists the closure, each path with the cache's signature
+    // in Nix's own database.
+    let s = sigs(&d, &v1.path);
+    assert_eq!(s.keys().cloned().collect::<Vec<_>>(), v1.closure);
+    for (p, sig) in &s {
+        assert!(
+            sig.split_whitespace()
+                .any(|g| g.starts_with(&format!("{TRUSTED_KEY_NAME}:"))),
+            "{p} lacks the cache's signature: {sig:?}"
+        );
+    }
     assert_eq!(d.hub.requests_to("/nar/").len(), v1.closure.len());
 
     dry_run_fetches_nothing(&d, "=0.1.175", &store);
@@ -674,6 +680,25 @@ fn local_store_into_a_fresh_root() {
     assert!(d.root.join("nix/var/nix/db/db.sqlite").exists());
     verify_clean(&d);
     judge_closure(&d, f, "system-v1");
+    for (p, sig) in sigs(&d, &f.get("system-v1").path) {
+        assert!(
+            sig.contains(&format!("{TRUSTED_KEY_NAME}:")),
+            "{p}: {sig:?}"
+        );
+    }
+    // The private cache the signatures went through is gone (once the run
+    // that made it, `fh-lite-sigs-PID-N`, has ended).
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix("fh-lite-sigs-")
+                .and_then(|r| r.split('-').next())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
