@@ -18,7 +18,8 @@
 //!     "generation", "previous_generation", "previous_system", "time",
 //!     "pid", and how to redo it: "kind", "install_bootloader",
 //!     "rollback_on", "no_rollback", "health_check", "health_timeout",
-//!     "activation_timeout", and "running": Running | null }
+//!     "activation_timeout", "running": Running | null, and "rebooting":
+//!     true when it waits for a reboot's confirmation, else null }
 //! Running = the script it runs now (activate/orphan.rs):
 //!   { "program", "pgid", "start_ticks", "since" }
 //! ```
@@ -190,6 +191,10 @@ pub struct Pending {
     /// if fh-lite dies, the script may live on (it has a process group of
     /// its own), and recovery must not start another beside it.
     pub running: Option<Running>,
+    /// fh-lite rebooted into it (`--reboot if-needed`): the next run
+    /// confirms it with the health check (fleet.rs).
+    /// (An option: state files from before it lack the field.)
+    pub rebooting: Option<bool>,
 }
 
 /// A script an attempt started (activate/orphan.rs).
@@ -729,6 +734,7 @@ mod tests {
             health_timeout: 60,
             activation_timeout: Some(600),
             running: None,
+            rebooting: None,
         }
     }
 

@@ -150,7 +150,7 @@ fn status_shows_a_pending_attempt_and_recover_finishes_it() {
     );
     let r = run_in(&root, &["status", "--json"]);
     // As written, with the script running now (none here) added.
-    let shown = pending.replace('}', ",\"running\":null}");
+    let shown = pending.replace('}', ",\"running\":null,\"rebooting\":null}");
     assert!(r.stdout.contains(&format!("\"pending\":{shown},")), "{r:?}");
     // `recover` redoes the activation (generation 2) and clears it.
     let r = run_in(&root, &["recover"]);
