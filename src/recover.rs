@@ -1,5 +1,5 @@
 //! Recovery: finish or undo an attempt a kill interrupted (the journal in
-//! state.json's `pending`; journal-spec.md). `fh-lite apply` and
+//! state.json's `pending`; docs/journal.md). `fh-lite apply` and
 //! `fh-lite rollback` run it first, under the lock, before anything else;
 //! `fh-lite recover` runs it on its own.
 //!
@@ -33,6 +33,7 @@ use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
 use crate::state::{Attempt, Pending, Phase, StateDir, ROLLBACK_ACTION};
+use crate::ui::say;
 
 /// `fh-lite recover`: recover, or say there is nothing to recover.
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -41,7 +42,7 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
     crate::signal::install()?;
     match recover(common, &state)? {
         Recovery::Nothing => {
-            say(common, "no interrupted attempt; nothing to recover");
+            say("no interrupted attempt; nothing to recover");
             Ok(Exit::Success)
         }
         Recovery::Cleared => Ok(Exit::Success),
@@ -97,7 +98,7 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
     })?;
     let attempt = Attempt::resumed(&p.reference, &path, p.time);
     // A script the dead run started may still run: never a second beside it.
-    activate::orphan::settle(common, &p)?;
+    activate::orphan::settle(&p)?;
     if p.action == ROLLBACK_ACTION {
         return redo_rollback_command(common, state, &p, &attempt).map(Recovery::Finished);
     }
@@ -115,13 +116,12 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
     let decision = decide(phase);
     if decision == Decision::Clear {
         say(
-            common,
             &format!("an attempt at {path} was interrupted while fetching; nothing had changed, starting over"),
         );
         state.record_result(&attempt, Exit::Interrupted, None, false)?;
         return Ok(Recovery::Cleared);
     }
-    let what = if p.rebooting == Some(true) {
+    say(&if p.rebooting == Some(true) {
         format!(
             "confirming the reboot into {path} ({}): activation again, then the health check",
             p.action
@@ -132,10 +132,7 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
             p.action,
             phase.as_str()
         )
-    };
-    if !common.quiet {
-        eprintln!("fh-lite: {what}");
-    }
+    });
     let before = Before {
         generation: p.previous_generation,
         system: p.previous_system.clone(),
@@ -189,13 +186,10 @@ fn redo_rollback_command(
             ),
         ));
     };
-    say(
-        common,
-        &format!(
-            "recovering an interrupted rollback to generation {n} ({})",
-            p.store_path
-        ),
-    );
+    say(&format!(
+        "recovering an interrupted rollback to generation {n} ({})",
+        p.store_path
+    ));
     let mut report = Report::default();
     let result = activate::rollback::SwitchBack::prepare(common, Some(n))
         .and_then(|back| back.run(&mut report));
@@ -219,9 +213,7 @@ pub fn before_command(
         return Ok(Some(result));
     }
     if let Err(e) = &result {
-        if !common.quiet {
-            eprintln!("fh-lite: recovery: {}", e.message);
-        }
+        crate::ui::error(&format!("recovery: {}", e.message));
     }
     Ok(None)
 }
@@ -247,12 +239,6 @@ impl Journal for AttemptJournal<'_> {
         }
         self.pending.pid = std::process::id();
         self.state.set_pending(&self.pending)
-    }
-}
-
-fn say(common: &Common, msg: &str) {
-    if !common.quiet && !common.json {
-        eprintln!("fh-lite: {msg}");
     }
 }
 

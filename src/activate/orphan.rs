@@ -19,9 +19,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Ctx;
-use crate::cli::Common;
 use crate::error::{Error, Exit};
-use crate::state::{Pending, Running, StateDir};
+use crate::state::{Pending, Running};
 use crate::util::unix_now;
 
 /// `(state, pgid, start ticks)` of `pid`, from /proc/PID/stat.
@@ -53,15 +52,15 @@ pub(crate) fn started(ctx: &Ctx, program: &Path, args: &[&str], pid: u32) {
         start_ticks,
         since: unix_now(),
     };
-    if let Err(e) = StateDir::of(ctx.common).set_running(Some(running)) {
-        ctx.say(&format!("warning: {}", e.message));
+    if let Err(e) = ctx.state.set_running(Some(running)) {
+        crate::ui::warn(&e.message);
     }
 }
 
 /// The script recorded by [`started`] has ended.
 pub(crate) fn finished(ctx: &Ctx) {
-    if let Err(e) = StateDir::of(ctx.common).set_running(None) {
-        ctx.say(&format!("warning: {}", e.message));
+    if let Err(e) = ctx.state.set_running(None) {
+        crate::ui::warn(&e.message);
     }
 }
 
@@ -85,7 +84,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// Before recovery redoes `p`: wait for the script it left running, up to
 /// what is left of its activation timeout, then kill its group. Err only
 /// when a SIGTERM or SIGINT arrives during the wait (nothing redone).
-pub fn settle(common: &Common, p: &Pending) -> Result<(), Error> {
+pub fn settle(p: &Pending) -> Result<(), Error> {
     let Some(r) = &p.running else {
         return Ok(());
     };
@@ -93,11 +92,7 @@ pub fn settle(common: &Common, p: &Pending) -> Result<(), Error> {
         return Ok(());
     }
     let limit = p.activation_timeout.map(|t| r.since.saturating_add(t));
-    let say = |msg: &str| {
-        if !common.quiet && !common.json {
-            eprintln!("fh-lite: {msg}");
-        }
-    };
+    let say = crate::ui::say;
     let how_long = match limit {
         Some(end) => format!(
             "up to {} s more (--activation-timeout)",
@@ -194,8 +189,6 @@ mod tests {
 
     #[test]
     fn settle_kills_an_orphan_past_its_timeout_and_waits_for_one_within() {
-        let t = crate::testutil::TempDir::new("orphan-settle");
-        let c = crate::testutil::common(t.path());
         // Past its limit (started 100 s ago, 10 s allowed): killed at once.
         let mut child = Command::new("sleep")
             .arg("30")
@@ -208,7 +201,7 @@ mod tests {
             ..Pending::default()
         };
         let start = std::time::Instant::now();
-        settle(&c, &p).unwrap();
+        settle(&p).unwrap();
         assert!(start.elapsed() < Duration::from_secs(10));
         let st = child.wait().unwrap();
         assert_eq!(st.code(), None, "the orphan past its limit was not killed");
@@ -227,7 +220,7 @@ mod tests {
         let pid = child.id();
         let reaper = std::thread::spawn(move || child.wait().unwrap());
         let start = std::time::Instant::now();
-        settle(&c, &p).unwrap();
+        settle(&p).unwrap();
         let waited = start.elapsed();
         assert!(reaper.join().unwrap().success(), "sleep 1 was killed");
         assert!(
