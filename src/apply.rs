@@ -99,9 +99,18 @@ pub fn run(
         }
     }
     // Outside --window or before the --rollout-spread time: stage only.
-    let deferred = match opts.dry_run {
-        true => None,
-        false => crate::fleet::gate(common, fleet, &state, &attempt.reference, &root_path)?,
+    let deferred = crate::fleet::gate(
+        common,
+        fleet,
+        &state,
+        &attempt.reference,
+        &root_path,
+        opts.dry_run,
+    )?;
+    // A dry run says what the real run would decide.
+    let verdict = match opts.dry_run {
+        true => Some(dry_verdict(common, opts, &state, &root_path, &deferred)?),
+        false => None,
     };
 
     // plan
@@ -110,9 +119,10 @@ pub fn run(
     let plan = token
         .plan(store, &opts.trusted_keys, opts.jobs)
         .map_err(interrupted_or)?;
-    if opts.dry_run {
+    if let Some((verdict, exit, msg)) = verdict {
+        say(&msg);
         let out = if common.json {
-            plan.render_json()
+            plan.render_json(verdict, exit.code())
         } else {
             plan.render_human()
         };
@@ -228,6 +238,55 @@ fn stop_if_interrupted(state: &StateDir, attempt: &Attempt) -> Result<(), Error>
 /// Before anything is fetched: Err(SkippedFailed) when the path failed
 /// activation before (unless --retry-failed); true when it is what this
 /// machine already runs (unless --force).
+/// What a real run of this apply would do, for `--dry-run`: (the `verdict`
+/// of its JSON plan event, the exit the real run would give, the line said).
+fn dry_verdict(
+    common: &Common,
+    opts: &ApplyOpts,
+    state: &StateDir,
+    store_path: &StorePath,
+    deferred: &Option<String>,
+) -> Result<(&'static str, Exit, String), Error> {
+    let current = state.load()?;
+    if let Some(h) = &current.hold {
+        let e = held(h);
+        let msg = format!("dry run: would refuse ({}): {}", e.exit.code(), e.message);
+        return Ok(("held", e.exit, msg));
+    }
+    if !opts.retry_failed {
+        if let Some(f) = state.failed_entry(store_path)? {
+            let exit = Exit::SkippedFailed;
+            let msg = format!(
+                "dry run: would skip ({}): {store_path} ({}) {} at {}; --retry-failed applies it anyway",
+                exit.code(),
+                f.reference,
+                match f.result == crate::state::ROLLED_AWAY {
+                    true => "was rolled away from by 'fh-lite rollback'".to_string(),
+                    false => format!("failed activation ({})", f.result),
+                },
+                format_time(f.time)
+            );
+            return Ok(("skip", exit, msg));
+        }
+    }
+    if !opts.force && activate::is_current(common, opts, store_path) {
+        let msg = format!(
+            "dry run: {store_path} is already current; a real run does nothing (--force re-runs activation)"
+        );
+        return Ok(("already-current", Exit::Success, msg));
+    }
+    if let Some(why) = deferred {
+        let exit = Exit::Deferred;
+        let msg = format!(
+            "dry run: would defer ({}): {why}; a real run fetches and stages it only",
+            exit.code()
+        );
+        return Ok(("defer", exit, msg));
+    }
+    let msg = format!("dry run: would {} {store_path}", opts.action.as_str());
+    Ok(("activate", Exit::Success, msg))
+}
+
 fn already_done(
     common: &Common,
     opts: &ApplyOpts,

@@ -59,31 +59,52 @@ pub fn gate(
     state: &StateDir,
     reference: &str,
     store_path: &StorePath,
+    dry_run: bool,
 ) -> Result<Option<String>, Error> {
     let now = schedule::now();
     if let Some(spread) = fleet.rollout_spread {
-        let id = schedule::machine_id(common.root.as_deref())?;
+        let id = match (dry_run, schedule::machine_id(common.root.as_deref())) {
+            (_, Ok(id)) => id,
+            // A dry run without a machine id cannot tell; the real run refuses.
+            (true, Err(_)) => return Ok(None),
+            (false, Err(e)) => return Err(e),
+        };
         let path = store_path.to_string();
         let delay = schedule::rollout_delay(&id, &path, spread);
         let mut entry = Scheduled::default();
-        state.update_fleet(|f, _| {
-            if !f.rollout.iter().any(|s| s.store_path == path) {
-                f.rollout.push(Scheduled {
+        if dry_run {
+            // What the real run would record, recording nothing.
+            let known = state.load()?.fleet.unwrap_or_default();
+            entry = known
+                .rollout
+                .into_iter()
+                .find(|s| s.store_path == path)
+                .unwrap_or(Scheduled {
                     store_path: path.clone(),
                     reference: reference.to_string(),
                     first_seen: now,
                     activate_at: now + delay,
                 });
-            }
-            let over = f.rollout.len().saturating_sub(MAX_SCHEDULED);
-            f.rollout.drain(..over);
-            entry = f
-                .rollout
-                .iter()
-                .find(|s| s.store_path == path)
-                .cloned()
-                .unwrap_or_default();
-        })?;
+        } else {
+            state.update_fleet(|f, _| {
+                if !f.rollout.iter().any(|s| s.store_path == path) {
+                    f.rollout.push(Scheduled {
+                        store_path: path.clone(),
+                        reference: reference.to_string(),
+                        first_seen: now,
+                        activate_at: now + delay,
+                    });
+                }
+                let over = f.rollout.len().saturating_sub(MAX_SCHEDULED);
+                f.rollout.drain(..over);
+                entry = f
+                    .rollout
+                    .iter()
+                    .find(|s| s.store_path == path)
+                    .cloned()
+                    .unwrap_or_default();
+            })?;
+        }
         if now < entry.activate_at {
             return Ok(Some(format!(
                 "rollout: {path} activates on this device at {} (first seen {}, delay {} of the {} spread)",

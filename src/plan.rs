@@ -245,9 +245,13 @@ impl Plan {
     }
 
     /// `--dry-run --json` output: the totals and every path.
-    pub fn render_json(&self) -> String {
+    /// With what the real run would do: `verdict` (`activate`,
+    /// `already-current`, `skip`, `defer`, `held`) and its `would_exit`.
+    pub fn render_json(&self, verdict: &str, would_exit: u8) -> String {
         let mut o = Totals::from(self).to_json();
         o.insert("event".into(), Value::String("plan".into()));
+        o.insert("verdict".into(), Value::String(verdict.into()));
+        o.insert("would_exit".into(), num(u64::from(would_exit)));
         o.insert("path_count".into(), num(self.paths.len() as u64));
         let mut arr = Array::new();
         for i in &self.paths {

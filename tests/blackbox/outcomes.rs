@@ -345,3 +345,88 @@ fn an_interrupted_transfer_records_what_arrived() {
     let metric: u64 = m["fh_lite_last_downloaded_bytes"].parse().unwrap();
     assert_eq!(metric, bytes, "{m:?}");
 }
+
+/// The verdict of a `--dry-run` (human line, and the JSON plan event's
+/// `verdict` and `would_exit`).
+fn dry(d: &crate::support::deploy::Deploy, req: &str, extra: &[&str]) -> (Run, json::Object) {
+    let mut args = vec!["--dry-run"];
+    args.extend_from_slice(extra);
+    let r = d.apply(req, &args);
+    assert_eq!(r.code, 0, "{r:?}");
+    args.push("--json");
+    let mut c = d.command(req, &args);
+    c.env("FH_LITE_TEST_NOW", "1800000000").env("TZ", "UTC0");
+    let j = no_secret(output(c));
+    assert_eq!(j.code, 0, "{j:?}");
+    let (_, _) = events(&j);
+    let first = j.stdout.lines().next().unwrap_or_default();
+    let Ok(Value::Object(plan)) = json::from_str::<Value>(first) else {
+        panic!("no plan event: {j:?}")
+    };
+    (r, plan)
+}
+
+#[test]
+fn dry_run_says_what_a_real_run_would_do() {
+    if !can_chroot() {
+        return;
+    }
+    let d = deploy();
+    let (v1, bad) = (path("system-v1"), path("system-exit1"));
+
+    let (r, plan) = dry(&d, "=0.1.1", &[]);
+    assert!(
+        r.stderr
+            .contains(&format!("fh-lite: dry run: would switch {v1}\n")),
+        "{r:?}"
+    );
+    assert_eq!(text(&plan, "verdict").as_deref(), Some("activate"));
+    assert_eq!(number(&plan, "would_exit"), Some(0));
+
+    assert_eq!(d.apply("=0.1.1", &[]).code, 0);
+    let (r, plan) = dry(&d, "=0.1.1", &[]);
+    assert!(
+        r.stderr.contains(&format!(
+            "fh-lite: dry run: {v1} is already current; a real run does nothing"
+        )),
+        "{r:?}"
+    );
+    assert_eq!(text(&plan, "verdict").as_deref(), Some("already-current"));
+
+    assert_eq!(d.apply("=0.1.2", &[]).code, 32);
+    let (r, plan) = dry(&d, "=0.1.2", &[]);
+    assert!(
+        r.stderr
+            .contains(&format!("fh-lite: dry run: would skip (34): {bad} (")),
+        "{r:?}"
+    );
+    assert_eq!(text(&plan, "verdict").as_deref(), Some("skip"));
+    assert_eq!(number(&plan, "would_exit"), Some(34));
+
+    // outside the window (08:00 UTC): deferred, and nothing recorded
+    let mut c = d.command("=0.1.4", &["--dry-run", "--window", "10:00-11:00"]);
+    c.env("FH_LITE_TEST_NOW", "1800000000").env("TZ", "UTC0");
+    let r = no_secret(output(c));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("fh-lite: dry run: would defer (43): outside the activation window"),
+        "{r:?}"
+    );
+    let (_, plan) = dry(&d, "=0.1.4", &["--window", "10:00-11:00"]);
+    assert_eq!(text(&plan, "verdict").as_deref(), Some("defer"));
+    assert_eq!(number(&plan, "would_exit"), Some(43));
+    let (_, plan) = dry(&d, "=0.1.4", &["--rollout-spread", "24h"]);
+    let st = d.fh(&["status", "--json"]);
+    assert!(
+        !st.stdout.contains("first_seen"),
+        "dry run recorded a rollout: {st:?}"
+    );
+    assert!(
+        matches!(
+            text(&plan, "verdict").as_deref(),
+            Some("defer" | "activate")
+        ),
+        "{plan:?}"
+    );
+}
