@@ -162,9 +162,18 @@ pub fn run(
         return Err(e);
     }
     stop_if_interrupted(&state, &attempt)?;
-    let paths = crate::progress::plural(total_paths as u64, "path");
     let secs = started.elapsed().as_secs_f64();
-    let msg = format!("{paths} in {} ({secs:.1}s)", store.describe());
+    let msg = match total_paths {
+        0 => format!(
+            "nothing to fetch: the closure of {root_path} is already in {} ({secs:.1}s)",
+            store.describe()
+        ),
+        n => format!(
+            "{} fetched into {} ({secs:.1}s)",
+            crate::progress::plural(n as u64, "path"),
+            store.describe()
+        ),
+    };
     say(&msg);
     if let Some(why) = &deferred {
         return crate::fleet::stage_deferred(common, &state, &attempt, why);

@@ -137,7 +137,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             output.display(),
             crate::progress::plural(plan.paths.len() as u64, "path"),
             root,
-            crate::util::mib(bytes),
+            crate::util::size(bytes),
             if sig.is_some() {
                 ", manifest signed"
             } else {

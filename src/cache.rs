@@ -15,7 +15,7 @@ use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::{SigError, TrustedKeys};
 use crate::nix::store_path::StorePath;
 use crate::store::StoreError;
-use crate::util::mib;
+use crate::util::size;
 
 /// What plan and fetch need from the binary cache.
 pub trait CacheClient: Sync {
@@ -302,7 +302,7 @@ impl fmt::Display for FetchError {
                     "window"
                 };
                 let asked = match asked {
-                    Some(n) => format!("a {} ({n} bytes) {what}", mib(*n)),
+                    Some(n) => format!("a {} ({n} bytes) {what}", size(*n)),
                     None => format!("a larger {what}"),
                 };
                 write!(
@@ -310,7 +310,7 @@ impl fmt::Display for FetchError {
                     "{url}: the {codec} stream of {path} asks for {asked}, over the decoder \
                      memory cap of {}: refusing it (--max-decoder-memory MIB raises the cap, \
                      if you trust this cache)",
-                    mib(*cap)
+                    size(*cap)
                 )
             }
             FetchError::Decompress {
@@ -345,10 +345,10 @@ impl fmt::Display for FetchError {
                 available,
             } => write!(
                 f,
-                "not enough space for the store at {dir}: need {needed} bytes ({}), {available} \
-                 bytes ({}) available; free some space or use a bigger filesystem",
-                mib(*needed),
-                mib(*available)
+                "not enough space for the store at {dir}: need {}, {} available; free some \
+                 space or use a bigger filesystem",
+                size(*needed),
+                size(*available)
             ),
         }
     }

@@ -1032,7 +1032,7 @@ mod tests {
                     e.body = Some(xz_header(37));
                 },
                 exit: Exit::Verification,
-                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.xz: the xz stream of /nix/store/33333333333333333333333333333333-app asks for a 1536.0 MiB (1610612736 bytes) dictionary, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.xz: the xz stream of /nix/store/33333333333333333333333333333333-app asks for a 1.5 GiB (1610612736 bytes) dictionary, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
                 nar_of_root_requested: true,
             },
             Case {
@@ -1053,7 +1053,7 @@ mod tests {
                     e.body = Some(vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, 0xA8, 1, 2, 3, 4]);
                 },
                 exit: Exit::Verification,
-                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: the zstd stream of /nix/store/33333333333333333333333333333333-app asks for a 2048.0 MiB (2147483648 bytes) window, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
+                message: "http://cache.test/c/nar/33333333333333333333333333333333.nar.zstd: the zstd stream of /nix/store/33333333333333333333333333333333-app asks for a 2.0 GiB (2147483648 bytes) window, over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB raises the cap, if you trust this cache)",
                 nar_of_root_requested: true,
             },
             Case {

@@ -25,7 +25,7 @@ use crate::nix::store_path::StorePath;
 use crate::pool;
 use crate::progress::{num, Totals};
 use crate::store::Store;
-use crate::util::mib;
+use crate::util::size;
 
 /// What has to be fetched for a root store path.
 #[derive(Debug)]
@@ -230,16 +230,16 @@ impl Plan {
             out.push_str(&format!(
                 "{}  {} download, {} unpacked\n",
                 i.store_path,
-                mib(dl),
-                mib(i.nar_size)
+                size(dl),
+                size(i.nar_size)
             ));
         }
         out.push_str(&format!(
             "{} paths to fetch ({} already present): {} to download, {} unpacked\n",
             self.paths.len(),
             self.already_valid,
-            mib(self.download_bytes),
-            mib(self.unpack_bytes)
+            size(self.download_bytes),
+            size(self.unpack_bytes)
         ));
         out
     }

@@ -3,7 +3,7 @@
 //! - stderr is a terminal: one line, redrawn at most 10 times a second:
 //!   `[3/12 paths] 41.0/120.5 MiB  8.2 MiB/s  ETA 10s`.
 //! - otherwise: one line per fetched path on stderr,
-//!   `fetched /nix/store/… (12.3 MiB)`.
+//!   `fh-lite: fetched /nix/store/… (12.3 MiB)`.
 //! - `--quiet`: nothing.
 //! - `--json`: one JSON object per line on stdout per event: `plan`,
 //!   `path-start`, `path-done`, `done`. Events carry store paths and sizes,
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use miniserde::json::{Number, Object, Value};
 
 use crate::nix::narinfo::NarInfo;
-use crate::util::{mib, MIB};
+use crate::util::{size, MIB};
 
 /// The plan step's figures, for the `plan` event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,9 +186,9 @@ impl Progress {
                 Mode::Plain => {
                     let _ = writeln!(
                         s.out,
-                        "fetched {} ({})",
+                        "fh-lite: fetched {} ({})",
                         info.store_path,
-                        mib(info.file_size.unwrap_or(info.nar_size))
+                        size(info.file_size.unwrap_or(info.nar_size))
                     );
                 }
                 Mode::Tty => draw(s, true),
@@ -218,9 +218,9 @@ impl Progress {
                 Mode::Plain => {
                     let _ = writeln!(
                         s.out,
-                        "fetched {} ({}) in {secs:.1}s",
+                        "fh-lite: fetched {} ({}) in {secs:.1}s",
                         plural(s.done_paths as u64, "path"),
-                        mib(s.total_bytes)
+                        size(s.total_bytes)
                     );
                 }
                 Mode::Quiet => {}

@@ -66,7 +66,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         crate::ui::say(&format!(
             "{} fetched ({} downloaded), pinned by {}; nothing activated",
             crate::progress::plural(paths as u64, "path"),
-            crate::util::mib(download),
+            crate::util::size(download),
             link.display()
         ));
     }

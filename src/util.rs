@@ -1,9 +1,16 @@
 //! Two helpers every layer shares: how a byte count is shown, and the
 //! clock in Unix seconds. A leaf: it imports nothing from the crate.
 
-/// Bytes as MiB with one decimal (`12.3 MiB`), in messages and progress.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / MIB)
+/// A byte count for people, the one format of every message: `1012 B`,
+/// `3.5 KiB`, `12.3 MiB`, `1.5 GiB` (binary units, one decimal).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [(f64, &str); 3] = [(1024.0 * MIB, "GiB"), (MIB, "MiB"), (1024.0, "KiB")];
+    for (unit, name) in UNITS {
+        if bytes as f64 >= unit {
+            return format!("{:.1} {name}", bytes as f64 / unit);
+        }
+    }
+    format!("{bytes} B")
 }
 pub const MIB: f64 = 1024.0 * 1024.0;
 
@@ -19,10 +26,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mib_has_one_decimal() {
-        assert_eq!(mib(0), "0.0 MiB");
-        assert_eq!(mib(1024 * 1024 + 52_429), "1.1 MiB");
-        assert_eq!(mib(296), "0.0 MiB");
+    fn size_picks_the_unit() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1012), "1012 B");
+        assert_eq!(size(1024), "1.0 KiB");
+        assert_eq!(size(3584), "3.5 KiB");
+        assert_eq!(size(1024 * 1024 + 52_429), "1.1 MiB");
+        assert_eq!(size(1_610_612_736), "1.5 GiB");
     }
 
     #[test]

@@ -113,6 +113,44 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(o.contains_key("paths"), "{j:?}");
 }
 
+/// Sizes in one format (B, KiB, MiB, GiB), every progress line prefixed,
+/// and a run with nothing to fetch says so rather than "0 paths".
+#[test]
+fn sizes_and_progress_lines_read_alike() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-full")], "{}");
+    let r = d.apply("=0.1.175", &["boot", "--dry-run"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains(" 0.0 MiB"), "{r:?}");
+    let sized = |l: &str| {
+        [" B ", " KiB ", " MiB ", " GiB "]
+            .iter()
+            .any(|u| l.contains(u))
+    };
+    assert!(r.stdout.lines().all(sized), "{r:?}");
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for l in r.stderr.lines() {
+        assert!(l.starts_with("fh-lite: "), "unprefixed line {l:?}: {r:?}");
+        assert!(!l.contains(" 0.0 MiB"), "{r:?}");
+    }
+    let n = f.get("system-full").closure.len();
+    assert!(
+        r.stderr.contains(&format!("fh-lite: fetched {n} paths (")),
+        "{r:?}"
+    );
+    let root = &f.get("system-full").path;
+    let r = d.apply("=0.1.175", &["boot", "--force"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "fh-lite: nothing to fetch: the closure of {root} is already in image root {} (",
+            d.root.display()
+        )),
+        "{r:?}"
+    );
+}
+
 #[test]
 fn untrusted_signature_is_refused_before_any_nar() {
     let d = Deploy::new("untrusted", &[("0.1.175", "system-v1")], "{}");

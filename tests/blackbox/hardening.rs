@@ -167,7 +167,7 @@ fn an_xz_nar_asking_for_a_1_5_gib_dictionary_is_refused() {
     );
     assert!(
         r.stderr.contains(&format!(
-            "the xz stream of {root_path} asks for a 1536.0 MiB (1610612736 bytes) dictionary, \
+            "the xz stream of {root_path} asks for a 1.5 GiB (1610612736 bytes) dictionary, \
              over the decoder memory cap of 64.0 MiB: refusing it (--max-decoder-memory MIB \
              raises the cap, if you trust this cache)"
         )) && r.stderr.contains(&nar_url),
