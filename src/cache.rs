@@ -226,6 +226,42 @@ pub enum FetchError {
     },
 }
 
+/// Where a fetch error happened, in the words of its source: `GET <url>`
+/// for a cache, `entry <name> of bundle <file>` for a bundle (whose
+/// "base URL" is its description, `bundle <file>` or `bundle on standard
+/// input`).
+fn get(url: &str) -> String {
+    match bundle_entry(url) {
+        Some((bundle, entry)) => format!("entry {entry} of {bundle}"),
+        None => format!("GET {url}"),
+    }
+}
+
+/// As [`get`], without the verb for a cache URL.
+fn at(url: &str) -> String {
+    match bundle_entry(url) {
+        Some((bundle, entry)) => format!("entry {entry} of {bundle}"),
+        None => url.to_string(),
+    }
+}
+
+/// (bundle, entry) when `url` names an entry of a bundle.
+fn bundle_entry(url: &str) -> Option<(&str, &str)> {
+    if !url.starts_with("bundle ") {
+        return None;
+    }
+    let cut = url.rfind("/nar/").or_else(|| url.rfind('/'))?;
+    Some((&url[..cut], &url[cut + 1..]))
+}
+
+/// Who holds the corrupt copy: the cache, or the bundle's entry.
+fn copy_of(url: &str) -> String {
+    match bundle_entry(url) {
+        Some((bundle, entry)) => format!("{bundle}'s entry {entry}"),
+        None => "the cache's copy".to_string(),
+    }
+}
+
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -235,19 +271,22 @@ impl fmt::Display for FetchError {
             ),
             FetchError::Http { url, status: 401 } => write!(
                 f,
-                "GET {url}: http status 401: the cache refused the closure token \
-                 (it is valid for about an hour; run the apply again to get a fresh one)"
+                "{}: http status 401: the cache refused the closure token \
+                 (it is valid for about an hour; run the apply again to get a fresh one)",
+                get(url)
             ),
             FetchError::Http { url, status: 403 } => write!(
                 f,
-                "GET {url}: http status 403: the closure token does not cover this path"
+                "{}: http status 403: the closure token does not cover this path",
+                get(url)
             ),
-            FetchError::Http { url, status } => write!(f, "GET {url}: http status {status}"),
+            FetchError::Http { url, status } => write!(f, "{}: http status {status}", get(url)),
             FetchError::Transport(e) => write!(f, "{e}"),
-            FetchError::NotText { url } => write!(f, "GET {url}: narinfo is not UTF-8 text"),
+            FetchError::NotText { url } => write!(f, "{}: narinfo is not UTF-8 text", get(url)),
             FetchError::NarInfoMalformed { path, url, detail } => write!(
                 f,
-                "GET {url}: {detail}; the cache sent a malformed narinfo for {path}"
+                "{}: {detail}; the cache sent a malformed narinfo for {path}",
+                get(url)
             ),
             FetchError::Untrusted { url, err } => {
                 write!(f, "refusing the narinfo at {url}: {err}")
@@ -272,11 +311,13 @@ impl fmt::Display for FetchError {
                 file_size,
             } => write!(
                 f,
-                "GET {url}: body longer than FileSize {file_size} given in the narinfo of {path}"
+                "{}: body longer than FileSize {file_size} given in the narinfo of {path}",
+                get(url)
             ),
             FetchError::Truncated { path, url, detail } => write!(
                 f,
-                "GET {url}: body cut short ({detail}) while fetching {path}"
+                "{}: body cut short ({detail}) while fetching {path}",
+                get(url)
             ),
             FetchError::CompressedTooLong {
                 path,
@@ -285,9 +326,10 @@ impl fmt::Display for FetchError {
                 nar_size,
             } => write!(
                 f,
-                "GET {url}: compressed body of {path} goes on past {limit} bytes, more than a \
+                "{}: compressed body of {path} goes on past {limit} bytes, more than a \
                  NAR of NarSize {nar_size} can take, and its narinfo gives no FileSize: refusing \
-                 it"
+                 it",
+                get(url)
             ),
             FetchError::DecoderMemory {
                 path,
@@ -307,9 +349,10 @@ impl fmt::Display for FetchError {
                 };
                 write!(
                     f,
-                    "{url}: the {codec} stream of {path} asks for {asked}, over the decoder \
+                    "{}: the {codec} stream of {path} asks for {asked}, over the decoder \
                      memory cap of {}: refusing it (--max-decoder-memory MIB raises the cap, \
                      if you trust this cache)",
+                    at(url),
                     size(*cap)
                 )
             }
@@ -320,7 +363,8 @@ impl fmt::Display for FetchError {
                 detail,
             } => write!(
                 f,
-                "{url}: {codec} decompression failed for {path}: {detail}"
+                "{}: {codec} decompression failed for {path}: {detail}",
+                at(url)
             ),
             FetchError::NarTooLong {
                 path,
@@ -328,17 +372,20 @@ impl fmt::Display for FetchError {
                 nar_size,
             } => write!(
                 f,
-                "{url}: NAR of {path} longer than NarSize {nar_size} after decompression"
+                "{}: NAR of {path} longer than NarSize {nar_size} after decompression",
+                at(url)
             ),
             FetchError::Store {
                 url,
                 source: source @ (StoreError::HashMismatch { .. } | StoreError::SizeMismatch { .. }),
             } => write!(
                 f,
-                "{url}: {source}; the path was not added to the store: the cache's copy is \
-                 corrupt or was altered"
+                "{}: {source}; the path was not added to the store: {} is corrupt or \
+                 was altered",
+                at(url),
+                copy_of(url)
             ),
-            FetchError::Store { url, source } => write!(f, "{url}: {source}"),
+            FetchError::Store { url, source } => write!(f, "{}: {source}", at(url)),
             FetchError::DiskSpace {
                 dir,
                 needed,
@@ -427,6 +474,38 @@ pub fn fetch_narinfo(
 mod tests {
     use super::*;
     use crate::http::{Auth, Client, RetryPolicy, Secret};
+
+    #[test]
+    fn bundle_errors_name_the_bundle_and_its_entry() {
+        let p = "/nix/store/33333333333333333333333333333333-app";
+        let path = StorePath::parse(p).unwrap();
+        let url = "bundle on standard input/nar/3333.nar".to_string();
+        let e = FetchError::Store {
+            url: url.clone(),
+            source: StoreError::SizeMismatch {
+                path: path.clone(),
+                expected: 296,
+                got: 288,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "entry nar/3333.nar of bundle on standard input: NAR of {p}: size mismatch: the \
+                 narinfo says 296 bytes, the NAR has 288; the path was not added to the store: \
+                 bundle on standard input's entry nar/3333.nar is corrupt or was altered"
+            )
+        );
+        let e = FetchError::Truncated {
+            path,
+            url: "bundle /srv/b/nar/x.nar".into(),
+            detail: "it ended".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("entry nar/x.nar of bundle /srv/b: body cut short (it ended) while fetching {p}")
+        );
+    }
 
     #[test]
     fn the_closure_token_goes_only_to_the_cache_origin() {
