@@ -503,7 +503,9 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            format!("entry nar/x.nar of bundle /srv/b: body cut short (it ended) while fetching {p}")
+            format!(
+                "entry nar/x.nar of bundle /srv/b: body cut short (it ended) while fetching {p}"
+            )
         );
     }
 

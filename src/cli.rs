@@ -42,7 +42,7 @@ USAGE:
     fh-lite rollback [--to N]
     fh-lite recover
     fh-lite hold | unhold
-    fh-lite --help | --version
+    fh-lite --help | --help-all | --version
 
 REF:
     ORG/PROJECT/VERSION_REQ[#ATTR_PATH], or the same after
@@ -81,7 +81,8 @@ COMMANDS:
     unhold     release the hold
 
 OPTIONS:
-    -h, --help                 this text
+    -h, --help                 a short summary (usage, common options)
+        --help-all             this text
     -V, --version              print the version
     -q, --quiet                no progress output
     -v, --verbose              more detail (retries, each request)
@@ -108,8 +109,8 @@ OPTIONS:
         --cache-addr URL       binary cache (default https://cache.flakehub.com)
         --frontend-addr URL    FlakeHub web address, for REF prefixes
                                (default https://flakehub.com)
-        --ca-file FILE         extra PEM CA certificates to trust (replaces
-                               the built-in roots)
+        --ca-file FILE         trust the PEM CA certificates in FILE instead
+                               of the built-in roots (they replace them)
         --allow-insecure-http  allow http:// addresses (tests and labs only)
         --trusted-key NAME:KEY trust this ed25519 cache key (repeatable)
         --no-default-keys      do not trust the built-in cache.flakehub.com keys
@@ -199,7 +200,8 @@ ENVIRONMENT:
     XDG_CONFIG_HOME, HOME
                          $XDG_CONFIG_HOME/flakehub/auth (or
                          ~/.config/flakehub/auth) is the last token file tried
-    SSL_CERT_FILE        extra PEM CA certificates (like --ca-file)
+    SSL_CERT_FILE        PEM CA certificates replacing the built-in roots
+                         (like --ca-file)
     HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY
                          proxies, the usual way
     NIX_DAEMON_SOCKET_PATH
@@ -434,7 +436,10 @@ pub struct OfflineOpts {
 
 #[derive(Clone, Debug)]
 pub enum Command {
-    Help,
+    /// `--help` (short) or `--help-all`.
+    Help {
+        all: bool,
+    },
     Version,
     Apply(Box<ApplyOpts>),
     /// `fetch REF`: stage without activating (stage.rs).
@@ -510,6 +515,7 @@ impl Env {
 #[derive(Default, Debug)]
 pub struct RawArgs {
     help: bool,
+    help_all: bool,
     version: bool,
     positionals: Vec<String>,
     api_addr: Option<String>,
@@ -565,6 +571,7 @@ pub struct RawArgs {
 /// (space-separated; `None`: any). A test checks each is in HELP.
 pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("help", None),
+    ("help-all", None),
     ("version", None),
     ("quiet", None),
     ("verbose", None),
@@ -687,6 +694,7 @@ where
         a.seen.push(name);
         match name {
             "help" => a.help = true,
+            "help-all" => (a.help, a.help_all) = (true, true),
             "version" => a.version = true,
             "quiet" => a.quiet = true,
             "verbose" => a.verbose = true,
@@ -752,7 +760,7 @@ impl RawArgs {
     pub fn validate(self, env: &Env) -> Result<Cli, Error> {
         let mut common = self.common(env);
         let command = if self.help {
-            Command::Help
+            Command::Help { all: self.help_all }
         } else if self.version {
             Command::Version
         } else {
@@ -1184,7 +1192,27 @@ fn output_ref(s: &str, common: &Common, kind: ApplyKind, env: &Env) -> Result<Ou
     Ok(outref::parse(s, &common.frontend_addr, &attr)?)
 }
 
-/// The full help text, with the exit-status table.
+/// `--help`: the description and usage of [`HELP`], the options most runs
+/// need, and where the rest is.
+pub fn short_help() -> String {
+    let usage = HELP.split("REF:\n").next().unwrap_or(HELP);
+    format!(
+        "{usage}COMMON OPTIONS:
+    -q, --quiet / -v, --verbose / --json
+        --dry-run              plan only: say what a run would do, change nothing
+        --root DIR             work on the system installed at DIR
+        --token-file FILE      device token file
+        --health-check CMD     after activation run CMD; failing rolls back
+        --force                activate even if REF is already current
+        --retry-failed         apply a path even if it failed before
+
+'fh-lite --help-all' prints every option, the environment, files, examples
+and the exit codes; README.md has the details.
+"
+    )
+}
+
+/// The full help text (`--help-all`), with the exit-status table.
 pub fn help() -> String {
     let mut h = HELP.to_string();
     for e in Exit::ALL {
@@ -1251,16 +1279,20 @@ mod tests {
         for (args, help) in [
             ("--help", true),
             ("-h apply", true),
+            ("apply --help-all", true),
             ("-V", false),
             ("--version", false),
         ] {
             match parse(args).unwrap().command {
-                Command::Help => assert!(help, "{args}"),
+                Command::Help { all } => assert!(help && all == args.contains("all"), "{args}"),
                 Command::Version => assert!(!help, "{args}"),
                 c => panic!("{args}: {c:?}"),
             }
         }
         assert!(help().contains("EXIT STATUS:\n      0  success"));
+        let short = short_help();
+        assert!(short.lines().count() < 60, "{short}");
+        assert!(short.contains("USAGE:") && short.contains("'fh-lite --help-all'"));
     }
 
     #[test]

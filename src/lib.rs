@@ -103,7 +103,7 @@ fn streamed(command: &Command) -> Option<&'static str> {
         Command::Recover => "recover",
         Command::Hold => "hold",
         Command::Unhold => "unhold",
-        Command::Help | Command::Version | Command::Resolve { .. } | Command::Status => {
+        Command::Help { .. } | Command::Version | Command::Resolve { .. } | Command::Status => {
             return None
         }
     })
@@ -112,8 +112,8 @@ fn streamed(command: &Command) -> Option<&'static str> {
 /// Run one command; the whole program's shape fits on this screen.
 fn run_command(cli: &Cli) -> Result<Exit, Error> {
     match cli.command {
-        Command::Help => {
-            ui::print_stdout(&cli::help());
+        Command::Help { all } => {
+            ui::print_stdout(&if all { cli::help() } else { cli::short_help() });
             Ok(Exit::Success)
         }
         Command::Version => {

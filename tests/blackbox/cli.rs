@@ -1,8 +1,8 @@
 use crate::support::util::run;
 
 #[test]
-fn help_lists_commands_options_environment_and_exit_status() {
-    let r = run(&["--help"]);
+fn help_all_lists_commands_options_environment_and_exit_status() {
+    let r = run(&["--help-all"]);
     assert_eq!(r.code, 0, "{r:?}");
     for section in [
         "USAGE:",
@@ -19,11 +19,35 @@ fn help_lists_commands_options_environment_and_exit_status() {
     );
     assert!(
         r.stdout
+            .contains("--ca-file FILE         trust the PEM CA certificates in FILE instead\n"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
             .contains("\n     41  another fh-lite apply is running\n"),
         "{r:?}"
     );
     assert_eq!(r.stderr, "");
-    // -h is the same text.
+    assert_eq!(run(&["apply", "--help-all"]).stdout, r.stdout);
+}
+
+/// `--help` (and `apply --help`) is a screenful: usage, the common
+/// options, and the pointer to `--help-all`.
+#[test]
+fn help_is_short_and_points_to_help_all() {
+    let r = run(&["apply", "--help"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.lines().count() <= 40, "{r:?}");
+    assert!(
+        r.stdout.contains("USAGE:") && r.stdout.contains("--dry-run"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("'fh-lite --help-all' prints every option"),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains("ENVIRONMENT:"), "{r:?}");
     assert_eq!(run(&["-h"]).stdout, r.stdout);
 }
 

@@ -1,5 +1,5 @@
 //! What ships beside the binary: flake.nix parses, README's exit-code table
-//! is the one `--help` prints.
+//! is the one `--help-all` prints.
 
 use crate::support::util::{run, TempDir};
 use std::path::Path;
@@ -52,11 +52,11 @@ fn flake_nix_has_the_three_static_packages() {
     }
 }
 
-/// README.md's table lists exactly the codes and meanings of `--help`
+/// README.md's table lists exactly the codes and meanings of `--help-all`
 /// (no row missing, none left over).
 #[test]
 fn readme_exit_table_matches_help() {
-    let help = run(&["--help"]).stdout;
+    let help = run(&["--help-all"]).stdout;
     let table: Vec<(String, String)> = help
         .split("EXIT STATUS:\n")
         .nth(1)
