@@ -15,7 +15,9 @@ let
   inherit (lib) mkEnableOption mkIf mkOption types escapeShellArgs optionals;
 
   args =
-    [ "apply" "nixos" cfg.reference cfg.action ]
+    # A loose reference is how a timer follows new releases: no warning
+    # every run (the flag changes nothing for an exact one).
+    [ "apply" "nixos" cfg.reference cfg.action "--no-loose-warning" ]
     ++ optionals (cfg.trial && cfg.action == "switch") [ "--trial" ]
     ++ optionals (cfg.activationTimeout != null)
       [ "--activation-timeout" (toString cfg.activationTimeout) ]

@@ -41,7 +41,7 @@ pub fn run(
         None => (None, None),
     };
     let opts = bundle_opts.as_ref().unwrap_or(opts);
-    if opts.reference.is_loose() && offline.cache.is_none() {
+    if opts.reference.is_loose() && offline.cache.is_none() && !opts.no_loose_warning {
         crate::ui::warn(&crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;

@@ -132,6 +132,8 @@ OPTIONS:
                                (its process group) and roll back (default:
                                no limit)
         --retry-failed         apply a path even if it failed before
+        --no-loose-warning     a loose REF (0.1) is meant: follow the newest
+                               matching release without the warning
         --state-dir DIR        state and lock (default /var/lib/fh-lite)
         --to N                 rollback: the generation number to switch to
 
@@ -395,6 +397,9 @@ pub struct ApplyOpts {
     pub health_check: Option<String>,
     pub health_timeout: Duration,
     pub retry_failed: bool,
+    /// `--no-loose-warning`: a loose REF is meant (a timer following the
+    /// newest release); no warning.
+    pub no_loose_warning: bool,
     /// `--trial`: `test`, health check, then generation and `boot`.
     pub trial: bool,
     /// `--activation-timeout`: a longer switch-to-configuration is killed.
@@ -544,6 +549,7 @@ pub struct RawArgs {
     health_check: Option<String>,
     health_timeout: Option<String>,
     retry_failed: bool,
+    no_loose_warning: bool,
     trial: bool,
     activation_timeout: Option<String>,
     to: Option<String>,
@@ -598,6 +604,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("health-check", Some("apply")),
     ("health-timeout", Some("apply")),
     ("retry-failed", Some("apply")),
+    ("no-loose-warning", Some("apply")),
     ("trial", Some("apply")),
     ("activation-timeout", Some("apply")),
     ("state-dir", None),
@@ -706,6 +713,7 @@ where
             "force" => a.force = true,
             "no-rollback" => a.no_rollback = true,
             "retry-failed" => a.retry_failed = true,
+            "no-loose-warning" => a.no_loose_warning = true,
             "trial" => a.trial = true,
             "allow-unsigned-bundle" => a.allow_unsigned_bundle = true,
             "allow-downgrade" => a.allow_downgrade = true,
@@ -991,6 +999,7 @@ impl RawArgs {
             health_check: self.health_check.clone(),
             health_timeout: Duration::from_secs(health_timeout),
             retry_failed: self.retry_failed,
+            no_loose_warning: self.no_loose_warning,
             trial: self.trial,
             activation_timeout: activation_timeout.map(Duration::from_secs),
         })

@@ -128,6 +128,7 @@ pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::c
         health_check: None,
         health_timeout: Duration::from_secs(60),
         retry_failed: false,
+        no_loose_warning: false,
         trial: false,
         activation_timeout: None,
     }

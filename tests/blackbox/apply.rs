@@ -196,6 +196,27 @@ fn body_cut_short_leaves_nothing_and_a_rerun_completes() {
     judge_image(&d, f, "system-full");
 }
 
+/// `--no-loose-warning` silences the warning, and the shipped unit and
+/// NixOS module (loose `0.1`, run every hour) pass it.
+#[test]
+fn no_loose_warning_silences_the_loose_reference_warning() {
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let r = d.apply("0.1", &["boot", "--dry-run", "--no-loose-warning"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("is loose"), "{r:?}");
+    let r = d.apply("0.1", &["boot", "--dry-run"]);
+    assert_eq!(r.stderr.matches("is loose").count(), 1, "{r:?}");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(repo.join("systemd/fh-lite.service")).unwrap();
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.contains(" --no-loose-warning"), "{exec}");
+    let module = std::fs::read_to_string(repo.join("nix/module.nix")).unwrap();
+    assert!(
+        module.contains("\"--no-loose-warning\""),
+        "the module passes it"
+    );
+}
+
 #[test]
 fn loose_requirement_warns_once_and_resolves_newest() {
     let f = fixtures();
