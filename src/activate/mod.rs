@@ -73,6 +73,8 @@ pub enum ActivateError {
     },
     /// Home Manager under `--root`.
     HomeManagerRoot,
+    /// `--health-check` under `--root`, which has no `/bin/sh` to run it.
+    NoShell { root: PathBuf },
 }
 
 impl fmt::Display for ActivateError {
@@ -109,6 +111,12 @@ impl fmt::Display for ActivateError {
                 root.display()
             ),
             ActivateError::Spawn { program, err } => write!(f, "run {program}: {err}"),
+            ActivateError::NoShell { root } => write!(
+                f,
+                "--health-check runs '/bin/sh -c CMD' chrooted into --root {}, but {} is missing (or not an executable file); nothing was done. Drop --health-check, or give the root a /bin/sh first (NixOS activation creates it: apply once without --health-check)",
+                root.display(),
+                root.join("bin/sh").display()
+            ),
             ActivateError::HomeManagerRoot => f.write_str(
                 "apply home-manager: --root is not supported (Home Manager activates as the calling user in its home)",
             ),
@@ -122,7 +130,8 @@ impl From<ActivateError> for Error {
             ActivateError::Io { .. } | ActivateError::NotAGeneration { .. } => Exit::Internal,
             ActivateError::NoSuchGeneration { .. }
             | ActivateError::NeedsRoot { .. }
-            | ActivateError::HomeManagerRoot => Exit::Usage,
+            | ActivateError::HomeManagerRoot
+            | ActivateError::NoShell { .. } => Exit::Usage,
             ActivateError::NotInStore { .. } => Exit::Store,
             ActivateError::BadScript { .. } | ActivateError::Spawn { .. } => Exit::ActivationFailed,
         };
@@ -530,10 +539,29 @@ pub fn preflight(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
     if flavor == Flavor::HomeManager && ctx.root.is_some() {
         return Err(ActivateError::HomeManagerRoot.into());
     }
-    if !opts.dry_run && runs_commands(&ctx, flavor.action(opts.action), opts.install_bootloader) {
+    let action = flavor.action(opts.action);
+    if !opts.dry_run && runs_commands(&ctx, action, opts.install_bootloader) {
         ctx.check_can_run()?;
     }
+    // The health check (after switch and test) needs the root's /bin/sh:
+    // checked now, before anything is fetched or activated.
+    if let (Some(root), Some(_), false) = (ctx.root, &opts.health_check, opts.dry_run) {
+        if matches!(action, Action::Switch | Action::Test) && !has_shell(root) {
+            return Err(ActivateError::NoShell {
+                root: root.to_path_buf(),
+            }
+            .into());
+        }
+    }
     Ok(())
+}
+
+/// Whether DIR/bin/sh is an executable file (symlinks followed inside DIR).
+fn has_shell(root: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    resolve_in_root(root, Path::new("/bin/sh"))
+        .and_then(std::fs::metadata)
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Whether activating runs anything: everything does except `boot` under

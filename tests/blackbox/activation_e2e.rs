@@ -403,6 +403,37 @@ fn every_switch_exit_code_maps_to_an_fh_lite_exit_code() {
     }
 }
 
+/// A health check under `--root` whose root has no `/bin/sh` is refused
+/// before anything is fetched or activated, naming the missing shell; the
+/// release is not marked failed.
+#[test]
+fn health_check_without_a_shell_in_the_root_is_refused_first() {
+    if !can_chroot() {
+        return;
+    }
+    let d = v1_and("system-v2");
+    assert_eq!(d.apply("=0.1.1", &["switch", "-q"]).code, 0);
+    let before = profile(&d);
+    let nars = d.hub.requests_to("/nar/").len();
+    let r = d.apply("=0.1.2", &["switch", "--health-check", "exit 0"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.ends_with(&format!(
+            "but {}/bin/sh is missing (or not an executable file); nothing was done. Drop \
+             --health-check, or give the root a /bin/sh first (NixOS activation creates it: \
+             apply once without --health-check)\n",
+            d.root.display()
+        )),
+        "{r:?}"
+    );
+    assert_eq!(profile(&d), before, "nothing activated");
+    assert_eq!(d.hub.requests_to("/nar/").len(), nars, "nothing fetched");
+    // Not remembered as failed: with a shell, the same release applies.
+    add_shell(&d);
+    let r = d.apply("=0.1.2", &["switch", "--health-check", "exit 0"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 #[test]
 fn failing_health_check_rolls_back() {
     if !can_chroot() {
