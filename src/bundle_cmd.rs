@@ -20,6 +20,23 @@ use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
 use crate::offline::EmptyStore;
 
+/// A secret key file others can read draws one warning with the fix.
+fn warn_if_readable(f: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(f) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o044 != 0 {
+        crate::ui::warn(&format!(
+            "--sign-key {} is readable by group or others (mode {mode:03o}); anyone who can \
+             read it can sign bundles: run 'chmod 600 {}'",
+            f.display(),
+            f.display()
+        ));
+    }
+}
+
 pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
     let Some(output) = offline.output.as_deref() else {
         return Err(Error::usage("bundle create needs --output FILE"));
@@ -29,6 +46,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         Some(f) => {
             let text =
                 std::fs::read_to_string(f).map_err(|e| Error::io("read --sign-key", f, &e))?;
+            warn_if_readable(f);
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };

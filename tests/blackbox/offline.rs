@@ -404,3 +404,24 @@ fn older_exact_version_is_refused_after_a_newer_one() {
     let r = d.apply(REQ, &["boot", "--allow-downgrade"]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// A `--sign-key` file readable by group or others draws a warning naming
+/// it and the fix; a mode 600 file draws none.
+#[test]
+fn readable_sign_key_draws_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Deploy::new("none", &[("0.1.175", "system-v1")], "{}");
+    let key = d.tmp.path().join("bundle.sec");
+    std::fs::copy(sign_key(), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let k = key.to_str().unwrap();
+    let r = create(&d, &d.tmp.path().join("a.bundle"), &["--sign-key", k]);
+    let want = format!(
+        "fh-lite: warning: --sign-key {k} is readable by group or others (mode 644); anyone \
+         who can read it can sign bundles: run 'chmod 600 {k}'\n"
+    );
+    assert_eq!(r.stderr.matches(&want).count(), 1, "{r:?}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = create(&d, &d.tmp.path().join("b.bundle"), &["--sign-key", k]);
+    assert!(!r.stderr.contains("warning"), "{r:?}");
+}
