@@ -256,14 +256,22 @@ fn dry_verdict(
     store_path: &StorePath,
     deferred: &Option<String>,
 ) -> Result<(&'static str, Exit, String), Error> {
-    let current = state.load()?;
+    // Read only (no corrupt file moved aside); unreadable, it is left out.
+    let current = state.load().unwrap_or_else(|e| {
+        crate::ui::warn(&format!(
+            "dry run: {}; the verdict below leaves the state file out",
+            e.message
+        ));
+        crate::state::State::default()
+    });
     if let Some(h) = &current.hold {
         let e = held(h);
         let msg = format!("dry run: would refuse ({}): {}", e.exit.code(), e.message);
         return Ok(("held", e.exit, msg));
     }
     if !opts.retry_failed {
-        if let Some(f) = state.failed_entry(store_path)? {
+        let path = store_path.to_string();
+        if let Some(f) = current.failed.iter().find(|f| f.store_path == path) {
             let exit = Exit::SkippedFailed;
             let msg = format!(
                 "dry run: would skip ({}): {store_path} ({}) {} at {}; --retry-failed applies it anyway",

@@ -74,7 +74,7 @@ pub fn gate(
         let mut entry = Scheduled::default();
         if dry_run {
             // What the real run would record, recording nothing.
-            let known = state.load()?.fleet.unwrap_or_default();
+            let known = state.load().ok().and_then(|s| s.fleet).unwrap_or_default();
             entry = known
                 .rollout
                 .into_iter()
