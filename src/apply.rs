@@ -41,7 +41,8 @@ pub fn run(
         None => (None, None),
     };
     let opts = bundle_opts.as_ref().unwrap_or(opts);
-    if opts.reference.is_loose() && offline.cache.is_none() {
+    let direct = offline.cache.is_some() || crate::cli::is_direct(&opts.reference);
+    if opts.reference.is_loose() && !direct {
         crate::ui::warn(&crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
@@ -70,9 +71,14 @@ pub fn run(
         None => Box::new(ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?),
     };
     let root_path = token.store_path().clone();
-    // `--cache` (direct.rs): the store path is the reference recorded.
+    // `--cache` (direct.rs), or a bundle made from one: the store path is
+    // the reference recorded.
     let (reference, msg) = match &offline.cache {
         Some(cache) => (root_path.to_string(), format!("{root_path} from {cache}")),
+        None if direct => (
+            root_path.to_string(),
+            format!("{root_path} from the bundle"),
+        ),
         None => {
             let r = opts.reference.to_string();
             (r.clone(), format!("{r} resolves to {root_path}"))

@@ -6,11 +6,15 @@
 //! URL pointing into the bundle, each NAR as served, references first. The
 //! NARs are copied, not decoded; their FileSize and FileHash are checked
 //! on the way. The output appears under its name only when complete.
+//! `--output -` streams the tar to standard output instead (nothing else
+//! is written there), for `bundle create … --output - | ssh pi fh-lite
+//! apply nixos --from - …`.
 
-use std::io::{self, Read, Write};
+use std::cell::Cell;
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 
-use crate::bundle::tar::Writer;
+use crate::bundle::tar::{StreamWriter, Writer};
 use crate::bundle::{self, Entry, Manifest, SecretKey};
 use crate::cache::CacheClient;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
@@ -24,6 +28,24 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let Some(output) = offline.output.as_deref() else {
         return Err(Error::usage("bundle create needs --output FILE"));
     };
+    let to_stdout = output == Path::new("-");
+    if to_stdout {
+        if offline.dir_format {
+            return Err(Error::usage(
+                "--output - writes a tar bundle to standard output; --format dir needs a directory path",
+            ));
+        }
+        if common.json {
+            return Err(Error::usage(
+                "--json cannot be combined with --output -: standard output carries the bundle",
+            ));
+        }
+        if io::stdout().is_terminal() {
+            return Err(Error::usage(
+                "--output -: standard output is a terminal; redirect it to a file or a pipe",
+            ));
+        }
+    }
     let sign_key = match &offline.sign_key {
         None => None,
         Some(f) => {
@@ -32,8 +54,15 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };
-    let client = Client::new(common)?;
-    let mut source = crate::apply::flakehub_source(&client, common, opts)?;
+    // `--cache URL`: a store path from any signed cache (direct.rs).
+    let client;
+    let mut source = match offline.cache {
+        Some(_) => crate::direct::open(common, opts, offline)?.source,
+        None => {
+            client = Client::new(common)?;
+            crate::apply::flakehub_source(&client, common, opts)?
+        }
+    };
     let root = source.store_path().clone();
     let plan = source.plan(&EmptyStore, &opts.trusted_keys, opts.jobs)?;
     let reference = &opts.reference;
@@ -69,6 +98,28 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             format!("{hash}.narinfo"),
             bundle::rewrite_url(&text, &bundle::nar_name(info)),
         ));
+    }
+    if to_stdout {
+        write_tar_stdout(
+            &manifest,
+            &manifest_json,
+            sig.as_deref(),
+            &narinfos,
+            &plan.paths,
+            cache,
+        )?;
+        crate::ui::say(&format!(
+            "wrote the bundle to standard output ({} of {}, {}){}",
+            crate::progress::plural(plan.paths.len() as u64, "path"),
+            root,
+            crate::util::mib(plan.download_bytes),
+            if sig.is_some() {
+                ", manifest signed"
+            } else {
+                ", manifest NOT signed"
+            }
+        ));
+        return Ok(Exit::Success);
     }
     let part = format!(
         ".{}.part-",
@@ -220,6 +271,88 @@ fn write_tar(
     let out = w.finish().map_err(io_err)?;
     let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)
+}
+
+/// Standard output, remembering whether a write to it failed (to tell the
+/// reader going away from a NAR the cache served wrong).
+struct Stdout<'a> {
+    inner: io::StdoutLock<'static>,
+    failed: &'a Cell<Option<io::ErrorKind>>,
+}
+
+impl Write for Stdout<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner
+            .write(buf)
+            .inspect_err(|e| self.failed.set(Some(e.kind())))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner
+            .flush()
+            .inspect_err(|e| self.failed.set(Some(e.kind())))
+    }
+}
+
+/// The tar bundle to standard output: a pipe cannot seek, so each NAR's
+/// size comes from its narinfo's FileSize, and the bytes must match it.
+fn write_tar_stdout(
+    manifest: &Manifest,
+    manifest_json: &str,
+    sig: Option<&str>,
+    narinfos: &[(String, String)],
+    paths: &[NarInfo],
+    cache: &dyn CacheClient,
+) -> Result<(), Error> {
+    for info in paths {
+        if info.file_size.is_none() {
+            return Err(Error::new(
+                Exit::Cache,
+                format!(
+                    "{}: the narinfo of {} has no FileSize, which --output - needs; write the bundle to a file instead",
+                    cache.narinfo_url(info.store_path.hash_part()),
+                    info.store_path
+                ),
+            ));
+        }
+    }
+    let failed = Cell::new(None);
+    let out = Stdout {
+        inner: io::stdout().lock(),
+        failed: &failed,
+    };
+    let written = (|| {
+        let mut w = StreamWriter::new(io::BufWriter::new(out), manifest.created);
+        let io_err = |e: io::Error| Error::new(Exit::Internal, format!("write bundle: {e}"));
+        w.add(bundle::MANIFEST, manifest_json.as_bytes())
+            .map_err(io_err)?;
+        if let Some(sig) = sig {
+            w.add(bundle::SIGNATURE, sig.as_bytes()).map_err(io_err)?;
+        }
+        for (name, text) in narinfos {
+            w.add(name, text.as_bytes()).map_err(io_err)?;
+        }
+        for info in paths {
+            let name = bundle::nar_name(info);
+            let size = info.file_size.unwrap_or(0);
+            copy_nar(cache, info, &mut |r| w.add_sized(&name, size, r))?;
+        }
+        w.finish().map_err(io_err)?.flush().map_err(io_err)
+    })();
+    match (written, failed.get()) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(io::ErrorKind::BrokenPipe)) => Err(Error::new(
+            Exit::Internal,
+            "write bundle to standard output: the reader closed the pipe before the end (broken pipe); the bundle it got is incomplete",
+        )),
+        (Err(_), Some(kind)) => Err(Error::new(
+            Exit::Internal,
+            format!(
+                "write bundle to standard output: {}; the bundle written is incomplete",
+                io::Error::from(kind)
+            ),
+        )),
+        (Err(e), None) => Err(e),
+    }
 }
 
 fn write_dir(

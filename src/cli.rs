@@ -36,7 +36,10 @@ USAGE:
     fh-lite apply nixos /nix/store/HASH-NAME [ACTION] --cache URL
             --trusted-key NAME:KEY [OPTIONS]
     fh-lite fetch REF [--out-link PATH] [--json] [OPTIONS]
-    fh-lite bundle create REF --output FILE [--format tar|dir] [--sign-key FILE]
+    fh-lite fetch /nix/store/HASH-NAME --cache URL --trusted-key NAME:KEY
+    fh-lite bundle create REF --output FILE|- [--format tar|dir] [--sign-key FILE]
+    fh-lite bundle create /nix/store/HASH-NAME --cache URL
+            --trusted-key NAME:KEY --output FILE|- [OPTIONS]
     fh-lite resolve REF [--json]
     fh-lite status [--json]
     fh-lite rollback [--to N]
@@ -155,7 +158,8 @@ FLEETS (apply; see Fleets in README.md):
 OFFLINE (fetch, bundle, apply --from):
         --out-link PATH        fetch: the GC root symlink (default
                                STATE_DIR/fetched)
-        --output PATH          bundle create: the file (or directory) to write
+        --output PATH|-        bundle create: the file (or directory) to write;
+                               - writes the tar to standard output
         --format tar|dir       bundle create: one tar file (default), or a
                                binary-cache directory with the manifest beside it
         --sign-key FILE        bundle create: sign the manifest with this
@@ -172,11 +176,12 @@ OFFLINE (fetch, bundle, apply --from):
         --allow-downgrade      apply an exact version older than the newest
                                one applied before
 
-ANY BINARY CACHE (apply STOREPATH --cache URL, no FlakeHub):
-        --cache URL            apply the store path given instead of REF from
-                               this Nix binary cache (https:// or file://);
-                               needs --trusted-key (no default keys); state
-                               records the store path as the reference
+ANY BINARY CACHE (apply, fetch, bundle create STOREPATH --cache URL):
+        --cache URL            take the store path given instead of REF from
+                               this Nix binary cache (https:// or file://),
+                               no FlakeHub; needs --trusted-key (no default
+                               keys); state records the store path as the
+                               reference
         --netrc-file FILE      the cache's login, netrc format (machine HOST
                                login NAME password SECRET): HTTP Basic, sent
                                only to that cache
@@ -594,9 +599,9 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("trusted-bundle-key", Some("apply")),
     ("allow-unsigned-bundle", Some("apply")),
     ("allow-downgrade", Some("apply")),
-    ("cache", Some("apply")),
-    ("netrc-file", Some("apply")),
-    ("cache-token-file", Some("apply")),
+    ("cache", Some("apply fetch bundle")),
+    ("netrc-file", Some("apply fetch bundle")),
+    ("cache-token-file", Some("apply fetch bundle")),
     ("metrics-file", Some("apply rollback recover")),
     ("reboot", Some("apply")),
     ("reboot-window", Some("apply")),
@@ -1017,10 +1022,14 @@ impl RawArgs {
                 .cache
                 .as_ref()
                 .map(|c| c.trim_end_matches('/').to_string()),
-            store_path: self
-                .cache
-                .as_ref()
-                .and_then(|_| self.positionals.get(2).cloned()),
+            // `apply nixos PATH`, `bundle create PATH`, `fetch PATH`.
+            store_path: self.cache.as_ref().and_then(|_| {
+                let at = match self.positionals.first().map(String::as_str) {
+                    Some("fetch") => 1,
+                    _ => 2,
+                };
+                self.positionals.get(at).cloned()
+            }),
             netrc_file: self.netrc_file.clone(),
             cache_token_file: self.cache_token_file.clone(),
         })
@@ -1034,7 +1043,7 @@ impl RawArgs {
         let Some(url) = &self.cache else {
             if self.netrc_file.is_some() || self.cache_token_file.is_some() {
                 return Err(Error::usage(
-                    "--netrc-file and --cache-token-file are for 'apply … --cache URL'",
+                    "--netrc-file and --cache-token-file are for '… --cache URL' (apply, fetch, bundle create)",
                 ));
             }
             return Ok(None);
@@ -1066,15 +1075,19 @@ impl RawArgs {
                 "--cache URL must not carry a login (user:password@host): put it in --netrc-file FILE",
             ));
         }
+        let cmd = match self.positionals.first().map(String::as_str) {
+            Some("fetch") => "fetch".to_string(),
+            Some("bundle") => "bundle create".to_string(),
+            _ => format!("apply {}", rest[0]),
+        };
         let Some(path) = rest.get(1) else {
             return Err(Error::usage(format!(
-                "apply {} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME",
-                rest[0]
+                "{cmd} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME"
             )));
         };
         crate::nix::store_path::StorePath::parse(path).map_err(|e| {
             Error::usage(format!(
-                "with --cache, apply takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
+                "with --cache, {cmd} takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
             ))
         })?;
         if self.trusted_keys.is_empty() {
@@ -1088,8 +1101,14 @@ impl RawArgs {
 }
 
 /// The reference cli.rs puts in `ApplyOpts` with `--cache`: loose, so no
-/// version is remembered; apply records the store path instead.
+/// version is remembered; apply records the store path instead. A bundle
+/// made with `bundle create PATH --cache URL` carries it in its manifest.
 pub const DIRECT_REF: &str = "fh-lite/store-path/*";
+
+/// True for [`DIRECT_REF`]: the store path was given, not a FlakeHub REF.
+pub fn is_direct(r: &crate::outref::OutputRef) -> bool {
+    r.org == "fh-lite" && r.project == "store-path"
+}
 
 /// What `--rollback-on` and `--health-timeout` take, for [`number`]'s message.
 const EXIT_CODE: &str = "an exit code (the list is comma-separated, e.g. 1,2,4)";

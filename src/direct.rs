@@ -168,7 +168,7 @@ impl Source for Direct {
     fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
         if !store.reads_nar() {
             return Err(Error::usage(
-                "apply --cache cannot use --store nix (it passes FlakeHub's cache credential to nix copy); pick another store",
+                "--cache cannot use --store nix (it passes FlakeHub's cache credential to nix copy); pick another store",
             ));
         }
         plan::plan(self.cache.as_ref(), store, keys, &self.store_path, jobs)
@@ -193,7 +193,7 @@ pub fn open(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<
     let url = offline.cache.as_deref().unwrap_or_default();
     let path = offline.store_path.as_deref().unwrap_or_default();
     let store_path = StorePath::parse(path)
-        .map_err(|e| Error::usage(format!("apply --cache takes a store path: {e}")))?;
+        .map_err(|e| Error::usage(format!("--cache takes a store path: {e}")))?;
     let creds_given = offline.netrc_file.is_some() || offline.cache_token_file.is_some();
     let (cache, credential_from): (Box<dyn CacheClient>, _) = if url.starts_with("file://") {
         if creds_given {
@@ -419,6 +419,15 @@ mod tests {
             "apply home-manager {SP} --cache file:///c --trusted-key {KEY}"
         ));
         assert!(hm.is_ok());
+        // fetch and bundle create take the store path where apply does.
+        for args in [
+            format!("fetch {SP} --cache file:///c --trusted-key {KEY}"),
+            format!("bundle create {SP} --cache file:///c --trusted-key {KEY} --output -"),
+        ] {
+            let c = cli(&args).unwrap();
+            assert_eq!(c.offline.store_path.as_deref(), Some(SP), "{args}");
+            assert_eq!(c.offline.cache.as_deref(), Some("file:///c"), "{args}");
+        }
     }
 
     #[test]
@@ -452,11 +461,19 @@ mod tests {
             ),
             (
                 "apply nixos org/p/0.1 --netrc-file n".to_string(),
-                "are for 'apply",
+                "are for '… --cache URL'",
             ),
             (
-                "fetch org/p/0.1 --cache https://c".to_string(),
-                "only for 'apply'",
+                "status --cache https://c".to_string(),
+                "only for 'apply' or 'fetch' or 'bundle'",
+            ),
+            (
+                format!("fetch org/p/0.1 --cache https://c --trusted-key {KEY}"),
+                "with --cache, fetch takes a store path",
+            ),
+            (
+                format!("bundle create --cache https://c --trusted-key {KEY} --output o"),
+                "bundle create --cache URL needs a store path",
             ),
         ];
         for (args, want) in cases {

@@ -404,3 +404,103 @@ fn older_exact_version_is_refused_after_a_newer_one() {
     let r = d.apply(REQ, &["boot", "--allow-downgrade"]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// `bundle create REF --output - [extra]` with its stdout given.
+fn create_to_stdout(d: &Deploy, extra: &[&str], stdout: Stdio) -> std::process::Command {
+    let mut args: Vec<String> = ["bundle", "create", &d.reference(REQ), "--output", "-"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(d.online());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = fh_lite(&a);
+    cmd.current_dir(d.tmp.path()).stdout(stdout);
+    cmd
+}
+
+#[test]
+fn bundle_to_stdout_pipes_into_apply_from_stdin() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let sign = sign_key();
+    // bundle create … --output - | fh-lite apply nixos --from - …
+    let mut create = create_to_stdout(&d, &["--sign-key", &sign], Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = create.stdout.take().unwrap();
+    let key = bundle_key();
+    let mut apply = fh_lite(&[
+        "apply",
+        "nixos",
+        "--from",
+        "-",
+        "boot",
+        "--root",
+        d.root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--trusted-bundle-key",
+        &key,
+    ]);
+    apply.stdin(Stdio::from(pipe));
+    let r = no_secret(output(apply));
+    let c = create.wait_with_output().unwrap();
+    let c_err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "bundle create --output -: {c_err}");
+    assert!(c_err.contains("standard output"), "{c_err}");
+    assert_eq!(r.code, 0, "apply --from - fed by bundle create: {r:?}");
+    judge_image(&d, f, "system-v1");
+    // Nothing but the bundle on stdout, no file written beside it.
+    let o = create_to_stdout(&d, &[], Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tar = d.tmp.path().join("out.tar");
+    std::fs::write(&tar, &o.stdout).unwrap();
+    let names: Vec<String> = entries(&tar).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("fh-lite-manifest.json"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("nar/")), "{names:?}");
+    let parts: Vec<_> = std::fs::read_dir(d.tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part-"))
+        .collect();
+    assert!(parts.is_empty(), "{parts:?}");
+}
+
+#[test]
+fn bundle_to_stdout_refuses_dir_and_fails_clearly_on_a_broken_pipe() {
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let r = output(create_to_stdout(&d, &["--format", "dir"], Stdio::piped()));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--format dir"), "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    // The reader is gone before anything is written.
+    let mut child = create_to_stdout(&d, &[], Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let c = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert_eq!(c.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("standard output") && err.contains("broken pipe"),
+        "{err}"
+    );
+    let names: Vec<String> = std::fs::read_dir(d.tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("bundle") || n.contains(".part-") || n == "-")
+        .collect();
+    assert!(names.is_empty(), "files left: {names:?}");
+}
