@@ -1,4 +1,4 @@
-//! NAR → directory tree in a store, verified (reference/nix-protocols.md §4).
+//! NAR → directory tree in a store, verified (docs/formats.md, "NAR").
 //!
 //! [`unpack_verified`] restores one NAR stream into a temporary name on the
 //! store's filesystem, `<store>/<hash>-fhlite-tmp-<pid>-<rand>` (see
@@ -16,7 +16,7 @@
 //! writes the store removes it ([`remove_debris`]: only trees whose pid is
 //! no longer alive).
 //!
-//! The tree ends in Nix's canonical state (§4.3): directories 0555, files
+//! The tree ends in Nix's canonical state (formats.md "NAR: On disk"): directories 0555, files
 //! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything,
 //! symlinks included (`utimensat` with `AT_SYMLINK_NOFOLLOW`; a directory's
 //! after its entries), owner = this process.
@@ -94,21 +94,6 @@ impl Drop for Unpacked {
         if let Some(tmp) = self.tmp.take() {
             let _ = self.store.remove_tree(tmp);
         }
-    }
-}
-
-/// Remove a file, symlink or tree whose directories may be read-only
-/// (0555), as unpacked store paths are. Missing is fine. Relative to the
-/// parent's descriptor ([`Dir::remove_tree`]).
-#[cfg(test)]
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::other("not a removable path"));
-    };
-    match rootfs::open_dir(None, parent) {
-        Ok(d) => d.remove_tree(name),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
@@ -194,14 +179,14 @@ pub fn remove_debris(store_dir: &Dir) {
         }
         let p = store_dir.join(&name);
         match store_dir.remove_tree(&name) {
-            Ok(()) => eprintln!(
-                "fh-lite: removed {}, left by an interrupted run (pid {pid})",
+            Ok(()) => crate::ui::say(&format!(
+                "removed {}, left by an interrupted run (pid {pid})",
                 p.display()
-            ),
-            Err(err) => eprintln!(
-                "fh-lite: warning: cannot remove {}, left by an interrupted run (pid {pid}): {err}",
+            )),
+            Err(err) => crate::ui::warn(&format!(
+                "cannot remove {}, left by an interrupted run (pid {pid}): {err}",
                 p.display()
-            ),
+            )),
         }
     }
 }
@@ -468,9 +453,9 @@ mod tests {
         }
         assert_eq!(fs::read(root.join("a")).unwrap(), b"abc");
         assert_eq!(fs::read_link(root.join("d/l")).unwrap(), Path::new("../a"));
-        remove_tree(&root).unwrap();
+        crate::testutil::remove_tree(&root).unwrap();
         assert!(!root.exists());
-        remove_tree(&root).unwrap();
+        crate::testutil::remove_tree(&root).unwrap();
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::apply::{nix, nix_isolated, no_secret, ok, Deploy};
+use crate::support::deploy::{nix, nix_isolated, no_secret, ok, Deploy};
 use crate::support::fixtures::fixtures;
 use crate::support::{is_root, require};
 
