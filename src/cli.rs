@@ -199,7 +199,8 @@ ENVIRONMENT:
     NIX_DAEMON_SOCKET_PATH
                          default for --daemon-socket
     Token search order: --token-file, $CREDENTIALS_DIRECTORY/flakehub-token,
-    /nix/var/determinate/token, $XDG_CONFIG_HOME/flakehub/auth. The token is
+    /etc/fh-lite/token, /nix/var/determinate/token,
+    $XDG_CONFIG_HOME/flakehub/auth (`fh-lite status` shows them). The token is
     never taken from the command line or the environment.
 
 FILES:

@@ -107,3 +107,25 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// `cmd` run in a private mount namespace whose /etc is `etc` (bind
+/// mounted; the host's /etc is untouched and other tests do not see it),
+/// for the token file fh-lite reads from the running machine's
+/// /etc/fh-lite. Needs root and util-linux's `unshare`.
+pub fn with_etc(cmd: &Command, etc: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(etc)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    c.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.stdin(Stdio::null());
+    c
+}
