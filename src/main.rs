@@ -90,6 +90,9 @@ fn run(cli: Cli) -> Result<Exit, Error> {
 
 /// Run one command; the whole program's shape fits on this screen.
 fn run_command(cli: &Cli) -> Result<Exit, Error> {
+    if !matches!(cli.command, Command::Help | Command::Version) {
+        cli::check_root(&cli.common, cli.create_root)?;
+    }
     match cli.command {
         Command::Help => {
             print_stdout(&cli::help());

@@ -577,3 +577,51 @@ fn too_little_disk_space_is_refused_up_front() {
     assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
     assert!(!d.root.join("nix-path-registration").exists());
 }
+
+/// A `--root` that does not exist (a typo of /mnt) is refused before
+/// anything is resolved or written, naming the path; `--create-root`
+/// creates it.
+#[test]
+fn a_missing_root_is_refused_unless_create_root() {
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let missing = d.tmp.path().join("images/doesnotexist");
+    let reference = d.reference("=0.1.175");
+    let online = d.online();
+    let mut args = vec![
+        "apply",
+        "nixos",
+        &reference,
+        "boot",
+        "--root",
+        missing.to_str().unwrap(),
+    ];
+    args.extend(online.iter().map(String::as_str));
+    let r = no_secret(output(fh_lite(&args)));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: --root {}: no such directory; check the path, or add --create-root to create it\n",
+            missing.display()
+        )
+    );
+    assert!(!missing.exists(), "the root was created");
+    assert!(
+        !d.tmp.path().join("images").exists(),
+        "its parent was created"
+    );
+    assert!(d.hub.requests().is_empty(), "FlakeHub was asked");
+    let r = no_secret(output(fh_lite(&[
+        "status",
+        "--root",
+        missing.to_str().unwrap(),
+    ])));
+    assert_eq!(r.code, 2, "status: {r:?}");
+    assert!(!missing.exists(), "status created the root");
+
+    args.push("--create-root");
+    let r = no_secret(output(fh_lite(&args)));
+    assert_eq!(r.code, 0, "{r:?}");
+    let profile = missing.join("nix/var/nix/profiles/system");
+    assert!(std::fs::symlink_metadata(&profile).is_ok(), "{r:?}");
+}
