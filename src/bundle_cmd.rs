@@ -126,10 +126,10 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             nar_bytes: bytes,
             signed: sig.is_some(),
         };
-        crate::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
-    } else if !common.quiet {
-        eprintln!(
-            "fh-lite: wrote {} ({} of {}, {}){}",
+        crate::ui::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
+    } else {
+        crate::ui::say(&format!(
+            "wrote {} ({} of {}, {}){}",
             output.display(),
             crate::progress::plural(plan.paths.len() as u64, "path"),
             root,
@@ -139,7 +139,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             } else {
                 ", manifest NOT signed"
             }
-        );
+        ));
     }
     Ok(Exit::Success)
 }
@@ -276,10 +276,10 @@ fn remove_dead_parts(output: &Path, prefix: &str) {
             continue;
         }
         let p = e.path();
-        eprintln!(
-            "fh-lite: removing {}, left by a bundle create that died",
+        crate::ui::say(&format!(
+            "removing {}, left by a bundle create that died",
             p.display()
-        );
+        ));
         let _ = std::fs::remove_dir_all(&p);
         let _ = std::fs::remove_file(&p);
     }

@@ -328,7 +328,6 @@ pub struct RangeAnswer {
 pub struct Client {
     agent: ureq::Agent,
     allow_insecure_http: bool,
-    quiet: bool,
     /// `--verbose`: one line per request (URL and status; never credentials).
     verbose: bool,
     retry: RetryPolicy,
@@ -353,7 +352,6 @@ impl Client {
         let mut client = Client::build(
             &ca_files,
             common.allow_insecure_http,
-            common.quiet,
             RetryPolicy::default(),
         )?;
         client.verbose = common.verbose && !common.quiet;
@@ -364,7 +362,6 @@ impl Client {
     pub fn build(
         ca_files: &[&Path],
         allow_insecure_http: bool,
-        quiet: bool,
         retry: RetryPolicy,
     ) -> Result<Client, HttpError> {
         use ureq::tls::{RootCerts, TlsConfig};
@@ -399,7 +396,6 @@ impl Client {
         Ok(Client {
             agent: config.into(),
             allow_insecure_http,
-            quiet,
             verbose: false,
             retry,
             max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
@@ -485,11 +481,9 @@ impl Client {
         self.max_decoder_memory
     }
 
-    /// Print one line on stderr, `fh-lite: <line>` (not with `--quiet`).
+    /// One progress line about the transfer ([`crate::ui::say`]).
     pub fn note(&self, line: &str) {
-        if !self.quiet {
-            eprintln!("fh-lite: {line}");
-        }
+        crate::ui::say(line);
     }
 
     /// Run `attempt` until it succeeds, fails for good, or the retry
@@ -520,14 +514,12 @@ impl Client {
             if start.elapsed() + delay > self.retry.total {
                 return Err(err);
             }
-            if !self.quiet {
-                eprintln!(
-                    "fh-lite: GET {url}: {}; retry {n} of {} in {:.1}s",
-                    reason(&err),
-                    self.retry.max_retries,
-                    delay.as_secs_f64()
-                );
-            }
+            crate::ui::say(&format!(
+                "GET {url}: {}; retry {n} of {} in {:.1}s",
+                reason(&err),
+                self.retry.max_retries,
+                delay.as_secs_f64()
+            ));
             std::thread::sleep(delay);
             n += 1;
         }
@@ -568,7 +560,7 @@ impl Client {
             let resp = req.call().map_err(|e| classify(&current, &origin, e))?;
             let status = resp.status().as_u16();
             if self.verbose {
-                eprintln!("fh-lite: GET {current}: http status {status}");
+                crate::ui::say(&format!("GET {current}: http status {status}"));
             }
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
                 return Ok((current, resp));
@@ -813,7 +805,7 @@ mod tests {
     use super::*;
 
     fn client(insecure: bool) -> Client {
-        Client::build(&[], insecure, true, RetryPolicy::default()).unwrap()
+        Client::build(&[], insecure, RetryPolicy::default()).unwrap()
     }
 
     #[test]
@@ -967,7 +959,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = Client::build(&[&empty], false, true, RetryPolicy::default())
+        let e = Client::build(&[&empty], false, RetryPolicy::default())
             .err()
             .unwrap();
         assert_eq!(
@@ -978,7 +970,7 @@ mod tests {
             )
         );
         let missing = dir.join("missing.pem");
-        let e = Client::build(&[&missing], false, true, RetryPolicy::default())
+        let e = Client::build(&[&missing], false, RetryPolicy::default())
             .err()
             .unwrap();
         assert!(e

@@ -1,5 +1,5 @@
 //! Recovery: finish or undo an attempt a kill interrupted (the journal in
-//! state.json's `pending`; journal-spec.md). `fh-lite apply` and
+//! state.json's `pending`; docs/journal.md). `fh-lite apply` and
 //! `fh-lite rollback` run it first, under the lock, before anything else;
 //! `fh-lite recover` runs it on its own.
 //!
@@ -28,6 +28,7 @@ use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
 use crate::state::{Attempt, Pending, Phase, StateDir, ROLLBACK_ACTION};
+use crate::ui::say;
 
 /// `fh-lite recover`: recover, or say there is nothing to recover.
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -36,7 +37,7 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
     crate::signal::install()?;
     match recover(common, &state)? {
         Recovery::Nothing => {
-            say(common, "no interrupted attempt; nothing to recover");
+            say("no interrupted attempt; nothing to recover");
             Ok(Exit::Success)
         }
         Recovery::Cleared => Ok(Exit::Success),
@@ -108,19 +109,16 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
     let decision = decide(phase);
     if decision == Decision::Clear {
         say(
-            common,
             &format!("an attempt at {path} was interrupted while fetching; nothing had changed, starting over"),
         );
         state.record_result(&attempt, Exit::Interrupted, None, false)?;
         return Ok(Recovery::Cleared);
     }
-    if !common.quiet {
-        eprintln!(
-            "fh-lite: recovering an interrupted attempt: {path} ({}, killed during {})",
-            p.action,
-            phase.as_str()
-        );
-    }
+    say(&format!(
+        "recovering an interrupted attempt: {path} ({}, killed during {})",
+        p.action,
+        phase.as_str()
+    ));
     let before = Before {
         generation: p.previous_generation,
         system: p.previous_system.clone(),
@@ -165,13 +163,10 @@ fn redo_rollback_command(
             ),
         ));
     };
-    say(
-        common,
-        &format!(
-            "recovering an interrupted rollback to generation {n} ({})",
-            p.store_path
-        ),
-    );
+    say(&format!(
+        "recovering an interrupted rollback to generation {n} ({})",
+        p.store_path
+    ));
     let mut report = Report::default();
     let result = activate::rollback::SwitchBack::prepare(common, Some(n))
         .and_then(|back| back.run(&mut report));
@@ -195,9 +190,7 @@ pub fn before_command(
         return Ok(Some(result));
     }
     if let Err(e) = &result {
-        if !common.quiet {
-            eprintln!("fh-lite: recovery: {}", e.message);
-        }
+        crate::ui::error(&format!("recovery: {}", e.message));
     }
     Ok(None)
 }
@@ -223,12 +216,6 @@ impl Journal for AttemptJournal<'_> {
         }
         self.pending.pid = std::process::id();
         self.state.set_pending(&self.pending)
-    }
-}
-
-fn say(common: &Common, msg: &str) {
-    if !common.quiet && !common.json {
-        eprintln!("fh-lite: {msg}");
     }
 }
 

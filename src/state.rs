@@ -13,7 +13,7 @@
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
 //!
-//! Pending = the unfinished attempt (the journal; journal-spec.md):
+//! Pending = the unfinished attempt (the journal; docs/journal.md):
 //!   { "reference", "store_path", "action", "trial", "phase",
 //!     "generation", "previous_generation", "previous_system", "time",
 //!     "pid", and how to redo it: "kind", "install_bootloader",
@@ -346,11 +346,11 @@ impl StateDir {
                 self.open()
                     .and_then(|d| d.rename(STATE_FILE, &aside_name))
                     .map_err(|e| Error::io("move corrupt state file aside to", &aside, &e))?;
-                eprintln!(
-                    "fh-lite: warning: state file {}: {why}; moved aside to {}, starting afresh",
+                crate::ui::warn(&format!(
+                    "state file {}: {why}; moved aside to {}, starting afresh",
                     path.display(),
                     aside.display()
-                );
+                ));
                 Ok(<State as Default>::default())
             }
         }

@@ -16,7 +16,7 @@ use crate::util::unix_now;
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
     let status = gather(common)?;
-    crate::print_stdout(&if common.json {
+    crate::ui::print_stdout(&if common.json {
         render_json(&status)
     } else {
         render_text(&status)

@@ -1,5 +1,5 @@
 //! Home Manager: run `<path>/activate` as the calling user
-//! (nix-protocols.md §6.3). The script makes its own generation in the
+//! (docs/formats.md, "switch-to-configuration"). The script makes its own generation in the
 //! user's profile (`$XDG_STATE_HOME/nix/profiles/home-manager` or
 //! `/nix/var/nix/profiles/per-user/$USER/home-manager`), so fh-lite makes
 //! none and cannot roll back: a failure is `ActivationFailed`, and the

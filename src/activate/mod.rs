@@ -1,5 +1,5 @@
 //! Activation: profile generations, the activation script, rollback
-//! (nix-protocols.md §6).
+//! (docs/formats.md, "Profiles and activation").
 //!
 //! The apply command calls, after the closure is valid in the store:
 //!
@@ -286,7 +286,6 @@ impl Journal for NoJournal {
 
 /// Everything activation needs about the machine: root, profile, output.
 pub(crate) struct Ctx<'a> {
-    pub common: &'a Common,
     pub root: Option<&'a Path>,
     pub profile: Profile,
 }
@@ -295,7 +294,6 @@ impl<'a> Ctx<'a> {
     pub fn new(common: &'a Common) -> Ctx<'a> {
         let root = common.root.as_deref();
         Ctx {
-            common,
             root,
             profile: Profile::new(&common.profile, root),
         }
@@ -318,12 +316,9 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// A progress line on stderr (not with --quiet).
+    /// A progress line on stderr ([`crate::ui::say`]).
     pub fn say(&self, msg: &str) {
-        if !self.common.quiet {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr().lock(), "fh-lite: {msg}");
-        }
+        crate::ui::say(msg);
     }
 
     /// Fail early when commands would need a chroot we cannot make.

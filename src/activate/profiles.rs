@@ -1,4 +1,4 @@
-//! Profiles and generations, exactly as Nix makes them (nix-protocols.md §6.1).
+//! Profiles and generations, exactly as Nix makes them (docs/formats.md, "Generations").
 //!
 //! ```text
 //! <dir>/<name>            -> <name>-<N>-link        (relative: switchLink)
@@ -47,7 +47,7 @@ pub struct Profile {
     root: Option<PathBuf>,
 }
 
-/// The name Nix gives the indirect root for `link` (§6.1 `addIndirectRoot`).
+/// The name Nix gives the indirect root for `link` (formats.md "Generations" `addIndirectRoot`).
 pub fn gcroot_name(link: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let d = ring::digest::digest(
@@ -317,7 +317,10 @@ pub(crate) fn replace_symlink(dir: &Dir, target: &Path, name: &str) -> Result<()
                     let _ = dir.remove_file(&tmp);
                     return Err(io("rename symlink into place", path)(e));
                 }
-                return Ok(());
+                // The new link must survive a power cut by itself (on ext4 a
+                // later fsync of state.json happens to commit it too; not so
+                // on every file system).
+                return dir.sync().map_err(|e| io("sync the directory of", path)(e));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io("create symlink", &dir.join(&tmp))(e)),
@@ -339,7 +342,7 @@ mod tests {
 
     #[test]
     fn gcroot_names_match_nix() {
-        // Names computed by Nix for these link paths (§6.1, and nix-env
+        // Names computed by Nix for these link paths (formats.md "Generations", and nix-env
         // --store in a scratch dir).
         let cases = [
             (

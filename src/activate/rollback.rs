@@ -76,7 +76,7 @@ pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<()
 /// rollback, so it is only reported.
 fn journal_or_warn(journal: &mut dyn Journal, phase: Phase) {
     if let Err(e) = journal.phase(phase, None) {
-        eprintln!("fh-lite: warning: {e}");
+        crate::ui::warn(&e.to_string());
     }
 }
 
@@ -182,19 +182,19 @@ impl<'a> SystemRun<'a> {
     }
 
     /// `boot` under `--root` without `--install-bootloader`: only the
-    /// profile moved. One line (also with --quiet) says that the image's
-    /// boot loader does not know the generation, and what to run.
+    /// profile moved. One warning (so also with --quiet) says that the
+    /// image's boot loader does not know the generation, and what to run.
     fn say_boot_loader_not_updated(&self, generation: u64) {
         let ctx = self.ctx;
         let root = ctx.root.unwrap_or(Path::new("/")).display();
         let script = ctx.logical(&ctx.profile.path).join(self.flavor.script());
-        eprintln!(
-            "fh-lite: --root {root}: the profile's default is now generation {generation}, but the \
+        crate::ui::warn(&format!(
+            "--root {root}: the profile's default is now generation {generation}, but the \
 boot loader was not updated (nothing was run in {root}), so the image still boots what its boot \
 loader knew; to update it, run this again as root with --install-bootloader, or run: nixos-enter \
 --root {root} -c 'NIXOS_INSTALL_BOOTLOADER=1 {} boot'",
             script.display()
-        );
+        ));
     }
 
     /// The closing line; `base`: where the script that ran lives.

@@ -1,10 +1,10 @@
 //! The local-store backend: root writes the store directly (no daemon) and
-//! registers paths with `nix-store --load-db` (nix-protocols.md §5.2, §5.3).
+//! registers paths with `nix-store --load-db` (docs/formats.md, "nix-store --load-db").
 //!
 //! The store lives under `root` ("/" on a live system, DIR with `--root`):
 //! paths in `<root>/nix/store`, state in `<root>/nix/var/nix`.
 //!
-//! Coordination with other Nix processes, as Nix itself does it (§5.3):
+//! Coordination with other Nix processes, as Nix itself does it (formats.md "nix-store --load-db"):
 //! - GC protection: temp roots in `temproots/<pid>` (full paths, each
 //!   followed by NUL) under a shared flock, appended under an exclusive
 //!   one; before each append we try to take `gc.lock` shared without
@@ -270,7 +270,7 @@ impl LocalStore {
     }
 
     fn register(&self, info: &NarInfo) -> Result<(), StoreError> {
-        // §5.2: path, narHash (bare base16), narSize, deriver, refs.
+        // formats.md "nix-store --load-db": path, narHash (bare base16), narSize, deriver, refs.
         let mut rec = String::new();
         rec.push_str(&format!("{}\n", info.store_path));
         rec.push_str(&format!("{}\n", info.nar_hash.to_hex()));

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::apply::{nix, nix_isolated, no_secret, ok, Deploy};
+use crate::support::deploy::{nix, nix_isolated, no_secret, ok, Deploy};
 use crate::support::fixtures::fixtures;
 use crate::support::{is_root, require};
 
@@ -322,7 +322,7 @@ fn boot_under_root_runs_the_script_only_to_install_the_bootloader() {
     assert_eq!(
         r.stderr,
         format!(
-            "fh-lite: --root {root}: the profile's default is now generation 1, but the boot \
+            "fh-lite: warning: --root {root}: the profile's default is now generation 1, but the boot \
 loader was not updated (nothing was run in {root}), so the image still boots what its boot loader \
 knew; to update it, run this again as root with --install-bootloader, or run: nixos-enter --root \
 {root} -c 'NIXOS_INSTALL_BOOTLOADER=1 /{PROFILES}/system/bin/switch-to-configuration boot'\n"

@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::{self, Value};
 
-use crate::apply::{nix, Deploy};
+use crate::support::deploy::{nix, Deploy};
 use crate::support::fixtures::fixtures;
+use crate::support::procs::{process_group_tree, processes};
 use crate::support::util::Run;
 
 const PROFILES: &str = "nix/var/nix/profiles";
@@ -122,58 +123,17 @@ fn signal(sig: &str, target: &str) {
         .status();
 }
 
-/// `(pid, ppid, pgid)` of every process, from /proc.
-fn processes() -> Vec<(u32, u32, u32)> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp …; comm may hold spaces and parens.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if let (Some(pp), Some(pg)) = (f.get(1), f.get(2)) {
-            if let (Ok(pp), Ok(pg)) = (pp.parse(), pg.parse()) {
-                v.push((pid, pp, pg));
-            }
-        }
-    }
-    v
-}
-
-/// `root` and every process below it, or in its process group.
-fn tree(root: u32) -> Vec<u32> {
-    let all = processes();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        for &(pid, ppid, pgid) in &all {
-            if (ppid == p || pgid == root) && !found.contains(&pid) {
-                found.push(pid);
-            }
-        }
-        i += 1;
-    }
-    found
-}
-
 /// A power cut for one process tree: stop the group and every descendant
 /// (even one that moved to a group of its own, such as a chrooted script),
 /// then SIGKILL them all, and reap the child.
 fn power_cut(child: &mut Child) {
     let pid = child.id();
     signal("STOP", &format!("-{pid}"));
-    let mut all = tree(pid);
+    let mut all = process_group_tree(pid);
     for p in &all {
         signal("STOP", &p.to_string());
     }
-    for p in tree(pid) {
+    for p in process_group_tree(pid) {
         if !all.contains(&p) {
             all.push(p);
         }
@@ -189,8 +149,8 @@ fn power_cut(child: &mut Child) {
 fn group_left(pgid: u32) -> Vec<u32> {
     processes()
         .into_iter()
-        .filter(|&(pid, _, pg)| pg == pgid && pid != pgid)
-        .map(|(pid, _, _)| pid)
+        .filter(|p| p.pgid == pgid && p.pid != pgid)
+        .map(|p| p.pid)
         .collect()
 }
 
@@ -291,7 +251,7 @@ impl Lab {
         }
         let mut c = d.command("=0.1.1", &["switch"]);
         c.env("FH_LITE_SLOW_SLEEP", "0");
-        let r = crate::apply::no_secret(crate::support::util::output(c));
+        let r = crate::support::deploy::no_secret(crate::support::util::output(c));
         assert_eq!(r.code, 0, "preparing the template (slow-v1, switch): {r:?}");
         let template = d.tmp.path().join("template");
         fs::rename(&d.root, &template).unwrap();
@@ -452,7 +412,7 @@ fn collect(code: i32, out: &Path, err: &Path) -> Run {
         stdout: fs::read_to_string(out).unwrap_or_default(),
         stderr: fs::read_to_string(err).unwrap_or_default(),
     };
-    crate::apply::no_secret(r)
+    crate::support::deploy::no_secret(r)
 }
 
 // ---------------------------------------------------------------- JSON

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::apply::{no_secret, Deploy};
+use crate::support::deploy::{no_secret, Deploy};
 use crate::support::fixtures::fixtures;
 use crate::support::util::{fh_lite, output, Run};
 use crate::support::{is_root, require};

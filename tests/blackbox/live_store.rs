@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::apply::{no_secret, Deploy};
+use crate::support::deploy::{no_secret, Deploy};
 use crate::support::fixtures::{fixtures, Fixtures, TRUSTED_KEY_NAME};
 use crate::support::nixd::{nix_cmd, nix_env, NixDaemon};
+use crate::support::procs::descendants;
 use crate::support::util::{output, Run};
 
 /// NARs sent in 32 KiB pieces 40 ms apart (busybox: about 2.5 s).
@@ -304,34 +305,6 @@ fn local_store_as_root() {
     verify_clean(&d);
 }
 
-/// Pids of `root` and all its descendants, from /proc/*/stat.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // pid (comm) state ppid …; comm may hold spaces: split after ')'.
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    let mut all = vec![root];
-    let mut i = 0;
-    while i < all.len() {
-        if let Some(c) = children.get(&all[i]) {
-            all.extend(c);
-        }
-        i += 1;
-    }
-    all
-}
-
 /// What the watcher saw while fh-lite ran.
 #[derive(Default, Debug)]
 struct Seen {
@@ -364,7 +337,7 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
             let secrets: [&[u8]; 4] = [
                 b"flakehub:",
                 b"eyJ",
-                crate::apply::TOKEN.as_bytes(),
+                crate::support::deploy::TOKEN.as_bytes(),
                 b"password",
             ];
             while !done.load(Ordering::SeqCst) {
