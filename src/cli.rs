@@ -89,7 +89,9 @@ OPTIONS:
                                a 'result' event; see README.md)
         --dry-run              plan only: print paths and sizes, change nothing
         --root DIR             work on the system installed at DIR (store,
-                               profiles, state under DIR; activation chrooted)
+                               profiles, state under DIR; activation chrooted);
+                               DIR must exist
+        --create-root          create the --root DIR if it does not exist
         --store KIND           auto | daemon | local | nix | image (default
                                auto: the nix-daemon if it answers, else the
                                local store; image with --root)
@@ -205,7 +207,8 @@ ENVIRONMENT:
     NIX_DAEMON_SOCKET_PATH
                          default for --daemon-socket
     Token search order: --token-file, $CREDENTIALS_DIRECTORY/flakehub-token,
-    /nix/var/determinate/token, $XDG_CONFIG_HOME/flakehub/auth. The token is
+    /etc/fh-lite/token, /nix/var/determinate/token,
+    $XDG_CONFIG_HOME/flakehub/auth (`fh-lite status` shows them). The token is
     never taken from the command line or the environment.
 
 FILES:
@@ -460,6 +463,8 @@ pub struct Cli {
     pub command: Command,
     pub offline: OfflineOpts,
     pub fleet: FleetOpts,
+    /// `--create-root`: create a `--root` that does not exist.
+    pub create_root: bool,
 }
 
 /// What phase two takes from the machine. [`Env::real`] reads it (the only
@@ -522,6 +527,7 @@ pub struct RawArgs {
     quiet: bool,
     verbose: bool,
     root: Option<PathBuf>,
+    create_root: bool,
     state_dir: Option<PathBuf>,
     profile: Option<PathBuf>,
     trusted_keys: Vec<String>,
@@ -571,6 +577,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("json", None),
     ("dry-run", Some("apply")),
     ("root", None),
+    ("create-root", Some("apply fetch")),
     ("store", Some("apply fetch")),
     ("daemon-socket", Some("apply fetch")),
     ("profile", None),
@@ -709,6 +716,7 @@ where
             "cache-token-file" => a.cache_token_file = Some(p.value().map_err(usage)?.into()),
             "metrics-file" => a.metrics_file = Some(p.value().map_err(usage)?.into()),
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
+            "create-root" => a.create_root = true,
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
             "token-file" => a.token_file = Some(p.value().map_err(usage)?.into()),
@@ -746,11 +754,35 @@ where
     Ok(a)
 }
 
+/// A `--root` must be an existing directory: a mistyped one would
+/// otherwise be created and filled with a system on this machine's disk.
+/// With `--create-root` a missing one is created (and its parents).
+pub fn check_root(common: &Common, create: bool) -> Result<(), Error> {
+    let Some(root) = &common.root else {
+        return Ok(());
+    };
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::usage(format!(
+            "--root {}: not a directory",
+            root.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(root).map_err(|e| Error::io("create --root", root, &e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::usage(format!(
+            "--root {}: no such directory; check the path, or add --create-root to create it",
+            root.display()
+        ))),
+        Err(e) => Err(Error::io("--root", root, &e)),
+    }
+}
+
 impl RawArgs {
     /// Phase two: validate and build the command. Environment variables and
     /// the names behind the default attribute path come from `env`.
     pub fn validate(self, env: &Env) -> Result<Cli, Error> {
-        let mut common = self.common(env);
+        let mut common = self.common(env)?;
         let command = if self.help {
             Command::Help
         } else if self.version {
@@ -769,24 +801,36 @@ impl RawArgs {
             command,
             offline,
             fleet,
+            create_root: self.create_root,
         })
     }
 
     /// The options every command shares: given, else from the environment,
     /// else the default (under `--root` for paths).
-    fn common(&self, env: &Env) -> Common {
+    fn common(&self, env: &Env) -> Result<Common, Error> {
         let addr = |opt: &Option<String>, var: &str, default: &str| -> String {
             let value = opt
                 .as_deref()
                 .or_else(|| env.var(var).filter(|v| !v.is_empty()));
             value.unwrap_or(default).trim_end_matches('/').to_string()
         };
-        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &self.root) {
+        // Absolute once, here: every path under the root (and the links
+        // that name in-image paths, pin.rs) is derived from it.
+        let root = match &self.root {
+            Some(r) if r.as_os_str().is_empty() => {
+                return Err(Error::usage("--root needs a directory, e.g. --root /mnt"))
+            }
+            Some(r) => {
+                Some(std::path::absolute(r).map_err(|e| Error::io("resolve --root", r, &e))?)
+            }
+            None => None,
+        };
+        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &root) {
             (Some(p), _) => p.clone(),
             (None, Some(root)) => root.join(default.trim_start_matches('/')),
             (None, None) => PathBuf::from(default),
         };
-        Common {
+        Ok(Common {
             api_addr: addr(&self.api_addr, "FH_API_ADDR", DEFAULT_API),
             cache_addr: addr(&self.cache_addr, "FH_CACHE_ADDR", DEFAULT_CACHE),
             frontend_addr: addr(&self.frontend_addr, "FH_FRONTEND_ADDR", DEFAULT_FRONTEND),
@@ -796,11 +840,11 @@ impl RawArgs {
             json: self.json,
             quiet: self.quiet,
             verbose: self.verbose,
-            root: self.root.clone(),
             state_dir: under_root(&self.state_dir, DEFAULT_STATE_DIR),
             profile: under_root(&self.profile, DEFAULT_PROFILE),
+            root,
             max_decoder_memory: DEFAULT_DECODER_MEMORY,
-        }
+        })
     }
 
     /// The command the first positional names, with its arguments.

@@ -111,6 +111,9 @@ fn streamed(command: &Command) -> Option<&'static str> {
 
 /// Run one command; the whole program's shape fits on this screen.
 fn run_command(cli: &Cli) -> Result<Exit, Error> {
+    if !matches!(cli.command, Command::Help | Command::Version) {
+        cli::check_root(&cli.common, cli.create_root)?;
+    }
     match cli.command {
         Command::Help => {
             ui::print_stdout(&cli::help());
