@@ -32,7 +32,7 @@ pub fn run(
     fleet: &FleetOpts,
 ) -> Result<Exit, Error> {
     let started = Instant::now();
-    // Offline modes (offline.rs): `--from` opens the bundle and
+    // Offline modes ([`open_offline`]): `--from` opens the bundle and
     // takes REF from its verified manifest; the bundle then stands in for
     // resolve and the cache below. Refuses an older exact version
     // (anti-downgrade) unless --allow-downgrade.
@@ -167,7 +167,7 @@ pub fn run(
     }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
-    // Anti-downgrade memory (offline.rs): the exact version now applied.
+    // Anti-downgrade memory (versions.rs): the exact version now applied.
     if exit == Exit::Success {
         remember(common, opts)?;
     }

@@ -158,7 +158,7 @@ fn temp_name_pid(name: &str) -> Option<u32> {
 /// alive left in `store_dir` (killed, or the machine lost power); one line
 /// on stderr per tree. A tree whose pid is alive (`/proc/<pid>` exists,
 /// this process included) is never touched; without /proc nothing is.
-/// Read-only directories are made writable first ([`remove_tree`]). A
+/// Read-only directories are made writable first ([`Dir::remove_tree`]). A
 /// tree that cannot be removed is a warning, not an error: the run goes on.
 pub fn remove_debris(store_dir: &Dir) {
     let Ok(entries) = store_dir.entries() else {
