@@ -317,7 +317,10 @@ pub(crate) fn replace_symlink(dir: &Dir, target: &Path, name: &str) -> Result<()
                     let _ = dir.remove_file(&tmp);
                     return Err(io("rename symlink into place", path)(e));
                 }
-                return Ok(());
+                // The new link must survive a power cut by itself (on ext4 a
+                // later fsync of state.json happens to commit it too; not so
+                // on every file system).
+                return dir.sync().map_err(|e| io("sync the directory of", path)(e));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io("create symlink", &dir.join(&tmp))(e)),

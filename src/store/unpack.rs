@@ -156,8 +156,11 @@ fn temp_name_pid(name: &str) -> Option<u32> {
 
 /// Remove the temporary trees ([`temp_name`]) that runs which are no longer
 /// alive left in `store_dir` (killed, or the machine lost power); one line
-/// on stderr per tree. A tree whose pid is alive (`/proc/<pid>` exists,
-/// this process included) is never touched; without /proc nothing is.
+/// on stderr per tree. A tree whose pid is alive (`/proc/<pid>` exists) is
+/// never touched; without /proc nothing is. A tree named with this
+/// process's own pid is a dead run's: the stores call this once, before
+/// they make any tree, and a device that boots the same way each time
+/// gives the timer's run the same pid as the run a power cut killed.
 /// Read-only directories are made writable first ([`Dir::remove_tree`]). A
 /// tree that cannot be removed is a warning, not an error: the run goes on.
 pub fn remove_debris(store_dir: &Dir) {
@@ -171,7 +174,7 @@ pub fn remove_debris(store_dir: &Dir) {
         let Some(pid) = name.to_str().and_then(temp_name_pid) else {
             continue;
         };
-        if fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
+        if pid != std::process::id() && fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
             continue;
         }
         let p = store_dir.join(&name);
@@ -489,7 +492,16 @@ mod tests {
         let h = "0123456789abcdfghijklmnpqrsvwxyz";
         let dead_tree = format!("{h}-fhlite-tmp-{dead}-00112233445566aa");
         let dead_file = format!("{h}-fhlite-tmp-{dead}-00112233445566bb");
-        let ours = format!("{h}-fhlite-tmp-{}-00112233445566cc", std::process::id());
+        // A live run's tree is kept; one named with this process's own pid
+        // was left by a dead run before a reboot (the lab found it: a power
+        // cut during fetching on aarch64, scripts/lab powercut --seed 1).
+        let mut live = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let ours = format!("{h}-fhlite-tmp-{}-00112233445566cc", live.id());
+        let own = format!("{h}-fhlite-tmp-{}-00112233445566ff", std::process::id());
+        fs::create_dir(store.join(&own)).unwrap();
         let others = [
             format!("{h}-name"),
             format!("{h}-fhlite-tmp-{dead}-short"),
@@ -508,6 +520,8 @@ mod tests {
             fs::create_dir(store.join(o)).unwrap();
         }
         remove_debris(&rootfs::open_dir(None, store).unwrap());
+        live.kill().unwrap();
+        live.wait().unwrap();
         let mut left: Vec<String> = fs::read_dir(store)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
