@@ -641,7 +641,8 @@ fn fault_error(fault: Fault, url: String, info: &NarInfo, cap: u64) -> FetchErro
 
 /// Fetch every path of `plan` (the plan step's missing paths, references
 /// first) into `store`, at most `jobs` at a time, each only after its
-/// references; then `store.finish()`.
+/// references; then `store.finish()`. A store that fetches paths itself
+/// ([`Store::reads_nar`] false) gets them one by one on this thread.
 pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     client: &dyn CacheClient,
     store: &dyn Store,
@@ -660,8 +661,19 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
             });
         }
     }
-    let mut deps = Dependencies::new(paths);
     let memory = pool::Budget::new(NAR_MEMORY);
+    if !store.reads_nar() {
+        // The store copies each path itself, one at a time (`nix copy`):
+        // in plan order (references first) on this thread, so that no
+        // other thread is alive when it spawns its program (nix_copy.rs).
+        for info in paths {
+            progress.path_start(info);
+            fetch_one(client, store, info, progress, &memory)?;
+            progress.path_done(info);
+        }
+        return finish(client, store, progress);
+    }
+    let mut deps = Dependencies::new(paths);
     let fetch = |&i: &usize| {
         let info = &paths[i];
         progress.path_start(info);
@@ -677,6 +689,15 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
             path: paths[i].store_path.clone(),
         });
     }
+    finish(client, store, progress)
+}
+
+/// The end of [`fetch_all`]: `store.finish()`, then the progress line.
+fn finish(
+    client: &dyn CacheClient,
+    store: &dyn Store,
+    progress: &Progress,
+) -> Result<(), FetchError> {
     store.finish().map_err(|source| FetchError::Store {
         url: client.base_url().to_string(),
         source,

@@ -198,6 +198,7 @@ fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
     let mut confirm = need.clone();
     confirm.phase = Phase::HealthCheck.as_str().to_string();
     confirm.pid = std::process::id();
+    confirm.rebooting = Some(true);
     state.update_fleet(|f, p| {
         f.reboot = None;
         *p = Some(confirm);

@@ -22,6 +22,11 @@
 //!
 //! Recovery journals its own phases, so a kill during recovery is
 //! recovered by the next run in the same way.
+//!
+//! Before any of this, a script the dead run left running (fh-lite alone
+//! was killed; the script has a process group of its own) is waited for,
+//! up to the attempt's `--activation-timeout`, then killed with its group
+//! (activate/orphan.rs): recovery never runs a second activation beside it.
 
 use crate::activate::{self, Before, Journal, Report, Settings};
 use crate::cli::Common;
@@ -92,6 +97,8 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
         )
     })?;
     let attempt = Attempt::resumed(&p.reference, &path, p.time);
+    // A script the dead run started may still run: never a second beside it.
+    activate::orphan::settle(&p)?;
     if p.action == ROLLBACK_ACTION {
         return redo_rollback_command(common, state, &p, &attempt).map(Recovery::Finished);
     }
@@ -114,11 +121,18 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
         state.record_result(&attempt, Exit::Interrupted, None, false)?;
         return Ok(Recovery::Cleared);
     }
-    say(&format!(
-        "recovering an interrupted attempt: {path} ({}, killed during {})",
-        p.action,
-        phase.as_str()
-    ));
+    say(&if p.rebooting == Some(true) {
+        format!(
+            "confirming the reboot into {path} ({}): activation again, then the health check",
+            p.action
+        )
+    } else {
+        format!(
+            "recovering an interrupted attempt: {path} ({}, killed during {})",
+            p.action,
+            phase.as_str()
+        )
+    });
     let before = Before {
         generation: p.previous_generation,
         system: p.previous_system.clone(),
@@ -141,6 +155,15 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     let generation = report.generation.or(journal.pending.generation);
     state.record_result(&attempt, exit, generation, report.path_failed)?;
+    if exit == Exit::RebootNeeded {
+        // As after an apply (fleet.rs): the need is remembered, `status`
+        // shows it and `--reboot if-needed` acts on it.
+        let mut need = journal.pending.clone();
+        need.phase = Phase::HealthCheck.as_str().to_string();
+        need.running = None;
+        need.rebooting = None;
+        state.update_fleet(|f, _| f.reboot = Some(need))?;
+    }
     Ok(Recovery::Finished(result))
 }
 
@@ -284,6 +307,35 @@ mod tests {
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
         Some((root, c, state, a, b))
+    }
+
+    #[test]
+    fn a_recovery_whose_activation_exits_100_records_the_reboot_need() {
+        let t = TempDir::new("recover-reboot");
+        let Some(root) = chroot_root(&t) else {
+            return;
+        };
+        let c = common(&root);
+        let state = StateDir::new(&c.state_dir);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 100);
+        let profile = Profile::new(&c.profile, Some(&root));
+        profile.create_generation(&a).unwrap();
+        profile.switch_to(1).unwrap();
+        profile.create_generation(&b).unwrap();
+        profile.switch_to(2).unwrap();
+        let att = Attempt::start("r", &StorePath::parse(&b).unwrap());
+        state
+            .begin(&att, &entry(&b, Phase::Activating, &a))
+            .unwrap();
+        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+            panic!("not recovered")
+        };
+        assert_eq!(r.unwrap(), Exit::RebootNeeded);
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        let need = s.fleet.and_then(|f| f.reboot).expect("the reboot need");
+        assert_eq!(need.store_path, b);
     }
 
     #[test]

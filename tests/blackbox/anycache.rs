@@ -137,7 +137,7 @@ fn netrc(d: &Deploy, password: &str) -> PathBuf {
 /// scans and the findings.
 fn run_scanned(mut cmd: Command, secrets: &[String]) -> (Run, u64, Vec<String>) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn fh-lite");
+    let child = crate::support::watchdog::spawn(cmd);
     let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let found = Arc::new(Mutex::new((0u64, Vec::new())));

@@ -309,11 +309,12 @@ fn reboot_only_when_needed_inside_the_window_never_under_root() {
         "{r:?}"
     );
     // The journal carries the confirmation: the next run resumes it with
-    // the health check (crash recovery); status says so.
+    // the health check (crash recovery); status names it as a reboot, not
+    // as a kill.
     let st = d.fh(&["status"]);
     assert!(
         st.stdout.contains(&format!(
-            "pending         {} (switch, killed during health-check); the next run will resume it",
+            "pending         {} (switch, rebooted into it); the next run confirms it with the health check",
             path("system-exit100")
         )),
         "{st:?}"

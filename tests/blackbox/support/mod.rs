@@ -12,6 +12,9 @@ pub mod nixd;
 /// Run the binary under test; temporary directories.
 pub mod util;
 
+/// The time limit on every run of fh-lite (a hang fails, naming the test).
+pub mod watchdog;
+
 /// A deploy against the stand-in: releases, token, image root, the
 /// commands, and Nix as the judge.
 pub mod deploy;

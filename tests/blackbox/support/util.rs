@@ -18,6 +18,7 @@ pub fn exe() -> (PathBuf, Option<String>) {
 
 /// A command for fh-lite with a clean environment: no FlakeHub variables,
 /// HOME and XDG dirs pointing nowhere, so a developer's token is never read.
+/// Run it with [`output`] or `support::watchdog::spawn` (the time limit).
 pub fn fh_lite(args: &[&str]) -> Command {
     let (exe, runner) = exe();
     let mut cmd = match runner {
@@ -54,10 +55,9 @@ impl std::fmt::Debug for Run {
     }
 }
 
-pub fn output(mut cmd: Command) -> Run {
-    let out: Output = cmd
-        .output()
-        .expect("spawn fh-lite (is FH_LITE_RUNNER installed?)");
+/// Run `cmd` (from [`fh_lite`]) to its end, under the watchdog's time limit.
+pub fn output(cmd: Command) -> Run {
+    let out: Output = super::watchdog::output(cmd);
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
