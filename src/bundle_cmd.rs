@@ -110,9 +110,12 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     }
     std::fs::rename(&tmp, output).map_err(io_err)?;
     let bytes: u64 = plan.download_bytes;
+    crate::outcome::store_path(&root);
+    crate::outcome::outcome("bundle-created");
     if common.json {
         #[derive(miniserde::Serialize)]
         struct Out {
+            event: &'static str,
             output: String,
             store_path: String,
             paths: u64,
@@ -120,6 +123,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             signed: bool,
         }
         let out = Out {
+            event: "bundle-created",
             output: output.display().to_string(),
             store_path: root.to_string(),
             paths: plan.paths.len() as u64,

@@ -41,6 +41,7 @@ USAGE:
     fh-lite status [--json]
     fh-lite rollback [--to N]
     fh-lite recover
+    fh-lite hold | unhold
     fh-lite --help | --version
 
 REF:
@@ -70,18 +71,22 @@ COMMANDS:
     resolve    print the store path REF resolves to (no download)
     status     current generation, last attempt and success, failed paths,
                which token file is used and when it expires
-    rollback   switch the profile to the previous generation (or --to N)
-               and activate it
+    rollback   switch the profile to the newest earlier generation whose
+               system has not failed here (or --to N) and activate it
     recover    finish or undo an attempt a kill interrupted (apply and
                rollback do this first by themselves); see
                docs/crash-safety.md
+    hold       keep this device on its current system: apply changes
+               nothing and exits 44 until 'fh-lite unhold'
+    unhold     release the hold
 
 OPTIONS:
     -h, --help                 this text
     -V, --version              print the version
     -q, --quiet                no progress output
     -v, --verbose              more detail (retries, each request)
-        --json                 machine-readable output (events for apply)
+        --json                 machine-readable output (JSON Lines ending with
+                               a 'result' event; see README.md)
         --dry-run              plan only: print paths and sizes, change nothing
         --root DIR             work on the system installed at DIR (store,
                                profiles, state under DIR; activation chrooted)
@@ -130,10 +135,10 @@ OPTIONS:
         --to N                 rollback: the generation number to switch to
 
 FLEETS (apply; see Fleets in README.md):
-        --metrics-file PATH    after every apply, rollback or recover, write
-                               Prometheus text metrics (fh_lite_*) to PATH
-                               atomically, for node_exporter's textfile
-                               collector
+        --metrics-file PATH    after every apply, rollback, recover, hold or
+                               unhold, write Prometheus text metrics
+                               (fh_lite_*) to PATH atomically, for
+                               node_exporter's textfile collector
         --reboot never|if-needed
                                if-needed: when the new system needs a reboot
                                (switch-to-configuration 100, or its kernel,
@@ -147,7 +152,8 @@ FLEETS (apply; see Fleets in README.md):
                                outside it, stage the closure (as fetch) and
                                exit 43
         --rollout-spread DURATION
-                               e.g. 24h, 90m, 3600s: a newly seen store path
+                               e.g. 1d, 24h, 1h30m, 3600s (a plain number
+                               is seconds): a newly seen store path
                                activates after a per-device delay in
                                [0, DURATION) from /etc/machine-id and the
                                path; until then stage it and exit 43
@@ -443,6 +449,9 @@ pub enum Command {
         to: Option<u64>,
     },
     Recover,
+    /// `hold` / `unhold` (hold.rs).
+    Hold,
+    Unhold,
 }
 
 #[derive(Clone, Debug)]
@@ -597,7 +606,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("cache", Some("apply")),
     ("netrc-file", Some("apply")),
     ("cache-token-file", Some("apply")),
-    ("metrics-file", Some("apply rollback recover")),
+    ("metrics-file", Some("apply rollback recover hold unhold")),
     ("reboot", Some("apply")),
     ("reboot-window", Some("apply")),
     ("window", Some("apply")),
@@ -607,6 +616,36 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
 fn string(v: OsString, opt: &str) -> Result<String, Error> {
     v.into_string()
         .map_err(|v| Error::usage(format!("option '--{opt}': value {v:?} is not valid UTF-8")))
+}
+
+/// The long option closest to a mistyped `given` (at most two edits, or
+/// one that starts with it), if any.
+fn nearest_option(given: &str) -> Option<&'static str> {
+    let names = LONG_OPTIONS
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(["help", "version", "quiet", "verbose"]);
+    names
+        .map(|o| (edit_distance(given, o), o))
+        .filter(|(d, o)| *d <= 2 || (given.len() >= 3 && o.starts_with(given)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
+/// Levenshtein distance (options are short ASCII words).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn usage(e: lexopt::Error) -> Error {
@@ -630,7 +669,14 @@ where
             Short('v') | Long("verbose") => "verbose",
             Long(l) => match LONG_OPTIONS.iter().find(|(o, _)| o == l) {
                 Some((o, _)) => o,
-                None => return Err(usage(arg.unexpected())),
+                None => {
+                    let near = nearest_option(l);
+                    let mut e = usage(arg.unexpected());
+                    if let Some(near) = near {
+                        e.message.push_str(&format!("; did you mean '--{near}'?"));
+                    }
+                    return Err(e);
+                }
             },
             Value(v) => {
                 a.positionals.push(string(v.clone(), "")?);
@@ -761,7 +807,7 @@ impl RawArgs {
     fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
         let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
-                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'",
+                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'",
             ));
         };
         self.check_scope(cmd)?;
@@ -811,9 +857,17 @@ impl RawArgs {
                 at_most(rest, 0, "'recover'")?;
                 Command::Recover
             }
+            "hold" => {
+                at_most(rest, 0, "'hold'")?;
+                Command::Hold
+            }
+            "unhold" => {
+                at_most(rest, 0, "'unhold'")?;
+                Command::Unhold
+            }
             other => {
                 return Err(Error::usage(format!(
-                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"
+                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"
             )))
             }
         })
@@ -1350,8 +1404,8 @@ mod tests {
     #[test]
     fn usage_errors_are_exact() {
         let cases: &[(&str, &str)] = &[
-            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'"),
-            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"),
+            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"),
             ("apply nixos a/b/0.1#x boot --trial", "option '--trial' is only for 'apply nixos REF switch', not nixos boot"),
             ("apply nix-darwin a/b/0.1#x --trial", "option '--trial' is only for 'apply nixos REF switch', not nix-darwin switch"),
             ("apply nixos a/b/0.1#x --activation-timeout 0", "option '--activation-timeout': '0' is not a positive number of seconds"),
@@ -1390,10 +1444,14 @@ mod tests {
             ("apply nixos a/b/0.1#x --window 2-4", "option '--window': '2-4' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
             ("apply nixos a/b/0.1#x --reboot-window 02:00-02:00", "option '--reboot-window': '02:00-02:00' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
             ("apply nixos a/b/0.1#x --reboot always", "unknown reboot policy 'always' [pick from: never, if-needed]"),
-            ("apply nixos a/b/0.1#x --rollout-spread 1d", "option '--rollout-spread': '1d' is not a duration (e.g. 24h, 90m, 3600s)"),
+            ("apply nixos a/b/0.1#x --rollout-spread 1x", "option '--rollout-spread': '1x' is not a duration (e.g. 1d, 24h, 1h30m, 90m, 3600s; a plain number is seconds)"),
             ("status --window 01:00-02:00", "option '--window' is only for 'apply', not 'status'"),
-            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover', not 'status'"),
+            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover' or 'hold' or 'unhold', not 'status'"),
             ("status --bogus", "invalid option '--bogus'"),
+            ("apply nixos a/b/0.1#x --rollback-of 1", "invalid option '--rollback-of'; did you mean '--rollback-on'?"),
+            ("apply nixos a/b/0.1#x --helth-check true", "invalid option '--helth-check'; did you mean '--health-check'?"),
+            ("apply nixos a/b/0.1#x --dryrun", "invalid option '--dryrun'; did you mean '--dry-run'?"),
+            ("apply nixos a/b/0.1#x --retry", "invalid option '--retry'; did you mean '--retry-failed'?"),
             ("status -x", "invalid option '-x'"),
             ("status --root", "missing argument for option '--root'"),
         ];

@@ -70,6 +70,7 @@ exit_table! {
     Interrupted = 42, "interrupted", "interrupted by a signal; nothing was changed";
     Deferred = 43, "deferred",
         "staged, not activated: outside --window or before the --rollout-spread time";
+    Held = 44, "held", "the device is held ('fh-lite hold'); nothing applied ('fh-lite unhold')";
 }
 
 /// What `main` prints (once, prefixed `fh-lite: `) and how it exits.

@@ -11,7 +11,7 @@ use crate::activate::Ctx;
 use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::flakehub;
-use crate::state::{format_time, FailedPath, Pending, Record, Scheduled, StateDir};
+use crate::state::{format_time, FailedPath, Hold, Pending, Record, Scheduled, StateDir};
 use crate::util::unix_now;
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -55,6 +55,10 @@ struct StatusJson {
     rollout: Vec<Scheduled>,
     /// The highest exact version applied, by `org/project#attr`.
     versions: std::collections::BTreeMap<String, String>,
+    /// `fh-lite hold`: what the device is held on, or null.
+    held: Option<Hold>,
+    /// When an apply last resolved its reference (unix seconds), or null.
+    last_check: Option<u64>,
 }
 
 pub fn gather(common: &Common) -> Result<Status, Error> {
@@ -84,6 +88,8 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
         reboot_needed: fleet.reboot.map(|p| p.store_path),
         rollout: fleet.rollout,
         versions,
+        held: state.hold,
+        last_check: state.last_check,
     };
     Ok(Status {
         json,
@@ -124,6 +130,13 @@ pub fn render_text(s: &Status) -> String {
     let record = |r: &Option<Record>| r.as_ref().map_or("none".to_string(), record_line);
     line("last attempt", &record(&j.last_attempt));
     line("last success", &record(&j.last_success));
+    if let Some(t) = j.last_check {
+        let t = format_time(t);
+        line(
+            "last check",
+            &format!("{t} (an apply resolved its reference)"),
+        );
+    }
     if j.failed.is_empty() {
         line("failed paths", "none");
     }
@@ -141,6 +154,16 @@ pub fn render_text(s: &Status) -> String {
         line(
             "reboot needed",
             &format!("{p}; a run with --reboot if-needed (inside --reboot-window) reboots"),
+        );
+    }
+    if let Some(h) = &j.held {
+        line(
+            "held",
+            &format!(
+                "on {} since {}; apply changes nothing (exit 44) until 'fh-lite unhold'",
+                crate::hold::on(h),
+                format_time(h.time)
+            ),
         );
     }
     let now = crate::schedule::now();

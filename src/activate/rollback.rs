@@ -30,7 +30,7 @@ use super::{ActivateError, Before, Ctx, Journal, Ran, Report, Settings};
 use crate::cli::{Action, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
-use crate::state::{Pending, Phase, ROLLBACK_ACTION};
+use crate::state::{FailedPath, Pending, Phase, ROLLBACK_ACTION};
 
 /// Run the health check; Err is the sentence saying why it failed.
 pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<(), String> {
@@ -511,15 +511,31 @@ pub struct SwitchBack<'a> {
     pub target: Generation,
     /// Its store path, for the state file.
     pub store_path: StorePath,
-    current: Option<u64>,
+    pub current: Option<u64>,
+    /// The current generation's store path (what is rolled away from).
+    pub current_path: Option<String>,
+    /// Generations a plain rollback passed over because their systems
+    /// failed on this machine (newest first), with their failed entries.
+    pub skipped: Vec<(u64, FailedPath)>,
     flavor: Flavor,
 }
 
 impl<'a> SwitchBack<'a> {
-    pub fn prepare(common: &'a Common, to: Option<u64>) -> Result<SwitchBack<'a>, Error> {
+    /// The generation to switch to: `to`, else the highest one below the
+    /// current one whose system is not in `failed` (the failed list of
+    /// the state file): the last system that was good on this machine.
+    pub fn prepare(
+        common: &'a Common,
+        to: Option<u64>,
+        failed: &[FailedPath],
+    ) -> Result<SwitchBack<'a>, Error> {
         let ctx = Ctx::new(common);
         let profile = ctx.profile.path.display().to_string();
         let current = ctx.profile.current()?;
+        let current_path = current
+            .and_then(|n| ctx.profile.generation(n).ok())
+            .map(|g| g.target);
+        let mut skipped = Vec::new();
         let target = match (to, current) {
             (Some(n), _) => ctx.profile.generation(n)?,
             (None, None) => {
@@ -529,14 +545,32 @@ impl<'a> SwitchBack<'a> {
             }
             (None, Some(cur)) => {
                 let gens = ctx.profile.generations()?;
-                gens.into_iter()
-                    .rev()
-                    .find(|g| g.number < cur)
-                    .ok_or_else(|| {
-                        Error::usage(format!(
+                let mut found = None;
+                for g in gens.into_iter().rev().filter(|g| g.number < cur) {
+                    match failed.iter().find(|f| f.store_path == g.target) {
+                        Some(f) => skipped.push((g.number, f.clone())),
+                        None => {
+                            found = Some(g);
+                            break;
+                        }
+                    }
+                }
+                match found {
+                    Some(g) => g,
+                    None if skipped.is_empty() => {
+                        return Err(Error::usage(format!(
                             "rollback: profile {profile} has no generation before the current one ({cur})"
-                        ))
-                    })?
+                        )))
+                    }
+                    None => {
+                        let numbers: Vec<String> =
+                            skipped.iter().map(|(n, _)| n.to_string()).collect();
+                        return Err(Error::usage(format!(
+                            "rollback: profile {profile} has no generation before the current one ({cur}) whose system has not failed on this machine (failed: generation {}); choose one with --to N",
+                            numbers.join(", ")
+                        )));
+                    }
+                }
             }
         };
         let store_path = StorePath::parse(&target.target).map_err(|e| {
@@ -563,6 +597,8 @@ impl<'a> SwitchBack<'a> {
             target,
             store_path,
             current,
+            current_path,
+            skipped,
             flavor,
         })
     }
@@ -594,6 +630,14 @@ impl<'a> SwitchBack<'a> {
         let ctx = &self.ctx;
         let (n, target) = (self.target.number, &self.target.target);
         let profile = ctx.profile.path.display();
+        for (g, f) in &self.skipped {
+            ctx.say(&format!(
+                "rollback: skipping generation {g} ({}): it failed on this machine at {} ({}); --to {g} switches to it anyway",
+                f.store_path,
+                crate::state::format_time(f.time),
+                f.result
+            ));
+        }
         ctx.profile.switch_to(n)?;
         report.previous_generation = self.current;
         report.generation = Some(n);

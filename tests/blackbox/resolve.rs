@@ -162,8 +162,8 @@ fn other_loose_requirement_is_forbidden() {
         "fh-lite: FlakeHub refused org/demo/0.1.123#{ATTR} (http status 403 for GET {}): \
 this device token does not allow version requirement '0.1.123'. A resolve-only token accepts only \
 the version requirement it was created with, verbatim (e.g. 0.1), or an exact =X.Y.Z release that \
-requirement allows (e.g. =0.1.175); any other requirement (e.g. 0.1.123) is refused, as is another \
-project or attribute path. Use the token's requirement as written, or pin a release: \
+requirement allows (e.g. =0.1.175); any other requirement (e.g. 0.1.123) is refused. Use the \
+token's requirement as written, or pin a release: \
 org/demo/=X.Y.Z#{ATTR} (FlakeHub said: {{\"message\": \"version requirement 0.1.123 is neither the \
 token's requirement nor an exact version it allows\"}})\n",
         s.output_url("0.1.123")
@@ -179,6 +179,43 @@ fn exact_release_outside_the_token_requirement_is_forbidden() {
     assert!(
         r.stderr
             .contains("does not allow version requirement '=0.2.0'"),
+        "{r:?}"
+    );
+}
+
+/// A 403 names the part of the reference the token refused, and where a
+/// default attribute path came from.
+#[test]
+fn forbidden_names_the_refused_part() {
+    let s = Setup::plain("{}");
+    let r = s.run(&format!("org/other/0.1#{ATTR}"), &[]);
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "): this device token is not for project 'org/other'. A resolve-only token belongs to one project: check the org and project in the reference"
+        ),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("version requirement '0.1'"), "{r:?}");
+
+    let r = s.run("org/demo/0.1#nixosConfigurations.other", &[]);
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "): this device token does not allow attribute path 'nixosConfigurations.other'. A resolve-only token is bound to the attribute path it was created with"
+        ),
+        "{r:?}"
+    );
+
+    // No '#': the default attribute path, from this machine's host name.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let r = s.run("org/demo/0.1", &[]);
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "): this device token does not allow attribute path 'nixosConfigurations.{}' (not given after '#': the default, from this machine's host name). ",
+            host.trim()
+        )),
         "{r:?}"
     );
 }
