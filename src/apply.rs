@@ -32,7 +32,7 @@ pub fn run(
     fleet: &FleetOpts,
 ) -> Result<Exit, Error> {
     let started = Instant::now();
-    // Offline modes (offline.rs): `--from` opens the bundle and
+    // Offline modes ([`open_offline`]): `--from` opens the bundle and
     // takes REF from its verified manifest; the bundle then stands in for
     // resolve and the cache below. Refuses an older exact version
     // (anti-downgrade) unless --allow-downgrade.
@@ -186,7 +186,7 @@ pub fn run(
         crate::outcome::outcome("activated");
     }
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
-    // Anti-downgrade memory (offline.rs): the exact version now applied.
+    // Anti-downgrade memory (versions.rs): the exact version now applied.
     if exit == Exit::Success {
         remember(common, opts)?;
     }

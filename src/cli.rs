@@ -945,7 +945,8 @@ impl RawArgs {
         let direct = self.direct(rest)?;
         let rest = direct.as_deref().unwrap_or(rest);
         // `--from`: the reference comes from the bundle's manifest; a
-        // placeholder stands in until offline.rs reads it.
+        // placeholder stands in until apply opens the bundle
+        // (bundle/source.rs) and takes the manifest's.
         let with_placeholder;
         let rest = match &self.from {
             None => rest,
@@ -1193,10 +1194,11 @@ pub const DIRECT_REF: &str = "fh-lite/store-path/*";
 const EXIT_CODE: &str = "an exit code (the list is comma-separated, e.g. 1,2,4)";
 const SECONDS: &str = "a positive number of seconds";
 
-/// The value of the numeric option `--opt`: a whole number in `range`, else
-/// a usage error naming the option and what it takes (`expected`).
+/// What `--max-decoder-memory` takes, for [`number`]'s message.
 const MIB_LIMIT: &str = "a number of MiB from 1 to 4096";
 
+/// The value of the numeric option `--opt`: a whole number in `range`, else
+/// a usage error naming the option and what it takes (`expected`).
 fn number<T: FromStr + PartialOrd>(
     opt: &str,
     s: &str,
