@@ -32,7 +32,7 @@ pub fn run(
     fleet: &FleetOpts,
 ) -> Result<Exit, Error> {
     let started = Instant::now();
-    // Offline modes (offline.rs): `--from` opens the bundle and
+    // Offline modes ([`open_offline`]): `--from` opens the bundle and
     // takes REF from its verified manifest; the bundle then stands in for
     // resolve and the cache below. Refuses an older exact version
     // (anti-downgrade) unless --allow-downgrade.
@@ -46,6 +46,10 @@ pub fn run(
         crate::ui::warn(&crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
+    // --rollout-spread needs the machine id: checked before any network work.
+    if fleet.rollout_spread.is_some() && !opts.dry_run {
+        crate::schedule::machine_id(common.root.as_deref())?;
+    }
     let state = StateDir::of(common);
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
@@ -56,6 +60,10 @@ pub fn run(
         // An attempt a kill interrupted is finished or undone first.
         if let Some(result) = recover::before_command(common, &state)? {
             return result;
+        }
+        // `fh-lite hold`: the device stays where it is.
+        if let Some(h) = state.current()?.hold {
+            return Err(held(&h));
         }
         // A reboot recorded earlier and due now (fleet.rs).
         if let Some(exit) = crate::fleet::reboot_if_due(common, fleet, &state)? {
@@ -85,8 +93,12 @@ pub fn run(
         }
     };
     say(&msg);
+    crate::outcome::store_path(&root_path);
+    crate::outcome::action(opts.action.as_str());
     let mut attempt = Attempt::start(&reference, &root_path);
     if !opts.dry_run {
+        // The device checked in, whatever comes of it.
+        state.checked(attempt.time())?;
         stop_if_interrupted(&state, &attempt)?;
         if already_done(common, opts, &state, &root_path)? {
             return Ok(Exit::Success);
@@ -111,6 +123,7 @@ pub fn run(
             plan.render_human()
         };
         crate::ui::print_stdout(&out);
+        crate::outcome::outcome("dry-run");
         return Ok(Exit::Success);
     }
     stop_if_interrupted(&state, &attempt)?;
@@ -139,6 +152,8 @@ pub fn run(
     let total_paths = plan.paths.len();
     let fetched = token.fetch(store, &opts.trusted_keys, opts.jobs, plan);
     if let Err(e) = fetched.map_err(interrupted_or) {
+        // Stopped midway: what actually arrived, not the planned total.
+        attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
         state.record_result(&attempt, e.exit, None, false)?;
         return Err(e);
     }
@@ -172,13 +187,29 @@ pub fn run(
         crate::ui::warn(&e.to_string());
     }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+    crate::outcome::generation(report.generation);
+    if matches!(exit, Exit::Success | Exit::RebootNeeded) {
+        crate::outcome::outcome("activated");
+    }
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
-    // Anti-downgrade memory (offline.rs): the exact version now applied.
+    // Anti-downgrade memory (versions.rs): the exact version now applied.
     if exit == Exit::Success {
         remember(common, opts)?;
     }
     // Reboot need and policy (fleet.rs).
     crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)
+}
+
+/// The refusal of an apply while `fh-lite hold` holds the device.
+fn held(h: &crate::state::Hold) -> Error {
+    let on = crate::hold::on(h);
+    Error::new(
+        Exit::Held,
+        format!(
+            "this device is held on {on} since {} ('fh-lite hold'); nothing applied. 'fh-lite unhold' releases it",
+            format_time(h.time)
+        ),
+    )
 }
 
 /// An error of resolve, plan or fetch, or Interrupted when a signal
@@ -211,6 +242,16 @@ fn already_done(
 ) -> Result<bool, Error> {
     if !opts.retry_failed {
         if let Some(f) = state.failed_entry(store_path)? {
+            if f.result == crate::state::ROLLED_AWAY {
+                return Err(Error::new(
+                    Exit::SkippedFailed,
+                    format!(
+                        "{store_path} ({}) was rolled away from by 'fh-lite rollback' at {}; skipped. Run again with --retry-failed to apply it anyway",
+                        f.reference,
+                        format_time(f.time)
+                    ),
+                ));
+            }
             return Err(Error::new(
                 Exit::SkippedFailed,
                 format!(
@@ -234,6 +275,14 @@ fn already_done(
     say(&format!(
         "{store_path} is already the current system; nothing to do (--force re-runs activation)"
     ));
+    crate::outcome::outcome("already-current");
+    crate::outcome::generation(
+        crate::activate::Ctx::new(common)
+            .profile
+            .current()
+            .ok()
+            .flatten(),
+    );
     Ok(true)
 }
 

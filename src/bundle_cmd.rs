@@ -50,7 +50,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         None => None,
         Some(f) => {
             let text =
-                std::fs::read_to_string(f).map_err(|e| Error::io("read --sign-key", f, &e))?;
+                std::fs::read_to_string(f).map_err(|e| Error::option_file("--sign-key", f, &e))?;
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };
@@ -130,7 +130,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     );
     remove_dead_parts(output, &part);
     let tmp = output.with_file_name(format!("{part}{}", std::process::id()));
-    let io_err = |e: io::Error| Error::io("write bundle", output, &e);
+    let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
     let written = if offline.dir_format {
         write_dir(
             &tmp,
@@ -161,9 +161,12 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     }
     std::fs::rename(&tmp, output).map_err(io_err)?;
     let bytes: u64 = plan.download_bytes;
+    crate::outcome::store_path(&root);
+    crate::outcome::outcome("bundle-created");
     if common.json {
         #[derive(miniserde::Serialize)]
         struct Out {
+            event: &'static str,
             output: String,
             store_path: String,
             paths: u64,
@@ -171,6 +174,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             signed: bool,
         }
         let out = Out {
+            event: "bundle-created",
             output: output.display().to_string(),
             store_path: root.to_string(),
             paths: plan.paths.len() as u64,
@@ -253,7 +257,7 @@ fn write_tar(
     paths: &[NarInfo],
     cache: &dyn CacheClient,
 ) -> Result<(), Error> {
-    let io_err = |e: io::Error| Error::io("write bundle", tmp, &e);
+    let io_err = |e: io::Error| Error::option_file("write bundle", tmp, &e);
     let file = std::fs::File::create(tmp).map_err(io_err)?;
     let mut w = Writer::new(io::BufWriter::new(file), manifest.created);
     w.add(bundle::MANIFEST, manifest_json.as_bytes())
@@ -363,7 +367,7 @@ fn write_dir(
     paths: &[NarInfo],
     cache: &dyn CacheClient,
 ) -> Result<(), Error> {
-    let io_err = |e: io::Error| Error::io("write bundle", tmp, &e);
+    let io_err = |e: io::Error| Error::option_file("write bundle", tmp, &e);
     std::fs::create_dir_all(tmp.join("nar")).map_err(io_err)?;
     let put = |name: &str, data: &[u8]| std::fs::write(tmp.join(name), data).map_err(io_err);
     put(

@@ -44,6 +44,7 @@ USAGE:
     fh-lite status [--json]
     fh-lite rollback [--to N]
     fh-lite recover
+    fh-lite hold | unhold
     fh-lite --help | --version
 
 REF:
@@ -73,21 +74,27 @@ COMMANDS:
     resolve    print the store path REF resolves to (no download)
     status     current generation, last attempt and success, failed paths,
                which token file is used and when it expires
-    rollback   switch the profile to the previous generation (or --to N)
-               and activate it
+    rollback   switch the profile to the newest earlier generation whose
+               system has not failed here (or --to N) and activate it
     recover    finish or undo an attempt a kill interrupted (apply and
                rollback do this first by themselves); see
                docs/crash-safety.md
+    hold       keep this device on its current system: apply changes
+               nothing and exits 44 until 'fh-lite unhold'
+    unhold     release the hold
 
 OPTIONS:
     -h, --help                 this text
     -V, --version              print the version
     -q, --quiet                no progress output
     -v, --verbose              more detail (retries, each request)
-        --json                 machine-readable output (events for apply)
+        --json                 machine-readable output (JSON Lines ending with
+                               a 'result' event; see README.md)
         --dry-run              plan only: print paths and sizes, change nothing
         --root DIR             work on the system installed at DIR (store,
-                               profiles, state under DIR; activation chrooted)
+                               profiles, state under DIR; activation chrooted);
+                               DIR must exist
+        --create-root          create the --root DIR if it does not exist
         --store KIND           auto | daemon | local | nix | image (default
                                auto: the nix-daemon if it answers, else the
                                local store; image with --root)
@@ -133,10 +140,10 @@ OPTIONS:
         --to N                 rollback: the generation number to switch to
 
 FLEETS (apply; see Fleets in README.md):
-        --metrics-file PATH    after every apply, rollback or recover, write
-                               Prometheus text metrics (fh_lite_*) to PATH
-                               atomically, for node_exporter's textfile
-                               collector
+        --metrics-file PATH    after every apply, rollback, recover, hold or
+                               unhold, write Prometheus text metrics
+                               (fh_lite_*) to PATH atomically, for
+                               node_exporter's textfile collector
         --reboot never|if-needed
                                if-needed: when the new system needs a reboot
                                (switch-to-configuration 100, or its kernel,
@@ -150,7 +157,8 @@ FLEETS (apply; see Fleets in README.md):
                                outside it, stage the closure (as fetch) and
                                exit 43
         --rollout-spread DURATION
-                               e.g. 24h, 90m, 3600s: a newly seen store path
+                               e.g. 1d, 24h, 1h30m, 3600s (a plain number
+                               is seconds): a newly seen store path
                                activates after a per-device delay in
                                [0, DURATION) from /etc/machine-id and the
                                path; until then stage it and exit 43
@@ -204,7 +212,8 @@ ENVIRONMENT:
     NIX_DAEMON_SOCKET_PATH
                          default for --daemon-socket
     Token search order: --token-file, $CREDENTIALS_DIRECTORY/flakehub-token,
-    /nix/var/determinate/token, $XDG_CONFIG_HOME/flakehub/auth. The token is
+    /etc/fh-lite/token, /nix/var/determinate/token,
+    $XDG_CONFIG_HOME/flakehub/auth (`fh-lite status` shows them). The token is
     never taken from the command line or the environment.
 
 FILES:
@@ -448,6 +457,9 @@ pub enum Command {
         to: Option<u64>,
     },
     Recover,
+    /// `hold` / `unhold` (hold.rs).
+    Hold,
+    Unhold,
 }
 
 #[derive(Clone, Debug)]
@@ -456,6 +468,8 @@ pub struct Cli {
     pub command: Command,
     pub offline: OfflineOpts,
     pub fleet: FleetOpts,
+    /// `--create-root`: create a `--root` that does not exist.
+    pub create_root: bool,
 }
 
 /// What phase two takes from the machine. [`Env::real`] reads it (the only
@@ -518,6 +532,7 @@ pub struct RawArgs {
     quiet: bool,
     verbose: bool,
     root: Option<PathBuf>,
+    create_root: bool,
     state_dir: Option<PathBuf>,
     profile: Option<PathBuf>,
     trusted_keys: Vec<String>,
@@ -567,6 +582,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("json", None),
     ("dry-run", Some("apply")),
     ("root", None),
+    ("create-root", Some("apply fetch")),
     ("store", Some("apply fetch")),
     ("daemon-socket", Some("apply fetch")),
     ("profile", None),
@@ -602,7 +618,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("cache", Some("apply fetch bundle")),
     ("netrc-file", Some("apply fetch bundle")),
     ("cache-token-file", Some("apply fetch bundle")),
-    ("metrics-file", Some("apply rollback recover")),
+    ("metrics-file", Some("apply rollback recover hold unhold")),
     ("reboot", Some("apply")),
     ("reboot-window", Some("apply")),
     ("window", Some("apply")),
@@ -612,6 +628,36 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
 fn string(v: OsString, opt: &str) -> Result<String, Error> {
     v.into_string()
         .map_err(|v| Error::usage(format!("option '--{opt}': value {v:?} is not valid UTF-8")))
+}
+
+/// The long option closest to a mistyped `given` (at most two edits, or
+/// one that starts with it), if any.
+fn nearest_option(given: &str) -> Option<&'static str> {
+    let names = LONG_OPTIONS
+        .iter()
+        .map(|(o, _)| *o)
+        .chain(["help", "version", "quiet", "verbose"]);
+    names
+        .map(|o| (edit_distance(given, o), o))
+        .filter(|(d, o)| *d <= 2 || (given.len() >= 3 && o.starts_with(given)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, o)| o)
+}
+
+/// Levenshtein distance (options are short ASCII words).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn usage(e: lexopt::Error) -> Error {
@@ -635,7 +681,14 @@ where
             Short('v') | Long("verbose") => "verbose",
             Long(l) => match LONG_OPTIONS.iter().find(|(o, _)| o == l) {
                 Some((o, _)) => o,
-                None => return Err(usage(arg.unexpected())),
+                None => {
+                    let near = nearest_option(l);
+                    let mut e = usage(arg.unexpected());
+                    if let Some(near) = near {
+                        e.message.push_str(&format!("; did you mean '--{near}'?"));
+                    }
+                    return Err(e);
+                }
             },
             Value(v) => {
                 a.positionals.push(string(v.clone(), "")?);
@@ -668,6 +721,7 @@ where
             "cache-token-file" => a.cache_token_file = Some(p.value().map_err(usage)?.into()),
             "metrics-file" => a.metrics_file = Some(p.value().map_err(usage)?.into()),
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
+            "create-root" => a.create_root = true,
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
             "token-file" => a.token_file = Some(p.value().map_err(usage)?.into()),
@@ -705,11 +759,35 @@ where
     Ok(a)
 }
 
+/// A `--root` must be an existing directory: a mistyped one would
+/// otherwise be created and filled with a system on this machine's disk.
+/// With `--create-root` a missing one is created (and its parents).
+pub fn check_root(common: &Common, create: bool) -> Result<(), Error> {
+    let Some(root) = &common.root else {
+        return Ok(());
+    };
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::usage(format!(
+            "--root {}: not a directory",
+            root.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(root).map_err(|e| Error::io("create --root", root, &e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::usage(format!(
+            "--root {}: no such directory; check the path, or add --create-root to create it",
+            root.display()
+        ))),
+        Err(e) => Err(Error::io("--root", root, &e)),
+    }
+}
+
 impl RawArgs {
     /// Phase two: validate and build the command. Environment variables and
     /// the names behind the default attribute path come from `env`.
     pub fn validate(self, env: &Env) -> Result<Cli, Error> {
-        let mut common = self.common(env);
+        let mut common = self.common(env)?;
         let command = if self.help {
             Command::Help
         } else if self.version {
@@ -728,24 +806,36 @@ impl RawArgs {
             command,
             offline,
             fleet,
+            create_root: self.create_root,
         })
     }
 
     /// The options every command shares: given, else from the environment,
     /// else the default (under `--root` for paths).
-    fn common(&self, env: &Env) -> Common {
+    fn common(&self, env: &Env) -> Result<Common, Error> {
         let addr = |opt: &Option<String>, var: &str, default: &str| -> String {
             let value = opt
                 .as_deref()
                 .or_else(|| env.var(var).filter(|v| !v.is_empty()));
             value.unwrap_or(default).trim_end_matches('/').to_string()
         };
-        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &self.root) {
+        // Absolute once, here: every path under the root (and the links
+        // that name in-image paths, pin.rs) is derived from it.
+        let root = match &self.root {
+            Some(r) if r.as_os_str().is_empty() => {
+                return Err(Error::usage("--root needs a directory, e.g. --root /mnt"))
+            }
+            Some(r) => {
+                Some(std::path::absolute(r).map_err(|e| Error::io("resolve --root", r, &e))?)
+            }
+            None => None,
+        };
+        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &root) {
             (Some(p), _) => p.clone(),
             (None, Some(root)) => root.join(default.trim_start_matches('/')),
             (None, None) => PathBuf::from(default),
         };
-        Common {
+        Ok(Common {
             api_addr: addr(&self.api_addr, "FH_API_ADDR", DEFAULT_API),
             cache_addr: addr(&self.cache_addr, "FH_CACHE_ADDR", DEFAULT_CACHE),
             frontend_addr: addr(&self.frontend_addr, "FH_FRONTEND_ADDR", DEFAULT_FRONTEND),
@@ -755,18 +845,18 @@ impl RawArgs {
             json: self.json,
             quiet: self.quiet,
             verbose: self.verbose,
-            root: self.root.clone(),
             state_dir: under_root(&self.state_dir, DEFAULT_STATE_DIR),
             profile: under_root(&self.profile, DEFAULT_PROFILE),
+            root,
             max_decoder_memory: DEFAULT_DECODER_MEMORY,
-        }
+        })
     }
 
     /// The command the first positional names, with its arguments.
     fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
         let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
-                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'",
+                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'",
             ));
         };
         self.check_scope(cmd)?;
@@ -816,9 +906,17 @@ impl RawArgs {
                 at_most(rest, 0, "'recover'")?;
                 Command::Recover
             }
+            "hold" => {
+                at_most(rest, 0, "'hold'")?;
+                Command::Hold
+            }
+            "unhold" => {
+                at_most(rest, 0, "'unhold'")?;
+                Command::Unhold
+            }
             other => {
                 return Err(Error::usage(format!(
-                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"
+                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"
             )))
             }
         })
@@ -852,7 +950,8 @@ impl RawArgs {
         let direct = self.direct(rest)?;
         let rest = direct.as_deref().unwrap_or(rest);
         // `--from`: the reference comes from the bundle's manifest; a
-        // placeholder stands in until offline.rs reads it.
+        // placeholder stands in until apply opens the bundle
+        // (bundle/source.rs) and takes the manifest's.
         let with_placeholder;
         let rest = match &self.from {
             None => rest,
@@ -1114,10 +1213,11 @@ pub fn is_direct(r: &crate::outref::OutputRef) -> bool {
 const EXIT_CODE: &str = "an exit code (the list is comma-separated, e.g. 1,2,4)";
 const SECONDS: &str = "a positive number of seconds";
 
-/// The value of the numeric option `--opt`: a whole number in `range`, else
-/// a usage error naming the option and what it takes (`expected`).
+/// What `--max-decoder-memory` takes, for [`number`]'s message.
 const MIB_LIMIT: &str = "a number of MiB from 1 to 4096";
 
+/// The value of the numeric option `--opt`: a whole number in `range`, else
+/// a usage error naming the option and what it takes (`expected`).
 fn number<T: FromStr + PartialOrd>(
     opt: &str,
     s: &str,
@@ -1367,8 +1467,8 @@ mod tests {
     #[test]
     fn usage_errors_are_exact() {
         let cases: &[(&str, &str)] = &[
-            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'"),
-            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover]"),
+            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"),
             ("apply nixos a/b/0.1#x boot --trial", "option '--trial' is only for 'apply nixos REF switch', not nixos boot"),
             ("apply nix-darwin a/b/0.1#x --trial", "option '--trial' is only for 'apply nixos REF switch', not nix-darwin switch"),
             ("apply nixos a/b/0.1#x --activation-timeout 0", "option '--activation-timeout': '0' is not a positive number of seconds"),
@@ -1407,10 +1507,14 @@ mod tests {
             ("apply nixos a/b/0.1#x --window 2-4", "option '--window': '2-4' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
             ("apply nixos a/b/0.1#x --reboot-window 02:00-02:00", "option '--reboot-window': '02:00-02:00' is not a window HH:MM-HH:MM (local time, e.g. 02:00-04:30 or 23:00-01:00)"),
             ("apply nixos a/b/0.1#x --reboot always", "unknown reboot policy 'always' [pick from: never, if-needed]"),
-            ("apply nixos a/b/0.1#x --rollout-spread 1d", "option '--rollout-spread': '1d' is not a duration (e.g. 24h, 90m, 3600s)"),
+            ("apply nixos a/b/0.1#x --rollout-spread 1x", "option '--rollout-spread': '1x' is not a duration (e.g. 1d, 24h, 1h30m, 90m, 3600s; a plain number is seconds)"),
             ("status --window 01:00-02:00", "option '--window' is only for 'apply', not 'status'"),
-            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover', not 'status'"),
+            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover' or 'hold' or 'unhold', not 'status'"),
             ("status --bogus", "invalid option '--bogus'"),
+            ("apply nixos a/b/0.1#x --rollback-of 1", "invalid option '--rollback-of'; did you mean '--rollback-on'?"),
+            ("apply nixos a/b/0.1#x --helth-check true", "invalid option '--helth-check'; did you mean '--health-check'?"),
+            ("apply nixos a/b/0.1#x --dryrun", "invalid option '--dryrun'; did you mean '--dry-run'?"),
+            ("apply nixos a/b/0.1#x --retry", "invalid option '--retry'; did you mean '--retry-failed'?"),
             ("status -x", "invalid option '-x'"),
             ("status --root", "missing argument for option '--root'"),
         ];

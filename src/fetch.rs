@@ -1,6 +1,6 @@
 //! Download → decompress → NAR → store, verified while streaming.
 //!
-//! For every path of a [`Plan`] that the store lacks, the NAR is streamed
+//! For every path of a [`Plan`](crate::plan::Plan) that the store lacks, the NAR is streamed
 //! through a stack of small `io::Read` adapters (each adapter tags its own errors):
 //!
 //! ```text

@@ -5,10 +5,12 @@
 //! contents trimmed (an empty file is an error naming it):
 //! `--token-file FILE` (then nothing else is tried),
 //! `$CREDENTIALS_DIRECTORY/flakehub-token` (systemd `LoadCredential=`),
-//! `/nix/var/determinate/token` (written by `determinate-nixd login`; always
-//! the running machine's, never under `--root`),
+//! `/etc/fh-lite/token` (where README's device set-up puts it, so commands
+//! run by hand find the token the unit hands over),
+//! `/nix/var/determinate/token` (written by `determinate-nixd login`),
 //! `$XDG_CONFIG_HOME/flakehub/auth` (else `$HOME/.config/flakehub/auth`).
-//! A token file readable by group or others draws one warning. The token
+//! The two fixed paths are always the running machine's, never under
+//! `--root`. A token file readable by group or others draws one warning. The token
 //! is never printed: [`Secret`] redacts itself, and [`token_info`] reports
 //! only the file and the JWT `exp`.
 //!
@@ -38,6 +40,9 @@ pub use crate::http::Secret;
 // The JSON answers, decoded without I/O (the fuzz targets build it alone).
 pub mod answer;
 
+/// Where fh-lite's own set-up (README, the systemd unit, the NixOS module)
+/// keeps the machine's device token.
+pub const FH_LITE_TOKEN: &str = "/etc/fh-lite/token";
 /// Where Determinate Nix keeps the machine's FlakeHub token.
 pub const DETERMINATE_TOKEN: &str = "/nix/var/determinate/token";
 /// Largest token file read (JWTs are about 1 KiB).
@@ -88,9 +93,7 @@ pub enum FlakehubError {
     /// 403: the token does not allow this reference.
     Forbidden {
         url: String,
-        reference: String,
-        version_req: String,
-        pin: String,
+        reference: Box<OutputRef>,
         server: String,
     },
     /// 404: no such project, release or output.
@@ -163,18 +166,59 @@ tokens) and log in again with 'determinate-nixd login token', or replace the tok
             FlakehubError::Forbidden {
                 url,
                 reference,
-                version_req,
-                pin,
                 server,
             } => {
+                let r = reference;
+                let (version_req, attr_path) = (&r.version_req, &r.attr_path);
+                let project = format!("{}/{}", r.org, r.project);
+                let pin = format!("{project}/=X.Y.Z#{attr_path}");
+                // Where a default attribute path came from.
+                let attr_from = r.attr_default.then(|| {
+                    match attr_path.starts_with("homeConfigurations.") {
+                        true => "user name",
+                        false => "host name",
+                    }
+                });
+                let attr = match attr_from {
+                    Some(from) => format!(
+                        "attribute path '{attr_path}' (not given after '#': the default, from this machine's {from})"
+                    ),
+                    None => format!("attribute path '{attr_path}'"),
+                };
                 write!(
                     f,
-                    "FlakeHub refused {reference} (http status 403 for GET {url}): this device token \
-does not allow version requirement '{version_req}'. A resolve-only token accepts only the version \
-requirement it was created with, verbatim (e.g. 0.1), or an exact =X.Y.Z release that requirement \
-allows (e.g. =0.1.175); any other requirement (e.g. 0.1.123) is refused, as is another project or \
-attribute path. Use the token's requirement as written, or pin a release: {pin}"
+                    "FlakeHub refused {reference} (http status 403 for GET {url}): "
                 )?;
+                let said = server.to_ascii_lowercase();
+                if said.contains("project") {
+                    write!(
+                        f,
+                        "this device token is not for project '{project}'. A resolve-only token \
+belongs to one project: check the org and project in the reference"
+                    )?;
+                } else if said.contains("attribute") {
+                    write!(
+                        f,
+                        "this device token does not allow {attr}. A resolve-only token is bound to \
+the attribute path it was created with: give that one after '#' (ORG/PROJECT/VERSION_REQ#ATTR_PATH)"
+                    )?;
+                } else if said.contains("version") {
+                    write!(
+                        f,
+                        "this device token does not allow version requirement '{version_req}'. A \
+resolve-only token accepts only the version requirement it was created with, verbatim (e.g. 0.1), \
+or an exact =X.Y.Z release that requirement allows (e.g. =0.1.175); any other requirement (e.g. \
+0.1.123) is refused. Use the token's requirement as written, or pin a release: {pin}"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "this device token does not allow this reference: its project '{project}', \
+version requirement '{version_req}' or {attr}. A resolve-only token accepts only its own project \
+and attribute path, and the version requirement it was created with, verbatim (e.g. 0.1), or an \
+exact =X.Y.Z release that requirement allows (e.g. =0.1.175)"
+                    )?;
+                }
                 if !server.is_empty() {
                     write!(f, " (FlakeHub said: {server})")?;
                 }
@@ -271,12 +315,7 @@ fn get_output(
                     ..
                 } => FlakehubError::Forbidden {
                     url,
-                    reference: reference.to_string(),
-                    version_req: reference.version_req.clone(),
-                    pin: format!(
-                        "{}/{}/=X.Y.Z#{}",
-                        reference.org, reference.project, reference.attr_path
-                    ),
+                    reference: Box::new(reference.clone()),
                     server: body,
                 },
                 HttpError::Status {
@@ -360,6 +399,7 @@ pub fn token_candidates(
     if let Some(d) = env("CREDENTIALS_DIRECTORY") {
         c.push(Path::new(&d).join("flakehub-token"));
     }
+    c.push(PathBuf::from(FH_LITE_TOKEN));
     c.push(PathBuf::from(DETERMINATE_TOKEN));
     if let Some(x) = env("XDG_CONFIG_HOME") {
         c.push(Path::new(&x).join("flakehub/auth"));
@@ -615,15 +655,19 @@ mod tests {
             ),
             p(&[
                 "/run/credentials/fh.service/flakehub-token",
+                FH_LITE_TOKEN,
                 DETERMINATE_TOKEN,
                 "/x/flakehub/auth"
             ])
         );
         assert_eq!(
             token_candidates(None, &env(&[("XDG_CONFIG_HOME", ""), ("HOME", "/h")])),
-            p(&[DETERMINATE_TOKEN, "/h/.config/flakehub/auth"])
+            p(&[FH_LITE_TOKEN, DETERMINATE_TOKEN, "/h/.config/flakehub/auth"])
         );
-        assert_eq!(token_candidates(None, &env(&[])), p(&[DETERMINATE_TOKEN]));
+        assert_eq!(
+            token_candidates(None, &env(&[])),
+            p(&[FH_LITE_TOKEN, DETERMINATE_TOKEN])
+        );
         assert_eq!(
             token_candidates(Some(Path::new("/t")), &env(&[("HOME", "/h")])),
             p(&["/t"])

@@ -27,10 +27,12 @@ pub mod error;
 mod fetch;
 mod flakehub;
 mod fleet;
+mod hold;
 mod http;
 mod metrics;
 pub mod nix;
 mod offline;
+mod outcome;
 pub mod outref;
 mod pin;
 mod plan;
@@ -71,6 +73,10 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
     ui::set_quiet(cli.common.quiet || cli.common.json);
     let (started, clock) = (util::unix_now(), std::time::Instant::now());
     let result = run_command(&cli);
+    // `--json`: the stream's closing `result` event (outcome.rs).
+    if let (true, Some(command)) = (cli.common.json, streamed(&cli.command)) {
+        ui::print_stdout(&outcome::line(command, &result));
+    }
     if let Some(path) = &cli.fleet.metrics_file {
         let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
         if exit != Exit::AlreadyRunning {
@@ -86,8 +92,28 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
     result
 }
 
+/// The commands whose `--json` output is a stream of events ending with
+/// a `result` event; `status` and `resolve` print one report instead.
+fn streamed(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Apply(_) => "apply",
+        Command::Fetch(_) => "fetch",
+        Command::BundleCreate(_) => "bundle-create",
+        Command::Rollback { .. } => "rollback",
+        Command::Recover => "recover",
+        Command::Hold => "hold",
+        Command::Unhold => "unhold",
+        Command::Help | Command::Version | Command::Resolve { .. } | Command::Status => {
+            return None
+        }
+    })
+}
+
 /// Run one command; the whole program's shape fits on this screen.
 fn run_command(cli: &Cli) -> Result<Exit, Error> {
+    if !matches!(cli.command, Command::Help | Command::Version) {
+        cli::check_root(&cli.common, cli.create_root)?;
+    }
     match cli.command {
         Command::Help => {
             ui::print_stdout(&cli::help());
@@ -104,5 +130,7 @@ fn run_command(cli: &Cli) -> Result<Exit, Error> {
         Command::Status => status::run(&cli.common),
         Command::Rollback { to } => rollback::run(&cli.common, to),
         Command::Recover => recover::run(&cli.common),
+        Command::Hold => hold::hold(&cli.common),
+        Command::Unhold => hold::unhold(&cli.common),
     }
 }

@@ -90,20 +90,30 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
     let now = run.started + run.duration_secs as u64;
     let previous_ok = previous(path, "fh_lite_last_success_timestamp_seconds");
     let recorded_ok = state.last_success.as_ref().map(|r| r.time);
+    // A run that did not succeed keeps the value the file had; the state
+    // file's record (its start time, which may be a second later than
+    // this file's end time of the same run) only fills a gap.
     let last_ok = match ok {
         true => Some(now),
-        false => previous_ok.max(recorded_ok),
+        false => previous_ok.or(recorded_ok),
     };
     // Bytes of this run's attempt (none for a no-op).
     let bytes = (state.last_attempt.as_ref())
         .filter(|a| a.time >= run.started)
         .map_or(0, |a| a.bytes_downloaded);
-    let generation = Ctx::new(common)
-        .profile
-        .current_target()
-        .ok()
-        .flatten()
-        .map(|g| g.number);
+    let current = Ctx::new(common).profile.current_target().ok().flatten();
+    let generation = current.as_ref().map(|g| g.number);
+    // What runs: the last success, unless a rollback whose script failed
+    // (33) left the profile on the system it switched to since.
+    let deployed = match &state.last_attempt {
+        Some(a)
+            if a.exit_code == Some(Exit::RollbackFailed.code())
+                && current.as_ref().is_some_and(|g| g.target == a.store_path) =>
+        {
+            Some(a)
+        }
+        _ => state.last_success.as_ref(),
+    };
     let reboot = state.fleet.as_ref().is_some_and(|f| f.reboot.is_some());
     let token = crate::flakehub::token_info(common)
         .ok()
@@ -119,6 +129,13 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
         o.gauge(
             "last_success_timestamp_seconds",
             "When a run last ended in success, nothing to do, or applied with a reboot needed (unix time).",
+            t,
+        );
+    }
+    if let Some(t) = state.last_check {
+        o.gauge(
+            "last_check_timestamp_seconds",
+            "When an apply last resolved its reference, even with nothing to do (unix time).",
             t,
         );
     }
@@ -146,6 +163,11 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
         u8::from(reboot),
     );
     o.gauge(
+        "held",
+        "1 while 'fh-lite hold' holds the device on its release.",
+        u8::from(state.hold.is_some()),
+    );
+    o.gauge(
         "failed_paths",
         "Store paths remembered as failed (skipped unless --retry-failed).",
         state.failed.len(),
@@ -157,7 +179,7 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
             exp,
         );
     }
-    if let Some(s) = &state.last_success {
+    if let Some(s) = deployed {
         o.metric(
             "deployed_info",
             "gauge",

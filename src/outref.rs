@@ -26,6 +26,9 @@ pub struct OutputRef {
     pub version_req: String,
     pub exact: bool,
     pub attr_path: String,
+    /// No `#ATTR_PATH` was given: `attr_path` is the default (from the
+    /// host or user name).
+    pub attr_default: bool,
 }
 
 impl OutputRef {
@@ -174,6 +177,7 @@ pub fn parse(input: &str, frontend: &str, default_attr: &str) -> Result<OutputRe
         project: segments[1].to_string(),
         version_req,
         exact,
+        attr_default: attr.is_none(),
         attr_path,
     })
 }

@@ -247,6 +247,8 @@ impl Plan {
     /// `--dry-run --json` output: the totals and every path.
     pub fn render_json(&self) -> String {
         let mut o = Totals::from(self).to_json();
+        o.insert("event".into(), Value::String("plan".into()));
+        o.insert("path_count".into(), num(self.paths.len() as u64));
         let mut arr = Array::new();
         for i in &self.paths {
             let mut p = Object::new();

@@ -12,6 +12,7 @@
 //! Called from the fetch workers at once: all state sits behind one Mutex.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -160,6 +161,7 @@ impl Progress {
 
     /// `n` more bytes of some download arrived.
     pub fn bytes(&self, n: u64) {
+        DOWNLOADED.fetch_add(n, Ordering::Relaxed);
         if self.mode != Mode::Tty || n == 0 {
             return;
         }
@@ -225,6 +227,14 @@ impl Progress {
             }
         });
     }
+}
+
+/// Bytes this process has received from caches so far (every transfer).
+static DOWNLOADED: AtomicU64 = AtomicU64::new(0);
+
+/// What arrived so far: what a stopped run records, not the plan's total.
+pub fn downloaded() -> u64 {
+    DOWNLOADED.load(Ordering::Relaxed)
 }
 
 fn json_line(s: &mut State, o: Object) {

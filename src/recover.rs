@@ -191,7 +191,7 @@ fn redo_rollback_command(
         p.store_path
     ));
     let mut report = Report::default();
-    let result = activate::rollback::SwitchBack::prepare(common, Some(n))
+    let result = activate::rollback::SwitchBack::prepare(common, Some(n), &[])
         .and_then(|back| back.run(&mut report));
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(attempt, exit, report.generation, false)?;
@@ -494,7 +494,7 @@ mod tests {
         // `fh-lite rollback` from 2 to 1, killed after the profile moved
         // and before a's script finished (its journal entry, as written).
         profile.switch_to(1).unwrap();
-        let back = crate::activate::rollback::SwitchBack::prepare(&c, Some(1)).unwrap();
+        let back = crate::activate::rollback::SwitchBack::prepare(&c, Some(1), &[]).unwrap();
         let entry = back.journal_entry("rollback to generation 1");
         assert_eq!(entry.action, ROLLBACK_ACTION);
         assert_eq!(entry.generation, Some(1));

@@ -75,23 +75,46 @@ impl std::fmt::Display for Window {
     }
 }
 
-/// `24h`, `90m`, `3600s` (or a plain number of seconds), at least 1 s.
+/// `1d`, `24h`, `1h30m`, `90m`, `3600s`: numbers each followed by a unit
+/// (d, h, m, s), or a plain number of seconds; at least 1 s.
 pub fn parse_duration(s: &str, opt: &str) -> Result<u64, Error> {
     let bad = || {
         Error::usage(format!(
-            "option '--{opt}': '{s}' is not a duration (e.g. 24h, 90m, 3600s)"
+            "option '--{opt}': '{s}' is not a duration (e.g. 1d, 24h, 1h30m, 90m, 3600s; a plain number is seconds)"
         ))
     };
-    let (num, unit) = match s.char_indices().last() {
-        Some((i, 'h')) => (&s[..i], 3600),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 's')) => (&s[..i], 1),
-        _ => (s, 1),
+    let total = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>().map_err(|_| bad())?
+    } else {
+        let mut total: u64 = 0;
+        let mut digits = String::new();
+        for c in s.chars() {
+            let unit = match c {
+                '0'..='9' => {
+                    digits.push(c);
+                    continue;
+                }
+                'd' => 86_400,
+                'h' => 3600,
+                'm' => 60,
+                's' => 1,
+                _ => return Err(bad()),
+            };
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            digits.clear();
+            total = n
+                .checked_mul(unit)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(bad)?;
+        }
+        if !digits.is_empty() {
+            return Err(bad());
+        }
+        total
     };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    match n.checked_mul(unit) {
-        Some(v) if v > 0 => Ok(v),
-        _ => Err(bad()),
+    match total {
+        0 => Err(bad()),
+        v => Ok(v),
     }
 }
 
@@ -148,21 +171,17 @@ pub fn in_window(w: Window, t: u64) -> bool {
 pub fn machine_id(root: Option<&Path>) -> Result<String, Error> {
     let path = root.unwrap_or(Path::new("/")).join("etc/machine-id");
     let id = std::fs::read_to_string(&path).map_err(|e| {
-        Error::io(
-            "read the device identity for --rollout-spread from",
-            &path,
-            &e,
-        )
+        Error::usage(format!(
+            "--rollout-spread needs this device's machine id, but {} cannot be read: {e} (systemd-machine-id-setup makes one)",
+            path.display()
+        ))
     })?;
     let id = id.trim().to_string();
     if id.is_empty() {
-        return Err(Error::new(
-            crate::error::Exit::Internal,
-            format!(
-                "{} is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)",
-                path.display()
-            ),
-        ));
+        return Err(Error::usage(format!(
+            "{} is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)",
+            path.display()
+        )));
     }
     Ok(id)
 }
@@ -223,7 +242,21 @@ mod tests {
         assert_eq!(parse_duration("90m", "x").unwrap(), 5400);
         assert_eq!(parse_duration("3600s", "x").unwrap(), 3600);
         assert_eq!(parse_duration("7", "x").unwrap(), 7);
-        for bad in ["", "0h", "h", "1d", "-5m", "1.5h"] {
+        assert_eq!(parse_duration("24s", "x").unwrap(), 24);
+        assert_eq!(parse_duration("1d", "x").unwrap(), 86_400);
+        assert_eq!(parse_duration("1h30m", "x").unwrap(), 5400);
+        assert_eq!(parse_duration("1d2h3m4s", "x").unwrap(), 93_784);
+        for bad in [
+            "",
+            "0h",
+            "h",
+            "1x",
+            "-5m",
+            "1.5h",
+            "1h30",
+            "0",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad, "x").is_err(), "{bad}");
         }
     }

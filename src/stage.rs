@@ -48,6 +48,8 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         .clone()
         .unwrap_or_else(|| common.state_dir.join("fetched"));
     crate::pin::gc_root(common, &link, &root_path)?;
+    crate::outcome::store_path(&root_path);
+    crate::outcome::outcome("fetched");
     if common.json {
         #[derive(miniserde::Serialize)]
         struct Out {

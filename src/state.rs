@@ -8,7 +8,9 @@
 //!   "pending": Pending | null,
 //!   "fleet": { "reboot": Pending | null,
 //!              "rollout": [ { "store_path", "reference", "first_seen",
-//!                             "activate_at" } … ] } | null }
+//!                             "activate_at" } … ] } | null,
+//!   "hold": { "generation", "store_path", "time" } | null,
+//!   "last_check": unix seconds | null }
 //! Record = { "reference", "store_path", "generation": u64|null,
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
@@ -92,7 +94,28 @@ pub struct State {
     pub pending: Option<Pending>,
     /// Fleet options' memory (fleet.rs): reboot need, rollout schedule.
     pub fleet: Option<FleetState>,
+    /// `fh-lite hold`: the device stays on its release until `unhold`.
+    pub hold: Option<Hold>,
+    /// Unix seconds: when an apply last got an answer from its source
+    /// (FlakeHub, a cache, a bundle), even if there was nothing to do.
+    pub last_check: Option<u64>,
 }
+
+/// What `fh-lite hold` recorded: the system the device is held on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hold {
+    /// The profile's generation and its store path when held (null: no
+    /// profile yet).
+    pub generation: Option<u64>,
+    pub store_path: Option<String>,
+    /// Unix seconds.
+    pub time: u64,
+}
+
+/// The `result` of a failed-list entry written by `fh-lite rollback` for
+/// the system it rolled away from (the operator's decision, not a failed
+/// activation).
+pub const ROLLED_AWAY: &str = "rolled-away";
 
 /// What `--reboot` and `--rollout-spread` remember between runs.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -441,6 +464,55 @@ impl StateDir {
         Ok(self.load_for_update()?.fleet.unwrap_or_default())
     }
 
+    /// Record that a `fh-lite rollback` started, in one write: the attempt,
+    /// its journal entry, and the operator's decision: `rolled_away`
+    /// (store path, reference) joins the failed list as [`ROLLED_AWAY`] so
+    /// the next apply of it is skipped, and a reboot need recorded for
+    /// another system than `pending`'s is dropped. A hold moves with it.
+    pub fn begin_rollback(
+        &self,
+        attempt: &Attempt,
+        pending: &Pending,
+        rolled_away: Option<(&str, &str)>,
+    ) -> Result<(), Error> {
+        self.update(|s| {
+            s.last_attempt = Some(attempt.record(None, None));
+            s.pending = Some(pending.clone());
+            if let Some((path, reference)) = rolled_away {
+                if path != pending.store_path {
+                    push_failed_as(s, path, reference, ROLLED_AWAY);
+                }
+            }
+            if let Some(f) = s.fleet.as_mut() {
+                if f.reboot
+                    .as_ref()
+                    .is_some_and(|r| r.store_path != pending.store_path)
+                {
+                    f.reboot = None;
+                }
+            }
+            if let Some(h) = s.hold.as_mut() {
+                h.generation = pending.generation;
+                h.store_path = Some(pending.store_path.clone());
+            }
+        })
+    }
+
+    /// The state as writers see it (a corrupt file is moved aside).
+    pub fn current(&self) -> Result<State, Error> {
+        self.load_for_update()
+    }
+
+    /// Record that an apply resolved its reference at `time`.
+    pub fn checked(&self, time: u64) -> Result<(), Error> {
+        self.update(|s| s.last_check = Some(time))
+    }
+
+    /// Set (Some) or release (None) the hold.
+    pub fn set_hold(&self, hold: Option<Hold>) -> Result<(), Error> {
+        self.update(|s| s.hold = hold)
+    }
+
     /// Record that an attempt started ("running") and its journal entry,
     /// in one write.
     pub fn begin(&self, attempt: &Attempt, pending: &Pending) -> Result<(), Error> {
@@ -507,6 +579,11 @@ impl StateDir {
         self.update(|s| push_failed(s, store_path, reference, exit))
     }
 
+    /// Every path remembered as failed (writers' view).
+    pub fn failed(&self) -> Result<Vec<FailedPath>, Error> {
+        Ok(self.load_for_update()?.failed)
+    }
+
     /// The failed-list entry for `store_path`, if it failed before.
     pub fn failed_entry(&self, store_path: &StorePath) -> Result<Option<FailedPath>, Error> {
         let path = store_path.to_string();
@@ -551,12 +628,16 @@ impl StateDir {
 }
 
 fn push_failed(s: &mut State, store_path: &str, reference: &str, exit: Exit) {
+    push_failed_as(s, store_path, reference, exit.name())
+}
+
+fn push_failed_as(s: &mut State, store_path: &str, reference: &str, result: &str) {
     s.failed.retain(|f| f.store_path != store_path);
     s.failed.push(FailedPath {
         store_path: store_path.to_string(),
         reference: reference.to_string(),
         time: unix_now(),
-        result: exit.name().to_string(),
+        result: result.to_string(),
     });
 }
 

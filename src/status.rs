@@ -11,7 +11,7 @@ use crate::activate::Ctx;
 use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::flakehub;
-use crate::state::{format_time, FailedPath, Pending, Record, Scheduled, StateDir};
+use crate::state::{format_time, FailedPath, Hold, Pending, Record, Scheduled, StateDir};
 use crate::util::unix_now;
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -49,12 +49,18 @@ struct StatusJson {
     token_file: Option<String>,
     /// Its JWT `exp`, unix seconds, when it is a JWT.
     token_expires_at: Option<i64>,
+    /// Where fh-lite looks for the device token, in order.
+    token_searched: Vec<String>,
     /// The store path applied that waits for a reboot (fleet.rs), or null.
     reboot_needed: Option<String>,
     /// `--rollout-spread` schedule: when each newly seen path activates.
     rollout: Vec<Scheduled>,
     /// The highest exact version applied, by `org/project#attr`.
     versions: std::collections::BTreeMap<String, String>,
+    /// `fh-lite hold`: what the device is held on, or null.
+    held: Option<Hold>,
+    /// When an apply last resolved its reference (unix seconds), or null.
+    last_check: Option<u64>,
 }
 
 pub fn gather(common: &Common) -> Result<Status, Error> {
@@ -81,9 +87,17 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
         pending: state.pending,
         token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
         token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
+        token_searched: flakehub::token_candidates(common.token_file.as_deref(), &|k| {
+            std::env::var(k).ok()
+        })
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect(),
         reboot_needed: fleet.reboot.map(|p| p.store_path),
         rollout: fleet.rollout,
         versions,
+        held: state.hold,
+        last_check: state.last_check,
     };
     Ok(Status {
         json,
@@ -124,6 +138,13 @@ pub fn render_text(s: &Status) -> String {
     let record = |r: &Option<Record>| r.as_ref().map_or("none".to_string(), record_line);
     line("last attempt", &record(&j.last_attempt));
     line("last success", &record(&j.last_success));
+    if let Some(t) = j.last_check {
+        let t = format_time(t);
+        line(
+            "last check",
+            &format!("{t} (an apply resolved its reference)"),
+        );
+    }
     if j.failed.is_empty() {
         line("failed paths", "none");
     }
@@ -141,6 +162,16 @@ pub fn render_text(s: &Status) -> String {
         line(
             "reboot needed",
             &format!("{p}; a run with --reboot if-needed (inside --reboot-window) reboots"),
+        );
+    }
+    if let Some(h) = &j.held {
+        line(
+            "held",
+            &format!(
+                "on {} since {}; apply changes nothing (exit 44) until 'fh-lite unhold'",
+                crate::hold::on(h),
+                format_time(h.time)
+            ),
         );
     }
     let now = crate::schedule::now();
@@ -163,6 +194,7 @@ pub fn render_text(s: &Status) -> String {
     for (i, (k, v)) in j.versions.iter().enumerate() {
         line(if i == 0 { "versions" } else { "" }, &format!("{k} = {v}"));
     }
+    line("token search", &j.token_searched.join(", "));
     line("token file", &token_line(s));
     out
 }
@@ -246,12 +278,12 @@ mod tests {
 
     const P: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a";
 
-    /// The token line depends on the test process's environment (HOME,
-    /// /nix/var/determinate/token); black-box tests cover it.
+    /// The token lines depend on the test process's environment (HOME,
+    /// /etc/fh-lite/token); black-box tests cover them.
     fn text(c: &Common) -> String {
         render_text(&gather(c).unwrap())
             .lines()
-            .filter(|l| !l.starts_with("token file"))
+            .filter(|l| !l.starts_with("token "))
             .map(|l| format!("{l}\n"))
             .collect()
     }

@@ -30,7 +30,7 @@ use super::{ActivateError, Before, Ctx, Journal, Ran, Report, Settings};
 use crate::cli::{Action, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
-use crate::state::{Pending, Phase, ROLLBACK_ACTION};
+use crate::state::{FailedPath, Pending, Phase, ROLLBACK_ACTION};
 
 /// Run the health check; Err is the sentence saying why it failed.
 pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<(), String> {
@@ -114,7 +114,6 @@ impl<'a> SystemRun<'a> {
         journal: &mut dyn Journal,
         report: &mut Report,
     ) -> Result<Exit, Error> {
-        let ctx = self.ctx;
         let runs = self.check_before_changes(store_path)?;
         report.previous_generation = self.before.generation;
         if self.s.trial && self.flavor == Flavor::NixOs && self.action == Action::Switch {
@@ -127,11 +126,7 @@ impl<'a> SystemRun<'a> {
             PathBuf::from(store_path.to_string())
         };
         if !runs {
-            ctx.say(&format!(
-                "--root {}: generation {} is the boot default; nothing run (it activates at first boot)",
-                ctx.root.unwrap_or(Path::new("/")).display(),
-                report.generation.unwrap_or(0)
-            ));
+            self.say_boot_loader_not_updated(report.generation.unwrap_or(0));
             return Ok(Exit::Success);
         }
         journal.phase(Phase::Activating, report.generation)?;
@@ -162,7 +157,9 @@ impl<'a> SystemRun<'a> {
         journal.phase(Phase::Committing, None)?;
         let link = self.make_generation(store_path, report)?;
         journal.phase(Phase::Committing, report.generation)?;
-        if super::runs_commands(ctx, Action::Boot, self.s.install_bootloader) {
+        if !super::runs_commands(ctx, Action::Boot, self.s.install_bootloader) {
+            self.say_boot_loader_not_updated(report.generation.unwrap_or(0));
+        } else {
             let script = link.join(self.flavor.script());
             let args = self.flavor.args(Action::Boot);
             let what = format!("{} {}", script.display(), args.join(" "));
@@ -182,6 +179,22 @@ impl<'a> SystemRun<'a> {
             self.say_done(store_path, exit, Action::Switch, &base);
         }
         Ok(exit)
+    }
+
+    /// `boot` under `--root` without `--install-bootloader`: only the
+    /// profile moved. One warning (so also with --quiet) says that the
+    /// image's boot loader does not know the generation, and what to run.
+    fn say_boot_loader_not_updated(&self, generation: u64) {
+        let ctx = self.ctx;
+        let root = ctx.root.unwrap_or(Path::new("/")).display();
+        let script = ctx.logical(&ctx.profile.path).join(self.flavor.script());
+        crate::ui::warn(&format!(
+            "--root {root}: the profile's default is now generation {generation}, but the \
+boot loader was not updated (nothing was run in {root}), so the image still boots what its boot \
+loader knew; to update it, run this again as root with --install-bootloader, or run: nixos-enter \
+--root {root} -c 'NIXOS_INSTALL_BOOTLOADER=1 {} boot'",
+            script.display()
+        ));
     }
 
     /// The closing line; `base`: where the script that ran lives.
@@ -511,15 +524,31 @@ pub struct SwitchBack<'a> {
     pub target: Generation,
     /// Its store path, for the state file.
     pub store_path: StorePath,
-    current: Option<u64>,
+    pub current: Option<u64>,
+    /// The current generation's store path (what is rolled away from).
+    pub current_path: Option<String>,
+    /// Generations a plain rollback passed over because their systems
+    /// failed on this machine (newest first), with their failed entries.
+    pub skipped: Vec<(u64, FailedPath)>,
     flavor: Flavor,
 }
 
 impl<'a> SwitchBack<'a> {
-    pub fn prepare(common: &'a Common, to: Option<u64>) -> Result<SwitchBack<'a>, Error> {
+    /// The generation to switch to: `to`, else the highest one below the
+    /// current one whose system is not in `failed` (the failed list of
+    /// the state file): the last system that was good on this machine.
+    pub fn prepare(
+        common: &'a Common,
+        to: Option<u64>,
+        failed: &[FailedPath],
+    ) -> Result<SwitchBack<'a>, Error> {
         let ctx = Ctx::new(common);
         let profile = ctx.profile.path.display().to_string();
         let current = ctx.profile.current()?;
+        let current_path = current
+            .and_then(|n| ctx.profile.generation(n).ok())
+            .map(|g| g.target);
+        let mut skipped = Vec::new();
         let target = match (to, current) {
             (Some(n), _) => ctx.profile.generation(n)?,
             (None, None) => {
@@ -529,14 +558,32 @@ impl<'a> SwitchBack<'a> {
             }
             (None, Some(cur)) => {
                 let gens = ctx.profile.generations()?;
-                gens.into_iter()
-                    .rev()
-                    .find(|g| g.number < cur)
-                    .ok_or_else(|| {
-                        Error::usage(format!(
+                let mut found = None;
+                for g in gens.into_iter().rev().filter(|g| g.number < cur) {
+                    match failed.iter().find(|f| f.store_path == g.target) {
+                        Some(f) => skipped.push((g.number, f.clone())),
+                        None => {
+                            found = Some(g);
+                            break;
+                        }
+                    }
+                }
+                match found {
+                    Some(g) => g,
+                    None if skipped.is_empty() => {
+                        return Err(Error::usage(format!(
                             "rollback: profile {profile} has no generation before the current one ({cur})"
-                        ))
-                    })?
+                        )))
+                    }
+                    None => {
+                        let numbers: Vec<String> =
+                            skipped.iter().map(|(n, _)| n.to_string()).collect();
+                        return Err(Error::usage(format!(
+                            "rollback: profile {profile} has no generation before the current one ({cur}) whose system has not failed on this machine (failed: generation {}); choose one with --to N",
+                            numbers.join(", ")
+                        )));
+                    }
+                }
             }
         };
         let store_path = StorePath::parse(&target.target).map_err(|e| {
@@ -563,6 +610,8 @@ impl<'a> SwitchBack<'a> {
             target,
             store_path,
             current,
+            current_path,
+            skipped,
             flavor,
         })
     }
@@ -594,6 +643,14 @@ impl<'a> SwitchBack<'a> {
         let ctx = &self.ctx;
         let (n, target) = (self.target.number, &self.target.target);
         let profile = ctx.profile.path.display();
+        for (g, f) in &self.skipped {
+            ctx.say(&format!(
+                "rollback: skipping generation {g} ({}): it failed on this machine at {} ({}); --to {g} switches to it anyway",
+                f.store_path,
+                crate::state::format_time(f.time),
+                f.result
+            ));
+        }
         ctx.profile.switch_to(n)?;
         report.previous_generation = self.current;
         report.generation = Some(n);

@@ -203,13 +203,13 @@ fn read_dir(dir: &Path, what: &str) -> Result<Head, Error> {
     })?;
     let sig = read(SIGNATURE).ok();
     let mut narinfos = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(|err| Error::io("read", dir, &err))?;
+    let entries = std::fs::read_dir(dir).map_err(|err| Error::option_file("read", dir, &err))?;
     for ent in entries {
-        let ent = ent.map_err(|err| Error::io("read", dir, &err))?;
+        let ent = ent.map_err(|err| Error::option_file("read", dir, &err))?;
         let name = ent.file_name().to_string_lossy().into_owned();
         if let Some(hash) = name.strip_suffix(".narinfo") {
             let text = std::fs::read_to_string(ent.path())
-                .map_err(|err| Error::io("read", &ent.path(), &err))?;
+                .map_err(|err| Error::option_file("read", &ent.path(), &err))?;
             narinfos.insert(hash.to_string(), text);
         }
     }

@@ -40,7 +40,7 @@ fn no_command_is_a_usage_error() {
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(
         r.stderr,
-        "fh-lite: no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover]; see 'fh-lite --help'\n"
+        "fh-lite: no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'\n"
     );
 }
 
@@ -84,5 +84,110 @@ fn reference_errors_quote_the_input() {
 fn unknown_option_is_a_usage_error() {
     let r = run(&["status", "--token", "abc"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert_eq!(r.stderr, "fh-lite: invalid option '--token'\n");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: invalid option '--token'; did you mean '--token-file'?\n"
+    );
+    let r = run(&["rollback", "--too", "2"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: invalid option '--too'; did you mean '--to'?\n"
+    );
+}
+
+/// `--rollout-spread` takes days and compound durations; they pass the
+/// command line (the run then stops at the missing token, exit 10).
+#[test]
+fn rollout_spread_takes_days_and_compound_durations() {
+    let t = crate::support::util::TempDir::new("spread-units");
+    std::fs::create_dir_all(t.path().join("etc")).unwrap();
+    std::fs::write(t.path().join("etc/machine-id"), "0123456789abcdef\n").unwrap();
+    for spread in ["1d", "1h30m", "24s", "3600"] {
+        let r = run(&[
+            "apply",
+            "nixos",
+            "a/b/=0.1.1#x",
+            "--rollout-spread",
+            spread,
+            "--token-file",
+            "/nonexistent/fh-lite-token",
+            "--root",
+            t.path().to_str().unwrap(),
+        ]);
+        assert_ne!(r.code, 2, "{spread}: {r:?}");
+        assert!(!r.stderr.contains("not a duration"), "{spread}: {r:?}");
+    }
+    let r = run(&["apply", "nixos", "a/b/0.1#x", "--rollout-spread", "1w"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "fh-lite: option '--rollout-spread': '1w' is not a duration (e.g. 1d, 24h, 1h30m, 90m, 3600s; a plain number is seconds)\n"
+    );
+}
+
+/// --rollout-spread without a machine id stops before any network work,
+/// naming the file (not an "internal error" after the download).
+#[test]
+fn rollout_spread_without_a_machine_id_is_refused_first() {
+    let t = crate::support::util::TempDir::new("no-machine-id");
+    let root = t.path().to_str().unwrap().to_string();
+    let args = [
+        "apply",
+        "nixos",
+        "a/b/=0.1.1#x",
+        "--rollout-spread",
+        "1h",
+        "--root",
+        &root,
+        "--token-file",
+        "/nonexistent/fh-lite-token",
+        "--api-addr",
+        "http://127.0.0.1:9",
+        "--allow-insecure-http",
+    ];
+    let r = run(&args);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.starts_with(&format!(
+            "fh-lite: --rollout-spread needs this device's machine id, but {root}/etc/machine-id cannot be read: "
+        )),
+        "{r:?}"
+    );
+    std::fs::create_dir_all(t.path().join("etc")).unwrap();
+    std::fs::write(t.path().join("etc/machine-id"), "\n").unwrap();
+    let r = run(&args);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!("fh-lite: {root}/etc/machine-id is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)\n")
+    );
+}
+
+/// A file an option names that is missing is the operator's mistake, not
+/// an internal error: a usage error naming the option and the file, before
+/// anything touches the network.
+#[test]
+fn a_missing_sign_key_file_is_a_usage_error_naming_it() {
+    let tmp = crate::support::util::TempDir::new("sign-key");
+    let key = tmp.path().join("no-such-key");
+    let out = tmp.path().join("bundle.tar");
+    let r = run(&[
+        "bundle",
+        "create",
+        "org/proj/=0.1.0#nixosConfigurations.pi",
+        "--output",
+        out.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+        "--api-addr",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with(&format!("fh-lite: --sign-key {}: ", key.display())),
+        "{r:?}"
+    );
+    assert!(!out.exists(), "no bundle written");
 }

@@ -61,5 +61,11 @@ mod anycache;
 /// rollout.
 mod fleet;
 
+/// The operator's decisions: rollback past failed systems, hold.
+mod decisions;
+
+/// What a run reports: the --json result event, status and metrics.
+mod outcomes;
+
 /// --root DIR is a jail: symlinks planted under DIR never lead fh-lite out.
 mod jail;

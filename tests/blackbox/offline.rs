@@ -309,6 +309,7 @@ fn tampered_bundles_are_refused_before_anything_is_registered() {
     assert_nothing_registered(&root, "truncated");
     // The untampered unsigned bundle needs --allow-unsigned-bundle.
     let root = d.tmp.path().join("root-unsigned");
+    std::fs::create_dir_all(&root).unwrap();
     let r = apply_from(
         &d,
         &root,
@@ -381,6 +382,32 @@ fn fetch_then_apply_requests_no_nar() {
         "the apply requested no NAR"
     );
     judge_image(&d, f, "system-v1");
+}
+
+/// `fetch --root img` given relative (from the image's parent directory):
+/// the pin and Nix's indirect GC root name in-image paths, so the staged
+/// closure stays rooted inside the booted image; nothing points at the
+/// build host's directory.
+#[test]
+fn fetch_with_a_relative_root_roots_in_image_paths() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let mut args = vec!["fetch".to_string(), d.reference(REQ), "-q".to_string()];
+    args.extend(["--root".to_string(), "root".to_string()]);
+    args.extend(d.online());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = fh_lite(&a);
+    cmd.current_dir(d.tmp.path());
+    let r = no_secret(output(cmd));
+    assert_eq!(r.code, 0, "fetch: {r:?}");
+    let want = &f.get("system-v1").path;
+    let link = d.root.join("var/lib/fh-lite/fetched");
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(want));
+    let auto: Vec<PathBuf> = std::fs::read_dir(d.root.join("nix/var/nix/gcroots/auto"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(auto, vec![PathBuf::from("/var/lib/fh-lite/fetched")]);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::fakehub::{write_token, FakeHub, Opts};
-use crate::support::util::{fh_lite, output, Run, TempDir};
+use crate::support::util::{fh_lite, output, with_etc, Run, TempDir};
 
 /// The device token: created for org/demo, requirement `0.1`,
 /// `nixosConfigurations.pi`. It must never appear in any output.
@@ -162,8 +162,8 @@ fn other_loose_requirement_is_forbidden() {
         "fh-lite: FlakeHub refused org/demo/0.1.123#{ATTR} (http status 403 for GET {}): \
 this device token does not allow version requirement '0.1.123'. A resolve-only token accepts only \
 the version requirement it was created with, verbatim (e.g. 0.1), or an exact =X.Y.Z release that \
-requirement allows (e.g. =0.1.175); any other requirement (e.g. 0.1.123) is refused, as is another \
-project or attribute path. Use the token's requirement as written, or pin a release: \
+requirement allows (e.g. =0.1.175); any other requirement (e.g. 0.1.123) is refused. Use the \
+token's requirement as written, or pin a release: \
 org/demo/=X.Y.Z#{ATTR} (FlakeHub said: {{\"message\": \"version requirement 0.1.123 is neither the \
 token's requirement nor an exact version it allows\"}})\n",
         s.output_url("0.1.123")
@@ -179,6 +179,43 @@ fn exact_release_outside_the_token_requirement_is_forbidden() {
     assert!(
         r.stderr
             .contains("does not allow version requirement '=0.2.0'"),
+        "{r:?}"
+    );
+}
+
+/// A 403 names the part of the reference the token refused, and where a
+/// default attribute path came from.
+#[test]
+fn forbidden_names_the_refused_part() {
+    let s = Setup::plain("{}");
+    let r = s.run(&format!("org/other/0.1#{ATTR}"), &[]);
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "): this device token is not for project 'org/other'. A resolve-only token belongs to one project: check the org and project in the reference"
+        ),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("version requirement '0.1'"), "{r:?}");
+
+    let r = s.run("org/demo/0.1#nixosConfigurations.other", &[]);
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "): this device token does not allow attribute path 'nixosConfigurations.other'. A resolve-only token is bound to the attribute path it was created with"
+        ),
+        "{r:?}"
+    );
+
+    // No '#': the default attribute path, from this machine's host name.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let r = s.run("org/demo/0.1", &[]);
+    assert_eq!(r.code, 11, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "): this device token does not allow attribute path 'nixosConfigurations.{}' (not given after '#': the default, from this machine's host name). ",
+            host.trim()
+        )),
         "{r:?}"
     );
 }
@@ -238,7 +275,7 @@ fn no_token_file_lists_the_places_searched() {
         r.stderr,
         format!(
             "fh-lite: no FlakeHub device token found (searched: {}/flakehub-token, \
-/nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); log this machine in \
+/etc/fh-lite/token, /nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); log this machine in \
 with 'determinate-nixd login token', or save a resolve-only device token in a file only root can \
 read (chmod 600) and pass --token-file FILE (systemd: LoadCredential=flakehub-token:FILE)\n",
             tmp.path().display()
@@ -264,6 +301,44 @@ fn token_from_credentials_directory_and_xdg_config() {
     let r = no_secret(output(cmd));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout, format!("{}\n", sp('4', "0.1.180")));
+}
+
+/// A device set up as README says keeps its token in /etc/fh-lite/token
+/// (the unit hands it over with LoadCredential=): a command run by hand,
+/// without $CREDENTIALS_DIRECTORY, finds it there, and `status` names it
+/// and the places it searched.
+#[test]
+fn token_from_etc_fh_lite_token() {
+    if !crate::support::require(
+        "root and unshare, for a private /etc",
+        crate::support::is_root() && crate::support::host::have("unshare"),
+    ) {
+        return;
+    }
+    let s = Setup::plain("{}");
+    let etc = s.tmp.path().join("etc");
+    write_token(&etc, "fh-lite/token", TOKEN, 0o600);
+    let r = no_secret(output(with_etc(
+        &s.command(&reference("0.1"), None, &[]),
+        &etc,
+    )));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, format!("{}\n", sp('4', "0.1.180")));
+    let root = s.tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let st = no_secret(output(with_etc(
+        &fh_lite(&["status", "--root", root.to_str().unwrap()]),
+        &etc,
+    )));
+    assert_eq!(st.code, 0, "{st:?}");
+    assert!(
+        st.stdout.ends_with(
+            "token search    /etc/fh-lite/token, /nix/var/determinate/token, \
+/nonexistent-fh-lite-test-config/flakehub/auth\n\
+token file      /etc/fh-lite/token (no expiry: not a JWT)\n"
+        ),
+        "{st:?}"
+    );
 }
 
 #[test]
