@@ -292,6 +292,19 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_writer_writes_the_same_archive_and_refuses_a_wrong_size() {
+        let mut w = StreamWriter::new(Vec::new(), 1_700_000_000);
+        w.add("a.json", b"{}").unwrap();
+        (w.add_sized("nar/x.nar", 1000, &mut &[7u8; 1000][..])).unwrap();
+        assert_eq!(w.finish().unwrap(), archive());
+        for n in [999, 1001] {
+            let mut w = StreamWriter::new(Vec::new(), 0);
+            let e = (w.add_sized("nar/x.nar", 1000, &mut &vec![7u8; n][..])).unwrap_err();
+            assert!(e.to_string().contains("FileSize"), "{n}: {e}");
+        }
+    }
+
+    #[test]
     fn round_trip_in_one_pass() {
         let data = archive();
         assert_eq!(data.len(), 512 + 512 + 512 + 1024 + 1024);
