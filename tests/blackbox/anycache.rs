@@ -480,3 +480,63 @@ fn bundle_create_from_any_cache_applies_offline() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("--cache needs --trusted-key"), "{r:?}");
 }
+
+#[test]
+fn bundle_from_an_https_cache_with_a_login_streams_into_apply() {
+    let f = fixtures();
+    let hub = login_hub();
+    let d = Deploy::new("xz", &[], "{}");
+    let netrc = netrc(&d, PASSWORD);
+    let (url, ca) = (hub.url(), hub.ca_file());
+    // bundle create STOREPATH --cache https://… --netrc-file F --output - |
+    // apply nixos --from - (unsigned manifest, narinfos still checked)
+    let mut create = direct_cmd(
+        &["bundle", "create"],
+        "system-v1",
+        &url,
+        &[
+            "--netrc-file",
+            netrc.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--output",
+            "-",
+        ],
+    );
+    let mut create = (create.stdout(Stdio::piped()).stderr(Stdio::piped()))
+        .spawn()
+        .unwrap();
+    let mut apply = fh_lite(&[
+        "apply",
+        "nixos",
+        "--from",
+        "-",
+        "boot",
+        "--root",
+        d.root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--allow-unsigned-bundle",
+    ]);
+    apply.stdin(Stdio::from(create.stdout.take().unwrap()));
+    let r = output(apply);
+    let c = create.wait_with_output().unwrap();
+    let c_err = String::from_utf8_lossy(&c.stderr);
+    assert!(
+        c.status.success(),
+        "bundle create --cache https://: {c_err}"
+    );
+    assert_eq!(r.code, 0, "apply --from -: {r:?}");
+    for s in secrets(PASSWORD) {
+        assert!(!c_err.contains(&s) && !r.stderr.contains(&s), "leaked");
+    }
+    let reqs = hub.requests();
+    assert!(reqs.iter().any(|q| q.path.starts_with("/nar/")), "{reqs:?}");
+    assert!(
+        reqs.iter().all(|q| q.auth == "basic" && q.status == 200),
+        "{reqs:?}"
+    );
+    assert!(d.hub.requests().is_empty(), "FlakeHub was asked");
+    judge_image(&d, f, "system-v1");
+}
