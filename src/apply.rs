@@ -52,7 +52,9 @@ pub fn run(
         // cut an activation short (signal.rs).
         crate::signal::install()?;
         // An attempt a kill interrupted is finished or undone first.
-        if let Some(result) = recover::before_command(common, &state)? {
+        if let Some(result) =
+            recover::before_command(common, &state, &recover::Allowed::of_apply(common, opts))?
+        {
             return result;
         }
         // A reboot recorded earlier and due now (fleet.rs).
@@ -409,12 +411,12 @@ fn open_offline(
         .as_ref()
         .map_or(&opts.reference, |o| &o.opts.reference);
     if !offline.allow_downgrade {
-        crate::versions::check(&common.state_dir, reference)?;
+        crate::versions::check(&crate::state::StateDir::of(common), reference)?;
     }
     Ok(opened)
 }
 
 /// After a successful apply: remember its exact version (if any).
 fn remember(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
-    crate::versions::remember(&common.state_dir, &opts.reference)
+    crate::versions::remember(&crate::state::StateDir::of(common), &opts.reference)
 }

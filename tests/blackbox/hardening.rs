@@ -193,3 +193,190 @@ fn an_xz_nar_asking_for_a_1_5_gib_dictionary_is_refused() {
     assert_eq!(r.code, 21, "{r:?}");
     assert!(!r.stderr.contains("decoder memory cap"), "{r:?}");
 }
+
+/// Symlinks named as the temporary files of `name` (`.NAME.tmp-PID`) for
+/// the next few thousand pids, all to `victim`: a writer whose temporary
+/// name is predictable and followed writes through one of them.
+fn plant_temp_links(dir: &Path, name: &str, victim: &Path) {
+    let next = Command::new("true").spawn().unwrap();
+    let pid = next.id();
+    let mut child = next;
+    child.wait().unwrap();
+    for p in pid + 1..pid + 3000 {
+        std::os::unix::fs::symlink(victim, dir.join(format!(".{name}.tmp-{p}"))).unwrap();
+    }
+}
+
+#[test]
+fn metrics_file_temp_name_cannot_redirect_the_write() {
+    let f = fixtures();
+    let d = deploy(
+        f.cache("zstd"),
+        &[("0.1.175", "system-v1")],
+        Opts::default(),
+    );
+    let textfile = d.tmp.path().join("textfile");
+    std::fs::create_dir_all(&textfile).unwrap();
+    let victim = d.tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    plant_temp_links(&textfile, "fh.prom", &victim);
+    let prom = textfile.join("fh.prom");
+    let r = d.apply(
+        "=0.1.175",
+        &["boot", "--metrics-file", prom.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let md = std::fs::symlink_metadata(&prom).unwrap();
+    assert!(
+        md.file_type().is_file(),
+        "fh.prom is not a plain file: {md:?}"
+    );
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(text.contains("fh_lite_last_exit_code 0"), "{text}");
+}
+
+#[test]
+fn versions_json_stays_in_the_root_and_follows_no_planted_link() {
+    let f = fixtures();
+    let victim_text = "precious\n";
+    // The state directory is a symlink to a directory outside the root.
+    let d = deploy(
+        f.cache("zstd"),
+        &[("0.1.175", "system-v1")],
+        Opts::default(),
+    );
+    let outside = d.tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(d.root.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink(&outside, d.root.join("var/lib/fh-lite")).unwrap();
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(left.is_empty(), "written outside the root: {left:?}");
+    // Resolved as chroot would: the same path beneath the root.
+    let inside = d.root.join(outside.strip_prefix("/").unwrap());
+    assert!(inside.join("versions.json").is_file(), "{r:?}");
+
+    // A planted temporary-name symlink in the real state directory.
+    let d = deploy(
+        f.cache("zstd"),
+        &[("0.1.175", "system-v1")],
+        Opts::default(),
+    );
+    let state = d.root.join("var/lib/fh-lite");
+    std::fs::create_dir_all(&state).unwrap();
+    let victim = d.tmp.path().join("victim");
+    std::fs::write(&victim, victim_text).unwrap();
+    plant_temp_links(&state, "versions.json", &victim);
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), victim_text);
+    let v = state.join("versions.json");
+    assert!(std::fs::symlink_metadata(&v).unwrap().file_type().is_file());
+    assert!(std::fs::read_to_string(&v).unwrap().contains("0.1.175"));
+}
+
+/// A journal entry planted in the image's state.json (a path of the image,
+/// killed "activating", with a health check): `apply boot --root` runs
+/// nothing of it, says so, clears it and goes on.
+#[test]
+fn a_planted_journal_entry_runs_nothing() {
+    let f = fixtures();
+    let d = deploy(
+        f.cache("zstd"),
+        &[("0.1.175", "system-v1")],
+        Opts::default(),
+    );
+    let Some(root) = crate::support::chroot_root(&d.tmp.path().to_path_buf()) else {
+        return;
+    };
+    assert_eq!(root, d.root);
+    let evil = crate::support::fake_system(&root, "sys-evil", "bin/switch-to-configuration", 0);
+    let state = root.join("var/lib/fh-lite");
+    std::fs::create_dir_all(&state).unwrap();
+    let pending = format!(
+        "{{\"reference\":\"org/demo/=0.1.175#{ATTR}\",\"store_path\":\"{evil}\",\"action\":\"switch\",\"trial\":false,\"phase\":\"activating\",\"generation\":null,\"previous_generation\":null,\"previous_system\":null,\"time\":1700000000,\"pid\":999999,\"kind\":\"nixos\",\"install_bootloader\":false,\"rollback_on\":[1,2,4],\"no_rollback\":false,\"health_check\":\"echo ran > /health.log\",\"health_timeout\":60,\"activation_timeout\":null}}"
+    );
+    std::fs::write(
+        state.join("state.json"),
+        format!("{{\"version\":1,\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"pending\":{pending}}}\n"),
+    )
+    .unwrap();
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert!(
+        !root.join("activation.log").exists(),
+        "activation ran: {r:?}"
+    );
+    assert!(!root.join("health.log").exists(), "health check ran: {r:?}");
+    assert!(
+        r.stderr.contains("refusing the interrupted attempt")
+            && r.stderr.contains(&evil)
+            && r.stderr.contains("which this command does not run"),
+        "{r:?}"
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    judge_image(&d, f, "system-v1");
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"pending\":null"), "{st:?}");
+}
+
+/// The state directory is 0700, the lock and state.json 0600, also when an
+/// older run left them looser; `nobody` cannot take the lock.
+#[test]
+fn nobody_cannot_hold_the_lock() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::support::require("root, to run flock as nobody", crate::support::is_root()) {
+        return;
+    }
+    let f = fixtures();
+    let d = deploy(
+        f.cache("zstd"),
+        &[("0.1.175", "system-v1")],
+        Opts::default(),
+    );
+    // What an older version left: a 0755 directory, a 0644 lock and state.
+    let state = d.root.join("var/lib/fh-lite");
+    std::fs::create_dir_all(&state).unwrap();
+    for (p, mode) in [
+        (d.tmp.path(), 0o755),
+        (&d.root, 0o755),
+        (&d.root.join("var"), 0o755),
+        (&d.root.join("var/lib"), 0o755),
+        (&state, 0o755),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::write(state.join("lock"), "").unwrap();
+    std::fs::write(
+        state.join("state.json"),
+        "{\"version\":1,\"last_attempt\":null,\"last_success\":null,\"failed\":[]}\n",
+    )
+    .unwrap();
+    for name in ["lock", "state.json"] {
+        std::fs::set_permissions(state.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("lock")), 0o600);
+    assert_eq!(mode(&state.join("state.json")), 0o600);
+    assert_eq!(mode(&state.join("versions.json")), 0o600);
+    // As nobody: the lock cannot even be opened.
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .args(["flock", "-n", "-x"])
+        .arg(state.join("lock"))
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "nobody took the lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The next apply is not blocked.
+    let r = d.apply("=0.1.175", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
