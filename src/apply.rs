@@ -13,6 +13,7 @@ use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch;
+use crate::fetch::FetchOptions;
 use crate::flakehub;
 use crate::http::{Client, Secret};
 use crate::nix::signature::TrustedKeys;
@@ -132,7 +133,12 @@ pub fn run(
     // fetch + register
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    let fetched = token.fetch(store, &opts.trusted_keys, opts.jobs, plan);
+    let fetched = token.fetch(
+        store,
+        &opts.trusted_keys,
+        &FetchOptions::of(common, opts.jobs),
+        plan,
+    );
     if let Err(e) = fetched.map_err(interrupted_or) {
         state.record_result(&attempt, e.exit, None, false)?;
         return Err(e);
@@ -269,10 +275,10 @@ impl crate::offline::Source for ClosureToken<'_> {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error> {
-        ClosureToken::fetch(self, store, keys, jobs, plan)
+        ClosureToken::fetch(self, store, keys, how, plan)
     }
 }
 
@@ -344,13 +350,14 @@ impl<'a> ClosureToken<'a> {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         mut plan: Plan,
     ) -> Result<(), Error> {
+        let jobs = how.jobs;
         let progress = Progress::new(Mode::detect(self.common.quiet, self.common.json));
         loop {
             progress.plan(&plan);
-            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, jobs, &progress) else {
+            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, how, &progress) else {
                 return Ok(());
             };
             if !self.renew(&e, store)? {

@@ -352,11 +352,43 @@ impl Read for NarLimit<'_> {
     }
 }
 
+/// How a fetch runs: settings passed down to every transfer, never left to
+/// the cache client (a wrapper around a client cannot forget one).
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    /// NARs in flight at once (`--jobs`).
+    pub jobs: usize,
+    /// The largest xz dictionary / zstd window a NAR may ask for, in bytes
+    /// (`--max-decoder-memory`).
+    pub max_decoder_memory: u64,
+    /// Lines about the transfer (resume.rs) on stderr; off with `--quiet`.
+    pub notes: bool,
+}
+
+impl FetchOptions {
+    /// The command's settings.
+    pub fn of(common: &crate::cli::Common, jobs: usize) -> FetchOptions {
+        FetchOptions {
+            jobs,
+            max_decoder_memory: common.max_decoder_memory,
+            notes: !common.quiet,
+        }
+    }
+
+    /// One line about the transfer, `fh-lite: <line>`, unless silenced.
+    pub fn note(&self, line: &str) {
+        if self.notes {
+            eprintln!("fh-lite: {line}");
+        }
+    }
+}
+
 /// Fetch one path into the store: the whole adapter stack.
 pub fn fetch_one(
     client: &dyn CacheClient,
     store: &dyn Store,
     info: &NarInfo,
+    how: &FetchOptions,
     progress: &Progress,
     budget: &pool::Budget,
 ) -> Result<(), FetchError> {
@@ -380,7 +412,7 @@ pub fn fetch_one(
     // (resume.rs).
     let restarts = crate::resume::Budget::new();
     loop {
-        match fetch_body(client, store, info, progress, &url, &restarts, budget) {
+        match fetch_body(client, store, info, how, progress, &url, &restarts, budget) {
             Err(_) if !crate::signal::interrupted() && restarts.take_restart() => continue,
             r => return r,
         }
@@ -388,10 +420,12 @@ pub fn fetch_one(
 }
 
 /// One download of `info`'s NAR into the store: the adapter stack.
+#[allow(clippy::too_many_arguments)]
 fn fetch_body(
     client: &dyn CacheClient,
     store: &dyn Store,
     info: &NarInfo,
+    how: &FetchOptions,
     progress: &Progress,
     url: &str,
     budget: &crate::resume::Budget,
@@ -402,7 +436,7 @@ fn fetch_body(
     let nar = url.clone();
     let reopen: crate::resume::Reopen =
         Box::new(move |offset| client.get_nar_from(&nar, offset).map_err(|e| e.to_string()));
-    let log = |line: &str| client.note(line);
+    let log = |line: &str| how.note(line);
     let body = crate::resume::Resuming::new(&url, body, info.file_size, reopen, budget, &log);
     let slot: FaultSlot = Arc::new(Mutex::new(None));
     let limited = BodyLimit {
@@ -413,7 +447,7 @@ fn fetch_body(
         slot: slot.clone(),
         progress,
     };
-    let cap = client.max_decoder_memory();
+    let cap = how.max_decoder_memory;
     let (dec, declared) = match Decoder::new(&info.compression, limited, cap) {
         Ok(dec) => dec,
         Err(e) => {
@@ -646,9 +680,10 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     client: &dyn CacheClient,
     store: &dyn Store,
     plan: &P,
-    jobs: usize,
+    how: &FetchOptions,
     progress: &Progress,
 ) -> Result<(), FetchError> {
+    let jobs = how.jobs;
     let paths = plan.as_ref();
     // Refuse undecodable paths before downloading anything.
     for info in paths {
@@ -665,7 +700,7 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     let fetch = |&i: &usize| {
         let info = &paths[i];
         progress.path_start(info);
-        fetch_one(client, store, info, progress, &memory)?;
+        fetch_one(client, store, info, how, progress, &memory)?;
         progress.path_done(info);
         Ok(())
     };
@@ -980,6 +1015,14 @@ pub(crate) mod tests {
         out
     }
 
+    fn test_opts() -> FetchOptions {
+        FetchOptions {
+            jobs: 3,
+            max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
+            notes: false,
+        }
+    }
+
     pub fn quiet() -> Progress {
         Progress::new(Mode::Quiet)
     }
@@ -989,7 +1032,7 @@ pub(crate) mod tests {
         let img = TempDir::new("img");
         let store = ImageStore::open(&img.0).unwrap();
         let r = crate::plan::plan(cache, &store, &cache.keys(), root, 3)
-            .and_then(|p| fetch_all(cache, &store, &p, 3, &quiet()).map(|()| p));
+            .and_then(|p| fetch_all(cache, &store, &p, &test_opts(), &quiet()).map(|()| p));
         (img, r)
     }
 
@@ -1394,7 +1437,7 @@ pub(crate) mod tests {
         let (cache, lib, data, app) = closure();
         let store = SelfFetching(Mutex::new(Vec::new()));
         let plan = crate::plan::plan(&cache, &store, &cache.keys(), &app, 3).unwrap();
-        let err = fetch_all(&cache, &store, &plan, 3, &quiet()).unwrap_err();
+        let err = fetch_all(&cache, &store, &plan, &test_opts(), &quiet()).unwrap_err();
         assert_eq!(
             store.0.lock().unwrap().clone(),
             vec![(lib, 0), (data, 0), (app.clone(), 0)],

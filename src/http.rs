@@ -332,10 +332,6 @@ pub struct Client {
     /// `--verbose`: one line per request (URL and status; never credentials).
     verbose: bool,
     retry: RetryPolicy,
-    /// `--max-decoder-memory` in bytes: what a NAR body may ask of the
-    /// decompressor (fetch.rs applies it; it is a limit on what the
-    /// network makes fh-lite do, like the body limits here).
-    max_decoder_memory: u64,
 }
 
 impl Client {
@@ -357,7 +353,6 @@ impl Client {
             RetryPolicy::default(),
         )?;
         client.verbose = common.verbose && !common.quiet;
-        client.max_decoder_memory = common.max_decoder_memory;
         Ok(client)
     }
 
@@ -402,7 +397,6 @@ impl Client {
             quiet,
             verbose: false,
             retry,
-            max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
         })
     }
 
@@ -478,18 +472,6 @@ impl Client {
                 body: Box::new(resp.into_body().into_reader()),
             })
         })
-    }
-
-    /// The largest xz dictionary / zstd window a NAR may ask for, in bytes.
-    pub fn max_decoder_memory(&self) -> u64 {
-        self.max_decoder_memory
-    }
-
-    /// Print one line on stderr, `fh-lite: <line>` (not with `--quiet`).
-    pub fn note(&self, line: &str) {
-        if !self.quiet {
-            eprintln!("fh-lite: {line}");
-        }
     }
 
     /// Run `attempt` until it succeeds, fails for good, or the retry

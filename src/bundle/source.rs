@@ -22,6 +22,7 @@ use super::{Entry, Manifest, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SI
 use crate::cache::{CacheClient, FetchError};
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
+use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
@@ -411,9 +412,6 @@ impl CacheClient for Bundle {
             }
         }
     }
-    fn note(&self, _line: &str) {
-        // A bundle cannot be asked again from an offset: no resume lines.
-    }
     fn nar_url(&self, info: &NarInfo) -> String {
         format!("{}/{}", self.what, info.url)
     }
@@ -439,15 +437,18 @@ impl Source for Bundle {
         &mut self,
         store: &dyn Store,
         _keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error> {
+        // A bundle cannot be asked again from an offset: no resume lines.
+        let how = &FetchOptions {
+            notes: false,
+            ..how.clone()
+        };
         let progress = Progress::new(Mode::detect(self.quiet, self.json));
         progress.plan(&plan);
         let Place::Tar(stream) = &self.place else {
-            return Ok(crate::fetch::fetch_all(
-                self, store, &plan, jobs, &progress,
-            )?);
+            return Ok(crate::fetch::fetch_all(self, store, &plan, how, &progress)?);
         };
         // A stream: paths in the order of the bundle (references first).
         let mut wanted: BTreeMap<String, &NarInfo> =
@@ -465,7 +466,7 @@ impl Source for Bundle {
             let url = format!("{}/{name}", self.what);
             if let Some(info) = wanted.remove(&url) {
                 progress.path_start(info);
-                crate::fetch::fetch_one(self, store, info, &progress, &memory)?;
+                crate::fetch::fetch_one(self, store, info, how, &progress, &memory)?;
                 progress.path_done(info);
             }
         }

@@ -380,3 +380,114 @@ fn nobody_cannot_hold_the_lock() {
     let r = d.apply("=0.1.175", &["boot"]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// `--max-decoder-memory` is the cap for every source: a `file://` cache
+/// and a bundle too (the NAR asks for a 1.5 GiB xz dictionary: refused
+/// under the default cap, tried, and found corrupt, under a higher one).
+#[test]
+fn max_decoder_memory_holds_for_file_caches_and_bundles() {
+    let f = fixtures();
+    let tmp = TempDir::new("harden-cap");
+    let root_path = f.get("system-v1").path.clone();
+    let cache = spoiled_cache(f, "xz", &root_path, &xz_asking_for_1_5_gib(), tmp.path());
+    // The bundle is made from the genuine cache, then its NAR replaced
+    // (an unsigned dir bundle: its manifest and narinfo adjusted).
+    let d = deploy(f.cache("xz"), &[("0.1.175", "system-v1")], Opts::default());
+    let bundle = d.tmp.path().join("pi.bundle");
+    let mut args = vec![
+        "bundle".to_string(),
+        "create".into(),
+        d.reference("=0.1.175"),
+        "--output".into(),
+        bundle.display().to_string(),
+        "--format".into(),
+        "dir".into(),
+    ];
+    args.extend(d.online());
+    let r = output(crate::support::util::fh_lite(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    assert_eq!(r.code, 0, "bundle create: {r:?}");
+    spoil_dir_bundle(&bundle, &root_path, &xz_asking_for_1_5_gib());
+    let file_cache = format!("file://{}", cache.display());
+    let sources: [Vec<&str>; 2] = [
+        vec![&root_path, "--cache", &file_cache],
+        vec![
+            "--from",
+            bundle.to_str().unwrap(),
+            "--allow-unsigned-bundle",
+        ],
+    ];
+    for source in sources {
+        for (cap, refused) in [(None, true), (Some("2048"), false)] {
+            let mut args = vec!["apply", "nixos"];
+            args.extend_from_slice(&source);
+            args.extend_from_slice(&[
+                "boot",
+                "--root",
+                d.root.to_str().unwrap(),
+                "--no-default-keys",
+                "--trusted-key",
+                &f.public_key,
+                "--api-addr",
+                "https://127.0.0.1:9",
+            ]);
+            if let Some(cap) = cap {
+                args.extend_from_slice(&["--max-decoder-memory", cap]);
+            }
+            let r = output(crate::support::util::fh_lite(&args));
+            assert_eq!(r.code, 21, "{args:?}: {r:?}");
+            assert_eq!(
+                r.stderr.contains("over the decoder memory cap"),
+                refused,
+                "{args:?}: {r:?}"
+            );
+        }
+    }
+}
+
+/// Replace `store_path`'s NAR in the dir bundle `dir` by `body`: its
+/// narinfo and manifest entry say the new FileSize and no FileHash.
+fn spoil_dir_bundle(dir: &Path, store_path: &str, body: &[u8]) {
+    let hash = Fixtures::hash_part(store_path);
+    let narinfo = dir.join(format!("{hash}.narinfo"));
+    let text = std::fs::read_to_string(&narinfo).unwrap();
+    let url = text
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .expect("URL line")
+        .to_string();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("FileHash: "))
+        .map(|l| match l.strip_prefix("FileSize: ") {
+            Some(_) => format!("FileSize: {}\n", body.len()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&narinfo, text).unwrap();
+    std::fs::write(dir.join(&url), body).unwrap();
+    let manifest = dir.join("fh-lite-manifest.json");
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    // The entry of this path: its file_hash and file_size.
+    let at = m
+        .find(&format!("\"path\":\"{store_path}\""))
+        .expect("manifest entry");
+    let end = at + m[at..].find('}').unwrap();
+    let entry = &m[at..end];
+    let fixed = regex_free_replace(entry, "\"file_hash\":", "null");
+    let fixed = regex_free_replace(&fixed, "\"file_size\":", &body.len().to_string());
+    std::fs::write(&manifest, format!("{}{fixed}{}", &m[..at], &m[end..])).unwrap();
+    let _ = std::fs::remove_file(dir.join("fh-lite-manifest.sig"));
+}
+
+/// In `s`, the JSON value after `key` (up to the next `,` or the end)
+/// replaced by `value`.
+fn regex_free_replace(s: &str, key: &str, value: &str) -> String {
+    let Some(k) = s.find(key) else {
+        return s.to_string();
+    };
+    let from = k + key.len();
+    let to = from + s[from..].find(',').unwrap_or(s.len() - from);
+    format!("{}{value}{}", &s[..from], &s[to..])
+}
