@@ -127,7 +127,7 @@ fn xz_asking_for_1_5_gib() -> Vec<u8> {
 }
 
 /// Peak RSS in KiB from `/usr/bin/time -v`'s report (None without it).
-fn run_measured(cmd: Command) -> (Run, Option<u64>) {
+pub fn run_measured(cmd: Command) -> (Run, Option<u64>) {
     if !Path::new("/usr/bin/time").exists() {
         return (no_secret(output(cmd)), None);
     }
