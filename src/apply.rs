@@ -32,6 +32,10 @@ pub fn run(
     fleet: &FleetOpts,
 ) -> Result<Exit, Error> {
     let started = Instant::now();
+    // SIGTERM/SIGINT stop the run from here on, also while the bundle is
+    // read (a FIFO, a pipe that never ends; signal.rs), and never cut an
+    // activation short.
+    crate::signal::install()?;
     // Offline modes (offline.rs): `--from` opens the bundle and
     // takes REF from its verified manifest; the bundle then stands in for
     // resolve and the cache below. Refuses an older exact version
@@ -49,9 +53,6 @@ pub fn run(
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
     if !opts.dry_run {
-        // From here SIGTERM/SIGINT stop the transfer cleanly, and never
-        // cut an activation short (signal.rs).
-        crate::signal::install()?;
         // An attempt a kill interrupted is finished or undone first.
         if let Some(result) =
             recover::before_command(common, &state, &recover::Allowed::of_apply(common, opts))?

@@ -17,6 +17,7 @@ pub mod nix;
 #[path = "../../src/outref.rs"]
 pub mod outref;
 
+pub mod bundle;
 pub mod daemon;
 pub mod flakehub;
 pub mod nar;

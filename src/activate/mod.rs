@@ -481,6 +481,7 @@ pub fn activate(
     journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Result<Exit, Error> {
+    crate::signal::activation_begins();
     let ctx = Ctx::new(common);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => home_manager::activate(&ctx, settings, store_path, journal, report),
@@ -500,6 +501,7 @@ pub fn redo_rollback(
     journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Error {
+    crate::signal::activation_begins();
     let ctx = Ctx::new(common);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => {

@@ -124,7 +124,10 @@ pub fn open(
         ));
     }
     let store_path = check_closure(&what, &manifest, &narinfos, &opts.trusted_keys)?;
-    if !stdin && !is_dir {
+    // A regular file can be read twice; a FIFO or a device is a stream,
+    // checked while it is read, as standard input is.
+    let regular = !stdin && !is_dir && std::fs::metadata(from).is_ok_and(|m| m.is_file());
+    if regular {
         prepass(from, &what, &manifest)?;
     }
     let mut opts = opts.clone();

@@ -491,3 +491,107 @@ fn regex_free_replace(s: &str, key: &str, value: &str) -> String {
     let to = from + s[from..].find(',').unwrap_or(s.len() - from);
     format!("{}{value}{}", &s[..from], &s[to..])
 }
+
+/// A server on loopback that answers every request 200 with a 100-byte
+/// body dripped one byte every 300 ms; stopped on drop.
+struct Drip {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drip {
+    fn start() -> Drip {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if s.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf);
+                    let _ = c.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/x-nix-narinfo\r\nContent-Length: 100\r\n\r\n",
+                    );
+                    for _ in 0..100 {
+                        if s.load(std::sync::atomic::Ordering::SeqCst) || c.write_all(b"x").is_err()
+                        {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    }
+                });
+            }
+        });
+        Drip { port, stop }
+    }
+}
+
+impl Drop for Drip {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// A narinfo dripped one byte at a time fails at the small-body deadline
+/// (shortened for the test), with an error naming the URL.
+#[test]
+fn a_dripped_narinfo_fails_at_the_deadline() {
+    let f = fixtures();
+    let drip = Drip::start();
+    let tmp = TempDir::new("harden-drip");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let cache = format!("http://127.0.0.1:{}", drip.port);
+    let path = &f.get("system-v1").path;
+    let mut cmd = crate::support::util::fh_lite(&[
+        "apply",
+        "nixos",
+        path,
+        "boot",
+        "--cache",
+        &cache,
+        "--allow-insecure-http",
+        "--root",
+        root.to_str().unwrap(),
+        "--trusted-key",
+        &f.public_key,
+        "--api-addr",
+        "https://127.0.0.1:9",
+    ]);
+    cmd.env("FH_LITE_TEST_SMALL_BODY_MS", "1500")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let t0 = std::time::Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let done = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if t0.elapsed().as_secs() >= 20 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if !done {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(done, "still running after 20 s: {stderr}");
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let hash = Fixtures::hash_part(path);
+    assert!(
+        stderr.contains(&format!("{cache}/{hash}.narinfo"))
+            && stderr.contains("was not complete after 1.5 s"),
+        "{stderr}"
+    );
+}

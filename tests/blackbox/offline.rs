@@ -574,3 +574,91 @@ fn a_dev_zero_manifest_is_refused_in_bounded_memory() {
         assert!(emulated || kib < 32 * 1024, "peak RSS {kib} KiB");
     }
 }
+
+/// A bundle read from a FIFO whose writer stalls half-way (in a NAR, the
+/// lock held): SIGTERM ends the run within 10 s, as "interrupted".
+#[test]
+fn a_stalled_fifo_bundle_ends_on_sigterm() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let bundle = d.tmp.path().join("pi.bundle");
+    create(&d, &bundle, &["--sign-key", &sign_key()]);
+    let bytes = std::fs::read(&bundle).unwrap();
+    let fifo = d.tmp.path().join("pi.fifo");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let fifo = fifo.clone();
+        let half = bytes[..bytes.len() / 2].to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let _ = w.write_all(&half);
+            // Stall, the FIFO open, until the test is done.
+            let _ = stop_rx.recv_timeout(std::time::Duration::from_secs(60));
+        })
+    };
+    let key = bundle_key();
+    let mut cmd = fh_lite(&[
+        "apply",
+        "nixos",
+        "--from",
+        fifo.to_str().unwrap(),
+        "boot",
+        "--root",
+        d.root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--trusted-bundle-key",
+        &key,
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Wait until it fetches (the journal says so), with the lock held.
+    let state = d.root.join("var/lib/fh-lite/state.json");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&state)
+        .unwrap_or_default()
+        .contains("\"phase\":\"fetching\"")
+    {
+        if t0.elapsed().as_secs() >= 30 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("it never started fetching (blocked before the lock?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed().as_secs() >= 10 {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = stop_tx.send(());
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = status.expect("still running 10 s after SIGTERM");
+    assert_eq!(status.code(), Some(42), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
