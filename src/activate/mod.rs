@@ -336,14 +336,18 @@ impl<'a> Ctx<'a> {
     /// `--root` through the `chroot` program (no `unsafe` pre_exec here).
     pub fn command(&self, program: &Path) -> Result<Command, ActivateError> {
         self.check_can_run()?;
-        Ok(match self.root {
+        let mut c = match self.root {
             Some(r) => {
                 let mut c = Command::new("chroot");
                 c.arg(r).arg(program);
                 c
             }
             None => Command::new(program),
-        })
+        };
+        // Never fh-lite's own standard input (under `--from -` the bundle
+        // pipe): activation scripts and health checks read nothing.
+        c.stdin(std::process::Stdio::null());
+        Ok(c)
     }
 
     /// Check that `logical` (inside the system) is an executable file,
