@@ -65,6 +65,11 @@ enum Fault {
     NarTooLong,
     /// SIGTERM/SIGINT: the transfer stops between chunks (signal.rs).
     Interrupted,
+    /// Under the minimum throughput: `bytes` in `secs`.
+    TooSlow {
+        bytes: u64,
+        secs: f64,
+    },
 }
 
 type FaultSlot = Arc<Mutex<Option<Fault>>>;
@@ -90,6 +95,12 @@ struct BodyLimit<'a> {
     count: u64,
     slot: FaultSlot,
     progress: &'a Progress,
+    /// The throughput watchdog: bytes since `since`, at least `min_bytes`
+    /// per `window`.
+    since: std::time::Instant,
+    in_window: u64,
+    min_bytes: u64,
+    window: std::time::Duration,
 }
 
 impl Read for BodyLimit<'_> {
@@ -105,6 +116,18 @@ impl Read for BodyLimit<'_> {
         };
         self.count += n as u64;
         self.progress.bytes(n as u64);
+        self.in_window += n as u64;
+        if self.since.elapsed() >= self.window {
+            if self.in_window < self.min_bytes && n > 0 {
+                let f = Fault::TooSlow {
+                    bytes: self.in_window,
+                    secs: self.since.elapsed().as_secs_f64(),
+                };
+                return Err(record(&self.slot, f));
+            }
+            self.since = std::time::Instant::now();
+            self.in_window = 0;
+        }
         if self.file_size.is_none() && self.count > self.bound {
             return Err(record(
                 &self.slot,
@@ -363,6 +386,28 @@ pub struct FetchOptions {
     pub max_decoder_memory: u64,
     /// Lines about the transfer (resume.rs) on stderr; off with `--quiet`.
     pub notes: bool,
+    /// A NAR body must bring at least this many bytes in every window of
+    /// [`FetchOptions::window`], else it is given up as too slow.
+    pub min_bytes: u64,
+    pub window: std::time::Duration,
+}
+
+/// The minimum throughput of a NAR: 4 KiB a minute (a link slower than
+/// that is stalled, not slow).
+const MIN_BYTES: u64 = 4 << 10;
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The throughput window; debug builds (the tests) read
+/// `FH_LITE_TEST_NAR_WINDOW_MS`, release builds have no such knob.
+fn window() -> std::time::Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("FH_LITE_TEST_NAR_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return std::time::Duration::from_millis(ms);
+    }
+    WINDOW
 }
 
 impl FetchOptions {
@@ -372,6 +417,8 @@ impl FetchOptions {
             jobs,
             max_decoder_memory: common.max_decoder_memory,
             notes: !common.quiet,
+            min_bytes: MIN_BYTES,
+            window: window(),
         }
     }
 
@@ -446,6 +493,10 @@ fn fetch_body(
         count: 0,
         slot: slot.clone(),
         progress,
+        since: std::time::Instant::now(),
+        in_window: 0,
+        min_bytes: how.min_bytes,
+        window: how.window,
     };
     let cap = how.max_decoder_memory;
     let (dec, declared) = match Decoder::new(&info.compression, limited, cap) {
@@ -663,6 +714,13 @@ fn fault_error(fault: Fault, url: String, info: &NarInfo, cap: u64) -> FetchErro
             path,
             url,
             nar_size: info.nar_size,
+        },
+        Fault::TooSlow { bytes, secs } => FetchError::Truncated {
+            path,
+            url,
+            detail: format!(
+                "only {bytes} bytes came in {secs:.1} s, under the minimum throughput; the transfer is stalled"
+            ),
         },
         // The apply reports it as Exit::Interrupted.
         Fault::Interrupted => FetchError::Truncated {
@@ -1020,6 +1078,8 @@ pub(crate) mod tests {
             jobs: 3,
             max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
             notes: false,
+            min_bytes: MIN_BYTES,
+            window: WINDOW,
         }
     }
 

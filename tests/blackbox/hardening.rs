@@ -501,6 +501,12 @@ struct Drip {
 
 impl Drip {
     fn start() -> Drip {
+        Drip::serving(None)
+    }
+
+    /// Narinfos (and nix-cache-info) from `cache` at once; everything else
+    /// dripped.
+    fn serving(cache: Option<PathBuf>) -> Drip {
         use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -513,9 +519,24 @@ impl Drip {
                 }
                 let Ok(mut c) = conn else { continue };
                 let s = s.clone();
+                let cache = cache.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
-                    let _ = c.read(&mut buf);
+                    let n = c.read(&mut buf).unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let path = req.split(' ').nth(1).unwrap_or("/").to_string();
+                    if let Some(dir) = &cache {
+                        if path.ends_with(".narinfo") || path == "/nix-cache-info" {
+                            let body = std::fs::read(dir.join(path.trim_start_matches('/')));
+                            let head = match &body {
+                                Ok(b) => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len()),
+                                Err(_) => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                            };
+                            let _ = c.write_all(head.as_bytes());
+                            let _ = c.write_all(&body.unwrap_or_default());
+                            return;
+                        }
+                    }
                     let _ = c.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Type: text/x-nix-narinfo\r\nContent-Length: 1000\r\n\r\n",
                     );
@@ -598,6 +619,69 @@ fn a_dripped_narinfo_fails_at_the_deadline() {
     assert!(
         stderr.contains(&format!("{cache}/{hash}.narinfo"))
             && stderr.contains(&format!("was not complete after {deadline} s")),
+        "{stderr}"
+    );
+}
+
+/// A NAR dripped one byte every 300 ms fails under the minimum throughput
+/// (its window shortened to 1 s for a debug build), naming the NAR's URL.
+#[test]
+fn a_dripped_nar_fails_under_the_minimum_throughput() {
+    let f = fixtures();
+    if crate::support::util::exe()
+        .0
+        .to_string_lossy()
+        .contains("/release/")
+    {
+        // No test knob in a release build; the debug suite covers it.
+        return;
+    }
+    let drip = Drip::serving(Some(f.cache("xz").to_path_buf()));
+    let tmp = TempDir::new("harden-drip-nar");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let cache = format!("http://127.0.0.1:{}", drip.port);
+    let path = &f.get("system-v1").path;
+    let mut cmd = crate::support::util::fh_lite(&[
+        "apply",
+        "nixos",
+        path,
+        "boot",
+        "--cache",
+        &cache,
+        "--allow-insecure-http",
+        "--root",
+        root.to_str().unwrap(),
+        "--trusted-key",
+        &f.public_key,
+        "--api-addr",
+        "https://127.0.0.1:9",
+    ]);
+    cmd.env("FH_LITE_TEST_NAR_WINDOW_MS", "1000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let t0 = std::time::Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let done = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if t0.elapsed().as_secs() >= 60 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if !done {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(done, "still running after 60 s: {stderr}");
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{cache}/nar/"))
+            && stderr.contains("under the minimum throughput"),
         "{stderr}"
     );
 }
