@@ -206,11 +206,14 @@ in
         KillMode = "mixed";
         # How long that may take: activation timeout + health timeout +
         # the rollback's activation (another activation timeout), plus a
-        # margin; only then does systemd SIGKILL the lot (the next run
-        # recovers from the journal).
+        # margin; a trial also runs the commit's `boot` script (a third
+        # activation timeout). Only then does systemd SIGKILL the lot (the
+        # next run recovers from the journal).
         TimeoutStopSec =
-          let act = if cfg.activationTimeout == null then 600 else cfg.activationTimeout;
-          in "${toString (2 * act + cfg.healthTimeout + 60)}s";
+          let
+            act = if cfg.activationTimeout == null then 600 else cfg.activationTimeout;
+            scripts = if cfg.trial && cfg.action == "switch" then 3 else 2;
+          in "${toString (scripts * act + cfg.healthTimeout + 60)}s";
         SyslogIdentifier = "fh-lite";
       };
     };

@@ -24,6 +24,7 @@ use crate::recover::{self, AttemptJournal};
 use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::store::select;
 use crate::store::Store;
+use crate::ui::say;
 
 pub fn run(
     common: &Common,
@@ -45,8 +46,8 @@ pub fn run(
         None => (None, None),
     };
     let opts = bundle_opts.as_ref().unwrap_or(opts);
-    if opts.reference.is_loose() && offline.cache.is_none() && !common.quiet {
-        eprintln!("fh-lite: {}", crate::outref::loose_warning(&opts.reference));
+    if opts.reference.is_loose() && offline.cache.is_none() {
+        crate::ui::warn(&crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
     let state = StateDir::of(common);
@@ -81,7 +82,7 @@ pub fn run(
             (r.clone(), format!("{r} resolves to {root_path}"))
         }
     };
-    say(common, &msg);
+    say(&msg);
     let mut attempt = Attempt::start(&reference, &root_path);
     if !opts.dry_run {
         stop_if_interrupted(&state, &attempt)?;
@@ -107,7 +108,7 @@ pub fn run(
         } else {
             plan.render_human()
         };
-        crate::print_stdout(&out);
+        crate::ui::print_stdout(&out);
         return Ok(Exit::Success);
     }
     stop_if_interrupted(&state, &attempt)?;
@@ -148,7 +149,7 @@ pub fn run(
     let paths = crate::progress::plural(total_paths as u64, "path");
     let secs = started.elapsed().as_secs_f64();
     let msg = format!("{paths} in {} ({secs:.1}s)", store.describe());
-    say(common, &msg);
+    say(&msg);
     if let Some(why) = &deferred {
         return crate::fleet::stage_deferred(common, &state, &attempt, why);
     }
@@ -171,7 +172,7 @@ pub fn run(
     // passes a new temp root straight to a running collector; any later
     // collection sees the generation.
     if let Err(e) = store.add_temp_roots(std::slice::from_ref(&root_path)) {
-        eprintln!("fh-lite: warning: {e}");
+        crate::ui::warn(&e.to_string());
     }
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
@@ -200,13 +201,6 @@ fn stop_if_interrupted(state: &StateDir, attempt: &Attempt) -> Result<(), Error>
     }
     state.record_result(attempt, Exit::Interrupted, None, false)?;
     Err(crate::signal::error())
-}
-
-/// A progress line on stderr (not with --quiet or --json).
-fn say(common: &Common, msg: &str) {
-    if !common.quiet && !common.json {
-        eprintln!("fh-lite: {msg}");
-    }
 }
 
 /// Before anything is fetched: Err(SkippedFailed) when the path failed
@@ -240,10 +234,9 @@ fn already_done(
     if opts.force || !activate::is_current(common, opts, store_path) {
         return Ok(false);
     }
-    say(
-        common,
-        &format!("{store_path} is already the current system; nothing to do (--force re-runs activation)"),
-    );
+    say(&format!(
+        "{store_path} is already the current system; nothing to do (--force re-runs activation)"
+    ));
     Ok(true)
 }
 
@@ -380,10 +373,7 @@ impl<'a> ClosureToken<'a> {
             return Ok(false);
         }
         self.refreshes += 1;
-        say(
-            self.common,
-            "the cache refused the closure token (expired?); asking FlakeHub for a fresh one",
-        );
+        say("the cache refused the closure token (expired?); asking FlakeHub for a fresh one");
         // The reference must still resolve to the same path (a loose
         // requirement may have moved on).
         let reference = &self.opts.reference;

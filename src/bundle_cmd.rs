@@ -129,10 +129,10 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             nar_bytes: bytes,
             signed: sig.is_some(),
         };
-        crate::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
-    } else if !common.quiet {
-        eprintln!(
-            "fh-lite: wrote {} ({} of {}, {}){}",
+        crate::ui::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
+    } else {
+        crate::ui::say(&format!(
+            "wrote {} ({} of {}, {}){}",
             output.display(),
             crate::progress::plural(plan.paths.len() as u64, "path"),
             root,
@@ -142,7 +142,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             } else {
                 ", manifest NOT signed"
             }
-        );
+        ));
     }
     Ok(Exit::Success)
 }
@@ -285,10 +285,10 @@ fn remove_dead_parts(dir: &Dir, out_name: &std::ffi::OsStr) {
         if Path::new("/proc").join(pid.to_string()).exists() {
             continue;
         }
-        eprintln!(
-            "fh-lite: removing {}, left by a bundle create that died",
+        crate::ui::say(&format!(
+            "removing {}, left by a bundle create that died",
             dir.join(&name).display()
-        );
+        ));
         let _ = dir.remove_tree(&name);
     }
 }

@@ -1,5 +1,5 @@
 //! The binary-cache client: `{base}/<hash>.narinfo`, and NARs at the
-//! narinfo's `URL:` resolved against the base (nix-protocols.md §1.2, §1.4).
+//! narinfo's `URL:` resolved against the base (docs/formats.md, "Binary caches").
 //!
 //! [`fetch_narinfo`] is the one way a narinfo enters fh-lite: parsed
 //! strictly for the hash part asked for, its signature checked against the
@@ -22,7 +22,7 @@ pub trait CacheClient: Sync {
     /// The cache base URL, without a trailing slash.
     fn base_url(&self) -> &str;
     /// `GET {base}/{hash_part}.narinfo`, bounded in size. `Ok(None)` when
-    /// the cache answers 404 or 403 (nix-protocols.md §1.2).
+    /// the cache answers 404 or 403 (docs/formats.md, "Binary caches").
     fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError>;
     /// Streaming `GET` of an absolute NAR URL (see [`CacheClient::nar_url`]).
     fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError>;
@@ -97,7 +97,7 @@ impl HttpCache<'_> {
 
 /// `GET` the narinfo at `url` (bounded in size) with `auth`; `Ok(None)`
 /// when the cache answers 404 or 403, which both mean "not in this cache"
-/// (§1.2). Every HTTP binary cache client reads narinfos this way.
+/// (formats.md "Binary caches"). Every HTTP binary cache client reads narinfos this way.
 pub fn get_narinfo_at(
     client: &crate::http::Client,
     url: String,
@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn the_closure_token_goes_only_to_the_cache_origin() {
-        let client = Client::build(&[], true, true, RetryPolicy::default()).unwrap();
+        let client = Client::build(&[], true, RetryPolicy::default()).unwrap();
         let token = Secret::new("t");
         let cache = HttpCache {
             client: &client,

@@ -73,8 +73,8 @@ COMMANDS:
     rollback   switch the profile to the previous generation (or --to N)
                and activate it
     recover    finish or undo an attempt a kill interrupted (apply and
-               rollback do this first by themselves); see Crash safety
-               in README.md
+               rollback do this first by themselves); see
+               docs/crash-safety.md
 
 OPTIONS:
     -h, --help                 this text

@@ -494,7 +494,7 @@ mod tests {
 
     #[test]
     fn the_credential_goes_only_to_the_cache_origin() {
-        let client = Client::build(&[], true, true, Default::default()).unwrap();
+        let client = Client::build(&[], true, Default::default()).unwrap();
         let cache = HttpCache {
             client,
             base: "https://cache.example/c".to_string(),

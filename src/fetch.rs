@@ -1,7 +1,7 @@
 //! Download → decompress → NAR → store, verified while streaming.
 //!
 //! For every path of a [`Plan`] that the store lacks, the NAR is streamed
-//! through a stack of small `io::Read` adapters (STYLE.md habit 5):
+//! through a stack of small `io::Read` adapters (each adapter tags its own errors):
 //!
 //! ```text
 //! HTTP body ─► BodyLimit (FileSize, truncation, progress; without a
@@ -394,8 +394,8 @@ pub struct FetchOptions {
 
 /// The minimum throughput of a NAR: 4 KiB a minute (a link slower than
 /// that is stalled, not slow).
-const MIN_BYTES: u64 = 4 << 10;
-const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const MIN_BYTES: u64 = 4 << 10;
+pub(crate) const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The throughput window; debug builds (the tests) read
 /// `FH_LITE_TEST_NAR_WINDOW_MS`, release builds have no such knob.
@@ -425,7 +425,7 @@ impl FetchOptions {
     /// One line about the transfer, `fh-lite: <line>`, unless silenced.
     pub fn note(&self, line: &str) {
         if self.notes {
-            eprintln!("fh-lite: {line}");
+            crate::ui::say(line);
         }
     }
 }
@@ -547,7 +547,7 @@ fn fetch_body(
 /// `READ_AHEAD` chunks queued, `READ_AHEAD + 2` in flight. NARs from
 /// [`BIG_CHUNKS_FROM`] on use chunks of [`BIG_CHUNK`] (1 MiB in flight):
 /// one hand-over, a wake-up on each side, per 256 KiB instead of per
-/// 64 KiB took a 512 MiB NAR from 1.09 to 0.91 s (README, "Where the time
+/// 64 KiB took a 512 MiB NAR from 1.09 to 0.91 s (docs/performance.md, "Where the time
 /// goes"); smaller ones keep [`CHUNK`] (256 KiB in flight), so that many
 /// mid-size NARs at once stay within the memory target.
 const READ_AHEAD: usize = 2;
@@ -733,7 +733,8 @@ fn fault_error(fault: Fault, url: String, info: &NarInfo, cap: u64) -> FetchErro
 
 /// Fetch every path of `plan` (the plan step's missing paths, references
 /// first) into `store`, at most `jobs` at a time, each only after its
-/// references; then `store.finish()`.
+/// references; then `store.finish()`. A store that fetches paths itself
+/// ([`Store::reads_nar`] false) gets them one by one on this thread.
 pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     client: &dyn CacheClient,
     store: &dyn Store,
@@ -753,8 +754,19 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
             });
         }
     }
-    let mut deps = Dependencies::new(paths);
     let memory = pool::Budget::new(NAR_MEMORY);
+    if !store.reads_nar() {
+        // The store copies each path itself, one at a time (`nix copy`):
+        // in plan order (references first) on this thread, so that no
+        // other thread is alive when it spawns its program (nix_copy.rs).
+        for info in paths {
+            progress.path_start(info);
+            fetch_one(client, store, info, how, progress, &memory)?;
+            progress.path_done(info);
+        }
+        return finish(client, store, progress);
+    }
+    let mut deps = Dependencies::new(paths);
     let fetch = |&i: &usize| {
         let info = &paths[i];
         progress.path_start(info);
@@ -770,6 +782,15 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
             path: paths[i].store_path.clone(),
         });
     }
+    finish(client, store, progress)
+}
+
+/// The end of [`fetch_all`]: `store.finish()`, then the progress line.
+fn finish(
+    client: &dyn CacheClient,
+    store: &dyn Store,
+    progress: &Progress,
+) -> Result<(), FetchError> {
     store.finish().map_err(|source| FetchError::Store {
         url: client.base_url().to_string(),
         source,
@@ -837,204 +858,18 @@ impl Dependencies {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    //! A fake cache over a directory laid out like `nix copy --to file://`
-    //! (`<hash>.narinfo`, `nar/…`), NARs built in code, narinfos signed
-    //! with a test key; shared by the plan, store and progress tests.
-
+mod tests {
     use super::*;
     use crate::error::Exit;
     use crate::nix::hash::Sha256;
-    use crate::nix::signature::{PublicKey, TrustedKeys};
-    use crate::plan::Plan;
-    use crate::progress::Mode;
     use crate::store::image::ImageStore;
     use crate::store::StoreError;
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
+    use crate::testutil::cache::{apply, compress, quiet, test_opts, Entry, TestCache};
     use crate::testutil::nar::{dir, nar, Node};
     use crate::testutil::{sp, TempDir};
-
-    fn fs_create(p: &Path) {
-        std::fs::create_dir_all(p).unwrap();
-    }
-
-    pub fn compress(c: &str, data: &[u8]) -> Vec<u8> {
-        match c {
-            "none" => data.to_vec(),
-            "zstd" => zstd::stream::encode_all(data, 3).unwrap(),
-            "bzip2" => {
-                let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-                std::io::Write::write_all(&mut e, data).unwrap();
-                e.finish().unwrap()
-            }
-            "xz" => {
-                // The xz encoder is not compiled in; use xz(1).
-                use std::io::Write as _;
-                let mut child = std::process::Command::new("xz")
-                    .args(["-c", "-6"])
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("xz(1) is needed for the xz test case");
-                child.stdin.take().unwrap().write_all(data).unwrap();
-                let out = child.wait_with_output().unwrap();
-                assert!(out.status.success());
-                out.stdout
-            }
-            // A compression fh-lite cannot decode: the bytes are never
-            // downloaded, so they may stay as they are.
-            "lz4" | "br" | "gzip" => data.to_vec(),
-            other => panic!("no compressor for {other}"),
-        }
-    }
-
-    /// One path to put in the cache; the knobs make it bad on purpose.
-    pub struct Entry {
-        pub path: StorePath,
-        pub nar: Vec<u8>,
-        pub refs: Vec<StorePath>,
-        pub compression: &'static str,
-        /// What the narinfo claims (default: the truth).
-        pub nar_hash: Option<Sha256>,
-        pub nar_size: Option<u64>,
-        pub file_size: Option<Option<u64>>,
-        /// Body served instead of the compressed NAR.
-        pub body: Option<Vec<u8>>,
-        pub signed: bool,
-    }
-
-    impl Entry {
-        pub fn new(path: StorePath, node: Node, refs: &[&StorePath]) -> Entry {
-            Entry {
-                path,
-                nar: nar(&node),
-                refs: refs.iter().map(|r| (*r).clone()).collect(),
-                compression: "none",
-                nar_hash: None,
-                nar_size: None,
-                file_size: None,
-                body: None,
-                signed: true,
-            }
-        }
-        pub fn comp(mut self, c: &'static str) -> Entry {
-            self.compression = c;
-            self
-        }
-    }
-
-    pub struct TestCache {
-        pub dir: TempDir,
-        pub base: String,
-        key: ring::signature::Ed25519KeyPair,
-        pub requests: Mutex<Vec<String>>,
-    }
-
-    impl TestCache {
-        pub fn new() -> TestCache {
-            let dir = TempDir::new("cache");
-            fs_create(&dir.0.join("nar"));
-            TestCache {
-                dir,
-                base: "http://cache.test/c".to_string(),
-                key: ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).unwrap(),
-                requests: Mutex::new(Vec::new()),
-            }
-        }
-
-        pub fn keys(&self) -> TrustedKeys {
-            use ring::signature::KeyPair;
-            let mut k = TrustedKeys::default();
-            let mut pk = [0u8; 32];
-            pk.copy_from_slice(self.key.public_key().as_ref());
-            k.add(PublicKey {
-                name: "test-1".into(),
-                key: pk,
-            });
-            k
-        }
-
-        pub fn add(&self, e: &Entry) {
-            let body = e
-                .body
-                .clone()
-                .unwrap_or_else(|| compress(e.compression, &e.nar));
-            let hash = e.nar_hash.unwrap_or_else(|| Sha256::digest(&e.nar));
-            let size = e.nar_size.unwrap_or(e.nar.len() as u64);
-            let file_size = e.file_size.unwrap_or(Some(body.len() as u64));
-            let nar_name = format!("nar/{}.nar.{}", e.path.hash_part(), e.compression);
-            std::fs::write(self.dir.0.join(&nar_name), &body).unwrap();
-            let mut refs: Vec<String> = e.refs.iter().map(|r| r.to_string()).collect();
-            refs.sort();
-            let fp = format!(
-                "1;{};{};{};{}",
-                e.path,
-                hash.to_nix32_prefixed(),
-                size,
-                refs.join(",")
-            );
-            let sig = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                self.key.sign(fp.as_bytes()).as_ref(),
-            );
-            let mut text = format!(
-                "StorePath: {}\nURL: {nar_name}\nCompression: {}\n",
-                e.path, e.compression
-            );
-            if let Some(fs) = file_size {
-                text.push_str(&format!("FileSize: {fs}\n"));
-            }
-            let bases: Vec<&str> = e.refs.iter().map(|r| r.base_name()).collect();
-            text.push_str(&format!(
-                "NarHash: {}\nNarSize: {size}\nReferences: {}\n",
-                hash.to_nix32_prefixed(),
-                bases.join(" ")
-            ));
-            if e.signed {
-                text.push_str(&format!("Sig: test-1:{sig}\n"));
-            }
-            self.put_narinfo(e.path.hash_part(), &text);
-        }
-
-        pub fn put_narinfo(&self, hash_part: &str, text: &str) {
-            std::fs::write(self.dir.0.join(format!("{hash_part}.narinfo")), text).unwrap();
-        }
-
-        pub fn nar_requests(&self) -> Vec<String> {
-            let r = self.requests.lock().unwrap();
-            r.iter().filter(|u| u.contains("/nar/")).cloned().collect()
-        }
-    }
-
-    impl CacheClient for TestCache {
-        fn base_url(&self) -> &str {
-            &self.base
-        }
-        fn get_narinfo(&self, hash_part: &str) -> Result<Option<String>, FetchError> {
-            let url = format!("{}/{hash_part}.narinfo", self.base);
-            self.requests.lock().unwrap().push(url);
-            match std::fs::read_to_string(self.dir.0.join(format!("{hash_part}.narinfo"))) {
-                Ok(t) => Ok(Some(t)),
-                Err(_) => Ok(None),
-            }
-        }
-        fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError> {
-            self.requests.lock().unwrap().push(url.to_string());
-            let rel = url
-                .strip_prefix(&format!("{}/", self.base))
-                .ok_or_else(|| FetchError::Http {
-                    url: url.to_string(),
-                    status: 404,
-                })?;
-            let f = std::fs::File::open(self.dir.0.join(rel)).map_err(|_| FetchError::Http {
-                url: url.to_string(),
-                status: 404,
-            })?;
-            Ok(Box::new(f))
-        }
-    }
 
     /// Everything under the image's store: relative path → (kind, mode, mtime).
     pub fn listing(dir: &Path) -> Vec<(String, char, u32, i64)> {
@@ -1071,29 +906,6 @@ pub(crate) mod tests {
             walk(dir, &e, &mut out);
         }
         out
-    }
-
-    fn test_opts() -> FetchOptions {
-        FetchOptions {
-            jobs: 3,
-            max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
-            notes: false,
-            min_bytes: MIN_BYTES,
-            window: WINDOW,
-        }
-    }
-
-    pub fn quiet() -> Progress {
-        Progress::new(Mode::Quiet)
-    }
-
-    /// plan + fetch into a fresh image root.
-    pub fn apply(cache: &TestCache, root: &StorePath) -> (TempDir, Result<Plan, FetchError>) {
-        let img = TempDir::new("img");
-        let store = ImageStore::open(&img.0).unwrap();
-        let r = crate::plan::plan(cache, &store, &cache.keys(), root, 3)
-            .and_then(|p| fetch_all(cache, &store, &p, &test_opts(), &quiet()).map(|()| p));
-        (img, r)
     }
 
     fn closure() -> (TestCache, StorePath, StorePath, StorePath) {

@@ -1,5 +1,5 @@
 //! FlakeHub: device-token discovery and output resolution
-//! (nix-protocols.md §0.1 and §7; reference/flakehub-resolve-only-deploy.txt).
+//! (docs/formats.md, "FlakeHub"; reference/flakehub-resolve-only-deploy.txt).
 //!
 //! **Device token.** The first of these files that exists is used, its
 //! contents trimmed (an empty file is an error naming it):
@@ -36,7 +36,7 @@ use crate::outref::OutputRef;
 pub use crate::http::Secret;
 
 // The JSON answers, decoded without I/O (the fuzz targets build it alone).
-mod answer;
+pub mod answer;
 
 /// Where Determinate Nix keeps the machine's FlakeHub token.
 pub const DETERMINATE_TOKEN: &str = "/nix/var/determinate/token";
@@ -408,12 +408,12 @@ fn read_token(path: &Path, meta: &std::fs::Metadata, warn: bool) -> Result<Secre
     }
     let mode = meta.permissions().mode() & 0o777;
     if warn && mode & 0o077 != 0 {
-        eprintln!(
-            "fh-lite: warning: token file {} is readable by group or others (mode {mode:03o}); \
+        crate::ui::warn(&format!(
+            "token file {} is readable by group or others (mode {mode:03o}); \
 run 'chmod 600 {}'",
             path.display(),
             path.display()
-        );
+        ));
     }
     let mut raw = Vec::new();
     std::fs::File::open(path)
@@ -462,7 +462,7 @@ mod tests {
     const SP: &str = "/nix/store/0c0g0xqf3s6wqrz3zp5n1f5d8n1pb7dd-nixos-system-pi-24.05";
 
     /// `/nix/store/<32 nix32 chars>-<name>` and nothing below it, as Nix
-    /// checks store paths (nix-protocols.md §3).
+    /// checks store paths (docs/formats.md, "Hashes, nix32 and store paths").
     fn is_store_path(s: &str) -> bool {
         StorePath::parse(s).is_ok()
     }

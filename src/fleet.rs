@@ -19,15 +19,10 @@ use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
 use crate::schedule::{self, Window};
 use crate::state::{format_time, Attempt, Pending, Phase, Scheduled, StateDir};
+use crate::ui::say;
 
 /// How many rollout entries state.json keeps.
 const MAX_SCHEDULED: usize = 20;
-
-fn say(common: &Common, msg: &str) {
-    if !common.quiet {
-        eprintln!("fh-lite: {msg}");
-    }
-}
 
 /// Before resolve: a reboot recorded earlier, due now (`--reboot
 /// if-needed`, inside the reboot window, not under `--root`), is done:
@@ -49,10 +44,10 @@ pub fn reboot_if_due(
         return Ok(None);
     }
     if !window_open(fleet.reboot_window) {
-        say(common, &waiting(&need.store_path, fleet.reboot_window));
+        say(&waiting(&need.store_path, fleet.reboot_window));
         return Ok(None);
     }
-    reboot(common, state, &need).map(Some)
+    reboot(state, &need).map(Some)
 }
 
 /// Once the store path is known: Some(why) when it is to be staged, not
@@ -131,13 +126,10 @@ pub fn stage_deferred(
     let link = common.state_dir.join("fetched");
     crate::pin::gc_root(common, &link, &attempt.store_path)?;
     state.record_result(attempt, Exit::Deferred, None, false)?;
-    say(
-        common,
-        &format!(
-            "{why}; staged and pinned by {}, nothing activated",
-            link.display()
-        ),
-    );
+    say(&format!(
+        "{why}; staged and pinned by {}, nothing activated",
+        link.display()
+    ));
     Ok(Exit::Deferred)
 }
 
@@ -166,31 +158,25 @@ pub fn after_activation(
     if !fleet.reboot_if_needed {
         // activate.rs said so for exit 100; say it for a new kernel.
         if exit == Exit::Success {
-            say(
-                common,
-                &format!(
-                    "{} has a new kernel, initrd or modules: reboot to take full effect",
-                    need.store_path
-                ),
-            );
+            say(&format!(
+                "{} has a new kernel, initrd or modules: reboot to take full effect",
+                need.store_path
+            ));
         }
         return Ok(Exit::RebootNeeded);
     }
     if common.root.is_some() {
-        say(
-            common,
-            &format!(
-                "{} needs a reboot; never rebooting under --root",
-                need.store_path
-            ),
-        );
+        say(&format!(
+            "{} needs a reboot; never rebooting under --root",
+            need.store_path
+        ));
         return Ok(Exit::RebootNeeded);
     }
     if !window_open(fleet.reboot_window) {
-        say(common, &waiting(&need.store_path, fleet.reboot_window));
+        say(&waiting(&need.store_path, fleet.reboot_window));
         return Ok(Exit::RebootNeeded);
     }
-    reboot(common, state, &need)
+    reboot(state, &need)
 }
 
 fn window_open(w: Option<Window>) -> bool {
@@ -204,29 +190,24 @@ fn waiting(store_path: &str, w: Option<Window>) -> String {
 
 /// Journal the confirmation, then `systemctl reboot`; when that fails,
 /// the need is kept for the next run.
-fn reboot(common: &Common, state: &StateDir, need: &Pending) -> Result<Exit, Error> {
+fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
     let Some(systemctl) = on_path("systemctl") else {
-        say(
-            common,
-            "a reboot is due but systemctl is not on PATH; reboot by hand",
-        );
+        say("a reboot is due but systemctl is not on PATH; reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
     let mut confirm = need.clone();
     confirm.phase = Phase::HealthCheck.as_str().to_string();
     confirm.pid = std::process::id();
+    confirm.rebooting = Some(true);
     state.update_fleet(|f, p| {
         f.reboot = None;
         *p = Some(confirm);
     })?;
-    say(
-        common,
-        &format!(
-            "rebooting into {} ({} --no-block reboot); the next run confirms it with the health check",
-            need.store_path,
-            systemctl.display()
-        ),
-    );
+    say(&format!(
+        "rebooting into {} ({} --no-block reboot); the next run confirms it with the health check",
+        need.store_path,
+        systemctl.display()
+    ));
     // --no-block: systemd stops this unit on the way down; waiting for the
     // reboot job from inside it would wait for ourselves.
     let status = std::process::Command::new(&systemctl)
@@ -243,13 +224,10 @@ fn reboot(common: &Common, state: &StateDir, need: &Pending) -> Result<Exit, Err
                 f.reboot = Some(need.clone());
                 *p = None;
             })?;
-            say(
-                common,
-                &format!(
-                    "{} reboot failed ({why}); a later run tries again",
-                    systemctl.display()
-                ),
-            );
+            say(&format!(
+                "{} reboot failed ({why}); a later run tries again",
+                systemctl.display()
+            ));
             Ok(Exit::RebootNeeded)
         }
     }

@@ -339,7 +339,6 @@ pub struct RangeAnswer {
 pub struct Client {
     agent: ureq::Agent,
     allow_insecure_http: bool,
-    quiet: bool,
     /// `--verbose`: one line per request (URL and status; never credentials).
     verbose: bool,
     retry: RetryPolicy,
@@ -360,7 +359,6 @@ impl Client {
         let mut client = Client::build(
             &ca_files,
             common.allow_insecure_http,
-            common.quiet,
             RetryPolicy::default(),
         )?;
         client.verbose = common.verbose && !common.quiet;
@@ -370,7 +368,6 @@ impl Client {
     pub fn build(
         ca_files: &[&Path],
         allow_insecure_http: bool,
-        quiet: bool,
         retry: RetryPolicy,
     ) -> Result<Client, HttpError> {
         use ureq::tls::{RootCerts, TlsConfig};
@@ -405,7 +402,6 @@ impl Client {
         Ok(Client {
             agent: config.into(),
             allow_insecure_http,
-            quiet,
             verbose: false,
             retry,
         })
@@ -531,14 +527,12 @@ impl Client {
             if start.elapsed() + delay > self.retry.total {
                 return Err(err);
             }
-            if !self.quiet {
-                eprintln!(
-                    "fh-lite: GET {url}: {}; retry {n} of {} in {:.1}s",
-                    reason(&err),
-                    self.retry.max_retries,
-                    delay.as_secs_f64()
-                );
-            }
+            crate::ui::say(&format!(
+                "GET {url}: {}; retry {n} of {} in {:.1}s",
+                reason(&err),
+                self.retry.max_retries,
+                delay.as_secs_f64()
+            ));
             std::thread::sleep(delay);
             n += 1;
         }
@@ -579,7 +573,7 @@ impl Client {
             let resp = req.call().map_err(|e| classify(&current, &origin, e))?;
             let status = resp.status().as_u16();
             if self.verbose {
-                eprintln!("fh-lite: GET {current}: http status {status}");
+                crate::ui::say(&format!("GET {current}: http status {status}"));
             }
             if !matches!(status, 301 | 302 | 303 | 307 | 308) {
                 return Ok((current, resp));
@@ -850,7 +844,7 @@ mod tests {
     use super::*;
 
     fn client(insecure: bool) -> Client {
-        Client::build(&[], insecure, true, RetryPolicy::default()).unwrap()
+        Client::build(&[], insecure, RetryPolicy::default()).unwrap()
     }
 
     #[test]
@@ -1004,7 +998,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = Client::build(&[&empty], false, true, RetryPolicy::default())
+        let e = Client::build(&[&empty], false, RetryPolicy::default())
             .err()
             .unwrap();
         assert_eq!(
@@ -1015,7 +1009,7 @@ mod tests {
             )
         );
         let missing = dir.join("missing.pem");
-        let e = Client::build(&[&missing], false, true, RetryPolicy::default())
+        let e = Client::build(&[&missing], false, RetryPolicy::default())
             .err()
             .unwrap();
         assert!(e

@@ -29,7 +29,7 @@ pub struct Run {
 /// status stands).
 pub fn write_after(common: &Common, path: &Path, run: &Run) {
     if let Err(e) = write(common, path, run) {
-        eprintln!("fh-lite: warning: metrics file not written: {e}");
+        crate::ui::warn(&format!("metrics file not written: {e}"));
     }
 }
 

@@ -1,6 +1,6 @@
 //! Output references: `org/project/version_req[#attr.path]`.
 //!
-//! The grammar is fh's (nix-protocols.md §0.1): an optional frontend prefix
+//! The grammar is fh's (docs/formats.md, "FlakeHub"): an optional frontend prefix
 //! (`https://flakehub.com/f/`, or the `--frontend-addr` given) is stripped;
 //! what remains is exactly three `/`-separated, non-empty segments, with no
 //! white space anywhere, optionally followed by one `#` and an attribute
@@ -206,7 +206,7 @@ pub fn classify(req: &str) -> Result<bool, String> {
 /// The warning `apply` prints once for a loose requirement.
 pub fn loose_warning(r: &OutputRef) -> String {
     format!(
-        "warning: version requirement '{}' is loose: it always resolves to the newest matching release, \
+        "version requirement '{}' is loose: it always resolves to the newest matching release, \
 so a later run cannot roll back to the release deployed now; pin an exact release with '{}/{}/=X.Y.Z#{}'",
         r.version_req, r.org, r.project, r.attr_path
     )
@@ -358,7 +358,7 @@ mod tests {
         let r = parse("org/proj/0.1#nixosConfigurations.pi", FE, "d").unwrap();
         assert_eq!(
             loose_warning(&r),
-            "warning: version requirement '0.1' is loose: it always resolves to the newest matching release, \
+            "version requirement '0.1' is loose: it always resolves to the newest matching release, \
 so a later run cannot roll back to the release deployed now; pin an exact release with 'org/proj/=X.Y.Z#nixosConfigurations.pi'"
         );
     }

@@ -1,9 +1,9 @@
 //! Closure walk: narinfos fetched concurrently and verified on arrival.
 //!
 //! From the root store path, `{cache}/<hash>.narinfo` is fetched for every
-//! path the target store does not already have (reference/nix-protocols.md
-//! §1.2). Each narinfo is parsed strictly with the hash part it was asked
-//! for, and its signature is checked against the trusted keys (§2) before
+//! path the target store does not already have (docs/formats.md,
+//! "Binary caches"). Each narinfo is parsed strictly with the hash part it was asked
+//! for, and its signature is checked against the trusted keys (formats.md "Signatures") before
 //! its references are even looked at. References are followed; a path that
 //! is already valid is not descended into (Nix's invariant: the closure of a
 //! valid path is valid).
@@ -292,9 +292,9 @@ pub fn check_disk_space(store_dir: &Path, needed: u64) -> Result<(), FetchError>
 mod tests {
     use super::*;
     use crate::error::Exit;
-    use crate::fetch::tests::{apply, Entry, TestCache};
     use crate::nix::signature::PublicKey;
     use crate::store::image::ImageStore;
+    use crate::testutil::cache::{apply, Entry, TestCache};
     use crate::testutil::nar::Node;
     use crate::testutil::{sp, TempDir};
 

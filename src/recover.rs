@@ -1,5 +1,5 @@
 //! Recovery: finish or undo an attempt a kill interrupted (the journal in
-//! state.json's `pending`; journal-spec.md). `fh-lite apply` and
+//! state.json's `pending`; docs/journal.md). `fh-lite apply` and
 //! `fh-lite rollback` run it first, under the lock, before anything else;
 //! `fh-lite recover` runs it on its own.
 //!
@@ -31,6 +31,11 @@
 //! not ([`Allowed`]): no activation when the command activates nothing
 //! (`boot` under `--root`), no health check other than the command's own
 //! `--health-check`. Anything else is refused, named, and cleared.
+//!
+//! Then, before anything is redone, a script the dead run left running (fh-lite alone
+//! was killed; the script has a process group of its own) is waited for,
+//! up to the attempt's `--activation-timeout`, then killed with its group
+//! (activate/orphan.rs): recovery never runs a second activation beside it.
 
 use std::path::PathBuf;
 
@@ -39,6 +44,7 @@ use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
 use crate::state::{Attempt, Pending, Phase, StateDir, ROLLBACK_ACTION};
+use crate::ui::say;
 
 /// `fh-lite recover`: recover, or say there is nothing to recover.
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -47,7 +53,7 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
     crate::signal::install()?;
     match recover(common, &state, &Allowed::of_command(common))? {
         Recovery::Nothing => {
-            say(common, "no interrupted attempt; nothing to recover");
+            say("no interrupted attempt; nothing to recover");
             Ok(Exit::Success)
         }
         Recovery::Cleared => Ok(Exit::Success),
@@ -235,6 +241,9 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
         if let Err(why) = vouch(common, &p, &path, None, allowed) {
             return refuse(common, state, &attempt, &what, &why);
         }
+        // A script the dead run started may still run: never a second
+        // beside it (only for an entry this store vouches for).
+        activate::orphan::settle(&p)?;
         return redo_rollback_command(common, state, &p, &attempt).map(Recovery::Finished);
     }
     let settings = Settings::of_pending(&p).ok_or_else(|| {
@@ -251,7 +260,6 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
     let decision = decide(phase);
     if decision == Decision::Clear {
         say(
-            common,
             &format!("an attempt at {path} was interrupted while fetching; nothing had changed, starting over"),
         );
         state.record_result(&attempt, Exit::Interrupted, None, false)?;
@@ -260,13 +268,20 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
     if let Err(why) = vouch(common, &p, &path, Some(&settings), allowed) {
         return refuse(common, state, &attempt, &what, &why);
     }
-    if !common.quiet {
-        eprintln!(
-            "fh-lite: recovering an interrupted attempt: {path} ({}, killed during {})",
+    // A script the dead run started may still run: never a second beside it.
+    activate::orphan::settle(&p)?;
+    say(&if p.rebooting == Some(true) {
+        format!(
+            "confirming the reboot into {path} ({}): activation again, then the health check",
+            p.action
+        )
+    } else {
+        format!(
+            "recovering an interrupted attempt: {path} ({}, killed during {})",
             p.action,
             phase.as_str()
-        );
-    }
+        )
+    });
     let before = Before {
         generation: p.previous_generation,
         system: p.previous_system.clone(),
@@ -289,6 +304,15 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     let generation = report.generation.or(journal.pending.generation);
     state.record_result(&attempt, exit, generation, report.path_failed)?;
+    if exit == Exit::RebootNeeded {
+        // As after an apply (fleet.rs): the need is remembered, `status`
+        // shows it and `--reboot if-needed` acts on it.
+        let mut need = journal.pending.clone();
+        need.phase = Phase::HealthCheck.as_str().to_string();
+        need.running = None;
+        need.rebooting = None;
+        state.update_fleet(|f, _| f.reboot = Some(need))?;
+    }
     Ok(Recovery::Finished(result))
 }
 
@@ -311,13 +335,10 @@ fn redo_rollback_command(
             ),
         ));
     };
-    say(
-        common,
-        &format!(
-            "recovering an interrupted rollback to generation {n} ({})",
-            p.store_path
-        ),
-    );
+    say(&format!(
+        "recovering an interrupted rollback to generation {n} ({})",
+        p.store_path
+    ));
     let mut report = Report::default();
     let result = activate::rollback::SwitchBack::prepare(common, Some(n))
         .and_then(|back| back.run(&mut report));
@@ -342,9 +363,7 @@ pub fn before_command(
         return Ok(Some(result));
     }
     if let Err(e) = &result {
-        if !common.quiet {
-            eprintln!("fh-lite: recovery: {}", e.message);
-        }
+        crate::ui::error(&format!("recovery: {}", e.message));
     }
     Ok(None)
 }
@@ -370,12 +389,6 @@ impl Journal for AttemptJournal<'_> {
         }
         self.pending.pid = std::process::id();
         self.state.set_pending(&self.pending)
-    }
-}
-
-fn say(common: &Common, msg: &str) {
-    if !common.quiet && !common.json {
-        eprintln!("fh-lite: {msg}");
     }
 }
 
@@ -500,6 +513,35 @@ mod tests {
             assert!(!root.join("pwned").exists());
             assert_eq!(profile.current().unwrap(), Some(1));
         }
+    }
+
+    #[test]
+    fn a_recovery_whose_activation_exits_100_records_the_reboot_need() {
+        let t = TempDir::new("recover-reboot");
+        let Some(root) = chroot_root(&t) else {
+            return;
+        };
+        let c = common(&root);
+        let state = StateDir::new(&c.state_dir);
+        let a = fake_system(&root, "sys-a", STC, 0);
+        let b = fake_system(&root, "sys-b", STC, 100);
+        let profile = Profile::new(&c.profile, Some(&root));
+        profile.create_generation(&a).unwrap();
+        profile.switch_to(1).unwrap();
+        profile.create_generation(&b).unwrap();
+        profile.switch_to(2).unwrap();
+        let att = Attempt::start("r", &StorePath::parse(&b).unwrap());
+        state
+            .begin(&att, &entry(&b, Phase::Activating, &a))
+            .unwrap();
+        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
+            panic!("not recovered")
+        };
+        assert_eq!(r.unwrap(), Exit::RebootNeeded);
+        let s = state.load().unwrap();
+        assert_eq!(s.pending, None);
+        let need = s.fleet.and_then(|f| f.reboot).expect("the reboot need");
+        assert_eq!(need.store_path, b);
     }
 
     #[test]

@@ -18,9 +18,9 @@ pub fn run(common: &Common, reference: &OutputRef) -> Result<Exit, Error> {
             attribute_path: &r.attribute_path,
             store_path: r.store_path.to_string(),
         };
-        crate::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
+        crate::ui::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
     } else {
-        crate::print_stdout(&format!("{}\n", r.store_path));
+        crate::ui::print_stdout(&format!("{}\n", r.store_path));
     }
     Ok(Exit::Success)
 }

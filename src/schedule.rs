@@ -106,7 +106,9 @@ pub fn now() -> u64 {
 /// The local time of day at unix time `t`, in seconds since midnight.
 pub fn local_secs_of_day(t: u64) -> u64 {
     let offset = utc_offset(t).unwrap_or_else(|| {
-        eprintln!("fh-lite: warning: could not learn the local UTC offset from 'date +%z'; windows are read as UTC");
+        crate::ui::warn(
+            "could not learn the local UTC offset from 'date +%z'; windows are read as UTC",
+        );
         0
     });
     (t as i64 + offset).rem_euclid(86_400) as u64

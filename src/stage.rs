@@ -63,17 +63,15 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             download_bytes: download,
             unpack_bytes: unpack,
         };
-        crate::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
+        crate::ui::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
     } else {
-        crate::print_stdout(&format!("{root_path}\n"));
-        if !common.quiet {
-            eprintln!(
-                "fh-lite: {} fetched ({} downloaded), pinned by {}; nothing activated",
-                crate::progress::plural(paths as u64, "path"),
-                crate::util::mib(download),
-                link.display()
-            );
-        }
+        crate::ui::print_stdout(&format!("{root_path}\n"));
+        crate::ui::say(&format!(
+            "{} fetched ({} downloaded), pinned by {}; nothing activated",
+            crate::progress::plural(paths as u64, "path"),
+            crate::util::mib(download),
+            link.display()
+        ));
     }
     Ok(Exit::Success)
 }

@@ -13,12 +13,15 @@
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
 //!
-//! Pending = the unfinished attempt (the journal; journal-spec.md):
+//! Pending = the unfinished attempt (the journal; docs/journal.md):
 //!   { "reference", "store_path", "action", "trial", "phase",
 //!     "generation", "previous_generation", "previous_system", "time",
 //!     "pid", and how to redo it: "kind", "install_bootloader",
 //!     "rollback_on", "no_rollback", "health_check", "health_timeout",
-//!     "activation_timeout" }
+//!     "activation_timeout", "running": Running | null, and "rebooting":
+//!     true when it waits for a reboot's confirmation, else null }
+//! Running = the script it runs now (activate/orphan.rs):
+//!   { "program", "pgid", "start_ticks", "since" }
 //! ```
 //!
 //! - The command writes each [`Phase`] before its step starts; the write
@@ -183,6 +186,28 @@ pub struct Pending {
     pub health_timeout: u64,
     /// Seconds; null: no limit.
     pub activation_timeout: Option<u64>,
+    /// The activation (or rollback) script running now, set while it runs:
+    /// if fh-lite dies, the script may live on (it has a process group of
+    /// its own), and recovery must not start another beside it.
+    pub running: Option<Running>,
+    /// fh-lite rebooted into it (`--reboot if-needed`): the next run
+    /// confirms it with the health check (fleet.rs).
+    /// (An option: state files from before it lack the field.)
+    pub rebooting: Option<bool>,
+}
+
+/// A script an attempt started (activate/orphan.rs).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Running {
+    /// The script and its arguments, for messages.
+    pub program: String,
+    /// Its process group; it leads it, so this is also its pid.
+    pub pgid: u32,
+    /// Its start time in clock ticks after boot (/proc/PID/stat, field
+    /// 22): tells it from a later process that got the same id.
+    pub start_ticks: u64,
+    /// Unix seconds when it started; `--activation-timeout` counts from it.
+    pub since: u64,
 }
 
 /// The `action` of a journal entry written by `fh-lite rollback`.
@@ -428,11 +453,11 @@ impl StateDir {
                 self.open()
                     .and_then(|d| d.rename(STATE_FILE, &aside_name))
                     .map_err(|e| Error::io("move corrupt state file aside to", &aside, &e))?;
-                eprintln!(
-                    "fh-lite: warning: state file {}: {why}; moved aside to {}, starting afresh",
+                crate::ui::warn(&format!(
+                    "state file {}: {why}; moved aside to {}, starting afresh",
                     path.display(),
                     aside.display()
-                );
+                ));
                 Ok(<State as Default>::default())
             }
         }
@@ -498,6 +523,20 @@ impl StateDir {
     /// Write the journal entry (a new phase), before its step starts.
     pub fn set_pending(&self, pending: &Pending) -> Result<(), Error> {
         self.update(|s| s.pending = Some(pending.clone()))
+    }
+
+    /// Record (or, with None, clear) the script the pending attempt runs
+    /// now, if the pending attempt is this process's.
+    pub fn set_running(&self, running: Option<Running>) -> Result<(), Error> {
+        let me = std::process::id();
+        match self.pending()? {
+            Some(p) if p.pid == me && p.running != running => self.update(|s| {
+                if let Some(p) = s.pending.as_mut() {
+                    p.running = running;
+                }
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The unfinished attempt, if any.
@@ -769,6 +808,8 @@ mod tests {
             health_check: Some("true".into()),
             health_timeout: 60,
             activation_timeout: Some(600),
+            running: None,
+            rebooting: None,
         }
     }
 

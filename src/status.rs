@@ -16,7 +16,7 @@ use crate::util::unix_now;
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
     let status = gather(common)?;
-    crate::print_stdout(&if common.json {
+    crate::ui::print_stdout(&if common.json {
         render_json(&status)
     } else {
         render_text(&status)
@@ -188,6 +188,12 @@ fn pending_line(p: &Pending) -> String {
             p.store_path
         );
     }
+    if p.rebooting == Some(true) {
+        return format!(
+            "{} ({}, rebooted into it); the next run confirms it with the health check",
+            p.store_path, p.action
+        );
+    }
     let next = match crate::recover::decide(phase) {
         crate::recover::Decision::Clear => "start it over",
         crate::recover::Decision::Resume => "resume it",
@@ -280,5 +286,27 @@ mod tests {
         assert!(text.contains("failed paths    /nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b (org/p/1, rolled-back at "), "{text}");
         let j = render_json(&gather(&c).unwrap());
         assert!(j.contains(&format!("\"generation\":1,\"generation_path\":\"{P}\",\"generations\":[1],\"current_system\":\"{P}\",\"last_attempt\":null,")), "{j}");
+    }
+
+    #[test]
+    fn a_reboot_confirmation_is_named_as_such() {
+        let mut p = crate::state::Pending {
+            store_path: P.into(),
+            action: "switch".into(),
+            phase: "health-check".into(),
+            pid: 999_999,
+            ..crate::state::Pending::default()
+        };
+        assert_eq!(
+            pending_line(&p),
+            format!("{P} (switch, killed during health-check); the next run will resume it")
+        );
+        p.rebooting = Some(true);
+        assert_eq!(
+            pending_line(&p),
+            format!(
+                "{P} (switch, rebooted into it); the next run confirms it with the health check"
+            )
+        );
     }
 }

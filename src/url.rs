@@ -101,8 +101,8 @@ pub fn join_location(base: &str, location: &str) -> Result<String, String> {
 }
 
 /// The absolute URL of a narinfo's `URL:` field, resolved against the
-/// cache base the way Nix does (`{cache}/` + URL; nix-protocols.md §1.2,
-/// §1.4): relative (`nar/x.nar.xz`), host-absolute (`/x`) or absolute.
+/// cache base the way Nix does (`{cache}/` + URL; docs/formats.md,
+/// "Binary caches"): relative (`nar/x.nar.xz`), host-absolute (`/x`) or absolute.
 pub fn nar_url(base: &str, url: &str) -> String {
     if url.contains("://") {
         return url.to_string();

@@ -6,9 +6,7 @@
 
 use std::cell::RefCell;
 
-#[path = "../../src/store/daemon/wire.rs"]
-mod wire;
-
+use fh_lite::fuzzing::wire;
 use wire::{process_stderr, proto, Wire};
 
 thread_local! {

@@ -6,10 +6,8 @@
 
 use base64::Engine as _;
 
-#[path = "../../src/flakehub/answer.rs"]
-mod answer;
-
 use answer::{jwt_exp, parse_output, OutputError};
+use fh_lite::fuzzing::answer;
 
 #[derive(miniserde::Serialize)]
 struct Answer<'a> {

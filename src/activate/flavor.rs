@@ -1,5 +1,5 @@
 //! The kinds of system fh-lite activates, and what their scripts' exit
-//! statuses mean (nix-protocols.md §6.2, §6.3).
+//! statuses mean (docs/formats.md, "switch-to-configuration").
 //!
 //! **NixOS**: `<system>/bin/switch-to-configuration ACTION`.
 //!

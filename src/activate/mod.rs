@@ -1,5 +1,5 @@
 //! Activation: profile generations, the activation script, rollback
-//! (nix-protocols.md §6).
+//! (docs/formats.md, "Profiles and activation").
 //!
 //! The apply command calls, after the closure is valid in the store:
 //!
@@ -29,6 +29,7 @@
 
 pub mod flavor;
 pub mod home_manager;
+pub mod orphan;
 pub mod profiles;
 pub mod rollback;
 
@@ -282,18 +283,19 @@ impl Journal for NoJournal {
 
 /// Everything activation needs about the machine: root, profile, output.
 pub(crate) struct Ctx<'a> {
-    pub common: &'a Common,
     pub root: Option<&'a Path>,
     pub profile: Profile,
+    /// Where the journal is: a running script is recorded there ([`orphan`]).
+    pub state: crate::state::StateDir,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(common: &'a Common) -> Ctx<'a> {
         let root = common.root.as_deref();
         Ctx {
-            common,
             root,
             profile: Profile::new(&common.profile, root),
+            state: crate::state::StateDir::of(common),
         }
     }
 
@@ -314,12 +316,9 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// A progress line on stderr (not with --quiet).
+    /// A progress line on stderr ([`crate::ui::say`]).
     pub fn say(&self, msg: &str) {
-        if !self.common.quiet {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr().lock(), "fh-lite: {msg}");
-        }
+        crate::ui::say(msg);
     }
 
     /// Fail early when commands would need a chroot we cannot make.
@@ -384,7 +383,8 @@ impl<'a> Ctx<'a> {
     /// Run `program args` (inside the root with `--root`), its output on our
     /// stderr so stdout stays for results, in a process group of its own (a
     /// terminal's Ctrl-C reaches fh-lite only). With a `timeout`, a run that
-    /// outlives it is killed with its whole group.
+    /// outlives it is killed with its whole group. While it runs, the
+    /// journal holds it ([`orphan`]).
     pub fn run(
         &self,
         program: &Path,
@@ -406,16 +406,22 @@ impl<'a> Ctx<'a> {
         };
         let mut child = cmd.spawn().map_err(spawn_error)?;
         let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().map_err(spawn_error)? {
-                return Ok(st.code().map_or(Ran::Killed, Ran::Code));
+        // In the journal while it runs: it outlives a killed fh-lite.
+        orphan::started(self, program, args, child.id());
+        let ran = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Ok(st.code().map_or(Ran::Killed, Ran::Code)),
+                Ok(None) => {}
+                Err(e) => break Err(spawn_error(e)),
             }
             if let Some(limit) = timeout.filter(|t| start.elapsed() >= *t) {
                 kill_group(&mut child);
-                return Ok(Ran::TimedOut(limit));
+                break Ok(Ran::TimedOut(limit));
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        orphan::finished(self);
+        ran
     }
 
     /// `/run/current-system`'s target (under the root), if any.
@@ -512,7 +518,7 @@ pub fn redo_rollback(
             report.path_failed = true;
             Error::new(
                 Exit::ActivationFailed,
-                format!("{store_path}: Home Manager activations are not rolled back by fh-lite"),
+                format!("{store_path}: a Home Manager rollback was interrupted and is not redone; run the previous generation's activate ('home-manager generations' lists them)"),
             )
         }
         flavor => rollback::SystemRun::new(&ctx, settings, flavor, before)

@@ -1,4 +1,4 @@
-//! Profiles and generations, exactly as Nix makes them (nix-protocols.md §6.1).
+//! Profiles and generations, exactly as Nix makes them (docs/formats.md, "Generations").
 //!
 //! ```text
 //! <dir>/<name>            -> <name>-<N>-link        (relative: switchLink)
@@ -47,7 +47,7 @@ pub struct Profile {
     root: Option<PathBuf>,
 }
 
-/// The name Nix gives the indirect root for `link` (§6.1 `addIndirectRoot`).
+/// The name Nix gives the indirect root for `link` (formats.md "Generations" `addIndirectRoot`).
 pub fn gcroot_name(link: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let d = ring::digest::digest(
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn gcroot_names_match_nix() {
-        // Names computed by Nix for these link paths (§6.1, and nix-env
+        // Names computed by Nix for these link paths (formats.md "Generations", and nix-env
         // --store in a scratch dir).
         let cases = [
             (

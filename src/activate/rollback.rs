@@ -76,7 +76,7 @@ pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<()
 /// rollback, so it is only reported.
 fn journal_or_warn(journal: &mut dyn Journal, phase: Phase) {
     if let Err(e) = journal.phase(phase, None) {
-        eprintln!("fh-lite: warning: {e}");
+        crate::ui::warn(&e.to_string());
     }
 }
 

@@ -9,14 +9,14 @@ use crate::nix::store_path::StorePath;
 /// A decoded, validated answer of the output endpoint. `token` is the
 /// closure token (a secret: the caller wraps it at once), `None` when
 /// absent, null or empty.
-pub(super) struct Output {
+pub struct Output {
     pub attribute_path: String,
     pub store_path: StorePath,
     pub token: Option<String>,
 }
 
 /// Why an answer was refused.
-pub(super) enum OutputError {
+pub enum OutputError {
     /// Not the expected JSON object: a detail for the user.
     BadJson(&'static str),
     /// `store_path` is not a store path: the value, cut to 200 bytes.
@@ -24,7 +24,7 @@ pub(super) enum OutputError {
 }
 
 /// Decode the body of the output endpoint.
-pub(super) fn parse_output(body: &[u8]) -> Result<Output, OutputError> {
+pub fn parse_output(body: &[u8]) -> Result<Output, OutputError> {
     #[derive(miniserde::Deserialize)]
     struct Answer {
         attribute_path: String,
@@ -56,7 +56,7 @@ pub(super) fn parse_output(body: &[u8]) -> Result<Output, OutputError> {
 /// The `exp` claim of a JWT (optionally prefixed `flakehub1_`); `None`
 /// for anything that is not a JWT with a numeric `exp`. The signature is
 /// not checked: this is only for display.
-pub(super) fn jwt_exp(t: &str) -> Option<i64> {
+pub fn jwt_exp(t: &str) -> Option<i64> {
     use base64::Engine;
     let t = t.strip_prefix("flakehub1_").unwrap_or(t);
     let mut parts = t.split('.');

@@ -1,4 +1,4 @@
-//! nix32: Nix's base-32 encoding (reference/nix-protocols.md §3).
+//! nix32: Nix's base-32 encoding (docs/formats.md, "Hashes, nix32 and store paths").
 //!
 //! Alphabet `0123456789abcdfghijklmnpqrsvwxyz` (no `e o u t`), no padding.
 //! `encoded_len(n) = (8n − 1) / 5 + 1`: 20 bytes → 32 chars, 32 bytes → 52.
@@ -123,8 +123,8 @@ mod tests {
             ("empty", vec![], ""),
             ("one byte 0x1f", vec![0x1f], "0z"),
             ("one byte 0xff", vec![0xff], "7z"),
-            ("sha256 of §3", unhex(HEX), NIX32),
-            // The store path digest of builtins.toFile "foo" "bar" (§3).
+            ("sha256 of the formats.md example", unhex(HEX), NIX32),
+            // The store path digest of builtins.toFile "foo" "bar" (formats.md "Hashes, nix32 and store paths").
             (
                 "store path digest",
                 decode("vxjiwkjkn7x4079qvh1jkl5pn05j2aw0", 20).unwrap(),

@@ -1,4 +1,4 @@
-//! sha256 digests in the forms narinfo uses (reference/nix-protocols.md §3).
+//! sha256 digests in the forms narinfo uses (docs/formats.md, "Hashes, nix32 and store paths").
 //!
 //! Accepted textual forms (Nix `Hash::parseAnyPrefixed`, sha256 only):
 //!

@@ -1,9 +1,10 @@
 //! Nix formats, pure: no network, no filesystem.
 //!
-//! One module per format, each opening with the grammar it follows
-//! (reference/nix-protocols.md section in brackets):
-//! `base32` (nix32, §3), `hash` (sha256 forms, §3), `store_path` (§3),
-//! `narinfo` (§1.3), `signature` (§2), `nar` (streaming reader, §4).
+//! One module per format, each opening with the grammar it follows (the
+//! section of docs/formats.md in brackets): `base32` (nix32), `hash`
+//! (sha256 forms) and `store_path` ("Hashes, nix32 and store paths"),
+//! `narinfo` ("Narinfo"), `signature` ("Signatures"), `nar` (streaming
+//! reader, "NAR").
 
 pub mod base32;
 pub mod hash;

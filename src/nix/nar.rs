@@ -1,4 +1,4 @@
-//! Streaming NAR reader (reference/nix-protocols.md §4.1, §4.2).
+//! Streaming NAR reader (docs/formats.md, "NAR: Grammar", "NAR: Strictness").
 //!
 //! Encoding: `int(n)` is a u64 little-endian; `str(s)` is `int(len(s))`, the
 //! bytes, then zero padding to a multiple of 8.
@@ -63,7 +63,7 @@ pub trait NarSink {
 /// `/a/b` below it (lossy UTF-8).
 #[derive(Debug)]
 pub enum NarError {
-    /// A rule of §4.2 was broken: which rule, and the path inside the NAR.
+    /// A rule of formats.md "NAR: Strictness" was broken: which rule, and the path inside the NAR.
     Malformed { rule: &'static str, path: String },
     /// The stream ended early.
     Truncated { path: String },
@@ -412,7 +412,7 @@ mod tests {
         Ok(sink.0)
     }
 
-    /// The 120-byte NAR of a single file "hello\n" (§4.1).
+    /// The 120-byte NAR of a single file "hello\n" (formats.md "NAR: Grammar").
     const HELLO: [u8; 120] = [
         0x0d, 0, 0, 0, 0, 0, 0, 0, b'n', b'i', b'x', b'-', b'a', b'r', b'c', b'h', //
         b'i', b'v', b'e', b'-', b'1', 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, //

@@ -1,4 +1,4 @@
-//! `.narinfo` files (reference/nix-protocols.md §1.3), parsed strictly.
+//! `.narinfo` files (docs/formats.md, "Narinfo"), parsed strictly.
 //!
 //! Grammar (Nix `NarInfo::NarInfo`): a sequence of lines `Key: value\n`.
 //! The key is everything before the first `:`, the separator is exactly
@@ -22,7 +22,7 @@
 //! `Compression` and `References` may be absent, as in narinfos of other
 //! caches (harmonia, old caches): Nix reads them as bzip2 and as no
 //! references, and so does fh-lite. Every field but `Sig` may appear at most once. The fingerprint that the
-//! signatures cover is §2: `1;<path>;sha256:<nix32>;<size>;<refs>` with the
+//! signatures cover is formats.md "Signatures": `1;<path>;sha256:<nix32>;<size>;<refs>` with the
 //! references as full paths, sorted and deduplicated. The caller bounds the
 //! text's length before parsing (it comes from the network).
 
@@ -282,7 +282,7 @@ impl NarInfo {
                     }
                 })?,
                 // Nix treats a missing or empty Compression as bzip2 (the
-                // default of the oldest caches), so fh-lite does too (§1.3).
+                // default of the oldest caches), so fh-lite does too (formats.md "Narinfo").
                 "Compression" => once(&mut compression, "Compression", value, |v| {
                     if v.is_empty() {
                         return Ok(Compression::Bzip2);
@@ -295,7 +295,7 @@ impl NarInfo {
                     match Sha256::parse(v) {
                         Ok(h) => Ok(Some(h)),
                         // Nix accepts any algorithm here and never checks it
-                        // (§1.3); fh-lite only records sha256.
+                        // (formats.md "Narinfo"); fh-lite only records sha256.
                         Err(HashError::UnsupportedAlgo(_)) => Ok(None),
                         Err(err) => Err(E::BadHash {
                             field: "FileHash",
@@ -433,7 +433,7 @@ impl fmt::Display for NarInfo {
 pub(crate) mod tests {
     use super::*;
 
-    /// A real cache.nixos.org narinfo (§1.3).
+    /// A real cache.nixos.org narinfo (formats.md "Narinfo").
     pub(crate) const REAL: &str = "\
 StorePath: /nix/store/syd87l2rxw8cbsxmxl853h0r6pdwhwjr-curl-7.82.0-bin
 URL: nar/05ra3y72i3qjri7xskf9qj8kb29r6naqy1sqpbs3azi3xcigmj56.nar.xz
@@ -502,7 +502,7 @@ Sig: cache.nixos.org-1:TsTTb3WGTZKphvYdBHXwo6weVILmTytUjLB+vcX89fOjjRicCHmKA4RCP
     }
 
     /// Narinfos from caches other than Nix 2.8's writer, read as Nix reads
-    /// them (wave2-notes §4): no `References` line means no references
+    /// them: no `References` line means no references
     /// (harmonia omits it for a leaf), no `Compression` line means bzip2
     /// (old caches). Neither field is in the signed fingerprint, so a
     /// signature stays valid without the `Compression` line; without

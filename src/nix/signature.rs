@@ -1,4 +1,4 @@
-//! ed25519 narinfo signatures and keys (reference/nix-protocols.md §2).
+//! ed25519 narinfo signatures and keys (docs/formats.md, "Signatures").
 //!
 //! ```text
 //! Sig:        <key name>:<base64 of a 64-byte ed25519 signature>   (88 chars)
@@ -178,7 +178,7 @@ impl fmt::Display for PublicKey {
     }
 }
 
-/// fh's `CACHE_PUBLIC_KEYS` (§2): which of them signs FlakeHub narinfos
+/// fh's `CACHE_PUBLIC_KEYS` (formats.md "Signatures"): which of them signs FlakeHub narinfos
 /// today is not documented, so all are trusted.
 pub const FLAKEHUB_KEYS: [&str; 8] = [
     "cache.flakehub.com-3:hJuILl5sVK4iKm86JzgdXW12Y2Hwd5G07qKtHTOcDCM=",

@@ -1,4 +1,4 @@
-//! Store paths: `/nix/store/<32 nix32 chars>-<name>` (reference/nix-protocols.md §3).
+//! Store paths: `/nix/store/<32 nix32 chars>-<name>` (docs/formats.md, "Hashes, nix32 and store paths").
 //!
 //! Validation follows Nix (`StorePath::StorePath`, `checkName`,
 //! `parseStorePath`):

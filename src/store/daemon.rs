@@ -1,12 +1,12 @@
 //! The nix-daemon backend: a client of the worker protocol over the daemon's
-//! unix socket (nix-protocols.md §5.1).
+//! unix socket (docs/formats.md, "Daemon protocol").
 //!
 //! Wire primitives (little-endian): `u64`; strings are `u64 len ‖ bytes ‖
 //! zero padding to 8`; sets are `u64 count ‖ items`. After every operation
 //! the daemon sends a "stderr stream" of tagged messages (log lines,
 //! activities, an error) ending in `STDERR_LAST`, then the op's result.
 //!
-//! Handshake: we announce protocol 1.37 (the recommendation of §5.1: no
+//! Handshake: we announce protocol 1.37 (docs/formats.md, "Daemon protocol"; no
 //! feature exchange, works with Nix 2.8's 1.34 and with 1.38 daemons, which
 //! negotiate down to 1.37). The feature exchange of ≥ 1.38 is implemented
 //! too (we offer no features), so a daemon that insists on 1.38 also works.
@@ -53,7 +53,7 @@ use crate::nix::store_path::StorePath;
 
 // The wire codec and the stderr stream decoder: pure, so the fuzz
 // targets (fuzz/) can build them on their own.
-mod wire;
+pub mod wire;
 pub use wire::LogFn;
 use wire::*;
 
@@ -102,7 +102,7 @@ impl Wire {
 
 /// Show a daemon log line on our stderr.
 pub fn log_to_stderr(line: &str) {
-    eprintln!("nix-daemon: {line}");
+    crate::ui::relay("nix-daemon", line);
 }
 
 // ---- one connection -----------------------------------------------------

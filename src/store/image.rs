@@ -1,7 +1,7 @@
 //! Image-root backend: `--root DIR` writes `DIR/nix/store/<base>` and
 //! records each path in `DIR/nix-path-registration`, which a NixOS image
-//! loads on first boot with `nix-store --load-db` (reference/nix-protocols.md
-//! §5.2). One record per path, references first:
+//! loads on first boot with `nix-store --load-db` (docs/formats.md,
+//! "nix-store --load-db"). One record per path, references first:
 //!
 //! ```text
 //! /nix/store/<base>
@@ -216,7 +216,7 @@ impl Drop for ImageStore {
     }
 }
 
-/// One `--load-db` record (§5.2).
+/// One `--load-db` record (formats.md "nix-store --load-db").
 fn record_for(info: &NarInfo) -> String {
     let mut s = format!(
         "{}\n{}\n{}\n{}\n{}\n",

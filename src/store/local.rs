@@ -1,10 +1,10 @@
 //! The local-store backend: root writes the store directly (no daemon) and
-//! registers paths with `nix-store --load-db` (nix-protocols.md §5.2, §5.3).
+//! registers paths with `nix-store --load-db` (docs/formats.md, "nix-store --load-db").
 //!
 //! The store lives under `root` ("/" on a live system, DIR with `--root`):
 //! paths in `<root>/nix/store`, state in `<root>/nix/var/nix`.
 //!
-//! Coordination with other Nix processes, as Nix itself does it (§5.3):
+//! Coordination with other Nix processes, as Nix itself does it (formats.md "nix-store --load-db"):
 //! - GC protection: temp roots in `temproots/<pid>` (full paths, each
 //!   followed by NUL) under a shared flock, appended under an exclusive
 //!   one; before each append we try to take `gc.lock` shared without
@@ -20,8 +20,15 @@
 //! `nix-store --load-db` with the record (hash and size given, so Nix does
 //! not re-hash). On any failure the temp dir or the moved path is removed:
 //! nothing half-written stays and nothing is registered.
-//! `--load-db` cannot carry signatures or CA: the paths are registered
-//! without them (fh-lite verified the signatures before downloading).
+//! `--load-db` cannot carry signatures, so [`Store::finish`] has Nix add
+//! them to its own database: the narinfos of the paths registered (with
+//! the cache's `Sig:` lines, which fh-lite verified before downloading) are
+//! written to a private `file://` binary cache, and `nix store copy-sigs
+//! --substituter file://DIR --store ROOT PATHS` copies their signatures
+//! into the store's database, so `nix path-info --sigs` shows them and a
+//! later `nix copy` or `require-sigs` finds signed paths. (A run killed
+//! between a path's registration and the end of the fetch leaves it
+//! unsigned.) CA fields are not carried.
 //!
 //! Durability: before `--load-db` makes a path valid, the store's
 //! filesystem is synced (`syncfs`, as the image backend does), so a power
@@ -56,6 +63,11 @@ pub struct LocalStore {
     /// config); empty in production.
     env: Vec<(OsString, OsString)>,
     roots: Mutex<TempRoots>,
+    /// `nix`, for `nix store copy-sigs`.
+    nix: OsString,
+    /// The paths registered by this run that carry signatures, for
+    /// [`Store::finish`].
+    signed: Mutex<Vec<NarInfo>>,
     /// Temp trees of dead runs removed (once, by the first `add_path` or
     /// `finish`: a run that writes).
     swept: std::sync::Once,
@@ -84,6 +96,8 @@ impl LocalStore {
             nix_store: "nix-store".into(),
             env: Vec::new(),
             roots: Mutex::new(TempRoots::default()),
+            nix: "nix".into(),
+            signed: Mutex::new(Vec::new()),
             swept: std::sync::Once::new(),
         }
     }
@@ -270,7 +284,7 @@ impl LocalStore {
     }
 
     fn register(&self, info: &NarInfo) -> Result<(), StoreError> {
-        // §5.2: path, narHash (bare base16), narSize, deriver, refs.
+        // formats.md "nix-store --load-db": path, narHash (bare base16), narSize, deriver, refs.
         let mut rec = String::new();
         rec.push_str(&format!("{}\n", info.store_path));
         rec.push_str(&format!("{}\n", info.nar_hash.to_hex()));
@@ -285,6 +299,88 @@ impl LocalStore {
         }
         self.nix_store(&["--load-db".as_ref()], Some(rec.as_bytes()))
             .map(|_| ())
+    }
+}
+
+impl LocalStore {
+    /// Have Nix add the signatures of `infos` (registered already) to the
+    /// store's database (see the module doc).
+    fn copy_sigs(&self, infos: &[NarInfo]) -> Result<(), StoreError> {
+        if infos.is_empty() {
+            return Ok(());
+        }
+        let cache = SigCache::create(infos)?;
+        let mut cmd = Command::new(&self.nix);
+        let mut args: Vec<OsString> = vec![
+            "--extra-experimental-features".into(),
+            "nix-command".into(),
+            "store".into(),
+            "copy-sigs".into(),
+            "--store".into(),
+            self.root.clone().into(),
+            "--substituter".into(),
+            format!("file://{}", cache.0.display()).into(),
+        ];
+        let shown = format!("{} ({} paths)", show_args(&args[2..]), infos.len());
+        args.extend(
+            infos
+                .iter()
+                .map(|i| OsString::from(i.store_path.to_string())),
+        );
+        cmd.args(&args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        program::run(cmd, &shown, None).map(|_| ())
+    }
+}
+
+/// A private `file://` binary cache holding narinfos only; removed on drop.
+struct SigCache(PathBuf);
+
+impl SigCache {
+    fn create(infos: &[NarInfo]) -> Result<SigCache, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fh-lite-sigs-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        // `create` (not create_all): nobody can have prepared it for us.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err("creating", &dir))?;
+        let cache = SigCache(dir);
+        let write = |name: &str, text: &str| {
+            let p = cache.0.join(name);
+            crate::rootfs::open_dir(None, &cache.0)
+                .and_then(|d| d.write_atomic(name, 0o600, text.as_bytes()))
+                .map_err(io_err("writing", &p))
+        };
+        write(
+            "nix-cache-info",
+            &format!("StoreDir: {}\n", crate::nix::store_path::STORE_DIR),
+        )?;
+        for info in infos {
+            // Nix reads only the record and the signatures here; it wants
+            // a URL, though, and never fetches it.
+            let mut info = info.clone();
+            if info.url.is_empty() {
+                info.url = "nar/none.nar".to_string();
+            }
+            write(
+                &format!("{}.narinfo", info.store_path.hash_part()),
+                &info.to_string(),
+            )?;
+        }
+        Ok(cache)
+    }
+}
+
+impl Drop for SigCache {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -417,12 +513,17 @@ impl Store for LocalStore {
             let _ = store.remove_tree(path.base_name());
             return Err(e);
         }
+        if !info.sigs.is_empty() {
+            let mut signed = self.signed.lock().unwrap_or_else(|p| p.into_inner());
+            signed.push(info.clone());
+        }
         Ok(())
     }
 
     fn finish(&self) -> Result<(), StoreError> {
         self.sweep();
-        Ok(())
+        let signed = std::mem::take(&mut *self.signed.lock().unwrap_or_else(|p| p.into_inner()));
+        self.copy_sigs(&signed)
     }
 }
 

@@ -30,7 +30,7 @@ use crate::nix::store_path::StorePath;
 #[derive(Debug)]
 pub enum StoreError {
     // -- shared by the backends that see the NAR (daemon, local) --
-    /// The NAR broke a rule of §4.2, ended early, had trailing data, or
+    /// The NAR broke a rule of formats.md "NAR: Strictness", ended early, had trailing data, or
     /// its source failed.
     BadNar { path: StorePath, detail: String },
     /// The NAR's sha256 is not the narinfo's NarHash.

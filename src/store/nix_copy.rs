@@ -16,7 +16,11 @@
 //! (`$XDG_CACHE_HOME/nix/binary-cache-v6.sqlite`), and several processes
 //! inserting into it at once fail with "executing SQLite statement 'insert
 //! or replace into NARs…': constraint failed". Each copy's own downloads
-//! are parallel inside Nix anyway.
+//! are parallel inside Nix anyway. The copies run on the fetch's calling
+//! thread ([`crate::fetch::fetch_all`]) and the netrc watcher starts after
+//! the exec: when `nix` is spawned no other thread of fh-lite is alive.
+//! qemu-user (aarch64 and armv7 binaries tested on x86_64) can leave a
+//! child forked beside a live thread hung on a futex before its exec.
 //!
 //! TLS: with `--ca-file FILE` (or `SSL_CERT_FILE`), the child gets
 //! `NIX_SSL_CERT_FILE=FILE`, which Nix takes as its `ssl-cert-file`
@@ -67,9 +71,9 @@ pub struct NixCopyStore {
 }
 
 /// The private directory holding the netrc; removed on drop, and at once
-/// when a SIGTERM or SIGINT arrives while it exists (a watcher thread: the
-/// flag of [`crate::signal`] does not end the process, and the copy may
-/// run on for long).
+/// when a SIGTERM or SIGINT arrives while `nix` runs (a watcher thread,
+/// started once `nix` has exec'd: the flag of [`crate::signal`] does not
+/// end the process, and the copy may run on for long).
 struct NetrcDir {
     dir: PathBuf,
     watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
@@ -81,12 +85,7 @@ const WATCH_EVERY: Duration = Duration::from_millis(50);
 static NETRC_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl NetrcDir {
-    fn create(
-        base: &Path,
-        host: &str,
-        token: &Secret,
-        interrupted: fn() -> bool,
-    ) -> Result<(NetrcDir, PathBuf), StoreError> {
+    fn create(base: &Path, host: &str, token: &Secret) -> Result<(NetrcDir, PathBuf), StoreError> {
         let n = NETRC_SEQ.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("fh-lite-netrc-{}-{n}", std::process::id()));
         // `create` (not create_all) fails if it exists: nobody can have
@@ -99,7 +98,7 @@ impl NetrcDir {
                 file: dir.clone(),
                 err,
             })?;
-        let mut guard = NetrcDir { dir, watcher: None };
+        let guard = NetrcDir { dir, watcher: None };
         let file = guard.dir.join("netrc");
         let mut f = crate::rootfs::open_dir(None, &guard.dir)
             .and_then(|d| d.create_new("netrc", 0o600))
@@ -117,8 +116,14 @@ impl NetrcDir {
             file: file.clone(),
             err,
         })?;
+        Ok((guard, file))
+    }
+
+    /// Start the watcher (see the type's doc). Called once `nix` runs, not
+    /// before: the spawn happens with no other thread of ours alive.
+    fn watch(&mut self, interrupted: fn() -> bool) {
         let done = Arc::new(AtomicBool::new(false));
-        let (stop, dir) = (done.clone(), guard.dir.clone());
+        let (stop, dir) = (done.clone(), self.dir.clone());
         let watch = std::thread::Builder::new()
             .name("netrc-watch".into())
             .spawn(move || {
@@ -129,14 +134,11 @@ impl NetrcDir {
                     }
                     std::thread::sleep(WATCH_EVERY);
                 }
-            })
-            .map_err(|err| StoreError::Io {
-                what: "watching",
-                file: file.clone(),
-                err,
-            })?;
-        guard.watcher = Some((done, watch));
-        Ok((guard, file))
+            });
+        // No thread to spare: the netrc is still removed on drop.
+        if let Ok(watch) = watch {
+            self.watcher = Some((done, watch));
+        }
     }
 }
 
@@ -195,6 +197,16 @@ impl NixCopyStore {
     /// Run `nix ARGS`; an error shows the program and `shown` (a short
     /// form of the arguments), the exit status and the end of stderr.
     fn nix(&self, args: &[OsString], shown: &str) -> Result<String, StoreError> {
+        self.nix_then(args, shown, || {})
+    }
+
+    /// [`Self::nix`], calling `started` once `nix` runs.
+    fn nix_then(
+        &self,
+        args: &[OsString],
+        shown: &str,
+        started: impl FnOnce(),
+    ) -> Result<String, StoreError> {
         let mut cmd = Command::new(&self.nix);
         cmd.arg("--extra-experimental-features").arg("nix-command");
         cmd.args(args);
@@ -205,7 +217,7 @@ impl NixCopyStore {
             cmd.env("NIX_SSL_CERT_FILE", ca);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        program::run(cmd, shown, None).map_err(|e| match e {
+        program::run_then(cmd, shown, None, started).map_err(|e| match e {
             StoreError::Program { command, detail } => {
                 // "<exit status>: <stderr>"; the status ("exit status: 3",
                 // "signal: 9 (SIGKILL)") holds one ": " itself.
@@ -269,10 +281,9 @@ impl Store for NixCopyStore {
             args.push("trusted-public-keys".into());
             args.push(self.trusted_keys.join(" ").into());
         }
-        let guard = match (&self.token, crate::url::url_host(&self.cache_url)) {
+        let mut guard = match (&self.token, crate::url::url_host(&self.cache_url)) {
             (Some(token), Some(host)) => {
-                let (guard, file) =
-                    NetrcDir::create(&self.tmp_base, host, token, self.interrupted)?;
+                let (guard, file) = NetrcDir::create(&self.tmp_base, host, token)?;
                 args.push("--netrc-file".into());
                 args.push(file.into_os_string());
                 Some(guard)
@@ -283,7 +294,14 @@ impl Store for NixCopyStore {
         // A poisoned lock only means another copy panicked: still usable.
         let one_at_a_time = self.copying.lock().unwrap_or_else(|e| e.into_inner());
         let shown = format!("copy --from {} {}", self.cache_url, info.store_path);
-        let result = self.nix(&args, &shown).map(|_| ());
+        let interrupted = self.interrupted;
+        let result = self
+            .nix_then(&args, &shown, || {
+                if let Some(g) = guard.as_mut() {
+                    g.watch(interrupted);
+                }
+            })
+            .map(|_| ());
         drop(one_at_a_time);
         drop(guard);
         result

@@ -12,10 +12,19 @@ use super::StoreError;
 /// if given, and returns its stdout. `shown` is what errors print after
 /// the program name: its arguments as a user would read them, with no
 /// secrets.
-pub(crate) fn run(
+pub(crate) fn run(cmd: Command, shown: &str, stdin: Option<&[u8]>) -> Result<String, StoreError> {
+    run_then(cmd, shown, stdin, || {})
+}
+
+/// [`run`], calling `started` once the program runs (its exec is done):
+/// whatever needs a thread of its own starts there, not before the spawn.
+/// Under qemu-user a fork while another thread runs can leave the child
+/// hung before its exec.
+pub(crate) fn run_then(
     mut cmd: Command,
     shown: &str,
     stdin: Option<&[u8]>,
+    started: impl FnOnce(),
 ) -> Result<String, StoreError> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -29,6 +38,9 @@ pub(crate) fn run(
         program: program.clone(),
         err,
     })?;
+    // `spawn` returns once the child has exec'd (std waits on a
+    // close-on-exec pipe), so the fork is over.
+    started();
     let command = format!("{program} {shown}");
     if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
         // The inputs are small and the programs read all of it before

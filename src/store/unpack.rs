@@ -1,4 +1,4 @@
-//! NAR → directory tree in a store, verified (reference/nix-protocols.md §4).
+//! NAR → directory tree in a store, verified (docs/formats.md, "NAR").
 //!
 //! [`unpack_verified`] restores one NAR stream into a temporary name on the
 //! store's filesystem, `<store>/<hash>-fhlite-tmp-<pid>-<rand>` (see
@@ -16,7 +16,7 @@
 //! writes the store removes it ([`remove_debris`]: only trees whose pid is
 //! no longer alive).
 //!
-//! The tree ends in Nix's canonical state (§4.3): directories 0555, files
+//! The tree ends in Nix's canonical state (formats.md "NAR: On disk"): directories 0555, files
 //! 0444 or 0555 (executable), symlinks as symlinks, mtime 1 on everything,
 //! symlinks included (`utimensat` with `AT_SYMLINK_NOFOLLOW`; a directory's
 //! after its entries), owner = this process.
@@ -97,21 +97,6 @@ impl Drop for Unpacked {
     }
 }
 
-/// Remove a file, symlink or tree whose directories may be read-only
-/// (0555), as unpacked store paths are. Missing is fine. Relative to the
-/// parent's descriptor ([`Dir::remove_tree`]).
-#[cfg(test)]
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::other("not a removable path"));
-    };
-    match rootfs::open_dir(None, parent) {
-        Ok(d) => d.remove_tree(name),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The store directory `<root>/nix/store`, resolved beneath `root`
 /// ([`rootfs`]); created when `create`. A directory that is this machine's
 /// own `/nix/store` (reached through a symlink) is refused: fh-lite would
@@ -171,8 +156,11 @@ fn temp_name_pid(name: &str) -> Option<u32> {
 
 /// Remove the temporary trees ([`temp_name`]) that runs which are no longer
 /// alive left in `store_dir` (killed, or the machine lost power); one line
-/// on stderr per tree. A tree whose pid is alive (`/proc/<pid>` exists,
-/// this process included) is never touched; without /proc nothing is.
+/// on stderr per tree. A tree whose pid is alive (`/proc/<pid>` exists) is
+/// never touched; without /proc nothing is. A tree named with this
+/// process's own pid is a dead run's: the stores call this once, before
+/// they make any tree, and a device that boots the same way each time
+/// gives the timer's run the same pid as the run a power cut killed.
 /// Read-only directories are made writable first ([`remove_tree`]). A
 /// tree that cannot be removed is a warning, not an error: the run goes on.
 pub fn remove_debris(store_dir: &Dir) {
@@ -186,19 +174,19 @@ pub fn remove_debris(store_dir: &Dir) {
         let Some(pid) = name.to_str().and_then(temp_name_pid) else {
             continue;
         };
-        if fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
+        if pid != std::process::id() && fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
             continue;
         }
         let p = store_dir.join(&name);
         match store_dir.remove_tree(&name) {
-            Ok(()) => eprintln!(
-                "fh-lite: removed {}, left by an interrupted run (pid {pid})",
+            Ok(()) => crate::ui::say(&format!(
+                "removed {}, left by an interrupted run (pid {pid})",
                 p.display()
-            ),
-            Err(err) => eprintln!(
-                "fh-lite: warning: cannot remove {}, left by an interrupted run (pid {pid}): {err}",
+            )),
+            Err(err) => crate::ui::warn(&format!(
+                "cannot remove {}, left by an interrupted run (pid {pid}): {err}",
                 p.display()
-            ),
+            )),
         }
     }
 }
@@ -465,9 +453,9 @@ mod tests {
         }
         assert_eq!(fs::read(root.join("a")).unwrap(), b"abc");
         assert_eq!(fs::read_link(root.join("d/l")).unwrap(), Path::new("../a"));
-        remove_tree(&root).unwrap();
+        crate::testutil::remove_tree(&root).unwrap();
         assert!(!root.exists());
-        remove_tree(&root).unwrap();
+        crate::testutil::remove_tree(&root).unwrap();
     }
 
     #[test]
@@ -504,7 +492,16 @@ mod tests {
         let h = "0123456789abcdfghijklmnpqrsvwxyz";
         let dead_tree = format!("{h}-fhlite-tmp-{dead}-00112233445566aa");
         let dead_file = format!("{h}-fhlite-tmp-{dead}-00112233445566bb");
-        let ours = format!("{h}-fhlite-tmp-{}-00112233445566cc", std::process::id());
+        // A live run's tree is kept; one named with this process's own pid
+        // was left by a dead run before a reboot (the lab found it: a power
+        // cut during fetching on aarch64, scripts/lab powercut --seed 1).
+        let mut live = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let ours = format!("{h}-fhlite-tmp-{}-00112233445566cc", live.id());
+        let own = format!("{h}-fhlite-tmp-{}-00112233445566ff", std::process::id());
+        fs::create_dir(store.join(&own)).unwrap();
         let others = [
             format!("{h}-name"),
             format!("{h}-fhlite-tmp-{dead}-short"),
@@ -523,6 +520,8 @@ mod tests {
             fs::create_dir(store.join(o)).unwrap();
         }
         remove_debris(&rootfs::open_dir(None, store).unwrap());
+        live.kill().unwrap();
+        live.wait().unwrap();
         let mut left: Vec<String> = fs::read_dir(store)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -1,24 +1,41 @@
-//! The unit tests' support, in one place: temporary directories, what a
-//! test needs from the host and how it is skipped without it ([`host`],
-//! shared with the black-box suite), fake roots with fake systems and the
-//! options to activate them, a NAR writer ([`nar`]), and real Nix 2.8 in a
-//! private environment with a signed closure and a `nix-daemon` ([`nix`]).
+//! The tests' support, in one place, for both test crates: the unit tests
+//! (`crate::testutil`) and the black-box suite (`fh_lite::testutil`), and
+//! the fuzz targets' seeds ([`nar`]). Shared: temporary directories
+//! ([`TempDir`]), what a test needs from the host and how it is skipped
+//! without it, fake systems ([`host`]), the process tree from /proc
+//! ([`procs`]), a NAR writer ([`nar`]). Unit tests only: fake roots and the
+//! options to activate them, a fake binary cache ([`cache`]), and real Nix
+//! 2.8 in a private environment with a signed closure and a `nix-daemon`
+//! (`nix`).
+//!
+//! Compiled into the library (hidden from its documentation) so that the
+//! other test crates can import it; nothing in fh-lite itself uses it, so
+//! the binary does not carry it.
 
-mod host;
+#[cfg(test)]
+pub mod cache;
+pub mod host;
 pub mod nar;
+#[cfg(test)]
 mod nix;
+pub mod procs;
 
+#[cfg(test)]
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
 use std::time::Duration;
 
+#[cfg(test)]
 use crate::nix::store_path::StorePath;
 
+#[cfg(test)]
 pub use host::{
     activation_log as log, chroot_root, fake_system, have, is_root, require, skipped,
     write_executable,
 };
+#[cfg(test)]
 pub use nix::{Closure, Daemon, NixEnv};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -30,8 +47,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("fh-lite-{tag}-{}-{n}", std::process::id()));
-        let _ = crate::store::unpack::remove_tree(&p);
-        std::fs::create_dir_all(&p).unwrap();
+        let _ = remove_tree(&p);
+        std::fs::create_dir_all(&p).expect("create a temporary directory");
         TempDir(p)
     }
     pub fn path(&self) -> &Path {
@@ -47,17 +64,33 @@ impl AsRef<Path> for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = crate::store::unpack::remove_tree(&self.0);
+        let _ = remove_tree(&self.0);
+    }
+}
+
+/// Remove a file, symlink or tree whose directories may be read-only
+/// (0555), as unpacked store paths are. Missing is fine. Relative to the
+/// parent's descriptor, never following a symlink out of the tree.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("not a removable path"));
+    };
+    match crate::rootfs::open_dir(None, parent) {
+        Ok(d) => d.remove_tree(name),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
 /// `/nix/store/<32 × hash_digit>-<name>`.
+#[cfg(test)]
 pub fn sp(hash_digit: char, name: &str) -> StorePath {
     let h: String = std::iter::repeat_n(hash_digit, 32).collect();
     StorePath::from_base_name(&format!("{h}-{name}")).unwrap()
 }
 
 /// Common options for a system installed at `root` (quiet).
+#[cfg(test)]
 pub fn common(root: &Path) -> crate::cli::Common {
     crate::cli::Common {
         api_addr: String::new(),
@@ -77,6 +110,7 @@ pub fn common(root: &Path) -> crate::cli::Common {
 }
 
 /// Apply options with the defaults of the command line, the image store.
+#[cfg(test)]
 pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::cli::ApplyOpts {
     crate::cli::ApplyOpts {
         kind,
@@ -100,12 +134,14 @@ pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::c
 }
 
 /// A reader that yields `chunk` bytes at a time, sleeping before each.
+#[cfg(test)]
 pub struct Slow<'a> {
     pub data: &'a [u8],
     pub chunk: usize,
     pub pause: Duration,
 }
 
+#[cfg(test)]
 impl Read for Slow<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.data.is_empty() {

@@ -1,4 +1,4 @@
-//! A small NAR writer (reference/nix-protocols.md §4.1 grammar) for
+//! A small NAR writer (the grammar of docs/formats.md, "NAR") for
 //! building test archives in code.
 
 /// Appends the little-endian `u64` `n`.

@@ -1,6 +1,6 @@
-//! Real Nix 2.8 for the unit tests: a private environment (toolchain.md
-//! §5: HOME, XDG_*, NIX_CONF_DIR, NIX_CONFIG; the host's /nix is never
-//! used) with its own signing key, a source chroot store with a signed
+//! Real Nix 2.8 for the unit tests: a private environment (HOME, XDG_*,
+//! NIX_CONF_DIR, NIX_CONFIG; the host's /nix is never used) with its own
+//! signing key, a source chroot store with a signed
 //! two-path closure, and a real `nix-daemon` on a private socket.
 //! Everything is removed or killed on drop.
 
@@ -475,27 +475,16 @@ impl Daemon {
     }
 
     /// SIGKILL the daemon and its workers (which start their own
-    /// sessions, so they are found by parent pid).
+    /// sessions, so they are found as its descendants).
     pub fn kill(&mut self) {
         if self.killed {
             return;
         }
         self.killed = true;
-        let me = self.child.id().to_string();
-        let mut pids = vec![me.clone()];
-        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // pid (comm) state ppid …; comm may contain spaces: split after ')'.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().nth(1));
-            if ppid == Some(me.as_str()) {
-                pids.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
+        let pids = super::procs::descendants(self.child.id());
         let _ = Command::new("kill")
             .arg("-KILL")
-            .args(&pids)
+            .args(pids.iter().map(u32::to_string))
             .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::apply::{nix, nix_isolated, no_secret, ok, Deploy};
+use crate::support::deploy::{nix, nix_isolated, no_secret, ok, Deploy};
 use crate::support::fixtures::fixtures;
 use crate::support::{is_root, require};
 
@@ -603,7 +603,7 @@ fn a_concurrent_apply_is_refused() {
     slow.env("FH_LITE_TEST_SLEEP", "3")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = slow.spawn().unwrap();
+    let child = crate::support::watchdog::spawn(slow);
     let start = Instant::now();
     while switch_log(&d).is_empty() {
         assert!(
@@ -792,5 +792,197 @@ fn test_action_runs_the_path_itself_and_rolls_back_with_test() {
             format!("exit2 {bad}/bin/switch-to-configuration test"),
             gen_call("v1", 1, "test"),
         ]
+    );
+}
+
+/// A jail for Home Manager as a non-root user (nobody, 65534): a chroot in
+/// a private mount namespace with the host's /usr, /etc, /dev and /proc,
+/// its own /nix (owned by the user: a single-user store, `--store nix`)
+/// and home. The host's /nix is never touched.
+struct HomeJail {
+    dir: std::path::PathBuf,
+    exe: String,
+    runner: Option<String>,
+}
+
+const JAIL_UID: &str = "65534";
+
+impl HomeJail {
+    fn new(d: &Deploy) -> HomeJail {
+        let dir = d.tmp.path().join("jail");
+        for sub in [
+            "usr",
+            "etc",
+            "dev",
+            "proc",
+            "tmp",
+            "nix/store",
+            "nix/var/nix",
+            "home/u",
+        ] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        for l in ["bin", "lib", "lib64", "sbin"] {
+            std::os::unix::fs::symlink(format!("usr/{l}"), dir.join(l)).unwrap();
+        }
+        let (exe, runner) = crate::support::util::exe();
+        std::fs::copy(&exe, dir.join("fh-lite")).unwrap();
+        std::fs::copy(&d.token_file, dir.join("home/u/token")).unwrap();
+        let own = |p: &str| {
+            let st = std::process::Command::new("chown")
+                .args(["-R", &format!("{JAIL_UID}:{JAIL_UID}")])
+                .arg(dir.join(p))
+                .status()
+                .unwrap();
+            assert!(st.success(), "chown {p}");
+        };
+        own("nix");
+        own("home");
+        std::fs::set_permissions(
+            dir.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        HomeJail {
+            dir,
+            exe: "/fh-lite".into(),
+            runner,
+        }
+    }
+
+    /// `fh-lite ARGS` as the user inside the jail, under the time limit.
+    fn fh(&self, args: &[String]) -> crate::support::util::Run {
+        let j = self.dir.to_str().unwrap();
+        let mut inner = vec![
+            "chroot".to_string(),
+            format!("--userspec={JAIL_UID}:{JAIL_UID}"),
+            j.to_string(),
+            "env".into(),
+            "-i".into(),
+            "PATH=/usr/bin:/bin".into(),
+            "HOME=/home/u".into(),
+            "USER=nobody".into(),
+            "FH_LITE_TEST_LOG=/home/u/activate.log".into(),
+        ];
+        inner.extend(self.runner.iter().cloned());
+        inner.push(self.exe.clone());
+        inner.extend(args.iter().cloned());
+        let script = format!(
+            "set -e; cd {j}; for m in usr etc dev proc; do mount --bind /$m $m; done; exec \"$@\""
+        );
+        let mut c = std::process::Command::new("unshare");
+        c.args(["-m", "sh", "-c", &script, "sh"]).args(&inner);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null());
+        no_secret(crate::support::util::output(c))
+    }
+
+    /// What the user's Home Manager profile points at.
+    fn profile(&self) -> Option<String> {
+        std::fs::read_link(
+            self.dir
+                .join("home/u/.local/state/nix/profiles/home-manager"),
+        )
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned())
+    }
+
+    /// The fixtures' activation log: `variant` of each call.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("home/u/activate.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let v = l
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("variant="))?;
+                let uid = l.split_whitespace().find_map(|w| w.strip_prefix("uid="))?;
+                Some(format!("{v} uid={uid}"))
+            })
+            .collect()
+    }
+}
+
+/// Home Manager as a non-root user: a failed activation, and a failed
+/// health check after a good one, run the previous generation's `activate`
+/// (as Home Manager's own rollback does) and the profile goes back.
+#[test]
+fn home_manager_failures_roll_back_to_the_previous_generation() {
+    if !require("root to build a jail for a non-root user", is_root()) {
+        return;
+    }
+    let d = Deploy::for_kind(
+        "home-manager",
+        "zstd",
+        &[
+            ("0.1.1", "home-manager-ok"),
+            ("0.1.2", "home-manager-fail"),
+            ("0.1.3", "home-manager-ok2"),
+        ],
+        "{}",
+    );
+    let jail = HomeJail::new(&d);
+    let (ok, fail) = (path("home-manager-ok"), path("home-manager-fail"));
+    let args = |req: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = vec!["apply".into(), "home-manager".into(), d.reference(req)];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let online = d.online();
+        let mut i = 0;
+        while i < online.len() {
+            // The token file, as the jail sees it.
+            if online[i] == "--token-file" {
+                a.extend(["--token-file".into(), "/home/u/token".into()]);
+                i += 2;
+                continue;
+            }
+            a.push(online[i].clone());
+            i += 1;
+        }
+        a.extend(
+            ["--store", "nix", "--state-dir", "/home/u/state"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        a
+    };
+    let r = jail.fh(&args("=0.1.1", &[]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(jail.profile().as_deref(), Some(ok.as_str()), "{r:?}");
+
+    // The activation fails (exit 1): the previous generation is activated.
+    let r = jail.fh(&args("=0.1.2", &[]));
+    assert_eq!(r.code, 32, "{r:?}");
+    assert!(
+        r.stderr.ends_with(&format!(
+            "fh-lite: {fail}/activate exited 1; rolled back to the previous Home Manager generation ({ok})\n"
+        )),
+        "{r:?}"
+    );
+    assert_eq!(jail.profile().as_deref(), Some(ok.as_str()), "{r:?}");
+    assert_eq!(
+        jail.calls(),
+        ["ok uid=65534", "fail uid=65534", "ok uid=65534"],
+        "{r:?}"
+    );
+
+    // A good activation whose health check fails: back again.
+    let r = jail.fh(&args("=0.1.3", &["--health-check", "exit 3"]));
+    assert_eq!(r.code, 32, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("rolled back to the previous Home Manager generation")
+            && r.stderr.contains(&ok),
+        "{r:?}"
+    );
+    assert_eq!(jail.profile().as_deref(), Some(ok.as_str()), "{r:?}");
+    assert_eq!(
+        jail.calls()[3..],
+        ["ok2 uid=65534", "ok uid=65534"],
+        "{r:?}"
+    );
+    assert!(
+        !Path::new("/nix").exists(),
+        "something created the host /nix"
     );
 }

@@ -5,16 +5,16 @@
 //! by real Nix. `--trusted-key` is required; a wrong password is a cache
 //! error naming the URL.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::apply::{judge_image, Deploy};
+use crate::support::deploy::{judge_image, Deploy};
 use crate::support::fakehub::{FakeHub, Opts};
 use crate::support::fixtures::fixtures;
+use crate::support::procs::descendants;
 use crate::support::util::{fh_lite, output, Run};
 
 const LOGIN: &str = "deploy";
@@ -132,36 +132,12 @@ fn netrc(d: &Deploy, password: &str) -> PathBuf {
     p
 }
 
-/// Every pid below `root` (itself included).
-fn descendants(root: u32) -> Vec<u32> {
-    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        if let Some(ppid) = (stat.rsplit_once(')'))
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    let mut all = vec![root];
-    let mut i = 0;
-    while i < all.len() {
-        all.extend(children.get(&all[i]).cloned().unwrap_or_default());
-        i += 1;
-    }
-    all
-}
-
 /// Run `cmd`, scanning the argv and environment of it and its children
 /// every few milliseconds for `secrets`; returns the run, the number of
 /// scans and the findings.
 fn run_scanned(mut cmd: Command, secrets: &[String]) -> (Run, u64, Vec<String>) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn fh-lite");
+    let child = crate::support::watchdog::spawn(cmd);
     let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let found = Arc::new(Mutex::new((0u64, Vec::new())));

@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::{self, Value};
 
-use crate::apply::{nix, Deploy};
+use crate::support::deploy::{nix, Deploy};
 use crate::support::fixtures::fixtures;
+use crate::support::procs::{process_group_tree, processes};
 use crate::support::util::Run;
 
 const PROFILES: &str = "nix/var/nix/profiles";
@@ -122,58 +123,17 @@ fn signal(sig: &str, target: &str) {
         .status();
 }
 
-/// `(pid, ppid, pgid)` of every process, from /proc.
-fn processes() -> Vec<(u32, u32, u32)> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp …; comm may hold spaces and parens.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if let (Some(pp), Some(pg)) = (f.get(1), f.get(2)) {
-            if let (Ok(pp), Ok(pg)) = (pp.parse(), pg.parse()) {
-                v.push((pid, pp, pg));
-            }
-        }
-    }
-    v
-}
-
-/// `root` and every process below it, or in its process group.
-fn tree(root: u32) -> Vec<u32> {
-    let all = processes();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        for &(pid, ppid, pgid) in &all {
-            if (ppid == p || pgid == root) && !found.contains(&pid) {
-                found.push(pid);
-            }
-        }
-        i += 1;
-    }
-    found
-}
-
 /// A power cut for one process tree: stop the group and every descendant
 /// (even one that moved to a group of its own, such as a chrooted script),
 /// then SIGKILL them all, and reap the child.
 fn power_cut(child: &mut Child) {
     let pid = child.id();
     signal("STOP", &format!("-{pid}"));
-    let mut all = tree(pid);
+    let mut all = process_group_tree(pid);
     for p in &all {
         signal("STOP", &p.to_string());
     }
-    for p in tree(pid) {
+    for p in process_group_tree(pid) {
         if !all.contains(&p) {
             all.push(p);
         }
@@ -189,8 +149,8 @@ fn power_cut(child: &mut Child) {
 fn group_left(pgid: u32) -> Vec<u32> {
     processes()
         .into_iter()
-        .filter(|&(pid, _, pg)| pg == pgid && pid != pgid)
-        .map(|(pid, _, _)| pid)
+        .filter(|p| p.pgid == pgid && p.pid != pgid)
+        .map(|p| p.pid)
         .collect()
 }
 
@@ -291,7 +251,7 @@ impl Lab {
         }
         let mut c = d.command("=0.1.1", &["switch"]);
         c.env("FH_LITE_SLOW_SLEEP", "0");
-        let r = crate::apply::no_secret(crate::support::util::output(c));
+        let r = crate::support::deploy::no_secret(crate::support::util::output(c));
         assert_eq!(r.code, 0, "preparing the template (slow-v1, switch): {r:?}");
         let template = d.tmp.path().join("template");
         fs::rename(&d.root, &template).unwrap();
@@ -340,7 +300,7 @@ impl Lab {
             .stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
             .process_group(0);
-        (c.spawn().expect("spawn fh-lite"), out, err)
+        (crate::support::watchdog::spawn(c), out, err)
     }
 
     /// The apply `req` with `extra`, to completion (or [`RUN_LIMIT`]).
@@ -452,7 +412,7 @@ fn collect(code: i32, out: &Path, err: &Path) -> Run {
         stdout: fs::read_to_string(out).unwrap_or_default(),
         stderr: fs::read_to_string(err).unwrap_or_default(),
     };
-    crate::apply::no_secret(r)
+    crate::support::deploy::no_secret(r)
 }
 
 // ---------------------------------------------------------------- JSON
@@ -1308,7 +1268,7 @@ fn rollback_killed_mid_switch_is_finished_by_recover() {
         .stdout(Stdio::null())
         .stderr(fs::File::create(&err).unwrap())
         .process_group(0);
-    let mut child = c.spawn().expect("spawn fh-lite rollback");
+    let mut child = crate::support::watchdog::spawn(c);
     let began = Instant::now();
     let started = |m: &Marks| {
         m.switch[start.switch.len().min(m.switch.len())..]
@@ -1370,4 +1330,144 @@ fn rollback_killed_mid_switch_is_finished_by_recover() {
     let r = lab.d.fh(&["recover"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("nothing to recover"), "{r:?}");
+}
+
+/// `start`/`end` lines of the slow switch log after the first `skip`, as
+/// (word, variant, pid); and the pairs of runs that overlapped: a `start`
+/// while another run's `start` had no `end` yet.
+fn overlaps(log: &[String], skip: usize) -> Vec<String> {
+    let mut open: Vec<String> = Vec::new();
+    let mut found = Vec::new();
+    for l in log.iter().skip(skip) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (Some(word), Some(pid)) = (f.first(), f.last()) else {
+            continue;
+        };
+        match *word {
+            "start" => {
+                if !open.is_empty() {
+                    found.push(format!("'{l}' while {open:?} still ran"));
+                }
+                open.push(pid.to_string());
+            }
+            "end" => open.retain(|p| p != pid),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Whether process `pid` runs (exists and is no zombie).
+fn alive(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Apply slow-v2 with `extra`; kill fh-lite alone (SIGKILL to its pid, not
+/// its group: the OOM killer, `kill -9 PID`) once the script has started,
+/// and rerun at once. Returns the rerun and the orphan's pid.
+fn kill_alone_mid_activation(lab: &mut Lab, sleep: &str, extra: &[&str]) -> (Run, String) {
+    lab.reset();
+    let err = lab.d.tmp.path().join("alone.err");
+    let mut c = lab.d.command("=0.1.2", extra);
+    c.env("FH_LITE_SLOW_SLEEP", sleep)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).unwrap());
+    let mut child = crate::support::watchdog::spawn(c);
+    let began = Instant::now();
+    let base = lab.base_switch_lines;
+    let orphan = loop {
+        let log = lines(&lab.root().join(SLOW_LOG));
+        if let Some(l) = log[base.min(log.len())..]
+            .iter()
+            .find(|l| l.starts_with("start switch slow-v2 "))
+        {
+            break l.rsplit(' ').next().unwrap_or("").to_string();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the apply ended before slow-v2's script started: {}",
+            fs::read_to_string(&err).unwrap_or_default()
+        );
+        assert!(
+            began.elapsed() < RUN_LIMIT,
+            "slow-v2's script never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    signal("KILL", &child.id().to_string());
+    let _ = child.wait();
+    assert!(
+        alive(&orphan),
+        "the script (pid {orphan}) should outlive fh-lite"
+    );
+    let mut c = lab.d.command("=0.1.2", extra);
+    c.env("FH_LITE_SLOW_SLEEP", SLEEP);
+    let r = crate::support::deploy::no_secret(crate::support::util::output(c));
+    (r, orphan)
+}
+
+/// fh-lite killed alone while its activation script runs: the script lives
+/// on, and the rerun's recovery waits for it before it activates again
+/// (never two side by side); past `--activation-timeout` it kills it first.
+#[test]
+fn killed_alone_mid_activation_never_runs_two_activations_at_once() {
+    if !is_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    // The orphan ends within its time limit: waited for.
+    let (r, orphan) = kill_alone_mid_activation(&mut lab, "2", &["switch"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let log = lines(&lab.root().join(SLOW_LOG));
+    let both = overlaps(&log, lab.base_switch_lines);
+    assert!(
+        both.is_empty(),
+        "two activations ran side by side: {both:?}\nlog: {log:?}\n{r:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| *l == format!("end switch slow-v2 {orphan}")),
+        "the orphan was not left to finish: {log:?}"
+    );
+    assert!(
+        r.stderr
+            .contains("is still running; waiting for it to finish")
+            && r.stderr.contains("finished; recovering"),
+        "the rerun does not say it waited: {r:?}"
+    );
+    assert!(
+        log.last()
+            .is_some_and(|l| l.starts_with("end switch slow-v2 ")),
+        "slow-v2 was activated again to its end: {log:?}"
+    );
+    // The orphan outlives --activation-timeout: killed with its group.
+    let (r, orphan) = kill_alone_mid_activation(
+        &mut lab,
+        "30",
+        &["switch", "--activation-timeout", "3", "--no-rollback"],
+    );
+    let log = lines(&lab.root().join(SLOW_LOG));
+    assert!(
+        r.stderr
+            .contains("did not finish within --activation-timeout; killed its process group"),
+        "the rerun does not say it killed the orphan: {r:?}"
+    );
+    assert!(!alive(&orphan), "the orphan (pid {orphan}) still runs");
+    assert!(
+        !log.iter()
+            .any(|l| *l == format!("end switch slow-v2 {orphan}")),
+        "the orphan was not killed: {log:?}"
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        log.last()
+            .is_some_and(|l| l.starts_with("end switch slow-v2 ")),
+        "slow-v2 was activated again to its end: {log:?}"
+    );
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::apply::{no_secret, Deploy};
+use crate::support::deploy::{no_secret, Deploy};
 use crate::support::fixtures::fixtures;
 use crate::support::util::{fh_lite, output, Run};
 use crate::support::{is_root, require};
@@ -309,11 +309,12 @@ fn reboot_only_when_needed_inside_the_window_never_under_root() {
         "{r:?}"
     );
     // The journal carries the confirmation: the next run resumes it with
-    // the health check (crash recovery); status says so.
+    // the health check (crash recovery); status names it as a reboot, not
+    // as a kill.
     let st = d.fh(&["status"]);
     assert!(
         st.stdout.contains(&format!(
-            "pending         {} (switch, killed during health-check); the next run will resume it",
+            "pending         {} (switch, rebooted into it); the next run confirms it with the health check",
             path("system-exit100")
         )),
         "{st:?}"

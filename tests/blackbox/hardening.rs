@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::apply::{judge_image, no_secret, Deploy, TOKEN};
+use crate::support::deploy::{judge_image, no_secret, Deploy, TOKEN};
 use crate::support::fakehub::{FakeHub, Opts};
 use crate::support::fixtures::{fixtures, Fixtures};
 use crate::support::util::{output, Run, TempDir};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::apply::Deploy;
+use crate::support::deploy::Deploy;
 use crate::support::fixtures::fixtures;
 use crate::support::util::{fh_lite, output, Run, TempDir};
 use crate::support::{is_root, require};

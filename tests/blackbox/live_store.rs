@@ -7,15 +7,16 @@
 //! local store, and `nix copy` from a cache behind a private CA.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::apply::{no_secret, Deploy};
+use crate::support::deploy::{no_secret, Deploy};
 use crate::support::fixtures::{fixtures, Fixtures, TRUSTED_KEY_NAME};
 use crate::support::nixd::{nix_cmd, nix_env, NixDaemon};
+use crate::support::procs::descendants;
 use crate::support::util::{output, Run};
 
 /// NARs sent in 32 KiB pieces 40 ms apart (busybox: about 2.5 s).
@@ -279,11 +280,17 @@ fn local_store_as_root() {
     );
     verify_clean(&d);
     judge_closure(&d, f, "system-v1");
-    // path-info lists the closure (registered by --load-db: no signatures).
-    assert_eq!(
-        sigs(&d, &v1.path).keys().cloned().collect::<Vec<_>>(),
-        v1.closure
-    );
+    // path-info lists the closure, each path with the cache's signature
+    // in Nix's own database.
+    let s = sigs(&d, &v1.path);
+    assert_eq!(s.keys().cloned().collect::<Vec<_>>(), v1.closure);
+    for (p, sig) in &s {
+        assert!(
+            sig.split_whitespace()
+                .any(|g| g.starts_with(&format!("{TRUSTED_KEY_NAME}:"))),
+            "{p} lacks the cache's signature: {sig:?}"
+        );
+    }
     assert_eq!(d.hub.requests_to("/nar/").len(), v1.closure.len());
 
     dry_run_fetches_nothing(&d, "=0.1.175", &store);
@@ -302,34 +309,6 @@ fn local_store_as_root() {
     );
     assert_eq!(d.hub.requests_to("/nar/").len(), before, "no NAR requested");
     verify_clean(&d);
-}
-
-/// Pids of `root` and all its descendants, from /proc/*/stat.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // pid (comm) state ppid …; comm may hold spaces: split after ')'.
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    let mut all = vec![root];
-    let mut i = 0;
-    while i < all.len() {
-        if let Some(c) = children.get(&all[i]) {
-            all.extend(c);
-        }
-        i += 1;
-    }
-    all
 }
 
 /// What the watcher saw while fh-lite ran.
@@ -354,7 +333,7 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
     let store = vec!["--store".to_string(), "nix".to_string()];
     let mut cmd = live(&d, "=0.1.175", &with(&["boot"], &store));
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn fh-lite");
+    let child = crate::support::watchdog::spawn(cmd);
     let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -364,7 +343,7 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
             let secrets: [&[u8]; 4] = [
                 b"flakehub:",
                 b"eyJ",
-                crate::apply::TOKEN.as_bytes(),
+                crate::support::deploy::TOKEN.as_bytes(),
                 b"password",
             ];
             while !done.load(Ordering::SeqCst) {
@@ -468,7 +447,7 @@ fn nix_copy_fallback_keeps_the_token_out_of_argv_and_environ() {
 fn spawn_live(d: &Deploy, req: &str, extra: &[&str]) -> std::process::Child {
     let mut c = live(d, req, extra);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    c.spawn().expect("spawn fh-lite")
+    crate::support::watchdog::spawn(c)
 }
 
 fn finish(child: std::process::Child) -> Run {
@@ -674,6 +653,25 @@ fn local_store_into_a_fresh_root() {
     assert!(d.root.join("nix/var/nix/db/db.sqlite").exists());
     verify_clean(&d);
     judge_closure(&d, f, "system-v1");
+    for (p, sig) in sigs(&d, &f.get("system-v1").path) {
+        assert!(
+            sig.contains(&format!("{TRUSTED_KEY_NAME}:")),
+            "{p}: {sig:?}"
+        );
+    }
+    // The private cache the signatures went through is gone (once the run
+    // that made it, `fh-lite-sigs-PID-N`, has ended).
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix("fh-lite-sigs-")
+                .and_then(|r| r.split('-').next())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

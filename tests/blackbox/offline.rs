@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::apply::{judge_image, nix_isolated, no_secret, ok, Deploy};
+use crate::support::deploy::{judge_image, nix_isolated, no_secret, ok, Deploy};
 use crate::support::fixtures::{fixtures, Fixtures};
 use crate::support::util::{fh_lite, output, Run};
 

@@ -84,3 +84,38 @@ fn readme_exit_table_matches_help() {
         .collect();
     assert_eq!(rows, want, "README.md's exit table differs from --help");
 }
+
+/// The unit's `TimeoutStopSec=` covers what a stop lets fh-lite finish with
+/// its own ExecStart: the activation(s), the health check (default 60 s)
+/// and a rollback, each script up to `--activation-timeout`.
+#[test]
+fn unit_stop_timeout_covers_an_activation_a_health_check_and_a_rollback() {
+    let unit = std::fs::read_to_string(repo().join("systemd/fh-lite.service")).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the unit"))
+            .to_string()
+    };
+    let exec = value("ExecStart=");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    let opt = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .map(|v| v.parse::<u64>().expect("a number of seconds"))
+    };
+    let act = opt("--activation-timeout").expect("the unit sets --activation-timeout");
+    let health = opt("--health-timeout").unwrap_or(60);
+    // --trial: `test`, then the commit's `boot`, then a rollback's switch.
+    let scripts = if words.contains(&"--trial") { 3 } else { 2 };
+    let need = scripts * act + health;
+    let stop: u64 = value("TimeoutStopSec=")
+        .parse()
+        .expect("TimeoutStopSec in seconds");
+    assert!(
+        stop >= need,
+        "TimeoutStopSec={stop} is shorter than {scripts} × {act} + {health} = {need}"
+    );
+}

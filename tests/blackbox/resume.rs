@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::apply::{judge_image, Deploy};
+use crate::support::deploy::{judge_image, Deploy};
 use crate::support::fakehub::Request;
 use crate::support::fixtures::{fixtures, Fixtures};
 

@@ -7,6 +7,7 @@ Python 3.11 standard library plus the `openssl` command line tool.
     python3 fakehub.py --config CONFIG.json --port-file PORT_FILE
                        [--tls-dir DIR] [--log LOG.jsonl]
                        [--second-port-file FILE] [--host 127.0.0.1]
+                       [--san IP:10.0.2.100 …]
 
 --config FILE        JSON (below).
 --port-file FILE     written (atomically) with the port number and a newline
@@ -14,6 +15,9 @@ Python 3.11 standard library plus the `openssl` command line tool.
 --tls-dir DIR        serve HTTPS: a fresh CA (DIR/ca.pem) and a server
                      certificate for 127.0.0.1 and localhost are made with
                      openssl at start. Without it: plain HTTP.
+--san NAME           one more subjectAltName for that certificate (repeatable),
+                     e.g. IP:10.0.2.100, the stand-in's address as the device
+                     lab's guests reach it through qemu's guestfwd.
 --log FILE           request log, one JSON object per line:
                      {"server": "main"|"second", "method": "GET", "path": "/f/…",
                       "auth": "none"|"bearer"|"basic"|"other", "status": 200,
@@ -775,7 +779,7 @@ class Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def make_tls(dir_):
+def make_tls(dir_, extra_san=()):
     os.makedirs(dir_, exist_ok=True)
 
     def run(*args):
@@ -787,7 +791,8 @@ def make_tls(dir_):
     run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
         "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     with open(os.path.join(dir_, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        san = ",".join(["IP:127.0.0.1", "DNS:localhost", *extra_san])
+        f.write(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
                 "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
@@ -811,12 +816,13 @@ def main():
     ap.add_argument("--log")
     ap.add_argument("--second-port-file")
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--san", action="append", default=[])
     args = ap.parse_args()
 
     with open(args.config) as f:
         config = json.load(f)
     state = State(config, args.log)
-    tls = make_tls(args.tls_dir) if args.tls_dir else None
+    tls = make_tls(args.tls_dir, args.san) if args.tls_dir else None
 
     servers = [Server((args.host, 0), state, "main", tls)]
     if args.second_port_file:

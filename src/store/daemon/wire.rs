@@ -1,31 +1,31 @@
-//! The daemon's wire codec (nix-protocols.md §5.1): primitives and the
+//! The daemon's wire codec (docs/formats.md, "Daemon protocol"): primitives and the
 //! decoder of the stderr stream that follows every operation. No sockets
 //! and no store here, only `Read`/`Vec<u8>`, so the fuzz target
 //! `daemon_stderr` (fuzz/) builds this file on its own.
 
 use std::io::{self, Read};
 
-pub(super) const fn proto(major: u64, minor: u64) -> u64 {
+pub const fn proto(major: u64, minor: u64) -> u64 {
     (major << 8) | minor
 }
 
-pub(super) const STDERR_NEXT: u64 = 0x6f6c_6d67;
-pub(super) const STDERR_READ: u64 = 0x6461_7461;
-pub(super) const STDERR_WRITE: u64 = 0x6461_7416;
-pub(super) const STDERR_LAST: u64 = 0x616c_7473;
-pub(super) const STDERR_ERROR: u64 = 0x6378_7470;
-pub(super) const STDERR_START_ACTIVITY: u64 = 0x5354_5254;
-pub(super) const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
-pub(super) const STDERR_RESULT: u64 = 0x5253_4c54;
+pub const STDERR_NEXT: u64 = 0x6f6c_6d67;
+pub const STDERR_READ: u64 = 0x6461_7461;
+pub const STDERR_WRITE: u64 = 0x6461_7416;
+pub const STDERR_LAST: u64 = 0x616c_7473;
+pub const STDERR_ERROR: u64 = 0x6378_7470;
+pub const STDERR_START_ACTIVITY: u64 = 0x5354_5254;
+pub const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
+pub const STDERR_RESULT: u64 = 0x5253_4c54;
 
 /// Longest string we accept from the daemon (log lines, error messages).
-pub(super) const MAX_STRING: u64 = 1 << 20;
+pub const MAX_STRING: u64 = 1 << 20;
 /// Most items we accept in one set/list/field list from the daemon.
-pub(super) const MAX_ITEMS: u64 = 1 << 20;
+pub const MAX_ITEMS: u64 = 1 << 20;
 
 /// A failure on the wire, before the socket path is attached.
 #[derive(Debug)]
-pub(super) enum Wire {
+pub enum Wire {
     Io(io::Error),
     /// The peer broke the protocol.
     Protocol(String),
@@ -41,30 +41,30 @@ impl From<io::Error> for Wire {
 
 // ---- primitives --------------------------------------------------------
 
-pub(super) fn put_u64(out: &mut Vec<u8>, v: u64) {
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-pub(super) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_u64(out, b.len() as u64);
     out.extend_from_slice(b);
     out.resize(out.len() + (8 - b.len() % 8) % 8, 0);
 }
 
-pub(super) fn put_set<S: AsRef<[u8]>>(out: &mut Vec<u8>, items: &[S]) {
+pub fn put_set<S: AsRef<[u8]>>(out: &mut Vec<u8>, items: &[S]) {
     put_u64(out, items.len() as u64);
     for i in items {
         put_bytes(out, i.as_ref());
     }
 }
 
-pub(super) fn get_u64(r: &mut dyn Read) -> Result<u64, Wire> {
+pub fn get_u64(r: &mut dyn Read) -> Result<u64, Wire> {
     let mut b = [0u8; 8];
     r.read_exact(&mut b)?;
     Ok(u64::from_le_bytes(b))
 }
 
-pub(super) fn get_bytes(r: &mut dyn Read, what: &str) -> Result<Vec<u8>, Wire> {
+pub fn get_bytes(r: &mut dyn Read, what: &str) -> Result<Vec<u8>, Wire> {
     let len = get_u64(r)?;
     if len > MAX_STRING {
         return Err(Wire::Protocol(format!(
@@ -82,12 +82,12 @@ pub(super) fn get_bytes(r: &mut dyn Read, what: &str) -> Result<Vec<u8>, Wire> {
     Ok(buf)
 }
 
-pub(super) fn get_string(r: &mut dyn Read, what: &str) -> Result<String, Wire> {
+pub fn get_string(r: &mut dyn Read, what: &str) -> Result<String, Wire> {
     String::from_utf8(get_bytes(r, what)?)
         .map_err(|_| Wire::Protocol(format!("{what} is not UTF-8")))
 }
 
-pub(super) fn get_count(r: &mut dyn Read, what: &str) -> Result<u64, Wire> {
+pub fn get_count(r: &mut dyn Read, what: &str) -> Result<u64, Wire> {
     let n = get_u64(r)?;
     if n > MAX_ITEMS {
         return Err(Wire::Protocol(format!(
@@ -99,7 +99,7 @@ pub(super) fn get_count(r: &mut dyn Read, what: &str) -> Result<u64, Wire> {
 
 /// Daemon messages carry ANSI colour codes (Nix's hint formatting); strip
 /// them, and the "error: " prefix the Nix client would add itself.
-pub(super) fn clean_message(raw: &str) -> String {
+pub fn clean_message(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
@@ -123,7 +123,7 @@ pub(super) fn clean_message(raw: &str) -> String {
 /// How daemon log lines reach the user.
 pub type LogFn = fn(&str);
 
-pub(super) fn skip_fields(r: &mut dyn Read) -> Result<(), Wire> {
+pub fn skip_fields(r: &mut dyn Read) -> Result<(), Wire> {
     let n = get_count(r, "activity field list")?;
     for _ in 0..n {
         match get_u64(r)? {
@@ -141,7 +141,7 @@ pub(super) fn skip_fields(r: &mut dyn Read) -> Result<(), Wire> {
 
 /// Read the stderr stream of one operation up to `STDERR_LAST`; log lines
 /// go to `log`, `STDERR_ERROR` becomes `Wire::Daemon`.
-pub(super) fn process_stderr(r: &mut dyn Read, version: u64, log: LogFn) -> Result<(), Wire> {
+pub fn process_stderr(r: &mut dyn Read, version: u64, log: LogFn) -> Result<(), Wire> {
     loop {
         match get_u64(r)? {
             STDERR_LAST => return Ok(()),

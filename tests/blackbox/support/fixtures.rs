@@ -44,7 +44,7 @@ pub struct Fixtures {
     pub caches: BTreeMap<String, PathBuf>,
     /// Fixture name (basic, basic-big, basic-leaf, basic-mid1, basic-mid2,
     /// system-v1, system-v2, system-exit{1,2,4,100}, darwin-{ok,fail},
-    /// home-manager-{ok,fail}) → store path and closure.
+    /// home-manager-{ok,ok2,fail}) → store path and closure.
     pub fixtures: BTreeMap<String, Fixture>,
     /// Every path of every closure → its NAR hash, size, references.
     pub paths: BTreeMap<String, PathInfo>,
@@ -324,8 +324,9 @@ fn fixtures_are_complete() {
         ("system-exit100", "bin/switch-to-configuration", 100),
         ("darwin-ok", "sw/bin/darwin-rebuild", 0),
         ("darwin-fail", "sw/bin/darwin-rebuild", 1),
-        ("home-manager-ok", "activate", 0),
-        ("home-manager-fail", "activate", 1),
+        ("home-manager-ok", "activate-record", 0),
+        ("home-manager-ok2", "activate-record", 0),
+        ("home-manager-fail", "activate-record", 1),
     ] {
         let fx = f.get(name);
         let script = f.real_path(&fx.path).join(rel);

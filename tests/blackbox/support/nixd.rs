@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::fixtures::fixtures;
+use crate::support::procs::descendants;
 
 /// The environment for Nix programs (and for fh-lite, whose `nix` and
 /// `nix-store` children inherit it), everything under `dir/nix-env`.
@@ -103,27 +104,16 @@ impl NixDaemon {
         }
     }
 
-    /// SIGKILL the daemon and its workers (found by parent pid: they start
-    /// their own sessions).
+    /// SIGKILL the daemon and its workers (which start their own
+    /// sessions, so they are found as its descendants).
     pub fn kill(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let me = child.id().to_string();
-        let mut pids = vec![me.clone()];
-        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // pid (comm) state ppid …; comm may hold spaces: split after ')'.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().nth(1));
-            if ppid == Some(me.as_str()) {
-                pids.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
+        let pids = descendants(child.id());
         let _ = Command::new("kill")
             .arg("-KILL")
-            .args(&pids)
+            .args(pids.iter().map(u32::to_string))
             .stderr(Stdio::null())
             .status();
         let _ = child.wait();

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 /// The binary under test and its optional runner (qemu-user).
@@ -18,6 +18,7 @@ pub fn exe() -> (PathBuf, Option<String>) {
 
 /// A command for fh-lite with a clean environment: no FlakeHub variables,
 /// HOME and XDG dirs pointing nowhere, so a developer's token is never read.
+/// Run it with [`output`] or `support::watchdog::spawn` (the time limit).
 pub fn fh_lite(args: &[&str]) -> Command {
     let (exe, runner) = exe();
     let mut cmd = match runner {
@@ -54,10 +55,9 @@ impl std::fmt::Debug for Run {
     }
 }
 
-pub fn output(mut cmd: Command) -> Run {
-    let out: Output = cmd
-        .output()
-        .expect("spawn fh-lite (is FH_LITE_RUNNER installed?)");
+/// Run `cmd` (from [`fh_lite`]) to its end, under the watchdog's time limit.
+pub fn output(cmd: Command) -> Run {
+    let out: Output = super::watchdog::output(cmd);
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -69,41 +69,6 @@ pub fn run(args: &[&str]) -> Run {
     output(fh_lite(args))
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "fh-lite-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // Store paths are read-only (0555 dirs); make them writable first.
-        let _ = Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(&self.0)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// A fresh directory under the system temp dir, removed on drop (read-only
+/// store trees included).
+pub use fh_lite::testutil::TempDir;

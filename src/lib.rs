@@ -1,0 +1,112 @@
+//! fh-lite: deploy a FlakeHub-published configuration onto this machine.
+//!
+//! The whole program is one pipeline (docs/architecture.md):
+//!
+//! ```text
+//! outref ──► resolve ──► plan ──► fetch ──► register ──► activate
+//! ```
+//!
+//! The library holds every module; `src/main.rs` is a thin main over it:
+//! parse the command line (two phases, [`cli`]), [`run`] the command, print
+//! an error once as `fh-lite: <message>`, and exit with the status of its
+//! class ([`error::Exit`], the table in `--help`). The fuzz targets
+//! (`fuzz/`) and the black-box suite (`tests/blackbox`) import the modules
+//! they need from here.
+
+#![forbid(unsafe_code)]
+// Tests set up their trees with std; fh-lite itself writes through rootfs::Dir
+// (clippy.toml).
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
+mod activate;
+mod apply;
+mod bundle;
+mod bundle_cmd;
+mod cache;
+mod cache_file;
+pub mod cli;
+mod direct;
+pub mod error;
+mod fetch;
+mod flakehub;
+mod fleet;
+mod http;
+mod metrics;
+pub mod nix;
+mod offline;
+pub mod outref;
+mod pin;
+mod plan;
+mod pool;
+mod progress;
+mod recover;
+mod resolve;
+mod resume;
+mod rollback;
+mod rootfs;
+mod schedule;
+mod signal;
+mod stage;
+mod state;
+mod status;
+mod store;
+#[doc(hidden)]
+#[allow(clippy::disallowed_methods)]
+pub mod testutil;
+pub mod ui;
+mod url;
+mod util;
+mod versions;
+
+use cli::{Cli, Command};
+use error::{Error, Exit};
+
+/// The pure parsers the fuzz targets drive, besides [`nix`] and [`outref`]:
+/// the daemon's stderr stream and FlakeHub's output answer.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::flakehub::answer;
+    pub use crate::store::daemon::wire;
+}
+
+/// Run one command, then write its metrics (`--metrics-file`, metrics.rs)
+/// unless another run holds the lock (it writes its own).
+pub fn run(cli: Cli) -> Result<Exit, Error> {
+    ui::set_quiet(cli.common.quiet || cli.common.json);
+    let (started, clock) = (util::unix_now(), std::time::Instant::now());
+    let result = run_command(&cli);
+    if let Some(path) = &cli.fleet.metrics_file {
+        let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+        if exit != Exit::AlreadyRunning {
+            let duration_secs = clock.elapsed().as_secs_f64();
+            let run = metrics::Run {
+                started,
+                duration_secs,
+                exit,
+            };
+            metrics::write_after(&cli.common, path, &run);
+        }
+    }
+    result
+}
+
+/// Run one command; the whole program's shape fits on this screen.
+fn run_command(cli: &Cli) -> Result<Exit, Error> {
+    match cli.command {
+        Command::Help => {
+            ui::print_stdout(&cli::help());
+            Ok(Exit::Success)
+        }
+        Command::Version => {
+            ui::print_stdout(&format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
+            Ok(Exit::Success)
+        }
+        Command::Resolve { ref reference } => resolve::run(&cli.common, reference),
+        Command::Apply(ref opts) => apply::run(&cli.common, opts, &cli.offline, &cli.fleet),
+        Command::Fetch(ref opts) => stage::run(&cli.common, opts, &cli.offline),
+        Command::BundleCreate(ref opts) => bundle_cmd::run(&cli.common, opts, &cli.offline),
+        Command::Status => status::run(&cli.common),
+        Command::Rollback { to } => rollback::run(&cli.common, to),
+        Command::Recover => recover::run(&cli.common),
+    }
+}
