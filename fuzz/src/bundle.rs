@@ -8,6 +8,8 @@
 
 use std::io::{Cursor, Read};
 
+// The reader is private to fh-lite's library: built here by path.
+#[allow(dead_code)]
 #[path = "../../src/bundle/tar.rs"]
 mod tar;
 
