@@ -13,6 +13,7 @@ use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch;
+use crate::fetch::FetchOptions;
 use crate::flakehub;
 use crate::http::{Client, Secret};
 use crate::nix::signature::TrustedKeys;
@@ -32,6 +33,10 @@ pub fn run(
     fleet: &FleetOpts,
 ) -> Result<Exit, Error> {
     let started = Instant::now();
+    // SIGTERM/SIGINT stop the run from here on, also while the bundle is
+    // read (a FIFO, a pipe that never ends; signal.rs), and never cut an
+    // activation short.
+    crate::signal::install()?;
     // Offline modes ([`open_offline`]): `--from` opens the bundle and
     // takes REF from its verified manifest; the bundle then stands in for
     // resolve and the cache below. Refuses an older exact version
@@ -54,11 +59,10 @@ pub fn run(
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
     if !opts.dry_run {
-        // From here SIGTERM/SIGINT stop the transfer cleanly, and never
-        // cut an activation short (signal.rs).
-        crate::signal::install()?;
         // An attempt a kill interrupted is finished or undone first.
-        if let Some(result) = recover::before_command(common, &state)? {
+        if let Some(result) =
+            recover::before_command(common, &state, &recover::Allowed::of_apply(common, opts))?
+        {
             return result;
         }
         // `fh-lite hold`: the device stays where it is.
@@ -150,7 +154,12 @@ pub fn run(
     // fetch + register
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    let fetched = token.fetch(store, &opts.trusted_keys, opts.jobs, plan);
+    let fetched = token.fetch(
+        store,
+        &opts.trusted_keys,
+        &FetchOptions::of(common, opts.jobs),
+        plan,
+    );
     if let Err(e) = fetched.map_err(interrupted_or) {
         // Stopped midway: what actually arrived, not the planned total.
         attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
@@ -315,10 +324,10 @@ impl crate::offline::Source for ClosureToken<'_> {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error> {
-        ClosureToken::fetch(self, store, keys, jobs, plan)
+        ClosureToken::fetch(self, store, keys, how, plan)
     }
 }
 
@@ -390,13 +399,14 @@ impl<'a> ClosureToken<'a> {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         mut plan: Plan,
     ) -> Result<(), Error> {
+        let jobs = how.jobs;
         let progress = Progress::new(Mode::detect(self.common.quiet, self.common.json));
         loop {
             progress.plan(&plan);
-            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, jobs, &progress) else {
+            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, how, &progress) else {
                 return Ok(());
             };
             if !self.renew(&e, store)? {
@@ -454,12 +464,12 @@ fn open_offline(
         .as_ref()
         .map_or(&opts.reference, |o| &o.opts.reference);
     if !offline.allow_downgrade {
-        crate::versions::check(&common.state_dir, reference)?;
+        crate::versions::check(&crate::state::StateDir::of(common), reference)?;
     }
     Ok(opened)
 }
 
 /// After a successful apply: remember its exact version (if any).
 fn remember(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
-    crate::versions::remember(&common.state_dir, &opts.reference)
+    crate::versions::remember(&crate::state::StateDir::of(common), &opts.reference)
 }

@@ -14,6 +14,8 @@ use std::cell::Cell;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 
+use crate::rootfs::Dir;
+
 use crate::bundle::tar::{StreamWriter, Writer};
 use crate::bundle::{self, Entry, Manifest, SecretKey};
 use crate::cache::CacheClient;
@@ -121,45 +123,46 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         ));
         return Ok(Exit::Success);
     }
-    let part = format!(
-        ".{}.part-",
-        output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
-    remove_dead_parts(output, &part);
-    let tmp = output.with_file_name(format!("{part}{}", std::process::id()));
     let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
-    let written = if offline.dir_format {
-        write_dir(
-            &tmp,
+    let (out_dir, out_name) = crate::rootfs::split(output).map_err(io_err)?;
+    let out_dir = crate::rootfs::open_dir(None, out_dir).map_err(io_err)?;
+    remove_dead_parts(&out_dir, out_name);
+    if offline.dir_format {
+        // Filled under a random name, then renamed into place.
+        let (tmp, d) = out_dir.create_temp_dir(out_name, PART).map_err(io_err)?;
+        let written = write_dir(
+            &d,
             &manifest_json,
             sig.as_deref(),
             &narinfos,
             &plan.paths,
             cache,
-        )
+        );
+        let placed = written.and_then(|()| {
+            if out_dir.exists(out_name) {
+                out_dir.remove_tree(out_name).map_err(io_err)?;
+            }
+            out_dir.rename(&tmp, out_name).map_err(io_err)?;
+            out_dir.sync().map_err(io_err)
+        });
+        if let Err(e) = placed {
+            let _ = out_dir.remove_tree(&tmp);
+            return Err(e);
+        }
     } else {
+        let mut f = out_dir.new_file(out_name, 0o644).map_err(io_err)?;
         write_tar(
-            &tmp,
+            &mut f,
+            output,
             &manifest,
             &manifest_json,
             sig.as_deref(),
             &narinfos,
             &plan.paths,
             cache,
-        )
-    };
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        )?;
+        f.commit().map_err(io_err)?;
     }
-    if offline.dir_format && output.is_dir() {
-        std::fs::remove_dir_all(output).map_err(io_err)?;
-    }
-    std::fs::rename(&tmp, output).map_err(io_err)?;
     let bytes: u64 = plan.download_bytes;
     crate::outcome::store_path(&root);
     crate::outcome::outcome("bundle-created");
@@ -248,8 +251,10 @@ impl Read for Hashing {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_tar(
-    tmp: &Path,
+    file: &mut crate::rootfs::NewFile<'_>,
+    output: &Path,
     manifest: &Manifest,
     manifest_json: &str,
     sig: Option<&str>,
@@ -257,8 +262,7 @@ fn write_tar(
     paths: &[NarInfo],
     cache: &dyn CacheClient,
 ) -> Result<(), Error> {
-    let io_err = |e: io::Error| Error::option_file("write bundle", tmp, &e);
-    let file = std::fs::File::create(tmp).map_err(io_err)?;
+    let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
     let mut w = Writer::new(io::BufWriter::new(file), manifest.created);
     w.add(bundle::MANIFEST, manifest_json.as_bytes())
         .map_err(io_err)?;
@@ -273,8 +277,8 @@ fn write_tar(
         copy_nar(cache, info, &mut |r| w.add_stream(&name, r))?;
     }
     let out = w.finish().map_err(io_err)?;
-    let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)
+    out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    Ok(())
 }
 
 /// Standard output, remembering whether a write to it failed (to tell the
@@ -359,17 +363,18 @@ fn write_tar_stdout(
     }
 }
 
+/// The files of a dir bundle, each written crash-safely into `d` (a fresh
+/// private directory, renamed into place by the caller).
 fn write_dir(
-    tmp: &Path,
+    d: &Dir,
     manifest_json: &str,
     sig: Option<&str>,
     narinfos: &[(String, String)],
     paths: &[NarInfo],
     cache: &dyn CacheClient,
 ) -> Result<(), Error> {
-    let io_err = |e: io::Error| Error::option_file("write bundle", tmp, &e);
-    std::fs::create_dir_all(tmp.join("nar")).map_err(io_err)?;
-    let put = |name: &str, data: &[u8]| std::fs::write(tmp.join(name), data).map_err(io_err);
+    let io_err = |e: io::Error| Error::io("write bundle", d.path(), &e);
+    let put = |name: &str, data: &[u8]| d.write_atomic(name, 0o644, data).map_err(io_err);
     put(
         "nix-cache-info",
         b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
@@ -381,43 +386,46 @@ fn write_dir(
     for (name, text) in narinfos {
         put(name, text.as_bytes())?;
     }
+    d.create_dir("nar").map_err(io_err)?;
+    let nar_dir = d.open_subdir("nar").map_err(io_err)?;
     for info in paths {
-        let p = tmp.join(bundle::nar_name(info));
-        let mut f = std::fs::File::create(&p).map_err(io_err)?;
-        copy_nar(cache, info, &mut |r| {
-            let n = io::copy(r, &mut f)?;
-            f.flush()?;
-            Ok(n)
-        })?;
+        let name = bundle::nar_name(info);
+        let base = name.strip_prefix("nar/").unwrap_or(&name);
+        let mut f = nar_dir.new_file(base, 0o644).map_err(io_err)?;
+        copy_nar(cache, info, &mut |r| io::copy(r, &mut f))?;
+        f.commit().map_err(io_err)?;
     }
-    Ok(())
+    // The directory itself is made readable as a bundle is.
+    d.set_mode(0o755).map_err(io_err)
 }
+
+/// Dir bundles are filled as `.NAME.part-PID-RANDOM`, tar bundles
+/// written as `.NAME.tmp-PID-RANDOM` ([`Dir::new_file`]).
+const PART: &str = "part";
 
 /// A `bundle create` killed while writing leaves `.NAME.part-PID` beside
 /// the output (never the output itself): remove those whose process is
 /// gone, so a rerun does not leave the debris for the image it builds.
-fn remove_dead_parts(output: &Path, prefix: &str) {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
+fn remove_dead_parts(dir: &Dir, out_name: &std::ffi::OsStr) {
+    let Ok(entries) = dir.entries() else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+    for name in entries {
+        let legacy = format!(".{}.part-", out_name.to_string_lossy());
+        let pid = crate::rootfs::temp_name_pid(&name, out_name, PART)
+            .or_else(|| crate::rootfs::temp_name_pid(&name, out_name, "tmp"))
+            // `.NAME.part-PID`, as earlier versions named them.
+            .or_else(|| name.to_str()?.strip_prefix(&legacy)?.parse().ok());
+        let Some(pid) = pid else {
             continue;
         };
-        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+        if Path::new("/proc").join(pid.to_string()).exists() {
             continue;
         }
-        let p = e.path();
         crate::ui::say(&format!(
             "removing {}, left by a bundle create that died",
-            p.display()
+            dir.join(&name).display()
         ));
-        let _ = std::fs::remove_dir_all(&p);
-        let _ = std::fs::remove_file(&p);
+        let _ = dir.remove_tree(&name);
     }
 }

@@ -19,6 +19,7 @@ use crate::cache::{status_error, CacheClient, FetchError};
 use crate::cache_file::FileCache;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
+use crate::fetch::FetchOptions;
 use crate::http::{Auth, Client, RangeAnswer, Secret};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::TrustedKeys;
@@ -89,12 +90,6 @@ impl CacheClient for HttpCache {
     fn get_nar_from(&self, url: &str, offset: u64) -> Result<RangeAnswer, FetchError> {
         (self.client.get_stream_from(url, self.auth(url), offset)).map_err(status_error)
     }
-    fn max_decoder_memory(&self) -> u64 {
-        self.client.max_decoder_memory()
-    }
-    fn note(&self, line: &str) {
-        self.client.note(line);
-    }
 }
 
 /// A cache client borrowed as a trait object.
@@ -112,12 +107,6 @@ impl CacheClient for Borrowed<'_> {
     }
     fn get_nar_from(&self, url: &str, offset: u64) -> Result<RangeAnswer, FetchError> {
         self.0.get_nar_from(url, offset)
-    }
-    fn max_decoder_memory(&self) -> u64 {
-        self.0.max_decoder_memory()
-    }
-    fn note(&self, line: &str) {
-        self.0.note(line)
     }
     fn nar_url(&self, info: &NarInfo) -> String {
         self.0.nar_url(info)
@@ -178,12 +167,12 @@ impl Source for Direct {
         &mut self,
         store: &dyn Store,
         _keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error> {
         let progress = Progress::new(Mode::detect(self.quiet, self.json));
         progress.plan(&plan);
-        crate::fetch::fetch_all(self.cache.as_ref(), store, &plan, jobs, &progress)
+        crate::fetch::fetch_all(self.cache.as_ref(), store, &plan, how, &progress)
             .map_err(|e| self.explain(e))
     }
 }

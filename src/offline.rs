@@ -15,6 +15,7 @@ use std::io::Read;
 use crate::cache::CacheClient;
 use crate::cli::ApplyOpts;
 use crate::error::Error;
+use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::TrustedKeys;
@@ -37,7 +38,7 @@ pub trait Source {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error>;
 }

@@ -42,7 +42,12 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
     pinned.push(root_path.clone());
     store.add_temp_roots(&pinned)?;
-    source.fetch(store, keys, opts.jobs, plan)?;
+    source.fetch(
+        store,
+        keys,
+        &crate::fetch::FetchOptions::of(common, opts.jobs),
+        plan,
+    )?;
     let link = offline
         .out_link
         .clone()

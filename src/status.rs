@@ -69,7 +69,7 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
     let state = StateDir::of(common).load()?;
     let token = flakehub::token_info(common);
     let fleet = state.fleet.unwrap_or_default();
-    let versions = crate::versions::all(&common.state_dir)?;
+    let versions = crate::versions::all(&StateDir::of(common))?;
     let json = StatusJson {
         profile: common.profile.display().to_string(),
         generation: current.as_ref().map(|g| g.number),

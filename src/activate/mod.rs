@@ -339,14 +339,18 @@ impl<'a> Ctx<'a> {
     /// `--root` through the `chroot` program (no `unsafe` pre_exec here).
     pub fn command(&self, program: &Path) -> Result<Command, ActivateError> {
         self.check_can_run()?;
-        Ok(match self.root {
+        let mut c = match self.root {
             Some(r) => {
                 let mut c = Command::new("chroot");
                 c.arg(r).arg(program);
                 c
             }
             None => Command::new(program),
-        })
+        };
+        // Never fh-lite's own standard input (under `--from -` the bundle
+        // pipe): activation scripts and health checks read nothing.
+        c.stdin(std::process::Stdio::null());
+        Ok(c)
     }
 
     /// `program` chrooted into the root as `nixos-install` runs the boot
@@ -546,6 +550,7 @@ pub fn activate(
     journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Result<Exit, Error> {
+    crate::signal::activation_begins();
     let ctx = Ctx::new(common);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => home_manager::activate(&ctx, settings, store_path, journal, report),
@@ -565,6 +570,7 @@ pub fn redo_rollback(
     journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Error {
+    crate::signal::activation_begins();
     let ctx = Ctx::new(common);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => {

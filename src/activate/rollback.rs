@@ -640,6 +640,7 @@ impl<'a> SwitchBack<'a> {
 
     /// Switch the profile to the target and run its switch script.
     pub fn run(&self, report: &mut Report) -> Result<Exit, Error> {
+        crate::signal::activation_begins();
         let ctx = &self.ctx;
         let (n, target) = (self.target.number, &self.target.target);
         let profile = ctx.profile.path.display();
