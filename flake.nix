@@ -36,11 +36,31 @@
       });
 
       # services.fh-lite: the systemd service and timer (see README, "Fleets").
-      nixosModules.default = { lib, pkgs, ... }: {
-        imports = [ ./nix/module.nix ];
-        services.fh-lite.package =
-          lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-      };
+      # The package is built where the configuration is built: natively when
+      # its build and host platforms agree, else this flake's static cross
+      # package for the host (an aarch64 or 32-bit ARM image built on x86_64
+      # needs no ARM builder). A pair this flake has no package for (say an
+      # armv7l system built natively) builds fh-lite with the
+      # configuration's own nixpkgs.
+      nixosModules.default = { lib, pkgs, ... }:
+        let
+          build = pkgs.stdenv.buildPlatform.system;
+          host = pkgs.stdenv.hostPlatform.system;
+          crossAttr = {
+            x86_64-linux = "fh-lite-x86_64-linux-musl";
+            aarch64-linux = "fh-lite-aarch64-linux-musl";
+            armv7l-linux = "fh-lite-armv7l-linux-musleabihf";
+          }.${host} or null;
+          fromHere = self.packages.${build} or null;
+          package =
+            if fromHere != null && build == host then fromHere.default
+            else if fromHere != null && crossAttr != null then fromHere.${crossAttr}
+            else fhLite pkgs.pkgsStatic;
+        in
+        {
+          imports = [ ./nix/module.nix ];
+          services.fh-lite.package = lib.mkDefault package;
+        };
       nixosModules.fh-lite = self.nixosModules.default;
     };
 }

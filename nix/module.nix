@@ -7,12 +7,24 @@
 #     healthCheck = "systemctl is-active --quiet sshd";
 #   };
 #
-# The flake passes `package` (the fh-lite build for this system).
+# The flake passes `package` (the fh-lite build for this system; built on
+# the build platform, cross-compiled when the configuration is cross).
 { config, lib, pkgs, ... }:
 
 let
   cfg = config.services.fh-lite;
-  inherit (lib) mkEnableOption mkIf mkOption types escapeShellArgs optionals;
+  inherit (lib) mkEnableOption mkIf mkOption types optionals concatMapStringsSep literalExpression;
+
+  # One argument of an Exec*= line: a double-quoted string with C escapes
+  # (systemd unquotes JSON's escapes), every `%` doubled so no specifier
+  # expands (`date +%H` stays itself, `%Q` is no unit error) and every `$`
+  # doubled so systemd expands no variable: fh-lite gets the text as written.
+  execArg = arg: builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON (toString arg));
+  execArgs = concatMapStringsSep " " execArg;
+
+  # The PATH of the service, and so of the health check (NixOS adds
+  # coreutils, findutils, gnugrep, gnused and systemd to every service).
+  basePath = [ pkgs.bash pkgs.curl pkgs.gawk pkgs.iproute2 pkgs.util-linux config.systemd.package ];
 
   args =
     # A loose reference is how a timer follows new releases: no warning
@@ -100,7 +112,22 @@ in
       example = "curl -fsS http://127.0.0.1:8080/health";
       description = ''
         Shell command run after activation (via /bin/sh -c); a failure or a
-        timeout rolls back to the previous generation.
+        timeout rolls back to the previous generation. It runs with the
+        service's PATH: bash, coreutils, findutils, gnugrep, gnused, gawk,
+        curl, iproute2 (ip, ss), util-linux and systemd (systemctl), then
+        /run/wrappers/bin (setuid wrappers such as ping), then the packages
+        of healthCheckPackages. Written as is: `%` and `$` reach the shell
+        unchanged.
+      '';
+    };
+
+    healthCheckPackages = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      example = literalExpression "[ pkgs.jq pkgs.netcat ]";
+      description = ''
+        More packages whose bin/ and sbin/ go on the PATH of the service and
+        of its health check (after those healthCheck lists).
       '';
     };
 
@@ -183,11 +210,11 @@ in
       # Activation must not stop or restart the unit that runs it.
       restartIfChanged = false;
       stopIfChanged = false;
-      # chroot, sh and the health check's tools.
-      path = [ pkgs.coreutils pkgs.bash config.systemd.package ];
+      # sh and the health check's tools (see healthCheck).
+      path = basePath ++ [ "/run/wrappers" ] ++ cfg.healthCheckPackages;
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = "${cfg.package}/bin/fh-lite ${escapeShellArgs args}";
+        ExecStart = "${cfg.package}/bin/fh-lite ${execArgs args}";
         LoadCredential = "flakehub-token:${toString cfg.tokenFile}";
         # 40: applied, reboot needed; 34: skipped a path that failed before;
         # 43: staged, activates later (window, rollout spread).
@@ -221,6 +248,7 @@ in
     };
 
     systemd.timers.fh-lite = {
+      description = "fh-lite: apply the FlakeHub-published configuration periodically";
       wantedBy = [ "timers.target" ];
       timerConfig = {
         OnCalendar = cfg.schedule;

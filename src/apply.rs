@@ -13,6 +13,7 @@ use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch;
+use crate::fetch::FetchOptions;
 use crate::flakehub;
 use crate::http::{Client, Secret};
 use crate::nix::signature::TrustedKeys;
@@ -32,7 +33,11 @@ pub fn run(
     fleet: &FleetOpts,
 ) -> Result<Exit, Error> {
     let started = Instant::now();
-    // Offline modes (offline.rs): `--from` opens the bundle and
+    // SIGTERM/SIGINT stop the run from here on, also while the bundle is
+    // read (a FIFO, a pipe that never ends; signal.rs), and never cut an
+    // activation short.
+    crate::signal::install()?;
+    // Offline modes ([`open_offline`]): `--from` opens the bundle and
     // takes REF from its verified manifest; the bundle then stands in for
     // resolve and the cache below. Refuses an older exact version
     // (anti-downgrade) unless --allow-downgrade.
@@ -41,7 +46,8 @@ pub fn run(
         None => (None, None),
     };
     let opts = bundle_opts.as_ref().unwrap_or(opts);
-    if opts.reference.is_loose() && offline.cache.is_none() && !opts.no_loose_warning {
+    let direct = offline.cache.is_some() || crate::cli::is_direct(&opts.reference);
+    if opts.reference.is_loose() && !direct && !opts.no_loose_warning {
         crate::ui::warn(&crate::outref::loose_warning(&opts.reference));
     }
     activate::preflight(common, opts)?;
@@ -53,11 +59,10 @@ pub fn run(
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
     if !opts.dry_run {
-        // From here SIGTERM/SIGINT stop the transfer cleanly, and never
-        // cut an activation short (signal.rs).
-        crate::signal::install()?;
         // An attempt a kill interrupted is finished or undone first.
-        if let Some(result) = recover::before_command(common, &state)? {
+        if let Some(result) =
+            recover::before_command(common, &state, &recover::Allowed::of_apply(common, opts))?
+        {
             return result;
         }
         // `fh-lite hold`: the device stays where it is.
@@ -78,9 +83,14 @@ pub fn run(
         None => Box::new(ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?),
     };
     let root_path = token.store_path().clone();
-    // `--cache` (direct.rs): the store path is the reference recorded.
+    // `--cache` (direct.rs), or a bundle made from one: the store path is
+    // the reference recorded.
     let (reference, msg) = match &offline.cache {
         Some(cache) => (root_path.to_string(), format!("{root_path} from {cache}")),
+        None if direct => (
+            root_path.to_string(),
+            format!("{root_path} from the bundle"),
+        ),
         None => {
             let r = opts.reference.to_string();
             (r.clone(), format!("{r} resolves to {root_path}"))
@@ -154,7 +164,12 @@ pub fn run(
     // fetch + register
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    let fetched = token.fetch(store, &opts.trusted_keys, opts.jobs, plan);
+    let fetched = token.fetch(
+        store,
+        &opts.trusted_keys,
+        &FetchOptions::of(common, opts.jobs),
+        plan,
+    );
     if let Err(e) = fetched.map_err(interrupted_or) {
         // Stopped midway: what actually arrived, not the planned total.
         attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
@@ -205,7 +220,7 @@ pub fn run(
         crate::outcome::outcome("activated");
     }
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
-    // Anti-downgrade memory (offline.rs): the exact version now applied.
+    // Anti-downgrade memory (versions.rs): the exact version now applied.
     if exit == Exit::Success {
         remember(common, opts)?;
     }
@@ -385,10 +400,10 @@ impl crate::offline::Source for ClosureToken<'_> {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error> {
-        ClosureToken::fetch(self, store, keys, jobs, plan)
+        ClosureToken::fetch(self, store, keys, how, plan)
     }
 }
 
@@ -460,13 +475,14 @@ impl<'a> ClosureToken<'a> {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         mut plan: Plan,
     ) -> Result<(), Error> {
+        let jobs = how.jobs;
         let progress = Progress::new(Mode::detect(self.common.quiet, self.common.json));
         loop {
             progress.plan(&plan);
-            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, jobs, &progress) else {
+            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, how, &progress) else {
                 return Ok(());
             };
             if !self.renew(&e, store)? {
@@ -524,12 +540,12 @@ fn open_offline(
         .as_ref()
         .map_or(&opts.reference, |o| &o.opts.reference);
     if !offline.allow_downgrade {
-        crate::versions::check(&common.state_dir, reference)?;
+        crate::versions::check(&crate::state::StateDir::of(common), reference)?;
     }
     Ok(opened)
 }
 
 /// After a successful apply: remember its exact version (if any).
 fn remember(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
-    crate::versions::remember(&common.state_dir, &opts.reference)
+    crate::versions::remember(&crate::state::StateDir::of(common), &opts.reference)
 }

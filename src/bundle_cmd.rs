@@ -6,11 +6,17 @@
 //! URL pointing into the bundle, each NAR as served, references first. The
 //! NARs are copied, not decoded; their FileSize and FileHash are checked
 //! on the way. The output appears under its name only when complete.
+//! `--output -` streams the tar to standard output instead (nothing else
+//! is written there), for `bundle create … --output - | ssh pi fh-lite
+//! apply nixos --from - …`.
 
-use std::io::{self, Read, Write};
+use std::cell::Cell;
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 
-use crate::bundle::tar::Writer;
+use crate::rootfs::Dir;
+
+use crate::bundle::tar::{StreamWriter, Writer};
 use crate::bundle::{self, Entry, Manifest, SecretKey};
 use crate::cache::CacheClient;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
@@ -41,17 +47,42 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let Some(output) = offline.output.as_deref() else {
         return Err(Error::usage("bundle create needs --output FILE"));
     };
+    let to_stdout = output == Path::new("-");
+    if to_stdout {
+        if offline.dir_format {
+            return Err(Error::usage(
+                "--output - writes a tar bundle to standard output; --format dir needs a directory path",
+            ));
+        }
+        if common.json {
+            return Err(Error::usage(
+                "--json cannot be combined with --output -: standard output carries the bundle",
+            ));
+        }
+        if io::stdout().is_terminal() {
+            return Err(Error::usage(
+                "--output -: standard output is a terminal; redirect it to a file or a pipe",
+            ));
+        }
+    }
     let sign_key = match &offline.sign_key {
         None => None,
         Some(f) => {
             let text =
-                std::fs::read_to_string(f).map_err(|e| Error::io("read --sign-key", f, &e))?;
+                std::fs::read_to_string(f).map_err(|e| Error::option_file("--sign-key", f, &e))?;
             warn_if_readable(f);
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };
-    let client = Client::new(common)?;
-    let mut source = crate::apply::flakehub_source(&client, common, opts)?;
+    // `--cache URL`: a store path from any signed cache (direct.rs).
+    let client;
+    let mut source = match offline.cache {
+        Some(_) => crate::direct::open(common, opts, offline)?.source,
+        None => {
+            client = Client::new(common)?;
+            crate::apply::flakehub_source(&client, common, opts)?
+        }
+    };
     let root = source.store_path().clone();
     let plan = source.plan(&EmptyStore, &opts.trusted_keys, opts.jobs)?;
     let reference = &opts.reference;
@@ -88,45 +119,68 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             bundle::rewrite_url(&text, &bundle::nar_name(info)),
         ));
     }
-    let part = format!(
-        ".{}.part-",
-        output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
-    remove_dead_parts(output, &part);
-    let tmp = output.with_file_name(format!("{part}{}", std::process::id()));
-    let io_err = |e: io::Error| Error::io("write bundle", output, &e);
-    let written = if offline.dir_format {
-        write_dir(
-            &tmp,
-            &manifest_json,
-            sig.as_deref(),
-            &narinfos,
-            &plan.paths,
-            cache,
-        )
-    } else {
-        write_tar(
-            &tmp,
+    if to_stdout {
+        write_tar_stdout(
             &manifest,
             &manifest_json,
             sig.as_deref(),
             &narinfos,
             &plan.paths,
             cache,
-        )
-    };
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        )?;
+        crate::ui::say(&format!(
+            "wrote the bundle to standard output ({} of {}, {}){}",
+            crate::progress::plural(plan.paths.len() as u64, "path"),
+            root,
+            crate::util::size(plan.download_bytes),
+            if sig.is_some() {
+                ", manifest signed"
+            } else {
+                ", manifest NOT signed"
+            }
+        ));
+        return Ok(Exit::Success);
     }
-    if offline.dir_format && output.is_dir() {
-        std::fs::remove_dir_all(output).map_err(io_err)?;
+    let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
+    let (out_dir, out_name) = crate::rootfs::split(output).map_err(io_err)?;
+    let out_dir = crate::rootfs::open_dir(None, out_dir).map_err(io_err)?;
+    remove_dead_parts(&out_dir, out_name);
+    if offline.dir_format {
+        // Filled under a random name, then renamed into place.
+        let (tmp, d) = out_dir.create_temp_dir(out_name, PART).map_err(io_err)?;
+        let written = write_dir(
+            &d,
+            &manifest_json,
+            sig.as_deref(),
+            &narinfos,
+            &plan.paths,
+            cache,
+        );
+        let placed = written.and_then(|()| {
+            if out_dir.exists(out_name) {
+                out_dir.remove_tree(out_name).map_err(io_err)?;
+            }
+            out_dir.rename(&tmp, out_name).map_err(io_err)?;
+            out_dir.sync().map_err(io_err)
+        });
+        if let Err(e) = placed {
+            let _ = out_dir.remove_tree(&tmp);
+            return Err(e);
+        }
+    } else {
+        let mut f = out_dir.new_file(out_name, 0o644).map_err(io_err)?;
+        write_tar(
+            &mut f,
+            output,
+            &manifest,
+            &manifest_json,
+            sig.as_deref(),
+            &narinfos,
+            &plan.paths,
+            cache,
+        )?;
+        f.commit().map_err(io_err)?;
     }
-    std::fs::rename(&tmp, output).map_err(io_err)?;
     let bytes: u64 = plan.download_bytes;
     crate::outcome::store_path(&root);
     crate::outcome::outcome("bundle-created");
@@ -215,8 +269,10 @@ impl Read for Hashing {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_tar(
-    tmp: &Path,
+    file: &mut crate::rootfs::NewFile<'_>,
+    output: &Path,
     manifest: &Manifest,
     manifest_json: &str,
     sig: Option<&str>,
@@ -224,8 +280,7 @@ fn write_tar(
     paths: &[NarInfo],
     cache: &dyn CacheClient,
 ) -> Result<(), Error> {
-    let io_err = |e: io::Error| Error::io("write bundle", tmp, &e);
-    let file = std::fs::File::create(tmp).map_err(io_err)?;
+    let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
     let mut w = Writer::new(io::BufWriter::new(file), manifest.created);
     w.add(bundle::MANIFEST, manifest_json.as_bytes())
         .map_err(io_err)?;
@@ -240,21 +295,104 @@ fn write_tar(
         copy_nar(cache, info, &mut |r| w.add_stream(&name, r))?;
     }
     let out = w.finish().map_err(io_err)?;
-    let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)
+    out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    Ok(())
 }
 
-fn write_dir(
-    tmp: &Path,
+/// Standard output, remembering whether a write to it failed (to tell the
+/// reader going away from a NAR the cache served wrong).
+struct Stdout<'a> {
+    inner: io::StdoutLock<'static>,
+    failed: &'a Cell<Option<io::ErrorKind>>,
+}
+
+impl Write for Stdout<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner
+            .write(buf)
+            .inspect_err(|e| self.failed.set(Some(e.kind())))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner
+            .flush()
+            .inspect_err(|e| self.failed.set(Some(e.kind())))
+    }
+}
+
+/// The tar bundle to standard output: a pipe cannot seek, so each NAR's
+/// size comes from its narinfo's FileSize, and the bytes must match it.
+fn write_tar_stdout(
+    manifest: &Manifest,
     manifest_json: &str,
     sig: Option<&str>,
     narinfos: &[(String, String)],
     paths: &[NarInfo],
     cache: &dyn CacheClient,
 ) -> Result<(), Error> {
-    let io_err = |e: io::Error| Error::io("write bundle", tmp, &e);
-    std::fs::create_dir_all(tmp.join("nar")).map_err(io_err)?;
-    let put = |name: &str, data: &[u8]| std::fs::write(tmp.join(name), data).map_err(io_err);
+    for info in paths {
+        if info.file_size.is_none() {
+            return Err(Error::new(
+                Exit::Cache,
+                format!(
+                    "{}: the narinfo of {} has no FileSize, which --output - needs; write the bundle to a file instead",
+                    cache.narinfo_url(info.store_path.hash_part()),
+                    info.store_path
+                ),
+            ));
+        }
+    }
+    let failed = Cell::new(None);
+    let out = Stdout {
+        inner: io::stdout().lock(),
+        failed: &failed,
+    };
+    let written = (|| {
+        let mut w = StreamWriter::new(io::BufWriter::new(out), manifest.created);
+        let io_err = |e: io::Error| Error::new(Exit::Internal, format!("write bundle: {e}"));
+        w.add(bundle::MANIFEST, manifest_json.as_bytes())
+            .map_err(io_err)?;
+        if let Some(sig) = sig {
+            w.add(bundle::SIGNATURE, sig.as_bytes()).map_err(io_err)?;
+        }
+        for (name, text) in narinfos {
+            w.add(name, text.as_bytes()).map_err(io_err)?;
+        }
+        for info in paths {
+            let name = bundle::nar_name(info);
+            let size = info.file_size.unwrap_or(0);
+            copy_nar(cache, info, &mut |r| w.add_sized(&name, size, r))?;
+        }
+        w.finish().map_err(io_err)?.flush().map_err(io_err)
+    })();
+    match (written, failed.get()) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(io::ErrorKind::BrokenPipe)) => Err(Error::new(
+            Exit::Internal,
+            "write bundle to standard output: the reader closed the pipe before the end (broken pipe); the bundle it got is incomplete",
+        )),
+        (Err(_), Some(kind)) => Err(Error::new(
+            Exit::Internal,
+            format!(
+                "write bundle to standard output: {}; the bundle written is incomplete",
+                io::Error::from(kind)
+            ),
+        )),
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// The files of a dir bundle, each written crash-safely into `d` (a fresh
+/// private directory, renamed into place by the caller).
+fn write_dir(
+    d: &Dir,
+    manifest_json: &str,
+    sig: Option<&str>,
+    narinfos: &[(String, String)],
+    paths: &[NarInfo],
+    cache: &dyn CacheClient,
+) -> Result<(), Error> {
+    let io_err = |e: io::Error| Error::io("write bundle", d.path(), &e);
+    let put = |name: &str, data: &[u8]| d.write_atomic(name, 0o644, data).map_err(io_err);
     put(
         "nix-cache-info",
         b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
@@ -266,43 +404,46 @@ fn write_dir(
     for (name, text) in narinfos {
         put(name, text.as_bytes())?;
     }
+    d.create_dir("nar").map_err(io_err)?;
+    let nar_dir = d.open_subdir("nar").map_err(io_err)?;
     for info in paths {
-        let p = tmp.join(bundle::nar_name(info));
-        let mut f = std::fs::File::create(&p).map_err(io_err)?;
-        copy_nar(cache, info, &mut |r| {
-            let n = io::copy(r, &mut f)?;
-            f.flush()?;
-            Ok(n)
-        })?;
+        let name = bundle::nar_name(info);
+        let base = name.strip_prefix("nar/").unwrap_or(&name);
+        let mut f = nar_dir.new_file(base, 0o644).map_err(io_err)?;
+        copy_nar(cache, info, &mut |r| io::copy(r, &mut f))?;
+        f.commit().map_err(io_err)?;
     }
-    Ok(())
+    // The directory itself is made readable as a bundle is.
+    d.set_mode(0o755).map_err(io_err)
 }
+
+/// Dir bundles are filled as `.NAME.part-PID-RANDOM`, tar bundles
+/// written as `.NAME.tmp-PID-RANDOM` ([`Dir::new_file`]).
+const PART: &str = "part";
 
 /// A `bundle create` killed while writing leaves `.NAME.part-PID` beside
 /// the output (never the output itself): remove those whose process is
 /// gone, so a rerun does not leave the debris for the image it builds.
-fn remove_dead_parts(output: &Path, prefix: &str) {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
+fn remove_dead_parts(dir: &Dir, out_name: &std::ffi::OsStr) {
+    let Ok(entries) = dir.entries() else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+    for name in entries {
+        let legacy = format!(".{}.part-", out_name.to_string_lossy());
+        let pid = crate::rootfs::temp_name_pid(&name, out_name, PART)
+            .or_else(|| crate::rootfs::temp_name_pid(&name, out_name, "tmp"))
+            // `.NAME.part-PID`, as earlier versions named them.
+            .or_else(|| name.to_str()?.strip_prefix(&legacy)?.parse().ok());
+        let Some(pid) = pid else {
             continue;
         };
-        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+        if Path::new("/proc").join(pid.to_string()).exists() {
             continue;
         }
-        let p = e.path();
         crate::ui::say(&format!(
             "removing {}, left by a bundle create that died",
-            p.display()
+            dir.join(&name).display()
         ));
-        let _ = std::fs::remove_dir_all(&p);
-        let _ = std::fs::remove_file(&p);
+        let _ = dir.remove_tree(&name);
     }
 }

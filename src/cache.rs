@@ -37,16 +37,6 @@ pub trait CacheClient: Sync {
             body: Box::new(std::io::empty()),
         })
     }
-    /// The largest xz dictionary / zstd window a NAR may ask for, in bytes
-    /// (`--max-decoder-memory`; fetch.rs).
-    fn max_decoder_memory(&self) -> u64 {
-        crate::cli::DEFAULT_DECODER_MEMORY
-    }
-    /// One line on stderr about the transfer (resume.rs).
-    fn note(&self, line: &str) {
-        crate::ui::say(line);
-    }
-
     fn narinfo_url(&self, hash_part: &str) -> String {
         format!("{}/{hash_part}.narinfo", self.base_url())
     }
@@ -90,14 +80,6 @@ impl CacheClient for HttpCache<'_> {
         self.client
             .get_stream_from(url, auth, offset)
             .map_err(status_error)
-    }
-
-    fn max_decoder_memory(&self) -> u64 {
-        self.client.max_decoder_memory()
-    }
-
-    fn note(&self, line: &str) {
-        self.client.note(line);
     }
 }
 

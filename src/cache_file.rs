@@ -118,10 +118,6 @@ impl CacheClient for FileCache {
         Ok(Box::new(io::BufReader::new(f)))
     }
 
-    fn note(&self, _line: &str) {
-        // A local file is not resumed: no transfer lines.
-    }
-
     fn nar_url(&self, info: &NarInfo) -> String {
         crate::url::nar_url(&self.base, &info.url)
     }

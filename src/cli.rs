@@ -36,7 +36,10 @@ USAGE:
     fh-lite apply nixos /nix/store/HASH-NAME [ACTION] --cache URL
             --trusted-key NAME:KEY [OPTIONS]
     fh-lite fetch REF [--out-link PATH] [--json] [OPTIONS]
-    fh-lite bundle create REF --output FILE [--format tar|dir] [--sign-key FILE]
+    fh-lite fetch /nix/store/HASH-NAME --cache URL --trusted-key NAME:KEY
+    fh-lite bundle create REF --output FILE|- [--format tar|dir] [--sign-key FILE]
+    fh-lite bundle create /nix/store/HASH-NAME --cache URL
+            --trusted-key NAME:KEY --output FILE|- [OPTIONS]
     fh-lite resolve REF [--json]
     fh-lite status [--json]
     fh-lite rollback [--to N]
@@ -90,7 +93,9 @@ OPTIONS:
                                a 'result' event; see README.md)
         --dry-run              plan only: print paths and sizes, change nothing
         --root DIR             work on the system installed at DIR (store,
-                               profiles, state under DIR; activation chrooted)
+                               profiles, state under DIR; activation chrooted);
+                               DIR must exist
+        --create-root          create the --root DIR if it does not exist
         --store KIND           auto | daemon | local | nix | image (default
                                auto: the nix-daemon if it answers, else the
                                local store; image with --root)
@@ -164,7 +169,8 @@ FLEETS (apply; see Fleets in README.md):
 OFFLINE (fetch, bundle, apply --from):
         --out-link PATH        fetch: the GC root symlink (default
                                STATE_DIR/fetched)
-        --output PATH          bundle create: the file (or directory) to write
+        --output PATH|-        bundle create: the file (or directory) to write;
+                               - writes the tar to standard output
         --format tar|dir       bundle create: one tar file (default), or a
                                binary-cache directory with the manifest beside it
         --sign-key FILE        bundle create: sign the manifest with this
@@ -181,11 +187,12 @@ OFFLINE (fetch, bundle, apply --from):
         --allow-downgrade      apply an exact version older than the newest
                                one applied before
 
-ANY BINARY CACHE (apply STOREPATH --cache URL, no FlakeHub):
-        --cache URL            apply the store path given instead of REF from
-                               this Nix binary cache (https:// or file://);
-                               needs --trusted-key (no default keys); state
-                               records the store path as the reference
+ANY BINARY CACHE (apply, fetch, bundle create STOREPATH --cache URL):
+        --cache URL            take the store path given instead of REF from
+                               this Nix binary cache (https:// or file://),
+                               no FlakeHub; needs --trusted-key (no default
+                               keys); state records the store path as the
+                               reference
         --netrc-file FILE      the cache's login, netrc format (machine HOST
                                login NAME password SECRET): HTTP Basic, sent
                                only to that cache
@@ -209,7 +216,8 @@ ENVIRONMENT:
     NIX_DAEMON_SOCKET_PATH
                          default for --daemon-socket
     Token search order: --token-file, $CREDENTIALS_DIRECTORY/flakehub-token,
-    /nix/var/determinate/token, $XDG_CONFIG_HOME/flakehub/auth. The token is
+    /etc/fh-lite/token, /nix/var/determinate/token,
+    $XDG_CONFIG_HOME/flakehub/auth (`fh-lite status` shows them). The token is
     never taken from the command line or the environment.
 
 FILES:
@@ -470,6 +478,8 @@ pub struct Cli {
     pub command: Command,
     pub offline: OfflineOpts,
     pub fleet: FleetOpts,
+    /// `--create-root`: create a `--root` that does not exist.
+    pub create_root: bool,
 }
 
 /// What phase two takes from the machine. [`Env::real`] reads it (the only
@@ -533,6 +543,7 @@ pub struct RawArgs {
     quiet: bool,
     verbose: bool,
     root: Option<PathBuf>,
+    create_root: bool,
     state_dir: Option<PathBuf>,
     profile: Option<PathBuf>,
     trusted_keys: Vec<String>,
@@ -584,6 +595,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("json", None),
     ("dry-run", Some("apply")),
     ("root", None),
+    ("create-root", Some("apply fetch")),
     ("store", Some("apply fetch")),
     ("daemon-socket", Some("apply fetch")),
     ("profile", None),
@@ -617,9 +629,9 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("trusted-bundle-key", Some("apply")),
     ("allow-unsigned-bundle", Some("apply")),
     ("allow-downgrade", Some("apply")),
-    ("cache", Some("apply")),
-    ("netrc-file", Some("apply")),
-    ("cache-token-file", Some("apply")),
+    ("cache", Some("apply fetch bundle")),
+    ("netrc-file", Some("apply fetch bundle")),
+    ("cache-token-file", Some("apply fetch bundle")),
     ("metrics-file", Some("apply rollback recover hold unhold")),
     ("reboot", Some("apply")),
     ("reboot-window", Some("apply")),
@@ -725,6 +737,7 @@ where
             "cache-token-file" => a.cache_token_file = Some(p.value().map_err(usage)?.into()),
             "metrics-file" => a.metrics_file = Some(p.value().map_err(usage)?.into()),
             "root" => a.root = Some(p.value().map_err(usage)?.into()),
+            "create-root" => a.create_root = true,
             "state-dir" => a.state_dir = Some(p.value().map_err(usage)?.into()),
             "profile" => a.profile = Some(p.value().map_err(usage)?.into()),
             "token-file" => a.token_file = Some(p.value().map_err(usage)?.into()),
@@ -762,11 +775,35 @@ where
     Ok(a)
 }
 
+/// A `--root` must be an existing directory: a mistyped one would
+/// otherwise be created and filled with a system on this machine's disk.
+/// With `--create-root` a missing one is created (and its parents).
+pub fn check_root(common: &Common, create: bool) -> Result<(), Error> {
+    let Some(root) = &common.root else {
+        return Ok(());
+    };
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::usage(format!(
+            "--root {}: not a directory",
+            root.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(root).map_err(|e| Error::io("create --root", root, &e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::usage(format!(
+            "--root {}: no such directory; check the path, or add --create-root to create it",
+            root.display()
+        ))),
+        Err(e) => Err(Error::io("--root", root, &e)),
+    }
+}
+
 impl RawArgs {
     /// Phase two: validate and build the command. Environment variables and
     /// the names behind the default attribute path come from `env`.
     pub fn validate(self, env: &Env) -> Result<Cli, Error> {
-        let mut common = self.common(env);
+        let mut common = self.common(env)?;
         let command = if self.help {
             Command::Help { all: self.help_all }
         } else if self.version {
@@ -785,24 +822,36 @@ impl RawArgs {
             command,
             offline,
             fleet,
+            create_root: self.create_root,
         })
     }
 
     /// The options every command shares: given, else from the environment,
     /// else the default (under `--root` for paths).
-    fn common(&self, env: &Env) -> Common {
+    fn common(&self, env: &Env) -> Result<Common, Error> {
         let addr = |opt: &Option<String>, var: &str, default: &str| -> String {
             let value = opt
                 .as_deref()
                 .or_else(|| env.var(var).filter(|v| !v.is_empty()));
             value.unwrap_or(default).trim_end_matches('/').to_string()
         };
-        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &self.root) {
+        // Absolute once, here: every path under the root (and the links
+        // that name in-image paths, pin.rs) is derived from it.
+        let root = match &self.root {
+            Some(r) if r.as_os_str().is_empty() => {
+                return Err(Error::usage("--root needs a directory, e.g. --root /mnt"))
+            }
+            Some(r) => {
+                Some(std::path::absolute(r).map_err(|e| Error::io("resolve --root", r, &e))?)
+            }
+            None => None,
+        };
+        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &root) {
             (Some(p), _) => p.clone(),
             (None, Some(root)) => root.join(default.trim_start_matches('/')),
             (None, None) => PathBuf::from(default),
         };
-        Common {
+        Ok(Common {
             api_addr: addr(&self.api_addr, "FH_API_ADDR", DEFAULT_API),
             cache_addr: addr(&self.cache_addr, "FH_CACHE_ADDR", DEFAULT_CACHE),
             frontend_addr: addr(&self.frontend_addr, "FH_FRONTEND_ADDR", DEFAULT_FRONTEND),
@@ -812,11 +861,11 @@ impl RawArgs {
             json: self.json,
             quiet: self.quiet,
             verbose: self.verbose,
-            root: self.root.clone(),
             state_dir: under_root(&self.state_dir, DEFAULT_STATE_DIR),
             profile: under_root(&self.profile, DEFAULT_PROFILE),
+            root,
             max_decoder_memory: DEFAULT_DECODER_MEMORY,
-        }
+        })
     }
 
     /// The command the first positional names, with its arguments.
@@ -917,7 +966,8 @@ impl RawArgs {
         let direct = self.direct(rest)?;
         let rest = direct.as_deref().unwrap_or(rest);
         // `--from`: the reference comes from the bundle's manifest; a
-        // placeholder stands in until offline.rs reads it.
+        // placeholder stands in until apply opens the bundle
+        // (bundle/source.rs) and takes the manifest's.
         let with_placeholder;
         let rest = match &self.from {
             None => rest,
@@ -1088,10 +1138,14 @@ impl RawArgs {
                 .cache
                 .as_ref()
                 .map(|c| c.trim_end_matches('/').to_string()),
-            store_path: self
-                .cache
-                .as_ref()
-                .and_then(|_| self.positionals.get(2).cloned()),
+            // `apply nixos PATH`, `bundle create PATH`, `fetch PATH`.
+            store_path: self.cache.as_ref().and_then(|_| {
+                let at = match self.positionals.first().map(String::as_str) {
+                    Some("fetch") => 1,
+                    _ => 2,
+                };
+                self.positionals.get(at).cloned()
+            }),
             netrc_file: self.netrc_file.clone(),
             cache_token_file: self.cache_token_file.clone(),
         })
@@ -1105,7 +1159,7 @@ impl RawArgs {
         let Some(url) = &self.cache else {
             if self.netrc_file.is_some() || self.cache_token_file.is_some() {
                 return Err(Error::usage(
-                    "--netrc-file and --cache-token-file are for 'apply … --cache URL'",
+                    "--netrc-file and --cache-token-file are for '… --cache URL' (apply, fetch, bundle create)",
                 ));
             }
             return Ok(None);
@@ -1137,15 +1191,19 @@ impl RawArgs {
                 "--cache URL must not carry a login (user:password@host): put it in --netrc-file FILE",
             ));
         }
+        let cmd = match self.positionals.first().map(String::as_str) {
+            Some("fetch") => "fetch".to_string(),
+            Some("bundle") => "bundle create".to_string(),
+            _ => format!("apply {}", rest[0]),
+        };
         let Some(path) = rest.get(1) else {
             return Err(Error::usage(format!(
-                "apply {} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME",
-                rest[0]
+                "{cmd} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME"
             )));
         };
         crate::nix::store_path::StorePath::parse(path).map_err(|e| {
             Error::usage(format!(
-                "with --cache, apply takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
+                "with --cache, {cmd} takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
             ))
         })?;
         if self.trusted_keys.is_empty() {
@@ -1159,17 +1217,24 @@ impl RawArgs {
 }
 
 /// The reference cli.rs puts in `ApplyOpts` with `--cache`: loose, so no
-/// version is remembered; apply records the store path instead.
+/// version is remembered; apply records the store path instead. A bundle
+/// made with `bundle create PATH --cache URL` carries it in its manifest.
 pub const DIRECT_REF: &str = "fh-lite/store-path/*";
+
+/// True for [`DIRECT_REF`]: the store path was given, not a FlakeHub REF.
+pub fn is_direct(r: &crate::outref::OutputRef) -> bool {
+    r.org == "fh-lite" && r.project == "store-path"
+}
 
 /// What `--rollback-on` and `--health-timeout` take, for [`number`]'s message.
 const EXIT_CODE: &str = "an exit code (the list is comma-separated, e.g. 1,2,4)";
 const SECONDS: &str = "a positive number of seconds";
 
-/// The value of the numeric option `--opt`: a whole number in `range`, else
-/// a usage error naming the option and what it takes (`expected`).
+/// What `--max-decoder-memory` takes, for [`number`]'s message.
 const MIB_LIMIT: &str = "a number of MiB from 1 to 4096";
 
+/// The value of the numeric option `--opt`: a whole number in `range`, else
+/// a usage error naming the option and what it takes (`expected`).
 fn number<T: FromStr + PartialOrd>(
     opt: &str,
     s: &str,

@@ -19,6 +19,7 @@ use crate::cache::{status_error, CacheClient, FetchError};
 use crate::cache_file::FileCache;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
+use crate::fetch::FetchOptions;
 use crate::http::{Auth, Client, RangeAnswer, Secret};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::TrustedKeys;
@@ -89,12 +90,6 @@ impl CacheClient for HttpCache {
     fn get_nar_from(&self, url: &str, offset: u64) -> Result<RangeAnswer, FetchError> {
         (self.client.get_stream_from(url, self.auth(url), offset)).map_err(status_error)
     }
-    fn max_decoder_memory(&self) -> u64 {
-        self.client.max_decoder_memory()
-    }
-    fn note(&self, line: &str) {
-        self.client.note(line);
-    }
 }
 
 /// A cache client borrowed as a trait object.
@@ -112,12 +107,6 @@ impl CacheClient for Borrowed<'_> {
     }
     fn get_nar_from(&self, url: &str, offset: u64) -> Result<RangeAnswer, FetchError> {
         self.0.get_nar_from(url, offset)
-    }
-    fn max_decoder_memory(&self) -> u64 {
-        self.0.max_decoder_memory()
-    }
-    fn note(&self, line: &str) {
-        self.0.note(line)
     }
     fn nar_url(&self, info: &NarInfo) -> String {
         self.0.nar_url(info)
@@ -168,7 +157,7 @@ impl Source for Direct {
     fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
         if !store.reads_nar() {
             return Err(Error::usage(
-                "apply --cache cannot use --store nix (it passes FlakeHub's cache credential to nix copy); pick another store",
+                "--cache cannot use --store nix (it passes FlakeHub's cache credential to nix copy); pick another store",
             ));
         }
         plan::plan(self.cache.as_ref(), store, keys, &self.store_path, jobs)
@@ -178,12 +167,12 @@ impl Source for Direct {
         &mut self,
         store: &dyn Store,
         _keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error> {
         let progress = Progress::new(Mode::detect(self.quiet, self.json));
         progress.plan(&plan);
-        crate::fetch::fetch_all(self.cache.as_ref(), store, &plan, jobs, &progress)
+        crate::fetch::fetch_all(self.cache.as_ref(), store, &plan, how, &progress)
             .map_err(|e| self.explain(e))
     }
 }
@@ -193,7 +182,7 @@ pub fn open(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<
     let url = offline.cache.as_deref().unwrap_or_default();
     let path = offline.store_path.as_deref().unwrap_or_default();
     let store_path = StorePath::parse(path)
-        .map_err(|e| Error::usage(format!("apply --cache takes a store path: {e}")))?;
+        .map_err(|e| Error::usage(format!("--cache takes a store path: {e}")))?;
     let creds_given = offline.netrc_file.is_some() || offline.cache_token_file.is_some();
     let (cache, credential_from): (Box<dyn CacheClient>, _) = if url.starts_with("file://") {
         if creds_given {
@@ -419,6 +408,15 @@ mod tests {
             "apply home-manager {SP} --cache file:///c --trusted-key {KEY}"
         ));
         assert!(hm.is_ok());
+        // fetch and bundle create take the store path where apply does.
+        for args in [
+            format!("fetch {SP} --cache file:///c --trusted-key {KEY}"),
+            format!("bundle create {SP} --cache file:///c --trusted-key {KEY} --output -"),
+        ] {
+            let c = cli(&args).unwrap();
+            assert_eq!(c.offline.store_path.as_deref(), Some(SP), "{args}");
+            assert_eq!(c.offline.cache.as_deref(), Some("file:///c"), "{args}");
+        }
     }
 
     #[test]
@@ -452,11 +450,19 @@ mod tests {
             ),
             (
                 "apply nixos org/p/0.1 --netrc-file n".to_string(),
-                "are for 'apply",
+                "are for '… --cache URL'",
             ),
             (
-                "fetch org/p/0.1 --cache https://c".to_string(),
-                "only for 'apply'",
+                "status --cache https://c".to_string(),
+                "only for 'apply' or 'fetch' or 'bundle'",
+            ),
+            (
+                format!("fetch org/p/0.1 --cache https://c --trusted-key {KEY}"),
+                "with --cache, fetch takes a store path",
+            ),
+            (
+                format!("bundle create --cache https://c --trusted-key {KEY} --output o"),
+                "bundle create --cache URL needs a store path",
             ),
         ];
         for (args, want) in cases {

@@ -91,9 +91,32 @@ impl Error {
         Error::new(Exit::Usage, message)
     }
 
-    /// A local file operation failed: the message names the file.
+    /// An operation on one of fh-lite's own files failed (state, lock,
+    /// GC roots, version memory): an internal error naming the file. For a
+    /// file the operator named, see [`Error::option_file`].
     pub fn io(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
         Error::new(Exit::Internal, format!("{what} {}: {err}", path.display()))
+    }
+
+    /// A file an option names (`--sign-key`, `--from DIR`, `--output`)
+    /// could not be read or written: `<what> <file>: <why>`, `what` naming
+    /// the option or the operation (`--sign-key`, `write bundle`). Missing,
+    /// not allowed, not a file or a directory where one is expected, on a
+    /// read-only filesystem: the operator's to fix, a usage error (exit 2).
+    /// Anything else (a disk error, a full disk) is internal.
+    pub fn option_file(what: &str, path: &std::path::Path, err: &std::io::Error) -> Error {
+        use std::io::ErrorKind as K;
+        let exit = match err.kind() {
+            K::NotFound
+            | K::PermissionDenied
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::ReadOnlyFilesystem
+            | K::InvalidInput
+            | K::InvalidData => Exit::Usage,
+            _ => Exit::Internal,
+        };
+        Error::new(exit, format!("{what} {}: {err}", path.display()))
     }
 }
 
@@ -161,5 +184,24 @@ mod tests {
             assert!(names.insert(e.name()), "duplicate name {}", e.name());
         }
         assert_eq!(Exit::RolledBack.name(), "rolled-back");
+    }
+
+    #[test]
+    fn a_file_an_option_names_is_the_operators_to_fix() {
+        use std::io::{Error as IoError, ErrorKind};
+        let p = std::path::Path::new("/k");
+        for (kind, exit) in [
+            (ErrorKind::NotFound, Exit::Usage),
+            (ErrorKind::PermissionDenied, Exit::Usage),
+            (ErrorKind::IsADirectory, Exit::Usage),
+            (ErrorKind::StorageFull, Exit::Internal),
+        ] {
+            let e = Error::option_file("--sign-key", p, &IoError::from(kind));
+            assert_eq!(e.exit, exit, "{kind}");
+            assert!(e.message.starts_with("--sign-key /k: "), "{}", e.message);
+        }
+        // fh-lite's own files stay internal.
+        let e = Error::io("read state file", p, &IoError::from(ErrorKind::NotFound));
+        assert_eq!(e.exit, Exit::Internal);
     }
 }

@@ -1,6 +1,6 @@
 //! Download → decompress → NAR → store, verified while streaming.
 //!
-//! For every path of a [`Plan`] that the store lacks, the NAR is streamed
+//! For every path of a [`Plan`](crate::plan::Plan) that the store lacks, the NAR is streamed
 //! through a stack of small `io::Read` adapters (each adapter tags its own errors):
 //!
 //! ```text
@@ -65,6 +65,11 @@ enum Fault {
     NarTooLong,
     /// SIGTERM/SIGINT: the transfer stops between chunks (signal.rs).
     Interrupted,
+    /// Under the minimum throughput: `bytes` in `secs`.
+    TooSlow {
+        bytes: u64,
+        secs: f64,
+    },
 }
 
 type FaultSlot = Arc<Mutex<Option<Fault>>>;
@@ -90,6 +95,12 @@ struct BodyLimit<'a> {
     count: u64,
     slot: FaultSlot,
     progress: &'a Progress,
+    /// The throughput watchdog: bytes since `since`, at least `min_bytes`
+    /// per `window`.
+    since: std::time::Instant,
+    in_window: u64,
+    min_bytes: u64,
+    window: std::time::Duration,
 }
 
 impl Read for BodyLimit<'_> {
@@ -105,6 +116,18 @@ impl Read for BodyLimit<'_> {
         };
         self.count += n as u64;
         self.progress.bytes(n as u64);
+        self.in_window += n as u64;
+        if self.since.elapsed() >= self.window {
+            if self.in_window < self.min_bytes && n > 0 {
+                let f = Fault::TooSlow {
+                    bytes: self.in_window,
+                    secs: self.since.elapsed().as_secs_f64(),
+                };
+                return Err(record(&self.slot, f));
+            }
+            self.since = std::time::Instant::now();
+            self.in_window = 0;
+        }
         if self.file_size.is_none() && self.count > self.bound {
             return Err(record(
                 &self.slot,
@@ -352,11 +375,67 @@ impl Read for NarLimit<'_> {
     }
 }
 
+/// How a fetch runs: settings passed down to every transfer, never left to
+/// the cache client (a wrapper around a client cannot forget one).
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    /// NARs in flight at once (`--jobs`).
+    pub jobs: usize,
+    /// The largest xz dictionary / zstd window a NAR may ask for, in bytes
+    /// (`--max-decoder-memory`).
+    pub max_decoder_memory: u64,
+    /// Lines about the transfer (resume.rs) on stderr; off with `--quiet`.
+    pub notes: bool,
+    /// A NAR body must bring at least this many bytes in every window of
+    /// [`FetchOptions::window`], else it is given up as too slow.
+    pub min_bytes: u64,
+    pub window: std::time::Duration,
+}
+
+/// The minimum throughput of a NAR: 4 KiB a minute (a link slower than
+/// that is stalled, not slow).
+pub(crate) const MIN_BYTES: u64 = 4 << 10;
+pub(crate) const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The throughput window; debug builds (the tests) read
+/// `FH_LITE_TEST_NAR_WINDOW_MS`, release builds have no such knob.
+fn window() -> std::time::Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("FH_LITE_TEST_NAR_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return std::time::Duration::from_millis(ms);
+    }
+    WINDOW
+}
+
+impl FetchOptions {
+    /// The command's settings.
+    pub fn of(common: &crate::cli::Common, jobs: usize) -> FetchOptions {
+        FetchOptions {
+            jobs,
+            max_decoder_memory: common.max_decoder_memory,
+            notes: !common.quiet,
+            min_bytes: MIN_BYTES,
+            window: window(),
+        }
+    }
+
+    /// One line about the transfer, `fh-lite: <line>`, unless silenced.
+    pub fn note(&self, line: &str) {
+        if self.notes {
+            crate::ui::say(line);
+        }
+    }
+}
+
 /// Fetch one path into the store: the whole adapter stack.
 pub fn fetch_one(
     client: &dyn CacheClient,
     store: &dyn Store,
     info: &NarInfo,
+    how: &FetchOptions,
     progress: &Progress,
     budget: &pool::Budget,
 ) -> Result<(), FetchError> {
@@ -380,7 +459,7 @@ pub fn fetch_one(
     // (resume.rs).
     let restarts = crate::resume::Budget::new();
     loop {
-        match fetch_body(client, store, info, progress, &url, &restarts, budget) {
+        match fetch_body(client, store, info, how, progress, &url, &restarts, budget) {
             Err(_) if !crate::signal::interrupted() && restarts.take_restart() => continue,
             r => return r,
         }
@@ -388,10 +467,12 @@ pub fn fetch_one(
 }
 
 /// One download of `info`'s NAR into the store: the adapter stack.
+#[allow(clippy::too_many_arguments)]
 fn fetch_body(
     client: &dyn CacheClient,
     store: &dyn Store,
     info: &NarInfo,
+    how: &FetchOptions,
     progress: &Progress,
     url: &str,
     budget: &crate::resume::Budget,
@@ -402,7 +483,7 @@ fn fetch_body(
     let nar = url.clone();
     let reopen: crate::resume::Reopen =
         Box::new(move |offset| client.get_nar_from(&nar, offset).map_err(|e| e.to_string()));
-    let log = |line: &str| client.note(line);
+    let log = |line: &str| how.note(line);
     let body = crate::resume::Resuming::new(&url, body, info.file_size, reopen, budget, &log);
     let slot: FaultSlot = Arc::new(Mutex::new(None));
     let limited = BodyLimit {
@@ -412,8 +493,12 @@ fn fetch_body(
         count: 0,
         slot: slot.clone(),
         progress,
+        since: std::time::Instant::now(),
+        in_window: 0,
+        min_bytes: how.min_bytes,
+        window: how.window,
     };
-    let cap = client.max_decoder_memory();
+    let cap = how.max_decoder_memory;
     let (dec, declared) = match Decoder::new(&info.compression, limited, cap) {
         Ok(dec) => dec,
         Err(e) => {
@@ -630,6 +715,13 @@ fn fault_error(fault: Fault, url: String, info: &NarInfo, cap: u64) -> FetchErro
             url,
             nar_size: info.nar_size,
         },
+        Fault::TooSlow { bytes, secs } => FetchError::Truncated {
+            path,
+            url,
+            detail: format!(
+                "only {bytes} bytes came in {secs:.1} s, under the minimum throughput; the transfer is stalled"
+            ),
+        },
         // The apply reports it as Exit::Interrupted.
         Fault::Interrupted => FetchError::Truncated {
             path,
@@ -647,9 +739,10 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     client: &dyn CacheClient,
     store: &dyn Store,
     plan: &P,
-    jobs: usize,
+    how: &FetchOptions,
     progress: &Progress,
 ) -> Result<(), FetchError> {
+    let jobs = how.jobs;
     let paths = plan.as_ref();
     // Refuse undecodable paths before downloading anything.
     for info in paths {
@@ -668,7 +761,7 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
         // other thread is alive when it spawns its program (nix_copy.rs).
         for info in paths {
             progress.path_start(info);
-            fetch_one(client, store, info, progress, &memory)?;
+            fetch_one(client, store, info, how, progress, &memory)?;
             progress.path_done(info);
         }
         return finish(client, store, progress);
@@ -677,7 +770,7 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     let fetch = |&i: &usize| {
         let info = &paths[i];
         progress.path_start(info);
-        fetch_one(client, store, info, progress, &memory)?;
+        fetch_one(client, store, info, how, progress, &memory)?;
         progress.path_done(info);
         Ok(())
     };
@@ -774,7 +867,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::{Path, PathBuf};
 
-    use crate::testutil::cache::{apply, compress, quiet, Entry, TestCache};
+    use crate::testutil::cache::{apply, compress, quiet, test_opts, Entry, TestCache};
     use crate::testutil::nar::{dir, nar, Node};
     use crate::testutil::{sp, TempDir};
 
@@ -1216,7 +1309,7 @@ mod tests {
         let (cache, lib, data, app) = closure();
         let store = SelfFetching(Mutex::new(Vec::new()));
         let plan = crate::plan::plan(&cache, &store, &cache.keys(), &app, 3).unwrap();
-        let err = fetch_all(&cache, &store, &plan, 3, &quiet()).unwrap_err();
+        let err = fetch_all(&cache, &store, &plan, &test_opts(), &quiet()).unwrap_err();
         assert_eq!(
             store.0.lock().unwrap().clone(),
             vec![(lib, 0), (data, 0), (app.clone(), 0)],

@@ -5,10 +5,12 @@
 //! contents trimmed (an empty file is an error naming it):
 //! `--token-file FILE` (then nothing else is tried),
 //! `$CREDENTIALS_DIRECTORY/flakehub-token` (systemd `LoadCredential=`),
-//! `/nix/var/determinate/token` (written by `determinate-nixd login`; always
-//! the running machine's, never under `--root`),
+//! `/etc/fh-lite/token` (where README's device set-up puts it, so commands
+//! run by hand find the token the unit hands over),
+//! `/nix/var/determinate/token` (written by `determinate-nixd login`),
 //! `$XDG_CONFIG_HOME/flakehub/auth` (else `$HOME/.config/flakehub/auth`).
-//! A token file readable by group or others draws one warning. The token
+//! The two fixed paths are always the running machine's, never under
+//! `--root`. A token file readable by group or others draws one warning. The token
 //! is never printed: [`Secret`] redacts itself, and [`token_info`] reports
 //! only the file and the JWT `exp`.
 //!
@@ -38,6 +40,9 @@ pub use crate::http::Secret;
 // The JSON answers, decoded without I/O (the fuzz targets build it alone).
 pub mod answer;
 
+/// Where fh-lite's own set-up (README, the systemd unit, the NixOS module)
+/// keeps the machine's device token.
+pub const FH_LITE_TOKEN: &str = "/etc/fh-lite/token";
 /// Where Determinate Nix keeps the machine's FlakeHub token.
 pub const DETERMINATE_TOKEN: &str = "/nix/var/determinate/token";
 /// Largest token file read (JWTs are about 1 KiB).
@@ -394,6 +399,7 @@ pub fn token_candidates(
     if let Some(d) = env("CREDENTIALS_DIRECTORY") {
         c.push(Path::new(&d).join("flakehub-token"));
     }
+    c.push(PathBuf::from(FH_LITE_TOKEN));
     c.push(PathBuf::from(DETERMINATE_TOKEN));
     if let Some(x) = env("XDG_CONFIG_HOME") {
         c.push(Path::new(&x).join("flakehub/auth"));
@@ -649,15 +655,19 @@ mod tests {
             ),
             p(&[
                 "/run/credentials/fh.service/flakehub-token",
+                FH_LITE_TOKEN,
                 DETERMINATE_TOKEN,
                 "/x/flakehub/auth"
             ])
         );
         assert_eq!(
             token_candidates(None, &env(&[("XDG_CONFIG_HOME", ""), ("HOME", "/h")])),
-            p(&[DETERMINATE_TOKEN, "/h/.config/flakehub/auth"])
+            p(&[FH_LITE_TOKEN, DETERMINATE_TOKEN, "/h/.config/flakehub/auth"])
         );
-        assert_eq!(token_candidates(None, &env(&[])), p(&[DETERMINATE_TOKEN]));
+        assert_eq!(
+            token_candidates(None, &env(&[])),
+            p(&[FH_LITE_TOKEN, DETERMINATE_TOKEN])
+        );
         assert_eq!(
             token_candidates(Some(Path::new("/t")), &env(&[("HOME", "/h")])),
             p(&["/t"])

@@ -9,8 +9,10 @@
 //!   stand-in or a TLS-intercepting proxy).
 //! - **Schemes**: `https://` only; `http://` is refused unless
 //!   `--allow-insecure-http`, also as a redirect target.
-//! - **Timeouts**: connect 15 s, each read 30 s; no total body timeout (a
-//!   NAR on a slow link may take long, but it must keep moving).
+//! - **Timeouts**: connect 15 s, each read 30 s; a small body (a narinfo,
+//!   an API answer) must be whole within [`small_body_deadline`] (2 min);
+//!   a NAR on a slow link may take long, but it must keep moving (fetch.rs
+//!   watches its throughput).
 //! - **Proxies**: `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` (and lower-case)
 //!   with `NO_PROXY`, read by ureq's default configuration.
 //! - **Retries**: idempotent GETs are retried on connection errors,
@@ -152,6 +154,12 @@ pub enum HttpError {
         url: String,
         detail: String,
     },
+    /// A body that came too slowly (a small answer past its deadline, a
+    /// NAR under the minimum throughput); not retried.
+    TooSlow {
+        url: String,
+        detail: String,
+    },
     /// The final answer was not 2xx (after retries for 429/5xx).
     Status {
         url: String,
@@ -195,6 +203,7 @@ impl HttpError {
             | HttpError::Tls { url, .. }
             | HttpError::Connect { url, .. }
             | HttpError::Timeout { url, .. }
+            | HttpError::TooSlow { url, .. }
             | HttpError::Status { url, .. }
             | HttpError::TooLarge { url, .. }
             | HttpError::Body { url, .. }
@@ -233,6 +242,7 @@ impl HttpError {
             HttpError::Tls { .. }
             | HttpError::Connect { .. }
             | HttpError::Timeout { .. }
+            | HttpError::TooSlow { .. }
             | HttpError::Body { .. } => Exit::Network,
             HttpError::Status { status, .. } => match status {
                 401 => Exit::Unauthorized,
@@ -302,6 +312,7 @@ pass its certificate with --ca-file FILE (or SSL_CERT_FILE)"
             HttpError::Body { url, detail } => {
                 write!(f, "GET {url}: reading the response failed: {detail}")
             }
+            HttpError::TooSlow { url, detail } => write!(f, "GET {url}: {detail}"),
             HttpError::Redirect { url, detail } => write!(f, "GET {url}: {detail}"),
             HttpError::Protocol { url, detail } => {
                 write!(f, "GET {url}: malformed HTTP response: {detail}")
@@ -331,10 +342,6 @@ pub struct Client {
     /// `--verbose`: one line per request (URL and status; never credentials).
     verbose: bool,
     retry: RetryPolicy,
-    /// `--max-decoder-memory` in bytes: what a NAR body may ask of the
-    /// decompressor (fetch.rs applies it; it is a limit on what the
-    /// network makes fh-lite do, like the body limits here).
-    max_decoder_memory: u64,
 }
 
 impl Client {
@@ -355,7 +362,6 @@ impl Client {
             RetryPolicy::default(),
         )?;
         client.verbose = common.verbose && !common.quiet;
-        client.max_decoder_memory = common.max_decoder_memory;
         Ok(client)
     }
 
@@ -398,7 +404,6 @@ impl Client {
             allow_insecure_http,
             verbose: false,
             retry,
-            max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
         })
     }
 
@@ -424,10 +429,28 @@ impl Client {
                 return Err(status_error(final_url, resp, attempts));
             }
             let mut body = resp.into_body();
-            body.with_config()
-                .limit(limit)
-                .read_to_vec()
-                .map_err(|e| body_error(&final_url, e, limit))
+            let deadline = small_body_deadline();
+            let mut reader = body.with_config().limit(limit).reader();
+            let until = Instant::now() + deadline;
+            let mut out = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                if Instant::now() > until {
+                    return Err(HttpError::TooSlow {
+                        url: final_url,
+                        detail: format!(
+                            "the answer was not complete after {} s (a small answer must arrive whole within that)",
+                            deadline.as_secs_f64()
+                        ),
+                    });
+                }
+                match reader.read(&mut buf) {
+                    Ok(0) => return Ok(out),
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(body_io_error(&final_url, e, limit)),
+                }
+            }
         })
     }
 
@@ -474,16 +497,6 @@ impl Client {
                 body: Box::new(resp.into_body().into_reader()),
             })
         })
-    }
-
-    /// The largest xz dictionary / zstd window a NAR may ask for, in bytes.
-    pub fn max_decoder_memory(&self) -> u64 {
-        self.max_decoder_memory
-    }
-
-    /// One progress line about the transfer ([`crate::ui::say`]).
-    pub fn note(&self, line: &str) {
-        crate::ui::say(line);
     }
 
     /// Run `attempt` until it succeeds, fails for good, or the retry
@@ -693,6 +706,32 @@ fn jitter() -> f64 {
         return 1.0;
     }
     0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 2.0
+}
+
+/// How long a small body (narinfo, API answer) may take in all. Debug
+/// builds (the tests) read `FH_LITE_TEST_SMALL_BODY_MS`; release builds
+/// have no such knob.
+pub fn small_body_deadline() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("FH_LITE_TEST_SMALL_BODY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    Duration::from_secs(120)
+}
+
+/// A read error of a small body: ureq's, carried in an `io::Error`.
+fn body_io_error(url: &str, e: std::io::Error, limit: u64) -> HttpError {
+    let detail = e.to_string();
+    match e.into_inner().map(|i| i.downcast::<ureq::Error>()) {
+        Some(Ok(ue)) => body_error(url, *ue, limit),
+        _ => HttpError::Body {
+            url: url.to_string(),
+            detail,
+        },
+    }
 }
 
 /// The short reason in a retry line.

@@ -14,6 +14,9 @@
 //! they need from here.
 
 #![forbid(unsafe_code)]
+// Tests set up their trees with std; fh-lite itself writes through rootfs::Dir
+// (clippy.toml).
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod activate;
 mod apply;
@@ -50,6 +53,7 @@ mod state;
 mod status;
 mod store;
 #[doc(hidden)]
+#[allow(clippy::disallowed_methods)]
 pub mod testutil;
 pub mod ui;
 mod url;
@@ -111,6 +115,9 @@ fn streamed(command: &Command) -> Option<&'static str> {
 
 /// Run one command; the whole program's shape fits on this screen.
 fn run_command(cli: &Cli) -> Result<Exit, Error> {
+    if !matches!(cli.command, Command::Help { .. } | Command::Version) {
+        cli::check_root(&cli.common, cli.create_root)?;
+    }
     match cli.command {
         Command::Help { all } => {
             ui::print_stdout(&if all { cli::help() } else { cli::short_help() });

@@ -1,7 +1,8 @@
 //! `--metrics-file PATH`: after every apply, rollback or recover (success,
 //! failure, no-op, recovery), the Prometheus text format for
 //! node_exporter's textfile collector, written atomically (a temporary
-//! file in the same directory, fsync, rename, fsync of the directory), so
+//! file under a random name in the same directory, created O_EXCL and not
+//! following symlinks, fsync, rename, fsync of the directory), so
 //! a scrape never sees half a file.
 //!
 //! The values come from what the run returned and from what it left:
@@ -9,8 +10,6 @@
 //! time survives a run that records nothing (a no-op) through the previous
 //! metrics file itself.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use crate::activate::Ctx;
@@ -36,26 +35,11 @@ pub fn write_after(common: &Common, path: &Path, run: &Run) {
 
 fn write(common: &Common, path: &Path, run: &Run) -> Result<(), Error> {
     let text = render(common, path, run);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let go = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    };
-    go().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("write metrics file", path, &e)
-    })
+    // A random temporary name, created O_EXCL|O_NOFOLLOW, renamed over
+    // the file: a textfile directory others can write to cannot redirect
+    // the write (rootfs::Dir::write_atomic).
+    crate::rootfs::write_file(None, path, 0o644, text.as_bytes())
+        .map_err(|e| Error::io("write metrics file", path, &e))
 }
 
 /// One metric: HELP, TYPE and its samples.

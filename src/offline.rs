@@ -3,9 +3,10 @@
 //! `apply` runs the same plan → fetch → register → activate for every
 //! [`Source`]: FlakeHub with its closure token (apply.rs), a bundle
 //! (`--from FILE|DIR|-`, bundle/), or a store path from any signed binary
-//! cache (`--cache URL`, direct.rs). [`open`] is the one call apply makes
-//! before resolve: it opens the bundle, verifies its manifest, and takes
-//! the reference from it. It also applies the anti-downgrade memory
+//! cache (`--cache URL`, direct.rs). Before resolve, apply makes one call
+//! (`apply::open_offline`): it opens the bundle (`bundle::source::open`,
+//! which verifies the manifest and takes the reference from it) or the
+//! cache (`direct::open`), and applies the anti-downgrade memory
 //! (versions.rs) to every exact version, from a reference or a manifest.
 
 use std::collections::BTreeSet;
@@ -14,6 +15,7 @@ use std::io::Read;
 use crate::cache::CacheClient;
 use crate::cli::ApplyOpts;
 use crate::error::Error;
+use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::signature::TrustedKeys;
@@ -36,7 +38,7 @@ pub trait Source {
         &mut self,
         store: &dyn Store,
         keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error>;
 }

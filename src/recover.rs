@@ -23,13 +23,24 @@
 //! Recovery journals its own phases, so a kill during recovery is
 //! recovered by the next run in the same way.
 //!
-//! Before any of this, a script the dead run left running (fh-lite alone
+//! The journal is not trusted input (under `--root` it lies in an image
+//! fh-lite did not make). Before anything is redone ([`vouch`]): the store
+//! path, and the system a rollback returns to, must be registered and valid
+//! in this store; the generations the entry names must be that path in the
+//! profile; and recovery never runs what the operator's own command would
+//! not ([`Allowed`]): no activation when the command activates nothing
+//! (`boot` under `--root`), no health check other than the command's own
+//! `--health-check`. Anything else is refused, named, and cleared.
+//!
+//! Then, before anything is redone, a script the dead run left running (fh-lite alone
 //! was killed; the script has a process group of its own) is waited for,
 //! up to the attempt's `--activation-timeout`, then killed with its group
 //! (activate/orphan.rs): recovery never runs a second activation beside it.
 
-use crate::activate::{self, Before, Journal, Report, Settings};
-use crate::cli::Common;
+use std::path::PathBuf;
+
+use crate::activate::{self, Before, Ctx, Journal, Report, Settings};
+use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
 use crate::state::{Attempt, Pending, Phase, StateDir, ROLLBACK_ACTION};
@@ -40,7 +51,7 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
     let state = StateDir::of(common);
     let _lock = state.lock()?;
     crate::signal::install()?;
-    match recover(common, &state)? {
+    match recover(common, &state, &Allowed::of_command(common))? {
         Recovery::Nothing => {
             say("no interrupted attempt; nothing to recover");
             Ok(Exit::Success)
@@ -81,8 +92,136 @@ pub fn decide(phase: Phase) -> Decision {
     }
 }
 
-/// Recover the pending attempt, if any; the caller holds the lock.
-pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
+/// What the command that runs recovery would run itself: recovery runs
+/// no more than that.
+#[derive(Clone, Debug)]
+pub struct Allowed {
+    /// Its activation runs programs (everything but `boot` under `--root`
+    /// without `--install-bootloader`).
+    pub commands: bool,
+    /// Its own `--health-check`.
+    pub health_check: Option<String>,
+    /// The store it uses (`--store`, `--daemon-socket`).
+    pub store: StoreKind,
+    pub daemon_socket: Option<PathBuf>,
+}
+
+impl Allowed {
+    /// An apply with `opts`.
+    pub fn of_apply(common: &Common, opts: &ApplyOpts) -> Allowed {
+        let ctx = Ctx::new(common);
+        let action = activate::flavor::Flavor::of(opts.kind).action(opts.action);
+        Allowed {
+            commands: activate::runs_commands(&ctx, action, opts.install_bootloader),
+            health_check: opts.health_check.clone(),
+            store: opts.store,
+            daemon_socket: opts.daemon_socket.clone(),
+        }
+    }
+
+    /// `fh-lite recover` and `fh-lite rollback`: they activate (a system
+    /// of the profile), and have no health check of their own.
+    pub fn of_command(_common: &Common) -> Allowed {
+        Allowed {
+            commands: true,
+            health_check: None,
+            store: StoreKind::Auto,
+            daemon_socket: None,
+        }
+    }
+}
+
+/// Why the journal entry `p` is not redone, if it is not: see the module
+/// text.
+fn vouch(
+    common: &Common,
+    p: &Pending,
+    path: &StorePath,
+    settings: Option<&Settings>,
+    allowed: &Allowed,
+) -> Result<(), String> {
+    let valid = |what: &str, sp: &StorePath| -> Result<(), String> {
+        let socket = allowed.daemon_socket.as_deref();
+        match crate::store::select::is_valid_here(common, allowed.store, socket, sp) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "{what} {sp} is not registered and valid in this store"
+            )),
+            Err(e) => Err(format!(
+                "cannot check {what} {sp} in this store: {}",
+                e.message
+            )),
+        }
+    };
+    valid("its store path", path)?;
+    let ctx = Ctx::new(common);
+    let target_of = |n: u64| ctx.profile.generation(n).ok().map(|g| g.target);
+    if let Some(n) = p.generation {
+        if target_of(n).as_deref() != Some(p.store_path.as_str()) {
+            return Err(format!(
+                "generation {n} of the profile {} is not {path}",
+                common.profile.display()
+            ));
+        }
+    }
+    if let Some(sys) = &p.previous_system {
+        let before =
+            StorePath::parse(sys).map_err(|e| format!("the system it replaced ({sys}): {e}"))?;
+        valid("the system it replaced", &before)?;
+        if let Some(m) = p.previous_generation {
+            if target_of(m).as_deref() != Some(sys.as_str()) {
+                return Err(format!(
+                    "generation {m} of the profile {} is not {sys}",
+                    common.profile.display()
+                ));
+            }
+        }
+    }
+    let runs = match settings {
+        Some(s) => {
+            let action = activate::flavor::Flavor::of(s.kind).action(s.action);
+            activate::runs_commands(&ctx, action, s.install_bootloader)
+        }
+        // A rollback runs the older system's switch script.
+        None => true,
+    };
+    if runs && !allowed.commands {
+        return Err(format!(
+            "redoing it would run {path}'s activation, which this command does not run"
+        ));
+    }
+    if let Some(check) = settings.and_then(|s| s.health_check.as_ref()) {
+        if allowed.health_check.as_ref() != Some(check) {
+            return Err(
+                "it names a health check that is not this command's --health-check".to_string(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuse the journal entry: say why, record the attempt as interrupted,
+/// clear it.
+fn refuse(
+    common: &Common,
+    state: &StateDir,
+    attempt: &Attempt,
+    what: &str,
+    why: &str,
+) -> Result<Recovery, Error> {
+    if !common.quiet {
+        eprintln!(
+            "fh-lite: warning: refusing the interrupted attempt in {} ({what}): {why}; nothing of it is redone, and it is cleared",
+            state.file().display()
+        );
+    }
+    state.record_result(attempt, Exit::Interrupted, None, false)?;
+    Ok(Recovery::Cleared)
+}
+
+/// Recover the pending attempt, if any, running no more than `allowed`;
+/// the caller holds the lock.
+pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<Recovery, Error> {
     let Some(p) = state.pending()? else {
         return Ok(Recovery::Nothing);
     };
@@ -97,9 +236,14 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
         )
     })?;
     let attempt = Attempt::resumed(&p.reference, &path, p.time);
-    // A script the dead run started may still run: never a second beside it.
-    activate::orphan::settle(&p)?;
+    let what = format!("{path}, {}, killed during {}", p.action, phase.as_str());
     if p.action == ROLLBACK_ACTION {
+        if let Err(why) = vouch(common, &p, &path, None, allowed) {
+            return refuse(common, state, &attempt, &what, &why);
+        }
+        // A script the dead run started may still run: never a second
+        // beside it (only for an entry this store vouches for).
+        activate::orphan::settle(&p)?;
         return redo_rollback_command(common, state, &p, &attempt).map(Recovery::Finished);
     }
     let settings = Settings::of_pending(&p).ok_or_else(|| {
@@ -121,6 +265,11 @@ pub fn recover(common: &Common, state: &StateDir) -> Result<Recovery, Error> {
         state.record_result(&attempt, Exit::Interrupted, None, false)?;
         return Ok(Recovery::Cleared);
     }
+    if let Err(why) = vouch(common, &p, &path, Some(&settings), allowed) {
+        return refuse(common, state, &attempt, &what, &why);
+    }
+    // A script the dead run started may still run: never a second beside it.
+    activate::orphan::settle(&p)?;
     say(&if p.rebooting == Some(true) {
         format!(
             "confirming the reboot into {path} ({}): activation again, then the health check",
@@ -204,8 +353,9 @@ fn redo_rollback_command(
 pub fn before_command(
     common: &Common,
     state: &StateDir,
+    allowed: &Allowed,
 ) -> Result<Option<Result<Exit, Error>>, Error> {
-    let result = match recover(common, state)? {
+    let result = match recover(common, state, allowed)? {
         Recovery::Finished(r) => r,
         Recovery::Nothing | Recovery::Cleared => return Ok(None),
     };
@@ -288,11 +438,17 @@ mod tests {
         let t = TempDir::new("recover-fetching");
         let c = common(t.path());
         let state = StateDir::new(&c.state_dir);
-        assert!(matches!(recover(&c, &state).unwrap(), Recovery::Nothing));
+        assert!(matches!(
+            recover(&c, &state, &Allowed::of_command(&c)).unwrap(),
+            Recovery::Nothing
+        ));
         let p = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
         let a = Attempt::start("r", &StorePath::parse(p).unwrap());
         state.begin(&a, &entry(p, Phase::Fetching, p)).unwrap();
-        assert!(matches!(recover(&c, &state).unwrap(), Recovery::Cleared));
+        assert!(matches!(
+            recover(&c, &state, &Allowed::of_command(&c)).unwrap(),
+            Recovery::Cleared
+        ));
         let s = state.load().unwrap();
         assert_eq!(s.pending, None);
         assert_eq!(s.last_attempt.unwrap().result, "interrupted");
@@ -307,6 +463,56 @@ mod tests {
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
         Some((root, c, state, a, b))
+    }
+
+    /// Journal entries this store does not vouch for are refused and
+    /// cleared, nothing run: an unregistered path, a generation that is
+    /// another path, a health check that is not the command's own.
+    #[test]
+    fn untrusted_journal_entries_are_refused_and_cleared() {
+        let t = TempDir::new("recover-untrusted");
+        let Some((root, c, state, a, b)) = two_systems(&t) else {
+            return;
+        };
+        let profile = Profile::new(&c.profile, Some(&root));
+        profile.create_generation(&a).unwrap();
+        profile.switch_to(1).unwrap();
+        let stray = "/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-stray";
+        std::fs::create_dir_all(root.join(&stray[1..]).join("bin")).unwrap();
+        let mut wrong_gen = entry(&b, Phase::Activating, &a);
+        wrong_gen.generation = Some(1);
+        let mut checked = entry(&b, Phase::HealthCheck, &a);
+        checked.health_check = Some("touch /pwned".into());
+        let cases = [
+            (
+                entry(stray, Phase::Activating, &a),
+                "is not registered and valid",
+            ),
+            (
+                entry(&b, Phase::Activating, stray),
+                "is not registered and valid",
+            ),
+            (wrong_gen, "generation 1 of the profile"),
+            (checked, "not this command's --health-check"),
+        ];
+        for (p, why) in cases {
+            let path = StorePath::parse(&p.store_path).unwrap();
+            let att = Attempt::start("r", &path);
+            state.begin(&att, &p).unwrap();
+            let allowed = Allowed::of_command(&c);
+            assert!(matches!(
+                recover(&c, &state, &allowed).unwrap(),
+                Recovery::Cleared
+            ));
+            let err = vouch(&c, &p, &path, Settings::of_pending(&p).as_ref(), &allowed);
+            assert!(err.unwrap_err().contains(why), "{why}");
+            let s = state.load().unwrap();
+            assert_eq!(s.pending, None);
+            assert_eq!(s.last_attempt.unwrap().result, "interrupted");
+            assert!(!root.join("activation.log").exists());
+            assert!(!root.join("pwned").exists());
+            assert_eq!(profile.current().unwrap(), Some(1));
+        }
     }
 
     #[test]
@@ -328,7 +534,7 @@ mod tests {
         state
             .begin(&att, &entry(&b, Phase::Activating, &a))
             .unwrap();
-        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap(), Exit::RebootNeeded);
@@ -354,7 +560,7 @@ mod tests {
         state
             .begin(&att, &entry(&b, Phase::Activating, &a))
             .unwrap();
-        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap(), Exit::Success);
@@ -379,7 +585,7 @@ mod tests {
         state
             .begin(&att, &entry(&b, Phase::RollingBack, &a))
             .unwrap();
-        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap_err().exit, Exit::RolledBack);
@@ -440,7 +646,8 @@ mod tests {
             }
             let att = Attempt::start("r", &StorePath::parse(&b).unwrap());
             state.begin(&att, &entry(&b, Phase::Profile, &a)).unwrap();
-            let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+            let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap()
+            else {
                 panic!("{what}: not recovered")
             };
             assert_eq!(r.unwrap(), Exit::Success, "{what}");
@@ -500,7 +707,7 @@ mod tests {
         assert_eq!(entry.generation, Some(1));
         let att = Attempt::start(&entry.reference, &StorePath::parse(&a).unwrap());
         state.begin(&att, &entry).unwrap();
-        let Recovery::Finished(r) = recover(&c, &state).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap(), Exit::Success);
@@ -523,7 +730,7 @@ mod tests {
         profile.switch_to(2).unwrap();
         state.begin(&att, &entry).unwrap();
         assert!(matches!(
-            recover(&c, &state).unwrap(),
+            recover(&c, &state, &Allowed::of_command(&c)).unwrap(),
             Recovery::Finished(Ok(Exit::Success))
         ));
         assert_eq!(profile.current().unwrap(), Some(1));

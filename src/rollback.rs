@@ -18,7 +18,11 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     let _lock = state.lock()?;
     crate::signal::install()?;
     // An attempt a kill interrupted is finished or undone first.
-    if let Some(result) = crate::recover::before_command(common, &state)? {
+    if let Some(result) = crate::recover::before_command(
+        common,
+        &state,
+        &crate::recover::Allowed::of_command(common),
+    )? {
         return result;
     }
     let back = SwitchBack::prepare(common, to, &state.failed()?)?;

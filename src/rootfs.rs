@@ -14,13 +14,21 @@
 //! - A [`Dir`] then works relative to its descriptor only: files are opened
 //!   and created with `O_NOFOLLOW` (and `O_EXCL` where new), renames,
 //!   symlinks and readlinks use `*at` calls on single names.
+//! - Every file fh-lite writes is written through a [`Dir`]
+//!   ([`Dir::write_atomic`], [`Dir::new_file`], [`Dir::symlink_atomic`],
+//!   or [`write_file`] for a path): a temporary name nobody can predict
+//!   (`.NAME.tmp-PID-RANDOM`), created `O_CREAT|O_EXCL|O_NOFOLLOW` with an
+//!   explicit mode, fsync, `renameat` over the name (a symlink there is
+//!   replaced, never followed), fsync of the directory. Nothing is ever
+//!   opened for writing by path; clippy.toml forbids the std calls that
+//!   would.
 //! - [`Dir::remove_tree`] removes a tree with `openat`/`fstatat`/`unlinkat`
 //!   and `fchmod` on the opened directory, never by path: a directory
 //!   swapped for a symlink mid-removal cannot redirect it anywhere.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -218,10 +226,122 @@ impl Dir {
         Ok(File::from(fd))
     }
 
-    /// Create the new file `name` for writing (`O_CREAT|O_EXCL|O_NOFOLLOW`).
+    /// Create the new file `name` for writing (`O_CREAT|O_EXCL|O_NOFOLLOW`,
+    /// exactly `mode` whatever the umask): for scratch files that are
+    /// never renamed (a netrc in a private directory). Files that replace
+    /// something go through [`Dir::new_file`].
     pub fn create_new(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<File> {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
-        self.open_file(name, flags, mode)
+        let f = self.open_file(name, flags, mode)?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+        Ok(f)
+    }
+
+    /// Open (creating it with `mode` if missing) the lock file `name`,
+    /// never through a symlink, and set its mode to `mode` (a lock file
+    /// made by an older version with a looser mode is tightened).
+    pub fn open_lock(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<File> {
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW;
+        let f = self.open_file(name, flags, mode)?;
+        let st = rustix::fs::fstat(&f)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(io::Error::other("it is not a regular file"));
+        }
+        if st.st_mode & 0o7777 != mode {
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))?;
+        }
+        Ok(f)
+    }
+
+    /// Set the mode of this directory (through its descriptor).
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        let st = rustix::fs::fstat(&self.fd)?;
+        if st.st_mode & 0o7777 != mode {
+            rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))?;
+        }
+        Ok(())
+    }
+
+    /// A new file that will replace `name` when committed: created under a
+    /// random temporary name with `mode` (see the module text).
+    pub fn new_file(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<NewFile<'_>> {
+        let name = single(name.as_ref())?.to_os_string();
+        let tmp = temp_name(&name, "tmp");
+        let file = self.create_new(&tmp, mode)?;
+        Ok(NewFile {
+            dir: self,
+            tmp,
+            name,
+            file: Some(file),
+        })
+    }
+
+    /// Replace `name` with a file holding `data`, atomically and durably.
+    pub fn write_atomic(&self, name: impl AsRef<OsStr>, mode: u32, data: &[u8]) -> io::Result<()> {
+        let mut f = self.new_file(name, mode)?;
+        f.write_all(data)?;
+        f.commit()
+    }
+
+    /// Replace `name` with the symlink `name` -> `target`, atomically and
+    /// durably: made under a random temporary name, then renamed over it
+    /// (a symlink or file there is replaced, never followed).
+    pub fn symlink_atomic(
+        &self,
+        target: impl AsRef<OsStr>,
+        name: impl AsRef<OsStr>,
+    ) -> io::Result<()> {
+        let name = single(name.as_ref())?;
+        let tmp = temp_name(name, "tmp");
+        rustix::fs::symlinkat(target.as_ref(), &self.fd, &tmp)?;
+        if let Err(e) = rustix::fs::renameat(&self.fd, &tmp, &self.fd, name) {
+            let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+            return Err(e.into());
+        }
+        self.sync()
+    }
+
+    /// Make the directory `name` (0755) in this directory.
+    pub fn create_dir(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = single(name.as_ref())?;
+        Ok(rustix::fs::mkdirat(
+            &self.fd,
+            name,
+            Mode::from_raw_mode(0o755),
+        )?)
+    }
+
+    /// Open the directory `name` in this directory, never through a
+    /// symlink.
+    pub fn open_subdir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
+        let name = single(name.as_ref())?;
+        let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+            .map_err(refuse_link)?;
+        Ok(Dir {
+            fd,
+            path: self.path.join(name),
+            jailed: true,
+        })
+    }
+
+    /// A new private (0700) directory beside `name`, under a random
+    /// temporary name, to be filled then renamed over `name`: its name and
+    /// the open directory.
+    pub fn create_temp_dir(
+        &self,
+        name: impl AsRef<OsStr>,
+        tag: &str,
+    ) -> io::Result<(OsString, Dir)> {
+        let name = single(name.as_ref())?;
+        let tmp = temp_name(name, tag);
+        rustix::fs::mkdirat(&self.fd, &tmp, Mode::from_raw_mode(0o700))?;
+        let fd = rustix::fs::openat(&self.fd, &tmp, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+        let d = Dir {
+            fd,
+            path: self.path.join(&tmp),
+            jailed: true,
+        };
+        Ok((tmp, d))
     }
 
     /// Read the file `name` (not followed if a symlink beneath a root).
@@ -309,6 +429,121 @@ impl Dir {
     pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
         remove_at(self.fd.as_fd(), single(name.as_ref())?)
     }
+}
+
+/// `.NAME.TAG-PID-RANDOM`: the pid lets a later run tell a dead run's
+/// leftovers; the random part makes the name unpredictable, so nobody can
+/// plant something there in advance (and `O_EXCL` refuses it anyway).
+pub fn temp_name(name: &OsStr, tag: &str) -> OsString {
+    let mut b = [0u8; 8];
+    // A failing system RNG leaves the name predictable, never unsafe:
+    // O_EXCL|O_NOFOLLOW (or mkdirat, symlinkat) refuse anything there.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let mut n = OsString::from(".");
+    // Leave room for the suffix within NAME_MAX.
+    let bytes = name.as_bytes();
+    n.push(OsStr::from_bytes(&bytes[..bytes.len().min(200)]));
+    n.push(format!(
+        ".{tag}-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(b)
+    ));
+    n
+}
+
+/// The pid in a name [`temp_name`] made for `name` and `tag`, if it is one.
+pub fn temp_name_pid(tmp: &OsStr, name: &OsStr, tag: &str) -> Option<u32> {
+    let bytes = name.as_bytes();
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(&bytes[..bytes.len().min(200)]);
+    prefix.extend_from_slice(format!(".{tag}-").as_bytes());
+    let rest = tmp.as_bytes().strip_prefix(prefix.as_slice())?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    let (pid, rand) = rest.split_once('-')?;
+    if rand.len() != 16 || !rand.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// A file being written under a temporary name in a [`Dir`]: nothing is
+/// at its final name until [`NewFile::commit`]; dropped uncommitted, the
+/// temporary file is removed.
+pub struct NewFile<'d> {
+    dir: &'d Dir,
+    tmp: OsString,
+    name: OsString,
+    file: Option<File>,
+}
+
+impl NewFile<'_> {
+    /// fsync, rename over the final name, fsync the directory.
+    pub fn commit(mut self) -> io::Result<()> {
+        let Some(f) = self.file.take() else {
+            return Err(io::Error::other("already committed"));
+        };
+        f.sync_all()?;
+        drop(f);
+        rustix::fs::renameat(&self.dir.fd, &self.tmp, &self.dir.fd, &self.name)?;
+        self.tmp.clear();
+        self.dir.sync()
+    }
+}
+
+impl Write for NewFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl io::Seek for NewFile<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        match &mut self.file {
+            Some(f) => f.seek(pos),
+            None => Err(io::Error::other("already committed")),
+        }
+    }
+}
+
+impl Drop for NewFile<'_> {
+    fn drop(&mut self) {
+        if !self.tmp.is_empty() {
+            let _ = rustix::fs::unlinkat(&self.dir.fd, &self.tmp, AtFlags::empty());
+        }
+    }
+}
+
+/// Replace the file `path` with `data` (mode `mode`), beneath `root` when
+/// it lies under it: [`Dir::write_atomic`] in its directory, which must
+/// exist.
+pub fn write_file(root: Option<&Path>, path: &Path, mode: u32, data: &[u8]) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    open_dir(root, dir)?.write_atomic(name, mode, data)
+}
+
+/// The directory and the file name of `path` (`.` for a bare name).
+pub fn split(path: &Path) -> io::Result<(&Path, &OsStr)> {
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a path to a file (it has no file name)",
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
 }
 
 fn entries(fd: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
@@ -470,6 +705,40 @@ mod tests {
         assert!(d.open_read("lock").is_err());
         d.remove_tree("lock").unwrap();
         assert_eq!(std::fs::read(outside.join("canary")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn atomic_writes_replace_links_and_never_follow_them() {
+        let t = crate::testutil::TempDir::new("rootfs");
+        let (root, outside) = tree(t.path());
+        let victim = outside.join("canary");
+        for jail in [Some(root.as_path()), None] {
+            let d = open_dir(jail, &root).unwrap();
+            symlink(&victim, root.join("f")).unwrap();
+            d.write_atomic("f", 0o600, b"new").unwrap();
+            let md = std::fs::symlink_metadata(root.join("f")).unwrap();
+            assert!(md.file_type().is_file());
+            assert_eq!(md.permissions().mode() & 0o7777, 0o600);
+            assert_eq!(std::fs::read(root.join("f")).unwrap(), b"new");
+            d.symlink_atomic("/nix/store/x", "f").unwrap();
+            assert_eq!(d.readlink("f").unwrap(), Path::new("/nix/store/x"));
+            // Uncommitted: nothing left, nothing replaced.
+            let mut nf = d.new_file("g", 0o644).unwrap();
+            nf.write_all(b"half").unwrap();
+            drop(nf);
+            let mut names = d.entries().unwrap();
+            names.sort();
+            assert_eq!(names, ["f", "real"], "{jail:?}");
+            d.remove_file("f").unwrap();
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        let n = temp_name(OsStr::new("state.json"), "tmp");
+        assert_eq!(
+            temp_name_pid(&n, OsStr::new("state.json"), "tmp"),
+            Some(std::process::id())
+        );
+        assert_ne!(n, temp_name(OsStr::new("state.json"), "tmp"));
+        assert_eq!(temp_name_pid(&n, OsStr::new("state"), "tmp"), None);
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! `fh-lite fetch REF`: stage a closure without activating it.
+//! `fh-lite fetch /nix/store/HASH-NAME --cache URL` stages a store path
+//! from any signed binary cache instead (the source direct.rs opens).
 //!
 //! resolve → plan → fetch → register, as `apply` does, then a GC root:
 //! the symlink `--out-link PATH` (default `STATE_DIR/fetched`) pointing at
@@ -19,8 +21,14 @@ use crate::store::select;
 pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
     let state = StateDir::of(common);
     let _lock = state.lock()?;
-    let client = Client::new(common)?;
-    let mut source = crate::apply::flakehub_source(&client, common, opts)?;
+    let client;
+    let mut source = match offline.cache {
+        Some(_) => crate::direct::open(common, opts, offline)?.source,
+        None => {
+            client = Client::new(common)?;
+            crate::apply::flakehub_source(&client, common, opts)?
+        }
+    };
     let root_path = source.store_path().clone();
     let keys = &opts.trusted_keys;
     let store = select::select(common, opts, keys, source.token())?;
@@ -34,7 +42,12 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
     pinned.push(root_path.clone());
     store.add_temp_roots(&pinned)?;
-    source.fetch(store, keys, opts.jobs, plan)?;
+    source.fetch(
+        store,
+        keys,
+        &crate::fetch::FetchOptions::of(common, opts.jobs),
+        plan,
+    )?;
     let link = offline
         .out_link
         .clone()

@@ -48,7 +48,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use miniserde::{json, Deserialize, Serialize};
@@ -57,7 +57,6 @@ use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
 use crate::rootfs::{self, Dir};
 use crate::util::unix_now;
-use rustix::fs::OFlags;
 
 /// The state file is small; anything bigger is not ours.
 const MAX_STATE_BYTES: u64 = 1 << 20;
@@ -327,6 +326,51 @@ fn read_state(dir: &StateDir) -> Result<Loaded, Error> {
 
 const STATE_FILE: &str = "state.json";
 
+/// state.json (it holds the health-check command), versions.json and the
+/// lock: root's alone, so nobody else can read the journal or hold the
+/// lock.
+const STATE_MODE: u32 = 0o600;
+
+/// The files fh-lite keeps in its state directory (and their temporary
+/// names): a directory holding only these is made 0700.
+const OWN_FILES: [&str; 3] = [STATE_FILE, "lock", "versions.json"];
+
+/// Make the state directory 0700 when it is fh-lite's own: owned by this
+/// user, not sticky, and holding nothing but fh-lite's files (an explicit
+/// `--state-dir` pointing at a shared directory is left as it is).
+fn private(d: &Dir) -> std::io::Result<()> {
+    let st = d.fstat()?;
+    if st.st_mode & 0o7777 == 0o700
+        || st.st_uid != rustix::process::geteuid().as_raw()
+        || st.st_mode & 0o1000 != 0
+    {
+        return Ok(());
+    }
+    let own = d.entries()?.iter().all(|n| {
+        let n = n.to_string_lossy();
+        n.starts_with('.') || OWN_FILES.iter().any(|f| n.starts_with(f))
+    });
+    if own {
+        d.set_mode(0o700)?;
+    }
+    Ok(())
+}
+
+/// Remove the temporary files of state.json and versions.json left by
+/// runs that died (their pid is gone).
+fn sweep_dead_temps(d: &Dir) {
+    let Ok(names) = d.entries() else { return };
+    for n in names {
+        for own in [STATE_FILE, "versions.json"] {
+            if let Some(pid) = rootfs::temp_name_pid(&n, own.as_ref(), "tmp") {
+                if !Path::new("/proc").join(pid.to_string()).exists() {
+                    let _ = d.remove_file(&n);
+                }
+            }
+        }
+    }
+}
+
 /// The state directory (`--state-dir`): state.json and the lock. Under
 /// `--root DIR` it is resolved beneath DIR and its files are never
 /// followed when symlinks ([`crate::rootfs`]).
@@ -357,13 +401,51 @@ impl StateDir {
         self.dir.join(STATE_FILE)
     }
 
+    /// `name` in the state directory (for messages).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     fn open(&self) -> std::io::Result<Dir> {
         rootfs::open_dir(self.root.as_deref(), &self.dir)
     }
 
     fn create(&self) -> Result<Dir, Error> {
-        rootfs::create_dir_all(self.root.as_deref(), &self.dir)
-            .map_err(|e| Error::io("create state directory", &self.dir, &e))
+        let d = rootfs::create_dir_all(self.root.as_deref(), &self.dir)
+            .map_err(|e| Error::io("create state directory", &self.dir, &e))?;
+        private(&d).map_err(|e| Error::io("make the state directory private", &self.dir, &e))?;
+        Ok(d)
+    }
+
+    /// The file `name` in the state directory, read whole up to `max`
+    /// bytes (None when missing); never through a symlink under `--root`.
+    pub fn read_file(&self, name: &str, max: u64) -> Result<Option<String>, Error> {
+        let path = self.dir.join(name);
+        let file = match self.open().and_then(|d| d.open_read(name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path, &e)),
+        };
+        let mut text = String::new();
+        file.take(max + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("read", &path, &e))?;
+        if text.len() as u64 > max {
+            return Err(Error::io(
+                "read",
+                &path,
+                &std::io::Error::other(format!("larger than {max} bytes")),
+            ));
+        }
+        Ok(Some(text))
+    }
+
+    /// Replace the file `name` in the state directory with `data` (0600),
+    /// crash-safely ([`Dir::write_atomic`]).
+    pub fn write_file(&self, name: &str, data: &[u8]) -> Result<(), Error> {
+        let dir = self.create()?;
+        dir.write_atomic(name, STATE_MODE, data)
+            .map_err(|e| Error::io("write", &self.dir.join(name), &e))
     }
 
     /// For `status`: a corrupt file is an error naming it.
@@ -408,7 +490,6 @@ impl StateDir {
     fn save(&self, state: &State) -> Result<(), Error> {
         let dir = self.create()?;
         let path = self.file();
-        let tmp = format!(".state.json.tmp-{}", std::process::id());
         let mut s = State {
             version: 1,
             ..state.clone()
@@ -418,19 +499,8 @@ impl StateDir {
             s.failed.drain(..drop);
         }
         let text = json::to_string(&s) + "\n";
-        let write = || -> std::io::Result<()> {
-            // One of a dead run with this pid, or anything planted there.
-            let _ = dir.remove_tree(&tmp);
-            let mut f = dir.create_new(&tmp, 0o644)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            dir.rename(&tmp, STATE_FILE)?;
-            dir.sync()
-        };
-        write().map_err(|e| {
-            let _ = dir.remove_file(&tmp);
-            Error::io("write state file", &path, &e)
-        })
+        dir.write_atomic(STATE_FILE, STATE_MODE, text.as_bytes())
+            .map_err(|e| Error::io("write state file", &path, &e))
     }
 
     fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), Error> {
@@ -597,8 +667,13 @@ impl StateDir {
         let dir = self.create()?;
         let path = self.dir.join("lock");
         let mut file = dir
-            .open_file("lock", OFlags::RDWR | OFlags::CREATE, 0o644)
+            .open_lock("lock", STATE_MODE)
             .map_err(|e| Error::io("open lock file", &path, &e))?;
+        // state.json made by an older version with a looser mode.
+        if let Ok(f) = dir.open_read(STATE_FILE) {
+            let _ = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(STATE_MODE));
+        }
+        sweep_dead_temps(&dir);
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

@@ -49,6 +49,8 @@ struct StatusJson {
     token_file: Option<String>,
     /// Its JWT `exp`, unix seconds, when it is a JWT.
     token_expires_at: Option<i64>,
+    /// Where fh-lite looks for the device token, in order.
+    token_searched: Vec<String>,
     /// The store path applied that waits for a reboot (fleet.rs), or null.
     reboot_needed: Option<String>,
     /// `--rollout-spread` schedule: when each newly seen path activates.
@@ -67,7 +69,7 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
     let state = StateDir::of(common).load()?;
     let token = flakehub::token_info(common);
     let fleet = state.fleet.unwrap_or_default();
-    let versions = crate::versions::all(&common.state_dir)?;
+    let versions = crate::versions::all(&StateDir::of(common))?;
     let json = StatusJson {
         profile: common.profile.display().to_string(),
         generation: current.as_ref().map(|g| g.number),
@@ -85,6 +87,12 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
         pending: state.pending,
         token_file: token.as_ref().ok().map(|t| t.path.display().to_string()),
         token_expires_at: token.as_ref().ok().and_then(|t| t.expires_at),
+        token_searched: flakehub::token_candidates(common.token_file.as_deref(), &|k| {
+            std::env::var(k).ok()
+        })
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect(),
         reboot_needed: fleet.reboot.map(|p| p.store_path),
         rollout: fleet.rollout,
         versions,
@@ -186,6 +194,7 @@ pub fn render_text(s: &Status) -> String {
     for (i, (k, v)) in j.versions.iter().enumerate() {
         line(if i == 0 { "versions" } else { "" }, &format!("{k} = {v}"));
     }
+    line("token search", &j.token_searched.join(", "));
     line("token file", &token_line(s));
     out
 }
@@ -269,12 +278,12 @@ mod tests {
 
     const P: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-a";
 
-    /// The token line depends on the test process's environment (HOME,
-    /// /nix/var/determinate/token); black-box tests cover it.
+    /// The token lines depend on the test process's environment (HOME,
+    /// /etc/fh-lite/token); black-box tests cover them.
     fn text(c: &Common) -> String {
         render_text(&gather(c).unwrap())
             .lines()
-            .filter(|l| !l.starts_with("token file"))
+            .filter(|l| !l.starts_with("token "))
             .map(|l| format!("{l}\n"))
             .collect()
     }

@@ -10,6 +10,7 @@
 pub use fh_lite::testutil::nar as narwriter;
 pub use fh_lite::{nix, outref};
 
+pub mod bundle;
 pub mod daemon;
 pub mod flakehub;
 pub mod nar;

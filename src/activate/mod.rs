@@ -24,8 +24,12 @@
 //! `--root DIR`: every path below is taken inside DIR, and commands run
 //! chrooted into DIR by spawning the `chroot` program (`chroot DIR CMD …`):
 //! the crate forbids `unsafe`, which `CommandExt::pre_exec` would need. That
-//! needs root. `boot` without `--install-bootloader` under `--root` runs
-//! nothing: the generation is the boot default of the image.
+//! needs root. With `--install-bootloader` the command runs as
+//! `nixos-install` runs it: `/dev`, `/proc` and `/sys` mounted in DIR (in a
+//! private mount namespace, [`Ctx::command_with_mounts`]) and
+//! `NIXOS_INSTALL_BOOTLOADER=1`. `boot` without `--install-bootloader`
+//! under `--root` runs nothing: only the profile moves, and fh-lite says
+//! that the boot loader was not updated and how to update it.
 
 pub mod flavor;
 pub mod home_manager;
@@ -344,14 +348,70 @@ impl<'a> Ctx<'a> {
     /// `--root` through the `chroot` program (no `unsafe` pre_exec here).
     pub fn command(&self, program: &Path) -> Result<Command, ActivateError> {
         self.check_can_run()?;
-        Ok(match self.root {
+        let mut c = match self.root {
             Some(r) => {
                 let mut c = Command::new("chroot");
                 c.arg(r).arg(program);
                 c
             }
             None => Command::new(program),
-        })
+        };
+        // Never fh-lite's own standard input (under `--from -` the bundle
+        // pipe): activation scripts and health checks read nothing.
+        c.stdin(std::process::Stdio::null());
+        Ok(c)
+    }
+
+    /// `program` chrooted into the root as `nixos-install` runs the boot
+    /// loader's installation: with `/dev`, `/proc` and `/sys` of this
+    /// machine mounted in the root. The mounts are made by `unshare` in a
+    /// private mount namespace of the command's own, so they vanish with
+    /// it on every path (exit, timeout kill, fh-lite killed) and neither
+    /// this machine nor the root ever sees them. Missing mount points are
+    /// created (mode 0755); a symlink there is refused.
+    fn command_with_mounts(&self, root: &Path, program: &Path) -> Result<Command, ActivateError> {
+        use std::os::unix::fs::DirBuilderExt;
+        self.check_can_run()?;
+        for name in ["dev", "proc", "sys"] {
+            let at = root.join(name);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(ActivateError::Io {
+                        what: "mount point",
+                        path: at,
+                        err: std::io::Error::other(
+                            "is not a directory (a symlink is not followed out of the root)",
+                        ),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&at)
+                    .map_err(|err| ActivateError::Io {
+                        what: "create mount point",
+                        path: at.clone(),
+                        err,
+                    })?,
+                Err(err) => {
+                    return Err(ActivateError::Io {
+                        what: "mount point",
+                        path: at,
+                        err,
+                    })
+                }
+            }
+        }
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                "r=$1; shift; mount --rbind /dev \"$r/dev\" && mount -t proc proc \"$r/proc\" \
+                 && mount --rbind /sys \"$r/sys\" && exec chroot \"$r\" \"$@\"",
+            )
+            .arg("sh")
+            .arg(root)
+            .arg(program);
+        Ok(c)
     }
 
     /// Check that `logical` (inside the system) is an executable file,
@@ -398,7 +458,10 @@ impl<'a> Ctx<'a> {
         timeout: Option<Duration>,
     ) -> Result<Ran, ActivateError> {
         use std::os::unix::process::CommandExt;
-        let mut cmd = self.command(program)?;
+        let mut cmd = match self.root {
+            Some(root) if install_bootloader => self.command_with_mounts(root, program)?,
+            _ => self.command(program)?,
+        };
         cmd.args(args)
             .stdout(Stdio::from(std::io::stderr()))
             .process_group(0);
@@ -496,6 +559,7 @@ pub fn activate(
     journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Result<Exit, Error> {
+    crate::signal::activation_begins();
     let ctx = Ctx::new(common);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => home_manager::activate(&ctx, settings, store_path, journal, report),
@@ -515,6 +579,7 @@ pub fn redo_rollback(
     journal: &mut dyn Journal,
     report: &mut Report,
 ) -> Error {
+    crate::signal::activation_begins();
     let ctx = Ctx::new(common);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => {
@@ -565,8 +630,7 @@ fn has_shell(root: &Path) -> bool {
 }
 
 /// Whether activating runs anything: everything does except `boot` under
-/// `--root` without `--install-bootloader` (the generation is the image's
-/// boot default).
+/// `--root` without `--install-bootloader` (only the profile moves).
 pub(crate) fn runs_commands(ctx: &Ctx, action: Action, install_bootloader: bool) -> bool {
     !(ctx.root.is_some() && action == Action::Boot && !install_bootloader)
 }

@@ -304,35 +304,12 @@ impl Profile {
     }
 }
 
-/// `replaceSymlink`: make `.<k>_<name>` in `dir` (k counting up while it
-/// exists), then rename it over `name` (a symlink there is replaced, never
-/// followed).
+/// `replaceSymlink`: `name` in `dir` -> `target`, made under a random
+/// temporary name and renamed over `name` (a symlink there is replaced,
+/// never followed), then the directory synced ([`Dir::symlink_atomic`]).
 pub(crate) fn replace_symlink(dir: &Dir, target: &Path, name: &str) -> Result<(), ActivateError> {
-    let path = &dir.join(name);
-    for k in 0u32.. {
-        let tmp = format!(".{k}_{name}");
-        match dir.symlink(target, &tmp) {
-            Ok(()) => {
-                if let Err(e) = dir.rename(&tmp, name) {
-                    let _ = dir.remove_file(&tmp);
-                    return Err(io("rename symlink into place", path)(e));
-                }
-                // The new link must survive a power cut by itself (on ext4 a
-                // later fsync of state.json happens to commit it too; not so
-                // on every file system).
-                return dir.sync().map_err(|e| io("sync the directory of", path)(e));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io("create symlink", &dir.join(&tmp))(e)),
-        }
-    }
-    // 0u32.. only ends after 2^32 leftover temporary links, each an error
-    // path above; treat exhaustion as the last I/O failure.
-    Err(ActivateError::Io {
-        what: "create symlink",
-        path: path.to_path_buf(),
-        err: std::io::Error::other("too many leftover temporary links"),
-    })
+    dir.symlink_atomic(target, name)
+        .map_err(io("replace symlink", &dir.join(name)))
 }
 
 #[cfg(test)]

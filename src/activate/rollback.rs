@@ -114,7 +114,6 @@ impl<'a> SystemRun<'a> {
         journal: &mut dyn Journal,
         report: &mut Report,
     ) -> Result<Exit, Error> {
-        let ctx = self.ctx;
         let runs = self.check_before_changes(store_path)?;
         report.previous_generation = self.before.generation;
         if self.s.trial && self.flavor == Flavor::NixOs && self.action == Action::Switch {
@@ -127,11 +126,7 @@ impl<'a> SystemRun<'a> {
             PathBuf::from(store_path.to_string())
         };
         if !runs {
-            ctx.say(&format!(
-                "--root {}: generation {} is the boot default; nothing run (it activates at first boot)",
-                ctx.root.unwrap_or(Path::new("/")).display(),
-                report.generation.unwrap_or(0)
-            ));
+            self.say_boot_loader_not_updated(report.generation.unwrap_or(0));
             return Ok(Exit::Success);
         }
         journal.phase(Phase::Activating, report.generation)?;
@@ -162,7 +157,9 @@ impl<'a> SystemRun<'a> {
         journal.phase(Phase::Committing, None)?;
         let link = self.make_generation(store_path, report)?;
         journal.phase(Phase::Committing, report.generation)?;
-        if super::runs_commands(ctx, Action::Boot, self.s.install_bootloader) {
+        if !super::runs_commands(ctx, Action::Boot, self.s.install_bootloader) {
+            self.say_boot_loader_not_updated(report.generation.unwrap_or(0));
+        } else {
             let script = link.join(self.flavor.script());
             let args = self.flavor.args(Action::Boot);
             let what = format!("{} {}", script.display(), args.join(" "));
@@ -182,6 +179,22 @@ impl<'a> SystemRun<'a> {
             self.say_done(store_path, exit, Action::Switch, &base);
         }
         Ok(exit)
+    }
+
+    /// `boot` under `--root` without `--install-bootloader`: only the
+    /// profile moved. One warning (so also with --quiet) says that the
+    /// image's boot loader does not know the generation, and what to run.
+    fn say_boot_loader_not_updated(&self, generation: u64) {
+        let ctx = self.ctx;
+        let root = ctx.root.unwrap_or(Path::new("/")).display();
+        let script = ctx.logical(&ctx.profile.path).join(self.flavor.script());
+        crate::ui::warn(&format!(
+            "--root {root}: the profile's default is now generation {generation}, but the \
+boot loader was not updated (nothing was run in {root}), so the image still boots what its boot \
+loader knew; to update it, run this again as root with --install-bootloader, or run: nixos-enter \
+--root {root} -c 'NIXOS_INSTALL_BOOTLOADER=1 {} boot'",
+            script.display()
+        ));
     }
 
     /// The closing line; `base`: where the script that ran lives.
@@ -627,6 +640,7 @@ impl<'a> SwitchBack<'a> {
 
     /// Switch the profile to the target and run its switch script.
     pub fn run(&self, report: &mut Report) -> Result<Exit, Error> {
+        crate::signal::activation_begins();
         let ctx = &self.ctx;
         let (n, target) = (self.target.number, &self.target.target);
         let profile = ctx.profile.path.display();

@@ -22,6 +22,7 @@ use super::{Entry, Manifest, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SI
 use crate::cache::{CacheClient, FetchError};
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
+use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
@@ -51,6 +52,15 @@ pub struct Bundle {
     narinfos: BTreeMap<String, String>,
     /// NAR name → store path (for messages).
     nars: BTreeMap<String, StorePath>,
+    /// Store path → its NAR's name in the bundle, from the manifest (a
+    /// narinfo's `URL:` is not signed and never used).
+    nar_of: BTreeMap<StorePath, String>,
+    /// NAR name → the NAR names of its references (stream order check).
+    refs_of: BTreeMap<String, Vec<String>>,
+    /// NAR names met so far in the tar stream.
+    seen: BTreeSet<String>,
+    /// NAR name → the most bytes its file may have.
+    limit_of: BTreeMap<String, u64>,
     /// A truncation met while streaming: the message for a second request.
     broken: Arc<Mutex<Option<String>>>,
     no_token: Secret,
@@ -114,7 +124,10 @@ pub fn open(
         ));
     }
     let store_path = check_closure(&what, &manifest, &narinfos, &opts.trusted_keys)?;
-    if !stdin && !is_dir {
+    // A regular file can be read twice; a FIFO or a device is a stream,
+    // checked while it is read, as standard input is.
+    let regular = !stdin && !is_dir && std::fs::metadata(from).is_ok_and(|m| m.is_file());
+    if regular {
         prepass(from, &what, &manifest)?;
     }
     let mut opts = opts.clone();
@@ -127,12 +140,26 @@ pub fn open(
     let nars = (manifest.closure.iter())
         .filter_map(|e| Some((e.nar.clone(), StorePath::parse(&e.path).ok()?)))
         .collect();
+    let nar_of = (manifest.closure.iter())
+        .filter_map(|e| Some((StorePath::parse(&e.path).ok()?, e.nar.clone())))
+        .collect();
+    let refs_of = references_by_nar(&manifest);
+    let limit_of = (manifest.closure.iter())
+        .map(|e| {
+            let bound = e.file_size.unwrap_or(crate::fetch::body_bound(e.nar_size));
+            (e.nar.clone(), bound)
+        })
+        .collect();
     let bundle = Bundle {
         what,
         place,
         store_path,
         narinfos,
         nars,
+        nar_of,
+        refs_of,
+        seen: BTreeSet::new(),
+        limit_of,
         broken: Arc::new(Mutex::new(None)),
         no_token: Secret::new(""),
         quiet: common.quiet,
@@ -153,6 +180,106 @@ fn open_file(p: &Path) -> Result<std::fs::File, Error> {
     })
 }
 
+/// Open `name` in the dir bundle `dir` for reading: never through a
+/// symlink, never blocking (`O_NOFOLLOW|O_NONBLOCK`: a FIFO there does not
+/// hang the open), and only a regular file of at most `limit` bytes.
+fn open_member(dir: &Path, name: &str, limit: u64) -> io::Result<std::fs::File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let (sub, base) = match name.split_once('/') {
+        Some((d, b)) => (dir.join(d), b),
+        None => (dir.to_path_buf(), name),
+    };
+    if base.is_empty() || base == "." || base == ".." || base.contains('/') {
+        return Err(io::Error::other(format!(
+            "'{name}' is not a file name in the bundle"
+        )));
+    }
+    let d = rustix::fs::open(
+        &sub,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(&d, base, flags, Mode::empty()).map_err(|e| {
+        if e == rustix::io::Errno::LOOP {
+            io::Error::other("it is a symbolic link")
+        } else {
+            e.into()
+        }
+    })?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    if st.st_size as u64 > limit {
+        return Err(io::Error::other(format!(
+            "it is {} bytes, more than the {limit} allowed",
+            st.st_size
+        )));
+    }
+    // Back to blocking reads (a regular file never blocks anyway).
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Read the dir bundle's member `name` whole, bounded ([`open_member`]).
+fn read_member(dir: &Path, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+    let f = open_member(dir, name, limit)?;
+    let mut out = Vec::new();
+    f.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(io::Error::other(format!("more than {limit} bytes")));
+    }
+    Ok(out)
+}
+
+/// The NAR names of each NAR's references (other than itself), from the
+/// manifest.
+fn references_by_nar(manifest: &Manifest) -> BTreeMap<String, Vec<String>> {
+    let nar_of: BTreeMap<&str, &str> = (manifest.closure.iter())
+        .map(|e| (e.path.as_str(), e.nar.as_str()))
+        .collect();
+    (manifest.closure.iter())
+        .map(|e| {
+            let refs = (e.references.iter())
+                .filter(|r| **r != e.path)
+                .filter_map(|r| nar_of.get(r.as_str()).map(|n| n.to_string()))
+                .collect();
+            (e.nar.clone(), refs)
+        })
+        .collect()
+}
+
+/// The tar stream's NAR `name`, met after those in `seen`: refused when it
+/// is not in the manifest, met twice, or before one of its references (a
+/// bundle's NARs come references first, as `bundle create` writes them).
+fn check_order(
+    what: &str,
+    refs_of: &BTreeMap<String, Vec<String>>,
+    seen: &mut BTreeSet<String>,
+    name: &str,
+) -> Result<(), Error> {
+    let Some(refs) = refs_of.get(name) else {
+        return Err(refuse(
+            what,
+            format!("unexpected entry {name}: the manifest lists no such NAR"),
+        ));
+    };
+    if let Some(r) = refs.iter().find(|r| !seen.contains(*r)) {
+        return Err(refuse(
+            what,
+            format!("{name} comes before {r}, the NAR of one of its references: the bundle was reordered or altered"),
+        ));
+    }
+    if !seen.insert(name.to_string()) {
+        return Err(refuse(
+            what,
+            format!("{name} appears twice: the bundle was altered"),
+        ));
+    }
+    Ok(())
+}
+
 type Head = (Vec<u8>, Option<Vec<u8>>, BTreeMap<String, String>, Place);
 
 /// The tar bundle's manifest, signature and narinfos; the stream is left
@@ -171,10 +298,13 @@ fn read_head(mut r: Stream, what: &str) -> Result<Head, Error> {
     let manifest = r.read_entry(MANIFEST_LIMIT).map_err(e)?;
     let mut sig = None;
     let mut narinfos = BTreeMap::new();
-    while let Some((name, _)) = r.next_entry().map_err(e)? {
+    let mut total = 0u64;
+    while let Some((name, size)) = r.next_entry().map_err(e)? {
         if name == SIGNATURE && sig.is_none() && narinfos.is_empty() {
             sig = Some(r.read_entry(SIGNATURE_LIMIT).map_err(e)?);
         } else if let Some(hash) = name.strip_suffix(".narinfo") {
+            total = total.saturating_add(size);
+            check_narinfo_caps(what, narinfos.len() + 1, total)?;
             let text = r.read_entry(NARINFO_LIMIT).map_err(e)?;
             let text = String::from_utf8(text)
                 .map_err(|_| refuse(what, format!("{name} is not UTF-8")))?;
@@ -194,26 +324,58 @@ fn read_head(mut r: Stream, what: &str) -> Result<Head, Error> {
 
 /// The dir bundle's manifest, signature and narinfos.
 fn read_dir(dir: &Path, what: &str) -> Result<Head, Error> {
-    let read = |name: &str| std::fs::read(dir.join(name));
-    let manifest = read(MANIFEST).map_err(|err| {
+    let manifest = read_member(dir, MANIFEST, MANIFEST_LIMIT).map_err(|err| {
         refuse(
             what,
             format!("no readable {MANIFEST} ({err}): not an fh-lite bundle"),
         )
     })?;
-    let sig = read(SIGNATURE).ok();
+    let sig = match read_member(dir, SIGNATURE, SIGNATURE_LIMIT) {
+        Ok(s) => Some(s),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => return Err(refuse(what, format!("{SIGNATURE}: {err}"))),
+    };
     let mut narinfos = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(|err| Error::io("read", dir, &err))?;
+    let mut total = 0u64;
+    let entries = std::fs::read_dir(dir).map_err(|err| Error::option_file("read", dir, &err))?;
     for ent in entries {
-        let ent = ent.map_err(|err| Error::io("read", dir, &err))?;
+        let ent = ent.map_err(|err| Error::option_file("read", dir, &err))?;
         let name = ent.file_name().to_string_lossy().into_owned();
         if let Some(hash) = name.strip_suffix(".narinfo") {
-            let text = std::fs::read_to_string(ent.path())
-                .map_err(|err| Error::io("read", &ent.path(), &err))?;
+            let text = read_member(dir, &name, NARINFO_LIMIT)
+                .map_err(|err| refuse(what, format!("{name}: {err}")))?;
+            total = total.saturating_add(text.len() as u64);
+            check_narinfo_caps(what, narinfos.len() + 1, total)?;
+            let text = String::from_utf8(text)
+                .map_err(|_| refuse(what, format!("{name} is not UTF-8")))?;
             narinfos.insert(hash.to_string(), text);
         }
     }
     Ok((manifest, sig, narinfos, Place::Dir(dir.to_path_buf())))
+}
+
+/// More narinfos than any closure has, or more bytes of them: refused
+/// before they are read (the signature is not checked yet).
+const MAX_NARINFOS: usize = 100_000;
+const NARINFOS_TOTAL_LIMIT: u64 = 32 << 20;
+
+fn check_narinfo_caps(what: &str, count: usize, total: u64) -> Result<(), Error> {
+    if count > MAX_NARINFOS {
+        return Err(refuse(
+            what,
+            format!("it holds more than {MAX_NARINFOS} narinfos"),
+        ));
+    }
+    if total > NARINFOS_TOTAL_LIMIT {
+        return Err(refuse(
+            what,
+            format!(
+                "its narinfos come to more than {} MiB",
+                NARINFOS_TOTAL_LIMIT >> 20
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Every narinfo against its name, the cache keys and the manifest; the
@@ -310,8 +472,14 @@ fn prepass(from: &Path, what: &str, manifest: &Manifest) -> Result<(), Error> {
         .iter()
         .map(|e| (e.nar.as_str(), e))
         .collect();
+    let refs_of = references_by_nar(manifest);
+    let mut met = BTreeSet::new();
     let mut seen = 0usize;
     while let Some((name, size)) = r.next_entry().map_err(e)? {
+        if !name.starts_with("nar/") {
+            continue;
+        }
+        check_order(what, &refs_of, &mut met, &name)?;
         let Some(entry) = by_nar.get(name.as_str()) else {
             continue;
         };
@@ -381,7 +549,10 @@ impl CacheClient for Bundle {
         match &self.place {
             Place::Dir(dir) => {
                 let p = dir.join(name);
-                let f = std::fs::File::open(&p).map_err(|e| FetchError::Truncated {
+                // A bound on the file: its signed FileSize, else what the
+                // fetch accepts for its NarSize.
+                let limit = self.limit_of.get(name).copied().unwrap_or(0);
+                let f = open_member(dir, name, limit).map_err(|e| FetchError::Truncated {
                     path: self
                         .nars
                         .get(name)
@@ -411,11 +582,11 @@ impl CacheClient for Bundle {
             }
         }
     }
-    fn note(&self, _line: &str) {
-        // A bundle cannot be asked again from an offset: no resume lines.
-    }
     fn nar_url(&self, info: &NarInfo) -> String {
-        format!("{}/{}", self.what, info.url)
+        // The manifest's name for it; never the narinfo's unsigned URL.
+        let name = (self.nar_of.get(&info.store_path))
+            .map_or_else(|| super::nar_name(info), String::clone);
+        format!("{}/{name}", self.what)
     }
 }
 
@@ -439,15 +610,18 @@ impl Source for Bundle {
         &mut self,
         store: &dyn Store,
         _keys: &TrustedKeys,
-        jobs: usize,
+        how: &FetchOptions,
         plan: Plan,
     ) -> Result<(), Error> {
+        // A bundle cannot be asked again from an offset: no resume lines.
+        let how = &FetchOptions {
+            notes: false,
+            ..how.clone()
+        };
         let progress = Progress::new(Mode::detect(self.quiet, self.json));
         progress.plan(&plan);
         let Place::Tar(stream) = &self.place else {
-            return Ok(crate::fetch::fetch_all(
-                self, store, &plan, jobs, &progress,
-            )?);
+            return Ok(crate::fetch::fetch_all(self, store, &plan, how, &progress)?);
         };
         // A stream: paths in the order of the bundle (references first).
         let mut wanted: BTreeMap<String, &NarInfo> =
@@ -462,10 +636,14 @@ impl Source for Bundle {
             let Some((name, _)) = next.map_err(|e| read_err(&self.what, e))? else {
                 break;
             };
+            if !name.starts_with("nar/") {
+                return Err(refuse(&self.what, format!("unexpected entry {name}")));
+            }
+            check_order(&self.what, &self.refs_of, &mut self.seen, &name)?;
             let url = format!("{}/{name}", self.what);
             if let Some(info) = wanted.remove(&url) {
                 progress.path_start(info);
-                crate::fetch::fetch_one(self, store, info, &progress, &memory)?;
+                crate::fetch::fetch_one(self, store, info, how, &progress, &memory)?;
                 progress.path_done(info);
             }
         }

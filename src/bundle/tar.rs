@@ -84,6 +84,48 @@ impl<W: Write + Seek> Writer<W> {
     }
 }
 
+/// Writes entries in order to an output that cannot seek (a pipe): a
+/// streamed entry's size is given before its bytes.
+pub struct StreamWriter<W: Write> {
+    out: W,
+    mtime: u64,
+}
+
+impl<W: Write> StreamWriter<W> {
+    pub fn new(out: W, mtime: u64) -> StreamWriter<W> {
+        StreamWriter { out, mtime }
+    }
+
+    pub fn add(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.add_sized(name, data.len() as u64, &mut &data[..])
+            .map(|_| ())
+    }
+
+    /// Copy `data`, which must be exactly `size` bytes, as entry `name`;
+    /// returns the size. Fewer or more bytes is an error (the entry
+    /// written is then wrong: the caller abandons the whole output).
+    pub fn add_sized(&mut self, name: &str, size: u64, data: &mut dyn Read) -> io::Result<u64> {
+        self.out.write_all(&header(name, size, self.mtime)?)?;
+        let n = io::copy(&mut data.take(size), &mut self.out)?;
+        let mut more = [0u8; 1];
+        if n != size || data.read(&mut more)? != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name}: not the {size} bytes its narinfo's FileSize says"),
+            ));
+        }
+        self.out.write_all(&[0u8; 512][..padding(size)])?;
+        Ok(size)
+    }
+
+    /// The end-of-archive marker; returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.write_all(&[0u8; 1024])?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
 /// Reads entries in order from any `Read` (a pipe is fine).
 pub struct Reader<R: Read> {
     inner: R,
@@ -247,6 +289,19 @@ mod tests {
         w.add("a.json", b"{}").unwrap();
         w.add_stream("nar/x.nar", &mut &[7u8; 1000][..]).unwrap();
         w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn a_stream_writer_writes_the_same_archive_and_refuses_a_wrong_size() {
+        let mut w = StreamWriter::new(Vec::new(), 1_700_000_000);
+        w.add("a.json", b"{}").unwrap();
+        (w.add_sized("nar/x.nar", 1000, &mut &[7u8; 1000][..])).unwrap();
+        assert_eq!(w.finish().unwrap(), archive());
+        for n in [999, 1001] {
+            let mut w = StreamWriter::new(Vec::new(), 0);
+            let e = (w.add_sized("nar/x.nar", 1000, &mut &vec![7u8; n][..])).unwrap_err();
+            assert!(e.to_string().contains("FileSize"), "{n}: {e}");
+        }
     }
 
     #[test]

@@ -315,6 +315,8 @@ impl Store for ImageStore {
 
     fn add_path(&self, info: &NarInfo, nar: &mut dyn Read) -> Result<(), StoreError> {
         self.sweep();
+        // As every backend: never register a path before its references.
+        super::check_references(self, info)?;
         let path = &info.store_path;
         let final_path = self.store_path_of(path);
         let store = unpack::open_store_dir(&self.root, true)?;

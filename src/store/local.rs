@@ -354,7 +354,9 @@ impl SigCache {
         let cache = SigCache(dir);
         let write = |name: &str, text: &str| {
             let p = cache.0.join(name);
-            fs::write(&p, text).map_err(io_err("writing", &p))
+            crate::rootfs::open_dir(None, &cache.0)
+                .and_then(|d| d.write_atomic(name, 0o600, text.as_bytes()))
+                .map_err(io_err("writing", &p))
         };
         write(
             "nix-cache-info",

@@ -35,9 +35,9 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -100,11 +100,8 @@ impl NetrcDir {
             })?;
         let guard = NetrcDir { dir, watcher: None };
         let file = guard.dir.join("netrc");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&file)
+        let mut f = crate::rootfs::open_dir(None, &guard.dir)
+            .and_then(|d| d.create_new("netrc", 0o600))
             .map_err(|err| StoreError::Io {
                 what: "creating",
                 file: file.clone(),

@@ -22,6 +22,7 @@ use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
 use crate::http::Secret;
 use crate::nix::signature::TrustedKeys;
+use crate::nix::store_path::StorePath;
 
 fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     let probe = DaemonStore::connect(socket, true)?;
@@ -105,6 +106,51 @@ pub fn select(
             )),
         },
     }
+}
+
+/// Whether `path` is registered and valid in the store this command
+/// uses (`kind`, `socket` as `--store`, `--daemon-socket`): under `--root`
+/// the image root's registration first; then the Nix store (the daemon,
+/// the local database, or `nix path-info`). Recovery (recover.rs) redoes
+/// nothing this store does not vouch for.
+pub fn is_valid_here(
+    common: &Common,
+    kind: StoreKind,
+    socket: Option<&Path>,
+    path: &StorePath,
+) -> Result<bool, Error> {
+    let one = std::slice::from_ref(path);
+    if let Some(root) = &common.root {
+        if ImageStore::open(root)?.query_valid(one)?.contains(path) {
+            return Ok(true);
+        }
+        if kind == StoreKind::Image {
+            return Ok(false);
+        }
+    }
+    let root: PathBuf = common.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let default_socket = PathBuf::from(daemon::DEFAULT_SOCKET);
+    let store: Box<dyn Store> = match kind {
+        StoreKind::Daemon => Box::new(daemon_store(socket.unwrap_or(&default_socket))?),
+        StoreKind::Local => Box::new(LocalStore::new(&root)),
+        StoreKind::Nix => Box::new(NixCopyStore::new(
+            &common.cache_addr,
+            None,
+            common.root.as_deref(),
+            Vec::new(),
+        )),
+        StoreKind::Auto | StoreKind::Image => {
+            let daemon = (common.root.is_none() || socket.is_some())
+                .then(|| daemon_store(socket.unwrap_or(&default_socket)).ok())
+                .flatten();
+            match daemon {
+                Some(d) => Box::new(d),
+                None if LocalStore::writable(&root) => Box::new(LocalStore::new(&root)),
+                None => return Ok(false),
+            }
+        }
+    };
+    Ok(store.query_valid(one)?.contains(path))
 }
 
 #[cfg(test)]

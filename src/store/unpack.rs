@@ -161,7 +161,7 @@ fn temp_name_pid(name: &str) -> Option<u32> {
 /// process's own pid is a dead run's: the stores call this once, before
 /// they make any tree, and a device that boots the same way each time
 /// gives the timer's run the same pid as the run a power cut killed.
-/// Read-only directories are made writable first ([`remove_tree`]). A
+/// Read-only directories are made writable first ([`Dir::remove_tree`]). A
 /// tree that cannot be removed is a warning, not an error: the run goes on.
 pub fn remove_debris(store_dir: &Dir) {
     let Ok(entries) = store_dir.entries() else {

@@ -200,6 +200,17 @@ impl CacheClient for TestCache {
     }
 }
 
+/// The fetch settings of the unit tests: 3 jobs, the default cap, silent.
+pub fn test_opts() -> crate::fetch::FetchOptions {
+    crate::fetch::FetchOptions {
+        jobs: 3,
+        max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
+        notes: false,
+        min_bytes: crate::fetch::MIN_BYTES,
+        window: crate::fetch::WINDOW,
+    }
+}
+
 pub fn quiet() -> Progress {
     Progress::new(Mode::Quiet)
 }
@@ -209,6 +220,6 @@ pub fn apply(cache: &TestCache, root: &StorePath) -> (TempDir, Result<Plan, Fetc
     let img = TempDir::new("img");
     let store = ImageStore::open(&img.0).unwrap();
     let r = crate::plan::plan(cache, &store, &cache.keys(), root, 3)
-        .and_then(|p| fetch_all(cache, &store, &p, 3, &quiet()).map(|()| p));
+        .and_then(|p| fetch_all(cache, &store, &p, &test_opts(), &quiet()).map(|()| p));
     (img, r)
 }

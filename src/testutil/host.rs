@@ -100,6 +100,7 @@ pub fn fake_system(root: &Path, name: &str, rel: &str, code: i32) -> String {
         .take(32)
         .collect::<String>();
     let store_path = format!("/nix/store/{hash}-{name}");
+    register(root, &store_path);
     let script = root.join(store_path.trim_start_matches('/')).join(rel);
     std::fs::create_dir_all(script.parent().unwrap()).unwrap();
     write_executable(
@@ -109,6 +110,20 @@ pub fn fake_system(root: &Path, name: &str, rel: &str, code: i32) -> String {
         ),
     );
     store_path
+}
+
+/// List `store_path` as valid in the image root's registration
+/// (`ROOT/nix-path-registration`), as fh-lite's image store does: recovery
+/// redoes only registered paths.
+pub fn register(root: &Path, store_path: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("nix-path-registration"))
+        .unwrap();
+    let hash = format!("sha256:{}", "0".repeat(52));
+    write!(f, "{store_path}\n{hash}\n1\n\n0\n").unwrap();
 }
 
 /// Write an executable script (mode 0755). The file is written by a child

@@ -4,7 +4,7 @@
 //! ([`TempDir`]), what a test needs from the host and how it is skipped
 //! without it, fake systems ([`host`]), the process tree from /proc
 //! ([`procs`]), a NAR writer ([`nar`]). Unit tests only: fake roots and the
-//! options to activate them, a fake binary cache ([`cache`]), and real Nix
+//! options to activate them, a fake binary cache (`cache`), and real Nix
 //! 2.8 in a private environment with a signed closure and a `nix-daemon`
 //! (`nix`).
 //!

@@ -43,8 +43,10 @@ fn status_of_an_empty_root() {
              last attempt    none\n\
              last success    none\n\
              failed paths    none\n\
+             token search    /etc/fh-lite/token, /nix/var/determinate/token, \
+             /nonexistent-fh-lite-test-config/flakehub/auth\n\
              token file      none usable: no FlakeHub device token found (searched: \
-             /nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); \
+             /etc/fh-lite/token, /nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); \
              log this machine in with 'determinate-nixd login token', or save a resolve-only \
              device token in a file only root can read (chmod 600) and pass --token-file FILE \
              (systemd: LoadCredential=flakehub-token:FILE)\n",
@@ -110,7 +112,7 @@ fn status_json_shows_generations_and_the_running_system() {
     assert_eq!(
         r.stdout,
         format!(
-            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"pending\":null,\"token_file\":null,\"token_expires_at\":null,\"reboot_needed\":null,\"rollout\":[],\"versions\":{{}},\"held\":null,\"last_check\":null}}\n",
+            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"pending\":null,\"token_file\":null,\"token_expires_at\":null,\"token_searched\":[\"/etc/fh-lite/token\",\"/nix/var/determinate/token\",\"/nonexistent-fh-lite-test-config/flakehub/auth\"],\"reboot_needed\":null,\"rollout\":[],\"versions\":{{}},\"held\":null,\"last_check\":null}}\n",
             root.display()
         )
     );

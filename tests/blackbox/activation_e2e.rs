@@ -304,19 +304,29 @@ fn rollback_command_goes_back_to_generation_1_and_runs_it() {
     );
 }
 
+/// `boot --root DIR` without --install-bootloader moves only the profile,
+/// and says so (even with -q): the image's boot loader does not know the
+/// generation, and the line says what to run. With --install-bootloader
+/// the script runs chrooted as `nixos-install` runs it: /dev, /proc and
+/// /sys mounted in DIR and NIXOS_INSTALL_BOOTLOADER=1; the mounts are
+/// gone afterwards, on this machine and in DIR.
 #[test]
 fn boot_under_root_runs_the_script_only_to_install_the_bootloader() {
     if !can_chroot() {
         return;
     }
     let d = v1_and("system-v2");
-    let r = d.apply("=0.1.1", &["boot"]);
+    let r = d.apply("=0.1.1", &["boot", "-q"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        r.stderr.ends_with(&format!(
-            "fh-lite: --root {}: generation 1 is the boot default; nothing run (it activates at first boot)\n",
-            d.root.display()
-        )),
+    let root = d.root.display();
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: warning: --root {root}: the profile's default is now generation 1, but the boot \
+loader was not updated (nothing was run in {root}), so the image still boots what its boot loader \
+knew; to update it, run this again as root with --install-bootloader, or run: nixos-enter --root \
+{root} -c 'NIXOS_INSTALL_BOOTLOADER=1 /{PROFILES}/system/bin/switch-to-configuration boot'\n"
+        ),
         "{r:?}"
     );
     assert!(calls(&d.root, "switch.log").is_empty());
@@ -326,7 +336,17 @@ fn boot_under_root_runs_the_script_only_to_install_the_bootloader() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].summary(), gen_call("v2", 2, "boot"));
     assert_eq!(calls[0].field("bootloader"), "1");
+    assert_eq!(calls[0].field("mounts"), "dev+proc+sys", "{calls:?}");
     assert_eq!(profile(&d), "system-2-link");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!(" {root}/")),
+        "mounts left under {root}:\n{mounts}"
+    );
+    for dir in ["dev", "proc", "sys"] {
+        let entries = std::fs::read_dir(d.root.join(dir)).unwrap().count();
+        assert_eq!(entries, 0, "{root}/{dir} is not empty after the run");
+    }
 }
 
 /// Each exit code of switch-to-configuration after generation 1 (v1), and

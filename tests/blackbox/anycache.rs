@@ -336,3 +336,207 @@ fn a_cache_token_file_goes_as_bearer() {
     );
     judge_image(&d, f, "system-v1");
 }
+
+/// `CMD… STOREPATH --cache URL --trusted-key KEY [extra]` for `fetch` and
+/// `bundle create`, FlakeHub at a closed port.
+fn direct_cmd(cmd: &[&str], fixture: &str, cache: &str, extra: &[&str]) -> Command {
+    let f = fixtures();
+    let path = &f.get(fixture).path;
+    let mut args = cmd.to_vec();
+    args.extend_from_slice(&[
+        path,
+        "--cache",
+        cache,
+        "--trusted-key",
+        &f.public_key,
+        "--api-addr",
+        "https://127.0.0.1:9",
+    ]);
+    args.extend_from_slice(extra);
+    fh_lite(&args)
+}
+
+#[test]
+fn fetch_stages_a_store_path_from_any_cache() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[], "{}");
+    let cache = format!("file://{}", f.cache("xz").display());
+    let root = d.root.to_str().unwrap();
+    let r = output(direct_cmd(
+        &["fetch"],
+        "system-v1",
+        &cache,
+        &["--root", root],
+    ));
+    assert_eq!(r.code, 0, "fetch --cache file://: {r:?}");
+    let want = &f.get("system-v1").path;
+    assert_eq!(r.stdout.trim(), want.as_str(), "{r:?}");
+    assert!(d.hub.requests().is_empty(), "FlakeHub was asked");
+    // Pinned and registered, nothing activated.
+    let link = d.root.join("var/lib/fh-lite/fetched");
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(want));
+    assert!(
+        !d.root.join("nix/var/nix/profiles/system").exists(),
+        "no profile change"
+    );
+    let name = want.rsplit('/').next().unwrap();
+    assert!(
+        d.store_entries().iter().any(|e| e == name),
+        "{:?}",
+        d.store_entries()
+    );
+    // A later apply from a cache that no longer exists needs nothing from it.
+    let gone = format!("file://{}", d.tmp.path().join("no-cache").display());
+    std::fs::create_dir_all(d.tmp.path().join("no-cache")).unwrap();
+    let r = output(direct(&d, "system-v1", &gone, &[]));
+    assert_eq!(r.code, 0, "apply after fetch, empty cache: {r:?}");
+    judge_image(&d, f, "system-v1");
+
+    // A cache signed by another key: refused, nothing lands, no pin.
+    let d = Deploy::new("xz", &[], "{}");
+    let untrusted = format!("file://{}", f.cache("untrusted").display());
+    let root = d.root.to_str().unwrap();
+    let r = output(direct_cmd(
+        &["fetch"],
+        "system-v1",
+        &untrusted,
+        &["--root", root],
+    ));
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(r.stderr.contains(&untrusted), "names the cache: {r:?}");
+    assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
+    assert!(!d.root.join("var/lib/fh-lite/fetched").exists());
+}
+
+#[test]
+fn bundle_create_from_any_cache_applies_offline() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[], "{}");
+    let cache = format!("file://{}", f.cache("zstd").display());
+    let bundle = d.tmp.path().join("pi.bundle");
+    let out = bundle.to_str().unwrap();
+    let sign = f.secret_key_file.display().to_string();
+    let r = output(direct_cmd(
+        &["bundle", "create"],
+        "system-v1",
+        &cache,
+        &["--output", out, "--sign-key", &sign],
+    ));
+    assert_eq!(r.code, 0, "bundle create --cache file://: {r:?}");
+    assert!(d.hub.requests().is_empty(), "FlakeHub was asked");
+    let r = output(fh_lite(&[
+        "apply",
+        "nixos",
+        "--from",
+        out,
+        "boot",
+        "--root",
+        d.root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--trusted-bundle-key",
+        &f.public_key,
+    ]));
+    assert_eq!(r.code, 0, "apply --from the bundle: {r:?}");
+    assert!(
+        !r.stderr.contains("is loose") && !r.stderr.contains("fh-lite/store-path"),
+        "no loose-reference warning: {r:?}"
+    );
+    judge_image(&d, f, "system-v1");
+    // The reference recorded is the store path, as with apply --cache.
+    let path = &f.get("system-v1").path;
+    assert!(
+        state(&d).contains(&format!(r#""reference":"{path}""#)),
+        "{}",
+        state(&d)
+    );
+
+    // Another key's cache: refused naming it, no bundle, no part left.
+    let untrusted = format!("file://{}", f.cache("untrusted").display());
+    let bad = d.tmp.path().join("bad").join("x.bundle");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    let r = output(direct_cmd(
+        &["bundle", "create"],
+        "system-v1",
+        &untrusted,
+        &["--output", bad.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(r.stderr.contains(&untrusted), "names the cache: {r:?}");
+    let left: Vec<_> = std::fs::read_dir(bad.parent().unwrap()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The store path is required, and --trusted-key.
+    let r = output(fh_lite(&[
+        "bundle", "create", "--cache", &cache, "--output", out,
+    ]));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("bundle create --cache URL needs a store path"),
+        "{r:?}"
+    );
+    let r = output(fh_lite(&["fetch", path, "--cache", &cache]));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--cache needs --trusted-key"), "{r:?}");
+}
+
+#[test]
+fn bundle_from_an_https_cache_with_a_login_streams_into_apply() {
+    let f = fixtures();
+    let hub = login_hub();
+    let d = Deploy::new("xz", &[], "{}");
+    let netrc = netrc(&d, PASSWORD);
+    let (url, ca) = (hub.url(), hub.ca_file());
+    // bundle create STOREPATH --cache https://… --netrc-file F --output - |
+    // apply nixos --from - (unsigned manifest, narinfos still checked)
+    let mut create = direct_cmd(
+        &["bundle", "create"],
+        "system-v1",
+        &url,
+        &[
+            "--netrc-file",
+            netrc.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--output",
+            "-",
+        ],
+    );
+    let mut create = (create.stdout(Stdio::piped()).stderr(Stdio::piped()))
+        .spawn()
+        .unwrap();
+    let mut apply = fh_lite(&[
+        "apply",
+        "nixos",
+        "--from",
+        "-",
+        "boot",
+        "--root",
+        d.root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--allow-unsigned-bundle",
+    ]);
+    apply.stdin(Stdio::from(create.stdout.take().unwrap()));
+    let r = output(apply);
+    let c = create.wait_with_output().unwrap();
+    let c_err = String::from_utf8_lossy(&c.stderr);
+    assert!(
+        c.status.success(),
+        "bundle create --cache https://: {c_err}"
+    );
+    assert_eq!(r.code, 0, "apply --from -: {r:?}");
+    for s in secrets(PASSWORD) {
+        assert!(!c_err.contains(&s) && !r.stderr.contains(&s), "leaked");
+    }
+    let reqs = hub.requests();
+    assert!(reqs.iter().any(|q| q.path.starts_with("/nar/")), "{reqs:?}");
+    assert!(
+        reqs.iter().all(|q| q.auth == "basic" && q.status == 200),
+        "{reqs:?}"
+    );
+    assert!(d.hub.requests().is_empty(), "FlakeHub was asked");
+    judge_image(&d, f, "system-v1");
+}

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::deploy::{judge_image, Deploy, ATTR};
+use crate::support::deploy::{judge_image, no_secret, Deploy, ATTR};
 use crate::support::fixtures::fixtures;
+use crate::support::util::{fh_lite, output};
 use crate::support::{is_root, require};
 
 fn substitutes_into_an_image_root(cache: &'static str) {
@@ -389,4 +390,52 @@ fn too_little_disk_space_is_refused_up_front() {
     );
     assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
     assert!(!d.root.join("nix-path-registration").exists());
+}
+
+/// A `--root` that does not exist (a typo of /mnt) is refused before
+/// anything is resolved or written, naming the path; `--create-root`
+/// creates it.
+#[test]
+fn a_missing_root_is_refused_unless_create_root() {
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let missing = d.tmp.path().join("images/doesnotexist");
+    let reference = d.reference("=0.1.175");
+    let online = d.online();
+    let mut args = vec![
+        "apply",
+        "nixos",
+        &reference,
+        "boot",
+        "--root",
+        missing.to_str().unwrap(),
+    ];
+    args.extend(online.iter().map(String::as_str));
+    let r = no_secret(output(fh_lite(&args)));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "fh-lite: --root {}: no such directory; check the path, or add --create-root to create it\n",
+            missing.display()
+        )
+    );
+    assert!(!missing.exists(), "the root was created");
+    assert!(
+        !d.tmp.path().join("images").exists(),
+        "its parent was created"
+    );
+    assert!(d.hub.requests().is_empty(), "FlakeHub was asked");
+    let r = no_secret(output(fh_lite(&[
+        "status",
+        "--root",
+        missing.to_str().unwrap(),
+    ])));
+    assert_eq!(r.code, 2, "status: {r:?}");
+    assert!(!missing.exists(), "status created the root");
+
+    args.push("--create-root");
+    let r = no_secret(output(fh_lite(&args)));
+    assert_eq!(r.code, 0, "{r:?}");
+    let profile = missing.join("nix/var/nix/profiles/system");
+    assert!(std::fs::symlink_metadata(&profile).is_ok(), "{r:?}");
 }

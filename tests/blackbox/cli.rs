@@ -187,3 +187,31 @@ fn rollout_spread_without_a_machine_id_is_refused_first() {
         format!("fh-lite: {root}/etc/machine-id is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)\n")
     );
 }
+
+/// A file an option names that is missing is the operator's mistake, not
+/// an internal error: a usage error naming the option and the file, before
+/// anything touches the network.
+#[test]
+fn a_missing_sign_key_file_is_a_usage_error_naming_it() {
+    let tmp = crate::support::util::TempDir::new("sign-key");
+    let key = tmp.path().join("no-such-key");
+    let out = tmp.path().join("bundle.tar");
+    let r = run(&[
+        "bundle",
+        "create",
+        "org/proj/=0.1.0#nixosConfigurations.pi",
+        "--output",
+        out.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+        "--api-addr",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with(&format!("fh-lite: --sign-key {}: ", key.display())),
+        "{r:?}"
+    );
+    assert!(!out.exists(), "no bundle written");
+}

@@ -9,6 +9,10 @@
 //! `support::require`: it fails under `FH_LITE_REQUIRE_ALL=1` (scripts/test),
 //! otherwise it is skipped and logged to `FH_LITE_SKIP_LOG`.
 
+// Tests write their fixtures with std; fh-lite itself writes through its
+// rootfs::Dir (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 /// Helpers: the FlakeHub stand-in, fixtures, nix-daemon, running the
 /// binary, what a test needs from the host and how it is skipped (and,
 /// in `support::fixtures`, the two tests that check the fixtures).

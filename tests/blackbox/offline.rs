@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::support::deploy::{judge_image, nix_isolated, no_secret, ok, Deploy};
-use crate::support::fixtures::fixtures;
+use crate::support::fixtures::{fixtures, Fixtures};
 use crate::support::util::{fh_lite, output, Run};
 
 const REQ: &str = "=0.1.175";
@@ -309,6 +309,7 @@ fn tampered_bundles_are_refused_before_anything_is_registered() {
     assert_nothing_registered(&root, "truncated");
     // The untampered unsigned bundle needs --allow-unsigned-bundle.
     let root = d.tmp.path().join("root-unsigned");
+    std::fs::create_dir_all(&root).unwrap();
     let r = apply_from(
         &d,
         &root,
@@ -383,6 +384,32 @@ fn fetch_then_apply_requests_no_nar() {
     judge_image(&d, f, "system-v1");
 }
 
+/// `fetch --root img` given relative (from the image's parent directory):
+/// the pin and Nix's indirect GC root name in-image paths, so the staged
+/// closure stays rooted inside the booted image; nothing points at the
+/// build host's directory.
+#[test]
+fn fetch_with_a_relative_root_roots_in_image_paths() {
+    let f = fixtures();
+    let d = Deploy::new("zstd", &[("0.1.175", "system-v1")], "{}");
+    let mut args = vec!["fetch".to_string(), d.reference(REQ), "-q".to_string()];
+    args.extend(["--root".to_string(), "root".to_string()]);
+    args.extend(d.online());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = fh_lite(&a);
+    cmd.current_dir(d.tmp.path());
+    let r = no_secret(output(cmd));
+    assert_eq!(r.code, 0, "fetch: {r:?}");
+    let want = &f.get("system-v1").path;
+    let link = d.root.join("var/lib/fh-lite/fetched");
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new(want));
+    let auto: Vec<PathBuf> = std::fs::read_dir(d.root.join("nix/var/nix/gcroots/auto"))
+        .unwrap()
+        .map(|e| std::fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(auto, vec![PathBuf::from("/var/lib/fh-lite/fetched")]);
+}
+
 #[test]
 fn older_exact_version_is_refused_after_a_newer_one() {
     let d = Deploy::new(
@@ -424,4 +451,362 @@ fn readable_sign_key_draws_a_warning() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let r = create(&d, &d.tmp.path().join("b.bundle"), &["--sign-key", k]);
     assert!(!r.stderr.contains("warning"), "{r:?}");
+}
+
+/// The signed bundle's tar, rewritten: the root's NAR first and twice,
+/// one of its references left out (the tar order is not signed). Refused
+/// before anything is registered.
+#[test]
+fn a_reordered_bundle_with_a_repeated_nar_is_refused() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let bundle = d.tmp.path().join("pi.bundle");
+    create(&d, &bundle, &["--sign-key", &sign_key()]);
+    let x = d.tmp.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    let ok = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&bundle)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let root_path = &f.get("system-v1").path;
+    let hash = Fixtures::hash_part(root_path);
+    let narinfo = std::fs::read_to_string(x.join(format!("{hash}.narinfo"))).unwrap();
+    let dep = narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("References: "))
+        .unwrap()
+        .split(' ')
+        .find(|r| !root_path.ends_with(*r))
+        .expect("the root has a reference")
+        .to_string();
+    let dep_hash = dep.split('-').next().unwrap();
+    let root_nar = format!("nar/{hash}.nar.xz");
+    let dep_nar = format!("nar/{dep_hash}.nar.xz");
+    let mut names = vec![
+        "fh-lite-manifest.json".to_string(),
+        "fh-lite-manifest.sig".to_string(),
+    ];
+    let mut nars = Vec::new();
+    for e in std::fs::read_dir(&x).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        if n.ends_with(".narinfo") {
+            names.push(n);
+        }
+    }
+    for e in std::fs::read_dir(x.join("nar")).unwrap() {
+        let n = format!("nar/{}", e.unwrap().file_name().to_string_lossy());
+        if n != root_nar && n != dep_nar {
+            nars.push(n);
+        }
+    }
+    names.push(root_nar.clone());
+    names.push(root_nar.clone());
+    names.extend(nars);
+    let evil = d.tmp.path().join("evil.bundle");
+    let ok = std::process::Command::new("tar")
+        .arg("--format=ustar")
+        .arg("-cf")
+        .arg(&evil)
+        .arg("-C")
+        .arg(&x)
+        .args(&names)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let key = bundle_key();
+    let extra = ["--trusted-bundle-key", key.as_str()];
+    let r = apply_from(&d, &d.root, evil.to_str().unwrap(), &extra, None);
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "{root_nar} comes before {dep_nar}, the NAR of one of its references"
+        )),
+        "{r:?}"
+    );
+    assert!(d.store_entries().is_empty(), "{:?}", d.store_entries());
+    // Streamed on standard input (no prepass): refused too, and the
+    // referrer is never registered without its reference.
+    let r = apply_from(&d, &d.root, "-", &extra, Some(&evil));
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(r.stderr.contains("comes before"), "{r:?}");
+    let reg = std::fs::read_to_string(d.root.join("nix-path-registration")).unwrap_or_default();
+    assert!(!reg.contains(root_path.as_str()), "{reg}");
+}
+
+/// A dir bundle whose narinfo `URL:` (not signed) points outside the
+/// bundle: the NAR is taken from the manifest's name only, never there.
+#[test]
+fn a_dir_bundle_url_outside_the_bundle_is_never_opened() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let bundle = d.tmp.path().join("pi.dir");
+    create(&d, &bundle, &["--sign-key", &sign_key(), "--format", "dir"]);
+    let root_path = &f.get("system-v1").path;
+    let hash = Fixtures::hash_part(root_path);
+    let nar = format!("nar/{hash}.nar.xz");
+    let outside = d.tmp.path().join("outside.nar.xz");
+    std::fs::rename(bundle.join(&nar), &outside).unwrap();
+    let ni = bundle.join(format!("{hash}.narinfo"));
+    let text: String = std::fs::read_to_string(&ni)
+        .unwrap()
+        .lines()
+        .map(|l| match l.strip_prefix("URL: ") {
+            Some(_) => format!("URL: {}\n", outside.display()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&ni, text).unwrap();
+    let key = bundle_key();
+    let extra = ["--trusted-bundle-key", key.as_str()];
+    let r = apply_from(&d, &d.root, bundle.to_str().unwrap(), &extra, None);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(&bundle.join(&nar).display().to_string()),
+        "{r:?}"
+    );
+    let reg = std::fs::read_to_string(d.root.join("nix-path-registration")).unwrap_or_default();
+    assert!(!reg.contains(root_path.as_str()), "{reg}");
+}
+
+/// A dir bundle whose manifest is a symlink to /dev/zero: refused at once,
+/// in bounded memory (peak RSS printed).
+#[test]
+fn a_dev_zero_manifest_is_refused_in_bounded_memory() {
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let bundle = d.tmp.path().join("zero.dir");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", bundle.join("fh-lite-manifest.json")).unwrap();
+    let f = fixtures();
+    let root = d.root.to_str().unwrap();
+    let args = [
+        "apply",
+        "nixos",
+        "--from",
+        bundle.to_str().unwrap(),
+        "boot",
+        "--root",
+        root,
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--trusted-bundle-key",
+        &f.public_key,
+    ];
+    // A 1 GiB address-space limit keeps a binary that reads it whole from
+    // taking the machine's memory.
+    let inner = fh_lite(&args);
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--as=1073741824")
+        .arg("--")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let (r, rss) = crate::hardening::run_measured(cmd);
+    assert_eq!(r.code, 21, "{r:?}");
+    assert!(
+        r.stderr.contains("fh-lite-manifest.json") && r.stderr.contains("symbolic link"),
+        "{r:?}"
+    );
+    if let Some(kib) = rss {
+        eprintln!("peak RSS with a /dev/zero manifest: {kib} KiB");
+        let emulated = crate::support::util::exe().1.is_some();
+        assert!(emulated || kib < 32 * 1024, "peak RSS {kib} KiB");
+    }
+}
+
+/// A bundle read from a FIFO whose writer stalls half-way (in a NAR, the
+/// lock held): SIGTERM ends the run within 10 s, as "interrupted".
+#[test]
+fn a_stalled_fifo_bundle_ends_on_sigterm() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let bundle = d.tmp.path().join("pi.bundle");
+    create(&d, &bundle, &["--sign-key", &sign_key()]);
+    let bytes = std::fs::read(&bundle).unwrap();
+    let fifo = d.tmp.path().join("pi.fifo");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let fifo = fifo.clone();
+        let half = bytes[..bytes.len() / 2].to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let _ = w.write_all(&half);
+            // Stall, the FIFO open, until the test is done.
+            let _ = stop_rx.recv_timeout(std::time::Duration::from_secs(60));
+        })
+    };
+    let key = bundle_key();
+    let mut cmd = fh_lite(&[
+        "apply",
+        "nixos",
+        "--from",
+        fifo.to_str().unwrap(),
+        "boot",
+        "--root",
+        d.root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--trusted-bundle-key",
+        &key,
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Wait until it fetches (the journal says so), with the lock held.
+    let state = d.root.join("var/lib/fh-lite/state.json");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&state)
+        .unwrap_or_default()
+        .contains("\"phase\":\"fetching\"")
+    {
+        if t0.elapsed().as_secs() >= 30 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("it never started fetching (blocked before the lock?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed().as_secs() >= 10 {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = stop_tx.send(());
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = status.expect("still running 10 s after SIGTERM");
+    assert_eq!(status.code(), Some(42), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
+
+/// `bundle create REF --output - [extra]` with its stdout given.
+fn create_to_stdout(d: &Deploy, extra: &[&str], stdout: Stdio) -> std::process::Command {
+    let mut args: Vec<String> = ["bundle", "create", &d.reference(REQ), "--output", "-"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(d.online());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = fh_lite(&a);
+    cmd.current_dir(d.tmp.path()).stdout(stdout);
+    cmd
+}
+
+#[test]
+fn bundle_to_stdout_pipes_into_apply_from_stdin() {
+    let f = fixtures();
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let sign = sign_key();
+    // bundle create … --output - | fh-lite apply nixos --from - …
+    let mut create = create_to_stdout(&d, &["--sign-key", &sign], Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = create.stdout.take().unwrap();
+    let key = bundle_key();
+    let mut apply = fh_lite(&[
+        "apply",
+        "nixos",
+        "--from",
+        "-",
+        "boot",
+        "--root",
+        d.root.to_str().unwrap(),
+        "--no-default-keys",
+        "--trusted-key",
+        &f.public_key,
+        "--trusted-bundle-key",
+        &key,
+    ]);
+    apply.stdin(Stdio::from(pipe));
+    let r = no_secret(output(apply));
+    let c = create.wait_with_output().unwrap();
+    let c_err = String::from_utf8_lossy(&c.stderr);
+    assert!(c.status.success(), "bundle create --output -: {c_err}");
+    assert!(c_err.contains("standard output"), "{c_err}");
+    assert_eq!(r.code, 0, "apply --from - fed by bundle create: {r:?}");
+    judge_image(&d, f, "system-v1");
+    // Nothing but the bundle on stdout, no file written beside it.
+    let o = create_to_stdout(&d, &[], Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tar = d.tmp.path().join("out.tar");
+    std::fs::write(&tar, &o.stdout).unwrap();
+    let names: Vec<String> = entries(&tar).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("fh-lite-manifest.json"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("nar/")), "{names:?}");
+    let parts: Vec<_> = std::fs::read_dir(d.tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part-"))
+        .collect();
+    assert!(parts.is_empty(), "{parts:?}");
+}
+
+#[test]
+fn bundle_to_stdout_refuses_dir_and_fails_clearly_on_a_broken_pipe() {
+    let d = Deploy::new("xz", &[("0.1.175", "system-v1")], "{}");
+    let r = output(create_to_stdout(&d, &["--format", "dir"], Stdio::piped()));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--format dir"), "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    // The reader is gone before anything is written.
+    let mut child = create_to_stdout(&d, &[], Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let c = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&c.stderr);
+    assert_eq!(c.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("standard output") && err.contains("broken pipe"),
+        "{err}"
+    );
+    let names: Vec<String> = std::fs::read_dir(d.tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("bundle") || n.contains(".part-") || n == "-")
+        .collect();
+    assert!(names.is_empty(), "files left: {names:?}");
 }

@@ -1,8 +1,12 @@
-//! What ships beside the binary: flake.nix parses, README's exit-code table
-//! is the one `--help-all` prints.
+//! What ships beside the binary: flake.nix parses, its NixOS module
+//! evaluates for ARM hosts and yields units systemd accepts, README's
+//! exit-code table is the one `--help-all` prints.
 
+use crate::support::host::have;
+use crate::support::require;
 use crate::support::util::{run, TempDir};
-use std::path::Path;
+use miniserde::json::{self, Value};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> &'static Path {
@@ -13,10 +17,16 @@ fn repo() -> &'static Path {
 /// temp dir and the dummy store, so nothing of the host's Nix set-up (or
 /// /nix) is touched.
 pub fn nix_parse(file: &Path) -> Result<String, String> {
-    let tmp = TempDir::new("nix-parse");
-    let out = Command::new("nix-instantiate")
-        .args(["--store", "dummy://", "--parse"])
-        .arg(file)
+    let mut cmd = Command::new("nix-instantiate");
+    cmd.args(["--store", "dummy://", "--parse"]).arg(file);
+    nix_output(cmd)
+}
+
+/// The output of a Nix command run with HOME, XDG dirs and NIX_CONF_DIR in
+/// a temp dir, so nothing of the host's Nix set-up (or /nix) is touched.
+fn nix_output(mut cmd: Command) -> Result<String, String> {
+    let tmp = TempDir::new("nix-env");
+    let out = cmd
         .env("HOME", tmp.path())
         .env("XDG_CACHE_HOME", tmp.path().join("cache"))
         .env("XDG_CONFIG_HOME", tmp.path().join("config"))
@@ -83,6 +93,231 @@ fn readme_exit_table_matches_help() {
         .filter(|l| l.starts_with("| ") && l.as_bytes().get(2).is_some_and(u8::is_ascii_digit))
         .collect();
     assert_eq!(rows, want, "README.md's exit table differs from --help");
+}
+
+/// Splits an `ExecStart=` value as systemd does for the words fh-lite's
+/// module writes (bare words, or double-quoted with C escapes) and undoes
+/// `%%` and `$$`; a lone `%` or `$` (which systemd would expand) is an error.
+fn exec_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else {
+            return Ok(words);
+        };
+        let mut raw = String::new();
+        if first == '"' {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(format!("unterminated quote in {line}")),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some('n') => raw.push('\n'),
+                        Some('t') => raw.push('\t'),
+                        Some(c @ ('"' | '\\' | '/')) => raw.push(c),
+                        other => return Err(format!("escape \\{other:?} in {line}")),
+                    },
+                    Some(c) => raw.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                raw.push(c);
+                chars.next();
+            }
+        }
+        let mut word = String::new();
+        let mut it = raw.chars();
+        while let Some(c) = it.next() {
+            if c == '%' || c == '$' {
+                match it.next() {
+                    Some(d) if d == c => word.push(c),
+                    _ => return Err(format!("systemd would expand the {c} in {raw}")),
+                }
+            } else {
+                word.push(c);
+            }
+        }
+        words.push(word);
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    match v {
+        Value::Object(o) => match o.get(key) {
+            Some(Value::String(s)) => s,
+            other => panic!("module-eval.nix: {key} is {other:?}"),
+        },
+        other => panic!("module-eval.nix: not an object: {other:?}"),
+    }
+}
+
+/// The flake's NixOS module, evaluated with nixpkgs' real `lib` (the
+/// fixture in ../shared/fixtures) for aarch64-linux and armv7l-linux hosts,
+/// cross-built from x86_64 and built natively: it evaluates, takes a
+/// package built on the configuration's build platform (the flake's cross
+/// package, not a native ARM build), writes a service and timer that
+/// `systemd-analyze verify` accepts with `%` and `$` in the health check
+/// (which reaches fh-lite unchanged), and the module's own example health
+/// check (`curl …`) finds its command on the service's PATH.
+#[test]
+fn nixos_module_evaluates_for_arm_hosts_and_systemd_accepts_its_units() {
+    let fixture = repo().join("../shared/fixtures/nixpkgs-lib-de42d442.tar.zst");
+    if !require(
+        &format!("the nixpkgs lib fixture {}", fixture.display()),
+        fixture.is_file(),
+    ) || !require("zstd and tar (scripts/setup)", have("zstd") && have("tar"))
+        || !require(
+            "nix-instantiate (scripts/setup installs nix-bin)",
+            have("nix-instantiate"),
+        )
+        || !require(
+            "systemd-analyze (scripts/setup installs systemd)",
+            have("systemd-analyze"),
+        )
+        || !require("curl (scripts/setup installs curl)", have("curl"))
+    {
+        return;
+    }
+    let tmp = TempDir::new("module-eval");
+    let st = Command::new("sh")
+        .args(["-c", "zstd -dc \"$1\" | tar -x -C \"$2\"", "sh"])
+        .arg(&fixture)
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "unpack {}", fixture.display());
+    let stub = tmp.path().join("stub");
+    let health = r#"test "$(date +%H)" != 24 && printf '%s\n' "${HOME:-%Q}" | grep -q ."#;
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "120",
+        "nix-instantiate",
+        "--store",
+        "dummy://",
+        "--eval",
+        "--strict",
+        "--json",
+    ])
+    .arg(repo().join("tests/nix/module-eval.nix"))
+    .arg("--argstr")
+    .arg("lib")
+    .arg(tmp.path().join("lib"))
+    .arg("--argstr")
+    .arg("repo")
+    .arg(repo())
+    .arg("--argstr")
+    .arg("stubRoot")
+    .arg(&stub)
+    .args(["--argstr", "healthCheck", health]);
+    let out = nix_output(cmd).unwrap_or_else(|e| panic!("the module does not evaluate:\n{e}"));
+    let cases = match json::from_str::<Value>(&out).unwrap() {
+        Value::Array(a) => a,
+        other => panic!("module-eval.nix: {other:?}"),
+    };
+    assert_eq!(cases.len(), 4);
+    let curl = PathBuf::from(
+        String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "command -v curl"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    );
+    let units = tmp.path().join("units");
+    for case in &cases {
+        let (build, host) = (str_field(case, "build"), str_field(case, "host"));
+        let what = format!("built on {build} for {host}");
+        // The package is built where the configuration is built: the
+        // flake's own (cross) package where it has one for that pair.
+        let package = str_field(case, "package");
+        let origin = if build == host && build == "armv7l-linux" {
+            "config"
+        } else {
+            "flake"
+        };
+        assert_eq!(
+            package,
+            stub.join(format!("{origin}-fh-lite-{build}-to-{host}"))
+                .to_str()
+                .unwrap(),
+            "{what}: the package"
+        );
+        // What the units run exists (systemd-analyze checks ExecStart).
+        let bin = Path::new(package).join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        crate::support::host::write_executable(&bin.join("fh-lite"), "#!/bin/sh\nexit 0\n");
+        let path = str_field(case, "PATH");
+        for dir in path
+            .split(':')
+            .filter(|d| d.starts_with(stub.to_str().unwrap()))
+        {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let tools_curl = stub.join("tools/curl/bin/curl");
+        if !tools_curl.exists() {
+            std::fs::create_dir_all(tools_curl.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(&curl, &tools_curl).unwrap();
+        }
+
+        let service = str_field(case, "service");
+        let exec = service
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{what}: no ExecStart in\n{service}"));
+        let words = exec_words(exec).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(words[0], format!("{package}/bin/fh-lite"), "{what}");
+        let at = words.iter().position(|w| w == "--health-check");
+        let given = at.and_then(|i| words.get(i + 1));
+        assert_eq!(
+            given.map(String::as_str),
+            Some(health),
+            "{what}: the health check fh-lite gets"
+        );
+
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(units.join("fh-lite.service"), service).unwrap();
+        std::fs::write(units.join("fh-lite.timer"), str_field(case, "timer")).unwrap();
+        let v = Command::new("timeout")
+            .args(["60", "systemd-analyze", "verify"])
+            .arg(units.join("fh-lite.service"))
+            .arg(units.join("fh-lite.timer"))
+            .output()
+            .unwrap();
+        let verdict =
+            String::from_utf8_lossy(&v.stderr).into_owned() + &String::from_utf8_lossy(&v.stdout);
+        assert!(
+            v.status.success() && !verdict.contains("fh-lite"),
+            "{what}: systemd-analyze verify refuses the units:\n{verdict}\n--- fh-lite.service\n{service}"
+        );
+
+        // The module's own example health check runs: its command is on
+        // the PATH the service (and so the health check) gets.
+        let example = str_field(case, "example");
+        assert!(example.starts_with("curl "), "{what}: example {example}");
+        let r = Command::new("timeout")
+            .args(["20", "env", "-i"])
+            .arg(format!("PATH={path}"))
+            .args(["/bin/sh", "-c", example])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            r.status.code() != Some(127) && !stderr.contains("not found"),
+            "{what}: the example health check '{example}' with PATH={path}: exit {:?}, {stderr}",
+            r.status.code()
+        );
+    }
 }
 
 /// The unit's `TimeoutStopSec=` covers what a stop lets fh-lite finish with

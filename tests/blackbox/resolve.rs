@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::fakehub::{write_token, FakeHub, Opts};
-use crate::support::util::{fh_lite, output, Run, TempDir};
+use crate::support::util::{fh_lite, output, with_etc, Run, TempDir};
 
 /// The device token: created for org/demo, requirement `0.1`,
 /// `nixosConfigurations.pi`. It must never appear in any output.
@@ -275,7 +275,7 @@ fn no_token_file_lists_the_places_searched() {
         r.stderr,
         format!(
             "fh-lite: no FlakeHub device token found (searched: {}/flakehub-token, \
-/nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); log this machine in \
+/etc/fh-lite/token, /nix/var/determinate/token, /nonexistent-fh-lite-test-config/flakehub/auth); log this machine in \
 with 'determinate-nixd login token', or save a resolve-only device token in a file only root can \
 read (chmod 600) and pass --token-file FILE (systemd: LoadCredential=flakehub-token:FILE)\n",
             tmp.path().display()
@@ -301,6 +301,44 @@ fn token_from_credentials_directory_and_xdg_config() {
     let r = no_secret(output(cmd));
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout, format!("{}\n", sp('4', "0.1.180")));
+}
+
+/// A device set up as README says keeps its token in /etc/fh-lite/token
+/// (the unit hands it over with LoadCredential=): a command run by hand,
+/// without $CREDENTIALS_DIRECTORY, finds it there, and `status` names it
+/// and the places it searched.
+#[test]
+fn token_from_etc_fh_lite_token() {
+    if !crate::support::require(
+        "root and unshare, for a private /etc",
+        crate::support::is_root() && crate::support::host::have("unshare"),
+    ) {
+        return;
+    }
+    let s = Setup::plain("{}");
+    let etc = s.tmp.path().join("etc");
+    write_token(&etc, "fh-lite/token", TOKEN, 0o600);
+    let r = no_secret(output(with_etc(
+        &s.command(&reference("0.1"), None, &[]),
+        &etc,
+    )));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, format!("{}\n", sp('4', "0.1.180")));
+    let root = s.tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let st = no_secret(output(with_etc(
+        &fh_lite(&["status", "--root", root.to_str().unwrap()]),
+        &etc,
+    )));
+    assert_eq!(st.code, 0, "{st:?}");
+    assert!(
+        st.stdout.ends_with(
+            "token search    /etc/fh-lite/token, /nix/var/determinate/token, \
+/nonexistent-fh-lite-test-config/flakehub/auth\n\
+token file      /etc/fh-lite/token (no expiry: not a JWT)\n"
+        ),
+        "{st:?}"
+    );
 }
 
 #[test]

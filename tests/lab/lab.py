@@ -235,6 +235,7 @@ def build_fixtures(out, attrs, payload_mb):
     """Build ATTRS of systems.nix with real Nix in a throwaway store under OUT
     and publish them as one signed zstd cache; returns {attr: path},
     the cache dir and the public key. Cached by a stamp."""
+    out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     guests = {}
     for arch in ARCHES:
@@ -955,6 +956,12 @@ def powercut(arch, cuts, seed, keep, exe=None, variants=("v2", "bad")):
                 if keep:
                     os.makedirs(keep, exist_ok=True)
                     shutil.copy(img, os.path.join(keep, f"disk-cut{n}.img"))
+            if keep:
+                # After every trial, so a run stopped early still leaves its record.
+                os.makedirs(keep, exist_ok=True)
+                with open(os.path.join(keep, "summary.json.tmp"), "w") as f:
+                    json.dump(summary, f, indent=1)
+                os.replace(os.path.join(keep, "summary.json.tmp"), os.path.join(keep, "summary.json"))
         ok = not summary["failures"]
     finally:
         if keep:

@@ -459,7 +459,7 @@ fn system_fixture_records_its_call_in_a_chroot() {
     assert_eq!(lines.len(), 2, "{log}");
     for (line, (variant, exit)) in lines.iter().zip([("v1", 0), ("exit100", 100)]) {
         let out = &f.get(&format!("system-{variant}")).path;
-        let fields: Vec<&str> = line.splitn(13, ' ').collect();
+        let fields: Vec<&str> = line.splitn(14, ' ').collect();
         assert_eq!(fields[0], "fh-lite-test-activation");
         assert_eq!(fields[1], "kind=nixos");
         assert_eq!(fields[2], format!("variant={variant}"));
@@ -471,14 +471,16 @@ fn system_fixture_records_its_call_in_a_chroot() {
             .is_ok());
         assert_eq!(fields[5], "uid=0");
         assert_eq!(fields[6], "bootloader=1");
-        assert_eq!(fields[7], "cwd=/");
-        assert_eq!(fields[8], format!("out={out}"));
+        // A chroot without /dev, /proc or /sys mounted.
+        assert_eq!(fields[7], "mounts=");
+        assert_eq!(fields[8], "cwd=/");
+        assert_eq!(fields[9], format!("out={out}"));
         assert_eq!(
-            fields[9],
+            fields[10],
             format!("argv0={out}/bin/switch-to-configuration")
         );
-        assert_eq!(fields[10], "argc=2");
-        assert_eq!(fields[11..].join(" "), "args=boot two words");
+        assert_eq!(fields[11], "argc=2");
+        assert_eq!(fields[12..].join(" "), "args=boot two words");
     }
     let env1 = fs::read_to_string(root.path().join("var/log/fh-lite-test/switch.log.env.1"))
         .expect("env file of call 1");

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The binary under test and its optional runner (qemu-user).
@@ -72,3 +72,25 @@ pub fn run(args: &[&str]) -> Run {
 /// A fresh directory under the system temp dir, removed on drop (read-only
 /// store trees included).
 pub use fh_lite::testutil::TempDir;
+
+/// `cmd` run in a private mount namespace whose /etc is `etc` (bind
+/// mounted; the host's /etc is untouched and other tests do not see it),
+/// for the token file fh-lite reads from the running machine's
+/// /etc/fh-lite. Needs root and util-linux's `unshare`.
+pub fn with_etc(cmd: &Command, etc: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /etc && shift && exec \"$@\"")
+        .arg("sh")
+        .arg(etc)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    c.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.stdin(Stdio::null());
+    c
+}

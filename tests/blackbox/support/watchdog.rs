@@ -19,6 +19,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::procs::{processes, Proc};
+
 /// One registered run.
 struct Entry {
     pid: u32,
@@ -57,20 +59,6 @@ fn stat(pid: u32) -> Option<(char, u32, u32, u64)> {
     ))
 }
 
-/// Every process as `(pid, ppid, pgid)`.
-fn processes() -> Vec<(u32, u32, u32)> {
-    let mut v = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some((_, ppid, pgid, _)) = stat(pid) {
-            v.push((pid, ppid, pgid));
-        }
-    }
-    v
-}
-
 fn signal(sig: &str, target: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), "--", target])
@@ -91,7 +79,7 @@ fn kill_tree(root: u32) {
         let mut i = 0;
         while i < found.len() {
             let p = found[i];
-            for &(pid, ppid, pgid) in &all {
+            for &Proc { pid, ppid, pgid } in &all {
                 if (ppid == p || groups.contains(&pgid)) && !found.contains(&pid) {
                     found.push(pid);
                     if pgid == pid {
@@ -231,11 +219,11 @@ fn watchdog_kills_a_hung_run_and_everything_it_started() {
     std::thread::sleep(Duration::from_millis(300));
     let left: Vec<u32> = processes()
         .into_iter()
-        .filter(|&(pid, ..)| {
-            fs::read(format!("/proc/{pid}/environ"))
+        .filter(|p| {
+            fs::read(format!("/proc/{}/environ", p.pid))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&tag))
         })
-        .map(|(pid, ..)| pid)
+        .map(|p| p.pid)
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
