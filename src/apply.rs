@@ -220,8 +220,9 @@ pub fn run(
         crate::outcome::outcome("activated");
     }
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
-    // Anti-downgrade memory (versions.rs): the exact version now applied.
-    if exit == Exit::Success {
+    // Anti-downgrade memory (versions.rs): the exact version now applied
+    // (a dry-activate applied nothing).
+    if exit == Exit::Success && opts.action != crate::cli::Action::DryActivate {
         remember(common, opts)?;
     }
     // Reboot need and policy (fleet.rs).
@@ -539,7 +540,9 @@ fn open_offline(
     let reference = opened
         .as_ref()
         .map_or(&opts.reference, |o| &o.opts.reference);
-    if !offline.allow_downgrade {
+    // `dry-activate` changes nothing, so looking at an older release is
+    // no downgrade.
+    if !offline.allow_downgrade && opts.action != crate::cli::Action::DryActivate {
         crate::versions::check(&crate::state::StateDir::of(common), reference)?;
     }
     Ok(opened)

@@ -432,6 +432,37 @@ fn older_exact_version_is_refused_after_a_newer_one() {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+/// `dry-activate` changes nothing: an older release may be looked at
+/// (no refusal as a downgrade), and a newer one looked at is not
+/// remembered (a later apply of the running release is no downgrade).
+#[test]
+fn dry_activate_is_no_downgrade_and_remembers_nothing() {
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.175", "system-v1"), ("0.1.176", "system-v2")],
+        "{}",
+    );
+    let r = d.apply(REQ, &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = d.apply("=0.1.176", &["dry-activate"]);
+    assert_eq!(r.code, 0, "dry-activate of a newer release: {r:?}");
+    let r = d.apply(REQ, &["boot"]);
+    assert_eq!(
+        r.code, 0,
+        "0.1.175 again after a dry-activate of 0.1.176: {r:?}"
+    );
+    let r = d.apply("=0.1.176", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = d.apply(REQ, &["dry-activate"]);
+    assert_eq!(r.code, 0, "dry-activate of an older release: {r:?}");
+    assert!(!r.stderr.contains("downgrade"), "{}", r.stderr);
+    let r = d.apply(REQ, &["boot"]);
+    assert_eq!(
+        r.code, 35,
+        "a real apply of the older release is still refused: {r:?}"
+    );
+}
+
 /// A `--sign-key` file readable by group or others draws a warning naming
 /// it and the fix; a mode 600 file draws none.
 #[test]
