@@ -269,6 +269,24 @@ impl Read for Hashing {
     }
 }
 
+/// The members before the NARs, in the order readers expect: the
+/// manifest first, its signature, then the narinfos.
+fn add_members(
+    add: &mut dyn FnMut(&str, &[u8]) -> io::Result<()>,
+    manifest_json: &str,
+    sig: Option<&str>,
+    narinfos: &[(String, String)],
+) -> io::Result<()> {
+    add(bundle::MANIFEST, manifest_json.as_bytes())?;
+    if let Some(sig) = sig {
+        add(bundle::SIGNATURE, sig.as_bytes())?;
+    }
+    for (name, text) in narinfos {
+        add(name, text.as_bytes())?;
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_tar(
     file: &mut crate::rootfs::NewFile<'_>,
@@ -282,14 +300,7 @@ fn write_tar(
 ) -> Result<(), Error> {
     let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
     let mut w = Writer::new(io::BufWriter::new(file), manifest.created);
-    w.add(bundle::MANIFEST, manifest_json.as_bytes())
-        .map_err(io_err)?;
-    if let Some(sig) = sig {
-        w.add(bundle::SIGNATURE, sig.as_bytes()).map_err(io_err)?;
-    }
-    for (name, text) in narinfos {
-        w.add(name, text.as_bytes()).map_err(io_err)?;
-    }
+    add_members(&mut |n, b| w.add(n, b), manifest_json, sig, narinfos).map_err(io_err)?;
     for info in paths {
         let name = bundle::nar_name(info);
         copy_nar(cache, info, &mut |r| w.add_stream(&name, r))?;
@@ -349,14 +360,7 @@ fn write_tar_stdout(
     let written = (|| {
         let mut w = StreamWriter::new(io::BufWriter::new(out), manifest.created);
         let io_err = |e: io::Error| Error::new(Exit::Internal, format!("write bundle: {e}"));
-        w.add(bundle::MANIFEST, manifest_json.as_bytes())
-            .map_err(io_err)?;
-        if let Some(sig) = sig {
-            w.add(bundle::SIGNATURE, sig.as_bytes()).map_err(io_err)?;
-        }
-        for (name, text) in narinfos {
-            w.add(name, text.as_bytes()).map_err(io_err)?;
-        }
+        add_members(&mut |n, b| w.add(n, b), manifest_json, sig, narinfos).map_err(io_err)?;
         for info in paths {
             let name = bundle::nar_name(info);
             let size = info.file_size.unwrap_or(0);
