@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::activate::{self, Before, Report, Settings};
+use crate::boot::confirm::Settled;
 use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
 use crate::error::{Error, Exit};
@@ -64,6 +65,12 @@ pub fn run(
             recover::before_command(common, &state, &recover::Allowed::of_apply(common, opts))?
         {
             return result;
+        }
+        // A trial boot journaled earlier is settled first (boot/confirm.rs).
+        match crate::boot::confirm::settle(common, fleet, &state)? {
+            None | Some(Settled::Committed | Settled::Undone) => {}
+            Some(Settled::Wait(t)) => return crate::fleet::trial_reboot(common, fleet, &t),
+            Some(Settled::Failed(e)) => return Err(e),
         }
         // `fh-lite hold`: the device stays where it is.
         if let Some(h) = state.current()?.hold {
@@ -145,7 +152,16 @@ pub fn run(
 
     // The journal: what ran before (the rollback target), read before
     // anything irreversible, then phase "fetching".
-    let settings = Settings::of(opts);
+    let mut settings = Settings::of(opts);
+    if opts.trial && fleet.reboot_if_needed && fleet.boot_loader != crate::boot::Choice::None {
+        settings.boot = Some(crate::boot::BootTrial {
+            choice: fleet.boot_loader,
+            at: crate::boot::Where {
+                root: common.root.clone(),
+                efivars: fleet.efivars.clone(),
+            },
+        });
+    }
     let before = Before::read(common)?;
     let mut pending = Pending {
         reference: attempt.reference.clone(),
@@ -224,6 +240,10 @@ pub fn run(
     // (a dry-activate applied nothing).
     if exit == Exit::Success && opts.action != crate::cli::Action::DryActivate {
         remember(common, opts)?;
+    }
+    // A trial boot is armed: reboot into it (fleet.rs).
+    if let Some(t) = &report.trial_boot {
+        return crate::fleet::trial_reboot(common, fleet, t);
     }
     // Reboot need and policy (fleet.rs).
     crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)

@@ -44,6 +44,7 @@ USAGE:
     fh-lite status [--json]
     fh-lite rollback [--to N]
     fh-lite recover
+    fh-lite confirm-boot
     fh-lite hold | unhold
     fh-lite --help | --help-all | --version
 
@@ -79,6 +80,12 @@ COMMANDS:
     recover    finish or undo an attempt a kill interrupted (apply and
                rollback do this first by themselves); see
                docs/crash-safety.md
+    confirm-boot
+               settle a trial boot (--trial --reboot if-needed): commit the
+               new system if it booted and passes its health check, else
+               fall back to the previous one and record it failed (exit
+               36: did not boot); apply does this first by itself. Run at
+               boot by fh-lite-confirm-boot.service
     hold       keep this device on its current system: apply changes
                nothing and exits 44 until 'fh-lite unhold'
     unhold     release the hold
@@ -153,7 +160,19 @@ FLEETS (apply; see Fleets in README.md):
                                initrd or modules differ from
                                /run/booted-system's), run 'systemctl reboot'
                                (inside --reboot-window); never under --root
-                               (default never: only record it, exit 40)
+                               (default never: only record it, exit 40).
+                               With --trial: a trial boot — the boot
+                               default stays on the running system, the
+                               new one boots once, and becomes the default
+                               only after it booted and passed its health
+                               check (confirm-boot; README, Trial boots)
+        --boot-loader auto|systemd-boot|grub|tryboot|none
+                               the one-shot boot a trial boot uses (default
+                               auto: systemd-boot when its LoaderInfo EFI
+                               variable exists); none, or no one-shot
+                               here: commit, then reboot
+        --efivars DIR          EFI variables in DIR instead of
+                               /sys/firmware/efi/efivars (under --root)
         --reboot-window HH:MM-HH:MM
                                local time; may wrap past midnight (23:00-01:00)
         --window HH:MM-HH:MM   activate only inside this local-time window;
@@ -424,6 +443,10 @@ pub struct FleetOpts {
     pub window: Option<crate::schedule::Window>,
     /// `--rollout-spread`, seconds.
     pub rollout_spread: Option<u64>,
+    /// `--boot-loader`: the one-shot mechanism of a trial boot (boot/).
+    pub boot_loader: crate::boot::Choice,
+    /// `--efivars DIR`: EFI variables there instead of efivarfs.
+    pub efivars: Option<PathBuf>,
 }
 
 /// Options of `fetch`, `bundle create` and `apply --from` (offline.rs).
@@ -467,6 +490,8 @@ pub enum Command {
         to: Option<u64>,
     },
     Recover,
+    /// `confirm-boot`: settle a trial boot (boot/confirm.rs).
+    ConfirmBoot,
     /// `hold` / `unhold` (hold.rs).
     Hold,
     Unhold,
@@ -580,6 +605,8 @@ pub struct RawArgs {
     reboot_window: Option<String>,
     window: Option<String>,
     rollout_spread: Option<String>,
+    boot_loader: Option<String>,
+    efivars: Option<PathBuf>,
     /// Options given, in order, for the "does not apply to" check.
     seen: Vec<&'static str>,
 }
@@ -632,8 +659,13 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("cache", Some("apply fetch bundle")),
     ("netrc-file", Some("apply fetch bundle")),
     ("cache-token-file", Some("apply fetch bundle")),
-    ("metrics-file", Some("apply rollback recover hold unhold")),
+    (
+        "metrics-file",
+        Some("apply rollback recover hold unhold confirm-boot"),
+    ),
     ("reboot", Some("apply")),
+    ("boot-loader", Some("apply confirm-boot")),
+    ("efivars", Some("apply confirm-boot status")),
     ("reboot-window", Some("apply")),
     ("window", Some("apply")),
     ("rollout-spread", Some("apply")),
@@ -743,6 +775,7 @@ where
             "token-file" => a.token_file = Some(p.value().map_err(usage)?.into()),
             "ca-file" => a.ca_file = Some(p.value().map_err(usage)?.into()),
             "daemon-socket" => a.daemon_socket = Some(p.value().map_err(usage)?.into()),
+            "efivars" => a.efivars = Some(p.value().map_err(usage)?.into()),
             other => {
                 let v = string(p.value().map_err(usage)?, other)?;
                 match other {
@@ -765,6 +798,7 @@ where
                     "reboot-window" => a.reboot_window = Some(v),
                     "window" => a.window = Some(v),
                     "rollout-spread" => a.rollout_spread = Some(v),
+                    "boot-loader" => a.boot_loader = Some(v),
                     // LONG_OPTIONS and this match list the same names;
                     // a test parses every one of them.
                     _ => unreachable!("option --{other} has no handler"),
@@ -872,7 +906,7 @@ impl RawArgs {
     fn command(&self, common: &Common, env: &Env) -> Result<Command, Error> {
         let Some((cmd, rest)) = self.positionals.split_first() else {
             return Err(Error::usage(
-                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'",
+                "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, confirm-boot, hold, unhold]; see 'fh-lite --help'",
             ));
         };
         self.check_scope(cmd)?;
@@ -922,6 +956,10 @@ impl RawArgs {
                 at_most(rest, 0, "'recover'")?;
                 Command::Recover
             }
+            "confirm-boot" => {
+                at_most(rest, 0, "'confirm-boot'")?;
+                Command::ConfirmBoot
+            }
             "hold" => {
                 at_most(rest, 0, "'hold'")?;
                 Command::Hold
@@ -932,7 +970,7 @@ impl RawArgs {
             }
             other => {
                 return Err(Error::usage(format!(
-                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"
+                "unknown command '{other}' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, confirm-boot, hold, unhold]"
             )))
             }
         })
@@ -1095,6 +1133,15 @@ impl RawArgs {
                 )))
             }
         };
+        let boot_loader = match self.boot_loader.as_deref() {
+            None => crate::boot::Choice::Auto,
+            Some(b) => crate::boot::Choice::parse(b).ok_or_else(|| {
+                Error::usage(format!(
+                    "unknown boot loader '{b}' [pick from: {}]",
+                    crate::boot::Choice::WORDS
+                ))
+            })?,
+        };
         let window =
             |v: &Option<String>, opt: &str| v.as_deref().map(|w| Window::parse(w, opt)).transpose();
         Ok(FleetOpts {
@@ -1105,6 +1152,8 @@ impl RawArgs {
             rollout_spread: (self.rollout_spread.as_deref())
                 .map(|d| parse_duration(d, "rollout-spread"))
                 .transpose()?,
+            boot_loader,
+            efivars: self.efivars.clone(),
         })
     }
 
@@ -1508,8 +1557,8 @@ mod tests {
     #[test]
     fn usage_errors_are_exact() {
         let cases: &[(&str, &str)] = &[
-            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'"),
-            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]"),
+            ("", "no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, confirm-boot, hold, unhold]; see 'fh-lite --help'"),
+            ("frobnicate", "unknown command 'frobnicate' [pick from: apply, fetch, bundle, resolve, status, rollback, recover, confirm-boot, hold, unhold]"),
             ("apply nixos a/b/0.1#x boot --trial", "option '--trial' is only for 'apply nixos REF switch', not nixos boot"),
             ("apply nix-darwin a/b/0.1#x --trial", "option '--trial' is only for 'apply nixos REF switch', not nix-darwin switch"),
             ("apply nixos a/b/0.1#x --activation-timeout 0", "option '--activation-timeout': '0' is not a positive number of seconds"),
@@ -1550,7 +1599,7 @@ mod tests {
             ("apply nixos a/b/0.1#x --reboot always", "unknown reboot policy 'always' [pick from: never, if-needed]"),
             ("apply nixos a/b/0.1#x --rollout-spread 1x", "option '--rollout-spread': '1x' is not a duration (e.g. 1d, 24h, 1h30m, 90m, 3600s; a plain number is seconds)"),
             ("status --window 01:00-02:00", "option '--window' is only for 'apply', not 'status'"),
-            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover' or 'hold' or 'unhold', not 'status'"),
+            ("status --metrics-file /x", "option '--metrics-file' is only for 'apply' or 'rollback' or 'recover' or 'hold' or 'unhold' or 'confirm-boot', not 'status'"),
             ("status --bogus", "invalid option '--bogus'"),
             ("apply nixos a/b/0.1#x --rollback-of 1", "invalid option '--rollback-of'; did you mean '--rollback-on'?"),
             ("apply nixos a/b/0.1#x --helth-check true", "invalid option '--helth-check'; did you mean '--health-check'?"),

@@ -65,6 +65,8 @@ exit_table! {
     SkippedFailed = 34, "skipped-failed", "resolved path failed before; skipped (--retry-failed)";
     Downgrade = 35, "downgrade-refused",
         "an exact version older than one applied before; refused (--allow-downgrade)";
+    DidNotBoot = 36, "did-not-boot",
+        "a trial boot of the new system did not come up; back on the previous one";
     RebootNeeded = 40, "reboot-needed", "applied; reboot needed to take full effect";
     AlreadyRunning = 41, "already-running", "another fh-lite apply is running";
     Interrupted = 42, "interrupted", "interrupted by a signal; nothing was changed";

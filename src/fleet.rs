@@ -200,6 +200,57 @@ pub fn after_activation(
     reboot(state, &need)
 }
 
+/// A trial boot is armed (boot/): reboot into it when the policy and the
+/// window allow; else it waits, armed, for a later run (or any reboot).
+pub fn trial_reboot(
+    common: &Common,
+    fleet: &FleetOpts,
+    t: &crate::boot::TrialBoot,
+) -> Result<Exit, Error> {
+    let path = &t.store_path;
+    if !fleet.reboot_if_needed {
+        say(&format!(
+            "the trial boot of {path} waits for a reboot (a run with --reboot if-needed reboots; so does any reboot)"
+        ));
+        return Ok(Exit::RebootNeeded);
+    }
+    if common.root.is_some() {
+        say(&format!(
+            "{path} needs a reboot; never rebooting under --root (its trial boot is armed)"
+        ));
+        return Ok(Exit::RebootNeeded);
+    }
+    if !window_open(fleet.reboot_window) {
+        say(&waiting(path, fleet.reboot_window));
+        return Ok(Exit::RebootNeeded);
+    }
+    let Some(systemctl) = on_path("systemctl") else {
+        say("a reboot is due but systemctl is not on PATH; reboot by hand");
+        return Ok(Exit::RebootNeeded);
+    };
+    say(&format!(
+        "rebooting for the trial boot of {path} ({} --no-block reboot); the next boot confirms it or falls back",
+        systemctl.display()
+    ));
+    let status = std::process::Command::new(&systemctl)
+        .args(["--no-block", "reboot"])
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(Exit::Success),
+        other => {
+            let why = match other {
+                Ok(s) => format!("exited with {s}"),
+                Err(e) => e.to_string(),
+            };
+            say(&format!(
+                "{} reboot failed ({why}); the trial boot stays armed and a later run tries again",
+                systemctl.display()
+            ));
+            Ok(Exit::RebootNeeded)
+        }
+    }
+}
+
 fn window_open(w: Option<Window>) -> bool {
     w.is_none_or(|w| schedule::in_window(w, schedule::now()))
 }
@@ -275,7 +326,11 @@ fn booted_system(common: &Common) -> Option<String> {
 /// As autoUpgrade checks: kernel, initrd or kernel-modules of `new`
 /// resolve elsewhere than the booted system's. No booted system: false.
 fn kernel_differs(common: &Common, new: &str) -> bool {
-    let root = common.root.as_deref();
+    kernel_differs_at(common.root.as_deref(), new)
+}
+
+/// [`kernel_differs`] for the system at `root`.
+pub(crate) fn kernel_differs_at(root: Option<&Path>, new: &str) -> bool {
     let Some(booted) = resolve(root, Path::new("/run/booted-system")) else {
         return false;
     };

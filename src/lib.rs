@@ -20,6 +20,7 @@
 
 mod activate;
 mod apply;
+mod boot;
 mod bundle;
 mod bundle_cmd;
 mod cache;
@@ -105,6 +106,7 @@ fn streamed(command: &Command) -> Option<&'static str> {
         Command::BundleCreate(_) => "bundle-create",
         Command::Rollback { .. } => "rollback",
         Command::Recover => "recover",
+        Command::ConfirmBoot => "confirm-boot",
         Command::Hold => "hold",
         Command::Unhold => "unhold",
         Command::Help { .. } | Command::Version | Command::Resolve { .. } | Command::Status => {
@@ -134,6 +136,7 @@ fn run_command(cli: &Cli) -> Result<Exit, Error> {
         Command::Status => status::run(&cli.common),
         Command::Rollback { to } => rollback::run(&cli.common, to),
         Command::Recover => recover::run(&cli.common),
+        Command::ConfirmBoot => boot::confirm::run(&cli.common, &cli.fleet),
         Command::Hold => hold::hold(&cli.common),
         Command::Unhold => hold::unhold(&cli.common),
     }

@@ -147,6 +147,26 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
         u8::from(reboot),
     );
     o.gauge(
+        "trial_boot_pending",
+        "1 while a trial boot waits for its reboot or its confirmation.",
+        u8::from(state.trial_boot.is_some()),
+    );
+    if let Some(t) = &state.last_trial_boot {
+        o.metric(
+            "last_trial_boot_info",
+            "gauge",
+            "How the last trial boot ended: committed, did-not-boot, health-check-failed or undone (value always 1).",
+            &[(
+                format!(
+                    "{{store_path=\"{}\",result=\"{}\"}}",
+                    label(&t.store_path),
+                    label(&t.result)
+                ),
+                "1".to_string(),
+            )],
+        );
+    }
+    o.gauge(
         "held",
         "1 while 'fh-lite hold' holds the device on its release.",
         u8::from(state.hold.is_some()),

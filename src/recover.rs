@@ -390,6 +390,19 @@ impl Journal for AttemptJournal<'_> {
         self.pending.pid = std::process::id();
         self.state.set_pending(&self.pending)
     }
+
+    fn trial_boot(&mut self, t: Option<&crate::boot::TrialBoot>) -> Result<(), Error> {
+        match t {
+            Some(t) => {
+                let t = crate::boot::TrialBoot {
+                    reference: self.pending.reference.clone(),
+                    ..t.clone()
+                };
+                self.state.begin_trial_boot(&t)
+            }
+            None => self.state.set_trial_boot(None),
+        }
+    }
 }
 
 #[cfg(test)]

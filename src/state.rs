@@ -10,7 +10,17 @@
 //!              "rollout": [ { "store_path", "reference", "first_seen",
 //!                             "activate_at" } … ] } | null,
 //!   "hold": { "generation", "store_path", "time" } | null,
-//!   "last_check": unix seconds | null }
+//!   "last_check": unix seconds | null,
+//!   "trial_boot": TrialBoot | null, "last_trial_boot": TrialOutcome | null }
+//! TrialBoot = the journal of a trial boot (boot/mod.rs, docs/journal.md):
+//!   { "reference", "store_path", "phase", "generation",
+//!     "previous_generation", "previous_system", "loader", "entry",
+//!     "pinned", "efivars", "health_check", "health_timeout",
+//!     "activation_timeout", "install_bootloader", "failure", "boot_id",
+//!     "time" }
+//! TrialOutcome = { "reference", "store_path", "generation", "result":
+//!   "committed" | "did-not-boot" | "health-check-failed" | "undone",
+//!   "reason", "time" }
 //! Record = { "reference", "store_path", "generation": u64|null,
 //!            "time": unix seconds (start), "result": "running" | class,
 //!            "exit_code": u8|null, "duration_ms", "bytes_downloaded" }
@@ -98,6 +108,10 @@ pub struct State {
     /// Unix seconds: when an apply last got an answer from its source
     /// (FlakeHub, a cache, a bundle), even if there was nothing to do.
     pub last_check: Option<u64>,
+    /// The trial boot in progress (boot/mod.rs), or null.
+    pub trial_boot: Option<crate::boot::TrialBoot>,
+    /// How the last trial boot ended, or null.
+    pub last_trial_boot: Option<crate::boot::TrialOutcome>,
 }
 
 /// What `fh-lite hold` recorded: the system the device is held on.
@@ -659,6 +673,47 @@ impl StateDir {
         let path = store_path.to_string();
         let s = self.load_for_update()?;
         Ok(s.failed.into_iter().find(|f| f.store_path == path))
+    }
+
+    /// The journaled trial boot, if any (writers' view).
+    pub fn trial_boot(&self) -> Result<Option<crate::boot::TrialBoot>, Error> {
+        Ok(self.load_for_update()?.trial_boot)
+    }
+
+    /// Write (or clear) the trial boot's journal entry.
+    pub fn set_trial_boot(&self, t: Option<&crate::boot::TrialBoot>) -> Result<(), Error> {
+        self.update(|s| s.trial_boot = t.cloned())
+    }
+
+    /// An apply hands its attempt over to a trial boot: the trial boot's
+    /// journal entry replaces the attempt's (`pending`) in one write, so
+    /// recovery never redoes a step of it.
+    pub fn begin_trial_boot(&self, t: &crate::boot::TrialBoot) -> Result<(), Error> {
+        self.update(|s| {
+            s.trial_boot = Some(t.clone());
+            s.pending = None;
+        })
+    }
+
+    /// A trial boot ended: its outcome recorded, its journal entry cleared,
+    /// and (`failed`) the path listed as failed, or (committed) no longer
+    /// failed, in one write.
+    pub fn end_trial_boot(
+        &self,
+        outcome: &crate::boot::TrialOutcome,
+        failed: Option<Exit>,
+    ) -> Result<(), Error> {
+        self.update(|s| {
+            match failed {
+                Some(exit) => push_failed(s, &outcome.store_path, &outcome.reference, exit),
+                None if outcome.result == "committed" => {
+                    s.failed.retain(|f| f.store_path != outcome.store_path)
+                }
+                None => {}
+            }
+            s.trial_boot = None;
+            s.last_trial_boot = Some(outcome.clone());
+        })
     }
 
     /// Take the exclusive lock on `<state dir>/lock`, or fail at once with

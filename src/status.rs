@@ -61,6 +61,13 @@ struct StatusJson {
     held: Option<Hold>,
     /// When an apply last resolved its reference (unix seconds), or null.
     last_check: Option<u64>,
+    /// The trial boot in progress (its journal entry), or null.
+    trial_boot: Option<crate::boot::TrialBoot>,
+    /// How the last trial boot ended, or null.
+    last_trial_boot: Option<crate::boot::TrialOutcome>,
+    /// With a trial boot recorded: whether a watchdog device is active
+    /// (/sys/class/watchdog/*/state); null without trial boots.
+    watchdog_active: Option<bool>,
 }
 
 pub fn gather(common: &Common) -> Result<Status, Error> {
@@ -70,6 +77,7 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
     let token = flakehub::token_info(common);
     let fleet = state.fleet.unwrap_or_default();
     let versions = crate::versions::all(&StateDir::of(common))?;
+    let trials = state.trial_boot.is_some() || state.last_trial_boot.is_some();
     let json = StatusJson {
         profile: common.profile.display().to_string(),
         generation: current.as_ref().map(|g| g.number),
@@ -98,6 +106,10 @@ pub fn gather(common: &Common) -> Result<Status, Error> {
         versions,
         held: state.hold,
         last_check: state.last_check,
+        watchdog_active: trials
+            .then(|| crate::boot::watchdog_armed(common.root.as_deref()).unwrap_or(false)),
+        trial_boot: state.trial_boot,
+        last_trial_boot: state.last_trial_boot,
     };
     Ok(Status {
         json,
@@ -189,6 +201,41 @@ pub fn render_text(s: &Status) -> String {
                 format_time(r.first_seen),
                 format_time(r.activate_at)
             ),
+        );
+    }
+    if let Some(t) = &j.trial_boot {
+        let gen = t
+            .generation
+            .map_or(String::new(), |n| format!("generation {n}, "));
+        let entry = t.entry.as_deref().unwrap_or("no entry yet");
+        let pinned = t.pinned.as_deref().unwrap_or("the running entry");
+        line(
+            "trial boot",
+            &format!(
+                "{} ({gen}{} {entry}, {}, since {}); the default stays {pinned} until it booted and passed its health check",
+                t.store_path,
+                t.loader,
+                t.phase,
+                format_time(t.time)
+            ),
+        );
+    }
+    if let Some(o) = &j.last_trial_boot {
+        line(
+            "last trial boot",
+            &format!(
+                "{}: {} at {}: {}",
+                o.store_path,
+                o.result,
+                format_time(o.time),
+                o.reason
+            ),
+        );
+    }
+    if j.watchdog_active == Some(false) {
+        line(
+            "warning",
+            "trial boots are used, but no active watchdog was found (/sys/class/watchdog): a new system that hangs while booting is not reset; on NixOS set systemd.watchdog.runtimeTime",
         );
     }
     for (i, (k, v)) in j.versions.iter().enumerate() {

@@ -157,6 +157,8 @@ pub struct Report {
     pub health_check_failed: bool,
     /// The generation the profile was rolled back to.
     pub rolled_back_to: Option<u64>,
+    /// A trial boot was prepared and journaled: reboot into it.
+    pub trial_boot: Option<crate::boot::TrialBoot>,
     /// Activating this path failed: state records it, later runs skip it.
     pub path_failed: bool,
 }
@@ -208,6 +210,9 @@ pub struct Settings {
     pub health_check: Option<String>,
     pub health_timeout: Duration,
     pub activation_timeout: Option<Duration>,
+    /// `--trial --reboot if-needed`: a needed reboot is a trial boot
+    /// (boot/); None: commit, then reboot.
+    pub boot: Option<crate::boot::BootTrial>,
 }
 
 impl Settings {
@@ -222,6 +227,7 @@ impl Settings {
             health_check: opts.health_check.clone(),
             health_timeout: opts.health_timeout,
             activation_timeout: opts.activation_timeout,
+            boot: None,
         }
     }
 
@@ -238,6 +244,7 @@ impl Settings {
             health_check: p.health_check.clone(),
             health_timeout: Duration::from_secs(p.health_timeout.max(1)),
             activation_timeout: p.activation_timeout.map(Duration::from_secs),
+            boot: None,
         })
     }
 
@@ -281,6 +288,9 @@ impl Before {
 pub trait Journal {
     /// Entering `phase`; `generation`: the attempt's generation, once known.
     fn phase(&mut self, phase: Phase, generation: Option<u64>) -> Result<(), Error>;
+    /// Hand the attempt over to a trial boot's journal entry (Some), or
+    /// clear that entry (None) when the trial boot was undone at once.
+    fn trial_boot(&mut self, t: Option<&crate::boot::TrialBoot>) -> Result<(), Error>;
 }
 
 /// No journal (tests of the activation layer alone).
@@ -290,6 +300,9 @@ pub struct NoJournal;
 #[cfg(test)]
 impl Journal for NoJournal {
     fn phase(&mut self, _: Phase, _: Option<u64>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn trial_boot(&mut self, _: Option<&crate::boot::TrialBoot>) -> Result<(), Error> {
         Ok(())
     }
 }

@@ -147,12 +147,27 @@ impl<'a> SystemRun<'a> {
         report: &mut Report,
     ) -> Result<Exit, Error> {
         let ctx = self.ctx;
+        // A new kernel, initrd or modules: its userspace is not tried on
+        // the running kernel; it is booted once instead (boot/).
+        let new_kernel = || crate::fleet::kernel_differs_at(ctx.root, &store_path.to_string());
+        if let Some(loader) = self
+            .s
+            .boot
+            .as_ref()
+            .filter(|_| new_kernel())
+            .and_then(|b| self.one_shot(b))
+        {
+            return self.trial_boot(&loader, store_path, journal, report);
+        }
         journal.phase(Phase::Activating, None)?;
         let base = PathBuf::from(store_path.to_string());
         let exit = self.run_script(&base, Action::Test, store_path, journal, report)?;
         self.check_health(store_path, Action::Test, journal, report)?;
         if exit == Exit::RebootNeeded {
             self.say_done(store_path, exit, Action::Test, &base);
+            if let Some(loader) = self.s.boot.as_ref().and_then(|b| self.one_shot(b)) {
+                return self.trial_boot(&loader, store_path, journal, report);
+            }
         }
         journal.phase(Phase::Committing, None)?;
         let link = self.make_generation(store_path, report)?;
@@ -179,6 +194,119 @@ impl<'a> SystemRun<'a> {
             self.say_done(store_path, exit, Action::Switch, &base);
         }
         Ok(exit)
+    }
+
+    /// The one-shot boot a trial boot uses; None (said in one line) when
+    /// there is none here: then the trial commits and reboots as before.
+    fn one_shot(&self, b: &crate::boot::BootTrial) -> Option<crate::boot::Loader> {
+        match crate::boot::detect(b.choice, &b.at) {
+            crate::boot::Detected::Loader(l) => Some(l),
+            crate::boot::Detected::Unsupported(why) => {
+                crate::ui::warn(&format!(
+                    "no trial boot: {why}; the new system becomes the boot default before it has booted"
+                ));
+                None
+            }
+        }
+    }
+
+    /// A trial boot ([`crate::boot`]): pin the running entry, make the
+    /// generation and its entries, arm the one-shot, each journaled
+    /// first; the command then reboots. A failed step is undone at once
+    /// (profile back, the old generation's `boot`, pin removed).
+    fn trial_boot(
+        &self,
+        loader: &crate::boot::Loader,
+        store_path: &StorePath,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Result<Exit, Error> {
+        use crate::boot::{Steps, TrialBoot};
+        let ctx = self.ctx;
+        let mut t = TrialBoot {
+            store_path: store_path.to_string(),
+            previous_generation: self.before.generation,
+            previous_system: crate::boot::booted_system(ctx.root),
+            efivars: (self.s.boot.as_ref())
+                .and_then(|b| b.at.efivars.as_ref())
+                .map(|p| p.display().to_string()),
+            health_check: self.s.health_check.clone(),
+            health_timeout: self.s.health_timeout.as_secs(),
+            activation_timeout: self.s.activation_timeout.map(|d| d.as_secs()),
+            install_bootloader: self.s.install_bootloader,
+            boot_id: crate::boot::boot_id(),
+            time: crate::util::unix_now(),
+            ..TrialBoot::default()
+        };
+        struct Run<'r, 'a> {
+            run: &'r SystemRun<'a>,
+            store_path: &'r StorePath,
+            journal: &'r mut dyn Journal,
+            report: &'r mut Report,
+        }
+        impl Steps for Run<'_, '_> {
+            fn journal(&mut self, t: &TrialBoot) -> Result<(), Error> {
+                self.journal.trial_boot(Some(t))
+            }
+            fn boot_entries(&mut self) -> Result<u64, Error> {
+                let r = self.run;
+                let link = r.make_generation(self.store_path, self.report)?;
+                let n = self.report.generation.unwrap_or(0);
+                if !super::runs_commands(r.ctx, Action::Boot, r.s.install_bootloader) {
+                    r.say_boot_loader_not_updated(n);
+                    return Ok(n);
+                }
+                let script = link.join(r.flavor.script());
+                let args = r.flavor.args(Action::Boot);
+                let ran = r.ctx.run(
+                    &script,
+                    &args,
+                    r.s.install_bootloader,
+                    r.s.activation_timeout,
+                )?;
+                self.report.script_status = ran.code();
+                if r.flavor.success(ran.code()).is_none() {
+                    self.report.path_failed = true;
+                    return Err(Error::new(
+                        Exit::ActivationFailed,
+                        format!(
+                            "{} {} {}",
+                            script.display(),
+                            args.join(" "),
+                            r.describe(ran)
+                        ),
+                    ));
+                }
+                Ok(n)
+            }
+        }
+        let mut steps = Run {
+            run: self,
+            store_path,
+            journal,
+            report,
+        };
+        match crate::boot::prepare(loader, &mut t, &mut steps) {
+            Ok(()) => {
+                let entry = t.entry.clone().unwrap_or_default();
+                ctx.say(&format!(
+                    "trial boot: {store_path} boots once as {} entry {entry}; the boot default stays {} until it booted and passed its health check",
+                    loader.name(),
+                    t.pinned.as_deref().unwrap_or("the running entry")
+                ));
+                steps.report.trial_boot = Some(t);
+                Ok(Exit::RebootNeeded)
+            }
+            Err(e) => {
+                // Undone now: nothing of the trial boot outlives this run.
+                let undo = crate::boot::confirm::undo_now(ctx, loader, &t);
+                if let Err(u) = undo.and_then(|()| steps.journal.trial_boot(None)) {
+                    crate::ui::warn(&format!("undoing the trial boot: {}", u.message));
+                }
+                steps.report.rolled_back_to = self.before.generation;
+                Err(e)
+            }
+        }
     }
 
     /// `boot` under `--root` without `--install-bootloader`: only the
@@ -1028,6 +1156,10 @@ mod tests {
     impl Journal for Phases {
         fn phase(&mut self, phase: Phase, _: Option<u64>) -> Result<(), Error> {
             self.0.push(phase.as_str());
+            Ok(())
+        }
+        fn trial_boot(&mut self, _: Option<&crate::boot::TrialBoot>) -> Result<(), Error> {
+            self.0.push("trial-boot");
             Ok(())
         }
     }

@@ -64,7 +64,7 @@ fn no_command_is_a_usage_error() {
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(
         r.stderr,
-        "fh-lite: no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, hold, unhold]; see 'fh-lite --help'\n"
+        "fh-lite: no command given [pick from: apply, fetch, bundle, resolve, status, rollback, recover, confirm-boot, hold, unhold]; see 'fh-lite --help'\n"
     );
 }
 

@@ -1,0 +1,244 @@
+//! Settling a journaled trial boot: `fh-lite confirm-boot` (the boot-time
+//! unit) and the first thing every apply does.
+//!
+//! [`settle`] reads state.json's `trial_boot`, decides ([`super::decide`])
+//! and acts:
+//! - the new system is booted and its health check passes: commit — the
+//!   pin and the one-shot are removed, so the default written by the new
+//!   generation's `switch-to-configuration boot` applies; the profile
+//!   stays on it;
+//! - it fails its health check, or the machine came back on the old system
+//!   ("did not boot"): fall back — the profile returns to the generation
+//!   that was running, its `switch-to-configuration boot` makes it the
+//!   loader's default again, then the pin goes; the path is recorded as
+//!   failed and never retried without `--retry-failed`;
+//! - the trial stopped before its one-shot was set: undo it the same way,
+//!   the path not failed.
+//!
+//! The fallback is journaled first (phase "falling-back", with its
+//! reason), so a cut during it is redone, not confirmed: the pin stays
+//! until the old generation's `boot` has run.
+
+use std::time::Duration;
+
+use super::{boot_id, decide, Decision, Loader, Step, TrialBoot, TrialOutcome};
+use crate::activate::Ctx;
+use crate::cli::{Action, Common, FleetOpts};
+use crate::error::{Error, Exit};
+use crate::state::{format_time, StateDir};
+use crate::ui::say;
+
+/// The phase a fallback journals before it starts.
+pub const FALLING_BACK: &str = "falling-back";
+
+/// What [`settle`] did.
+#[derive(Debug)]
+pub enum Settled {
+    /// The new system passed: committed.
+    Committed,
+    /// Undone before its one-shot took effect (the path is not failed).
+    Undone,
+    /// Same boot, the reboot still to come.
+    Wait(Box<TrialBoot>),
+    /// Fell back: "did not boot" (DidNotBoot) or a failed health check
+    /// (RolledBack); the error to report.
+    Failed(Error),
+}
+
+/// Settle the journaled trial boot, if any (the caller holds the lock).
+pub fn settle(
+    common: &Common,
+    fleet: &FleetOpts,
+    state: &StateDir,
+) -> Result<Option<Settled>, Error> {
+    let Some(t) = state.trial_boot()? else {
+        return Ok(None);
+    };
+    let root = common.root.as_deref();
+    let loader = Loader::of_journal(&t, root, fleet.efivars.as_deref());
+    let ctx = Ctx::new(common);
+    let gen = |t: &TrialBoot| {
+        t.generation
+            .map_or(String::new(), |n| format!(" (generation {n})"))
+    };
+    if t.phase == FALLING_BACK {
+        let (exit, why) = match t.failure.as_deref() {
+            Some(w) if w.starts_with("did not boot") => (Exit::DidNotBoot, w.to_string()),
+            Some(w) => (Exit::RolledBack, w.to_string()),
+            None => (Exit::Success, String::new()),
+        };
+        return fall_back(&ctx, &loader, state, t, exit, &why).map(Some);
+    }
+    let booted = super::booted_system(root);
+    match decide(&t, &boot_id(), booted.as_deref()) {
+        Decision::Wait => Ok(Some(Settled::Wait(Box::new(t)))),
+        Decision::Check => {
+            say(&format!(
+                "trial boot: {}{} is running; checking it",
+                t.store_path,
+                gen(&t)
+            ));
+            if let Some(cmd) = &t.health_check {
+                let timeout = Duration::from_secs(t.health_timeout.max(1));
+                if let Err(why) = crate::activate::rollback::health_check(&ctx, cmd, timeout) {
+                    let why = format!("{why} on its trial boot");
+                    return fall_back(&ctx, &loader, state, t, Exit::RolledBack, &why).map(Some);
+                }
+            }
+            loader.release()?;
+            let msg = format!(
+                "trial boot: {}{} booted and passed its health check; committed (it is the boot default now)",
+                t.store_path,
+                gen(&t)
+            );
+            say(&msg);
+            finish(state, &t, "committed", &msg, None)?;
+            Ok(Some(Settled::Committed))
+        }
+        Decision::DidNotBoot => {
+            let why = format!(
+                "did not boot: the machine came back on {} after the trial boot of {}{} journaled at {}",
+                t.previous_system.as_deref().unwrap_or("the previous system"),
+                t.store_path,
+                gen(&t),
+                format_time(t.time)
+            );
+            fall_back(&ctx, &loader, state, t, Exit::DidNotBoot, &why).map(Some)
+        }
+        Decision::Undo => fall_back(&ctx, &loader, state, t, Exit::Success, "").map(Some),
+    }
+}
+
+/// Profile back, the old generation's `boot`, pin and one-shot removed,
+/// the outcome recorded. `exit` Success: an undo (not failed).
+fn fall_back(
+    ctx: &Ctx,
+    loader: &Loader,
+    state: &StateDir,
+    mut t: TrialBoot,
+    exit: Exit,
+    why: &str,
+) -> Result<Settled, Error> {
+    let started = Step::parse(&t.phase) != Step::Pinning || t.phase == FALLING_BACK;
+    t.phase = FALLING_BACK.to_string();
+    t.failure = (exit != Exit::Success).then(|| why.to_string());
+    state.set_trial_boot(Some(&t))?;
+    restore(ctx, loader, &t, started)?;
+    let (result, msg) = match exit {
+        Exit::Success => (
+            "undone",
+            format!(
+                "trial boot of {} undone: it stopped before its one-shot boot; the default stays {}",
+                t.store_path,
+                t.pinned.as_deref().unwrap_or("the running entry")
+            ),
+        ),
+        Exit::DidNotBoot => (
+            "did-not-boot",
+            format!(
+                "{} {why}; fell back (the default stays {}); it is not tried again without --retry-failed",
+                t.store_path,
+                t.pinned.as_deref().unwrap_or("the running entry")
+            ),
+        ),
+        _ => (
+            "health-check-failed",
+            format!(
+                "{} {why}; fell back: the boot default is {} again, reboot to return to it; it is not tried again without --retry-failed",
+                t.store_path,
+                t.pinned.as_deref().unwrap_or("the running entry")
+            ),
+        ),
+    };
+    let failed = (exit != Exit::Success).then_some(exit);
+    finish(state, &t, result, &msg, failed)?;
+    match exit {
+        Exit::Success => {
+            say(&msg);
+            Ok(Settled::Undone)
+        }
+        _ => Ok(Settled::Failed(Error::new(exit, msg))),
+    }
+}
+
+/// Undo a trial boot this run prepared (a step failed): profile back,
+/// the old generation's `boot`, pin and one-shot removed.
+pub fn undo_now(ctx: &Ctx, loader: &Loader, t: &TrialBoot) -> Result<(), Error> {
+    restore(ctx, loader, t, Step::parse(&t.phase) != Step::Pinning)
+}
+
+/// The mechanics of a fallback; `started`: the new generation's `boot`
+/// may have run, so the old one's runs again.
+fn restore(ctx: &Ctx, loader: &Loader, t: &TrialBoot, started: bool) -> Result<(), Error> {
+    if let Some(prev) = t.previous_generation {
+        if ctx.profile.current()? != Some(prev) {
+            ctx.profile.switch_to(prev)?;
+            say(&format!(
+                "profile {} is back on generation {prev}",
+                ctx.profile.path.display()
+            ));
+        }
+        if started && crate::activate::runs_commands(ctx, Action::Boot, t.install_bootloader) {
+            let link = ctx.logical(&ctx.profile.link_path(prev));
+            let script = link.join("bin/switch-to-configuration");
+            let ran = ctx.run(
+                &script,
+                &["boot"],
+                t.install_bootloader,
+                t.activation_timeout.map(Duration::from_secs),
+            )?;
+            if ran.code() != Some(0) {
+                // The pin stays: the default is still the running entry.
+                return Err(Error::new(
+                    Exit::RollbackFailed,
+                    format!(
+                        "{} boot failed while falling back from the trial boot of {}; the boot loader stays pinned on {} (run it again, or 'fh-lite confirm-boot')",
+                        script.display(),
+                        t.store_path,
+                        t.pinned.as_deref().unwrap_or("the running entry")
+                    ),
+                ));
+            }
+        }
+    }
+    loader.release()
+}
+
+fn finish(
+    state: &StateDir,
+    t: &TrialBoot,
+    result: &str,
+    reason: &str,
+    failed: Option<Exit>,
+) -> Result<(), Error> {
+    let outcome = TrialOutcome {
+        reference: t.reference.clone(),
+        store_path: t.store_path.clone(),
+        generation: t.generation,
+        result: result.to_string(),
+        reason: reason.to_string(),
+        time: crate::util::unix_now(),
+    };
+    state.end_trial_boot(&outcome, failed)
+}
+
+/// `fh-lite confirm-boot`: settle the trial boot, if any, under the lock.
+pub fn run(common: &Common, fleet: &FleetOpts) -> Result<Exit, Error> {
+    let state = StateDir::of(common);
+    let _lock = state.lock()?;
+    match settle(common, fleet, &state)? {
+        None => {
+            say("no trial boot to confirm");
+            Ok(Exit::Success)
+        }
+        Some(Settled::Committed | Settled::Undone) => Ok(Exit::Success),
+        Some(Settled::Wait(t)) => {
+            say(&format!(
+                "the trial boot of {} waits for its reboot (this is still the boot that journaled it)",
+                t.store_path
+            ));
+            Ok(Exit::RebootNeeded)
+        }
+        Some(Settled::Failed(e)) => Err(e),
+    }
+}

@@ -1,0 +1,619 @@
+//! Trial boots: a new generation that needs a reboot is booted once, and
+//! becomes the boot loader's persistent default only after it came up and
+//! passed its health check on this machine (docs/crash-safety.md, "Trial
+//! boots").
+//!
+//! ```text
+//! apply --trial --reboot if-needed, reboot needed:
+//!   journal "pinning"    pin the persistent default on the running entry
+//!   journal "preparing"  generation + switch-to-configuration boot
+//!   journal "one-shot"   one-shot boot of the new entry
+//!   journal "rebooting"  systemctl reboot
+//! next boot (confirm-boot, also first in every apply):
+//!   booted the new system  → health check → commit (release the pin)
+//!                                          or fall back (profile back,
+//!                                          its `boot`, release)
+//!   back on the old system → "did not boot": fall back, path failed
+//! ```
+//!
+//! The rule: the persistent default never points at a generation that has
+//! not booted and passed its health check here. The pin is written before
+//! anything that could move the default (the new generation's `boot`
+//! writes loader.conf's `default`, which the pin overrides), the one-shot
+//! after the entry exists, and each step is journaled before it starts,
+//! so a power cut anywhere leaves the default on the running system, and
+//! the next run finishes or undoes the trial.
+//!
+//! Backends: systemd-boot ([`systemd_boot`], integrated); GRUB's grubenv
+//! ([`grub`], the format and `next_entry` only); Raspberry Pi tryboot and
+//! U-Boot/extlinux have no backend here (today's behaviour: commit, then
+//! reboot).
+
+pub mod confirm;
+pub mod efivars;
+// The grubenv format and next_entry; not yet driven by apply.
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod grub;
+pub mod systemd_boot;
+
+use std::path::{Path, PathBuf};
+
+use miniserde::{Deserialize, Serialize};
+
+use crate::error::{Error, Exit};
+use efivars::EfiVars;
+use systemd_boot::SystemdBoot;
+
+/// `--boot-loader`: which one-shot mechanism a trial boot uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Choice {
+    #[default]
+    Auto,
+    SystemdBoot,
+    Grub,
+    Tryboot,
+    None,
+}
+
+impl Choice {
+    pub const WORDS: &'static str = "auto, systemd-boot, grub, tryboot or none";
+
+    pub fn parse(s: &str) -> Option<Choice> {
+        Some(match s {
+            "auto" => Choice::Auto,
+            "systemd-boot" => Choice::SystemdBoot,
+            "grub" => Choice::Grub,
+            "tryboot" => Choice::Tryboot,
+            "none" => Choice::None,
+            _ => return None,
+        })
+    }
+}
+
+/// The journaled trial boot (state.json `trial_boot`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrialBoot {
+    pub reference: String,
+    pub store_path: String,
+    /// A [`Step`] word: the step about to run (or done, for "rebooting").
+    pub phase: String,
+    /// The new generation, once made.
+    pub generation: Option<u64>,
+    /// The profile's generation before, and the system that was booted.
+    pub previous_generation: Option<u64>,
+    pub previous_system: Option<String>,
+    /// "systemd-boot".
+    pub loader: String,
+    /// The new entry (one-shot) and the running one (pinned).
+    pub entry: Option<String>,
+    pub pinned: Option<String>,
+    /// `--efivars DIR` of the apply (null: efivarfs).
+    pub efivars: Option<String>,
+    pub health_check: Option<String>,
+    /// Seconds.
+    pub health_timeout: u64,
+    pub activation_timeout: Option<u64>,
+    pub install_bootloader: bool,
+    /// Falling back: why (null: an undo, the path is not failed).
+    pub failure: Option<String>,
+    /// The kernel's boot id when journaled: a different one means the
+    /// machine rebooted since.
+    pub boot_id: String,
+    /// Unix seconds.
+    pub time: u64,
+}
+
+/// How the last trial boot ended (state.json `last_trial_boot`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrialOutcome {
+    pub reference: String,
+    pub store_path: String,
+    pub generation: Option<u64>,
+    /// "committed", "did-not-boot", "health-check-failed", "undone".
+    pub result: String,
+    /// One sentence.
+    pub reason: String,
+    pub time: u64,
+}
+
+/// The steps of [`prepare`], journaled before each starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Pinning,
+    Preparing,
+    OneShot,
+    Rebooting,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Pinning => "pinning",
+            Step::Preparing => "preparing",
+            Step::OneShot => "one-shot",
+            Step::Rebooting => "rebooting",
+        }
+    }
+
+    /// An unknown word reads as "one-shot": the one-shot may be set.
+    pub fn parse(s: &str) -> Step {
+        [
+            Step::Pinning,
+            Step::Preparing,
+            Step::OneShot,
+            Step::Rebooting,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .unwrap_or(Step::OneShot)
+    }
+}
+
+/// A one-shot mechanism fh-lite can drive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loader {
+    SystemdBoot(SystemdBoot),
+}
+
+/// What [`detect`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Detected {
+    Loader(Loader),
+    /// No safe one-shot here: the sentence saying why (the apply then
+    /// commits and reboots as without a trial boot).
+    Unsupported(String),
+}
+
+/// A trial boot asked for: `--trial --reboot if-needed` (and where the
+/// boot loader lives).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootTrial {
+    pub choice: Choice,
+    pub at: Where,
+}
+
+/// Where the boot loader lives: `--root`, `--efivars`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Where {
+    pub root: Option<PathBuf>,
+    pub efivars: Option<PathBuf>,
+}
+
+impl Where {
+    fn vars(&self) -> EfiVars {
+        EfiVars::new(self.root.as_deref(), self.efivars.as_deref())
+    }
+
+    fn real(&self, logical: &str) -> PathBuf {
+        self.root.as_deref().unwrap_or(Path::new("/")).join(logical)
+    }
+}
+
+/// Find the one-shot mechanism for `choice`.
+pub fn detect(choice: Choice, at: &Where) -> Detected {
+    let vars = at.vars();
+    let systemd_boot = || {
+        let sb = SystemdBoot {
+            vars: vars.clone(),
+            root: at.root.clone(),
+        };
+        if let Some(entry) = sb.boot_counting() {
+            return Detected::Unsupported(format!(
+                "NixOS's own systemd-boot boot counting is on ({} has a tries suffix): it decides which entry boots, so fh-lite defers to it",
+                entry.display()
+            ));
+        }
+        Detected::Loader(Loader::SystemdBoot(sb))
+    };
+    let grub = "GRUB one-shot boots (grubenv next_entry) are not wired into apply in this version";
+    let tryboot = "Raspberry Pi tryboot is not supported in this version";
+    match choice {
+        Choice::None => Detected::Unsupported("--boot-loader none".to_string()),
+        Choice::SystemdBoot => systemd_boot(),
+        Choice::Grub => Detected::Unsupported(grub.to_string()),
+        Choice::Tryboot => Detected::Unsupported(tryboot.to_string()),
+        Choice::Auto if SystemdBoot::detect(&vars) => systemd_boot(),
+        Choice::Auto if at.real("boot/grub/grubenv").exists() => {
+            Detected::Unsupported(grub.to_string())
+        }
+        Choice::Auto if at.real("boot/extlinux/extlinux.conf").exists() => Detected::Unsupported(
+            "U-Boot with extlinux has no safe one-shot boot (it needs bootcount, bootlimit and altbootcmd; see README)".to_string(),
+        ),
+        Choice::Auto => Detected::Unsupported(format!(
+            "no boot loader with a one-shot boot found (no systemd-boot LoaderInfo in {})",
+            vars.dir.display()
+        )),
+    }
+}
+
+impl Loader {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loader::SystemdBoot(_) => "systemd-boot",
+        }
+    }
+
+    /// Rebuild the loader a journal entry names.
+    pub fn of_journal(t: &TrialBoot, root: Option<&Path>, efivars: Option<&Path>) -> Loader {
+        let efivars = efivars
+            .map(Path::to_path_buf)
+            .or(t.efivars.as_ref().map(PathBuf::from));
+        Loader::SystemdBoot(SystemdBoot {
+            vars: EfiVars::new(root, efivars.as_deref()),
+            root: root.map(Path::to_path_buf),
+        })
+    }
+
+    /// The running entry (what the pin keeps as the default).
+    pub fn running_entry(&self) -> Result<String, Error> {
+        match self {
+            Loader::SystemdBoot(sb) => match sb.booted_entry() {
+                Ok(Some(e)) if !e.is_empty() => Ok(e),
+                Ok(_) => Err(Error::new(
+                    Exit::Usage,
+                    format!(
+                        "a trial boot needs the running entry, but systemd-boot's {} is missing in {}",
+                        systemd_boot::SELECTED,
+                        sb.vars.dir.display()
+                    ),
+                )),
+                Err(e) => Err(self.error("read", systemd_boot::SELECTED, &e)),
+            },
+        }
+    }
+
+    /// The entry of generation `n`.
+    pub fn entry(&self, n: u64) -> String {
+        match self {
+            Loader::SystemdBoot(_) => SystemdBoot::entry(n),
+        }
+    }
+
+    fn error(&self, what: &str, var: &str, e: &std::io::Error) -> Error {
+        match self {
+            Loader::SystemdBoot(sb) => Error::new(
+                Exit::Internal,
+                format!(
+                    "{what} EFI variable {}: {e}",
+                    sb.vars
+                        .dir
+                        .join(EfiVars::file_name(var, systemd_boot::GUID))
+                        .display()
+                ),
+            ),
+        }
+    }
+
+    pub fn pin(&self, entry: &str) -> Result<(), Error> {
+        match self {
+            Loader::SystemdBoot(sb) => sb
+                .pin(entry)
+                .map_err(|e| self.error("write", systemd_boot::DEFAULT, &e)),
+        }
+    }
+
+    pub fn one_shot(&self, entry: &str) -> Result<(), Error> {
+        match self {
+            Loader::SystemdBoot(sb) => {
+                if sb.has_entry(entry) == Some(false) {
+                    return Err(Error::new(
+                        Exit::ActivationFailed,
+                        format!("switch-to-configuration boot wrote no boot entry {entry} (looked in the ESP's loader/entries)"),
+                    ));
+                }
+                sb.one_shot(entry)
+                    .map_err(|e| self.error("write", systemd_boot::ONESHOT, &e))
+            }
+        }
+    }
+
+    /// Remove the one-shot and the pin.
+    pub fn release(&self) -> Result<(), Error> {
+        match self {
+            Loader::SystemdBoot(sb) => sb
+                .release()
+                .map_err(|e| self.error("remove", systemd_boot::DEFAULT, &e)),
+        }
+    }
+}
+
+/// What [`prepare`] needs from the activation layer.
+pub trait Steps {
+    /// Write the journal entry (its phase is the step about to start).
+    fn journal(&mut self, t: &TrialBoot) -> Result<(), Error>;
+    /// Create the generation, point the profile at it and run its
+    /// `switch-to-configuration boot`; its number.
+    fn boot_entries(&mut self) -> Result<u64, Error>;
+}
+
+/// Pin, generation and entries, one-shot; each step journaled first.
+/// Ok: ready to reboot (journaled "rebooting"). Err: the step that
+/// failed; the journal says how far it got (the caller undoes it).
+pub fn prepare(loader: &Loader, t: &mut TrialBoot, steps: &mut dyn Steps) -> Result<(), Error> {
+    let running = loader.running_entry()?;
+    t.loader = loader.name().to_string();
+    t.pinned = Some(running.clone());
+    t.phase = Step::Pinning.as_str().to_string();
+    steps.journal(t)?;
+    loader.pin(&running)?;
+    t.phase = Step::Preparing.as_str().to_string();
+    steps.journal(t)?;
+    let n = steps.boot_entries()?;
+    let entry = loader.entry(n);
+    t.generation = Some(n);
+    t.entry = Some(entry.clone());
+    t.phase = Step::OneShot.as_str().to_string();
+    steps.journal(t)?;
+    loader.one_shot(&entry)?;
+    t.phase = Step::Rebooting.as_str().to_string();
+    steps.journal(t)
+}
+
+/// What the next run does with a journaled trial boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The new system is booted: run its health check, then commit or
+    /// fall back.
+    Check,
+    /// The machine rebooted after the one-shot was set, and came back on
+    /// the old system: "did not boot".
+    DidNotBoot,
+    /// The trial stopped before its one-shot could take effect (a crash
+    /// or power cut before it was set): undo it; the path is not failed.
+    Undo,
+    /// Same boot, the reboot still to come (it failed, or is outside the
+    /// reboot window): leave it.
+    Wait,
+}
+
+/// Decide from the journal, this boot's id and `/run/booted-system`.
+pub fn decide(t: &TrialBoot, boot_id: &str, booted: Option<&str>) -> Decision {
+    let step = Step::parse(&t.phase);
+    if booted == Some(t.store_path.as_str()) && step != Step::Pinning {
+        return Decision::Check;
+    }
+    let rebooted = t.boot_id != boot_id;
+    match (rebooted, step) {
+        (false, Step::Rebooting) => Decision::Wait,
+        (false, _) => Decision::Undo,
+        (true, Step::OneShot | Step::Rebooting) => Decision::DidNotBoot,
+        (true, Step::Pinning | Step::Preparing) => Decision::Undo,
+    }
+}
+
+/// `/run/booted-system` resolved (under `--root`).
+pub fn booted_system(root: Option<&Path>) -> Option<String> {
+    let real = |l: &Path| {
+        root.unwrap_or(Path::new("/"))
+            .join(l.strip_prefix("/").unwrap_or(l))
+    };
+    let mut cur = std::path::PathBuf::from("/run/booted-system");
+    for _ in 0..40 {
+        match std::fs::read_link(real(&cur)) {
+            Ok(t) if t.is_absolute() => cur = t,
+            Ok(t) => cur = cur.parent().unwrap_or(Path::new("/")).join(t),
+            Err(_) => {
+                return real(&cur)
+                    .exists()
+                    .then(|| cur.to_string_lossy().into_owned())
+            }
+        }
+    }
+    None
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), or "" when unknown.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a hardware watchdog looks armed: systemd's runtime watchdog
+/// (`RuntimeWatchdogUSec` of PID 1 is not 0/infinity) is not readable
+/// without D-Bus, so this looks for a watchdog device that is active
+/// (`/sys/class/watchdog/*/state` = "active"). None: no watchdog device.
+pub fn watchdog_armed(root: Option<&Path>) -> Option<bool> {
+    let dir = root.unwrap_or(Path::new("/")).join("sys/class/watchdog");
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut any = false;
+    for e in entries.flatten() {
+        any = true;
+        if std::fs::read_to_string(e.path().join("state")).is_ok_and(|s| s.trim() == "active") {
+            return Some(true);
+        }
+    }
+    any.then_some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use systemd_boot::{DEFAULT, GUID, INFO, ONESHOT, SELECTED};
+
+    fn trial(phase: Step) -> TrialBoot {
+        TrialBoot {
+            store_path: "/nix/store/new".into(),
+            previous_system: Some("/nix/store/old".into()),
+            phase: phase.as_str().into(),
+            boot_id: "boot-1".into(),
+            ..<TrialBoot as Default>::default()
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let new = Some("/nix/store/new");
+        let old = Some("/nix/store/old");
+        // Booted the new system: check it (commit or fall back).
+        assert_eq!(
+            decide(&trial(Step::Rebooting), "boot-2", new),
+            Decision::Check
+        );
+        assert_eq!(
+            decide(&trial(Step::OneShot), "boot-2", new),
+            Decision::Check
+        );
+        // Back on the old one after the one-shot: did not boot.
+        assert_eq!(
+            decide(&trial(Step::Rebooting), "boot-2", old),
+            Decision::DidNotBoot
+        );
+        assert_eq!(
+            decide(&trial(Step::OneShot), "boot-2", old),
+            Decision::DidNotBoot
+        );
+        // Before the one-shot: undone, never "did not boot".
+        assert_eq!(
+            decide(&trial(Step::Preparing), "boot-2", old),
+            Decision::Undo
+        );
+        assert_eq!(decide(&trial(Step::Pinning), "boot-1", old), Decision::Undo);
+        assert_eq!(decide(&trial(Step::OneShot), "boot-1", old), Decision::Undo);
+        // Same boot, journaled for the reboot: wait for it.
+        assert_eq!(
+            decide(&trial(Step::Rebooting), "boot-1", old),
+            Decision::Wait
+        );
+    }
+
+    /// A fake ESP and efivars dir; the default as systemd-boot picks it:
+    /// LoaderEntryDefault if set, else loader.conf's `default`.
+    struct Machine {
+        t: crate::testutil::TempDir,
+        cut_after: usize,
+        steps: usize,
+        next_gen: u64,
+    }
+
+    impl Machine {
+        fn new(cut_after: usize) -> Machine {
+            let t = crate::testutil::TempDir::new("trial-steps");
+            let entries = t.path().join("boot/loader/entries");
+            std::fs::create_dir_all(&entries).unwrap();
+            std::fs::create_dir_all(t.path().join("vars")).unwrap();
+            std::fs::write(entries.join("nixos-generation-1.conf"), "").unwrap();
+            std::fs::write(
+                t.path().join("boot/loader/loader.conf"),
+                "default nixos-generation-1.conf\n",
+            )
+            .unwrap();
+            let m = Machine {
+                t,
+                cut_after,
+                steps: 0,
+                next_gen: 2,
+            };
+            let v = m.vars();
+            v.write(INFO, GUID, "systemd-boot 252").unwrap();
+            v.write(SELECTED, GUID, "nixos-generation-1.conf").unwrap();
+            m
+        }
+        fn vars(&self) -> EfiVars {
+            EfiVars::new(None, Some(&self.t.path().join("vars")))
+        }
+        fn at(&self) -> Where {
+            Where {
+                root: Some(self.t.path().to_path_buf()),
+                efivars: Some(self.t.path().join("vars")),
+            }
+        }
+        fn tick(&mut self) -> Result<(), Error> {
+            self.steps += 1;
+            match self.steps > self.cut_after {
+                true => Err(Error::new(Exit::Internal, "power cut")),
+                false => Ok(()),
+            }
+        }
+        /// What boots after a reset: (once, persistent default).
+        fn boots(&self) -> (Option<String>, String) {
+            let v = self.vars();
+            let conf =
+                std::fs::read_to_string(self.t.path().join("boot/loader/loader.conf")).unwrap();
+            let conf_default = conf.trim().trim_start_matches("default ").to_string();
+            let default = v.read(DEFAULT, GUID).unwrap().unwrap_or(conf_default);
+            (v.read(ONESHOT, GUID).unwrap(), default)
+        }
+    }
+
+    impl Steps for Machine {
+        fn journal(&mut self, _: &TrialBoot) -> Result<(), Error> {
+            self.tick()
+        }
+        fn boot_entries(&mut self) -> Result<u64, Error> {
+            self.tick()?;
+            // switch-to-configuration boot: the entry, then the default.
+            let n = self.next_gen;
+            let e = format!("nixos-generation-{n}.conf");
+            std::fs::write(self.t.path().join("boot/loader/entries").join(&e), "").unwrap();
+            self.tick()?;
+            std::fs::write(
+                self.t.path().join("boot/loader/loader.conf"),
+                format!("default {e}\n"),
+            )
+            .unwrap();
+            Ok(n)
+        }
+    }
+
+    /// Cut the power after each step: the persistent default is always
+    /// the running generation; the new one is only ever a one-shot.
+    #[test]
+    fn a_power_cut_at_any_step_leaves_the_default_on_the_running_entry() {
+        let mut full = 0;
+        for cut in 0..20 {
+            let mut m = Machine::new(cut);
+            let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
+                panic!("systemd-boot not detected");
+            };
+            let mut t = <TrialBoot as Default>::default();
+            let done = prepare(&loader, &mut t, &mut m).is_ok();
+            let (once, default) = m.boots();
+            assert_eq!(default, "nixos-generation-1.conf", "cut after {cut} steps");
+            assert!(
+                once.is_none() || once.as_deref() == Some("nixos-generation-2.conf"),
+                "cut after {cut}: {once:?}"
+            );
+            if done {
+                assert_eq!(once.as_deref(), Some("nixos-generation-2.conf"));
+                assert_eq!(t.phase, "rebooting");
+                assert_eq!(t.pinned.as_deref(), Some("nixos-generation-1.conf"));
+                full += 1;
+            }
+        }
+        assert!(full > 0, "prepare never completed");
+        // Committing is releasing the pin: loader.conf's default applies.
+        let mut m = Machine::new(100);
+        let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
+            panic!()
+        };
+        prepare(&loader, &mut <TrialBoot as Default>::default(), &mut m).unwrap();
+        loader.release().unwrap();
+        assert_eq!(m.boots(), (None, "nixos-generation-2.conf".to_string()));
+    }
+
+    #[test]
+    fn detection() {
+        let m = Machine::new(0);
+        assert!(matches!(detect(Choice::Auto, &m.at()), Detected::Loader(_)));
+        m.vars().remove(INFO, GUID).unwrap();
+        assert!(matches!(
+            detect(Choice::Auto, &m.at()),
+            Detected::Unsupported(_)
+        ));
+        std::fs::write(
+            m.t.path()
+                .join("boot/loader/entries/nixos-generation-1+3.conf"),
+            "",
+        )
+        .unwrap();
+        let Detected::Unsupported(why) = detect(Choice::SystemdBoot, &m.at()) else {
+            panic!()
+        };
+        assert!(why.contains("boot counting is on"), "{why}");
+        assert!(matches!(
+            detect(Choice::None, &m.at()),
+            Detected::Unsupported(_)
+        ));
+    }
+}
