@@ -73,3 +73,7 @@ mod outcomes;
 
 /// --root DIR is a jail: symlinks planted under DIR never lead fh-lite out.
 mod jail;
+
+/// Trial boots with a fake efivars directory: pin, one-shot, confirm-boot
+/// (commit, did not boot, a failed health check after the boot).
+mod trialboot;

@@ -1,0 +1,235 @@
+//! Trial boots (`apply --trial --reboot if-needed`, `confirm-boot`) on an
+//! image root with a plain directory standing in for efivarfs
+//! (`--efivars DIR`). Under `--root` fh-lite never reboots; a reboot is
+//! simulated by pointing ROOT/run/booted-system at the system that "came
+//! up" and changing the boot id journaled in state.json (the kernel's boot
+//! id is what tells confirm-boot that a reboot happened).
+
+use std::path::{Path, PathBuf};
+
+use crate::support::deploy::Deploy;
+use crate::support::fixtures::fixtures;
+use crate::support::{is_root, require};
+
+const GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+const PROFILES: &str = "nix/var/nix/profiles";
+
+fn path(fixture: &str) -> String {
+    fixtures().get(fixture).path.clone()
+}
+
+/// 0.1.1 = v1, 0.1.4 = v2 (another kernel).
+fn deploy() -> Deploy {
+    Deploy::new(
+        "zstd",
+        &[("0.1.1", "system-v1"), ("0.1.4", "system-v2")],
+        "{}",
+    )
+}
+
+fn encode(value: &str) -> Vec<u8> {
+    let mut out = 7u32.to_le_bytes().to_vec();
+    for u in value.encode_utf16().chain([0]) {
+        out.extend_from_slice(&u.to_le_bytes());
+    }
+    out
+}
+
+fn var(dir: &Path, name: &str) -> Option<Vec<u8>> {
+    std::fs::read(dir.join(format!("{name}-{GUID}"))).ok()
+}
+
+/// systemd-boot booted generation 1 of a root that runs v1; /bin/sh for
+/// the health check (busybox from the fixtures' closure).
+fn booted_v1(d: &Deploy) -> PathBuf {
+    let r = d.apply("=0.1.1", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let bb = fixtures()
+        .get("system-v1")
+        .closure
+        .iter()
+        .find(|p| p.ends_with("-busybox-static"))
+        .expect("busybox in the system closure")
+        .clone();
+    std::fs::create_dir_all(d.root.join("bin")).unwrap();
+    let _ = std::os::unix::fs::symlink(format!("{bb}/bin/busybox"), d.root.join("bin/sh"));
+    boot(d, "system-v1");
+    let vars = d.tmp.path().join("efivars");
+    std::fs::create_dir_all(&vars).unwrap();
+    std::fs::write(
+        vars.join(format!("LoaderInfo-{GUID}")),
+        encode("systemd-boot 252"),
+    )
+    .unwrap();
+    std::fs::write(
+        vars.join(format!("LoaderEntrySelected-{GUID}")),
+        encode("nixos-generation-1.conf"),
+    )
+    .unwrap();
+    vars
+}
+
+/// The machine rebooted into `fixture`.
+fn boot(d: &Deploy, fixture: &str) {
+    let link = d.root.join("run/booted-system");
+    std::fs::create_dir_all(d.root.join("run")).unwrap();
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(path(fixture), &link).unwrap();
+    let state = d.root.join("var/lib/fh-lite/state.json");
+    if let Ok(text) = std::fs::read_to_string(&state) {
+        if let Some(i) = text.find("\"boot_id\":\"") {
+            let start = i + "\"boot_id\":\"".len();
+            let end = start + text[start..].find('"').unwrap();
+            let text = format!("{}rebooted-{}", &text[..start], &text[end..]);
+            std::fs::write(&state, text).unwrap();
+        }
+    }
+}
+
+fn profile(d: &Deploy) -> String {
+    std::fs::read_link(d.root.join(PROFILES).join("system"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn trial(d: &Deploy, vars: &Path, health: &str, extra: &[&str]) -> crate::support::util::Run {
+    let mut args = vec![
+        "switch",
+        "--trial",
+        "--reboot",
+        "if-needed",
+        "--efivars",
+        vars.to_str().unwrap(),
+        "--health-check",
+        health,
+    ];
+    args.extend_from_slice(extra);
+    d.apply("=0.1.4", &args)
+}
+
+/// A new kernel is booted once and committed after it came up healthy:
+/// until then the default is pinned on the running entry.
+#[test]
+fn a_trial_boot_is_pinned_booted_once_and_committed() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = deploy();
+    let vars = booted_v1(&d);
+    let r = trial(&d, &vars, "exit 0", &[]);
+    assert_eq!(r.code, 40, "armed, never rebooting under --root: {r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "trial boot: {} boots once as systemd-boot entry nixos-generation-2.conf; the boot default stays nixos-generation-1.conf",
+            path("system-v2")
+        )),
+        "{r:?}"
+    );
+    assert_eq!(
+        var(&vars, "LoaderEntryDefault"),
+        Some(encode("nixos-generation-1.conf"))
+    );
+    assert_eq!(
+        var(&vars, "LoaderEntryOneShot"),
+        Some(encode("nixos-generation-2.conf"))
+    );
+    assert_eq!(profile(&d), "system-2-link");
+    let log = std::fs::read_to_string(d.root.join("var/log/fh-lite-test/switch.log")).unwrap();
+    assert!(
+        !log.contains("variant=v2 exit=0"),
+        "v2 never activated on the old kernel: {log}"
+    );
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"trial_boot\":{"), "{st:?}");
+    assert!(st.stdout.contains("\"phase\":\"rebooting\""), "{st:?}");
+
+    // Same boot: it waits for its reboot.
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 40, "{r:?}");
+    assert_eq!(
+        var(&vars, "LoaderEntryOneShot"),
+        Some(encode("nixos-generation-2.conf"))
+    );
+
+    // The one-shot booted v2; its health check passes: committed.
+    std::fs::remove_file(vars.join(format!("LoaderEntryOneShot-{GUID}"))).unwrap();
+    boot(&d, "system-v2");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("booted and passed its health check; committed"),
+        "{r:?}"
+    );
+    assert_eq!(var(&vars, "LoaderEntryDefault"), None, "the pin is gone");
+    assert_eq!(var(&vars, "LoaderEntryOneShot"), None);
+    assert_eq!(profile(&d), "system-2-link");
+    let st = d.fh(&["status"]);
+    assert!(st.stdout.contains("last trial boot"), "{st:?}");
+    assert!(st.stdout.contains(": committed at "), "{st:?}");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("no trial boot to confirm"), "{r:?}");
+}
+
+/// Back on the old system after the one-shot: "did not boot" (exit 36),
+/// profile and default back on generation 1, never retried without
+/// --retry-failed; retried, a failed health check on the new system
+/// falls back too (exit 32).
+#[test]
+fn a_trial_boot_that_does_not_come_up_falls_back_and_is_not_retried() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = deploy();
+    let vars = booted_v1(&d);
+    let r = trial(&d, &vars, "exit 0", &[]);
+    assert_eq!(r.code, 40, "{r:?}");
+    // It panicked: the firmware came back on the default, v1.
+    std::fs::remove_file(vars.join(format!("LoaderEntryOneShot-{GUID}"))).unwrap();
+    boot(&d, "system-v1");
+    let metrics = d.tmp.path().join("fh.prom");
+    let r = d.fh(&["confirm-boot", "--metrics-file", metrics.to_str().unwrap()]);
+    assert_eq!(r.code, 36, "{r:?}");
+    assert!(
+        r.stderr.contains("did not boot: the machine came back on"),
+        "{r:?}"
+    );
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(var(&vars, "LoaderEntryDefault"), None);
+    assert_eq!(var(&vars, "LoaderEntryOneShot"), None);
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(prom.contains("fh_lite_last_exit_code 36\n"), "{prom}");
+    assert!(
+        prom.contains(&format!(
+            "fh_lite_last_trial_boot_info{{store_path=\"{}\",result=\"did-not-boot\"}} 1",
+            path("system-v2")
+        )),
+        "{prom}"
+    );
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"result\":\"did-not-boot\""), "{st:?}");
+    // A later run skips it.
+    let r = trial(&d, &vars, "exit 0", &[]);
+    assert_eq!(r.code, 34, "{r:?}");
+    assert_eq!(profile(&d), "system-1-link");
+    // Retried; it boots but its health check fails there.
+    let r = trial(&d, &vars, "exit 3", &["--retry-failed"]);
+    assert_eq!(r.code, 40, "{r:?}");
+    assert_eq!(
+        var(&vars, "LoaderEntryDefault"),
+        Some(encode("nixos-generation-1.conf"))
+    );
+    std::fs::remove_file(vars.join(format!("LoaderEntryOneShot-{GUID}"))).unwrap();
+    boot(&d, "system-v2");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 32, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("health check 'exit 3' exited 3 on its trial boot"),
+        "{r:?}"
+    );
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(var(&vars, "LoaderEntryDefault"), None);
+}
