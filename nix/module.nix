@@ -40,7 +40,13 @@ let
     ++ optionals (cfg.rebootWindow != null) [ "--reboot-window" cfg.rebootWindow ]
     ++ optionals (cfg.window != null) [ "--window" cfg.window ]
     ++ optionals (cfg.rolloutSpread != null) [ "--rollout-spread" cfg.rolloutSpread ]
+    ++ optionals (cfg.trialBoot.bootLoader != "auto" || !cfg.trialBoot.enable)
+      [ "--boot-loader" (if cfg.trialBoot.enable then cfg.trialBoot.bootLoader else "none") ]
     ++ cfg.extraArgs;
+
+  # The boot-time confirmation of a trial boot.
+  confirmArgs = [ "confirm-boot" ]
+    ++ optionals (cfg.metricsFile != null) [ "--metrics-file" cfg.metricsFile ];
 in
 {
   options.services.fh-lite = {
@@ -190,6 +196,32 @@ in
       '';
     };
 
+    trialBoot = {
+      enable = mkOption {
+        type = types.bool;
+        default = cfg.trial && cfg.action == "switch" && cfg.reboot == "if-needed";
+        defaultText = literalExpression ''trial && action == "switch" && reboot == "if-needed"'';
+        description = ''
+          Trial boots: a new system that needs a reboot (a new kernel, initrd
+          or kernel modules) is booted once, and becomes the boot loader's
+          default only after it came up and passed the health check; if it
+          does not come up, the machine boots the previous system and fh-lite
+          records the release as failed ("did not boot", exit 36). Adds
+          fh-lite-confirm-boot.service, which settles the trial at boot.
+          Needs systemd-boot (UEFI); elsewhere fh-lite says so and commits
+          before the reboot. A hang while booting only becomes a reset with
+          a watchdog: set `systemd.watchdog.runtimeTime = "30s";` (systemd
+          arms the hardware watchdog; `fh-lite status` warns when none is
+          active).
+        '';
+      };
+      bootLoader = mkOption {
+        type = types.enum [ "auto" "systemd-boot" "grub" "tryboot" "none" ];
+        default = "auto";
+        description = "The one-shot boot mechanism (--boot-loader); auto detects systemd-boot.";
+      };
+    };
+
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -243,6 +275,36 @@ in
             act = if cfg.activationTimeout == null then 600 else cfg.activationTimeout;
             scripts = if cfg.trial && cfg.action == "switch" then 3 else 2;
           in "${toString (scripts * act + cfg.healthTimeout + 60)}s";
+        SyslogIdentifier = "fh-lite";
+      };
+    };
+
+    # Settles a trial boot once the booted system is up: commit, or fall
+    # back to the previous system. Before the timer's first run (which
+    # would do the same); after multi-user.target so the health check sees
+    # the services of the booted system.
+    systemd.services.fh-lite-confirm-boot = mkIf cfg.trialBoot.enable {
+      description = "fh-lite: confirm a trial boot, or fall back from it";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "local-fs.target" "multi-user.target" ];
+      before = [ "fh-lite.service" "shutdown.target" ];
+      conflicts = [ "shutdown.target" ];
+      restartIfChanged = false;
+      stopIfChanged = false;
+      path = basePath ++ [ "/run/wrappers" ] ++ cfg.healthCheckPackages;
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${cfg.package}/bin/fh-lite ${execArgs confirmArgs}";
+        # 40: the trial boot still waits for its reboot (not a failure).
+        SuccessExitStatus = "40";
+        StateDirectory = "fh-lite";
+        StateDirectoryMode = "0700";
+        KeyringMode = "private";
+        SystemCallArchitectures = "native";
+        UMask = "0022";
+        # The health check, and a fallback's `boot` script.
+        TimeoutStartSec = "${toString (cfg.healthTimeout + (if cfg.activationTimeout == null then 600 else cfg.activationTimeout) + 60)}s";
+        KillMode = "mixed";
         SyslogIdentifier = "fh-lite";
       };
     };

@@ -288,10 +288,30 @@ fn nixos_module_evaluates_for_arm_hosts_and_systemd_accepts_its_units() {
         std::fs::create_dir_all(&units).unwrap();
         std::fs::write(units.join("fh-lite.service"), service).unwrap();
         std::fs::write(units.join("fh-lite.timer"), str_field(case, "timer")).unwrap();
+        // Trial boots (reboot = "if-needed" with trial on): the boot-time
+        // unit runs `fh-lite confirm-boot`, and --trial --reboot reach apply.
+        let confirm = str_field(case, "confirmBoot");
+        let confirm_exec = confirm
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{what}: no ExecStart in\n{confirm}"));
+        let cwords = exec_words(confirm_exec).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(cwords[1..], ["confirm-boot"], "{what}: {confirm}");
+        assert!(
+            confirm.contains("After=local-fs.target multi-user.target\n"),
+            "{confirm}"
+        );
+        assert!(words.iter().any(|w| w == "--trial"), "{what}: {exec}");
+        assert!(
+            words.windows(2).any(|w| w == ["--reboot", "if-needed"]),
+            "{what}: {exec}"
+        );
+        std::fs::write(units.join("fh-lite-confirm-boot.service"), confirm).unwrap();
         let v = Command::new("timeout")
             .args(["60", "systemd-analyze", "verify"])
             .arg(units.join("fh-lite.service"))
             .arg(units.join("fh-lite.timer"))
+            .arg(units.join("fh-lite-confirm-boot.service"))
             .output()
             .unwrap();
         let verdict =

@@ -121,6 +121,7 @@ let
             services.fh-lite = {
               enable = true;
               reference = "MyOrg/my-fleet/0.1#nixosConfigurations.pi";
+              reboot = "if-needed";
               inherit healthCheck;
             };
           }
@@ -134,6 +135,8 @@ let
       package = toString cfg.services.fh-lite.package;
       service = serviceText service;
       timer = timerText timer;
+      confirmBoot = serviceText cfg.systemd.services.fh-lite-confirm-boot;
+      confirmWantedBy = cfg.systemd.services.fh-lite-confirm-boot.wantedBy;
       timerWantedBy = timer.wantedBy;
       PATH = service.environment.PATH;
       example = eval.options.services.fh-lite.healthCheck.example;
