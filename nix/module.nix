@@ -45,8 +45,12 @@ let
     ++ cfg.extraArgs;
 
   # The boot-time confirmation of a trial boot.
+  # With reboot = "if-needed", a new system that fails its health check
+  # after its trial boot is rebooted back to the previous one.
   confirmArgs = [ "confirm-boot" ]
-    ++ optionals (cfg.metricsFile != null) [ "--metrics-file" cfg.metricsFile ];
+    ++ optionals (cfg.metricsFile != null) [ "--metrics-file" cfg.metricsFile ]
+    ++ optionals (cfg.reboot != "never") [ "--reboot" cfg.reboot ]
+    ++ optionals (cfg.rebootWindow != null) [ "--reboot-window" cfg.rebootWindow ];
 in
 {
   options.services.fh-lite = {

@@ -70,7 +70,9 @@ pub fn run(
         match crate::boot::confirm::settle(common, fleet, &state)? {
             None | Some(Settled::Committed | Settled::Undone) => {}
             Some(Settled::Wait(t)) => return crate::fleet::trial_reboot(common, fleet, &t),
-            Some(Settled::Failed(e)) => return Err(e),
+            Some(Settled::Failed(e, path)) => {
+                return Err(crate::boot::confirm::reboot_back(common, fleet, e, &path))
+            }
         }
         // `fh-lite hold`: the device stays where it is.
         if let Some(h) = state.current()?.hold {

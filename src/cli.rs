@@ -663,10 +663,10 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
         "metrics-file",
         Some("apply rollback recover hold unhold confirm-boot"),
     ),
-    ("reboot", Some("apply")),
+    ("reboot", Some("apply confirm-boot")),
     ("boot-loader", Some("apply confirm-boot")),
-    ("efivars", Some("apply confirm-boot status")),
-    ("reboot-window", Some("apply")),
+    ("efivars", Some("apply confirm-boot")),
+    ("reboot-window", Some("apply confirm-boot")),
     ("window", Some("apply")),
     ("rollout-spread", Some("apply")),
 ];

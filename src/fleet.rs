@@ -208,9 +208,26 @@ pub fn trial_reboot(
     t: &crate::boot::TrialBoot,
 ) -> Result<Exit, Error> {
     let path = &t.store_path;
+    let doing =
+        format!("rebooting for the trial boot of {path}; the next boot confirms it or falls back");
+    reboot_for(common, fleet, path, &doing)
+}
+
+/// After a trial boot's health check failed on the new system and the
+/// default is back on the previous one: reboot into it when the policy
+/// and window allow (Ok(true): the reboot was started).
+pub fn reboot_back(common: &Common, fleet: &FleetOpts, path: &str) -> Result<bool, Error> {
+    let doing = format!("rebooting back from {path} to the previous system");
+    Ok(reboot_for(common, fleet, path, &doing)? == Exit::Success)
+}
+
+/// `systemctl --no-block reboot` when `--reboot if-needed`, not under
+/// `--root`, inside the window; Success when it was started, else
+/// RebootNeeded (said why).
+fn reboot_for(common: &Common, fleet: &FleetOpts, path: &str, doing: &str) -> Result<Exit, Error> {
     if !fleet.reboot_if_needed {
         say(&format!(
-            "the trial boot of {path} waits for a reboot (a run with --reboot if-needed reboots; so does any reboot)"
+            "{path} waits for a reboot (a run with --reboot if-needed reboots; so does any reboot)"
         ));
         return Ok(Exit::RebootNeeded);
     }
@@ -229,7 +246,7 @@ pub fn trial_reboot(
         return Ok(Exit::RebootNeeded);
     };
     say(&format!(
-        "rebooting for the trial boot of {path} ({} --no-block reboot); the next boot confirms it or falls back",
+        "{doing} ({} --no-block reboot)",
         systemctl.display()
     ));
     let status = std::process::Command::new(&systemctl)
@@ -243,7 +260,7 @@ pub fn trial_reboot(
                 Err(e) => e.to_string(),
             };
             say(&format!(
-                "{} reboot failed ({why}); the trial boot stays armed and a later run tries again",
+                "{} reboot failed ({why}); a later run tries again",
                 systemctl.display()
             ));
             Ok(Exit::RebootNeeded)

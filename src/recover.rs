@@ -51,6 +51,13 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
     let state = StateDir::of(common);
     let _lock = state.lock()?;
     crate::signal::install()?;
+    // A trial boot: settled as at boot (confirm-boot).
+    let fleet = crate::cli::FleetOpts::default();
+    match crate::boot::confirm::settle(common, &fleet, &state)? {
+        None => {}
+        Some(crate::boot::confirm::Settled::Failed(e, _)) => return Err(e),
+        Some(_) => return Ok(Exit::Success),
+    }
     match recover(common, &state, &Allowed::of_command(common))? {
         Recovery::Nothing => {
             say("no interrupted attempt; nothing to recover");

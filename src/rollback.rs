@@ -25,6 +25,8 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     )? {
         return result;
     }
+    // A trial boot is settled (or, still waiting, undone) first.
+    crate::boot::confirm::settle_before(common, &state)?;
     let back = SwitchBack::prepare(common, to, &state.failed()?)?;
     let reference = format!("rollback to generation {}", back.target.number);
     let attempt = Attempt::start(&reference, &back.store_path);

@@ -41,8 +41,8 @@ pub enum Settled {
     /// Same boot, the reboot still to come.
     Wait(Box<TrialBoot>),
     /// Fell back: "did not boot" (DidNotBoot) or a failed health check
-    /// (RolledBack); the error to report.
-    Failed(Error),
+    /// (RolledBack); the error to report, and the store path.
+    Failed(Error, String),
 }
 
 /// Settle the journaled trial boot, if any (the caller holds the lock).
@@ -109,6 +109,33 @@ pub fn settle(
     }
 }
 
+/// Before `fh-lite rollback` or `recover`: settle a journaled trial boot;
+/// one still waiting for its reboot is undone (the operator's command
+/// decides now). A fallback's error is reported, and the command goes on.
+pub fn settle_before(common: &Common, state: &StateDir) -> Result<(), Error> {
+    let fleet = FleetOpts::default();
+    let waiting = match settle(common, &fleet, state)? {
+        Some(Settled::Wait(t)) => t,
+        Some(Settled::Failed(e, _)) => {
+            crate::ui::error(&e.message);
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    let loader = Loader::of_journal(&waiting, common.root.as_deref(), None);
+    match fall_back(
+        &Ctx::new(common),
+        &loader,
+        state,
+        *waiting,
+        Exit::Success,
+        "",
+    )? {
+        Settled::Failed(e, _) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Profile back, the old generation's `boot`, pin and one-shot removed,
 /// the outcome recorded. `exit` Success: an undo (not failed).
 fn fall_back(
@@ -157,7 +184,7 @@ fn fall_back(
             say(&msg);
             Ok(Settled::Undone)
         }
-        _ => Ok(Settled::Failed(Error::new(exit, msg))),
+        _ => Ok(Settled::Failed(Error::new(exit, msg), t.store_path.clone())),
     }
 }
 
@@ -239,6 +266,22 @@ pub fn run(common: &Common, fleet: &FleetOpts) -> Result<Exit, Error> {
             ));
             Ok(Exit::RebootNeeded)
         }
-        Some(Settled::Failed(e)) => Err(e),
+        Some(Settled::Failed(e, path)) => Err(reboot_back(common, fleet, e, &path)),
+    }
+}
+
+/// A failed health check on the new system: the default is the previous
+/// system again; with `--reboot if-needed` (inside the window) reboot
+/// into it. The error stands either way.
+pub fn reboot_back(common: &Common, fleet: &FleetOpts, e: Error, path: &str) -> Error {
+    if e.exit != Exit::RolledBack {
+        return e;
+    }
+    match crate::fleet::reboot_back(common, fleet, path) {
+        Ok(_) => e,
+        Err(r) => {
+            crate::ui::warn(&r.message);
+            e
+        }
     }
 }

@@ -296,7 +296,11 @@ fn nixos_module_evaluates_for_arm_hosts_and_systemd_accepts_its_units() {
             .find_map(|l| l.strip_prefix("ExecStart="))
             .unwrap_or_else(|| panic!("{what}: no ExecStart in\n{confirm}"));
         let cwords = exec_words(confirm_exec).unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(cwords[1..], ["confirm-boot"], "{what}: {confirm}");
+        assert_eq!(
+            cwords[1..],
+            ["confirm-boot", "--reboot", "if-needed"],
+            "{what}: {confirm}"
+        );
         assert!(
             confirm.contains("After=local-fs.target multi-user.target\n"),
             "{confirm}"

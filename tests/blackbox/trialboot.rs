@@ -223,8 +223,13 @@ fn a_trial_boot_that_does_not_come_up_falls_back_and_is_not_retried() {
     );
     std::fs::remove_file(vars.join(format!("LoaderEntryOneShot-{GUID}"))).unwrap();
     boot(&d, "system-v2");
-    let r = d.fh(&["confirm-boot"]);
+    let r = d.fh(&["confirm-boot", "--reboot", "if-needed"]);
     assert_eq!(r.code, 32, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("needs a reboot; never rebooting under --root"),
+        "a reboot back is due, never under --root: {r:?}"
+    );
     assert!(
         r.stderr
             .contains("health check 'exit 3' exited 3 on its trial boot"),
