@@ -552,6 +552,8 @@ mod tests {
                 format!("default {e}\n"),
             )
             .unwrap();
+            // A cut right after the script returned.
+            self.tick()?;
             Ok(n)
         }
     }
