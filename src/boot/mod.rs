@@ -24,12 +24,14 @@
 //! so a power cut anywhere leaves the default on the running system, and
 //! the next run finishes or undoes the trial.
 //!
+//! Settling a journaled trial boot (confirm-boot, and first in apply,
+//! rollback and recover) is the command's: src/cmd/confirm_boot.rs.
+//!
 //! Backends: systemd-boot ([`systemd_boot`], integrated); GRUB's grubenv
 //! ([`grub`], the format and `next_entry` only); Raspberry Pi tryboot and
 //! U-Boot/extlinux have no backend here (today's behaviour: commit, then
 //! reboot).
 
-pub mod confirm;
 pub mod efivars;
 // The grubenv format and next_entry; not yet driven by apply.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -37,6 +39,11 @@ pub mod grub;
 pub mod systemd_boot;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::activate::Ctx;
+use crate::cli::Action;
+use crate::ui::say;
 
 use miniserde::{Deserialize, Serialize};
 
@@ -315,6 +322,49 @@ impl Loader {
                 .map_err(|e| self.error("remove", systemd_boot::DEFAULT, &e)),
         }
     }
+}
+
+/// Undo a trial boot this run prepared (a step failed): profile back,
+/// the old generation's `boot`, pin and one-shot removed.
+pub fn undo_now(ctx: &Ctx, loader: &Loader, t: &TrialBoot) -> Result<(), Error> {
+    restore(ctx, loader, t, Step::parse(&t.phase) != Step::Pinning)
+}
+
+/// The mechanics of a fallback; `started`: the new generation's `boot`
+/// may have run, so the old one's runs again.
+pub fn restore(ctx: &Ctx, loader: &Loader, t: &TrialBoot, started: bool) -> Result<(), Error> {
+    if let Some(prev) = t.previous_generation {
+        if ctx.profile.current()? != Some(prev) {
+            ctx.profile.switch_to(prev)?;
+            say(&format!(
+                "profile {} is back on generation {prev}",
+                ctx.profile.path.display()
+            ));
+        }
+        if started && crate::activate::runs_commands(ctx, Action::Boot, t.install_bootloader) {
+            let link = ctx.logical(&ctx.profile.link_path(prev));
+            let script = link.join("bin/switch-to-configuration");
+            let ran = ctx.run(
+                &script,
+                &["boot"],
+                t.install_bootloader,
+                t.activation_timeout.map(Duration::from_secs),
+            )?;
+            if ran.code() != Some(0) {
+                // The pin stays: the default is still the running entry.
+                return Err(Error::new(
+                    Exit::RollbackFailed,
+                    format!(
+                        "{} boot failed while falling back from the trial boot of {}; the boot loader stays pinned on {} (run it again, or 'fh-lite confirm-boot')",
+                        script.display(),
+                        t.store_path,
+                        t.pinned.as_deref().unwrap_or("the running entry")
+                    ),
+                ));
+            }
+        }
+    }
+    loader.release()
 }
 
 /// What [`prepare`] needs from the activation layer.

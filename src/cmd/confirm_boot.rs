@@ -1,7 +1,7 @@
-//! Settling a journaled trial boot: `fh-lite confirm-boot` (the boot-time
-//! unit) and the first thing every apply does.
+//! `fh-lite confirm-boot` (the boot-time unit): settle a journaled trial
+//! boot (boot/mod.rs); apply, rollback and recover do it first too.
 //!
-//! [`settle`] reads state.json's `trial_boot`, decides ([`super::decide`])
+//! [`settle`] reads state.json's `trial_boot`, decides ([`crate::boot::decide`])
 //! and acts:
 //! - the new system is booted and its health check passes: commit — the
 //!   pin and the one-shot are removed, so the default written by the new
@@ -21,9 +21,9 @@
 
 use std::time::Duration;
 
-use super::{boot_id, decide, Decision, Loader, Step, TrialBoot, TrialOutcome};
 use crate::activate::Ctx;
-use crate::cli::{Action, Common, FleetOpts};
+use crate::boot::{boot_id, decide, Decision, Loader, Step, TrialBoot, TrialOutcome};
+use crate::cli::{Common, FleetOpts};
 use crate::error::{Error, Exit};
 use crate::state::{format_time, StateDir};
 use crate::ui::say;
@@ -69,7 +69,7 @@ pub fn settle(
         };
         return fall_back(&ctx, &loader, state, t, exit, &why).map(Some);
     }
-    let booted = super::booted_system(root);
+    let booted = crate::boot::booted_system(root);
     match decide(&t, &boot_id(), booted.as_deref()) {
         Decision::Wait => Ok(Some(Settled::Wait(Box::new(t)))),
         Decision::Check => {
@@ -80,7 +80,7 @@ pub fn settle(
             ));
             if let Some(cmd) = &t.health_check {
                 let timeout = Duration::from_secs(t.health_timeout.max(1));
-                if let Err(why) = crate::activate::rollback::health_check(&ctx, cmd, timeout) {
+                if let Err(why) = crate::activate::run::health_check(&ctx, cmd, timeout) {
                     let why = format!("{why} on its trial boot");
                     return fall_back(&ctx, &loader, state, t, Exit::RolledBack, &why).map(Some);
                 }
@@ -150,7 +150,7 @@ fn fall_back(
     t.phase = FALLING_BACK.to_string();
     t.failure = (exit != Exit::Success).then(|| why.to_string());
     state.set_trial_boot(Some(&t))?;
-    restore(ctx, loader, &t, started)?;
+    crate::boot::restore(ctx, loader, &t, started)?;
     let (result, msg) = match exit {
         Exit::Success => (
             "undone",
@@ -186,49 +186,6 @@ fn fall_back(
         }
         _ => Ok(Settled::Failed(Error::new(exit, msg), t.store_path.clone())),
     }
-}
-
-/// Undo a trial boot this run prepared (a step failed): profile back,
-/// the old generation's `boot`, pin and one-shot removed.
-pub fn undo_now(ctx: &Ctx, loader: &Loader, t: &TrialBoot) -> Result<(), Error> {
-    restore(ctx, loader, t, Step::parse(&t.phase) != Step::Pinning)
-}
-
-/// The mechanics of a fallback; `started`: the new generation's `boot`
-/// may have run, so the old one's runs again.
-fn restore(ctx: &Ctx, loader: &Loader, t: &TrialBoot, started: bool) -> Result<(), Error> {
-    if let Some(prev) = t.previous_generation {
-        if ctx.profile.current()? != Some(prev) {
-            ctx.profile.switch_to(prev)?;
-            say(&format!(
-                "profile {} is back on generation {prev}",
-                ctx.profile.path.display()
-            ));
-        }
-        if started && crate::activate::runs_commands(ctx, Action::Boot, t.install_bootloader) {
-            let link = ctx.logical(&ctx.profile.link_path(prev));
-            let script = link.join("bin/switch-to-configuration");
-            let ran = ctx.run(
-                &script,
-                &["boot"],
-                t.install_bootloader,
-                t.activation_timeout.map(Duration::from_secs),
-            )?;
-            if ran.code() != Some(0) {
-                // The pin stays: the default is still the running entry.
-                return Err(Error::new(
-                    Exit::RollbackFailed,
-                    format!(
-                        "{} boot failed while falling back from the trial boot of {}; the boot loader stays pinned on {} (run it again, or 'fh-lite confirm-boot')",
-                        script.display(),
-                        t.store_path,
-                        t.pinned.as_deref().unwrap_or("the running entry")
-                    ),
-                ));
-            }
-        }
-    }
-    loader.release()
 }
 
 fn finish(

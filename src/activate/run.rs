@@ -299,7 +299,7 @@ impl<'a> SystemRun<'a> {
             }
             Err(e) => {
                 // Undone now: nothing of the trial boot outlives this run.
-                let undo = crate::boot::confirm::undo_now(ctx, loader, &t);
+                let undo = crate::boot::undo_now(ctx, loader, &t);
                 if let Err(u) = undo.and_then(|()| steps.journal.trial_boot(None)) {
                     crate::ui::warn(&format!("undoing the trial boot: {}", u.message));
                 }
@@ -746,7 +746,7 @@ impl<'a> SwitchBack<'a> {
 
     /// The journal entry written before [`SwitchBack::run`] changes
     /// anything: a kill before the switch script has finished leaves it,
-    /// and recovery (recover.rs) switches to the same generation again.
+    /// and recovery (cmd/recover.rs) switches to the same generation again.
     pub fn journal_entry(&self, reference: &str) -> Pending {
         let kind = match self.flavor {
             Flavor::Darwin => "nix-darwin",
