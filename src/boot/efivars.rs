@@ -157,8 +157,10 @@ impl EfiVars {
     }
 }
 
+// f_type is i64, u64 or u32 depending on the target.
+#[allow(clippy::unnecessary_cast)]
 fn is_efivarfs(fd: impl std::os::fd::AsFd) -> bool {
-    // f_type's width differs between targets; the magic is 32 bits.
+    // The magic is 32 bits.
     rustix::fs::fstatfs(fd).is_ok_and(|s| (s.f_type as u64) & 0xffff_ffff == EFIVARFS_MAGIC)
 }
 

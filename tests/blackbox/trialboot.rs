@@ -168,6 +168,20 @@ fn a_trial_boot_is_pinned_booted_once_and_committed() {
     let st = d.fh(&["status"]);
     assert!(st.stdout.contains("last trial boot"), "{st:?}");
     assert!(st.stdout.contains(": committed at "), "{st:?}");
+    // No watchdog device in this root: status says a hang would not reset.
+    assert!(
+        st.stdout
+            .contains("trial boots are used, but no active watchdog was found"),
+        "{st:?}"
+    );
+    std::fs::create_dir_all(d.root.join("sys/class/watchdog/watchdog0")).unwrap();
+    std::fs::write(
+        d.root.join("sys/class/watchdog/watchdog0/state"),
+        "active\n",
+    )
+    .unwrap();
+    let st = d.fh(&["status"]);
+    assert!(!st.stdout.contains("no active watchdog"), "{st:?}");
     let r = d.fh(&["confirm-boot"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("no trial boot to confirm"), "{r:?}");
