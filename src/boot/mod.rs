@@ -269,10 +269,17 @@ impl Loader {
         }
     }
 
-    /// The entry of generation `n`.
-    pub fn entry(&self, n: u64) -> String {
+    /// The entry of generation `n`, spelled like `running` (the id the
+    /// loader reported for the running entry: with or without `.conf`).
+    pub fn entry(&self, n: u64, running: &str) -> String {
         match self {
-            Loader::SystemdBoot(_) => SystemdBoot::entry(n),
+            Loader::SystemdBoot(_) => {
+                let id = SystemdBoot::entry(n);
+                match running.ends_with(".conf") {
+                    true => id,
+                    false => id.trim_end_matches(".conf").to_string(),
+                }
+            }
         }
     }
 
@@ -389,7 +396,7 @@ pub fn prepare(loader: &Loader, t: &mut TrialBoot, steps: &mut dyn Steps) -> Res
     t.phase = Step::Preparing.as_str().to_string();
     steps.journal(t)?;
     let n = steps.boot_entries()?;
-    let entry = loader.entry(n);
+    let entry = loader.entry(n, &running);
     t.generation = Some(n);
     t.entry = Some(entry.clone());
     t.phase = Step::OneShot.as_str().to_string();
@@ -642,6 +649,19 @@ mod tests {
         prepare(&loader, &mut <TrialBoot as Default>::default(), &mut m).unwrap();
         loader.release().unwrap();
         assert_eq!(m.boots(), (None, "nixos-generation-2.conf".to_string()));
+    }
+
+    #[test]
+    fn the_new_entry_is_spelled_like_the_running_one() {
+        let m = Machine::new(0);
+        let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
+            panic!()
+        };
+        assert_eq!(
+            loader.entry(2, "nixos-generation-1.conf"),
+            "nixos-generation-2.conf"
+        );
+        assert_eq!(loader.entry(2, "nixos-generation-1"), "nixos-generation-2");
     }
 
     #[test]

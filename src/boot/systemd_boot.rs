@@ -111,7 +111,11 @@ impl SystemdBoot {
         if dirs.is_empty() {
             return None;
         }
-        Some(dirs.iter().any(|d| d.join(entry).is_file()))
+        let file = match entry.ends_with(".conf") {
+            true => entry.to_string(),
+            false => format!("{entry}.conf"),
+        };
+        Some(dirs.iter().any(|d| d.join(&file).is_file()))
     }
 }
 
@@ -160,6 +164,7 @@ mod tests {
         std::fs::write(entries.join("nixos-generation-1.conf"), "").unwrap();
         assert_eq!(sb.has_entry("nixos-generation-1.conf"), Some(true));
         assert_eq!(sb.has_entry("nixos-generation-2.conf"), Some(false));
+        assert_eq!(sb.has_entry("nixos-generation-1"), Some(true));
         assert_eq!(sb.boot_counting(), None);
         sb.pin("nixos-generation-1.conf").unwrap();
         sb.one_shot("nixos-generation-2.conf").unwrap();
