@@ -212,8 +212,8 @@ in
           does not come up, the machine boots the previous system and fh-lite
           records the release as failed ("did not boot", exit 36). Adds
           fh-lite-confirm-boot.service, which settles the trial at boot.
-          Needs systemd-boot (UEFI); elsewhere fh-lite says so and commits
-          before the reboot. A hang while booting only becomes a reset with
+          Needs systemd-boot (UEFI) or GRUB; elsewhere (U-Boot, the Pi's
+          firmware) fh-lite says so and commits before the reboot. A hang while booting only becomes a reset with
           a watchdog: set `systemd.watchdog.runtimeTime = "30s";` (systemd
           arms the hardware watchdog; `fh-lite status` warns when none is
           active).
@@ -222,7 +222,7 @@ in
       bootLoader = mkOption {
         type = types.enum [ "auto" "systemd-boot" "grub" "tryboot" "none" ];
         default = "auto";
-        description = "The one-shot boot mechanism (--boot-loader); auto detects systemd-boot.";
+        description = "The one-shot boot mechanism (--boot-loader); auto detects systemd-boot, then GRUB.";
       };
     };
 

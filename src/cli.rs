@@ -169,8 +169,9 @@ FLEETS (apply; see Fleets in README.md):
         --boot-loader auto|systemd-boot|grub|tryboot|none
                                the one-shot boot a trial boot uses (default
                                auto: systemd-boot when its LoaderInfo EFI
-                               variable exists); none, or no one-shot
-                               here: commit, then reboot
+                               variable exists, else GRUB when
+                               /boot/grub/grub.cfg does); none, or no
+                               one-shot here: commit, then reboot
         --efivars DIR          EFI variables in DIR instead of
                                /sys/firmware/efi/efivars (under --root)
         --reboot-window HH:MM-HH:MM

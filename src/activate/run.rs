@@ -248,13 +248,24 @@ impl<'a> SystemRun<'a> {
             fn journal(&mut self, t: &TrialBoot) -> Result<(), Error> {
                 self.journal.trial_boot(Some(t))
             }
-            fn boot_entries(&mut self) -> Result<u64, Error> {
+            fn boot_entries(&mut self, by_running: bool) -> Result<u64, Error> {
                 let r = self.run;
-                let link = r.make_generation(self.store_path, self.report)?;
+                let mut link = r.make_generation(self.store_path, self.report)?;
                 let n = self.report.generation.unwrap_or(0);
                 if !super::runs_commands(r.ctx, Action::Boot, r.s.install_bootloader) {
                     r.say_boot_loader_not_updated(n);
                     return Ok(n);
+                }
+                if by_running {
+                    // The running generation writes the entries: the new
+                    // one is listed, the default stays the running one.
+                    let Some(prev) = r.before.generation else {
+                        return Err(Error::new(
+                            Exit::ActivationFailed,
+                            "a GRUB trial boot needs the running generation's boot script, but the profile had no generation before",
+                        ));
+                    };
+                    link = r.ctx.logical(&r.ctx.profile.link_path(prev));
                 }
                 let script = link.join(r.flavor.script());
                 let args = r.flavor.args(Action::Boot);

@@ -13,7 +13,7 @@
 //! its `nixos-version`; `next_entry` names it as `SUBMENU>TITLE`.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The size of an environment block.
 pub const SIZE: usize = 1024;
@@ -69,6 +69,7 @@ impl Env {
         Ok(out)
     }
 
+    #[cfg(test)]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars
             .iter()
@@ -99,6 +100,78 @@ impl Env {
 /// with `version` (its `nixos-version`).
 pub fn title(n: u64, date: &str, version: &str) -> String {
     format!("{SUBMENU}>NixOS - Configuration {n} ({date} - {version})")
+}
+
+/// GRUB as a trial boot's one-shot: NixOS's grub.cfg boots its first
+/// entry ("NixOS - Default", the system whose `switch-to-configuration
+/// boot` wrote it) unless `next_entry` names another once. So the new
+/// generation's entries are written by the *running* generation's `boot`
+/// (the default stays the running system; the new one is listed in the
+/// submenu), `next_entry` names it, and only the commit runs the new
+/// generation's `boot`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grub {
+    pub root: Option<PathBuf>,
+    /// `/boot/grub/grubenv` (under the root).
+    pub env: PathBuf,
+    /// The profile (a real path, under the root).
+    pub profile: PathBuf,
+}
+
+impl Grub {
+    pub fn new(root: Option<&Path>, profile: &Path) -> Grub {
+        Grub {
+            root: root.map(Path::to_path_buf),
+            env: root.unwrap_or(Path::new("/")).join("boot/grub/grubenv"),
+            profile: profile.to_path_buf(),
+        }
+    }
+
+    /// NixOS's GRUB is installed here (its grub.cfg exists).
+    pub fn detect(root: Option<&Path>) -> bool {
+        root.unwrap_or(Path::new("/"))
+            .join("boot/grub/grub.cfg")
+            .is_file()
+    }
+
+    /// The `next_entry` of generation `n`: its link's modification day
+    /// (local time) and its `nixos-version`, as NixOS's builder titles it.
+    pub fn title_of(&self, n: u64) -> io::Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let name = self
+            .profile
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let link = self.profile.with_file_name(format!("{name}-{n}-link"));
+        let mtime = std::fs::symlink_metadata(&link)?.mtime().max(0);
+        let offset = crate::fleet::schedule::utc_offset(mtime as u64).unwrap_or(0);
+        let local = (mtime + offset).max(0) as u64;
+        let date = crate::state::format_time(local)
+            .get(..10)
+            .unwrap_or_default()
+            .to_string();
+        let root = self.root.as_deref().unwrap_or(Path::new("/"));
+        let logical = match link.strip_prefix(root) {
+            Ok(rel) => Path::new("/").join(rel),
+            Err(_) => link.clone(),
+        };
+        let file = crate::activate::resolve_in_root(root, &logical.join("nixos-version"))?;
+        let version = std::fs::read_to_string(&file)?.trim().to_string();
+        Ok(title(n, &date, &version))
+    }
+
+    pub fn one_shot(&self, entry: &str) -> io::Result<()> {
+        set_next_entry(self.root.as_deref(), &self.env, Some(entry))
+    }
+
+    /// Clear `next_entry` (nothing to do without a grubenv).
+    pub fn release(&self) -> io::Result<()> {
+        match self.env.exists() {
+            true => set_next_entry(self.root.as_deref(), &self.env, None),
+            false => Ok(()),
+        }
+    }
 }
 
 /// Read `path` (a missing file reads as an empty block).

@@ -27,14 +27,13 @@
 //! Settling a journaled trial boot (confirm-boot, and first in apply,
 //! rollback and recover) is the command's: src/cmd/confirm_boot.rs.
 //!
-//! Backends: systemd-boot ([`systemd_boot`], integrated); GRUB's grubenv
-//! ([`grub`], the format and `next_entry` only); Raspberry Pi tryboot and
-//! U-Boot/extlinux have no backend here (today's behaviour: commit, then
-//! reboot).
+//! Backends: systemd-boot ([`systemd_boot`]: pin + one-shot EFI
+//! variables); GRUB ([`grub`]: the running generation's `boot` lists the
+//! new one, grubenv's `next_entry` boots it once, the commit runs the new
+//! generation's `boot`); Raspberry Pi tryboot and U-Boot/extlinux have no
+//! backend here (today's behaviour: commit, then reboot).
 
 pub mod efivars;
-// The grubenv format and next_entry; not yet driven by apply.
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod grub;
 pub mod systemd_boot;
 
@@ -160,6 +159,7 @@ impl Step {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Loader {
     SystemdBoot(SystemdBoot),
+    Grub(grub::Grub),
 }
 
 /// What [`detect`] found.
@@ -184,6 +184,8 @@ pub struct BootTrial {
 pub struct Where {
     pub root: Option<PathBuf>,
     pub efivars: Option<PathBuf>,
+    /// The profile (real path), for GRUB's entry titles.
+    pub profile: PathBuf,
 }
 
 impl Where {
@@ -212,17 +214,20 @@ pub fn detect(choice: Choice, at: &Where) -> Detected {
         }
         Detected::Loader(Loader::SystemdBoot(sb))
     };
-    let grub = "GRUB one-shot boots (grubenv next_entry) are not wired into apply in this version";
+    let grub = || {
+        Detected::Loader(Loader::Grub(grub::Grub::new(
+            at.root.as_deref(),
+            &at.profile,
+        )))
+    };
     let tryboot = "Raspberry Pi tryboot is not supported in this version";
     match choice {
         Choice::None => Detected::Unsupported("--boot-loader none".to_string()),
         Choice::SystemdBoot => systemd_boot(),
-        Choice::Grub => Detected::Unsupported(grub.to_string()),
+        Choice::Grub => grub(),
         Choice::Tryboot => Detected::Unsupported(tryboot.to_string()),
         Choice::Auto if SystemdBoot::detect(&vars) => systemd_boot(),
-        Choice::Auto if at.real("boot/grub/grubenv").exists() => {
-            Detected::Unsupported(grub.to_string())
-        }
+        Choice::Auto if grub::Grub::detect(at.root.as_deref()) => grub(),
         Choice::Auto if at.real("boot/extlinux/extlinux.conf").exists() => Detected::Unsupported(
             "U-Boot with extlinux has no safe one-shot boot (it needs bootcount, bootlimit and altbootcmd; see README)".to_string(),
         ),
@@ -237,11 +242,28 @@ impl Loader {
     pub fn name(&self) -> &'static str {
         match self {
             Loader::SystemdBoot(_) => "systemd-boot",
+            Loader::Grub(_) => "grub",
         }
     }
 
+    /// GRUB: the running generation's `boot` writes the new entries (the
+    /// default is the system that wrote them), and the commit runs the new
+    /// generation's `boot`. systemd-boot: the new generation's `boot`
+    /// writes them, the pin keeps the default.
+    pub fn entries_by_running(&self) -> bool {
+        matches!(self, Loader::Grub(_))
+    }
+
     /// Rebuild the loader a journal entry names.
-    pub fn of_journal(t: &TrialBoot, root: Option<&Path>, efivars: Option<&Path>) -> Loader {
+    pub fn of_journal(
+        t: &TrialBoot,
+        root: Option<&Path>,
+        efivars: Option<&Path>,
+        profile: &Path,
+    ) -> Loader {
+        if t.loader == "grub" {
+            return Loader::Grub(grub::Grub::new(root, profile));
+        }
         let efivars = efivars
             .map(Path::to_path_buf)
             .or(t.efivars.as_ref().map(PathBuf::from));
@@ -266,20 +288,31 @@ impl Loader {
                 )),
                 Err(e) => Err(self.error("read", systemd_boot::SELECTED, &e)),
             },
+            // The first entry: the running system's, as its `boot` writes it.
+            Loader::Grub(_) => Ok("NixOS - Default".to_string()),
         }
     }
 
     /// The entry of generation `n`, spelled like `running` (the id the
     /// loader reported for the running entry: with or without `.conf`).
-    pub fn entry(&self, n: u64, running: &str) -> String {
+    pub fn entry(&self, n: u64, running: &str) -> Result<String, Error> {
         match self {
             Loader::SystemdBoot(_) => {
                 let id = SystemdBoot::entry(n);
-                match running.ends_with(".conf") {
+                Ok(match running.ends_with(".conf") {
                     true => id,
                     false => id.trim_end_matches(".conf").to_string(),
-                }
+                })
             }
+            Loader::Grub(g) => g.title_of(n).map_err(|e| {
+                Error::new(
+                    Exit::ActivationFailed,
+                    format!(
+                        "the GRUB title of generation {n} (its link in {} and its nixos-version): {e}",
+                        g.profile.display()
+                    ),
+                )
+            }),
         }
     }
 
@@ -295,6 +328,10 @@ impl Loader {
                         .display()
                 ),
             ),
+            Loader::Grub(g) => Error::new(
+                Exit::Internal,
+                format!("{what} {var} in {}: {e}", g.env.display()),
+            ),
         }
     }
 
@@ -303,6 +340,8 @@ impl Loader {
             Loader::SystemdBoot(sb) => sb
                 .pin(entry)
                 .map_err(|e| self.error("write", systemd_boot::DEFAULT, &e)),
+            // Nothing to pin: the default is the system whose `boot` ran.
+            Loader::Grub(_) => Ok(()),
         }
     }
 
@@ -318,6 +357,9 @@ impl Loader {
                 sb.one_shot(entry)
                     .map_err(|e| self.error("write", systemd_boot::ONESHOT, &e))
             }
+            Loader::Grub(g) => g
+                .one_shot(entry)
+                .map_err(|e| self.error("write", "next_entry", &e)),
         }
     }
 
@@ -327,6 +369,9 @@ impl Loader {
             Loader::SystemdBoot(sb) => sb
                 .release()
                 .map_err(|e| self.error("remove", systemd_boot::DEFAULT, &e)),
+            Loader::Grub(g) => g
+                .release()
+                .map_err(|e| self.error("clear", "next_entry", &e)),
         }
     }
 }
@@ -379,8 +424,9 @@ pub trait Steps {
     /// Write the journal entry (its phase is the step about to start).
     fn journal(&mut self, t: &TrialBoot) -> Result<(), Error>;
     /// Create the generation, point the profile at it and run its
-    /// `switch-to-configuration boot`; its number.
-    fn boot_entries(&mut self) -> Result<u64, Error>;
+    /// `switch-to-configuration boot` (`by_running`: the running
+    /// generation's); its number.
+    fn boot_entries(&mut self, by_running: bool) -> Result<u64, Error>;
 }
 
 /// Pin, generation and entries, one-shot; each step journaled first.
@@ -395,8 +441,8 @@ pub fn prepare(loader: &Loader, t: &mut TrialBoot, steps: &mut dyn Steps) -> Res
     loader.pin(&running)?;
     t.phase = Step::Preparing.as_str().to_string();
     steps.journal(t)?;
-    let n = steps.boot_entries()?;
-    let entry = loader.entry(n, &running);
+    let n = steps.boot_entries(loader.entries_by_running())?;
+    let entry = loader.entry(n, &running)?;
     t.generation = Some(n);
     t.entry = Some(entry.clone());
     t.phase = Step::OneShot.as_str().to_string();
@@ -573,6 +619,7 @@ mod tests {
             Where {
                 root: Some(self.t.path().to_path_buf()),
                 efivars: Some(self.t.path().join("vars")),
+                profile: self.t.path().join("nix/var/nix/profiles/system"),
             }
         }
         fn tick(&mut self) -> Result<(), Error> {
@@ -597,7 +644,7 @@ mod tests {
         fn journal(&mut self, _: &TrialBoot) -> Result<(), Error> {
             self.tick()
         }
-        fn boot_entries(&mut self) -> Result<u64, Error> {
+        fn boot_entries(&mut self, _: bool) -> Result<u64, Error> {
             self.tick()?;
             // switch-to-configuration boot: the entry, then the default.
             let n = self.next_gen;
@@ -651,6 +698,100 @@ mod tests {
         assert_eq!(m.boots(), (None, "nixos-generation-2.conf".to_string()));
     }
 
+    /// A fake GRUB machine: grub.cfg's default is the system whose `boot`
+    /// ran last (`default` file), the one-shot is grubenv's next_entry.
+    struct GrubMachine {
+        t: crate::testutil::TempDir,
+        cut_after: usize,
+        steps: usize,
+    }
+
+    impl GrubMachine {
+        fn new(cut_after: usize) -> GrubMachine {
+            let t = crate::testutil::TempDir::new("grub-steps");
+            let r = t.path();
+            std::fs::create_dir_all(r.join("boot/grub")).unwrap();
+            std::fs::create_dir_all(r.join("vars")).unwrap();
+            std::fs::write(r.join("boot/grub/grub.cfg"), "").unwrap();
+            std::fs::write(r.join("boot/grub/default"), "1").unwrap();
+            std::fs::create_dir_all(r.join("nix/var/nix/profiles")).unwrap();
+            std::fs::create_dir_all(r.join("sys2")).unwrap();
+            std::fs::write(r.join("sys2/nixos-version"), "25.05.v2\n").unwrap();
+            std::os::unix::fs::symlink("/sys2", r.join("nix/var/nix/profiles/system-2-link"))
+                .unwrap();
+            GrubMachine {
+                t,
+                cut_after,
+                steps: 0,
+            }
+        }
+        fn at(&self) -> Where {
+            Where {
+                root: Some(self.t.path().to_path_buf()),
+                efivars: Some(self.t.path().join("vars")),
+                profile: self.t.path().join("nix/var/nix/profiles/system"),
+            }
+        }
+        fn tick(&mut self) -> Result<(), Error> {
+            self.steps += 1;
+            match self.steps > self.cut_after {
+                true => Err(Error::new(Exit::Internal, "power cut")),
+                false => Ok(()),
+            }
+        }
+        fn default(&self) -> String {
+            std::fs::read_to_string(self.t.path().join("boot/grub/default")).unwrap()
+        }
+    }
+
+    impl Steps for GrubMachine {
+        fn journal(&mut self, _: &TrialBoot) -> Result<(), Error> {
+            self.tick()
+        }
+        fn boot_entries(&mut self, by_running: bool) -> Result<u64, Error> {
+            self.tick()?;
+            let wrote = if by_running { "1" } else { "2" };
+            std::fs::write(self.t.path().join("boot/grub/default"), wrote).unwrap();
+            self.tick()?;
+            Ok(2)
+        }
+    }
+
+    #[test]
+    fn grub_a_power_cut_at_any_step_leaves_the_default_on_the_running_system() {
+        let mut full = 0;
+        for cut in 0..12 {
+            let mut m = GrubMachine::new(cut);
+            let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
+                panic!("GRUB not detected");
+            };
+            assert_eq!(loader.name(), "grub");
+            let mut t = <TrialBoot as Default>::default();
+            let done = prepare(&loader, &mut t, &mut m).is_ok();
+            assert_eq!(m.default(), "1", "cut after {cut} steps");
+            let env = grub::read(&m.t.path().join("boot/grub/grubenv")).unwrap();
+            let next = env.get("next_entry").map(str::to_string);
+            let title_ok = |n: &str| {
+                n.starts_with("NixOS - All configurations>NixOS - Configuration 2 (")
+                    && n.ends_with(" - 25.05.v2)")
+            };
+            // A one-shot is only ever the new generation, armed after the
+            // running one's `boot` listed it.
+            assert!(
+                next.as_deref().is_none_or(title_ok),
+                "cut after {cut}: {next:?}"
+            );
+            if done {
+                assert!(next.is_some(), "next_entry set");
+                full += 1;
+                loader.release().unwrap();
+                let env = grub::read(&m.t.path().join("boot/grub/grubenv")).unwrap();
+                assert_eq!(env.get("next_entry"), None);
+            }
+        }
+        assert!(full > 0, "prepare never completed");
+    }
+
     #[test]
     fn the_new_entry_is_spelled_like_the_running_one() {
         let m = Machine::new(0);
@@ -658,10 +799,13 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            loader.entry(2, "nixos-generation-1.conf"),
+            loader.entry(2, "nixos-generation-1.conf").unwrap(),
             "nixos-generation-2.conf"
         );
-        assert_eq!(loader.entry(2, "nixos-generation-1"), "nixos-generation-2");
+        assert_eq!(
+            loader.entry(2, "nixos-generation-1").unwrap(),
+            "nixos-generation-2"
+        );
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub fn run(
             at: crate::boot::Where {
                 root: common.root.clone(),
                 efivars: fleet.efivars.clone(),
+                profile: common.profile.clone(),
             },
         });
     }

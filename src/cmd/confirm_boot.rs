@@ -55,7 +55,7 @@ pub fn settle(
         return Ok(None);
     };
     let root = common.root.as_deref();
-    let loader = Loader::of_journal(&t, root, fleet.efivars.as_deref());
+    let loader = Loader::of_journal(&t, root, fleet.efivars.as_deref(), &common.profile);
     let ctx = Ctx::new(common);
     let gen = |t: &TrialBoot| {
         t.generation
@@ -83,6 +83,28 @@ pub fn settle(
                 if let Err(why) = crate::activate::run::health_check(&ctx, cmd, timeout) {
                     let why = format!("{why} on its trial boot");
                     return fall_back(&ctx, &loader, state, t, Exit::RolledBack, &why).map(Some);
+                }
+            }
+            // GRUB: the commit is the new generation's `boot` (it makes
+            // itself the default); redone if cut, the check runs again.
+            if let (true, Some(n)) = (loader.entries_by_running(), t.generation) {
+                if crate::activate::runs_commands(
+                    &ctx,
+                    crate::cli::Action::Boot,
+                    t.install_bootloader,
+                ) {
+                    let link = ctx.logical(&ctx.profile.link_path(n));
+                    let script = link.join("bin/switch-to-configuration");
+                    let limit = t.activation_timeout.map(Duration::from_secs);
+                    let ran = ctx.run(&script, &["boot"], t.install_bootloader, limit)?;
+                    if ran.code() != Some(0) {
+                        let why = format!(
+                            "{} boot failed at the commit after its trial boot",
+                            script.display()
+                        );
+                        return fall_back(&ctx, &loader, state, t, Exit::RolledBack, &why)
+                            .map(Some);
+                    }
                 }
             }
             loader.release()?;
@@ -122,7 +144,7 @@ pub fn settle_before(common: &Common, state: &StateDir) -> Result<(), Error> {
         }
         _ => return Ok(()),
     };
-    let loader = Loader::of_journal(&waiting, common.root.as_deref(), None);
+    let loader = Loader::of_journal(&waiting, common.root.as_deref(), None, &common.profile);
     match fall_back(
         &Ctx::new(common),
         &loader,

@@ -138,7 +138,7 @@ pub fn local_secs_of_day(t: u64) -> u64 {
 }
 
 /// `date -d @t +%z` as seconds east of UTC.
-fn utc_offset(t: u64) -> Option<i64> {
+pub(crate) fn utc_offset(t: u64) -> Option<i64> {
     let out = std::process::Command::new("date")
         .args(["-d", &format!("@{t}"), "+%z"])
         .stdin(std::process::Stdio::null())

@@ -252,3 +252,56 @@ fn a_trial_boot_that_does_not_come_up_falls_back_and_is_not_retried() {
     assert_eq!(profile(&d), "system-1-link");
     assert_eq!(var(&vars, "LoaderEntryDefault"), None);
 }
+
+fn grubenv(d: &Deploy) -> String {
+    let b = std::fs::read(d.root.join("boot/grub/grubenv")).unwrap();
+    assert_eq!(b.len(), 1024, "a GRUB environment block is 1024 bytes");
+    String::from_utf8(b).unwrap()
+}
+
+/// GRUB (detected by its grub.cfg, no systemd-boot variables): the new
+/// generation is armed as grubenv's `next_entry` under the title NixOS's
+/// builder gives it; committed, the one-shot is gone and other variables
+/// stay.
+#[test]
+fn a_grub_trial_boot_arms_next_entry_and_commits() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = deploy();
+    let empty = booted_v1(&d);
+    for f in std::fs::read_dir(&empty).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    std::fs::create_dir_all(d.root.join("boot/grub")).unwrap();
+    std::fs::write(d.root.join("boot/grub/grub.cfg"), "# NixOS\n").unwrap();
+    let mut block = b"# GRUB Environment Block\nsaved_entry=0\n".to_vec();
+    block.resize(1024, b'#');
+    std::fs::write(d.root.join("boot/grub/grubenv"), &block).unwrap();
+    let r = trial(&d, &empty, "exit 0", &[]);
+    assert_eq!(r.code, 40, "{r:?}");
+    let env = grubenv(&d);
+    let next = env
+        .lines()
+        .find_map(|l| l.strip_prefix("next_entry="))
+        .unwrap_or_else(|| panic!("no next_entry: {env}"));
+    assert!(
+        next.starts_with("NixOS - All configurations>NixOS - Configuration 2 (")
+            && next.ends_with(" - 25.05.v2 (fh-lite test))"),
+        "{next}"
+    );
+    assert!(
+        env.starts_with("# GRUB Environment Block\nsaved_entry=0\nnext_entry="),
+        "{env}"
+    );
+    assert_eq!(profile(&d), "system-2-link");
+    // GRUB cleared next_entry when it booted it; v2 came up healthy.
+    std::fs::write(d.root.join("boot/grub/grubenv"), &block).unwrap();
+    boot(&d, "system-v2");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("committed"), "{r:?}");
+    assert_eq!(grubenv(&d).as_bytes(), &block[..]);
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"result\":\"committed\""), "{st:?}");
+}
