@@ -56,6 +56,13 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
     match crate::cmd::confirm_boot::settle(common, &fleet, &state)? {
         None => {}
         Some(crate::cmd::confirm_boot::Settled::Failed(e, _)) => return Err(e),
+        Some(crate::cmd::confirm_boot::Settled::Wait(t)) => {
+            say(&format!(
+                "the trial boot of {} waits for its reboot; nothing to recover",
+                t.store_path
+            ));
+            return Ok(Exit::RebootNeeded);
+        }
         Some(_) => return Ok(Exit::Success),
     }
     match recover(common, &state, &Allowed::of_command(common))? {
