@@ -18,11 +18,16 @@ fn path(fixture: &str) -> String {
     fixtures().get(fixture).path.clone()
 }
 
-/// 0.1.1 = v1, 0.1.4 = v2 (another kernel).
+/// 0.1.1 = v1, 0.1.2 = every script exits 1, 0.1.4 = v2 (each with its
+/// own kernel).
 fn deploy() -> Deploy {
     Deploy::new(
         "zstd",
-        &[("0.1.1", "system-v1"), ("0.1.4", "system-v2")],
+        &[
+            ("0.1.1", "system-v1"),
+            ("0.1.2", "system-exit1"),
+            ("0.1.4", "system-v2"),
+        ],
         "{}",
     )
 }
@@ -304,4 +309,45 @@ fn a_grub_trial_boot_arms_next_entry_and_commits() {
     assert_eq!(grubenv(&d).as_bytes(), &block[..]);
     let st = d.fh(&["status", "--json"]);
     assert!(st.stdout.contains("\"result\":\"committed\""), "{st:?}");
+}
+
+/// The new generation's `boot` fails while a trial boot is prepared: it is
+/// undone at once — profile back, the running generation's `boot` again,
+/// the pin removed, no one-shot, nothing journaled — and the path failed.
+#[test]
+fn a_trial_boot_whose_boot_script_fails_is_undone_at_once() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = deploy();
+    let vars = booted_v1(&d);
+    let r = d.apply(
+        "=0.1.2",
+        &[
+            "switch",
+            "--trial",
+            "--reboot",
+            "if-needed",
+            "--install-bootloader",
+            "--efivars",
+            vars.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 30, "{r:?}");
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(var(&vars, "LoaderEntryDefault"), None, "the pin is gone");
+    assert_eq!(var(&vars, "LoaderEntryOneShot"), None, "never armed");
+    let log = std::fs::read_to_string(d.root.join("var/log/fh-lite-test/switch.log")).unwrap();
+    let last: Vec<&str> = log.lines().rev().take(2).collect();
+    assert!(
+        last[1].contains("variant=exit1") && last[1].ends_with("args=boot"),
+        "the new generation's boot ran: {log}"
+    );
+    assert!(
+        last[0].contains("variant=v1") && last[0].ends_with("args=boot"),
+        "then the running generation's boot again: {log}"
+    );
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"trial_boot\":null"), "{st:?}");
+    assert!(st.stdout.contains(&path("system-exit1")), "{st:?}");
 }
