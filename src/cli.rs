@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Exit};
 use crate::nix::narinfo::signature::{PublicKey, TrustedKeys};
+use crate::nix::store_path::StorePath;
 use crate::outref::{self, OutputRef};
-pub use crate::source::Target;
 
 pub const DEFAULT_API: &str = "https://api.flakehub.com";
 pub const DEFAULT_CACHE: &str = "https://cache.flakehub.com";
@@ -382,6 +382,30 @@ pub struct Common {
     pub profile: PathBuf,
     /// `--max-decoder-memory`, in bytes (fetch/mod.rs caps the decoders).
     pub max_decoder_memory: u64,
+}
+
+/// Where the closure to deploy comes from, as the command line names it.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// `REF`: a FlakeHub output, resolved to a store path and a closure
+    /// token.
+    FlakeHub(OutputRef),
+    /// `--from FILE|DIR|-`: a bundle; its verified manifest names the
+    /// reference.
+    Bundle(PathBuf),
+    /// `/nix/store/HASH-NAME --cache URL`: a store path from any signed
+    /// binary cache.
+    StorePath { path: StorePath, cache: String },
+}
+
+impl Target {
+    /// The FlakeHub reference given on the command line, if any.
+    pub fn reference(&self) -> Option<&OutputRef> {
+        match self {
+            Target::FlakeHub(r) => Some(r),
+            Target::Bundle(_) | Target::StorePath { .. } => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -1184,7 +1208,7 @@ impl RawArgs {
                 "{cmd} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME"
             )));
         };
-        let path = crate::nix::store_path::StorePath::parse(path).map_err(|e| {
+        let path = StorePath::parse(path).map_err(|e| {
             Error::usage(format!(
                 "with --cache, {cmd} takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
             ))

@@ -27,6 +27,7 @@ pub mod error;
 mod fetch;
 mod fleet;
 mod http;
+mod journal;
 pub mod nix;
 mod outcome;
 pub mod outref;

@@ -8,7 +8,7 @@
 //! activate(common, opts, path, &mut report) -> Result<Exit, Error>
 //! ```
 //!
-//! and the rollback command [`run::SwitchBack`]. Neither takes the
+//! and the rollback command [`switch_back::SwitchBack`]. Neither takes the
 //! state lock nor writes the state file: the commands do, from [`Report`].
 //!
 //! `activate` for NixOS `switch`/`boot` and nix-darwin: create (or reuse)
@@ -36,6 +36,7 @@ pub mod home_manager;
 pub mod orphan;
 pub mod profiles;
 pub mod run;
+pub mod switch_back;
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};

@@ -8,13 +8,14 @@
 use std::time::Instant;
 
 use crate::activate::{self, Before, Report, Settings};
-use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
-use crate::cmd::recover::{self, AttemptJournal};
+use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts, Target};
+use crate::cmd::recover;
 use crate::error::{Error, Exit};
 use crate::fetch::FetchOptions;
+use crate::journal::{Allowed, AttemptJournal};
 use crate::nix::store_path::StorePath;
 use crate::pipeline::Pipeline;
-use crate::source::{Source, Target};
+use crate::source::Source;
 use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::ui::say;
 
@@ -52,7 +53,7 @@ pub fn run(
     if !opts.dry_run {
         // An attempt a kill interrupted is finished or undone first.
         if let Some(result) =
-            recover::before_command(common, &state, &recover::Allowed::of_apply(common, opts))?
+            recover::before_command(common, &state, &Allowed::of_apply(common, opts))?
         {
             return result;
         }

@@ -226,10 +226,10 @@ fn pending_line(p: &Pending) -> String {
             p.store_path, p.action
         );
     }
-    let next = match crate::cmd::recover::decide(phase) {
-        crate::cmd::recover::Decision::Clear => "start it over",
-        crate::cmd::recover::Decision::Resume => "resume it",
-        crate::cmd::recover::Decision::RollBack => "roll it back",
+    let next = match crate::journal::decide(phase) {
+        crate::journal::Decision::Clear => "start it over",
+        crate::journal::Decision::Resume => "resume it",
+        crate::journal::Decision::RollBack => "roll it back",
     };
     format!(
         "{} ({}, killed during {}); the next run will {next}",

@@ -380,7 +380,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["cache.example.org-1"]);
         let target = |o: &crate::cli::ApplyOpts| match &o.target {
-            crate::source::Target::StorePath { path, cache } => (path.to_absolute(), cache.clone()),
+            crate::cli::Target::StorePath { path, cache } => (path.to_absolute(), cache.clone()),
             t => panic!("not a store path: {t:?}"),
         };
         // No reference: no version is remembered.

@@ -114,7 +114,7 @@ pub fn common(root: &Path) -> crate::cli::Common {
 pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::cli::ApplyOpts {
     crate::cli::ApplyOpts {
         kind,
-        target: crate::source::Target::FlakeHub(
+        target: crate::cli::Target::FlakeHub(
             crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
         ),
         default_attr: "x".to_string(),
