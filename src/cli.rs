@@ -866,10 +866,9 @@ impl RawArgs {
             }
             None => None,
         };
-        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &root) {
-            (Some(p), _) => p.clone(),
-            (None, Some(root)) => root.join(default.trim_start_matches('/')),
-            (None, None) => PathBuf::from(default),
+        let under_root = |given: &Option<PathBuf>, default: &str| match given {
+            Some(p) => p.clone(),
+            None => crate::rootfs::real(root.as_deref(), std::path::Path::new(default)),
         };
         Ok(Common {
             api_addr: addr(&self.api_addr, "FH_API_ADDR", DEFAULT_API),
