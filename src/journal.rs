@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 
 use crate::activate::{self, Ctx, Journal, Settings};
-use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::Error;
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyOpts, Common, StoreKind};
 use crate::state::{Pending, Phase, StateDir};
 
 /// What to do with a pending attempt, by the phase it reached.

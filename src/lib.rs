@@ -29,6 +29,7 @@ mod fleet;
 mod http;
 mod journal;
 pub mod nix;
+mod options;
 mod outcome;
 pub mod outref;
 mod pin;

@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use crate::activate::profiles::replace_symlink;
-use crate::cli::Common;
 use crate::error::Error;
 use crate::nix::store_path::StorePath;
+use crate::options::Common;
 use crate::rootfs;
 
 /// `link` → store path, and Nix's indirect root → `link`, both as the

@@ -43,9 +43,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Action, ApplyKind, ApplyOpts, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::options::{Action, ApplyKind, ApplyOpts, Common};
 use crate::state::{Pending, Phase};
 pub use flavor::Flavor;
 use profiles::{Generation, Profile};

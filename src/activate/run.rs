@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use super::flavor::{Flavor, Verdict};
 use super::profiles::Generation;
 use super::{ActivateError, Before, Ctx, Journal, Ran, Report, Settings};
-use crate::cli::Action;
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::options::Action;
 use crate::state::Phase;
 
 /// Run the health check; Err is the sentence saying why it failed.
@@ -622,7 +622,7 @@ fn decide_rollback(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{ApplyKind, ApplyOpts, Common};
+    use crate::options::{ApplyKind, ApplyOpts, Common};
     use crate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
 
     const STC: &str = "bin/switch-to-configuration";

@@ -8,9 +8,9 @@ use std::path::Path;
 use super::flavor::Flavor;
 use super::profiles::Generation;
 use super::{Ctx, Report};
-use crate::cli::{Action, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::options::{Action, Common};
 use crate::state::{FailedPath, Pending, Phase, ROLLBACK_ACTION};
 
 /// `fh-lite rollback [--to N]`: the generation to go back to, checked

@@ -38,10 +38,10 @@
 //! (activate/orphan.rs): recovery never runs a second activation beside it.
 
 use crate::activate::{self, Before, Report, Settings};
-use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::journal::{decide, vouch, Allowed, AttemptJournal, Decision};
 use crate::nix::store_path::StorePath;
+use crate::options::Common;
 use crate::state::{Attempt, Pending, Phase, StateDir, ROLLBACK_ACTION};
 use crate::ui::say;
 

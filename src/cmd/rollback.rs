@@ -9,8 +9,8 @@
 
 use crate::activate::switch_back::SwitchBack;
 use crate::activate::Report;
-use crate::cli::Common;
 use crate::error::{Error, Exit};
+use crate::options::Common;
 use crate::state::{Attempt, StateDir};
 
 pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {

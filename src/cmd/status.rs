@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use miniserde::{json, Serialize};
 
 use crate::activate::Ctx;
-use crate::cli::Common;
 use crate::error::{Error, Exit};
+use crate::options::Common;
 use crate::source::flakehub;
 use crate::state::{format_time, FailedPath, Hold, Pending, Record, Scheduled, StateDir};
 use crate::util::unix_now;

@@ -17,9 +17,9 @@ pub mod schedule;
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{ApplyKind, ApplyOpts, Common, FleetOpts};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyKind, ApplyOpts, Common, FleetOpts};
 use crate::state::{format_time, Attempt, Pending, Phase, Scheduled, StateDir};
 use crate::ui::say;
 use schedule::Window;

@@ -16,12 +16,12 @@ use std::collections::BTreeSet;
 use std::io::Read;
 
 use crate::cache::{CacheClient, FetchError};
-use crate::cli::{ApplyOpts, Common, OfflineOpts, Target};
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyOpts, Common, OfflineOpts, Target};
 use crate::outref::OutputRef;
 use crate::plan::Plan;
 use crate::progress::Progress;
