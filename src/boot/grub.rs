@@ -156,7 +156,7 @@ impl Grub {
             Ok(rel) => Path::new("/").join(rel),
             Err(_) => link.clone(),
         };
-        let file = crate::activate::resolve_in_root(root, &logical.join("nixos-version"))?;
+        let file = crate::rootfs::resolve_in_root(root, &logical.join("nixos-version"))?;
         let version = std::fs::read_to_string(&file)?.trim().to_string();
         Ok(title(n, &date, &version))
     }

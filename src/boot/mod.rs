@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::activate::Ctx;
-use crate::cli::Action;
+use crate::options::Action;
 use crate::ui::say;
 
 use miniserde::{Deserialize, Serialize};

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use crate::activate::Ctx;
 use crate::boot::{boot_id, decide, Decision, Loader, Step, TrialBoot, TrialOutcome};
-use crate::cli::{Common, FleetOpts};
 use crate::error::{Error, Exit};
+use crate::options::{Common, FleetOpts};
 use crate::state::{format_time, StateDir};
 use crate::ui::say;
 
@@ -90,7 +90,7 @@ pub fn settle(
             if let (true, Some(n)) = (loader.entries_by_running(), t.generation) {
                 if crate::activate::runs_commands(
                     &ctx,
-                    crate::cli::Action::Boot,
+                    crate::options::Action::Boot,
                     t.install_bootloader,
                 ) {
                     let link = ctx.logical(&ctx.profile.link_path(n));
