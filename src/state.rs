@@ -48,7 +48,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use miniserde::{json, Deserialize, Serialize};
@@ -357,13 +357,15 @@ fn private(d: &Dir) -> std::io::Result<()> {
 }
 
 /// Remove the temporary files of state.json and versions.json left by
-/// runs that died (their pid is gone).
+/// runs that died (their pid is gone, or they were made in an earlier boot:
+/// [`rootfs::left_by_dead_run`]).
 fn sweep_dead_temps(d: &Dir) {
     let Ok(names) = d.entries() else { return };
+    let this_boot = rootfs::boot_tag();
     for n in names {
         for own in [STATE_FILE, "versions.json"] {
-            if let Some(pid) = rootfs::temp_name_pid(&n, own.as_ref(), "tmp") {
-                if !Path::new("/proc").join(pid.to_string()).exists() {
+            if let Some((pid, rand)) = rootfs::temp_name_parts(&n, own.as_ref(), "tmp") {
+                if rootfs::left_by_dead_run(pid, rand, this_boot) {
                     let _ = d.remove_file(&n);
                 }
             }
