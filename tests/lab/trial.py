@@ -135,15 +135,18 @@ efivar() { # efivar NAME VALUE: a systemd-boot variable, NV+BS+RT
     [ -e "$f" ] && chattr -i "$f"
     cat /tmp/efivar > "$f" || echo "LAB-ERROR cannot write $1"
 }
-fh-lite apply nixos "org/lab/0.1#nixosConfigurations.$1" boot --install-bootloader $(cat /lab/args-trial)
+fh-lite apply nixos "org/lab/0.1#nixosConfigurations.$1" boot $(cat /lab/args-trial)
 echo "by hand: apply boot exit $?"
 efivar LoaderEntryDefault nixos-generation-1.conf
 efivar LoaderEntryOneShot nixos-generation-2.conf
 systemctl --no-block reboot
 """
 
+# --root /: the guest has no nix-daemon and no nix-store (the image
+# store); --install-bootloader: under --root, `boot` runs
+# switch-to-configuration only with it.
 TRIAL_ARGS = "--root / {conn} --health-check /lab/health --activation-timeout 120 " \
-             "--trial --reboot if-needed --boot-loader systemd-boot\n"
+             "--install-bootloader --trial --reboot if-needed --boot-loader systemd-boot\n"
 CONFIRM_ARGS = "--root / --boot-loader systemd-boot\n"
 
 
@@ -281,6 +284,7 @@ def segments(lines):
         s["initrd"] = (marker("LAB-INITRD") or [None])[-1]
         s["system"] = (marker("LAB-SYSTEM") or [None])[-1]
         s["panic"] = any("Kernel panic" in l for l in text)
+        s["stage1_panic"] = bool(marker("LAB-STAGE1-PANIC"))
         s["hang"] = bool(marker("LAB-HANG"))
         s["reboot_requested"] = bool(marker("LAB-REBOOT-REQUESTED"))
         s["reboot_by_hand"] = bool(marker("LAB-REBOOT-BY-HAND"))
@@ -294,7 +298,8 @@ def segments(lines):
 def describe(segs, names):
     out = []
     for i, s in enumerate(segs, 1):
-        what = names.get(s["init"], s["init"]) if s["init"] else ("kernel panic" if s["panic"] else "no system")
+        what = names.get(s["init"], s["init"]) if s["init"] else \
+            ("the panic initrd" if s["stage1_panic"] else "no system")
         bits = [f"boot {i}: {what}"]
         if s["initrd"]:
             bits.append(f"initrd {s['initrd']}")
@@ -532,8 +537,6 @@ class TrialLab:
             recorded = "committed"
         elif failed:
             recorded = f"failed: {failed[-1].get('result')}"
-            if ltb.get("store_path") == new and ltb.get("reason"):
-                recorded += f" ({ltb.get('reason')})"
         elif ltb:
             recorded = f"last trial boot: {ltb.get('result')} of {self.names.get(ltb.get('store_path'), ltb.get('store_path'))}"
         else:
@@ -575,8 +578,8 @@ class TrialLab:
                 bad.append(f"{name}: wanted back on generation 1 with the default on 1")
             if "did-not-boot" not in recorded:
                 bad.append(f"{name}: fh-lite recorded {recorded!r}, wanted generation 2 failed with did-not-boot")
-            tried = [s for s in final if s["init"] == new or (name == "panic" and s["panic"])]
-            if name == "panic" and not any(s["panic"] and s["initrd"] == "trial-panic" for s in final):
+            tried = [s for s in final if s["init"] == new or s["stage1_panic"]]
+            if name == "panic" and not any(s["panic"] and s["stage1_panic"] for s in final):
                 bad.append("panic: no boot of generation 2 panicked")
             if name == "hang" and not any(s["hang"] for s in final):
                 bad.append("hang: no boot of generation 2 hung")
@@ -598,6 +601,7 @@ class TrialLab:
               f"(LoaderEntryDefault {var_default}, loader.conf {conf_default}), recorded {recorded}: {verdict}\n  "
               + "\n  ".join(story) + ("" if not bad else "\n  problems:\n    " + "\n    ".join(bad)))
         return {"name": name, "booted": booted, "default": default, "recorded": recorded, "verdict": verdict,
+                "reason": ltb.get("reason") if ltb.get("store_path") == new else None,
                 "default_from": {"LoaderEntryDefault": var_default, "loader.conf": conf_default,
                                  "source": "variable store" if var_default else "loader.conf"},
                 "boots": story, "problems": bad,
