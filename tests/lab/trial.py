@@ -447,6 +447,22 @@ class TrialLab:
             b.power_cut()
             cut = {"seed": self.seed, "at_s": round(at, 2), "span_s": round(span, 1),
                    "after_end": ended}
+            # The boot loader's view at the moment of the cut (what the next
+            # boot will follow): the variables and loader.conf as left.
+            with open(d["vars.fd"], "rb") as f:
+                try:
+                    variables = efi_variables(f.read())
+                except ValueError:
+                    variables = []
+            cut["LoaderEntryDefault"] = utf16z(live_variable(variables, "LoaderEntryDefault"))
+            cut["LoaderEntryOneShot"] = utf16z(live_variable(variables, "LoaderEntryOneShot"))
+            cut["loader.conf"] = conf_value(esp_text(d["esp.img"], "/loader/loader.conf"), "default")
+            # ... and fh-lite's record then (the journal replayed, as the next mount does).
+            L.replay_journal(d["root.img"])
+            st = L.parse_json(L.read_file(d["root.img"], "/var/lib/fh-lite/state.json") or b"") or {}
+            ltb = st.get("last_trial_boot") if isinstance(st.get("last_trial_boot"), dict) else {}
+            cut["committed"] = ltb.get("store_path") == self.paths[variant] and ltb.get("result") == "committed"
+            cut["trial_phase"] = (st.get("trial_boot") or {}).get("phase") if isinstance(st.get("trial_boot"), dict) else None
             L.say(f"{ARCH}: powercut: seed {self.seed}: qemu killed {at:.1f} s into generation 2's "
                   f"first boot (of ~{span:.0f} s){' (the run had already ended)' if ended else ''}")
             b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name + "-after")
@@ -457,6 +473,10 @@ class TrialLab:
         entry["wall_s"] = round(wall)
         if cut:
             entry["cut"] = cut
+            eff = cut["LoaderEntryDefault"] or cut["loader.conf"]
+            if eff and eff != "nixos-generation-1.conf" and not cut["committed"]:
+                entry["problems"].append(f"at the cut the persistent default was {eff}, not yet committed")
+                entry["verdict"] = "FAIL"
         # Generation 2's first boot, for the power cut's span.
         segs = segments(vms[0].lines)
         second = None
