@@ -91,7 +91,7 @@ pub struct State {
     pub failed: Vec<FailedPath>,
     /// The attempt in progress, or the one a kill interrupted.
     pub pending: Option<Pending>,
-    /// Fleet options' memory (fleet.rs): reboot need, rollout schedule.
+    /// Fleet options' memory (fleet/mod.rs): reboot need, rollout schedule.
     pub fleet: Option<FleetState>,
     /// `fh-lite hold`: the device stays on its release until `unhold`.
     pub hold: Option<Hold>,
@@ -214,7 +214,7 @@ pub struct Pending {
     /// its own), and recovery must not start another beside it.
     pub running: Option<Running>,
     /// fh-lite rebooted into it (`--reboot if-needed`): the next run
-    /// confirms it with the health check (fleet.rs).
+    /// confirms it with the health check (fleet/mod.rs).
     /// (An option: state files from before it lack the field.)
     pub rebooting: Option<bool>,
 }
@@ -519,7 +519,7 @@ impl StateDir {
     }
 
     /// Read-modify-write the fleet memory and the journal entry in one
-    /// atomic write (fleet.rs).
+    /// atomic write (fleet/mod.rs).
     pub fn update_fleet(
         &self,
         f: impl FnOnce(&mut FleetState, &mut Option<Pending>),

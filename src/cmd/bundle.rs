@@ -21,10 +21,9 @@ use crate::bundle::{self, Entry, Manifest, SecretKey};
 use crate::cache::CacheClient;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
-use crate::http::Client;
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
-use crate::offline::EmptyStore;
+use crate::pipeline::Pipeline;
 
 /// A secret key file others can read draws one warning with the fix.
 fn warn_if_readable(f: &std::path::Path) {
@@ -74,18 +73,25 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };
-    // `--cache URL`: a store path from any signed cache (direct.rs).
-    let client;
-    let mut source = match offline.cache {
-        Some(_) => crate::direct::open(common, opts, offline)?.source,
+    // FlakeHub, or with `--cache URL` a store path from any signed cache
+    // (source/cache.rs).
+    let source = crate::source::open(common, opts, offline)?;
+    let root = source.store_path().clone();
+    let mut pipeline = Pipeline::whole_closure(common, opts, source);
+    let plan = pipeline.plan()?;
+    // A bundle made from a store path records the reference that says so.
+    let store_path_ref;
+    let reference = match pipeline.source().reference() {
+        Some(r) => r,
         None => {
-            client = Client::new(common)?;
-            crate::apply::flakehub_source(&client, common, opts)?
+            store_path_ref = crate::outref::parse(
+                bundle::STORE_PATH_REF,
+                &common.frontend_addr,
+                &opts.default_attr,
+            )?;
+            &store_path_ref
         }
     };
-    let root = source.store_path().clone();
-    let plan = source.plan(&EmptyStore, &opts.trusted_keys, opts.jobs)?;
-    let reference = &opts.reference;
     let manifest = Manifest {
         format: bundle::FORMAT.to_string(),
         reference: reference.to_string(),
@@ -98,7 +104,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     };
     let manifest_json = miniserde::json::to_string(&manifest) + "\n";
     let sig = sign_key.map(|k| k.sign(manifest_json.as_bytes()));
-    let cache = source.cache();
+    let cache = pipeline.source().cache();
     let cache = cache.as_ref();
     // Each narinfo as served, its URL pointing at the bundle's NAR.
     let mut narinfos = Vec::new();
