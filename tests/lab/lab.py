@@ -7,6 +7,7 @@ architectures, in full-system qemu, with real power cuts.
     scripts/lab powercut --arch A --cuts N [--seed S] [--keep DIR]
     scripts/lab rss --arch A [--keep DIR]
     scripts/lab smoke [--arch A …]
+    scripts/lab trialboot [--keep DIR] [--scenario NAME …] [--seed S]
 
 What a machine is (tests/lab/README.md has the whole story):
 - Debian's own kernel of the architecture and a stage 1 initramfs made here
@@ -69,6 +70,13 @@ ARCHES = {
 }
 # Loaded in stage 1 (with what they depend on): Debian builds them as modules.
 MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "crc32c_generic", "ext4"]
+# The UEFI machine's stage 1 adds: the ESP (vfat), efivarfs, the emulated
+# watchdog, and fw_cfg (the lab's arguments).
+EFI_MODULES = ["vfat", "nls_cp437", "nls_ascii", "nls_utf8", "efivarfs", "i6300esb", "qemu_fw_cfg"]
+# Debian's ovmf and systemd-boot-efi.
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+SYSTEMD_BOOT = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 
 
 def say(msg):
@@ -102,7 +110,7 @@ def kernel(arch):
     return os.path.join(d, k[0]), k[0][len("vmlinuz-"):]
 
 
-def module_order(arch):
+def module_order(arch, extra=()):
     """The .ko files to insmod, dependencies first (read from each module's
     .modinfo `depends=`: the unpacked deb has no modules.dep)."""
     _, ver = kernel(arch)
@@ -127,8 +135,10 @@ def module_order(arch):
             add(dep.replace("-", "_"))
         order.append(name)
 
-    for m in MODULES:
+    for m in MODULES + list(extra):
         add(m)
+        if m not in order:
+            raise LabError(f"no module {m}.ko in {base}")
     return [(n, by_name[n]) for n in order]
 
 
@@ -175,9 +185,14 @@ while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
 # ext4's heuristic, so a missing fsync shows as it would on most other
 # file systems.
 mount -t ext4 -o noauto_da_alloc /dev/vda /newroot || { echo "LAB-ERROR cannot mount /dev/vda"; poweroff -f; }
+[ -e /lab-initrd ] && echo "LAB-INITRD $(cat /lab-initrd)"
 init=/lab/init
 entry=/newroot/boot/loader/entries/default.conf
-if [ -e "$entry" ]; then
+e=$(arg init)
+if [ -n "$e" ]; then
+    # A boot loader entry's `init=` (systemd-boot's, as NixOS writes them).
+    if [ -x "/newroot$e" ]; then init=$e; else echo "LAB-BOOT-ENTRY-BROKEN '$e'"; fi
+elif [ -e "$entry" ]; then
     e=$(sed -n 's/^init //p' "$entry")
     if [ -n "$e" ] && [ -x "/newroot$e" ]; then init=$e; else echo "LAB-BOOT-ENTRY-BROKEN '$e'"; fi
 fi
@@ -191,11 +206,13 @@ exec switch_root /newroot "$init"
 """
 
 
-def initramfs(arch, cache_dir):
-    """Stage 1 for ARCH (cached by content)."""
+def initramfs(arch, cache_dir, extra_modules=(), marker=None, script=None):
+    """Stage 1 for ARCH (cached by content): the lab's STAGE1 (or SCRIPT),
+    with EXTRA_MODULES, and MARKER in /lab-initrd (printed at boot)."""
+    script = script or STAGE1
     bb = os.path.join(unpacked(arch), "bin/busybox")
-    mods = module_order(arch)
-    h = hashlib.sha256(STAGE1.encode())
+    mods = module_order(arch, extra_modules)
+    h = hashlib.sha256(script.encode() + (marker or "").encode())
     for n, p in mods:
         h.update(n.encode() + str(os.path.getsize(p)).encode())
     h.update(str(os.path.getsize(bb)).encode())
@@ -209,7 +226,9 @@ def initramfs(arch, cache_dir):
         with open(p, "rb") as f:
             entries.append((f"lib/mod/{n}.ko", 0o644, f.read()))
     entries.append(("modules", 0o644, "".join(f"{n}\n" for n, _ in mods).encode()))
-    entries.append(("init", 0o755, STAGE1.encode()))
+    entries.append(("init", 0o755, script.encode()))
+    if marker:
+        entries.append(("lab-initrd", 0o644, (marker + "\n").encode()))
     os.makedirs(cache_dir, exist_ok=True)
     with open(out + ".tmp", "wb") as f:
         f.write(gzip.compress(cpio_newc(entries), 6))
@@ -231,10 +250,11 @@ def nix_env(home):
     return env
 
 
-def build_fixtures(out, attrs, payload_mb):
+def build_fixtures(out, attrs, payload_mb, trial=None):
     """Build ATTRS of systems.nix with real Nix in a throwaway store under OUT
     and publish them as one signed zstd cache; returns {attr: path},
-    the cache dir and the public key. Cached by a stamp."""
+    the cache dir and the public key. Cached by a stamp. TRIAL: the
+    trial-boot machine's files, {"kernel": path, "initrds": {variant: path}}."""
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     guests = {}
@@ -258,6 +278,12 @@ def build_fixtures(out, attrs, payload_mb):
     with open(os.path.join(REPO, "tests/fixtures/common.nix"), "rb") as fh:
         h.update(fh.read())
     h.update(f"{payload_mb} {sorted(attrs)}".encode())
+    if trial:
+        for f in ("trial-switch.sh", "trial-init.sh"):
+            with open(os.path.join(HERE, f), "rb") as fh:
+                h.update(fh.read())
+        for p in [trial["kernel"]] + [trial["initrds"][k] for k in sorted(trial["initrds"])]:
+            h.update(p.encode() + str(os.path.getsize(p)).encode())
     stamp = h.hexdigest()
     manifest = os.path.join(out, "manifest.json")
     if os.path.exists(manifest):
@@ -279,8 +305,12 @@ def build_fixtures(out, attrs, payload_mb):
         with open(pk, "wb") as f:
             f.write(p)
     guests_nix = "{ " + " ".join(f'{a} = "{d}";' for a, d in guests.items()) + " }"
+    trial_nix = ""
+    if trial:
+        trial_nix = ("trial = { kernel = \"" + trial["kernel"] + "\"; initrds = { "
+                     + " ".join(f'{k} = "{v}";' for k, v in sorted(trial["initrds"].items())) + " }; };")
     expr = (f'import {HERE}/systems.nix {{ bbdir = "{bbdir}"; guests = {guests_nix}; '
-            f"payloadMB = {payload_mb}; }}")
+            f"payloadMB = {payload_mb}; {trial_nix} }}")
     t0 = time.time()
     say(f"building the lab's systems with Nix ({', '.join(sorted(attrs))})")
     args = ["nix-build", "--store", store, "--no-out-link", "-E", expr]
@@ -362,17 +392,35 @@ class Hub:
 LAB_INIT = r"""#!/bin/sh
 # The lab's stage 2 (after the system's own init, or directly on a fresh
 # image): run /lab/<lab.run>, then a clean power-off.
+# On the UEFI machine (trialboot) the arguments come from qemu's fw_cfg
+# (the boot loader entries, written in the guest, carry the kernel's).
 export PATH=/bin:/usr/bin
-arg() { for w in $(cat /proc/cmdline); do case $w in "$1"=*) echo "${w#*=}" ;; esac; done; }
+fw=/sys/firmware/qemu_fw_cfg/by_name/opt/fh-lite-lab/cmdline/raw
+arg() { for w in $(cat /proc/cmdline; cat $fw 2>/dev/null); do case $w in "$1"=*) echo "${w#*=}" ;; esac; done; }
 d=$(arg lab.date); [ -n "$d" ] && date -s "@$d" >/dev/null
+if [ -d /sys/firmware/efi ]; then
+    # As NixOS mounts them: efivarfs, the ESP at /boot (the second disk).
+    mount -t efivarfs efivarfs /sys/firmware/efi/efivars || echo "LAB-ERROR cannot mount efivarfs"
+    mount -t vfat /dev/vdb /boot || echo "LAB-ERROR cannot mount the ESP at /boot"
+    sel=/sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+    [ -e $sel ] && echo "LAB-EFI-SELECTED $(tail -c +5 $sel | tr -d '\000')"
+fi
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 || echo "LAB-ERROR no network"
 echo "LAB-CURRENT $(readlink /run/current-system)"
+# What fh-lite-confirm-boot.service does at every boot (trial-boot images).
+[ -x /lab/boot-confirm ] && /lab/boot-confirm
 r=$(arg lab.run)
 if [ -x "/lab/$r" ]; then "/lab/$r" "$(arg lab.target)"; else echo "LAB-ERROR no /lab/$r"; fi
 echo "LAB-CURRENT-END $(readlink /run/current-system)"
 sync
+if grep -q " /boot vfat " /proc/mounts; then umount /boot || echo "LAB-ERROR cannot unmount the ESP"; fi
 mount -o remount,ro / || echo "LAB-ERROR remount read-only failed"
+if [ -e /run/lab-reboot ]; then
+    # `systemctl reboot` was called (the lab's systemctl queues it).
+    echo "LAB-REBOOTING"
+    reboot -f
+fi
 echo "LAB-DONE"
 poweroff -f
 """
@@ -429,8 +477,10 @@ def busybox_applets():
     return [a for a in out if a not in ("busybox",)]
 
 
-def make_image(arch, path, exe, hub, fixtures, size_mb=256):
-    """A fresh root disk: ext4 from a staged tree (mkfs.ext4 -d), no mounts."""
+def make_image(arch, path, exe, hub, fixtures, size_mb=256, files=None):
+    """A fresh root disk: ext4 from a staged tree (mkfs.ext4 -d), no mounts.
+    FILES: {path in the image: text} of executables to add; a text may
+    name the connection arguments as {conn}."""
     stage = tempfile.mkdtemp(prefix="lab-stage-", dir=os.path.dirname(path))
     try:
         for d in ("bin", "usr/bin", "lab", "proc", "sys", "dev", "run", "tmp", "etc/fh-lite",
@@ -454,6 +504,12 @@ def make_image(arch, path, exe, hub, fixtures, size_mb=256):
             f.write(f"--root / {conn} --health-check /lab/health --activation-timeout 120\n")
         with open(os.path.join(stage, "lab/args-fetch"), "w") as f:
             f.write(f"--root / {conn} --jobs 4 --quiet\n")
+        for rel, text in (files or {}).items():
+            p = os.path.join(stage, rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "w") as f:
+                f.write(text.replace("{conn}", conn))
+            os.chmod(p, 0o755)
         old = os.umask(0o077)
         with open(os.path.join(stage, "etc/fh-lite/token"), "w") as f:
             f.write(hub.token + "\n")
@@ -505,22 +561,42 @@ def dump_root(img, dest):
 class Boot:
     """One boot of a VM; serial output to LOG, markers watched live."""
 
-    def __init__(self, arch, img, run_name, target, log, accel, limit):
+    def __init__(self, arch, img, run_name, target, log, accel, limit, efi=None):
+        """EFI: {"esp", "vars"} for a UEFI machine (x86_64): OVMF's code
+        read-only, its variable store VARS (a per-VM copy), systemd-boot on
+        the ESP image (the second disk, first to boot), the i6300esb
+        watchdog (a reset when it fires), and qemu kept across the guest's
+        reboots (one serial log for all its boots); the lab's arguments
+        come through fw_cfg. Else the kernel is booted directly and a
+        reboot ends qemu."""
         self.arch, self.log_path, self.limit = arch, log, limit
         a = ARCHES[arch]
-        vmlinuz, _ = kernel(arch)
-        initrd = initramfs(arch, os.path.join(LAB_TOOLS, "initrd"))
-        append = (f"console={a['console']} panic=-1 loglevel=4 lab.run={run_name} "
-                  f"lab.target={target} lab.date={int(time.time())}")
+        args = f"lab.run={run_name} lab.target={target}"
         self.cmd = [a["qemu"], *a["machine"], "-accel", accel, "-m", "512", "-smp", "1",
-                    "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
-                    "-kernel", vmlinuz, "-initrd", initrd, "-append", append]
+                    "-nographic", "-nodefaults", "-serial", "stdio"]
+        if efi:
+            self.cmd[1:1 + len(a["machine"])] = ["-M", "q35"]
+            self.cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                         "-drive", f"if=pflash,format=raw,file={efi['vars']}",
+                         "-fw_cfg", f"name=opt/fh-lite-lab/cmdline,string={args}",
+                         "-device", "i6300esb", "-watchdog-action", "reset"]
+        else:
+            vmlinuz, _ = kernel(arch)
+            initrd = initramfs(arch, os.path.join(LAB_TOOLS, "initrd"))
+            append = f"console={a['console']} panic=-1 loglevel=4 {args} lab.date={int(time.time())}"
+            self.cmd += ["-no-reboot", "-kernel", vmlinuz, "-initrd", initrd, "-append", append]
         if img:
             self.cmd += ["-drive", f"file={img},format=raw,if=none,id=d0,cache=writeback",
                          "-device", "virtio-blk-pci,drive=d0"]
+        if efi:
+            self.cmd += ["-drive", f"file={efi['esp']},format=raw,if=none,id=d1,cache=writeback",
+                         "-device", "virtio-blk-pci,drive=d1,bootindex=0"]
         if Boot.hub_port:
             fwd = f"guestfwd=tcp:{GUEST_HUB}:443-cmd:/bin/busybox nc 127.0.0.1 {Boot.hub_port}"
-            self.cmd += ["-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+            # romfile=: no iPXE option ROM (OVMF would try a network boot).
+            self.cmd += ["-netdev", f"user,id=n0,restrict=on,{fwd}",
+                         "-device", "virtio-net-pci,netdev=n0" + (",romfile=" if efi else "")]
+        self.firmware_starts = 0
         self.lines, self.times = [], []
         self.events = queue.Queue()
         self.t0 = time.monotonic()
@@ -540,6 +616,10 @@ class Boot:
             self.logf.flush()
             self.lines.append(line)
             self.times.append(t)
+            if "BdsDxe: starting" in line:
+                # OVMF starts a boot option: a (re)boot of the UEFI machine.
+                self.firmware_starts += 1
+                self.events.put(("FIRMWARE", str(self.firmware_starts), time.monotonic()))
             m = re.search(r"(LAB-[A-Z-]+)(.*)", line)
             if m:
                 self.events.put((m.group(1), m.group(2).strip(), time.monotonic()))
@@ -792,7 +872,8 @@ def cut_phase(img):
 # ------------------------------------------------------------------ the lab
 
 class Lab:
-    def __init__(self, arch, keep, exe=None, payload_mb=8, attrs_extra=(), fixdir=None):
+    def __init__(self, arch, keep, exe=None, payload_mb=8, attrs_extra=(), fixdir=None, attrs=None,
+                 trial=None):
         self.arch = arch
         self.limit = ARCHES[arch]["limit"]
         self.keep = keep
@@ -802,9 +883,10 @@ class Lab:
         if not os.path.exists(self.exe):
             raise LabError(f"no fh-lite binary for {arch} at {self.exe} (build it: "
                            f". scripts/env; build_target {ARCHES[arch]['triple']})")
-        attrs = [f"{a}-{v}" for a in ARCHES for v in ("v1", "v2", "bad")] + list(attrs_extra)
+        if attrs is None:
+            attrs = [f"{a}-{v}" for a in ARCHES for v in ("v1", "v2", "bad")] + list(attrs_extra)
         fixdir = fixdir or os.environ.get("FH_LITE_LAB_FIXTURES") or os.path.join(REPO, "target/lab-fixtures")
-        self.fixtures = build_fixtures(fixdir, attrs, payload_mb)
+        self.fixtures = build_fixtures(fixdir, attrs, payload_mb, trial)
         self.hub = Hub(self.work, self.fixtures)
         Boot.hub_port = self.hub.port
         self.accel = choose_accel(arch, self.work)
@@ -1058,7 +1140,20 @@ def main():
             p.add_argument("--seed", type=int)
             p.add_argument("--only", type=int, action="append", metavar="N",
                            help="run only trial N of the seed's sequence (repeatable): replays one cut")
+    p = sub.add_parser("trialboot", help="trial boots on x86_64 with OVMF + systemd-boot")
+    p.add_argument("--keep", metavar="DIR")
+    p.add_argument("--scenario", action="append", choices=["good", "panic", "hang", "powercut"])
+    p.add_argument("--seed", type=int, help="the power cut's moment")
+    p.add_argument("--by-hand", action="store_true",
+                   help="the guest arms the one-shot boot itself (checks the lab, not fh-lite)")
     args = ap.parse_args()
+    if args.cmd == "trialboot":
+        import trial
+        try:
+            return trial.cmd_trialboot(args, sys.modules[__name__])
+        except LabError as e:
+            print(f"lab: {e}", file=sys.stderr)
+            return 1
     try:
         rc = {"boot": cmd_boot, "apply": cmd_apply, "powercut": cmd_powercut, "smoke": cmd_smoke,
               "rss": cmd_rss}[args.cmd](args)

@@ -14,6 +14,13 @@
 #               after doing its work: fh-lite rolls back to v1
 #   rss-64m, rss-512m, rss-many   the ARM peak-RSS workloads (one 64 MiB
 #               NAR, one 512 MiB NAR, 500 small paths)
+#   x86_64-trial-v1, x86_64-trial-{good,panic,hang}   (with `trial`) the
+#               trial-boot machine's generations 1 and 2: each its own
+#               kernel and initrd store paths (so 2 needs a reboot), booted
+#               by OVMF + systemd-boot from the entries their
+#               switch-to-configuration writes (trial-switch.sh);
+#               `panic`'s initrd exits (kernel panic, `panic=5`), `hang`'s
+#               init arms the watchdog and never feeds it (trial-init.sh)
 #
 # The toplevel's `init` is what the lab's stage 1 runs (the boot loader
 # entry names it, as NixOS's `init=` does): it points /run/booted-system and
@@ -30,7 +37,7 @@
 # its own files before it logs `end`, as a boot loader installer does, so
 # the lab's evidence outlives a power cut; fh-lite's own files get no such
 # help.
-{ bbdir, guests, payloadMB ? 8, switchSleep ? 2 }:
+{ bbdir, guests, payloadMB ? 8, switchSleep ? 2, trial ? null }:
 let
   common = import ../fixtures/common.nix { inherit bbdir; };
   inherit (common) mk;
@@ -124,7 +131,47 @@ let
       mkdir -p $out; head -c ${toString (2000 + n * 13)} /dev/urandom > $out/data; echo ${toString n} > $out/n
     ''} $out/${toString n}") (builtins.genList (n: n + 1) 499))}
   '';
+  # The trial-boot machine (x86_64, UEFI): Debian's kernel and the lab's
+  # initrds (trial.kernel, trial.initrds.<variant>: files made by lab.py).
+  # Generation 1 and each generation 2 get their own kernel and initrd
+  # paths, as a kernel update gives: the initrds differ in content too
+  # (a marker naming the variant), the kernels are copies (with a README
+  # naming the generation: no two paths share a NAR).
+  trialSystem = variant: gen:
+    let
+      bb = builtins.path { path = /. + guests.x86_64; name = "busybox-static-x86_64"; };
+      linux = mk "linux-6.1-lab-gen${gen}" ''
+        mkdir -p $out
+        cp ${builtins.path { path = /. + trial.kernel; name = "vmlinuz-lab"; }} $out/bzImage
+        echo "lab kernel of generation ${gen}" > $out/README
+      '';
+      initrd = mk "initrd-lab-${variant}" ''
+        mkdir -p $out
+        cp ${builtins.path { path = /. + trial.initrds.${variant}; name = "initrd-lab-${variant}.gz"; }} $out/initrd
+      '';
+    in mk "nixos-system-lab-x86_64-trial-${variant}" ''
+      mkdir -p $out/bin
+      gbb=${bb}/bin/busybox
+      subst() { sed -e "s|@bb@|$gbb|g" -e "s|@out@|$out|g" -e "s|@variant@|${variant}|g" "$1" > "$2"; }
+      subst ${./trial-switch.sh} $out/bin/switch-to-configuration
+      subst ${./trial-init.sh} $out/init
+      printf '#!%s sh\necho "lab system: activate $*"\n' $gbb > $out/activate
+      chmod 0555 $out/bin/switch-to-configuration $out/init $out/activate
+      echo "25.05.lab-trial-${variant}" > $out/nixos-version
+      echo "x86_64-linux" > $out/system
+      ln -s ${linux}/bzImage $out/kernel
+      ln -s ${initrd}/initrd $out/initrd
+      echo "console=ttyS0 panic=5 loglevel=4" > $out/kernel-params
+      ln -s ${swOld} $out/sw
+    '';
+  trialSystems = if trial == null then { } else {
+    x86_64-trial-v1 = trialSystem "v1" "1";
+    x86_64-trial-good = trialSystem "good" "2";
+    x86_64-trial-panic = trialSystem "panic" "2";
+    x86_64-trial-hang = trialSystem "hang" "2";
+  };
 in
+  trialSystems //
   builtins.foldl' (acc: a: acc // perArch a) { } (builtins.attrNames guests)
   // {
     rss-64m = payload 64 "fh-lite-lab-rss-64m";
