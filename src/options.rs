@@ -191,7 +191,7 @@ pub struct FleetOpts {
     /// `--rollout-spread`, seconds.
     pub rollout_spread: Option<u64>,
     /// `--boot-loader`: the one-shot mechanism of a trial boot (boot/).
-    pub boot_loader: crate::boot::Choice,
+    pub boot_loader: crate::boot::record::Choice,
     /// `--efivars DIR`: EFI variables there instead of efivarfs.
     pub efivars: Option<PathBuf>,
 }

@@ -109,9 +109,9 @@ pub struct State {
     /// (FlakeHub, a cache, a bundle), even if there was nothing to do.
     pub last_check: Option<u64>,
     /// The trial boot in progress (boot/mod.rs), or null.
-    pub trial_boot: Option<crate::boot::TrialBoot>,
+    pub trial_boot: Option<crate::boot::record::TrialBoot>,
     /// How the last trial boot ended, or null.
-    pub last_trial_boot: Option<crate::boot::TrialOutcome>,
+    pub last_trial_boot: Option<crate::boot::record::TrialOutcome>,
 }
 
 /// What `fh-lite hold` recorded: the system the device is held on.
@@ -678,19 +678,19 @@ impl StateDir {
     }
 
     /// The journaled trial boot, if any (writers' view).
-    pub fn trial_boot(&self) -> Result<Option<crate::boot::TrialBoot>, Error> {
+    pub fn trial_boot(&self) -> Result<Option<crate::boot::record::TrialBoot>, Error> {
         Ok(self.load_for_update()?.trial_boot)
     }
 
     /// Write (or clear) the trial boot's journal entry.
-    pub fn set_trial_boot(&self, t: Option<&crate::boot::TrialBoot>) -> Result<(), Error> {
+    pub fn set_trial_boot(&self, t: Option<&crate::boot::record::TrialBoot>) -> Result<(), Error> {
         self.update(|s| s.trial_boot = t.cloned())
     }
 
     /// An apply hands its attempt over to a trial boot: the trial boot's
     /// journal entry replaces the attempt's (`pending`) in one write, so
     /// recovery never redoes a step of it.
-    pub fn begin_trial_boot(&self, t: &crate::boot::TrialBoot) -> Result<(), Error> {
+    pub fn begin_trial_boot(&self, t: &crate::boot::record::TrialBoot) -> Result<(), Error> {
         self.update(|s| {
             s.trial_boot = Some(t.clone());
             s.pending = None;
@@ -702,7 +702,7 @@ impl StateDir {
     /// failed, in one write.
     pub fn end_trial_boot(
         &self,
-        outcome: &crate::boot::TrialOutcome,
+        outcome: &crate::boot::record::TrialOutcome,
         failed: Option<Exit>,
     ) -> Result<(), Error> {
         self.update(|s| {

@@ -37,6 +37,7 @@ pub mod orphan;
 pub mod profiles;
 pub mod run;
 pub mod switch_back;
+pub mod trial_boot;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -146,7 +146,7 @@ impl<'a> SystemRun<'a> {
         let ctx = self.ctx;
         // A new kernel, initrd or modules: its userspace is not tried on
         // the running kernel; it is booted once instead (boot/).
-        let new_kernel = || crate::fleet::kernel_differs_at(ctx.root, &store_path.to_string());
+        let new_kernel = || crate::boot::kernel_differs_at(ctx.root, &store_path.to_string());
         if let Some(loader) = self
             .s
             .boot
@@ -307,7 +307,7 @@ impl<'a> SystemRun<'a> {
             }
             Err(e) => {
                 // Undone now: nothing of the trial boot outlives this run.
-                let undo = crate::boot::undo_now(ctx, loader, &t);
+                let undo = super::trial_boot::undo_now(ctx, loader, &t);
                 if let Err(u) = undo.and_then(|()| steps.journal.trial_boot(None)) {
                     crate::ui::warn(&format!("undoing the trial boot: {}", u.message));
                 }

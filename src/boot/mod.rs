@@ -35,92 +35,16 @@
 
 pub mod efivars;
 pub mod grub;
+pub mod record;
 pub mod systemd_boot;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use crate::activate::Ctx;
-use crate::options::Action;
-use crate::ui::say;
-
-use miniserde::{Deserialize, Serialize};
 
 use crate::error::{Error, Exit};
 use efivars::EfiVars;
 use systemd_boot::SystemdBoot;
 
-/// `--boot-loader`: which one-shot mechanism a trial boot uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Choice {
-    #[default]
-    Auto,
-    SystemdBoot,
-    Grub,
-    Tryboot,
-    None,
-}
-
-impl Choice {
-    pub const WORDS: &'static str = "auto, systemd-boot, grub, tryboot or none";
-
-    pub fn parse(s: &str) -> Option<Choice> {
-        Some(match s {
-            "auto" => Choice::Auto,
-            "systemd-boot" => Choice::SystemdBoot,
-            "grub" => Choice::Grub,
-            "tryboot" => Choice::Tryboot,
-            "none" => Choice::None,
-            _ => return None,
-        })
-    }
-}
-
-/// The journaled trial boot (state.json `trial_boot`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrialBoot {
-    pub reference: String,
-    pub store_path: String,
-    /// A [`Step`] word: the step about to run (or done, for "rebooting").
-    pub phase: String,
-    /// The new generation, once made.
-    pub generation: Option<u64>,
-    /// The profile's generation before, and the system that was booted.
-    pub previous_generation: Option<u64>,
-    pub previous_system: Option<String>,
-    /// "systemd-boot".
-    pub loader: String,
-    /// The new entry (one-shot) and the running one (pinned).
-    pub entry: Option<String>,
-    pub pinned: Option<String>,
-    /// `--efivars DIR` of the apply (null: efivarfs).
-    pub efivars: Option<String>,
-    pub health_check: Option<String>,
-    /// Seconds.
-    pub health_timeout: u64,
-    pub activation_timeout: Option<u64>,
-    pub install_bootloader: bool,
-    /// Falling back: why (null: an undo, the path is not failed).
-    pub failure: Option<String>,
-    /// The kernel's boot id when journaled: a different one means the
-    /// machine rebooted since.
-    pub boot_id: String,
-    /// Unix seconds.
-    pub time: u64,
-}
-
-/// How the last trial boot ended (state.json `last_trial_boot`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub struct TrialOutcome {
-    pub reference: String,
-    pub store_path: String,
-    pub generation: Option<u64>,
-    /// "committed", "did-not-boot", "health-check-failed", "undone".
-    pub result: String,
-    /// One sentence.
-    pub reason: String,
-    pub time: u64,
-}
+pub use record::{Choice, TrialBoot, TrialOutcome};
 
 /// The steps of [`prepare`], journaled before each starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -376,49 +300,6 @@ impl Loader {
     }
 }
 
-/// Undo a trial boot this run prepared (a step failed): profile back,
-/// the old generation's `boot`, pin and one-shot removed.
-pub fn undo_now(ctx: &Ctx, loader: &Loader, t: &TrialBoot) -> Result<(), Error> {
-    restore(ctx, loader, t, Step::parse(&t.phase) != Step::Pinning)
-}
-
-/// The mechanics of a fallback; `started`: the new generation's `boot`
-/// may have run, so the old one's runs again.
-pub fn restore(ctx: &Ctx, loader: &Loader, t: &TrialBoot, started: bool) -> Result<(), Error> {
-    if let Some(prev) = t.previous_generation {
-        if ctx.profile.current()? != Some(prev) {
-            ctx.profile.switch_to(prev)?;
-            say(&format!(
-                "profile {} is back on generation {prev}",
-                ctx.profile.path.display()
-            ));
-        }
-        if started && crate::activate::runs_commands(ctx, Action::Boot, t.install_bootloader) {
-            let link = ctx.logical(&ctx.profile.link_path(prev));
-            let script = link.join("bin/switch-to-configuration");
-            let ran = ctx.run(
-                &script,
-                &["boot"],
-                t.install_bootloader,
-                t.activation_timeout.map(Duration::from_secs),
-            )?;
-            if ran.code() != Some(0) {
-                // The pin stays: the default is still the running entry.
-                return Err(Error::new(
-                    Exit::RollbackFailed,
-                    format!(
-                        "{} boot failed while falling back from the trial boot of {}; the boot loader stays pinned on {} (run it again, or 'fh-lite confirm-boot')",
-                        script.display(),
-                        t.store_path,
-                        t.pinned.as_deref().unwrap_or("the running entry")
-                    ),
-                ));
-            }
-        }
-    }
-    loader.release()
-}
-
 /// What [`prepare`] needs from the activation layer.
 pub trait Steps {
     /// Write the journal entry (its phase is the step about to start).
@@ -527,6 +408,25 @@ pub fn watchdog_armed(root: Option<&Path>) -> Option<bool> {
         }
     }
     any.then_some(false)
+}
+
+/// As NixOS's autoUpgrade checks: kernel, initrd or kernel-modules of the
+/// system `new` resolve elsewhere than the booted system's, at `root`. No
+/// booted system: false.
+pub(crate) fn kernel_differs_at(root: Option<&Path>, new: &str) -> bool {
+    let Some(booted) = resolve(root, Path::new("/run/booted-system")) else {
+        return false;
+    };
+    ["kernel", "initrd", "kernel-modules"]
+        .iter()
+        .any(|f| resolve(root, &booted.join(f)) != resolve(root, &Path::new(new).join(f)))
+}
+
+/// `logical` resolved as the managed system sees it (symlinks followed
+/// beneath `root`); None when it does not exist.
+pub(crate) fn resolve(root: Option<&Path>, logical: &Path) -> Option<PathBuf> {
+    let real = crate::rootfs::resolve_in_root(root.unwrap_or(Path::new("/")), logical).ok()?;
+    Some(crate::rootfs::logical(root, &real))
 }
 
 #[cfg(test)]

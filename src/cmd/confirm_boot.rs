@@ -172,7 +172,7 @@ fn fall_back(
     t.phase = FALLING_BACK.to_string();
     t.failure = (exit != Exit::Success).then(|| why.to_string());
     state.set_trial_boot(Some(&t))?;
-    crate::boot::restore(ctx, loader, &t, started)?;
+    crate::activate::trial_boot::restore(ctx, loader, &t, started)?;
     let (result, msg) = match exit {
         Exit::Success => (
             "undone",

@@ -339,31 +339,14 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// `/run/booted-system` resolved (under `--root`), if it exists.
 fn booted_system(common: &Common) -> Option<String> {
-    let p = resolve(common.root.as_deref(), Path::new("/run/booted-system"))?;
+    let p = crate::boot::resolve(common.root.as_deref(), Path::new("/run/booted-system"))?;
     Some(p.to_string_lossy().into_owned())
 }
 
 /// As autoUpgrade checks: kernel, initrd or kernel-modules of `new`
 /// resolve elsewhere than the booted system's. No booted system: false.
 fn kernel_differs(common: &Common, new: &str) -> bool {
-    kernel_differs_at(common.root.as_deref(), new)
-}
-
-/// [`kernel_differs`] for the system at `root`.
-pub(crate) fn kernel_differs_at(root: Option<&Path>, new: &str) -> bool {
-    let Some(booted) = resolve(root, Path::new("/run/booted-system")) else {
-        return false;
-    };
-    ["kernel", "initrd", "kernel-modules"]
-        .iter()
-        .any(|f| resolve(root, &booted.join(f)) != resolve(root, &Path::new(new).join(f)))
-}
-
-/// `logical` resolved as the managed system sees it (symlinks followed
-/// beneath `root`); None when it does not exist.
-fn resolve(root: Option<&Path>, logical: &Path) -> Option<PathBuf> {
-    let real = crate::rootfs::resolve_in_root(root.unwrap_or(Path::new("/")), logical).ok()?;
-    Some(crate::rootfs::logical(root, &real))
+    crate::boot::kernel_differs_at(common.root.as_deref(), new)
 }
 
 #[cfg(test)]
@@ -380,13 +363,16 @@ mod tests {
         std::os::unix::fs::symlink("/nix/store/k/bzImage", r.join("nix/store/s/kernel")).unwrap();
         std::fs::create_dir_all(r.join("run")).unwrap();
         std::os::unix::fs::symlink("/nix/store/s", r.join("run/booted-system")).unwrap();
-        let booted = resolve(Some(r), Path::new("/run/booted-system")).unwrap();
+        let booted = crate::boot::resolve(Some(r), Path::new("/run/booted-system")).unwrap();
         assert_eq!(booted, Path::new("/nix/store/s"));
         assert_eq!(
-            resolve(Some(r), &booted.join("kernel")).unwrap(),
+            crate::boot::resolve(Some(r), &booted.join("kernel")).unwrap(),
             Path::new("/nix/store/k/bzImage")
         );
-        assert_eq!(resolve(Some(r), Path::new("/nix/store/s/initrd")), None);
+        assert_eq!(
+            crate::boot::resolve(Some(r), Path::new("/nix/store/s/initrd")),
+            None
+        );
         assert_eq!(hm(7500), "2h05m");
         assert_eq!(hm(2700), "45m");
     }

@@ -129,7 +129,7 @@ pub fn open_store_dir(root: &Path, create: bool) -> Result<Dir, StoreError> {
 /// The temporary name [`unpack_verified`] uses for `path`:
 /// `<hash>-fhlite-tmp-<pid>-<rand>`, a valid store path name (see the
 /// module doc), unique per call. The top 16 bits of `<rand>` are this
-/// boot's tag ([`boot_tag`]), so that [`remove_debris`] knows a tree from
+/// boot's tag ([`rootfs::tagged_random`]), so that [`remove_debris`] knows a tree from
 /// an earlier boot even when its pid now belongs to a live process.
 pub fn temp_name(path: &StorePath) -> String {
     format!(

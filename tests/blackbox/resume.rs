@@ -162,7 +162,14 @@ fn temp_trees_of_dead_runs_are_removed_and_live_ones_kept() {
     child.wait().unwrap();
     let hash = Fixtures::hash_part(&f.get("system-v1").path);
     let dead_name = format!("{hash}-fhlite-tmp-{dead}-0123456789abcdef");
-    let live_name = format!("{hash}-fhlite-tmp-{}-fedcba9876543210", std::process::id());
+    // A live run's name carries this boot's tag (the top 16 bits of the
+    // random part: the first four hex digits of the kernel's boot id).
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let live_name = format!(
+        "{hash}-fhlite-tmp-{}-{}ba9876543210",
+        std::process::id(),
+        &boot_id[..4]
+    );
     // Half-unpacked, read-only, as a killed run leaves it.
     let t = store.join(&dead_name);
     std::fs::create_dir_all(t.join("bin")).unwrap();

@@ -1,0 +1,77 @@
+//! What state.json and the options keep of a trial boot: the records
+//! only, so that the state and option layers need nothing else of the
+//! boot loader code.
+
+use miniserde::{Deserialize, Serialize};
+
+/// `--boot-loader`: which one-shot mechanism a trial boot uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Choice {
+    #[default]
+    Auto,
+    SystemdBoot,
+    Grub,
+    Tryboot,
+    None,
+}
+
+impl Choice {
+    pub const WORDS: &'static str = "auto, systemd-boot, grub, tryboot or none";
+
+    pub fn parse(s: &str) -> Option<Choice> {
+        Some(match s {
+            "auto" => Choice::Auto,
+            "systemd-boot" => Choice::SystemdBoot,
+            "grub" => Choice::Grub,
+            "tryboot" => Choice::Tryboot,
+            "none" => Choice::None,
+            _ => return None,
+        })
+    }
+}
+
+/// The journaled trial boot (state.json `trial_boot`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrialBoot {
+    pub reference: String,
+    pub store_path: String,
+    /// A [`Step`] word: the step about to run (or done, for "rebooting").
+    pub phase: String,
+    /// The new generation, once made.
+    pub generation: Option<u64>,
+    /// The profile's generation before, and the system that was booted.
+    pub previous_generation: Option<u64>,
+    pub previous_system: Option<String>,
+    /// "systemd-boot".
+    pub loader: String,
+    /// The new entry (one-shot) and the running one (pinned).
+    pub entry: Option<String>,
+    pub pinned: Option<String>,
+    /// `--efivars DIR` of the apply (null: efivarfs).
+    pub efivars: Option<String>,
+    pub health_check: Option<String>,
+    /// Seconds.
+    pub health_timeout: u64,
+    pub activation_timeout: Option<u64>,
+    pub install_bootloader: bool,
+    /// Falling back: why (null: an undo, the path is not failed).
+    pub failure: Option<String>,
+    /// The kernel's boot id when journaled: a different one means the
+    /// machine rebooted since.
+    pub boot_id: String,
+    /// Unix seconds.
+    pub time: u64,
+}
+
+/// How the last trial boot ended (state.json `last_trial_boot`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrialOutcome {
+    pub reference: String,
+    pub store_path: String,
+    pub generation: Option<u64>,
+    /// "committed", "did-not-boot", "health-check-failed", "undone".
+    pub result: String,
+    /// One sentence.
+    pub reason: String,
+    pub time: u64,
+}
