@@ -175,6 +175,10 @@ OFFLINE (fetch, bundle, apply --from):
                                binary-cache directory with the manifest beside it
         --sign-key FILE        bundle create: sign the manifest with this
                                Nix-style ed25519 secret key (NAME:BASE64)
+        --since OLD            bundle create: a delta carrying only the paths
+                               not in OLD's closure (OLD: an earlier bundle,
+                               its manifest, or a store path); apply --from
+                               it needs OLD's closure on the device
         --from FILE|DIR|-      apply from a bundle (- reads standard input);
                                no network, no token; REF comes from the bundle
         --trusted-bundle-key NAME:KEY
@@ -434,6 +438,8 @@ pub struct OfflineOpts {
     /// `--format dir`: a binary-cache directory instead of one tar file.
     pub dir_format: bool,
     pub sign_key: Option<PathBuf>,
+    /// `--since OLD`: a delta bundle against OLD (bundle/delta.rs).
+    pub since: Option<String>,
     /// `--from`: a bundle file, directory, or `-` for standard input.
     pub from: Option<PathBuf>,
     pub trusted_bundle_keys: Vec<PublicKey>,
@@ -568,6 +574,7 @@ pub struct RawArgs {
     output: Option<PathBuf>,
     format: Option<String>,
     sign_key: Option<PathBuf>,
+    since: Option<String>,
     from: Option<PathBuf>,
     trusted_bundle_keys: Vec<String>,
     allow_unsigned_bundle: bool,
@@ -625,6 +632,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("output", Some("bundle")),
     ("format", Some("bundle")),
     ("sign-key", Some("bundle")),
+    ("since", Some("bundle")),
     ("from", Some("apply")),
     ("trusted-bundle-key", Some("apply")),
     ("allow-unsigned-bundle", Some("apply")),
@@ -759,6 +767,7 @@ where
                     "activation-timeout" => a.activation_timeout = Some(v),
                     "to" => a.to = Some(v),
                     "format" => a.format = Some(v),
+                    "since" => a.since = Some(v),
                     "trusted-bundle-key" => a.trusted_bundle_keys.push(v),
                     "cache" => a.cache = Some(v),
                     "reboot" => a.reboot = Some(v),
@@ -1130,6 +1139,7 @@ impl RawArgs {
             output: self.output.clone(),
             dir_format,
             sign_key: self.sign_key.clone(),
+            since: self.since.clone(),
             from: self.from.clone(),
             trusted_bundle_keys,
             allow_unsigned_bundle: self.allow_unsigned_bundle,

@@ -21,6 +21,10 @@ mod support;
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
 
+/// Delta bundles (`bundle create --since`): sizes, applied on top of the
+/// old closure, refused without it.
+mod delta;
+
 /// `fh-lite resolve` against the local FlakeHub stand-in: resolve-only
 /// token rules, error classes, retries, limits, TLS roots, redirects.
 mod resolve;
