@@ -104,6 +104,14 @@ OPTIONS:
         --profile PATH         profile to update (default
                                /nix/var/nix/profiles/system)
         --jobs N               parallel narinfo/NAR downloads (default 4)
+        --limit-rate RATE      cap the sum of all network downloads of the
+                               run (FlakeHub and mirrors alike; narinfos
+                               included) at RATE bytes/s, smoothly: 500k,
+                               2M (k, M, G as curl: 1024-based)
+        --limit-rate-uplink RATE
+                               the same cap for all but the --mirror caches
+                               (FlakeHub, or the --cache): a slow uplink, a
+                               fast LAN; both may be given
         --max-decoder-memory MIB
                                largest xz dictionary / zstd window a NAR may
                                ask for (default 64, at most 4096); a NAR that
@@ -389,6 +397,10 @@ pub struct Common {
     pub profile: PathBuf,
     /// `--max-decoder-memory`, in bytes (fetch.rs caps the decoders).
     pub max_decoder_memory: u64,
+    /// `--limit-rate`: bytes per second for every network download (rate.rs).
+    pub limit_rate: Option<u64>,
+    /// `--limit-rate-uplink`: the same for all but the mirrors.
+    pub limit_rate_uplink: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -556,6 +568,8 @@ pub struct RawArgs {
     no_default_keys: bool,
     jobs: Option<String>,
     max_decoder_memory: Option<String>,
+    limit_rate: Option<String>,
+    limit_rate_uplink: Option<String>,
     dry_run: bool,
     store: Option<String>,
     daemon_socket: Option<PathBuf>,
@@ -608,6 +622,8 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("profile", None),
     ("jobs", Some("apply fetch bundle")),
     ("max-decoder-memory", Some("apply fetch bundle")),
+    ("limit-rate", Some("apply fetch bundle")),
+    ("limit-rate-uplink", Some("apply fetch bundle")),
     ("token-file", None),
     ("api-addr", None),
     ("cache-addr", None),
@@ -760,6 +776,8 @@ where
                     "trusted-key" => a.trusted_keys.push(v),
                     "jobs" => a.jobs = Some(v),
                     "max-decoder-memory" => a.max_decoder_memory = Some(v),
+                    "limit-rate" => a.limit_rate = Some(v),
+                    "limit-rate-uplink" => a.limit_rate_uplink = Some(v),
                     "store" => a.store = Some(v),
                     "rollback-on" => a.rollback_on = Some(v),
                     "health-check" => a.health_check = Some(v),
@@ -824,6 +842,18 @@ impl RawArgs {
             let n: u64 = number("max-decoder-memory", s, 1..=4096, MIB_LIMIT)?;
             common.max_decoder_memory = n << 20;
         }
+        let rate = |v: &Option<String>, opt: &str| {
+            v.as_deref()
+                .map(|s| match crate::rate::parse(s) {
+                    Some(n) if n >= crate::rate::MIN_RATE => Ok(n),
+                    _ => Err(Error::usage(format!(
+                        "option '--{opt}': '{s}' is not a rate in bytes per second of at least 1k (e.g. 500k, 2M; k, M, G are 1024-based)"
+                    ))),
+                })
+                .transpose()
+        };
+        common.limit_rate = rate(&self.limit_rate, "limit-rate")?;
+        common.limit_rate_uplink = rate(&self.limit_rate_uplink, "limit-rate-uplink")?;
         let offline = self.offline()?;
         let fleet = self.fleet()?;
         Ok(Cli {
@@ -874,6 +904,8 @@ impl RawArgs {
             profile: under_root(&self.profile, DEFAULT_PROFILE),
             root,
             max_decoder_memory: DEFAULT_DECODER_MEMORY,
+            limit_rate: None,
+            limit_rate_uplink: None,
         })
     }
 

@@ -342,6 +342,8 @@ pub struct Client {
     /// `--verbose`: one line per request (URL and status; never credentials).
     verbose: bool,
     retry: RetryPolicy,
+    /// A `--mirror`'s client: not under `--limit-rate-uplink` (rate.rs).
+    mirror: bool,
 }
 
 impl Client {
@@ -404,6 +406,7 @@ impl Client {
             allow_insecure_http,
             verbose: false,
             retry,
+            mirror: false,
         })
     }
 
@@ -430,7 +433,10 @@ impl Client {
             }
             let mut body = resp.into_body();
             let deadline = small_body_deadline();
-            let mut reader = body.with_config().limit(limit).reader();
+            let mut reader = crate::rate::Limited::new(
+                body.with_config().limit(limit).reader(),
+                crate::rate::buckets(self.mirror),
+            );
             let until = Instant::now() + deadline;
             let mut out = Vec::new();
             let mut buf = [0u8; 8192];
@@ -465,7 +471,10 @@ impl Client {
             if !(200..300).contains(&status) {
                 return Err(status_error(final_url, resp, attempts));
             }
-            let body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
+            let body: Box<dyn Read + Send> = Box::new(crate::rate::Limited::new(
+                resp.into_body().into_reader(),
+                crate::rate::buckets(self.mirror),
+            ));
             Ok(body)
         })
     }
@@ -494,7 +503,10 @@ impl Client {
             Ok(RangeAnswer {
                 status,
                 content_range,
-                body: Box::new(resp.into_body().into_reader()),
+                body: Box::new(crate::rate::Limited::new(
+                    resp.into_body().into_reader(),
+                    crate::rate::buckets(self.mirror),
+                )),
             })
         })
     }

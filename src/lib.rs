@@ -41,6 +41,7 @@ mod pin;
 mod plan;
 mod pool;
 mod progress;
+mod rate;
 mod recover;
 mod resolve;
 mod resume;
@@ -75,6 +76,7 @@ pub mod fuzzing {
 /// unless another run holds the lock (it writes its own).
 pub fn run(cli: Cli) -> Result<Exit, Error> {
     ui::set_quiet(cli.common.quiet || cli.common.json);
+    rate::install(cli.common.limit_rate, cli.common.limit_rate_uplink);
     let (started, clock) = (util::unix_now(), std::time::Instant::now());
     let result = run_command(&cli);
     // `--json`: the stream's closing `result` event (outcome.rs).

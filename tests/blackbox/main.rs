@@ -21,6 +21,9 @@ mod support;
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
 
+/// `--limit-rate`: a run's downloads under the cap.
+mod ratecap;
+
 /// Delta bundles (`bundle create --since`): sizes, applied on top of the
 /// old closure, refused without it.
 mod delta;
