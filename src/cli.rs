@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Exit};
-use crate::nix::signature::{PublicKey, TrustedKeys};
+use crate::nix::narinfo::signature::{PublicKey, TrustedKeys};
 use crate::outref::{self, OutputRef};
 
 pub const DEFAULT_API: &str = "https://api.flakehub.com";
@@ -395,7 +395,7 @@ pub struct Common {
     pub root: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub profile: PathBuf,
-    /// `--max-decoder-memory`, in bytes (fetch.rs caps the decoders).
+    /// `--max-decoder-memory`, in bytes (fetch/mod.rs caps the decoders).
     pub max_decoder_memory: u64,
     /// `--limit-rate`: bytes per second for every network download (rate.rs).
     pub limit_rate: Option<u64>,
@@ -430,19 +430,19 @@ pub struct ApplyOpts {
     pub activation_timeout: Option<Duration>,
 }
 
-/// Fleet options (fleet.rs, metrics.rs).
+/// Fleet options (fleet/mod.rs, fleet/metrics.rs).
 #[derive(Clone, Debug, Default)]
 pub struct FleetOpts {
     pub metrics_file: Option<PathBuf>,
     /// `--reboot if-needed`.
     pub reboot_if_needed: bool,
-    pub reboot_window: Option<crate::schedule::Window>,
-    pub window: Option<crate::schedule::Window>,
+    pub reboot_window: Option<crate::fleet::schedule::Window>,
+    pub window: Option<crate::fleet::schedule::Window>,
     /// `--rollout-spread`, seconds.
     pub rollout_spread: Option<u64>,
 }
 
-/// Options of `fetch`, `bundle create` and `apply --from` (offline.rs).
+/// Options of `fetch`, `bundle create` and `apply --from` (source/mod.rs).
 #[derive(Clone, Debug, Default)]
 pub struct OfflineOpts {
     pub out_link: Option<PathBuf>,
@@ -457,7 +457,7 @@ pub struct OfflineOpts {
     pub trusted_bundle_keys: Vec<PublicKey>,
     pub allow_unsigned_bundle: bool,
     pub allow_downgrade: bool,
-    /// `--cache URL`: apply a store path from this cache (direct.rs).
+    /// `--cache URL`: apply a store path from this cache (source/cache.rs).
     pub cache: Option<String>,
     /// With `--cache`: the store path given instead of REF.
     pub store_path: Option<String>,
@@ -473,9 +473,9 @@ pub enum Command {
     },
     Version,
     Apply(Box<ApplyOpts>),
-    /// `fetch REF`: stage without activating (stage.rs).
+    /// `fetch REF`: stage without activating (cmd/fetch.rs).
     Fetch(Box<ApplyOpts>),
-    /// `bundle create REF` (bundle_cmd.rs).
+    /// `bundle create REF` (cmd/bundle.rs).
     BundleCreate(Box<ApplyOpts>),
     Resolve {
         reference: OutputRef,
@@ -485,7 +485,7 @@ pub enum Command {
         to: Option<u64>,
     },
     Recover,
-    /// `hold` / `unhold` (hold.rs).
+    /// `hold` / `unhold` (cmd/hold.rs).
     Hold,
     Unhold,
 }
@@ -1008,7 +1008,7 @@ impl RawArgs {
         let rest = direct.as_deref().unwrap_or(rest);
         // `--from`: the reference comes from the bundle's manifest; a
         // placeholder stands in until apply opens the bundle
-        // (bundle/source.rs) and takes the manifest's.
+        // (source/bundle.rs) and takes the manifest's.
         let with_placeholder;
         let rest = match &self.from {
             None => rest,
@@ -1099,7 +1099,7 @@ impl RawArgs {
     /// The keys narinfos must be signed by: the built-in cache.flakehub.com
     /// keys (unless `--no-default-keys`) and each `--trusted-key`.
     fn trusted_keys(&self) -> Result<TrustedKeys, Error> {
-        // `--cache` (direct.rs): no default keys for another cache.
+        // `--cache` (source/cache.rs): no default keys for another cache.
         let mut keys = match self.no_default_keys || self.cache.is_some() {
             true => TrustedKeys::default(),
             false => TrustedKeys::flakehub_defaults(),
@@ -1126,7 +1126,7 @@ impl RawArgs {
 impl RawArgs {
     /// The fleet options, validated.
     fn fleet(&self) -> Result<FleetOpts, Error> {
-        use crate::schedule::{parse_duration, Window};
+        use crate::fleet::schedule::{parse_duration, Window};
         let reboot_if_needed = match self.reboot.as_deref() {
             None | Some("never") => false,
             Some("if-needed") => true,
@@ -1193,7 +1193,7 @@ impl RawArgs {
         })
     }
 
-    /// `apply TYPE /nix/store/HASH-NAME --cache URL` (direct.rs): checks
+    /// `apply TYPE /nix/store/HASH-NAME --cache URL` (source/cache.rs): checks
     /// the store path, the cache URL and the credential options, and gives
     /// `rest` with the placeholder in place of the path (the path goes to
     /// `OfflineOpts::store_path`). None without `--cache`.

@@ -21,7 +21,7 @@ use std::path::Path;
 use super::{Manifest, DELTA_FORMAT, FORMAT, MANIFEST, MANIFEST_LIMIT};
 use crate::cache::CacheClient;
 use crate::error::{Error, Exit};
-use crate::nix::signature::TrustedKeys;
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::store::Store;
 
@@ -51,7 +51,7 @@ pub fn read_since(
     if !bundle_dir {
         if let Ok(root) = StorePath::parse(since) {
             let plan =
-                crate::plan::plan(cache, &crate::offline::EmptyStore, keys, &root, jobs)
+                crate::plan::plan(cache, &crate::source::EmptyStore, keys, &root, jobs)
                     .map_err(|e| {
                         let e = Error::from(e);
                         Error::new(

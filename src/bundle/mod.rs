@@ -20,15 +20,14 @@
 //! valid.
 
 pub mod delta;
-pub mod source;
 pub mod tar;
 
 use base64::Engine as _;
 use miniserde::{Deserialize, Serialize};
 
 use crate::error::{Error, Exit};
+use crate::nix::narinfo::signature::PublicKey;
 use crate::nix::narinfo::{Compression, NarInfo};
-use crate::nix::signature::PublicKey;
 
 pub const MANIFEST: &str = "fh-lite-manifest.json";
 pub const SIGNATURE: &str = "fh-lite-manifest.sig";
@@ -194,7 +193,7 @@ pub fn verify_manifest(
         ));
     }
     let text = std::str::from_utf8(sig).unwrap_or("").trim();
-    let sig = crate::nix::signature::Signature::parse(text)
+    let sig = crate::nix::narinfo::signature::Signature::parse(text)
         .map_err(|e| refuse(format!("{SIGNATURE}: {e}")))?;
     let Some(key) = keys.iter().find(|k| k.name == sig.name) else {
         if allow_unsigned {

@@ -118,7 +118,7 @@ pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::c
         kind,
         reference: crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
         action,
-        trusted_keys: crate::nix::signature::TrustedKeys::flakehub_defaults(),
+        trusted_keys: crate::nix::narinfo::signature::TrustedKeys::flakehub_defaults(),
         jobs: 1,
         dry_run: false,
         store: crate::cli::StoreKind::Image,

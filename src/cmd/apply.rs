@@ -11,16 +11,16 @@ use std::time::Instant;
 use crate::activate::{self, Before, Report, Settings};
 use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
+use crate::cmd::recover::{self, AttemptJournal};
 use crate::error::{Error, Exit};
 use crate::fetch;
 use crate::fetch::FetchOptions;
-use crate::flakehub;
 use crate::http::{Client, Secret};
-use crate::nix::signature::TrustedKeys;
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
-use crate::recover::{self, AttemptJournal};
+use crate::source::flakehub;
 use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::store::select;
 use crate::store::Store;
@@ -53,7 +53,7 @@ pub fn run(
     activate::preflight(common, opts)?;
     // --rollout-spread needs the machine id: checked before any network work.
     if fleet.rollout_spread.is_some() && !opts.dry_run {
-        crate::schedule::machine_id(common.root.as_deref())?;
+        crate::fleet::schedule::machine_id(common.root.as_deref())?;
     }
     let state = StateDir::of(common);
     // One apply at a time (a dry run changes nothing and takes no lock).
@@ -69,7 +69,7 @@ pub fn run(
         if let Some(h) = state.current()?.hold {
             return Err(held(&h));
         }
-        // A reboot recorded earlier and due now (fleet.rs).
+        // A reboot recorded earlier and due now (fleet/mod.rs).
         if let Some(exit) = crate::fleet::reboot_if_due(common, fleet, &state)? {
             return Ok(exit);
         }
@@ -78,12 +78,12 @@ pub fn run(
     // resolve
     let client = Client::new(common)?;
     // Offline: the bundle replaces FlakeHub and the cache.
-    let mut token: Box<dyn crate::offline::Source + '_> = match bundle {
+    let mut token: Box<dyn crate::source::Source + '_> = match bundle {
         Some(source) => source,
         None => Box::new(ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?),
     };
     let root_path = token.store_path().clone();
-    // `--cache` (direct.rs), or a bundle made from one: the store path is
+    // `--cache` (source/cache.rs), or a bundle made from one: the store path is
     // the reference recorded.
     let (reference, msg) = match &offline.cache {
         Some(cache) => (root_path.to_string(), format!("{root_path} from {cache}")),
@@ -225,13 +225,13 @@ pub fn run(
     if exit == Exit::Success && opts.action != crate::cli::Action::DryActivate {
         remember(common, opts)?;
     }
-    // Reboot need and policy (fleet.rs).
+    // Reboot need and policy (fleet/mod.rs).
     crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)
 }
 
 /// The refusal of an apply while `fh-lite hold` holds the device.
 fn held(h: &crate::state::Hold) -> Error {
-    let on = crate::hold::on(h);
+    let on = crate::cmd::hold::on(h);
     Error::new(
         Exit::Held,
         format!(
@@ -383,8 +383,8 @@ fn make_room(common: &Common, store: &dyn Store, plan: &Plan) -> Result<(), Erro
     Ok(store.add_temp_roots(&plan.closure())?)
 }
 
-/// The FlakeHub source (offline.rs has the bundle one).
-impl crate::offline::Source for ClosureToken<'_> {
+/// The FlakeHub source (source/mod.rs has the bundle one).
+impl crate::source::Source for ClosureToken<'_> {
     fn store_path(&self) -> &StorePath {
         &self.store_path
     }
@@ -414,7 +414,7 @@ pub fn flakehub_source<'a>(
     client: &'a Client,
     common: &'a Common,
     opts: &'a ApplyOpts,
-) -> Result<Box<dyn crate::offline::Source + 'a>, Error> {
+) -> Result<Box<dyn crate::source::Source + 'a>, Error> {
     Ok(Box::new(ClosureToken::resolve(client, common, opts)?))
 }
 
@@ -525,16 +525,16 @@ impl<'a> ClosureToken<'a> {
 }
 
 /// Before resolve: with `--from`, open and verify the bundle (with
-/// `--cache`, open that cache: direct.rs); for an exact
+/// `--cache`, open that cache: source/cache.rs); for an exact
 /// version (from REF or the manifest), refuse a downgrade.
 fn open_offline(
     common: &Common,
     opts: &ApplyOpts,
     offline: &OfflineOpts,
-) -> Result<Option<crate::offline::Opened>, Error> {
+) -> Result<Option<crate::source::Opened>, Error> {
     let opened = match (&offline.from, &offline.cache) {
-        (Some(from), _) => Some(crate::bundle::source::open(common, opts, offline, from)?),
-        (None, Some(_)) => Some(crate::direct::open(common, opts, offline)?),
+        (Some(from), _) => Some(crate::source::bundle::open(common, opts, offline, from)?),
+        (None, Some(_)) => Some(crate::source::cache::open(common, opts, offline)?),
         (None, None) => None,
     };
     let reference = opened

@@ -1,6 +1,6 @@
 //! `fh-lite fetch REF`: stage a closure without activating it.
 //! `fh-lite fetch /nix/store/HASH-NAME --cache URL` stages a store path
-//! from any signed binary cache instead (the source direct.rs opens).
+//! from any signed binary cache instead (the source in source/cache.rs).
 //!
 //! resolve → plan → fetch → register, as `apply` does, then a GC root:
 //! the symlink `--out-link PATH` (default `STATE_DIR/fetched`) pointing at
@@ -23,10 +23,10 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let _lock = state.lock()?;
     let client;
     let mut source = match offline.cache {
-        Some(_) => crate::direct::open(common, opts, offline)?.source,
+        Some(_) => crate::source::cache::open(common, opts, offline)?.source,
         None => {
             client = Client::new(common)?;
-            crate::apply::flakehub_source(&client, common, opts)?
+            crate::cmd::apply::flakehub_source(&client, common, opts)?
         }
     };
     let root_path = source.store_path().clone();

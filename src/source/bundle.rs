@@ -9,16 +9,16 @@
 //! the NARs once without writing anything, checking each one's FileHash
 //! and FileSize, so a damaged file is refused before anything is
 //! registered. Fetch then streams each NAR through the same verified
-//! pipeline as a download (fetch.rs: NarHash, NarSize, strict NAR parse).
+//! pipeline as a download (fetch/mod.rs: NarHash, NarSize, strict NAR parse).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::tar::Reader;
-use super::SIGNATURE_LIMIT;
-use super::{
+use crate::bundle::tar::Reader;
+use crate::bundle::SIGNATURE_LIMIT;
+use crate::bundle::{
     Entry, Manifest, DELTA_FORMAT, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SIGNATURE,
 };
 use crate::cache::{CacheClient, FetchError};
@@ -27,12 +27,12 @@ use crate::error::{Error, Exit};
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::hash::Sha256;
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
-use crate::offline::{Opened, Source};
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
+use crate::source::{Opened, Source};
 use crate::store::Store;
 
 type Stream = Reader<Box<dyn Read + Send>>;
@@ -110,7 +110,7 @@ pub fn open(
         };
         read_head(Reader::new(input, &what), &what)?
     };
-    super::verify_manifest(
+    crate::bundle::verify_manifest(
         &what,
         &manifest_bytes,
         sig.as_deref(),
@@ -627,7 +627,7 @@ impl CacheClient for Bundle {
     fn nar_url(&self, info: &NarInfo) -> String {
         // The manifest's name for it; never the narinfo's unsigned URL.
         let name = (self.nar_of.get(&info.store_path))
-            .map_or_else(|| super::nar_name(info), String::clone);
+            .map_or_else(|| crate::bundle::nar_name(info), String::clone);
         format!("{}/{name}", self.what)
     }
 }
@@ -646,7 +646,7 @@ impl Source for Bundle {
         if !store.reads_nar() {
             return Err(Error::usage("apply --from cannot use --store nix (nix copy fetches from a cache, not from a bundle)"));
         }
-        super::delta::check_base(&self.what, store, &self.left_out)?;
+        crate::bundle::delta::check_base(&self.what, store, &self.left_out)?;
         Ok(plan::plan(self, store, keys, &self.store_path, jobs)?)
     }
     fn fetch(

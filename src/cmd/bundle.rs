@@ -24,7 +24,7 @@ use crate::error::{Error, Exit};
 use crate::http::Client;
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
-use crate::offline::EmptyStore;
+use crate::source::EmptyStore;
 
 /// A secret key file others can read draws one warning with the fix.
 fn warn_if_readable(f: &std::path::Path) {
@@ -74,13 +74,13 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };
-    // `--cache URL`: a store path from any signed cache (direct.rs).
+    // `--cache URL`: a store path from any signed cache (source/cache.rs).
     let client;
     let mut source = match offline.cache {
-        Some(_) => crate::direct::open(common, opts, offline)?.source,
+        Some(_) => crate::source::cache::open(common, opts, offline)?.source,
         None => {
             client = Client::new(common)?;
-            crate::apply::flakehub_source(&client, common, opts)?
+            crate::cmd::apply::flakehub_source(&client, common, opts)?
         }
     };
     let root = source.store_path().clone();

@@ -2,7 +2,7 @@
 //! directly, from any signed Nix binary cache, without FlakeHub.
 //!
 //! The cache is `https://…` (or `http://…` with `--allow-insecure-http`)
-//! through the one HTTP client, or a `file://` directory (cache_file.rs).
+//! through the one HTTP client, or a `file://` directory (cache/file.rs).
 //! Its credential comes from `--netrc-file FILE` (the netrc format Nix
 //! reads through curl: `machine HOST login NAME password SECRET`, a
 //! `default` entry; sent as HTTP Basic) or `--cache-token-file FILE`
@@ -15,18 +15,18 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::cache::file::FileCache;
 use crate::cache::{status_error, CacheClient, FetchError};
-use crate::cache_file::FileCache;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch::FetchOptions;
 use crate::http::{Auth, Client, RangeAnswer, Secret};
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
-use crate::offline::{Opened, Source};
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
+use crate::source::{Opened, Source};
 use crate::store::Store;
 
 /// The credential of an HTTP cache, and where it came from (for messages).

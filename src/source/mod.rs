@@ -1,13 +1,17 @@
 //! Where a closure comes from, when it is not FlakeHub.
 //!
 //! `apply` runs the same plan → fetch → register → activate for every
-//! [`Source`]: FlakeHub with its closure token (apply.rs), a bundle
+//! [`Source`]: FlakeHub with its closure token (cmd/apply.rs), a bundle
 //! (`--from FILE|DIR|-`, bundle/), or a store path from any signed binary
-//! cache (`--cache URL`, direct.rs). Before resolve, apply makes one call
-//! (`apply::open_offline`): it opens the bundle (`bundle::source::open`,
+//! cache (`--cache URL`, source/cache.rs). Before resolve, apply makes one call
+//! (`apply::open_offline`): it opens the bundle (`source::bundle::open`,
 //! which verifies the manifest and takes the reference from it) or the
-//! cache (`direct::open`), and applies the anti-downgrade memory
+//! cache (`source::cache::open`), and applies the anti-downgrade memory
 //! (versions.rs) to every exact version, from a reference or a manifest.
+
+pub mod bundle;
+pub mod cache;
+pub mod flakehub;
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -17,8 +21,8 @@ use crate::cli::ApplyOpts;
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::plan::Plan;
 use crate::store::{Store, StoreError};
