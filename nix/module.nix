@@ -40,6 +40,9 @@ let
     ++ optionals (cfg.rebootWindow != null) [ "--reboot-window" cfg.rebootWindow ]
     ++ optionals (cfg.window != null) [ "--window" cfg.window ]
     ++ optionals (cfg.rolloutSpread != null) [ "--rollout-spread" cfg.rolloutSpread ]
+    ++ lib.concatMap (m: [ "--mirror" m ]) cfg.mirrors
+    ++ optionals (cfg.limitRate != null) [ "--limit-rate" cfg.limitRate ]
+    ++ optionals (cfg.limitRateUplink != null) [ "--limit-rate-uplink" cfg.limitRateUplink ]
     ++ cfg.extraArgs;
 in
 {
@@ -187,6 +190,36 @@ in
         this machine after a delay in [0, rolloutSpread) derived from
         /etc/machine-id and its store path; until then it is staged and the
         run exits 43 (--rollout-spread; `fh-lite status` shows when).
+      '';
+    };
+
+    mirrors = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "http://lan-box:8080" ];
+      description = ''
+        Binary caches asked before FlakeHub Cache, per path, in this order
+        (--mirror; http://, https://, file://). Everything they serve is
+        verified; the FlakeHub token is never sent to them.
+      '';
+    };
+
+    limitRate = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "2M";
+      description = ''
+        Cap on all downloads of a run, mirrors included, in bytes per second
+        with curl's suffixes k, M, G (--limit-rate).
+      '';
+    };
+
+    limitRateUplink = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "500k";
+      description = ''
+        The same cap for everything but the mirrors (--limit-rate-uplink).
       '';
     };
 

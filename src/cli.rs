@@ -104,6 +104,12 @@ OPTIONS:
         --profile PATH         profile to update (default
                                /nix/var/nix/profiles/system)
         --jobs N               parallel narinfo/NAR downloads (default 4)
+        --mirror URL           a binary cache asked before FlakeHub (or the
+                               --cache), per path, in the order given
+                               (repeatable; http://, https://, file://);
+                               held to the same signature and hash checks;
+                               never sent the token (its login: its own
+                               machine entry in --netrc-file)
         --limit-rate RATE      cap the sum of all network downloads of the
                                run (FlakeHub and mirrors alike; narinfos
                                included) at RATE bytes/s, smoothly: 500k,
@@ -461,6 +467,8 @@ pub struct OfflineOpts {
     pub cache: Option<String>,
     /// With `--cache`: the store path given instead of REF.
     pub store_path: Option<String>,
+    /// `--mirror URL`s, in order, without a trailing slash (cache/mirror.rs).
+    pub mirrors: Vec<String>,
     pub netrc_file: Option<PathBuf>,
     pub cache_token_file: Option<PathBuf>,
 }
@@ -594,6 +602,7 @@ pub struct RawArgs {
     allow_unsigned_bundle: bool,
     allow_downgrade: bool,
     cache: Option<String>,
+    mirrors: Vec<String>,
     netrc_file: Option<PathBuf>,
     cache_token_file: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
@@ -654,6 +663,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("allow-unsigned-bundle", Some("apply")),
     ("allow-downgrade", Some("apply")),
     ("cache", Some("apply fetch bundle")),
+    ("mirror", Some("apply fetch bundle")),
     ("netrc-file", Some("apply fetch bundle")),
     ("cache-token-file", Some("apply fetch bundle")),
     ("metrics-file", Some("apply rollback recover hold unhold")),
@@ -788,6 +798,7 @@ where
                     "since" => a.since = Some(v),
                     "trusted-bundle-key" => a.trusted_bundle_keys.push(v),
                     "cache" => a.cache = Some(v),
+                    "mirror" => a.mirrors.push(v),
                     "reboot" => a.reboot = Some(v),
                     "reboot-window" => a.reboot_window = Some(v),
                     "window" => a.window = Some(v),
@@ -1188,9 +1199,39 @@ impl RawArgs {
                 };
                 self.positionals.get(at).cloned()
             }),
+            mirrors: self.mirrors()?,
             netrc_file: self.netrc_file.clone(),
             cache_token_file: self.cache_token_file.clone(),
         })
+    }
+
+    /// The `--mirror` URLs: http(s):// or file://, no login in the URL,
+    /// not with `--from`.
+    fn mirrors(&self) -> Result<Vec<String>, Error> {
+        if !self.mirrors.is_empty() && self.from.is_some() {
+            return Err(Error::usage(
+                "--mirror is for downloads; apply --from reads only the bundle",
+            ));
+        }
+        let mut out = Vec::new();
+        for url in &self.mirrors {
+            let ok = ["https://", "http://", "file://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !ok {
+                return Err(Error::usage(format!(
+                    "--mirror '{url}' is not an http://, https:// or file:// binary cache URL"
+                )));
+            }
+            let authority = url.split("://").nth(1).unwrap_or_default();
+            if (authority.split('/').next().unwrap_or_default()).contains('@') {
+                return Err(Error::usage(format!(
+                    "--mirror {url}: a URL must not carry a login (user:password@host): put it in --netrc-file FILE"
+                )));
+            }
+            out.push(url.trim_end_matches('/').to_string());
+        }
+        Ok(out)
     }
 
     /// `apply TYPE /nix/store/HASH-NAME --cache URL` (source/cache.rs): checks
@@ -1199,9 +1240,11 @@ impl RawArgs {
     /// `OfflineOpts::store_path`). None without `--cache`.
     fn direct(&self, rest: &[String]) -> Result<Option<Vec<String>>, Error> {
         let Some(url) = &self.cache else {
-            if self.netrc_file.is_some() || self.cache_token_file.is_some() {
+            let netrc_for_mirrors = self.netrc_file.is_some() && !self.mirrors.is_empty();
+            if (self.netrc_file.is_some() && !netrc_for_mirrors) || self.cache_token_file.is_some()
+            {
                 return Err(Error::usage(
-                    "--netrc-file and --cache-token-file are for '… --cache URL' (apply, fetch, bundle create)",
+                    "--netrc-file and --cache-token-file are for '… --cache URL' (apply, fetch, bundle create); --netrc-file also for --mirror",
                 ));
             }
             return Ok(None);

@@ -367,6 +367,22 @@ impl Client {
         Ok(client)
     }
 
+    /// The client of a `--mirror` (cache/mirror.rs): `http://` allowed
+    /// (what a mirror serves is verified), only the `--limit-rate` cap (not
+    /// `--limit-rate-uplink`), and one retry in at most 20 s, so that a
+    /// mirror that went away costs little before the next source is asked.
+    pub fn for_mirror(common: &Common) -> Result<Client, HttpError> {
+        let mut client = Client::new(common)?;
+        client.allow_insecure_http = true;
+        client.mirror = true;
+        client.retry = RetryPolicy {
+            max_retries: 1,
+            total: Duration::from_secs(20),
+            ..RetryPolicy::default()
+        };
+        Ok(client)
+    }
+
     pub fn build(
         ca_files: &[&Path],
         allow_insecure_http: bool,

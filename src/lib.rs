@@ -107,6 +107,9 @@ fn run_command(cli: &Cli) -> Result<Exit, Error> {
     if !matches!(cli.command, Command::Help { .. } | Command::Version) {
         cli::check_root(&cli.common, cli.create_root)?;
     }
+    if !cli.offline.mirrors.is_empty() {
+        source::cache::install_mirrors(&cli.common, &cli.offline)?;
+    }
     match cli.command {
         Command::Help { all } => {
             ui::print_stdout(&if all { cli::help() } else { cli::short_help() });

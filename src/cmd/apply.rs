@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::activate::{self, Before, Report, Settings};
-use crate::cache::{FetchError, HttpCache};
+use crate::cache::{mirror, FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
 use crate::cmd::recover::{self, AttemptJournal};
 use crate::error::{Error, Exit};
@@ -462,7 +462,15 @@ impl<'a> ClosureToken<'a> {
     /// Walk the closure (plan), renewing the token when it is refused.
     fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
         loop {
-            match plan::plan(&self.cache(), store, keys, &self.store_path, jobs) {
+            let up = self.cache();
+            let planned = plan::plan(
+                &mirror::wrap(&up, keys),
+                store,
+                keys,
+                &self.store_path,
+                jobs,
+            );
+            match planned {
                 Ok(p) => return Ok(p),
                 Err(e) if self.renew(&e, store)? => continue,
                 Err(e) => return Err(e.into()),
@@ -483,13 +491,16 @@ impl<'a> ClosureToken<'a> {
         let progress = Progress::new(Mode::detect(self.common.quiet, self.common.json));
         loop {
             progress.plan(&plan);
-            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, how, &progress) else {
+            let up = self.cache();
+            let fetched = fetch::fetch_all(&mirror::wrap(&up, keys), store, &plan, how, &progress);
+            let Err(e) = fetched else {
                 return Ok(());
             };
             if !self.renew(&e, store)? {
                 return Err(e.into());
             }
-            let rest = plan::plan(&self.cache(), store, keys, &plan.root, jobs)?;
+            let up = self.cache();
+            let rest = plan::plan(&mirror::wrap(&up, keys), store, keys, &plan.root, jobs)?;
             // Only go on while each token gets something done.
             if rest.paths.len() >= plan.paths.len() {
                 return Err(e.into());

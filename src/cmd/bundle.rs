@@ -130,8 +130,10 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     };
     let manifest_json = miniserde::json::to_string(&manifest) + "\n";
     let sig = sign_key.map(|k| k.sign(manifest_json.as_bytes()));
-    let cache = source.cache();
-    let cache = cache.as_ref();
+    // Through the mirrors, as the plan was (cache/mirror.rs).
+    let upstream = source.cache();
+    let chain = crate::cache::mirror::wrap(upstream.as_ref(), &opts.trusted_keys);
+    let cache: &dyn CacheClient = &chain;
     // Each narinfo as served, its URL pointing at the bundle's NAR.
     let mut narinfos = Vec::new();
     for info in &plan.paths {

@@ -21,6 +21,9 @@ mod support;
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
 
+/// `--mirror`: five devices behind a LAN mirror.
+mod mirrors;
+
 /// `--limit-rate`: a run's downloads under the cap.
 mod ratecap;
 

@@ -122,6 +122,8 @@ let
               enable = true;
               reference = "MyOrg/my-fleet/0.1#nixosConfigurations.pi";
               inherit healthCheck;
+              mirrors = [ "http://lan-box:8080" "file:///srv/fh-mirror" ];
+              limitRate = "2M";
             };
           }
         ];
