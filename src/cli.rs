@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::error::{Error, Exit};
 use crate::nix::narinfo::signature::{PublicKey, TrustedKeys};
 use crate::outref::{self, OutputRef};
+pub use crate::source::Target;
 
 pub const DEFAULT_API: &str = "https://api.flakehub.com";
 pub const DEFAULT_CACHE: &str = "https://cache.flakehub.com";
@@ -376,10 +377,6 @@ impl StoreKind {
     }
 }
 
-/// The reference cli.rs puts in `ApplyOpts` with `--from` until `apply`
-/// replaces it with the manifest's.
-pub const PLACEHOLDER_REF: &str = "fh-lite/from-bundle/*";
-
 /// The default of `--max-decoder-memory`: the largest xz dictionary and
 /// zstd window a NAR may ask for. 64 MiB is what `xz -9` and `zstd -19`
 /// use (and Nix's own compressors stay below it); a hostile body could ask
@@ -412,7 +409,12 @@ pub struct Common {
 #[derive(Clone, Debug)]
 pub struct ApplyOpts {
     pub kind: ApplyKind,
-    pub reference: OutputRef,
+    /// Where the closure comes from: REF, `--from`, or a store path with
+    /// `--cache`.
+    pub target: Target,
+    /// The attribute path REF defaults to (`nixosConfigurations.<hostname>`,
+    /// …); a bundle made from a store path records it.
+    pub default_attr: String,
     pub action: Action,
     /// Never empty: phase two refuses `--no-default-keys` without a key.
     pub trusted_keys: TrustedKeys,
@@ -458,15 +460,9 @@ pub struct OfflineOpts {
     pub sign_key: Option<PathBuf>,
     /// `--since OLD`: a delta bundle against OLD (bundle/delta.rs).
     pub since: Option<String>,
-    /// `--from`: a bundle file, directory, or `-` for standard input.
-    pub from: Option<PathBuf>,
     pub trusted_bundle_keys: Vec<PublicKey>,
     pub allow_unsigned_bundle: bool,
     pub allow_downgrade: bool,
-    /// `--cache URL`: apply a store path from this cache (source/cache.rs).
-    pub cache: Option<String>,
-    /// With `--cache`: the store path given instead of REF.
-    pub store_path: Option<String>,
     /// `--mirror URL`s, in order, without a trailing slash (cache/mirror.rs).
     pub mirrors: Vec<String>,
     pub netrc_file: Option<PathBuf>,
@@ -1015,33 +1011,33 @@ impl RawArgs {
             ));
         };
         let kind = ApplyKind::parse(kind)?;
-        let direct = self.direct(rest)?;
-        let rest = direct.as_deref().unwrap_or(rest);
-        // `--from`: the reference comes from the bundle's manifest; a
-        // placeholder stands in until apply opens the bundle
-        // (source/bundle.rs) and takes the manifest's.
-        let with_placeholder;
-        let rest = match &self.from {
-            None => rest,
-            Some(_) if rest.get(1).is_some_and(|r| r.contains('/')) => {
+        let target = match (self.direct(rest)?, &self.from) {
+            (Some(target), _) => target,
+            // `--from`: the reference comes from the bundle's manifest
+            // (source/bundle.rs).
+            (None, Some(_)) if rest.get(1).is_some_and(|r| r.contains('/')) => {
                 return Err(Error::usage(format!(
                     "unexpected argument '{}': with --from the reference comes from the bundle's manifest",
                     rest[1]
                 )))
             }
-            Some(_) => {
-                with_placeholder = [&rest[..1], &[PLACEHOLDER_REF.to_string()], &rest[1..]].concat();
-                &with_placeholder[..]
+            (None, Some(from)) => Target::Bundle(from.clone()),
+            (None, None) => {
+                let Some(reference) = rest.get(1) else {
+                    return Err(Error::usage(format!(
+                        "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
+                        rest[0]
+                    )));
+                };
+                Target::FlakeHub(output_ref(reference, common, kind, env)?)
             }
         };
-        let Some(reference) = rest.get(1) else {
-            return Err(Error::usage(format!(
-                "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
-                rest[0]
-            )));
+        // What follows TYPE and the target: [ACTION].
+        let rest = match target {
+            Target::Bundle(_) => &rest[1..],
+            _ => &rest[2..],
         };
-        let reference = output_ref(reference, common, kind, env)?;
-        let action = match (kind, rest.get(2)) {
+        let action = match (kind, rest.first()) {
             (_, None) => Action::Switch,
             (ApplyKind::Nixos, Some(act)) => Action::parse(act)?,
             (_, Some(act)) => {
@@ -1050,7 +1046,7 @@ impl RawArgs {
                 )))
             }
         };
-        at_most(rest, 3, "the action")?;
+        at_most(rest, 1, "the action")?;
         let jobs = match &self.jobs {
             None => 4,
             Some(s) => number("jobs", s, 1..=64, "a number from 1 to 64")?,
@@ -1084,7 +1080,8 @@ impl RawArgs {
         };
         Ok(ApplyOpts {
             kind,
-            reference,
+            target,
+            default_attr: kind.default_attr(env),
             action,
             trusted_keys: self.trusted_keys()?,
             jobs,
@@ -1183,22 +1180,9 @@ impl RawArgs {
             dir_format,
             sign_key: self.sign_key.clone(),
             since: self.since.clone(),
-            from: self.from.clone(),
             trusted_bundle_keys,
             allow_unsigned_bundle: self.allow_unsigned_bundle,
             allow_downgrade: self.allow_downgrade,
-            cache: self
-                .cache
-                .as_ref()
-                .map(|c| c.trim_end_matches('/').to_string()),
-            // `apply nixos PATH`, `bundle create PATH`, `fetch PATH`.
-            store_path: self.cache.as_ref().and_then(|_| {
-                let at = match self.positionals.first().map(String::as_str) {
-                    Some("fetch") => 1,
-                    _ => 2,
-                };
-                self.positionals.get(at).cloned()
-            }),
             mirrors: self.mirrors()?,
             netrc_file: self.netrc_file.clone(),
             cache_token_file: self.cache_token_file.clone(),
@@ -1236,9 +1220,8 @@ impl RawArgs {
 
     /// `apply TYPE /nix/store/HASH-NAME --cache URL` (source/cache.rs): checks
     /// the store path, the cache URL and the credential options, and gives
-    /// `rest` with the placeholder in place of the path (the path goes to
-    /// `OfflineOpts::store_path`). None without `--cache`.
-    fn direct(&self, rest: &[String]) -> Result<Option<Vec<String>>, Error> {
+    /// the target. None without `--cache`.
+    fn direct(&self, rest: &[String]) -> Result<Option<Target>, Error> {
         let Some(url) = &self.cache else {
             let netrc_for_mirrors = self.netrc_file.is_some() && !self.mirrors.is_empty();
             if (self.netrc_file.is_some() && !netrc_for_mirrors) || self.cache_token_file.is_some()
@@ -1286,7 +1269,7 @@ impl RawArgs {
                 "{cmd} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME"
             )));
         };
-        crate::nix::store_path::StorePath::parse(path).map_err(|e| {
+        let path = crate::nix::store_path::StorePath::parse(path).map_err(|e| {
             Error::usage(format!(
                 "with --cache, {cmd} takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
             ))
@@ -1296,19 +1279,9 @@ impl RawArgs {
                 "--cache needs --trusted-key NAME:KEY (the key that signs that cache): no key is trusted by default for another cache",
             ));
         }
-        let placeholder = [&rest[..1], &[DIRECT_REF.to_string()], &rest[2..]].concat();
-        Ok(Some(placeholder))
+        let cache = url.trim_end_matches('/').to_string();
+        Ok(Some(Target::StorePath { path, cache }))
     }
-}
-
-/// The reference cli.rs puts in `ApplyOpts` with `--cache`: loose, so no
-/// version is remembered; apply records the store path instead. A bundle
-/// made with `bundle create PATH --cache URL` carries it in its manifest.
-pub const DIRECT_REF: &str = "fh-lite/store-path/*";
-
-/// True for [`DIRECT_REF`]: the store path was given, not a FlakeHub REF.
-pub fn is_direct(r: &crate::outref::OutputRef) -> bool {
-    r.org == "fh-lite" && r.project == "store-path"
 }
 
 /// What `--rollback-on` and `--health-timeout` take, for [`number`]'s message.
@@ -1468,7 +1441,7 @@ mod tests {
         assert_eq!(o.jobs, 8);
         assert_eq!(o.store, StoreKind::Daemon);
         assert!(o.dry_run);
-        assert!(o.reference.exact);
+        assert!(o.target.reference().is_some_and(|r| r.exact));
         let o = apply("apply nixos org/proj/0.1#x --jobs=2 --rollback-on=1,4 --health-timeout 5");
         assert_eq!(o.jobs, 2);
         assert_eq!(o.rollback_on, vec![1, 4]);
@@ -1509,7 +1482,7 @@ mod tests {
         ];
         for (args, attr) in cases {
             let reference = match parse(args).unwrap().command {
-                Command::Apply(o) => o.reference,
+                Command::Apply(o) => o.target.reference().cloned().unwrap(),
                 Command::Resolve { reference } => reference,
                 c => panic!("{args}: {c:?}"),
             };

@@ -31,6 +31,7 @@ pub mod nix;
 mod outcome;
 pub mod outref;
 mod pin;
+mod pipeline;
 mod plan;
 mod pool;
 mod progress;

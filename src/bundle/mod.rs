@@ -103,6 +103,16 @@ impl Entry {
     }
 }
 
+/// The reference a bundle made from a store path (`bundle create PATH
+/// --cache URL`) records in its manifest: loose, so no version is
+/// remembered, and `apply --from` records the store path instead.
+pub const STORE_PATH_REF: &str = "fh-lite/store-path/*";
+
+/// True for a manifest reference that is [`STORE_PATH_REF`].
+pub fn is_store_path_ref(r: &crate::outref::OutputRef) -> bool {
+    r.org == "fh-lite" && r.project == "store-path"
+}
+
 /// `nar/<hash part>.nar` plus the compression's usual suffix.
 pub fn nar_name(info: &NarInfo) -> String {
     let ext = match &info.compression {

@@ -21,10 +21,9 @@ use crate::bundle::{self, Entry, Manifest, SecretKey};
 use crate::cache::CacheClient;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
-use crate::http::Client;
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
-use crate::source::EmptyStore;
+use crate::pipeline::Pipeline;
 
 /// A secret key file others can read draws one warning with the fix.
 fn warn_if_readable(f: &std::path::Path) {
@@ -74,24 +73,32 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };
-    // `--cache URL`: a store path from any signed cache (source/cache.rs).
-    let client;
-    let mut source = match offline.cache {
-        Some(_) => crate::source::cache::open(common, opts, offline)?.source,
+    // FlakeHub, or with `--cache URL` a store path from any signed cache
+    // (source/cache.rs).
+    let source = crate::source::open(common, opts, offline)?;
+    let root = source.store_path().clone();
+    let mut pipeline = Pipeline::whole_closure(common, opts, source);
+    let mut plan = pipeline.plan()?;
+    // A bundle made from a store path records the reference that says so.
+    let store_path_ref;
+    let reference = match pipeline.source().reference() {
+        Some(r) => r,
         None => {
-            client = Client::new(common)?;
-            crate::cmd::apply::flakehub_source(&client, common, opts)?
+            store_path_ref = crate::outref::parse(
+                bundle::STORE_PATH_REF,
+                &common.frontend_addr,
+                &opts.default_attr,
+            )?;
+            &store_path_ref
         }
     };
-    let root = source.store_path().clone();
-    let mut plan = source.plan(&EmptyStore, &opts.trusted_keys, opts.jobs)?;
     let closure: Vec<Entry> = plan.paths.iter().map(Entry::of).collect();
     // `--since OLD`: a delta carries only what OLD's closure lacks.
     let since = match &offline.since {
         None => None,
         Some(old) => Some(bundle::delta::read_since(
             old,
-            source.cache().as_ref(),
+            pipeline.source().cache().as_ref(),
             &opts.trusted_keys,
             opts.jobs,
         )?),
@@ -110,7 +117,6 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             .map(|i| i.file_size.unwrap_or(i.nar_size))
             .sum();
     }
-    let reference = &opts.reference;
     let manifest = Manifest {
         format: if since.is_some() {
             bundle::DELTA_FORMAT
@@ -131,7 +137,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let manifest_json = miniserde::json::to_string(&manifest) + "\n";
     let sig = sign_key.map(|k| k.sign(manifest_json.as_bytes()));
     // Through the mirrors, as the plan was (cache/mirror.rs).
-    let upstream = source.cache();
+    let upstream = pipeline.source().cache();
     let chain = crate::cache::mirror::wrap(upstream.as_ref(), &opts.trusted_keys);
     let cache: &dyn CacheClient = &chain;
     // Each narinfo as served, its URL pointing at the bundle's NAR.

@@ -30,9 +30,10 @@ use crate::nix::hash::Sha256;
 use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
-use crate::plan::{self, Plan};
-use crate::progress::{Mode, Progress};
-use crate::source::{Opened, Source};
+use crate::outref::OutputRef;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::source::Source;
 use crate::store::Store;
 
 type Stream = Reader<Box<dyn Read + Send>>;
@@ -50,6 +51,8 @@ pub struct Bundle {
     what: String,
     place: Place,
     store_path: StorePath,
+    /// The manifest's reference; None for a bundle made from a store path.
+    reference: Option<OutputRef>,
     /// hash part → narinfo text, all verified by [`open`].
     narinfos: BTreeMap<String, String>,
     /// NAR name → store path (for messages).
@@ -68,8 +71,6 @@ pub struct Bundle {
     /// A truncation met while streaming: the message for a second request.
     broken: Arc<Mutex<Option<String>>>,
     no_token: Secret,
-    quiet: bool,
-    json: bool,
 }
 
 fn refuse(what: &str, msg: impl std::fmt::Display) -> Error {
@@ -92,7 +93,7 @@ pub fn open(
     opts: &ApplyOpts,
     offline: &OfflineOpts,
     from: &Path,
-) -> Result<Opened, Error> {
+) -> Result<Bundle, Error> {
     let stdin = from == Path::new("-");
     let what = if stdin {
         "bundle on standard input".to_string()
@@ -142,13 +143,13 @@ pub fn open(
     if regular {
         prepass(from, &what, &manifest)?;
     }
-    let mut opts = opts.clone();
-    opts.reference = crate::outref::parse(
+    let reference = crate::outref::parse(
         &manifest.reference,
         &common.frontend_addr,
         &manifest.attribute_path,
     )
     .map_err(|e| refuse(&what, format!("manifest reference: {e}")))?;
+    let reference = (!crate::bundle::is_store_path_ref(&reference)).then_some(reference);
     let nars = (manifest.carried())
         .filter_map(|e| Some((e.nar.clone(), StorePath::parse(&e.path).ok()?)))
         .collect();
@@ -162,10 +163,11 @@ pub fn open(
             (e.nar.clone(), bound)
         })
         .collect();
-    let bundle = Bundle {
+    Ok(Bundle {
         what,
         place,
         store_path,
+        reference,
         narinfos,
         nars,
         nar_of,
@@ -175,12 +177,6 @@ pub fn open(
         left_out,
         broken: Arc::new(Mutex::new(None)),
         no_token: Secret::new(""),
-        quiet: common.quiet,
-        json: common.json,
-    };
-    Ok(Opened {
-        opts,
-        source: Box::new(bundle),
     })
 }
 
@@ -636,35 +632,50 @@ impl Source for Bundle {
     fn store_path(&self) -> &StorePath {
         &self.store_path
     }
+    fn reference(&self) -> Option<&OutputRef> {
+        self.reference.as_ref()
+    }
     fn token(&self) -> &Secret {
         &self.no_token
     }
     fn cache(&self) -> Box<dyn CacheClient + '_> {
         Box::new(BundleRef(self))
     }
-    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
+    fn check_store(&self, store: &dyn Store) -> Result<(), Error> {
         if !store.reads_nar() {
             return Err(Error::usage("apply --from cannot use --store nix (nix copy fetches from a cache, not from a bundle)"));
         }
-        crate::bundle::delta::check_base(&self.what, store, &self.left_out)?;
-        Ok(plan::plan(self, store, keys, &self.store_path, jobs)?)
+        // A delta: what it leaves out must be here already (bundle/delta.rs).
+        crate::bundle::delta::check_base(&self.what, store, &self.left_out)
     }
+    fn fetch_itself(
+        &mut self,
+        store: &dyn Store,
+        plan: &Plan,
+        how: &FetchOptions,
+        progress: &Progress,
+    ) -> Option<Result<(), Error>> {
+        Some(self.fetch(store, plan, how, progress))
+    }
+}
+
+impl Bundle {
+    /// The plan's NARs into the store: from a directory as from a cache; from
+    /// a tar stream in the order of the bundle (references first).
     fn fetch(
         &mut self,
         store: &dyn Store,
-        _keys: &TrustedKeys,
+        plan: &Plan,
         how: &FetchOptions,
-        plan: Plan,
+        progress: &Progress,
     ) -> Result<(), Error> {
         // A bundle cannot be asked again from an offset: no resume lines.
         let how = &FetchOptions {
             notes: false,
             ..how.clone()
         };
-        let progress = Progress::new(Mode::detect(self.quiet, self.json));
-        progress.plan(&plan);
         let Place::Tar(stream) = &self.place else {
-            return Ok(crate::fetch::fetch_all(self, store, &plan, how, &progress)?);
+            return Ok(crate::fetch::fetch_all(self, store, plan, how, progress)?);
         };
         // A stream: paths in the order of the bundle (references first).
         let mut wanted: BTreeMap<String, &NarInfo> =
@@ -686,7 +697,7 @@ impl Source for Bundle {
             let url = format!("{}/{name}", self.what);
             if let Some(info) = wanted.remove(&url) {
                 progress.path_start(info);
-                crate::fetch::fetch_one(self, store, info, how, &progress, &memory)?;
+                crate::fetch::fetch_one(self, store, info, how, progress, &memory)?;
                 progress.path_done(info);
             }
         }

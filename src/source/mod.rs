@@ -1,13 +1,12 @@
-//! Where a closure comes from, when it is not FlakeHub.
+//! Where a closure comes from: a [`Target`] on the command line, opened
+//! as a [`Source`].
 //!
-//! `apply` runs the same plan → fetch → register → activate for every
-//! [`Source`]: FlakeHub with its closure token (cmd/apply.rs), a bundle
-//! (`--from FILE|DIR|-`, bundle/), or a store path from any signed binary
-//! cache (`--cache URL`, source/cache.rs). Before resolve, apply makes one call
-//! (`apply::open_offline`): it opens the bundle (`source::bundle::open`,
-//! which verifies the manifest and takes the reference from it) or the
-//! cache (`source::cache::open`), and applies the anti-downgrade memory
-//! (versions.rs) to every exact version, from a reference or a manifest.
+//! FlakeHub with its closure token (flakehub/), a bundle (`--from
+//! FILE|DIR|-`, bundle.rs), or a store path from any signed binary cache
+//! (`--cache URL`, cache.rs). Every command runs the same select store →
+//! plan → room → fetch on a source (pipeline.rs); a source only says where
+//! the narinfos and NARs come from, and what to do when the cache refuses
+//! its credential.
 
 pub mod bundle;
 pub mod cache;
@@ -15,43 +14,102 @@ pub mod flakehub;
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::path::PathBuf;
 
-use crate::cache::CacheClient;
-use crate::cli::ApplyOpts;
+use crate::cache::{CacheClient, FetchError};
+use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
-use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::outref::OutputRef;
 use crate::plan::Plan;
+use crate::progress::Progress;
 use crate::store::{Store, StoreError};
 
-/// What apply needs from where the closure comes from.
+/// Where the closure to deploy comes from, as the command line names it.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// `REF`: a FlakeHub output, resolved to a store path and a closure
+    /// token.
+    FlakeHub(OutputRef),
+    /// `--from FILE|DIR|-`: a bundle; its verified manifest names the
+    /// reference.
+    Bundle(PathBuf),
+    /// `/nix/store/HASH-NAME --cache URL`: a store path from any signed
+    /// binary cache.
+    StorePath { path: StorePath, cache: String },
+}
+
+impl Target {
+    /// The FlakeHub reference given on the command line, if any.
+    pub fn reference(&self) -> Option<&OutputRef> {
+        match self {
+            Target::FlakeHub(r) => Some(r),
+            Target::Bundle(_) | Target::StorePath { .. } => None,
+        }
+    }
+}
+
+/// A closure's source, opened: the store path, and the cache its narinfos
+/// and NARs come from.
 pub trait Source {
     /// The store path to deploy.
     fn store_path(&self) -> &StorePath;
+    /// The FlakeHub reference the store path is the output of (a bundle's
+    /// from its manifest); None for a store path given directly.
+    fn reference(&self) -> Option<&OutputRef>;
     /// The cache credential (for the `nix copy` backend); empty offline.
     fn token(&self) -> &Secret;
     /// The binary cache the narinfos and NARs come from.
     fn cache(&self) -> Box<dyn CacheClient + '_>;
-    /// Walk the closure: what the store lacks, verified.
-    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error>;
-    /// Fetch the plan's paths into the store.
-    fn fetch(
+    /// Refuse a store backend this source cannot feed.
+    fn check_store(&self, _store: &dyn Store) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Fetch the plan's paths itself, for a source that is not a cache to
+    /// download from at will (a bundle read once, in order). None: the
+    /// pipeline downloads them from [`Source::cache`].
+    fn fetch_itself(
         &mut self,
-        store: &dyn Store,
-        keys: &TrustedKeys,
-        how: &FetchOptions,
-        plan: Plan,
-    ) -> Result<(), Error>;
+        _store: &dyn Store,
+        _plan: &Plan,
+        _how: &FetchOptions,
+        _progress: &Progress,
+    ) -> Option<Result<(), Error>> {
+        None
+    }
+    /// After `e`: Ok(true) when the cache refused the credential and a
+    /// fresh one was obtained, so the step is worth running again.
+    fn renew(&mut self, _e: &FetchError, _store: &dyn Store) -> Result<bool, Error> {
+        Ok(false)
+    }
+    /// A cache error as the user is told it.
+    fn explain(&self, e: FetchError) -> Error {
+        e.into()
+    }
 }
 
-/// A bundle opened by `apply::open_offline`: the apply options with the manifest's
-/// reference, and the bundle as the source.
-pub struct Opened {
-    pub opts: ApplyOpts,
-    pub source: Box<dyn Source>,
+/// Open the source of `opts.target`: the bundle (verified, its reference
+/// from the manifest), the cache `--cache` names, or FlakeHub (resolve:
+/// the store path and a closure token).
+pub fn open<'a>(
+    common: &'a Common,
+    opts: &'a ApplyOpts,
+    offline: &OfflineOpts,
+) -> Result<Box<dyn Source + 'a>, Error> {
+    match &opts.target {
+        Target::FlakeHub(reference) => Ok(Box::new(flakehub::ClosureToken::resolve(
+            crate::http::Client::new(common)?,
+            common,
+            reference,
+        )?)),
+        Target::Bundle(from) => Ok(Box::new(bundle::open(common, opts, offline, from)?)),
+        Target::StorePath { path, cache } => {
+            Ok(Box::new(cache::open(common, offline, path, cache)?))
+        }
+    }
 }
 
 /// A store that has nothing: `bundle create` plans the whole closure.
