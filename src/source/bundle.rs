@@ -22,7 +22,6 @@ use crate::bundle::{
     Entry, Manifest, DELTA_FORMAT, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SIGNATURE,
 };
 use crate::cache::{CacheClient, FetchError};
-use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
@@ -30,6 +29,7 @@ use crate::nix::hash::Sha256;
 use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyOpts, Common, OfflineOpts};
 use crate::outref::OutputRef;
 use crate::plan::Plan;
 use crate::progress::Progress;
