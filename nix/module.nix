@@ -42,6 +42,9 @@ let
     ++ optionals (cfg.rolloutSpread != null) [ "--rollout-spread" cfg.rolloutSpread ]
     ++ optionals (cfg.trialBoot.bootLoader != "auto" || !cfg.trialBoot.enable)
       [ "--boot-loader" (if cfg.trialBoot.enable then cfg.trialBoot.bootLoader else "none") ]
+    ++ lib.concatMap (m: [ "--mirror" m ]) cfg.mirrors
+    ++ optionals (cfg.limitRate != null) [ "--limit-rate" cfg.limitRate ]
+    ++ optionals (cfg.limitRateUplink != null) [ "--limit-rate-uplink" cfg.limitRateUplink ]
     ++ cfg.extraArgs;
 
   # The boot-time confirmation of a trial boot.
@@ -224,6 +227,36 @@ in
         default = "auto";
         description = "The one-shot boot mechanism (--boot-loader); auto detects systemd-boot, then GRUB.";
       };
+    };
+
+    mirrors = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "http://lan-box:8080" ];
+      description = ''
+        Binary caches asked before FlakeHub Cache, per path, in this order
+        (--mirror; http://, https://, file://). Everything they serve is
+        verified; the FlakeHub token is never sent to them.
+      '';
+    };
+
+    limitRate = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "2M";
+      description = ''
+        Cap on all downloads of a run, mirrors included, in bytes per second
+        with curl's suffixes k, M, G (--limit-rate).
+      '';
+    };
+
+    limitRateUplink = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "500k";
+      description = ''
+        The same cap for everything but the mirrors (--limit-rate-uplink).
+      '';
     };
 
     extraArgs = mkOption {

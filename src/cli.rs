@@ -116,6 +116,20 @@ OPTIONS:
         --profile PATH         profile to update (default
                                /nix/var/nix/profiles/system)
         --jobs N               parallel narinfo/NAR downloads (default 4)
+        --mirror URL           a binary cache asked before FlakeHub (or the
+                               --cache), per path, in the order given
+                               (repeatable; http://, https://, file://);
+                               held to the same signature and hash checks;
+                               never sent the token (its login: its own
+                               machine entry in --netrc-file)
+        --limit-rate RATE      cap the sum of all network downloads of the
+                               run (FlakeHub and mirrors alike; narinfos
+                               included) at RATE bytes/s, smoothly: 500k,
+                               2M (k, M, G as curl: 1024-based)
+        --limit-rate-uplink RATE
+                               the same cap for all but the --mirror caches
+                               (FlakeHub, or the --cache): a slow uplink, a
+                               fast LAN; both may be given
         --max-decoder-memory MIB
                                largest xz dictionary / zstd window a NAR may
                                ask for (default 64, at most 4096); a NAR that
@@ -200,6 +214,10 @@ OFFLINE (fetch, bundle, apply --from):
                                binary-cache directory with the manifest beside it
         --sign-key FILE        bundle create: sign the manifest with this
                                Nix-style ed25519 secret key (NAME:BASE64)
+        --since OLD            bundle create: a delta carrying only the paths
+                               not in OLD's closure (OLD: an earlier bundle,
+                               its manifest, or a store path); apply --from
+                               it needs OLD's closure on the device
         --from FILE|DIR|-      apply from a bundle (- reads standard input);
                                no network, no token; REF comes from the bundle
         --trusted-bundle-key NAME:KEY
@@ -389,6 +407,8 @@ pub struct RawArgs {
     no_default_keys: bool,
     jobs: Option<String>,
     max_decoder_memory: Option<String>,
+    limit_rate: Option<String>,
+    limit_rate_uplink: Option<String>,
     dry_run: bool,
     store: Option<String>,
     daemon_socket: Option<PathBuf>,
@@ -407,11 +427,13 @@ pub struct RawArgs {
     output: Option<PathBuf>,
     format: Option<String>,
     sign_key: Option<PathBuf>,
+    since: Option<String>,
     from: Option<PathBuf>,
     trusted_bundle_keys: Vec<String>,
     allow_unsigned_bundle: bool,
     allow_downgrade: bool,
     cache: Option<String>,
+    mirrors: Vec<String>,
     netrc_file: Option<PathBuf>,
     cache_token_file: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
@@ -442,6 +464,8 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("profile", None),
     ("jobs", Some("apply fetch bundle")),
     ("max-decoder-memory", Some("apply fetch bundle")),
+    ("limit-rate", Some("apply fetch bundle")),
+    ("limit-rate-uplink", Some("apply fetch bundle")),
     ("token-file", None),
     ("api-addr", None),
     ("cache-addr", None),
@@ -466,11 +490,13 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("output", Some("bundle")),
     ("format", Some("bundle")),
     ("sign-key", Some("bundle")),
+    ("since", Some("bundle")),
     ("from", Some("apply")),
     ("trusted-bundle-key", Some("apply")),
     ("allow-unsigned-bundle", Some("apply")),
     ("allow-downgrade", Some("apply")),
     ("cache", Some("apply fetch bundle")),
+    ("mirror", Some("apply fetch bundle")),
     ("netrc-file", Some("apply fetch bundle")),
     ("cache-token-file", Some("apply fetch bundle")),
     (
@@ -599,6 +625,8 @@ where
                     "trusted-key" => a.trusted_keys.push(v),
                     "jobs" => a.jobs = Some(v),
                     "max-decoder-memory" => a.max_decoder_memory = Some(v),
+                    "limit-rate" => a.limit_rate = Some(v),
+                    "limit-rate-uplink" => a.limit_rate_uplink = Some(v),
                     "store" => a.store = Some(v),
                     "rollback-on" => a.rollback_on = Some(v),
                     "health-check" => a.health_check = Some(v),
@@ -606,8 +634,10 @@ where
                     "activation-timeout" => a.activation_timeout = Some(v),
                     "to" => a.to = Some(v),
                     "format" => a.format = Some(v),
+                    "since" => a.since = Some(v),
                     "trusted-bundle-key" => a.trusted_bundle_keys.push(v),
                     "cache" => a.cache = Some(v),
+                    "mirror" => a.mirrors.push(v),
                     "reboot" => a.reboot = Some(v),
                     "reboot-window" => a.reboot_window = Some(v),
                     "window" => a.window = Some(v),
@@ -663,6 +693,18 @@ impl RawArgs {
             let n: u64 = number("max-decoder-memory", s, 1..=4096, MIB_LIMIT)?;
             common.max_decoder_memory = n << 20;
         }
+        let rate = |v: &Option<String>, opt: &str| {
+            v.as_deref()
+                .map(|s| match crate::rate::parse(s) {
+                    Some(n) if n >= crate::rate::MIN_RATE => Ok(n),
+                    _ => Err(Error::usage(format!(
+                        "option '--{opt}': '{s}' is not a rate in bytes per second of at least 1k (e.g. 500k, 2M; k, M, G are 1024-based)"
+                    ))),
+                })
+                .transpose()
+        };
+        common.limit_rate = rate(&self.limit_rate, "limit-rate")?;
+        common.limit_rate_uplink = rate(&self.limit_rate_uplink, "limit-rate-uplink")?;
         let offline = self.offline()?;
         let fleet = self.fleet()?;
         Ok(Cli {
@@ -712,6 +754,8 @@ impl RawArgs {
             profile: under_root(&self.profile, DEFAULT_PROFILE),
             root,
             max_decoder_memory: DEFAULT_DECODER_MEMORY,
+            limit_rate: None,
+            limit_rate_uplink: None,
         })
     }
 
@@ -993,12 +1037,43 @@ impl RawArgs {
             output: self.output.clone(),
             dir_format,
             sign_key: self.sign_key.clone(),
+            since: self.since.clone(),
             trusted_bundle_keys,
             allow_unsigned_bundle: self.allow_unsigned_bundle,
             allow_downgrade: self.allow_downgrade,
+            mirrors: self.mirrors()?,
             netrc_file: self.netrc_file.clone(),
             cache_token_file: self.cache_token_file.clone(),
         })
+    }
+
+    /// The `--mirror` URLs: http(s):// or file://, no login in the URL,
+    /// not with `--from`.
+    fn mirrors(&self) -> Result<Vec<String>, Error> {
+        if !self.mirrors.is_empty() && self.from.is_some() {
+            return Err(Error::usage(
+                "--mirror is for downloads; apply --from reads only the bundle",
+            ));
+        }
+        let mut out = Vec::new();
+        for url in &self.mirrors {
+            let ok = ["https://", "http://", "file://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !ok {
+                return Err(Error::usage(format!(
+                    "--mirror '{url}' is not an http://, https:// or file:// binary cache URL"
+                )));
+            }
+            let authority = url.split("://").nth(1).unwrap_or_default();
+            if (authority.split('/').next().unwrap_or_default()).contains('@') {
+                return Err(Error::usage(format!(
+                    "--mirror {url}: a URL must not carry a login (user:password@host): put it in --netrc-file FILE"
+                )));
+            }
+            out.push(url.trim_end_matches('/').to_string());
+        }
+        Ok(out)
     }
 
     /// `apply TYPE /nix/store/HASH-NAME --cache URL` (source/cache.rs): checks
@@ -1006,9 +1081,11 @@ impl RawArgs {
     /// the target. None without `--cache`.
     fn direct(&self, rest: &[String]) -> Result<Option<Target>, Error> {
         let Some(url) = &self.cache else {
-            if self.netrc_file.is_some() || self.cache_token_file.is_some() {
+            let netrc_for_mirrors = self.netrc_file.is_some() && !self.mirrors.is_empty();
+            if (self.netrc_file.is_some() && !netrc_for_mirrors) || self.cache_token_file.is_some()
+            {
                 return Err(Error::usage(
-                    "--netrc-file and --cache-token-file are for '… --cache URL' (apply, fetch, bundle create)",
+                    "--netrc-file and --cache-token-file are for '… --cache URL' (apply, fetch, bundle create); --netrc-file also for --mirror",
                 ));
             }
             return Ok(None);

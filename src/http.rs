@@ -342,6 +342,8 @@ pub struct Client {
     /// `--verbose`: one line per request (URL and status; never credentials).
     verbose: bool,
     retry: RetryPolicy,
+    /// A `--mirror`'s client: not under `--limit-rate-uplink` (rate.rs).
+    mirror: bool,
 }
 
 impl Client {
@@ -362,6 +364,22 @@ impl Client {
             RetryPolicy::default(),
         )?;
         client.verbose = common.verbose && !common.quiet;
+        Ok(client)
+    }
+
+    /// The client of a `--mirror` (cache/mirror.rs): `http://` allowed
+    /// (what a mirror serves is verified), only the `--limit-rate` cap (not
+    /// `--limit-rate-uplink`), and one retry in at most 20 s, so that a
+    /// mirror that went away costs little before the next source is asked.
+    pub fn for_mirror(common: &Common) -> Result<Client, HttpError> {
+        let mut client = Client::new(common)?;
+        client.allow_insecure_http = true;
+        client.mirror = true;
+        client.retry = RetryPolicy {
+            max_retries: 1,
+            total: Duration::from_secs(20),
+            ..RetryPolicy::default()
+        };
         Ok(client)
     }
 
@@ -404,6 +422,7 @@ impl Client {
             allow_insecure_http,
             verbose: false,
             retry,
+            mirror: false,
         })
     }
 
@@ -430,7 +449,10 @@ impl Client {
             }
             let mut body = resp.into_body();
             let deadline = small_body_deadline();
-            let mut reader = body.with_config().limit(limit).reader();
+            let mut reader = crate::rate::Limited::new(
+                body.with_config().limit(limit).reader(),
+                crate::rate::buckets(self.mirror),
+            );
             let until = Instant::now() + deadline;
             let mut out = Vec::new();
             let mut buf = [0u8; 8192];
@@ -465,7 +487,10 @@ impl Client {
             if !(200..300).contains(&status) {
                 return Err(status_error(final_url, resp, attempts));
             }
-            let body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
+            let body: Box<dyn Read + Send> = Box::new(crate::rate::Limited::new(
+                resp.into_body().into_reader(),
+                crate::rate::buckets(self.mirror),
+            ));
             Ok(body)
         })
     }
@@ -494,7 +519,10 @@ impl Client {
             Ok(RangeAnswer {
                 status,
                 content_range,
-                body: Box::new(resp.into_body().into_reader()),
+                body: Box::new(crate::rate::Limited::new(
+                    resp.into_body().into_reader(),
+                    crate::rate::buckets(self.mirror),
+                )),
             })
         })
     }

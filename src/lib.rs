@@ -38,6 +38,7 @@ mod pipeline;
 mod plan;
 mod pool;
 mod progress;
+mod rate;
 mod rootfs;
 mod signal;
 mod source;
@@ -66,6 +67,7 @@ pub mod fuzzing {
 /// unless another run holds the lock (it writes its own).
 pub fn run(cli: Cli) -> Result<Exit, Error> {
     ui::set_quiet(cli.common.quiet || cli.common.json);
+    rate::install(cli.common.limit_rate, cli.common.limit_rate_uplink);
     let (started, clock) = (util::unix_now(), std::time::Instant::now());
     let result = run_command(&cli);
     // `--json`: the stream's closing `result` event (outcome.rs).
@@ -109,6 +111,9 @@ fn streamed(command: &Command) -> Option<&'static str> {
 fn run_command(cli: &Cli) -> Result<Exit, Error> {
     if !matches!(cli.command, Command::Help { .. } | Command::Version) {
         cli::check_root(&cli.common, cli.create_root)?;
+    }
+    if !cli.offline.mirrors.is_empty() {
+        source::cache::install_mirrors(&cli.common, &cli.offline)?;
     }
     match cli.command {
         Command::Help { all } => {

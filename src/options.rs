@@ -122,6 +122,10 @@ pub struct Common {
     pub profile: PathBuf,
     /// `--max-decoder-memory`, in bytes (fetch/mod.rs caps the decoders).
     pub max_decoder_memory: u64,
+    /// `--limit-rate`: bytes per second for every network download (rate.rs).
+    pub limit_rate: Option<u64>,
+    /// `--limit-rate-uplink`: the same for all but the mirrors.
+    pub limit_rate_uplink: Option<u64>,
 }
 
 /// Where the closure to deploy comes from, as the command line names it.
@@ -204,9 +208,13 @@ pub struct OfflineOpts {
     /// `--format dir`: a binary-cache directory instead of one tar file.
     pub dir_format: bool,
     pub sign_key: Option<PathBuf>,
+    /// `--since OLD`: a delta bundle against OLD (bundle/delta.rs).
+    pub since: Option<String>,
     pub trusted_bundle_keys: Vec<PublicKey>,
     pub allow_unsigned_bundle: bool,
     pub allow_downgrade: bool,
+    /// `--mirror URL`s, in order, without a trailing slash (cache/mirror.rs).
+    pub mirrors: Vec<String>,
     pub netrc_file: Option<PathBuf>,
     pub cache_token_file: Option<PathBuf>,
 }

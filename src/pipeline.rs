@@ -15,6 +15,7 @@
 
 use std::path::Path;
 
+use crate::cache::mirror;
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::nix::narinfo::signature::TrustedKeys;
@@ -80,8 +81,10 @@ impl<'a> Pipeline<'a> {
     pub fn plan(&mut self) -> Result<Plan, Error> {
         let root = self.source.store_path().clone();
         loop {
+            // The run's --mirrors in front of the source's cache.
             let cache = self.source.cache();
-            let planned = plan::plan(cache.as_ref(), self.store(), self.keys, &root, self.jobs);
+            let chain = mirror::wrap(cache.as_ref(), self.keys);
+            let planned = plan::plan(&chain, self.store(), self.keys, &root, self.jobs);
             drop(cache);
             match planned {
                 Ok(p) => return Ok(p),
@@ -116,7 +119,8 @@ impl<'a> Pipeline<'a> {
                 return done;
             }
             let cache = self.source.cache();
-            let fetched = crate::fetch::fetch_all(cache.as_ref(), store, &plan, how, &progress);
+            let chain = mirror::wrap(cache.as_ref(), self.keys);
+            let fetched = crate::fetch::fetch_all(&chain, store, &plan, how, &progress);
             drop(cache);
             let Err(e) = fetched else {
                 return Ok(());
@@ -125,7 +129,8 @@ impl<'a> Pipeline<'a> {
                 return Err(self.source.explain(e));
             }
             let cache = self.source.cache();
-            let rest = plan::plan(cache.as_ref(), store, self.keys, &plan.root, self.jobs);
+            let chain = mirror::wrap(cache.as_ref(), self.keys);
+            let rest = plan::plan(&chain, store, self.keys, &plan.root, self.jobs);
             drop(cache);
             let rest = rest.map_err(|e| self.source.explain(e))?;
             if rest.paths.len() >= plan.paths.len() {

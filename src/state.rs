@@ -82,7 +82,15 @@ pub struct Record {
     pub result: String,
     pub exit_code: Option<u8>,
     pub duration_ms: u64,
+    /// With `--mirror`: what each source delivered (cache/mirror.rs).
+    pub bytes_by_source: Option<Vec<SourceBytes>>,
     pub bytes_downloaded: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceBytes {
+    pub source: String,
+    pub bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -304,6 +312,11 @@ impl Attempt {
             result: exit.map_or("running", Exit::name).to_string(),
             exit_code: exit.map(Exit::code),
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_by_source: crate::cache::mirror::any().then(|| {
+                (crate::cache::mirror::by_source().into_iter())
+                    .map(|(source, bytes)| SourceBytes { source, bytes })
+                    .collect()
+            }),
             bytes_downloaded: self.bytes_downloaded,
         }
     }

@@ -19,6 +19,7 @@
 //! is not part of the signed fingerprint, so the cache's signatures stay
 //! valid.
 
+pub mod delta;
 pub mod tar;
 
 use base64::Engine as _;
@@ -31,6 +32,9 @@ use crate::nix::narinfo::{Compression, NarInfo};
 pub const MANIFEST: &str = "fh-lite-manifest.json";
 pub const SIGNATURE: &str = "fh-lite-manifest.sig";
 pub const FORMAT: &str = "fh-lite-bundle-1";
+/// A delta bundle (`bundle create --since`): a distinct format, so that a
+/// reader that does not know deltas refuses one by its format line.
+pub const DELTA_FORMAT: &str = "fh-lite-delta-1";
 /// Bounds on what is read into memory before the NARs.
 pub const MANIFEST_LIMIT: u64 = 32 << 20;
 pub const SIGNATURE_LIMIT: u64 = 4096;
@@ -51,6 +55,22 @@ pub struct Manifest {
     pub fh_lite_version: String,
     /// The whole closure, references first.
     pub closure: Vec<Entry>,
+    /// A delta: the store path given to `--since` (or the root of the
+    /// bundle given to it).
+    pub since: Option<String>,
+    /// A delta: the paths of `closure` it does not carry (no narinfo, no
+    /// NAR), which the device must already have.
+    pub left_out: Option<Vec<String>>,
+}
+
+impl Manifest {
+    /// The closure entries the bundle carries (all but `left_out`).
+    pub fn carried(&self) -> impl Iterator<Item = &Entry> {
+        let out: std::collections::BTreeSet<&str> = (self.left_out.iter().flatten())
+            .map(String::as_str)
+            .collect();
+        (self.closure.iter()).filter(move |e| !out.contains(e.path.as_str()))
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! the whole transfer: the cache's, and that of plan and fetch built on it.
 
 pub mod file;
+pub mod mirror;
 
 use std::fmt;
 use std::io::Read;
@@ -41,6 +42,16 @@ pub trait CacheClient: Sync {
     }
     fn narinfo_url(&self, hash_part: &str) -> String {
         format!("{}/{hash_part}.narinfo", self.base_url())
+    }
+    /// After fetching `info`'s NAR failed with `err`: the path's narinfo
+    /// from the next source, to fetch it from there (mirror.rs); `Ok(None)`
+    /// when there is none (the default: one source).
+    fn next_source(
+        &self,
+        _info: &NarInfo,
+        _err: &FetchError,
+    ) -> Result<Option<NarInfo>, FetchError> {
+        Ok(None)
     }
     /// The absolute URL of a NAR, from its narinfo's `URL:` field.
     fn nar_url(&self, info: &NarInfo) -> String {

@@ -78,7 +78,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let source = crate::source::open(common, opts, offline)?;
     let root = source.store_path().clone();
     let mut pipeline = Pipeline::whole_closure(common, opts, source);
-    let plan = pipeline.plan()?;
+    let mut plan = pipeline.plan()?;
     // A bundle made from a store path records the reference that says so.
     let store_path_ref;
     let reference = match pipeline.source().reference() {
@@ -92,20 +92,54 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             &store_path_ref
         }
     };
+    let closure: Vec<Entry> = plan.paths.iter().map(Entry::of).collect();
+    // `--since OLD`: a delta carries only what OLD's closure lacks.
+    let since = match &offline.since {
+        None => None,
+        Some(old) => Some(bundle::delta::read_since(
+            old,
+            pipeline.source().cache().as_ref(),
+            &opts.trusted_keys,
+            opts.jobs,
+        )?),
+    };
+    let left_out: Option<Vec<String>> = since.as_ref().map(|s| {
+        (plan.paths.iter())
+            .map(|i| i.store_path.to_absolute())
+            .filter(|p| s.closure.contains(p))
+            .collect()
+    });
+    if let Some(out) = &left_out {
+        let out: std::collections::BTreeSet<&String> = out.iter().collect();
+        plan.paths
+            .retain(|i| !out.contains(&i.store_path.to_absolute()));
+        plan.download_bytes = (plan.paths.iter())
+            .map(|i| i.file_size.unwrap_or(i.nar_size))
+            .sum();
+    }
     let manifest = Manifest {
-        format: bundle::FORMAT.to_string(),
+        format: if since.is_some() {
+            bundle::DELTA_FORMAT
+        } else {
+            bundle::FORMAT
+        }
+        .to_string(),
         reference: reference.to_string(),
         version: crate::versions::exact_version(reference).map(|v| v.to_string()),
         attribute_path: reference.attr_path.clone(),
         store_path: root.to_absolute(),
         created: crate::util::unix_now(),
         fh_lite_version: env!("CARGO_PKG_VERSION").to_string(),
-        closure: plan.paths.iter().map(Entry::of).collect(),
+        closure,
+        since: since.as_ref().map(|s| s.root.clone()),
+        left_out: left_out.clone(),
     };
     let manifest_json = miniserde::json::to_string(&manifest) + "\n";
     let sig = sign_key.map(|k| k.sign(manifest_json.as_bytes()));
-    let cache = pipeline.source().cache();
-    let cache = cache.as_ref();
+    // Through the mirrors, as the plan was (cache/mirror.rs).
+    let upstream = pipeline.source().cache();
+    let chain = crate::cache::mirror::wrap(upstream.as_ref(), &opts.trusted_keys);
+    let cache: &dyn CacheClient = &chain;
     // Each narinfo as served, its URL pointing at the bundle's NAR.
     let mut narinfos = Vec::new();
     for info in &plan.paths {
@@ -199,6 +233,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             paths: u64,
             nar_bytes: u64,
             signed: bool,
+            left_out: Option<u64>,
         }
         let out = Out {
             event: "bundle-created",
@@ -207,15 +242,17 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             paths: plan.paths.len() as u64,
             nar_bytes: bytes,
             signed: sig.is_some(),
+            left_out: left_out.as_ref().map(|l| l.len() as u64),
         };
         crate::ui::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
     } else {
         crate::ui::say(&format!(
-            "wrote {} ({} of {}, {}){}",
+            "wrote {} ({} of {}, {}{}){}",
             output.display(),
             crate::progress::plural(plan.paths.len() as u64, "path"),
             root,
             crate::util::size(bytes),
+            delta_note(&left_out, since.as_ref()),
             if sig.is_some() {
                 ", manifest signed"
             } else {
@@ -224,6 +261,18 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         ));
     }
     Ok(Exit::Success)
+}
+
+/// `; a delta: N paths left out, in the closure of OLD`, or nothing.
+fn delta_note(left_out: &Option<Vec<String>>, since: Option<&bundle::delta::Since>) -> String {
+    match (left_out, since) {
+        (Some(l), Some(s)) => format!(
+            "; a delta: {} of the closure left out, in the closure of {}",
+            crate::progress::plural(l.len() as u64, "path"),
+            s.root
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Copy the NAR of `info` as served into `out`, checking FileSize and

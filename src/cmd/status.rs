@@ -293,8 +293,17 @@ fn record_line(r: &Record) -> String {
     let exit = r
         .exit_code
         .map_or(String::new(), |c| format!(" (exit {c})"));
+    let sources = match &r.bytes_by_source {
+        Some(s) if !s.is_empty() => {
+            let each: Vec<String> = (s.iter())
+                .map(|x| format!("{} from {}", x.bytes, x.source))
+                .collect();
+            format!(" ({})", each.join(", "))
+        }
+        _ => String::new(),
+    };
     format!(
-        "{}: {} -> {}{generation}: {}{exit}, {} ms, {} bytes downloaded",
+        "{}: {} -> {}{generation}: {}{exit}, {} ms, {} bytes downloaded{sources}",
         format_time(r.time),
         r.reference,
         r.store_path,

@@ -773,7 +773,16 @@ pub fn fetch_all<P: AsRef<[NarInfo]> + ?Sized>(
     let fetch = |&i: &usize| {
         let info = &paths[i];
         progress.path_start(info);
-        fetch_one(client, store, info, how, progress, &memory)?;
+        // A mirror's NAR that fails: the same path from the next source.
+        let mut next;
+        let mut from = info;
+        while let Err(e) = fetch_one(client, store, from, how, progress, &memory) {
+            match client.next_source(from, &e)? {
+                Some(n) => next = n,
+                None => return Err(e),
+            }
+            from = &next;
+        }
         progress.path_done(info);
         Ok(())
     };

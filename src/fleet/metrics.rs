@@ -133,6 +133,18 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
         "Bytes downloaded by the last run.",
         bytes,
     );
+    // With --mirror: bytes per source (every mirror, then the upstream).
+    if crate::cache::mirror::any() {
+        let samples: Vec<(String, String)> = (crate::cache::mirror::by_source().iter())
+            .map(|(s, b)| (format!("{{source=\"{}\"}}", label(s)), b.to_string()))
+            .collect();
+        o.metric(
+            "last_downloaded_bytes_by_source",
+            "gauge",
+            "Bytes the last run read from each source: every --mirror, then the upstream cache.",
+            &samples,
+        );
+    }
     o.gauge(
         "last_duration_seconds",
         "Duration of the last run.",

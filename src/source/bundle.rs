@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::bundle::tar::Reader;
 use crate::bundle::SIGNATURE_LIMIT;
-use crate::bundle::{Entry, Manifest, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SIGNATURE};
+use crate::bundle::{
+    Entry, Manifest, DELTA_FORMAT, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SIGNATURE,
+};
 use crate::cache::{CacheClient, FetchError};
 use crate::error::{Error, Exit};
 use crate::fetch::FetchOptions;
@@ -64,6 +66,8 @@ pub struct Bundle {
     seen: BTreeSet<String>,
     /// NAR name → the most bytes its file may have.
     limit_of: BTreeMap<String, u64>,
+    /// A delta: the closure's paths it does not carry (bundle/delta.rs).
+    left_out: Vec<StorePath>,
     /// A truncation met while streaming: the message for a second request.
     broken: Arc<Mutex<Option<String>>>,
     no_token: Secret,
@@ -118,12 +122,20 @@ pub fn open(
         .map_err(|_| refuse(&what, "the manifest is not UTF-8"))?;
     let manifest: Manifest = miniserde::json::from_str(text)
         .map_err(|_| refuse(&what, format!("{MANIFEST} is not a valid manifest")))?;
-    if manifest.format != FORMAT {
+    let delta = manifest.format == DELTA_FORMAT;
+    if manifest.format != FORMAT && !delta {
         return Err(refuse(
             &what,
             format!("manifest format '{}' is not {FORMAT}", manifest.format),
         ));
     }
+    if delta != manifest.left_out.is_some() {
+        return Err(refuse(
+            &what,
+            "the manifest's format and its left_out list disagree: the manifest was altered",
+        ));
+    }
+    let left_out = check_left_out(&what, &manifest)?;
     let store_path = check_closure(&what, &manifest, &narinfos, &opts.trusted_keys)?;
     // A regular file can be read twice; a FIFO or a device is a stream,
     // checked while it is read, as standard input is.
@@ -138,14 +150,14 @@ pub fn open(
     )
     .map_err(|e| refuse(&what, format!("manifest reference: {e}")))?;
     let reference = (!crate::bundle::is_store_path_ref(&reference)).then_some(reference);
-    let nars = (manifest.closure.iter())
+    let nars = (manifest.carried())
         .filter_map(|e| Some((e.nar.clone(), StorePath::parse(&e.path).ok()?)))
         .collect();
-    let nar_of = (manifest.closure.iter())
+    let nar_of = (manifest.carried())
         .filter_map(|e| Some((StorePath::parse(&e.path).ok()?, e.nar.clone())))
         .collect();
     let refs_of = references_by_nar(&manifest);
-    let limit_of = (manifest.closure.iter())
+    let limit_of = (manifest.carried())
         .map(|e| {
             let bound = e.file_size.unwrap_or(crate::fetch::body_bound(e.nar_size));
             (e.nar.clone(), bound)
@@ -162,6 +174,7 @@ pub fn open(
         refs_of,
         seen: BTreeSet::new(),
         limit_of,
+        left_out,
         broken: Arc::new(Mutex::new(None)),
         no_token: Secret::new(""),
     })
@@ -232,10 +245,11 @@ fn read_member(dir: &Path, name: &str, limit: u64) -> io::Result<Vec<u8>> {
 /// The NAR names of each NAR's references (other than itself), from the
 /// manifest.
 fn references_by_nar(manifest: &Manifest) -> BTreeMap<String, Vec<String>> {
-    let nar_of: BTreeMap<&str, &str> = (manifest.closure.iter())
+    // A delta's left-out paths have no NAR in the bundle: not waited for.
+    let nar_of: BTreeMap<&str, &str> = (manifest.carried())
         .map(|e| (e.path.as_str(), e.nar.as_str()))
         .collect();
-    (manifest.closure.iter())
+    (manifest.carried())
         .map(|e| {
             let refs = (e.references.iter())
                 .filter(|r| **r != e.path)
@@ -385,9 +399,22 @@ fn check_closure(
     let root = StorePath::parse(&manifest.store_path)
         .map_err(|e| refuse(what, format!("manifest store path: {e}")))?;
     let mut infos: BTreeMap<StorePath, NarInfo> = BTreeMap::new();
+    // A delta's left-out paths: their references, from the manifest.
+    let mut left_refs: BTreeMap<StorePath, Vec<StorePath>> = BTreeMap::new();
+    let left_out: BTreeSet<&str> = (manifest.left_out.iter().flatten())
+        .map(String::as_str)
+        .collect();
     for entry in &manifest.closure {
         let path = StorePath::parse(&entry.path)
             .map_err(|e| refuse(what, format!("manifest closure: {e}")))?;
+        if left_out.contains(entry.path.as_str()) {
+            let refs = (entry.references.iter())
+                .map(|r| StorePath::parse(r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| refuse(what, format!("manifest closure: {e}")))?;
+            left_refs.insert(path, refs);
+            continue;
+        }
         let name = format!("{}.narinfo", path.hash_part());
         let Some(text) = narinfos.get(path.hash_part()) else {
             return Err(refuse(
@@ -419,13 +446,13 @@ fn check_closure(
         }
         infos.insert(path, info);
     }
-    if narinfos.len() != manifest.closure.len() {
+    if narinfos.len() != infos.len() {
         return Err(refuse(
             what,
             "the bundle holds narinfos the manifest does not list",
         ));
     }
-    if !infos.contains_key(&root) {
+    if !infos.contains_key(&root) && !left_refs.contains_key(&root) {
         return Err(refuse(
             what,
             format!("the manifest names {root} as the system to deploy, but its closure does not hold it: the manifest was altered"),
@@ -438,6 +465,10 @@ fn check_closure(
         if !reached.insert(p) {
             continue;
         }
+        if let Some(refs) = left_refs.get(p) {
+            todo.extend(refs.iter());
+            continue;
+        }
         let Some(info) = infos.get(p) else {
             return Err(refuse(
                 what,
@@ -446,7 +477,7 @@ fn check_closure(
         };
         todo.extend(info.references.iter());
     }
-    if reached.len() != infos.len() {
+    if reached.len() != infos.len() + left_refs.len() {
         return Err(refuse(
             what,
             format!(
@@ -457,17 +488,30 @@ fn check_closure(
     Ok(root)
 }
 
+/// A delta's `left_out`: store paths of its closure, each once.
+fn check_left_out(what: &str, manifest: &Manifest) -> Result<Vec<StorePath>, Error> {
+    let closure: BTreeSet<&str> = manifest.closure.iter().map(|e| e.path.as_str()).collect();
+    let mut out = Vec::new();
+    let mut met = BTreeSet::new();
+    for p in manifest.left_out.iter().flatten() {
+        if !closure.contains(p.as_str()) || !met.insert(p.as_str()) {
+            return Err(refuse(
+                what,
+                format!("the manifest leaves out {p}, which is not once in its closure: the manifest was altered"),
+            ));
+        }
+        out.push(StorePath::parse(p).map_err(|e| refuse(what, format!("manifest left_out: {e}")))?);
+    }
+    Ok(out)
+}
+
 /// A regular file: read every NAR once, checking FileSize and FileHash
 /// (from the signed manifest), before anything is registered.
 fn prepass(from: &Path, what: &str, manifest: &Manifest) -> Result<(), Error> {
     let e = |err| read_err(what, err);
     let file: Box<dyn Read + Send> = Box::new(io::BufReader::new(open_file(from)?));
     let mut r = Reader::new(file, what);
-    let by_nar: BTreeMap<&str, &Entry> = manifest
-        .closure
-        .iter()
-        .map(|e| (e.nar.as_str(), e))
-        .collect();
+    let by_nar: BTreeMap<&str, &Entry> = manifest.carried().map(|e| (e.nar.as_str(), e)).collect();
     let refs_of = references_by_nar(manifest);
     let mut met = BTreeSet::new();
     let mut seen = 0usize;
@@ -499,13 +543,11 @@ fn prepass(from: &Path, what: &str, manifest: &Manifest) -> Result<(), Error> {
             }
         }
     }
-    if seen != manifest.closure.len() {
+    let carried = manifest.carried().count();
+    if seen != carried {
         return Err(refuse(
             what,
-            format!(
-                "it holds {seen} of the {} NARs its manifest lists",
-                manifest.closure.len()
-            ),
+            format!("it holds {seen} of the {carried} NARs its manifest lists"),
         ));
     }
     Ok(())
@@ -600,10 +642,11 @@ impl Source for Bundle {
         Box::new(BundleRef(self))
     }
     fn check_store(&self, store: &dyn Store) -> Result<(), Error> {
-        match store.reads_nar() {
-            true => Ok(()),
-            false => Err(Error::usage("apply --from cannot use --store nix (nix copy fetches from a cache, not from a bundle)")),
+        if !store.reads_nar() {
+            return Err(Error::usage("apply --from cannot use --store nix (nix copy fetches from a cache, not from a bundle)"));
         }
+        // A delta: what it leaves out must be here already (bundle/delta.rs).
+        crate::bundle::delta::check_base(&self.what, store, &self.left_out)
     }
     fn fetch_itself(
         &mut self,

@@ -172,7 +172,9 @@ pub fn open(
     store_path: &StorePath,
     url: &str,
 ) -> Result<Direct, Error> {
-    let creds_given = offline.netrc_file.is_some() || offline.cache_token_file.is_some();
+    // A --netrc-file may be there for the --mirrors only.
+    let netrc_for_cache = offline.netrc_file.is_some() && offline.mirrors.is_empty();
+    let creds_given = netrc_for_cache || offline.cache_token_file.is_some();
     let (cache, credential_from): (Box<dyn CacheClient>, _) = if url.starts_with("file://") {
         if creds_given {
             return Err(Error::usage(format!(
@@ -188,7 +190,13 @@ pub fn open(
         }
         (Box::new(cache), None)
     } else {
-        let credential = credential(url, offline)?;
+        let credential = match credential(url, offline) {
+            // A --netrc-file given for the mirrors need not name the cache.
+            Err(_) if !offline.mirrors.is_empty() && offline.cache_token_file.is_none() => {
+                Credential::None
+            }
+            c => c?,
+        };
         let from = credential.from().map(String::from);
         let cache = HttpCache {
             client: Client::new(common)?,
@@ -203,6 +211,59 @@ pub fn open(
         credential_from,
         no_token: Secret::new(""),
     })
+}
+
+/// Build this run's `--mirror`s (cache/mirror.rs): a `file://` directory,
+/// or an HTTP cache whose only credential is its own `machine` entry in
+/// `--netrc-file` (never a `default` entry, never the closure token or the
+/// `--cache-token-file`). `http://` is allowed for a mirror without
+/// `--allow-insecure-http`: what it serves is verified like anything else.
+pub fn install_mirrors(common: &Common, offline: &OfflineOpts) -> Result<(), Error> {
+    let mut list = Vec::new();
+    for url in &offline.mirrors {
+        let client: Box<dyn CacheClient + Send> = if url.starts_with("file://") {
+            let cache = FileCache::new(url).map_err(|e| Error::usage(format!("--mirror: {e}")))?;
+            if !cache.dir().is_dir() {
+                return Err(Error::usage(format!(
+                    "--mirror {url}: {} is not a directory",
+                    cache.dir().display()
+                )));
+            }
+            Box::new(cache)
+        } else {
+            let credential = match &offline.netrc_file {
+                None => Credential::None,
+                Some(file) => {
+                    let host = crate::url::url_host(url).unwrap_or_default();
+                    let text = read_secret_file(file, "--netrc-file")?;
+                    let entries = parse_netrc(&text).map_err(|e| {
+                        Error::usage(format!("--netrc-file {}: {e}", file.display()))
+                    })?;
+                    let own = entries.into_iter().find(|e| {
+                        (e.machine.as_deref()).is_some_and(|m| m.eq_ignore_ascii_case(host))
+                    });
+                    match own {
+                        None => Credential::None,
+                        Some(e) => Credential::Login {
+                            secret: Secret::new(format!(
+                                "{}:{}",
+                                e.login.as_deref().unwrap_or_default(),
+                                e.password.expose()
+                            )),
+                            from: format!("--netrc-file {} (machine {host})", file.display()),
+                        },
+                    }
+                }
+            };
+            Box::new(HttpCache {
+                client: Client::for_mirror(common)?,
+                base: url.clone(),
+                credential,
+            })
+        };
+        list.push(crate::cache::mirror::Mirror::new(url, client));
+    }
+    crate::cache::mirror::install(list)
 }
 
 /// The credential of an HTTP cache from `--netrc-file` or

@@ -106,6 +106,8 @@ pub fn common(root: &Path) -> crate::options::Common {
         state_dir: root.join("var/lib/fh-lite"),
         profile: root.join("nix/var/nix/profiles/system"),
         max_decoder_memory: crate::options::DEFAULT_DECODER_MEMORY,
+        limit_rate: None,
+        limit_rate_uplink: None,
     }
 }
 

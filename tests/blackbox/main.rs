@@ -21,6 +21,16 @@ mod support;
 /// --help, --version, usage and reference-parsing errors.
 mod cli;
 
+/// `--mirror`: five devices behind a LAN mirror.
+mod mirrors;
+
+/// `--limit-rate`: a run's downloads under the cap.
+mod ratecap;
+
+/// Delta bundles (`bundle create --since`): sizes, applied on top of the
+/// old closure, refused without it.
+mod delta;
+
 /// `fh-lite resolve` against the local FlakeHub stand-in: resolve-only
 /// token rules, error classes, retries, limits, TLS roots, redirects.
 mod resolve;

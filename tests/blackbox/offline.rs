@@ -13,7 +13,7 @@ use crate::support::util::{fh_lite, output, Run};
 
 const REQ: &str = "=0.1.175";
 
-fn run(args: &[String]) -> Run {
+pub(crate) fn run(args: &[String]) -> Run {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     no_secret(output(fh_lite(&a)))
 }
@@ -34,7 +34,13 @@ fn create(d: &Deploy, out: &Path, extra: &[&str]) -> Run {
 
 /// `apply nixos --from FROM boot --root ROOT` with no token, no network:
 /// every proxy variable points at a closed port, HOME is empty.
-fn apply_from(d: &Deploy, root: &Path, from: &str, extra: &[&str], stdin: Option<&Path>) -> Run {
+pub(crate) fn apply_from(
+    d: &Deploy,
+    root: &Path,
+    from: &str,
+    extra: &[&str],
+    stdin: Option<&Path>,
+) -> Run {
     let f = fixtures();
     let mut args = vec![
         "apply",
@@ -72,11 +78,11 @@ fn apply_from(d: &Deploy, root: &Path, from: &str, extra: &[&str], stdin: Option
 }
 
 /// `--trusted-bundle-key` for the fixtures' key (it also signs bundles here).
-fn bundle_key() -> String {
+pub(crate) fn bundle_key() -> String {
     fixtures().public_key.clone()
 }
 
-fn sign_key() -> String {
+pub(crate) fn sign_key() -> String {
     fixtures().secret_key_file.display().to_string()
 }
 
@@ -162,7 +168,7 @@ fn dir_bundle_applies_offline_and_nix_copies_it_back() {
 }
 
 /// The entries of a tar bundle, and the same written back.
-fn entries(p: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn entries(p: &Path) -> Vec<(String, Vec<u8>)> {
     let data = std::fs::read(p).unwrap();
     let mut out = Vec::new();
     let mut at = 0;
@@ -325,7 +331,7 @@ fn tampered_bundles_are_refused_before_anything_is_registered() {
     );
 }
 
-fn assert_nothing_registered(root: &Path, name: &str) {
+pub(crate) fn assert_nothing_registered(root: &Path, name: &str) {
     assert!(
         !root.join("nix-path-registration").exists(),
         "{name}: something was registered"

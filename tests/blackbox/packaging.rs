@@ -284,6 +284,22 @@ fn nixos_module_evaluates_for_arm_hosts_and_systemd_accepts_its_units() {
             Some(health),
             "{what}: the health check fh-lite gets"
         );
+        // The module's list of mirrors, in order, and the rate cap.
+        let mirrors: Vec<&str> = (words.windows(2))
+            .filter(|w| w[0] == "--mirror")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(
+            mirrors,
+            ["http://lan-box:8080", "file:///srv/fh-mirror"],
+            "{what}"
+        );
+        assert!(
+            words
+                .windows(2)
+                .any(|w| w[0] == "--limit-rate" && w[1] == "2M"),
+            "{what}"
+        );
 
         std::fs::create_dir_all(&units).unwrap();
         std::fs::write(units.join("fh-lite.service"), service).unwrap();

@@ -123,6 +123,8 @@ let
               reference = "MyOrg/my-fleet/0.1#nixosConfigurations.pi";
               reboot = "if-needed";
               inherit healthCheck;
+              mirrors = [ "http://lan-box:8080" "file:///srv/fh-mirror" ];
+              limitRate = "2M";
             };
           }
         ];
