@@ -23,7 +23,7 @@
 //!     "activation_timeout", "running": Running | null, and "rebooting":
 //!     true when it waits for a reboot's confirmation, else null }
 //! Running = the script it runs now (activate/orphan.rs):
-//!   { "program", "pgid", "start_ticks", "since" }
+//!   { "program", "pgid", "start_ticks", "since", "boot_id" }
 //! ```
 //!
 //! - The command writes each [`Phase`] before its step starts; the write
@@ -231,6 +231,10 @@ pub struct Running {
     pub start_ticks: u64,
     /// Unix seconds when it started; `--activation-timeout` counts from it.
     pub since: u64,
+    /// The boot it ran in (/proc/sys/kernel/random/boot_id): start ticks
+    /// compare within one boot only. (An option: state files from before
+    /// it lack the field.)
+    pub boot_id: Option<String>,
 }
 
 /// The `action` of a journal entry written by `fh-lite rollback`.

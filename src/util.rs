@@ -1,5 +1,7 @@
-//! Two helpers every layer shares: how a byte count is shown, and the
-//! clock in Unix seconds. A leaf: it imports nothing from the crate.
+//! Helpers every layer shares: how a byte count is shown, the clock in
+//! Unix seconds, and what /proc says about a process (to tell a dead
+//! run's pid from a later process that got the same number). A leaf: it
+//! imports nothing from the crate.
 
 /// A byte count for people, the one format of every message: `1012 B`,
 /// `3.5 KiB`, `12.3 MiB`, `1.5 GiB` (binary units, one decimal).
@@ -19,6 +21,28 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `(state, process group, start time)` of `pid` from /proc/PID/stat
+/// (fields 3, 5 and 22; the start time in clock ticks after boot).
+pub fn proc_stat(pid: u32) -> Option<(char, u32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid pgrp …; comm may hold spaces and parens.
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(2)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+/// This boot's id (/proc/sys/kernel/random/boot_id), if readable: start
+/// times in clock ticks compare only within one boot.
+pub fn boot_id() -> Option<String> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let s = s.trim();
+    (s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then(|| s.to_string())
 }
 
 #[cfg(test)]
