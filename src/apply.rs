@@ -41,9 +41,9 @@ pub fn run(
     // takes REF from its verified manifest; the bundle then stands in for
     // resolve and the cache below. Refuses an older exact version
     // (anti-downgrade) unless --allow-downgrade.
-    let (bundle_opts, bundle) = match open_offline(common, opts, offline)? {
-        Some(b) => (Some(b.opts), Some(b.source)),
-        None => (None, None),
+    let (bundle_opts, bundle, unproven) = match open_offline(common, opts, offline)? {
+        Some(b) => (Some(b.opts), Some(b.source), b.unproven.is_some()),
+        None => (None, None, false),
     };
     let opts = bundle_opts.as_ref().unwrap_or(opts);
     let direct = offline.cache.is_some() || crate::cli::is_direct(&opts.reference);
@@ -221,8 +221,9 @@ pub fn run(
     }
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
     // Anti-downgrade memory (versions.rs): the exact version now applied
-    // (a dry-activate applied nothing).
-    if exit == Exit::Success && opts.action != crate::cli::Action::DryActivate {
+    // (a dry-activate applied nothing; an unsigned bundle's version is
+    // unproven).
+    if exit == Exit::Success && opts.action != crate::cli::Action::DryActivate && !unproven {
         remember(common, opts)?;
     }
     // Reboot need and policy (fleet.rs).
@@ -543,7 +544,11 @@ fn open_offline(
     // `dry-activate` changes nothing, so looking at an older release is
     // no downgrade.
     if !offline.allow_downgrade && opts.action != crate::cli::Action::DryActivate {
-        crate::versions::check(&crate::state::StateDir::of(common), reference)?;
+        let state = crate::state::StateDir::of(common);
+        match opened.as_ref().and_then(|o| o.unproven.as_deref()) {
+            Some(what) => crate::versions::check_unproven(&state, reference, what)?,
+            None => crate::versions::check(&state, reference)?,
+        }
     }
     Ok(opened)
 }

@@ -219,6 +219,7 @@ pub fn open(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<
     Ok(Opened {
         opts: opts.clone(),
         source: Box::new(direct),
+        unproven: None,
     })
 }
 

@@ -48,6 +48,11 @@ pub trait Source {
 pub struct Opened {
     pub opts: ApplyOpts,
     pub source: Box<dyn Source>,
+    /// Some(what) for a bundle whose manifest no trusted key signed
+    /// (`--allow-unsigned-bundle`): its reference and version are
+    /// unproven, so the anti-downgrade memory neither trusts nor learns
+    /// them (versions.rs, [`crate::versions::check_unproven`]).
+    pub unproven: Option<String>,
 }
 
 /// A store that has nothing: `bundle create` plans the whole closure.

@@ -106,7 +106,7 @@ pub fn open(
         };
         read_head(Reader::new(input, &what), &what)?
     };
-    super::verify_manifest(
+    let signed = super::verify_manifest(
         &what,
         &manifest_bytes,
         sig.as_deref(),
@@ -150,6 +150,7 @@ pub fn open(
             (e.nar.clone(), bound)
         })
         .collect();
+    let unproven = (!signed).then(|| what.clone());
     let bundle = Bundle {
         what,
         place,
@@ -168,6 +169,7 @@ pub fn open(
     Ok(Opened {
         opts,
         source: Box::new(bundle),
+        unproven,
     })
 }
 
@@ -356,8 +358,8 @@ fn read_dir(dir: &Path, what: &str) -> Result<Head, Error> {
 
 /// More narinfos than any closure has, or more bytes of them: refused
 /// before they are read (the signature is not checked yet).
-const MAX_NARINFOS: usize = 100_000;
-const NARINFOS_TOTAL_LIMIT: u64 = 32 << 20;
+pub const MAX_NARINFOS: usize = 100_000;
+pub const NARINFOS_TOTAL_LIMIT: u64 = 32 << 20;
 
 fn check_narinfo_caps(what: &str, count: usize, total: u64) -> Result<(), Error> {
     if count > MAX_NARINFOS {
