@@ -13,8 +13,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Exit};
-use crate::nix::signature::{PublicKey, TrustedKeys};
+use crate::nix::narinfo::signature::{PublicKey, TrustedKeys};
 use crate::outref::{self, OutputRef};
+pub use crate::source::Target;
 
 pub const DEFAULT_API: &str = "https://api.flakehub.com";
 pub const DEFAULT_CACHE: &str = "https://cache.flakehub.com";
@@ -358,10 +359,6 @@ impl StoreKind {
     }
 }
 
-/// The reference cli.rs puts in `ApplyOpts` with `--from` until `apply`
-/// replaces it with the manifest's.
-pub const PLACEHOLDER_REF: &str = "fh-lite/from-bundle/*";
-
 /// The default of `--max-decoder-memory`: the largest xz dictionary and
 /// zstd window a NAR may ask for. 64 MiB is what `xz -9` and `zstd -19`
 /// use (and Nix's own compressors stay below it); a hostile body could ask
@@ -383,14 +380,19 @@ pub struct Common {
     pub root: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub profile: PathBuf,
-    /// `--max-decoder-memory`, in bytes (fetch.rs caps the decoders).
+    /// `--max-decoder-memory`, in bytes (fetch/mod.rs caps the decoders).
     pub max_decoder_memory: u64,
 }
 
 #[derive(Clone, Debug)]
 pub struct ApplyOpts {
     pub kind: ApplyKind,
-    pub reference: OutputRef,
+    /// Where the closure comes from: REF, `--from`, or a store path with
+    /// `--cache`.
+    pub target: Target,
+    /// The attribute path REF defaults to (`nixosConfigurations.<hostname>`,
+    /// …); a bundle made from a store path records it.
+    pub default_attr: String,
     pub action: Action,
     /// Never empty: phase two refuses `--no-default-keys` without a key.
     pub trusted_keys: TrustedKeys,
@@ -414,19 +416,19 @@ pub struct ApplyOpts {
     pub activation_timeout: Option<Duration>,
 }
 
-/// Fleet options (fleet.rs, metrics.rs).
+/// Fleet options (fleet/mod.rs, fleet/metrics.rs).
 #[derive(Clone, Debug, Default)]
 pub struct FleetOpts {
     pub metrics_file: Option<PathBuf>,
     /// `--reboot if-needed`.
     pub reboot_if_needed: bool,
-    pub reboot_window: Option<crate::schedule::Window>,
-    pub window: Option<crate::schedule::Window>,
+    pub reboot_window: Option<crate::fleet::schedule::Window>,
+    pub window: Option<crate::fleet::schedule::Window>,
     /// `--rollout-spread`, seconds.
     pub rollout_spread: Option<u64>,
 }
 
-/// Options of `fetch`, `bundle create` and `apply --from` (offline.rs).
+/// Options of `fetch`, `bundle create` and `apply --from` (source/mod.rs).
 #[derive(Clone, Debug, Default)]
 pub struct OfflineOpts {
     pub out_link: Option<PathBuf>,
@@ -434,15 +436,9 @@ pub struct OfflineOpts {
     /// `--format dir`: a binary-cache directory instead of one tar file.
     pub dir_format: bool,
     pub sign_key: Option<PathBuf>,
-    /// `--from`: a bundle file, directory, or `-` for standard input.
-    pub from: Option<PathBuf>,
     pub trusted_bundle_keys: Vec<PublicKey>,
     pub allow_unsigned_bundle: bool,
     pub allow_downgrade: bool,
-    /// `--cache URL`: apply a store path from this cache (direct.rs).
-    pub cache: Option<String>,
-    /// With `--cache`: the store path given instead of REF.
-    pub store_path: Option<String>,
     pub netrc_file: Option<PathBuf>,
     pub cache_token_file: Option<PathBuf>,
 }
@@ -455,9 +451,9 @@ pub enum Command {
     },
     Version,
     Apply(Box<ApplyOpts>),
-    /// `fetch REF`: stage without activating (stage.rs).
+    /// `fetch REF`: stage without activating (cmd/fetch.rs).
     Fetch(Box<ApplyOpts>),
-    /// `bundle create REF` (bundle_cmd.rs).
+    /// `bundle create REF` (cmd/bundle.rs).
     BundleCreate(Box<ApplyOpts>),
     Resolve {
         reference: OutputRef,
@@ -467,7 +463,7 @@ pub enum Command {
         to: Option<u64>,
     },
     Recover,
-    /// `hold` / `unhold` (hold.rs).
+    /// `hold` / `unhold` (cmd/hold.rs).
     Hold,
     Unhold,
 }
@@ -963,33 +959,33 @@ impl RawArgs {
             ));
         };
         let kind = ApplyKind::parse(kind)?;
-        let direct = self.direct(rest)?;
-        let rest = direct.as_deref().unwrap_or(rest);
-        // `--from`: the reference comes from the bundle's manifest; a
-        // placeholder stands in until apply opens the bundle
-        // (bundle/source.rs) and takes the manifest's.
-        let with_placeholder;
-        let rest = match &self.from {
-            None => rest,
-            Some(_) if rest.get(1).is_some_and(|r| r.contains('/')) => {
+        let target = match (self.direct(rest)?, &self.from) {
+            (Some(target), _) => target,
+            // `--from`: the reference comes from the bundle's manifest
+            // (source/bundle.rs).
+            (None, Some(_)) if rest.get(1).is_some_and(|r| r.contains('/')) => {
                 return Err(Error::usage(format!(
                     "unexpected argument '{}': with --from the reference comes from the bundle's manifest",
                     rest[1]
                 )))
             }
-            Some(_) => {
-                with_placeholder = [&rest[..1], &[PLACEHOLDER_REF.to_string()], &rest[1..]].concat();
-                &with_placeholder[..]
+            (None, Some(from)) => Target::Bundle(from.clone()),
+            (None, None) => {
+                let Some(reference) = rest.get(1) else {
+                    return Err(Error::usage(format!(
+                        "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
+                        rest[0]
+                    )));
+                };
+                Target::FlakeHub(output_ref(reference, common, kind, env)?)
             }
         };
-        let Some(reference) = rest.get(1) else {
-            return Err(Error::usage(format!(
-                "apply {} needs an output reference, e.g. DeterminateSystems/demo/0.1#nixosConfigurations.ethercalc-demo",
-                rest[0]
-            )));
+        // What follows TYPE and the target: [ACTION].
+        let rest = match target {
+            Target::Bundle(_) => &rest[1..],
+            _ => &rest[2..],
         };
-        let reference = output_ref(reference, common, kind, env)?;
-        let action = match (kind, rest.get(2)) {
+        let action = match (kind, rest.first()) {
             (_, None) => Action::Switch,
             (ApplyKind::Nixos, Some(act)) => Action::parse(act)?,
             (_, Some(act)) => {
@@ -998,7 +994,7 @@ impl RawArgs {
                 )))
             }
         };
-        at_most(rest, 3, "the action")?;
+        at_most(rest, 1, "the action")?;
         let jobs = match &self.jobs {
             None => 4,
             Some(s) => number("jobs", s, 1..=64, "a number from 1 to 64")?,
@@ -1032,7 +1028,8 @@ impl RawArgs {
         };
         Ok(ApplyOpts {
             kind,
-            reference,
+            target,
+            default_attr: kind.default_attr(env),
             action,
             trusted_keys: self.trusted_keys()?,
             jobs,
@@ -1058,7 +1055,7 @@ impl RawArgs {
     /// The keys narinfos must be signed by: the built-in cache.flakehub.com
     /// keys (unless `--no-default-keys`) and each `--trusted-key`.
     fn trusted_keys(&self) -> Result<TrustedKeys, Error> {
-        // `--cache` (direct.rs): no default keys for another cache.
+        // `--cache` (source/cache.rs): no default keys for another cache.
         let mut keys = match self.no_default_keys || self.cache.is_some() {
             true => TrustedKeys::default(),
             false => TrustedKeys::flakehub_defaults(),
@@ -1085,7 +1082,7 @@ impl RawArgs {
 impl RawArgs {
     /// The fleet options, validated.
     fn fleet(&self) -> Result<FleetOpts, Error> {
-        use crate::schedule::{parse_duration, Window};
+        use crate::fleet::schedule::{parse_duration, Window};
         let reboot_if_needed = match self.reboot.as_deref() {
             None | Some("never") => false,
             Some("if-needed") => true,
@@ -1130,32 +1127,18 @@ impl RawArgs {
             output: self.output.clone(),
             dir_format,
             sign_key: self.sign_key.clone(),
-            from: self.from.clone(),
             trusted_bundle_keys,
             allow_unsigned_bundle: self.allow_unsigned_bundle,
             allow_downgrade: self.allow_downgrade,
-            cache: self
-                .cache
-                .as_ref()
-                .map(|c| c.trim_end_matches('/').to_string()),
-            // `apply nixos PATH`, `bundle create PATH`, `fetch PATH`.
-            store_path: self.cache.as_ref().and_then(|_| {
-                let at = match self.positionals.first().map(String::as_str) {
-                    Some("fetch") => 1,
-                    _ => 2,
-                };
-                self.positionals.get(at).cloned()
-            }),
             netrc_file: self.netrc_file.clone(),
             cache_token_file: self.cache_token_file.clone(),
         })
     }
 
-    /// `apply TYPE /nix/store/HASH-NAME --cache URL` (direct.rs): checks
+    /// `apply TYPE /nix/store/HASH-NAME --cache URL` (source/cache.rs): checks
     /// the store path, the cache URL and the credential options, and gives
-    /// `rest` with the placeholder in place of the path (the path goes to
-    /// `OfflineOpts::store_path`). None without `--cache`.
-    fn direct(&self, rest: &[String]) -> Result<Option<Vec<String>>, Error> {
+    /// the target. None without `--cache`.
+    fn direct(&self, rest: &[String]) -> Result<Option<Target>, Error> {
         let Some(url) = &self.cache else {
             if self.netrc_file.is_some() || self.cache_token_file.is_some() {
                 return Err(Error::usage(
@@ -1201,7 +1184,7 @@ impl RawArgs {
                 "{cmd} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME"
             )));
         };
-        crate::nix::store_path::StorePath::parse(path).map_err(|e| {
+        let path = crate::nix::store_path::StorePath::parse(path).map_err(|e| {
             Error::usage(format!(
                 "with --cache, {cmd} takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
             ))
@@ -1211,19 +1194,9 @@ impl RawArgs {
                 "--cache needs --trusted-key NAME:KEY (the key that signs that cache): no key is trusted by default for another cache",
             ));
         }
-        let placeholder = [&rest[..1], &[DIRECT_REF.to_string()], &rest[2..]].concat();
-        Ok(Some(placeholder))
+        let cache = url.trim_end_matches('/').to_string();
+        Ok(Some(Target::StorePath { path, cache }))
     }
-}
-
-/// The reference cli.rs puts in `ApplyOpts` with `--cache`: loose, so no
-/// version is remembered; apply records the store path instead. A bundle
-/// made with `bundle create PATH --cache URL` carries it in its manifest.
-pub const DIRECT_REF: &str = "fh-lite/store-path/*";
-
-/// True for [`DIRECT_REF`]: the store path was given, not a FlakeHub REF.
-pub fn is_direct(r: &crate::outref::OutputRef) -> bool {
-    r.org == "fh-lite" && r.project == "store-path"
 }
 
 /// What `--rollback-on` and `--health-timeout` take, for [`number`]'s message.
@@ -1383,7 +1356,7 @@ mod tests {
         assert_eq!(o.jobs, 8);
         assert_eq!(o.store, StoreKind::Daemon);
         assert!(o.dry_run);
-        assert!(o.reference.exact);
+        assert!(o.target.reference().is_some_and(|r| r.exact));
         let o = apply("apply nixos org/proj/0.1#x --jobs=2 --rollback-on=1,4 --health-timeout 5");
         assert_eq!(o.jobs, 2);
         assert_eq!(o.rollback_on, vec![1, 4]);
@@ -1424,7 +1397,7 @@ mod tests {
         ];
         for (args, attr) in cases {
             let reference = match parse(args).unwrap().command {
-                Command::Apply(o) => o.reference,
+                Command::Apply(o) => o.target.reference().cloned().unwrap(),
                 Command::Resolve { reference } => reference,
                 c => panic!("{args}: {c:?}"),
             };

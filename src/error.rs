@@ -136,7 +136,7 @@ verification_errors!(
     crate::nix::base32::DecodeError,
     crate::nix::hash::HashError,
     crate::nix::narinfo::NarInfoError,
-    crate::nix::signature::SigError,
+    crate::nix::narinfo::signature::SigError,
     crate::nix::store_path::StorePathError
 );
 

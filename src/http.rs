@@ -11,7 +11,7 @@
 //!   `--allow-insecure-http`, also as a redirect target.
 //! - **Timeouts**: connect 15 s, each read 30 s; a small body (a narinfo,
 //!   an API answer) must be whole within [`small_body_deadline`] (2 min);
-//!   a NAR on a slow link may take long, but it must keep moving (fetch.rs
+//!   a NAR on a slow link may take long, but it must keep moving (fetch/mod.rs
 //!   watches its throughput).
 //! - **Proxies**: `ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY` (and lower-case)
 //!   with `NO_PROXY`, read by ureq's default configuration.
@@ -87,7 +87,7 @@ pub enum Auth<'a> {
     /// as Nix sends a netrc entry `login flakehub password <token>`).
     Basic(&'a Secret),
     /// `Authorization: Basic base64("<login>:<password>")`: the secret
-    /// holds `login:password` (a netrc entry for another cache, direct.rs).
+    /// holds `login:password` (a netrc entry for another cache, source/cache.rs).
     Login(&'a Secret),
 }
 
@@ -473,7 +473,7 @@ impl Client {
     /// GET a body to stream from byte `offset` on (`Range: bytes=<offset>-`),
     /// like [`Client::get_stream`], keeping the status and `Content-Range`:
     /// a server may answer `206` or ignore the range (`200`); the caller
-    /// (resume.rs) decides.
+    /// (fetch/resume.rs) decides.
     pub fn get_stream_from(
         &self,
         url: &str,

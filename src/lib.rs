@@ -19,38 +19,26 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod activate;
-mod apply;
 mod bundle;
-mod bundle_cmd;
 mod cache;
-mod cache_file;
 pub mod cli;
-mod direct;
+mod cmd;
 pub mod error;
 mod fetch;
-mod flakehub;
 mod fleet;
-mod hold;
 mod http;
-mod metrics;
 pub mod nix;
-mod offline;
 mod outcome;
 pub mod outref;
 mod pin;
+mod pipeline;
 mod plan;
 mod pool;
 mod progress;
-mod recover;
-mod resolve;
-mod resume;
-mod rollback;
 mod rootfs;
-mod schedule;
 mod signal;
-mod stage;
+mod source;
 mod state;
-mod status;
 mod store;
 #[doc(hidden)]
 #[allow(clippy::disallowed_methods)]
@@ -67,11 +55,11 @@ use error::{Error, Exit};
 /// the daemon's stderr stream and FlakeHub's output answer.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::flakehub::answer;
+    pub use crate::source::flakehub::answer;
     pub use crate::store::daemon::wire;
 }
 
-/// Run one command, then write its metrics (`--metrics-file`, metrics.rs)
+/// Run one command, then write its metrics (`--metrics-file`, fleet/metrics.rs)
 /// unless another run holds the lock (it writes its own).
 pub fn run(cli: Cli) -> Result<Exit, Error> {
     ui::set_quiet(cli.common.quiet || cli.common.json);
@@ -85,12 +73,12 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
         let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
         if exit != Exit::AlreadyRunning {
             let duration_secs = clock.elapsed().as_secs_f64();
-            let run = metrics::Run {
+            let run = fleet::metrics::Run {
                 started,
                 duration_secs,
                 exit,
             };
-            metrics::write_after(&cli.common, path, &run);
+            fleet::metrics::write_after(&cli.common, path, &run);
         }
     }
     result
@@ -127,14 +115,14 @@ fn run_command(cli: &Cli) -> Result<Exit, Error> {
             ui::print_stdout(&format!("fh-lite {}\n", env!("CARGO_PKG_VERSION")));
             Ok(Exit::Success)
         }
-        Command::Resolve { ref reference } => resolve::run(&cli.common, reference),
-        Command::Apply(ref opts) => apply::run(&cli.common, opts, &cli.offline, &cli.fleet),
-        Command::Fetch(ref opts) => stage::run(&cli.common, opts, &cli.offline),
-        Command::BundleCreate(ref opts) => bundle_cmd::run(&cli.common, opts, &cli.offline),
-        Command::Status => status::run(&cli.common),
-        Command::Rollback { to } => rollback::run(&cli.common, to),
-        Command::Recover => recover::run(&cli.common),
-        Command::Hold => hold::hold(&cli.common),
-        Command::Unhold => hold::unhold(&cli.common),
+        Command::Resolve { ref reference } => cmd::resolve::run(&cli.common, reference),
+        Command::Apply(ref opts) => cmd::apply::run(&cli.common, opts, &cli.offline, &cli.fleet),
+        Command::Fetch(ref opts) => cmd::fetch::run(&cli.common, opts, &cli.offline),
+        Command::BundleCreate(ref opts) => cmd::bundle::run(&cli.common, opts, &cli.offline),
+        Command::Status => cmd::status::run(&cli.common),
+        Command::Rollback { to } => cmd::rollback::run(&cli.common, to),
+        Command::Recover => cmd::recover::run(&cli.common),
+        Command::Hold => cmd::hold::hold(&cli.common),
+        Command::Unhold => cmd::hold::unhold(&cli.common),
     }
 }

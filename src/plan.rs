@@ -19,8 +19,8 @@ use std::path::Path;
 use miniserde::json::{Array, Object, Value};
 
 use crate::cache::{fetch_narinfo, CacheClient, FetchError};
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 use crate::pool;
 use crate::progress::{num, Totals};
@@ -298,7 +298,7 @@ pub fn check_disk_space(store_dir: &Path, needed: u64) -> Result<(), FetchError>
 mod tests {
     use super::*;
     use crate::error::Exit;
-    use crate::nix::signature::PublicKey;
+    use crate::nix::narinfo::signature::PublicKey;
     use crate::store::image::ImageStore;
     use crate::testutil::cache::{apply, Entry, TestCache};
     use crate::testutil::nar::Node;

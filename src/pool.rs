@@ -1,5 +1,5 @@
 //! Worker threads over a growing queue: the closure walk (plan.rs, one
-//! narinfo per item) and the downloads (fetch.rs, one NAR per item). Each
+//! narinfo per item) and the downloads (fetch/mod.rs, one NAR per item). Each
 //! result is handled on the calling thread, which may queue more items.
 //! The first error stops the rest: no item starts after it, running ones
 //! finish (their results are dropped), and the error is returned.

@@ -433,12 +433,9 @@ impl Dir {
 
 /// `.NAME.TAG-PID-RANDOM`: the pid lets a later run tell a dead run's
 /// leftovers; the random part makes the name unpredictable, so nobody can
-/// plant something there in advance (and `O_EXCL` refuses it anyway).
+/// plant something there in advance (and `O_EXCL` refuses it anyway). Its
+/// top 16 bits are this boot's tag ([`tagged_random`]).
 pub fn temp_name(name: &OsStr, tag: &str) -> OsString {
-    let mut b = [0u8; 8];
-    // A failing system RNG leaves the name predictable, never unsafe:
-    // O_EXCL|O_NOFOLLOW (or mkdirat, symlinkat) refuse anything there.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     let mut n = OsString::from(".");
     // Leave room for the suffix within NAME_MAX.
     let bytes = name.as_bytes();
@@ -446,13 +443,19 @@ pub fn temp_name(name: &OsStr, tag: &str) -> OsString {
     n.push(format!(
         ".{tag}-{}-{:016x}",
         std::process::id(),
-        u64::from_le_bytes(b)
+        tagged_random()
     ));
     n
 }
 
 /// The pid in a name [`temp_name`] made for `name` and `tag`, if it is one.
 pub fn temp_name_pid(tmp: &OsStr, name: &OsStr, tag: &str) -> Option<u32> {
+    temp_name_parts(tmp, name, tag).map(|(pid, _)| pid)
+}
+
+/// The pid and the random part of a name [`temp_name`] made for `name` and
+/// `tag`, if it is one.
+pub fn temp_name_parts(tmp: &OsStr, name: &OsStr, tag: &str) -> Option<(u32, u64)> {
     let bytes = name.as_bytes();
     let mut prefix = b".".to_vec();
     prefix.extend_from_slice(&bytes[..bytes.len().min(200)]);
@@ -463,7 +466,46 @@ pub fn temp_name_pid(tmp: &OsStr, name: &OsStr, tag: &str) -> Option<u32> {
     if rand.len() != 16 || !rand.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    pid.parse().ok()
+    Some((pid.parse().ok()?, u64::from_str_radix(rand, 16).ok()?))
+}
+
+/// The first 16 bits of this boot's id (`/proc/sys/kernel/random/boot_id`,
+/// new at every boot), or None where the kernel does not say.
+pub fn boot_tag() -> Option<u16> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    u16::from_str_radix(id.get(..4)?, 16).ok()
+}
+
+/// 64 random bits whose top 16 are this boot's tag ([`boot_tag`]), for the
+/// names of temporary files and trees: a later run tells one left in an
+/// earlier boot by the tag, even when its pid now belongs to a live
+/// process (a device that boots the same way each time hands out the same
+/// pids). A failing system RNG leaves the name predictable, never unsafe:
+/// O_EXCL|O_NOFOLLOW (or mkdirat, symlinkat) refuse anything there.
+pub fn tagged_random() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let r = u64::from_le_bytes(b) ^ u64::from(std::process::id());
+    match boot_tag() {
+        Some(tag) => (u64::from(tag) << 48) | (r & 0xffff_ffff_ffff),
+        None => r,
+    }
+}
+
+/// Whether a leftover named with `pid` and `rand` ([`tagged_random`]) was
+/// left by a run that is dead: made in an earlier boot (the tag differs;
+/// two boots share a tag once in 65,536, and then only the pid decides), or
+/// its pid is not alive. With no /proc, nothing is known dead. This
+/// process's own pid counts as alive: callers that sweep before they make
+/// anything decide that case themselves.
+pub fn left_by_dead_run(pid: u32, rand: u64, this_boot: Option<u16>) -> bool {
+    if std::fs::symlink_metadata("/proc/self").is_err() {
+        return false;
+    }
+    if this_boot.is_some_and(|tag| (rand >> 48) as u16 != tag) {
+        return true;
+    }
+    pid != std::process::id() && std::fs::symlink_metadata(format!("/proc/{pid}")).is_err()
 }
 
 /// A file being written under a temporary name in a [`Dir`]: nothing is

@@ -48,7 +48,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use miniserde::{json, Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub struct State {
     pub failed: Vec<FailedPath>,
     /// The attempt in progress, or the one a kill interrupted.
     pub pending: Option<Pending>,
-    /// Fleet options' memory (fleet.rs): reboot need, rollout schedule.
+    /// Fleet options' memory (fleet/mod.rs): reboot need, rollout schedule.
     pub fleet: Option<FleetState>,
     /// `fh-lite hold`: the device stays on its release until `unhold`.
     pub hold: Option<Hold>,
@@ -214,7 +214,7 @@ pub struct Pending {
     /// its own), and recovery must not start another beside it.
     pub running: Option<Running>,
     /// fh-lite rebooted into it (`--reboot if-needed`): the next run
-    /// confirms it with the health check (fleet.rs).
+    /// confirms it with the health check (fleet/mod.rs).
     /// (An option: state files from before it lack the field.)
     pub rebooting: Option<bool>,
 }
@@ -361,13 +361,15 @@ fn private(d: &Dir) -> std::io::Result<()> {
 }
 
 /// Remove the temporary files of state.json and versions.json left by
-/// runs that died (their pid is gone).
+/// runs that died (their pid is gone, or they were made in an earlier boot:
+/// [`rootfs::left_by_dead_run`]).
 fn sweep_dead_temps(d: &Dir) {
     let Ok(names) = d.entries() else { return };
+    let this_boot = rootfs::boot_tag();
     for n in names {
         for own in [STATE_FILE, "versions.json"] {
-            if let Some(pid) = rootfs::temp_name_pid(&n, own.as_ref(), "tmp") {
-                if !Path::new("/proc").join(pid.to_string()).exists() {
+            if let Some((pid, rand)) = rootfs::temp_name_parts(&n, own.as_ref(), "tmp") {
+                if rootfs::left_by_dead_run(pid, rand, this_boot) {
                     let _ = d.remove_file(&n);
                 }
             }
@@ -521,7 +523,7 @@ impl StateDir {
     }
 
     /// Read-modify-write the fleet memory and the journal entry in one
-    /// atomic write (fleet.rs).
+    /// atomic write (fleet/mod.rs).
     pub fn update_fleet(
         &self,
         f: impl FnOnce(&mut FleetState, &mut Option<Pending>),

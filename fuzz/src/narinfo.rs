@@ -3,7 +3,7 @@
 //! fingerprint must name its store path; rejections must say "narinfo: ".
 
 use crate::nix::narinfo::{NarInfo, NarInfoError};
-use crate::nix::signature::TrustedKeys;
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 
 /// The hash part asked for first; a narinfo for another path is parsed

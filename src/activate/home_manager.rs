@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::flavor::Verdict;
-use super::{rollback, ActivateError, Ctx, Flavor, Journal, Ran, Report, Settings};
+use super::{run, ActivateError, Ctx, Flavor, Journal, Ran, Report, Settings};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
 use crate::state::Phase;
@@ -104,7 +104,7 @@ pub(crate) fn activate(
     }
     if let Some(cmd) = &opts.health_check {
         journal.phase(Phase::HealthCheck, None)?;
-        if let Err(why) = rollback::health_check(ctx, cmd, opts.health_timeout) {
+        if let Err(why) = run::health_check(ctx, cmd, opts.health_timeout) {
             report.health_check_failed = true;
             report.path_failed = true;
             if opts.no_rollback {

@@ -8,7 +8,7 @@
 //! activate(common, opts, path, &mut report) -> Result<Exit, Error>
 //! ```
 //!
-//! and the rollback command [`rollback::SwitchBack`]. Neither takes the
+//! and the rollback command [`run::SwitchBack`]. Neither takes the
 //! state lock nor writes the state file: the commands do, from [`Report`].
 //!
 //! `activate` for NixOS `switch`/`boot` and nix-darwin: create (or reuse)
@@ -19,7 +19,7 @@
 //! calling user. The exit status is read truthfully ([`Flavor::classify`]);
 //! a failure listed in `--rollback-on`, or a failing `--health-check`,
 //! re-points the profile at the exact generation that was current before
-//! and activates that again ([`rollback`]).
+//! and activates that again ([`run`]).
 //!
 //! `--root DIR`: every path below is taken inside DIR, and commands run
 //! chrooted into DIR by spawning the `chroot` program (`chroot DIR CMD …`):
@@ -35,7 +35,7 @@ pub mod flavor;
 pub mod home_manager;
 pub mod orphan;
 pub mod profiles;
-pub mod rollback;
+pub mod run;
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -563,7 +563,7 @@ pub fn activate(
     let ctx = Ctx::new(common);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => home_manager::activate(&ctx, settings, store_path, journal, report),
-        flavor => rollback::SystemRun::new(&ctx, settings, flavor, before)
+        flavor => run::SystemRun::new(&ctx, settings, flavor, before)
             .activate(store_path, journal, report),
     }
 }
@@ -589,7 +589,7 @@ pub fn redo_rollback(
                 format!("{store_path}: a Home Manager rollback was interrupted and is not redone; run the previous generation's activate ('home-manager generations' lists them)"),
             )
         }
-        flavor => rollback::SystemRun::new(&ctx, settings, flavor, before)
+        flavor => run::SystemRun::new(&ctx, settings, flavor, before)
             .redo_rollback(store_path, committed, journal, report),
     }
 }

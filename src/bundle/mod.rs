@@ -19,15 +19,14 @@
 //! is not part of the signed fingerprint, so the cache's signatures stay
 //! valid.
 
-pub mod source;
 pub mod tar;
 
 use base64::Engine as _;
 use miniserde::{Deserialize, Serialize};
 
 use crate::error::{Error, Exit};
+use crate::nix::narinfo::signature::PublicKey;
 use crate::nix::narinfo::{Compression, NarInfo};
-use crate::nix::signature::PublicKey;
 
 pub const MANIFEST: &str = "fh-lite-manifest.json";
 pub const SIGNATURE: &str = "fh-lite-manifest.sig";
@@ -82,6 +81,16 @@ impl Entry {
             nar: nar_name(info),
         }
     }
+}
+
+/// The reference a bundle made from a store path (`bundle create PATH
+/// --cache URL`) records in its manifest: loose, so no version is
+/// remembered, and `apply --from` records the store path instead.
+pub const STORE_PATH_REF: &str = "fh-lite/store-path/*";
+
+/// True for a manifest reference that is [`STORE_PATH_REF`].
+pub fn is_store_path_ref(r: &crate::outref::OutputRef) -> bool {
+    r.org == "fh-lite" && r.project == "store-path"
 }
 
 /// `nar/<hash part>.nar` plus the compression's usual suffix.
@@ -177,7 +186,7 @@ pub fn verify_manifest(
         ));
     }
     let text = std::str::from_utf8(sig).unwrap_or("").trim();
-    let sig = crate::nix::signature::Signature::parse(text)
+    let sig = crate::nix::narinfo::signature::Signature::parse(text)
         .map_err(|e| refuse(format!("{SIGNATURE}: {e}")))?;
     let Some(key) = keys.iter().find(|k| k.name == sig.name) else {
         if allow_unsigned {

@@ -10,5 +10,4 @@ pub mod base32;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
-pub mod signature;
 pub mod store_path;

@@ -199,7 +199,7 @@ impl LocalStore {
     fn add_temp_root(&self, full: &str) -> Result<(), StoreError> {
         // No "already added" shortcut: announcing a root again is how the
         // apply makes sure a collector that is running right now has it
-        // (apply.rs, after activation).
+        // (cmd/apply.rs, after activation).
         let mut r = self.roots.lock().unwrap_or_else(|p| p.into_inner());
         let state = self.state_dir();
         if r.file.is_none() {

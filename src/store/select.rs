@@ -21,7 +21,7 @@ use super::{Store, StoreError};
 use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
 use crate::http::Secret;
-use crate::nix::signature::TrustedKeys;
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
 
 fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
@@ -111,7 +111,7 @@ pub fn select(
 /// Whether `path` is registered and valid in the store this command
 /// uses (`kind`, `socket` as `--store`, `--daemon-socket`): under `--root`
 /// the image root's registration first; then the Nix store (the daemon,
-/// the local database, or `nix path-info`). Recovery (recover.rs) redoes
+/// the local database, or `nix path-info`). Recovery (cmd/recover.rs) redoes
 /// nothing this store does not vouch for.
 pub fn is_valid_here(
     common: &Common,

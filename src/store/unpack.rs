@@ -128,19 +128,21 @@ pub fn open_store_dir(root: &Path, create: bool) -> Result<Dir, StoreError> {
 
 /// The temporary name [`unpack_verified`] uses for `path`:
 /// `<hash>-fhlite-tmp-<pid>-<rand>`, a valid store path name (see the
-/// module doc), unique per call.
+/// module doc), unique per call. The top 16 bits of `<rand>` are this
+/// boot's tag ([`boot_tag`]), so that [`remove_debris`] knows a tree from
+/// an earlier boot even when its pid now belongs to a live process.
 pub fn temp_name(path: &StorePath) -> String {
     format!(
         "{}-fhlite-tmp-{}-{:016x}",
         path.hash_part(),
         std::process::id(),
-        random_u64()
+        rootfs::tagged_random()
     )
 }
 
-/// The pid in a [`temp_name`]-shaped name
+/// The pid and the random part in a [`temp_name`]-shaped name
 /// (`<32 nix32 chars>-fhlite-tmp-<pid>-<16 hex digits>`), or None.
-fn temp_name_pid(name: &str) -> Option<u32> {
+fn temp_name_parts(name: &str) -> Option<(u32, u64)> {
     // A valid store path name (the hash part checked) …
     StorePath::from_base_name(name).ok()?;
     let (_, rest) = name.split_at_checked(32)?;
@@ -151,16 +153,21 @@ fn temp_name_pid(name: &str) -> Option<u32> {
     if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    pid.parse().ok()
+    Some((pid.parse().ok()?, u64::from_str_radix(rand, 16).ok()?))
 }
 
 /// Remove the temporary trees ([`temp_name`]) that runs which are no longer
 /// alive left in `store_dir` (killed, or the machine lost power); one line
-/// on stderr per tree. A tree whose pid is alive (`/proc/<pid>` exists) is
-/// never touched; without /proc nothing is. A tree named with this
-/// process's own pid is a dead run's: the stores call this once, before
-/// they make any tree, and a device that boots the same way each time
-/// gives the timer's run the same pid as the run a power cut killed.
+/// on stderr per tree. A tree made in an earlier boot (its boot tag is not
+/// this boot's) is a dead run's whatever its pid; one of this boot whose
+/// pid is alive (`/proc/<pid>` exists) is never touched; without /proc
+/// nothing is. A tree named with this process's own pid is a dead run's:
+/// the stores call this once, before they make any tree. A device that
+/// boots the same way each time gives the timer's run, or any other
+/// process, the same pid as the run a power cut killed (the lab found both:
+/// `scripts/lab powercut --arch x86_64 --cuts 30 --seed 2722847947`, cut
+/// 17, left a tree whose pid 127 was another process after the reboot).
+/// Two boots share a tag once in 65,536: then only the pid decides.
 /// Read-only directories are made writable first ([`Dir::remove_tree`]). A
 /// tree that cannot be removed is a warning, not an error: the run goes on.
 pub fn remove_debris(store_dir: &Dir) {
@@ -170,11 +177,12 @@ pub fn remove_debris(store_dir: &Dir) {
     if fs::symlink_metadata("/proc/self").is_err() {
         return;
     }
+    let this_boot = rootfs::boot_tag();
     for name in entries {
-        let Some(pid) = name.to_str().and_then(temp_name_pid) else {
+        let Some((pid, rand)) = name.to_str().and_then(temp_name_parts) else {
             continue;
         };
-        if pid != std::process::id() && fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
+        if pid != std::process::id() && !rootfs::left_by_dead_run(pid, rand, this_boot) {
             continue;
         }
         let p = store_dir.join(&name);
@@ -244,14 +252,6 @@ pub fn unpack_verified_as(
     let (got_hash, got_size) = hashing.finish();
     super::check_hash_size(info, got_hash, got_size)?;
     Ok(guard)
-}
-
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    // A failing system RNG only makes the name less unique; O_EXCL and
-    // mkdir still refuse a clash.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    u64::from_le_bytes(b) ^ u64::from(std::process::id())
 }
 
 /// Bytes of one file written between two [`start_writeback`] calls.
@@ -499,7 +499,17 @@ mod tests {
             .arg("60")
             .spawn()
             .unwrap();
-        let ours = format!("{h}-fhlite-tmp-{}-00112233445566cc", live.id());
+        // Tagged as this boot's; the same live pid under another boot's tag
+        // is a dead run's from before a reboot (the lab found it:
+        // scripts/lab powercut --arch x86_64 --cuts 30 --seed 2722847947).
+        let tag = rootfs::boot_tag().expect("this kernel has a boot id");
+        let ours = format!("{h}-fhlite-tmp-{}-{tag:04x}2233445566cc", live.id());
+        let earlier_boot = format!(
+            "{h}-fhlite-tmp-{}-{:04x}2233445566cd",
+            live.id(),
+            tag.wrapping_add(1)
+        );
+        fs::create_dir(store.join(&earlier_boot)).unwrap();
         let own = format!("{h}-fhlite-tmp-{}-00112233445566ff", std::process::id());
         fs::create_dir(store.join(&own)).unwrap();
         let others = [
@@ -536,8 +546,11 @@ mod tests {
     #[test]
     fn temp_name_pids() {
         let p = StorePath::parse("/nix/store/11111111111111111111111111111111-a").unwrap();
-        assert_eq!(temp_name_pid(&temp_name(&p)), Some(std::process::id()));
-        assert_eq!(temp_name_pid(p.base_name()), None);
+        assert_eq!(
+            temp_name_parts(&temp_name(&p)).map(|(pid, _)| pid),
+            Some(std::process::id())
+        );
+        assert_eq!(temp_name_parts(p.base_name()), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use crate::cache::{CacheClient, FetchError};
 use crate::fetch::fetch_all;
 use crate::nix::hash::Sha256;
-use crate::nix::signature::{PublicKey, TrustedKeys};
+use crate::nix::narinfo::signature::{PublicKey, TrustedKeys};
 use crate::nix::store_path::StorePath;
 use crate::plan::Plan;
 use crate::progress::{Mode, Progress};

@@ -114,9 +114,12 @@ pub fn common(root: &Path) -> crate::cli::Common {
 pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::cli::ApplyOpts {
     crate::cli::ApplyOpts {
         kind,
-        reference: crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
+        target: crate::source::Target::FlakeHub(
+            crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
+        ),
+        default_attr: "x".to_string(),
         action,
-        trusted_keys: crate::nix::signature::TrustedKeys::flakehub_defaults(),
+        trusted_keys: crate::nix::narinfo::signature::TrustedKeys::flakehub_defaults(),
         jobs: 1,
         dry_run: false,
         store: crate::cli::StoreKind::Image,

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::{have, require, skipped, TempDir};
 use crate::nix::hash::Sha256;
+use crate::nix::narinfo::signature::Signature;
 use crate::nix::narinfo::{Compression, NarInfo};
-use crate::nix::signature::Signature;
 use crate::nix::store_path::StorePath;
 
 /// Why unit tests that drive real Nix are skipped under qemu-user; the

@@ -182,7 +182,7 @@ fn body_cut_short_leaves_nothing_and_a_rerun_completes() {
     let d = Deploy::new(
         "none",
         &[("0.1.175", "system-full")],
-        // Every NAR answer cut: resuming with Range (resume.rs) cannot help.
+        // Every NAR answer cut: resuming with Range (fetch/resume.rs) cannot help.
         r#"{"truncate": [{"count": 1000, "prefix": "/nar/", "after": 64}]}"#,
     );
     let r = d.apply("=0.1.175", &["boot"]);

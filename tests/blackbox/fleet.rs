@@ -4,7 +4,7 @@
 //! policy with a fake `systemctl` on PATH and a fake clock
 //! (`FH_LITE_TEST_NOW`, `TZ`); `--window`; `--rollout-spread`. The spread
 //! of delays over 1,000 machine ids is a unit test of the delay function
-//! (src/schedule.rs).
+//! (src/fleet/schedule.rs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

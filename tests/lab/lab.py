@@ -890,14 +890,15 @@ def cmd_apply(args):
     return 0 if ok else 1
 
 
-def powercut(arch, cuts, seed, keep, exe=None, variants=("v2", "bad")):
+def powercut(arch, cuts, seed, keep, exe=None, variants=("v2", "bad"), only=None):
     """N power cuts, each from the base image: returns the summary. Each
     trial (from the seed): the target (v2, or bad: a failing activation
     that is rolled back), the moment of the cut (uniform over 0.05 to 1.0
     times the uncut apply's length, so that the late phases -- profile,
     activation, health check -- are hit as often as fetching; a cut after the
     run ended would only test an idle disk), and in 3 of 10 a second cut
-    during the next boot's recovery run."""
+    during the next boot's recovery run. `only`: the trial numbers to run
+    (the others are drawn from the seed and skipped), to replay one."""
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 32)
     say(f"{arch}: power cuts with seed {seed} (replay: scripts/lab powercut --arch {arch} "
@@ -923,6 +924,8 @@ def powercut(arch, cuts, seed, keep, exe=None, variants=("v2", "bad")):
             at = (0.05 + 0.95 * rng.random()) * cal[variant]
             again = rng.random() < 0.3
             at2 = rng.random() * cal[variant] * 0.8
+            if only and n not in only:
+                continue
             img = os.path.join(lab.work, "disk.img")
             run(["cp", "--sparse=always", base, img])
             boots, entries = [], []
@@ -1035,7 +1038,7 @@ def cmd_smoke(args):
 
 
 def cmd_powercut(args):
-    s = powercut(args.arch, args.cuts, args.seed, args.keep)
+    s = powercut(args.arch, args.cuts, args.seed, args.keep, only=args.only)
     return 0 if not s["failures"] else 1
 
 
@@ -1053,6 +1056,8 @@ def main():
         if name == "powercut":
             p.add_argument("--cuts", type=int, default=5)
             p.add_argument("--seed", type=int)
+            p.add_argument("--only", type=int, action="append", metavar="N",
+                           help="run only trial N of the seed's sequence (repeatable): replays one cut")
     args = ap.parse_args()
     try:
         rc = {"boot": cmd_boot, "apply": cmd_apply, "powercut": cmd_powercut, "smoke": cmd_smoke,

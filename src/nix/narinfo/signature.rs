@@ -19,7 +19,7 @@ use std::fmt;
 
 use base64::Engine as _;
 
-use super::narinfo::NarInfo;
+use super::NarInfo;
 
 /// `Sig: <name>:<base64 of 64 bytes>`
 #[derive(Clone, Debug, PartialEq, Eq)]

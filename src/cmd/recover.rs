@@ -305,7 +305,7 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
     let generation = report.generation.or(journal.pending.generation);
     state.record_result(&attempt, exit, generation, report.path_failed)?;
     if exit == Exit::RebootNeeded {
-        // As after an apply (fleet.rs): the need is remembered, `status`
+        // As after an apply (fleet/mod.rs): the need is remembered, `status`
         // shows it and `--reboot if-needed` acts on it.
         let mut need = journal.pending.clone();
         need.phase = Phase::HealthCheck.as_str().to_string();
@@ -340,7 +340,7 @@ fn redo_rollback_command(
         p.store_path
     ));
     let mut report = Report::default();
-    let result = activate::rollback::SwitchBack::prepare(common, Some(n), &[])
+    let result = activate::run::SwitchBack::prepare(common, Some(n), &[])
         .and_then(|back| back.run(&mut report));
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(attempt, exit, report.generation, false)?;
@@ -701,7 +701,7 @@ mod tests {
         // `fh-lite rollback` from 2 to 1, killed after the profile moved
         // and before a's script finished (its journal entry, as written).
         profile.switch_to(1).unwrap();
-        let back = crate::activate::rollback::SwitchBack::prepare(&c, Some(1), &[]).unwrap();
+        let back = crate::activate::run::SwitchBack::prepare(&c, Some(1), &[]).unwrap();
         let entry = back.journal_entry("rollback to generation 1");
         assert_eq!(entry.action, ROLLBACK_ACTION);
         assert_eq!(entry.generation, Some(1));

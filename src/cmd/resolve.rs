@@ -3,8 +3,8 @@
 
 use crate::cli::Common;
 use crate::error::{Error, Exit};
-use crate::flakehub;
 use crate::outref::OutputRef;
+use crate::source::flakehub;
 
 pub fn run(common: &Common, reference: &OutputRef) -> Result<Exit, Error> {
     let r = flakehub::resolve(common, reference)?;

@@ -2,12 +2,12 @@
 //! generation whose system has not failed on this machine (or generation
 //! N) and activate it, under the state lock,
 //! recording the attempt in the state file, after recovering an attempt a
-//! kill interrupted (recover.rs). The switch is journaled like an apply's
+//! kill interrupted (cmd/recover.rs). The switch is journaled like an apply's
 //! activation: killed before its script finished, the next run (or
 //! `fh-lite recover`) switches to the same generation again. The
-//! mechanics are `activate::rollback::SwitchBack`.
+//! mechanics are `activate::run::SwitchBack`.
 
-use crate::activate::rollback::SwitchBack;
+use crate::activate::run::SwitchBack;
 use crate::activate::Report;
 use crate::cli::Common;
 use crate::error::{Error, Exit};
@@ -18,10 +18,10 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     let _lock = state.lock()?;
     crate::signal::install()?;
     // An attempt a kill interrupted is finished or undone first.
-    if let Some(result) = crate::recover::before_command(
+    if let Some(result) = crate::cmd::recover::before_command(
         common,
         &state,
-        &crate::recover::Allowed::of_command(common),
+        &crate::cmd::recover::Allowed::of_command(common),
     )? {
         return result;
     }

@@ -1,6 +1,6 @@
 //! `fh-lite fetch REF`: stage a closure without activating it.
 //! `fh-lite fetch /nix/store/HASH-NAME --cache URL` stages a store path
-//! from any signed binary cache instead (the source direct.rs opens).
+//! from any signed binary cache instead (the source in source/cache.rs).
 //!
 //! resolve → plan → fetch → register, as `apply` does, then a GC root:
 //! the symlink `--out-link PATH` (default `STATE_DIR/fetched`) pointing at
@@ -9,45 +9,21 @@
 //! change, no activation; a later `apply` of the same path finds it valid
 //! and downloads nothing.
 
-use std::path::Path;
-
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
-use crate::http::Client;
-use crate::nix::store_path::StorePath;
+use crate::pipeline::Pipeline;
 use crate::state::StateDir;
-use crate::store::select;
 
 pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
     let state = StateDir::of(common);
     let _lock = state.lock()?;
-    let client;
-    let mut source = match offline.cache {
-        Some(_) => crate::direct::open(common, opts, offline)?.source,
-        None => {
-            client = Client::new(common)?;
-            crate::apply::flakehub_source(&client, common, opts)?
-        }
-    };
+    let source = crate::source::open(common, opts, offline)?;
     let root_path = source.store_path().clone();
-    let keys = &opts.trusted_keys;
-    let store = select::select(common, opts, keys, source.token())?;
-    let store = store.as_ref();
-    let plan = source.plan(store, keys, opts.jobs)?;
+    let mut pipeline = Pipeline::new(common, opts, source)?;
+    let plan = pipeline.plan()?;
     let (paths, download, unpack) = (plan.paths.len(), plan.download_bytes, plan.unpack_bytes);
-    if store.reads_nar() {
-        let root = common.root.as_deref().unwrap_or(Path::new("/"));
-        crate::plan::check_disk_space(&root.join("nix/store"), unpack)?;
-    }
-    let mut pinned: Vec<StorePath> = plan.paths.iter().map(|i| i.store_path.clone()).collect();
-    pinned.push(root_path.clone());
-    store.add_temp_roots(&pinned)?;
-    source.fetch(
-        store,
-        keys,
-        &crate::fetch::FetchOptions::of(common, opts.jobs),
-        plan,
-    )?;
+    pipeline.make_room(common.root.as_deref(), &plan)?;
+    pipeline.fetch(&crate::fetch::FetchOptions::of(common, opts.jobs), plan)?;
     let link = offline
         .out_link
         .clone()

@@ -39,6 +39,9 @@ pub use crate::http::Secret;
 
 // The JSON answers, decoded without I/O (the fuzz targets build it alone).
 pub mod answer;
+mod closure_token;
+
+pub use closure_token::ClosureToken;
 
 /// Where fh-lite's own set-up (README, the systemd unit, the NixOS module)
 /// keeps the machine's device token.

@@ -31,6 +31,8 @@
 //! After the first error no new download starts; running ones finish or
 //! fail, then the first error is returned.
 
+pub mod resume;
+
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -384,7 +386,7 @@ pub struct FetchOptions {
     /// The largest xz dictionary / zstd window a NAR may ask for, in bytes
     /// (`--max-decoder-memory`).
     pub max_decoder_memory: u64,
-    /// Lines about the transfer (resume.rs) on stderr; off with `--quiet`.
+    /// Lines about the transfer (fetch/resume.rs) on stderr; off with `--quiet`.
     pub notes: bool,
     /// A NAR body must bring at least this many bytes in every window of
     /// [`FetchOptions::window`], else it is given up as too slow.
@@ -456,8 +458,8 @@ pub fn fetch_one(
     }
     // A body that breaks off is resumed with a Range request; when that
     // cannot be done the path starts over here, a bounded number of times
-    // (resume.rs).
-    let restarts = crate::resume::Budget::new();
+    // (fetch/resume.rs).
+    let restarts = crate::fetch::resume::Budget::new();
     loop {
         match fetch_body(client, store, info, how, progress, &url, &restarts, budget) {
             Err(_) if !crate::signal::interrupted() && restarts.take_restart() => continue,
@@ -475,16 +477,17 @@ fn fetch_body(
     how: &FetchOptions,
     progress: &Progress,
     url: &str,
-    budget: &crate::resume::Budget,
+    budget: &crate::fetch::resume::Budget,
     memory: &pool::Budget,
 ) -> Result<(), FetchError> {
     let url = url.to_string();
     let body = client.get_nar(&url)?;
     let nar = url.clone();
-    let reopen: crate::resume::Reopen =
+    let reopen: crate::fetch::resume::Reopen =
         Box::new(move |offset| client.get_nar_from(&nar, offset).map_err(|e| e.to_string()));
     let log = |line: &str| how.note(line);
-    let body = crate::resume::Resuming::new(&url, body, info.file_size, reopen, budget, &log);
+    let body =
+        crate::fetch::resume::Resuming::new(&url, body, info.file_size, reopen, budget, &log);
     let slot: FaultSlot = Arc::new(Mutex::new(None));
     let limited = BodyLimit {
         inner: Box::new(body),

@@ -9,28 +9,29 @@
 //! the NARs once without writing anything, checking each one's FileHash
 //! and FileSize, so a damaged file is refused before anything is
 //! registered. Fetch then streams each NAR through the same verified
-//! pipeline as a download (fetch.rs: NarHash, NarSize, strict NAR parse).
+//! pipeline as a download (fetch/mod.rs: NarHash, NarSize, strict NAR parse).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::tar::Reader;
-use super::SIGNATURE_LIMIT;
-use super::{Entry, Manifest, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SIGNATURE};
+use crate::bundle::tar::Reader;
+use crate::bundle::SIGNATURE_LIMIT;
+use crate::bundle::{Entry, Manifest, FORMAT, MANIFEST, MANIFEST_LIMIT, NARINFO_LIMIT, SIGNATURE};
 use crate::cache::{CacheClient, FetchError};
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::hash::Sha256;
+use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
-use crate::offline::{Opened, Source};
-use crate::plan::{self, Plan};
-use crate::progress::{Mode, Progress};
+use crate::outref::OutputRef;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::source::Source;
 use crate::store::Store;
 
 type Stream = Reader<Box<dyn Read + Send>>;
@@ -46,8 +47,13 @@ enum Place {
 pub struct Bundle {
     /// The bundle's name in messages (the path, or "standard input").
     what: String,
+    /// Some(what) when no trusted key signed the manifest
+    /// (`--allow-unsigned-bundle`): its reference is unproven.
+    unproven: Option<String>,
     place: Place,
     store_path: StorePath,
+    /// The manifest's reference; None for a bundle made from a store path.
+    reference: Option<OutputRef>,
     /// hash part → narinfo text, all verified by [`open`].
     narinfos: BTreeMap<String, String>,
     /// NAR name → store path (for messages).
@@ -64,8 +70,6 @@ pub struct Bundle {
     /// A truncation met while streaming: the message for a second request.
     broken: Arc<Mutex<Option<String>>>,
     no_token: Secret,
-    quiet: bool,
-    json: bool,
 }
 
 fn refuse(what: &str, msg: impl std::fmt::Display) -> Error {
@@ -88,7 +92,7 @@ pub fn open(
     opts: &ApplyOpts,
     offline: &OfflineOpts,
     from: &Path,
-) -> Result<Opened, Error> {
+) -> Result<Bundle, Error> {
     let stdin = from == Path::new("-");
     let what = if stdin {
         "bundle on standard input".to_string()
@@ -106,7 +110,7 @@ pub fn open(
         };
         read_head(Reader::new(input, &what), &what)?
     };
-    let signed = super::verify_manifest(
+    let signed = crate::bundle::verify_manifest(
         &what,
         &manifest_bytes,
         sig.as_deref(),
@@ -130,13 +134,13 @@ pub fn open(
     if regular {
         prepass(from, &what, &manifest)?;
     }
-    let mut opts = opts.clone();
-    opts.reference = crate::outref::parse(
+    let reference = crate::outref::parse(
         &manifest.reference,
         &common.frontend_addr,
         &manifest.attribute_path,
     )
     .map_err(|e| refuse(&what, format!("manifest reference: {e}")))?;
+    let reference = (!crate::bundle::is_store_path_ref(&reference)).then_some(reference);
     let nars = (manifest.closure.iter())
         .filter_map(|e| Some((e.nar.clone(), StorePath::parse(&e.path).ok()?)))
         .collect();
@@ -151,10 +155,12 @@ pub fn open(
         })
         .collect();
     let unproven = (!signed).then(|| what.clone());
-    let bundle = Bundle {
+    Ok(Bundle {
         what,
+        unproven,
         place,
         store_path,
+        reference,
         narinfos,
         nars,
         nar_of,
@@ -163,13 +169,6 @@ pub fn open(
         limit_of,
         broken: Arc::new(Mutex::new(None)),
         no_token: Secret::new(""),
-        quiet: common.quiet,
-        json: common.json,
-    };
-    Ok(Opened {
-        opts,
-        source: Box::new(bundle),
-        unproven,
     })
 }
 
@@ -587,7 +586,7 @@ impl CacheClient for Bundle {
     fn nar_url(&self, info: &NarInfo) -> String {
         // The manifest's name for it; never the narinfo's unsigned URL.
         let name = (self.nar_of.get(&info.store_path))
-            .map_or_else(|| super::nar_name(info), String::clone);
+            .map_or_else(|| crate::bundle::nar_name(info), String::clone);
         format!("{}/{name}", self.what)
     }
 }
@@ -596,34 +595,52 @@ impl Source for Bundle {
     fn store_path(&self) -> &StorePath {
         &self.store_path
     }
+    fn reference(&self) -> Option<&OutputRef> {
+        self.reference.as_ref()
+    }
+    fn unproven(&self) -> Option<&str> {
+        self.unproven.as_deref()
+    }
     fn token(&self) -> &Secret {
         &self.no_token
     }
     fn cache(&self) -> Box<dyn CacheClient + '_> {
         Box::new(BundleRef(self))
     }
-    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
-        if !store.reads_nar() {
-            return Err(Error::usage("apply --from cannot use --store nix (nix copy fetches from a cache, not from a bundle)"));
+    fn check_store(&self, store: &dyn Store) -> Result<(), Error> {
+        match store.reads_nar() {
+            true => Ok(()),
+            false => Err(Error::usage("apply --from cannot use --store nix (nix copy fetches from a cache, not from a bundle)")),
         }
-        Ok(plan::plan(self, store, keys, &self.store_path, jobs)?)
     }
+    fn fetch_itself(
+        &mut self,
+        store: &dyn Store,
+        plan: &Plan,
+        how: &FetchOptions,
+        progress: &Progress,
+    ) -> Option<Result<(), Error>> {
+        Some(self.fetch(store, plan, how, progress))
+    }
+}
+
+impl Bundle {
+    /// The plan's NARs into the store: from a directory as from a cache; from
+    /// a tar stream in the order of the bundle (references first).
     fn fetch(
         &mut self,
         store: &dyn Store,
-        _keys: &TrustedKeys,
+        plan: &Plan,
         how: &FetchOptions,
-        plan: Plan,
+        progress: &Progress,
     ) -> Result<(), Error> {
         // A bundle cannot be asked again from an offset: no resume lines.
         let how = &FetchOptions {
             notes: false,
             ..how.clone()
         };
-        let progress = Progress::new(Mode::detect(self.quiet, self.json));
-        progress.plan(&plan);
         let Place::Tar(stream) = &self.place else {
-            return Ok(crate::fetch::fetch_all(self, store, &plan, how, &progress)?);
+            return Ok(crate::fetch::fetch_all(self, store, plan, how, progress)?);
         };
         // A stream: paths in the order of the bundle (references first).
         let mut wanted: BTreeMap<String, &NarInfo> =
@@ -645,7 +662,7 @@ impl Source for Bundle {
             let url = format!("{}/{name}", self.what);
             if let Some(info) = wanted.remove(&url) {
                 progress.path_start(info);
-                crate::fetch::fetch_one(self, store, info, how, &progress, &memory)?;
+                crate::fetch::fetch_one(self, store, info, how, progress, &memory)?;
                 progress.path_done(info);
             }
         }

@@ -10,7 +10,7 @@ use miniserde::{json, Serialize};
 use crate::activate::Ctx;
 use crate::cli::Common;
 use crate::error::{Error, Exit};
-use crate::flakehub;
+use crate::source::flakehub;
 use crate::state::{format_time, FailedPath, Hold, Pending, Record, Scheduled, StateDir};
 use crate::util::unix_now;
 
@@ -51,7 +51,7 @@ struct StatusJson {
     token_expires_at: Option<i64>,
     /// Where fh-lite looks for the device token, in order.
     token_searched: Vec<String>,
-    /// The store path applied that waits for a reboot (fleet.rs), or null.
+    /// The store path applied that waits for a reboot (fleet/mod.rs), or null.
     reboot_needed: Option<String>,
     /// `--rollout-spread` schedule: when each newly seen path activates.
     rollout: Vec<Scheduled>,
@@ -169,12 +169,12 @@ pub fn render_text(s: &Status) -> String {
             "held",
             &format!(
                 "on {} since {}; apply changes nothing (exit 44) until 'fh-lite unhold'",
-                crate::hold::on(h),
+                crate::cmd::hold::on(h),
                 format_time(h.time)
             ),
         );
     }
-    let now = crate::schedule::now();
+    let now = crate::fleet::schedule::now();
     for (i, r) in j.rollout.iter().enumerate() {
         let when = match r.activate_at > now {
             true => "waiting",
@@ -226,10 +226,10 @@ fn pending_line(p: &Pending) -> String {
             p.store_path, p.action
         );
     }
-    let next = match crate::recover::decide(phase) {
-        crate::recover::Decision::Clear => "start it over",
-        crate::recover::Decision::Resume => "resume it",
-        crate::recover::Decision::RollBack => "roll it back",
+    let next = match crate::cmd::recover::decide(phase) {
+        crate::cmd::recover::Decision::Clear => "start it over",
+        crate::cmd::recover::Decision::Resume => "resume it",
+        crate::cmd::recover::Decision::RollBack => "roll it back",
     };
     format!(
         "{} ({}, killed during {}); the next run will {next}",

@@ -26,11 +26,13 @@
 //! references as full paths, sorted and deduplicated. The caller bounds the
 //! text's length before parsing (it comes from the network).
 
+pub mod signature;
+
 use std::fmt;
 
 use super::hash::{HashError, Sha256};
-use super::signature::{SigError, Signature};
 use super::store_path::{StorePath, StorePathError};
+use signature::{SigError, Signature};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -509,7 +511,7 @@ Sig: cache.nixos.org-1:TsTTb3WGTZKphvYdBHXwo6weVILmTytUjLB+vcX89fOjjRicCHmKA4RCP
     /// `References` it is valid only for a path that has none.
     #[test]
     fn narinfos_of_other_caches_read_as_nix_reads_them() {
-        use crate::nix::signature::{PublicKey, TrustedKeys};
+        use crate::nix::narinfo::signature::{PublicKey, TrustedKeys};
         let mut keys = TrustedKeys::default();
         keys.add(
             PublicKey::parse("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")

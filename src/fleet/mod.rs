@@ -1,6 +1,6 @@
 //! Fleet options of `apply`: the reboot policy (`--reboot`,
 //! `--reboot-window`), the activation window (`--window`) and the staged
-//! rollout (`--rollout-spread`). apply.rs calls these at three points:
+//! rollout (`--rollout-spread`). cmd/apply.rs calls these at three points:
 //! [`reboot_if_due`] after recovery, [`gate`] once the store path is
 //! known, and [`after_activation`] once the attempt is recorded.
 //!
@@ -12,14 +12,17 @@
 //! activation re-run (a no-op on the booted system), then the health
 //! check, then committed, or rolled back to its previous system.
 
+pub mod metrics;
+pub mod schedule;
+
 use std::path::{Path, PathBuf};
 
 use crate::cli::{ApplyKind, ApplyOpts, Common, FleetOpts};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
-use crate::schedule::{self, Window};
 use crate::state::{format_time, Attempt, Pending, Phase, Scheduled, StateDir};
 use crate::ui::say;
+use schedule::Window;
 
 /// How many rollout entries state.json keeps.
 const MAX_SCHEDULED: usize = 20;

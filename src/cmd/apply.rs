@@ -5,25 +5,17 @@
 //! takes the state lock (one apply at a time) and records the attempt and
 //! its result in the state file.
 
-use std::path::Path;
 use std::time::Instant;
 
 use crate::activate::{self, Before, Report, Settings};
-use crate::cache::{FetchError, HttpCache};
 use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
+use crate::cmd::recover::{self, AttemptJournal};
 use crate::error::{Error, Exit};
-use crate::fetch;
 use crate::fetch::FetchOptions;
-use crate::flakehub;
-use crate::http::{Client, Secret};
-use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
-use crate::plan::{self, Plan};
-use crate::progress::{Mode, Progress};
-use crate::recover::{self, AttemptJournal};
+use crate::pipeline::Pipeline;
+use crate::source::{Source, Target};
 use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
-use crate::store::select;
-use crate::store::Store;
 use crate::ui::say;
 
 pub fn run(
@@ -37,23 +29,22 @@ pub fn run(
     // read (a FIFO, a pipe that never ends; signal.rs), and never cut an
     // activation short.
     crate::signal::install()?;
-    // Offline modes ([`open_offline`]): `--from` opens the bundle and
-    // takes REF from its verified manifest; the bundle then stands in for
-    // resolve and the cache below. Refuses an older exact version
-    // (anti-downgrade) unless --allow-downgrade.
-    let (bundle_opts, bundle, unproven) = match open_offline(common, opts, offline)? {
-        Some(b) => (Some(b.opts), Some(b.source), b.unproven.is_some()),
-        None => (None, None, false),
+    // Offline targets ([`open_offline`]): `--from` opens the bundle and
+    // takes REF from its verified manifest; the bundle (or the `--cache`)
+    // then stands in for resolve and the FlakeHub cache below. Refuses an
+    // older exact version (anti-downgrade) unless --allow-downgrade.
+    let offline_source = open_offline(common, opts, offline)?;
+    let reference = match &offline_source {
+        Some(source) => source.reference(),
+        None => opts.target.reference(),
     };
-    let opts = bundle_opts.as_ref().unwrap_or(opts);
-    let direct = offline.cache.is_some() || crate::cli::is_direct(&opts.reference);
-    if opts.reference.is_loose() && !direct && !opts.no_loose_warning {
-        crate::ui::warn(&crate::outref::loose_warning(&opts.reference));
+    if let Some(r) = reference.filter(|r| r.is_loose() && !opts.no_loose_warning) {
+        crate::ui::warn(&crate::outref::loose_warning(r));
     }
     activate::preflight(common, opts)?;
     // --rollout-spread needs the machine id: checked before any network work.
     if fleet.rollout_spread.is_some() && !opts.dry_run {
-        crate::schedule::machine_id(common.root.as_deref())?;
+        crate::fleet::schedule::machine_id(common.root.as_deref())?;
     }
     let state = StateDir::of(common);
     // One apply at a time (a dry run changes nothing and takes no lock).
@@ -69,32 +60,29 @@ pub fn run(
         if let Some(h) = state.current()?.hold {
             return Err(held(&h));
         }
-        // A reboot recorded earlier and due now (fleet.rs).
+        // A reboot recorded earlier and due now (fleet/mod.rs).
         if let Some(exit) = crate::fleet::reboot_if_due(common, fleet, &state)? {
             return Ok(exit);
         }
     }
 
-    // resolve
-    let client = Client::new(common)?;
-    // Offline: the bundle replaces FlakeHub and the cache.
-    let mut token: Box<dyn crate::offline::Source + '_> = match bundle {
+    // resolve (offline: the bundle or the cache was opened above)
+    let source = match offline_source {
         Some(source) => source,
-        None => Box::new(ClosureToken::resolve(&client, common, opts).map_err(interrupted_or)?),
+        None => crate::source::open(common, opts, offline).map_err(interrupted_or)?,
     };
-    let root_path = token.store_path().clone();
-    // `--cache` (direct.rs), or a bundle made from one: the store path is
+    let root_path = source.store_path().clone();
+    // `--cache` (source/cache.rs), or a bundle made from one: the store path is
     // the reference recorded.
-    let (reference, msg) = match &offline.cache {
-        Some(cache) => (root_path.to_string(), format!("{root_path} from {cache}")),
-        None if direct => (
+    let (reference, msg) = match (&opts.target, source.reference()) {
+        (Target::StorePath { cache, .. }, _) => {
+            (root_path.to_string(), format!("{root_path} from {cache}"))
+        }
+        (_, None) => (
             root_path.to_string(),
             format!("{root_path} from the bundle"),
         ),
-        None => {
-            let r = opts.reference.to_string();
-            (r.clone(), format!("{r} resolves to {root_path}"))
-        }
+        (_, Some(r)) => (r.to_string(), format!("{r} resolves to {root_path}")),
     };
     say(&msg);
     crate::outcome::store_path(&root_path);
@@ -124,11 +112,8 @@ pub fn run(
     };
 
     // plan
-    let store = select::select(common, opts, &opts.trusted_keys, token.token())?;
-    let store = store.as_ref();
-    let plan = token
-        .plan(store, &opts.trusted_keys, opts.jobs)
-        .map_err(interrupted_or)?;
+    let mut pipeline = Pipeline::new(common, opts, source)?;
+    let plan = pipeline.plan().map_err(interrupted_or)?;
     if let Some((verdict, exit, msg)) = verdict {
         say(&msg);
         let out = if common.json {
@@ -141,7 +126,7 @@ pub fn run(
         return Ok(Exit::Success);
     }
     stop_if_interrupted(&state, &attempt)?;
-    make_room(common, store, &plan)?;
+    pipeline.make_room(common.root.as_deref(), &plan)?;
 
     // The journal: what ran before (the rollback target), read before
     // anything irreversible, then phase "fetching".
@@ -164,12 +149,7 @@ pub fn run(
     // fetch + register
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    let fetched = token.fetch(
-        store,
-        &opts.trusted_keys,
-        &FetchOptions::of(common, opts.jobs),
-        plan,
-    );
+    let fetched = pipeline.fetch(&FetchOptions::of(common, opts.jobs), plan);
     if let Err(e) = fetched.map_err(interrupted_or) {
         // Stopped midway: what actually arrived, not the planned total.
         attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
@@ -177,6 +157,7 @@ pub fn run(
         return Err(e);
     }
     stop_if_interrupted(&state, &attempt)?;
+    let store = pipeline.store();
     let secs = started.elapsed().as_secs_f64();
     let msg = match total_paths {
         0 => format!(
@@ -223,16 +204,19 @@ pub fn run(
     // Anti-downgrade memory (versions.rs): the exact version now applied
     // (a dry-activate applied nothing; an unsigned bundle's version is
     // unproven).
+    let unproven = pipeline.source().unproven().is_some();
     if exit == Exit::Success && opts.action != crate::cli::Action::DryActivate && !unproven {
-        remember(common, opts)?;
+        if let Some(reference) = pipeline.source().reference() {
+            crate::versions::remember(&state, reference)?;
+        }
     }
-    // Reboot need and policy (fleet.rs).
+    // Reboot need and policy (fleet/mod.rs).
     crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)
 }
 
 /// The refusal of an apply while `fh-lite hold` holds the device.
 fn held(h: &crate::state::Hold) -> Error {
-    let on = crate::hold::on(h);
+    let on = crate::cmd::hold::on(h);
     Error::new(
         Exit::Held,
         format!(
@@ -373,187 +357,34 @@ fn already_done(
     Ok(true)
 }
 
-/// Check the store's filesystem has room for the unpacked closure, and
-/// keep the closure from a concurrent garbage collection until this
-/// process ends (a root's closure is kept with it).
-fn make_room(common: &Common, store: &dyn Store, plan: &Plan) -> Result<(), Error> {
-    if store.reads_nar() {
-        let root = common.root.as_deref().unwrap_or(Path::new("/"));
-        plan::check_disk_space(&root.join("nix/store"), plan.unpack_bytes)?;
-    }
-    Ok(store.add_temp_roots(&plan.closure())?)
-}
-
-/// The FlakeHub source (offline.rs has the bundle one).
-impl crate::offline::Source for ClosureToken<'_> {
-    fn store_path(&self) -> &StorePath {
-        &self.store_path
-    }
-    fn token(&self) -> &Secret {
-        &self.token
-    }
-    fn cache(&self) -> Box<dyn crate::cache::CacheClient + '_> {
-        Box::new(ClosureToken::cache(self))
-    }
-    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
-        ClosureToken::plan(self, store, keys, jobs)
-    }
-    fn fetch(
-        &mut self,
-        store: &dyn Store,
-        keys: &TrustedKeys,
-        how: &FetchOptions,
-        plan: Plan,
-    ) -> Result<(), Error> {
-        ClosureToken::fetch(self, store, keys, how, plan)
-    }
-}
-
-/// FlakeHub as the source of `fetch` and `bundle create`: the
-/// closure token, renewed when it expires, as apply uses it.
-pub fn flakehub_source<'a>(
-    client: &'a Client,
-    common: &'a Common,
-    opts: &'a ApplyOpts,
-) -> Result<Box<dyn crate::offline::Source + 'a>, Error> {
-    Ok(Box::new(ClosureToken::resolve(client, common, opts)?))
-}
-
-/// How often one apply may ask FlakeHub for a fresh closure token.
-const MAX_TOKEN_REFRESHES: u32 = 8;
-
-/// The closure token and its renewal. It lasts about an hour; a long
-/// transfer on a slow link can outlive it. Then FlakeHub is asked for a
-/// fresh one (for the same store path), and the work goes on.
-struct ClosureToken<'a> {
-    client: &'a Client,
-    common: &'a Common,
-    opts: &'a ApplyOpts,
-    store_path: StorePath,
-    token: Secret,
-    refreshes: u32,
-}
-
-impl<'a> ClosureToken<'a> {
-    fn resolve(
-        client: &'a Client,
-        common: &'a Common,
-        opts: &'a ApplyOpts,
-    ) -> Result<ClosureToken<'a>, Error> {
-        let r = flakehub::resolve_with_token(client, common, &opts.reference)?;
-        Ok(ClosureToken {
-            client,
-            common,
-            opts,
-            store_path: r.store_path,
-            token: r.token,
-            refreshes: 0,
-        })
-    }
-
-    /// The binary cache, with the closure token as its credential.
-    fn cache(&self) -> HttpCache<'_> {
-        HttpCache {
-            client: self.client,
-            base: self.common.cache_addr.clone(),
-            token: &self.token,
-        }
-    }
-
-    /// Walk the closure (plan), renewing the token when it is refused.
-    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
-        loop {
-            match plan::plan(&self.cache(), store, keys, &self.store_path, jobs) {
-                Ok(p) => return Ok(p),
-                Err(e) if self.renew(&e, store)? => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Fetch the plan's paths into the store; when the token is renewed
-    /// midway, plan again and go on with what is still missing.
-    fn fetch(
-        &mut self,
-        store: &dyn Store,
-        keys: &TrustedKeys,
-        how: &FetchOptions,
-        mut plan: Plan,
-    ) -> Result<(), Error> {
-        let jobs = how.jobs;
-        let progress = Progress::new(Mode::detect(self.common.quiet, self.common.json));
-        loop {
-            progress.plan(&plan);
-            let Err(e) = fetch::fetch_all(&self.cache(), store, &plan, how, &progress) else {
-                return Ok(());
-            };
-            if !self.renew(&e, store)? {
-                return Err(e.into());
-            }
-            let rest = plan::plan(&self.cache(), store, keys, &plan.root, jobs)?;
-            // Only go on while each token gets something done.
-            if rest.paths.len() >= plan.paths.len() {
-                return Err(e.into());
-            }
-            plan = rest;
-        }
-    }
-
-    /// After `e`: Ok(true) when the cache refused the token and a fresh
-    /// one was obtained, so the step is worth running again.
-    fn renew(&mut self, e: &FetchError, store: &dyn Store) -> Result<bool, Error> {
-        if !e.is_token_refused() || !store.reads_nar() || self.refreshes >= MAX_TOKEN_REFRESHES {
-            return Ok(false);
-        }
-        self.refreshes += 1;
-        say("the cache refused the closure token (expired?); asking FlakeHub for a fresh one");
-        // The reference must still resolve to the same path (a loose
-        // requirement may have moved on).
-        let reference = &self.opts.reference;
-        let again = flakehub::resolve_with_token(self.client, self.common, reference)?;
-        if again.store_path != self.store_path {
-            return Err(Error::new(
-                Exit::Cache,
-                format!(
-                    "{reference} now resolves to {} (a new release?), not {}; run the apply again",
-                    again.store_path, self.store_path
-                ),
-            ));
-        }
-        self.token = again.token;
-        Ok(true)
-    }
-}
-
 /// Before resolve: with `--from`, open and verify the bundle (with
-/// `--cache`, open that cache: direct.rs); for an exact
-/// version (from REF or the manifest), refuse a downgrade.
-fn open_offline(
-    common: &Common,
-    opts: &ApplyOpts,
+/// `--cache`, open that cache: source/cache.rs); for an exact version
+/// (from REF or the manifest), refuse a downgrade.
+fn open_offline<'a>(
+    common: &'a Common,
+    opts: &'a ApplyOpts,
     offline: &OfflineOpts,
-) -> Result<Option<crate::offline::Opened>, Error> {
-    let opened = match (&offline.from, &offline.cache) {
-        (Some(from), _) => Some(crate::bundle::source::open(common, opts, offline, from)?),
-        (None, Some(_)) => Some(crate::direct::open(common, opts, offline)?),
-        (None, None) => None,
+) -> Result<Option<Box<dyn Source + 'a>>, Error> {
+    let opened = match opts.target {
+        Target::FlakeHub(_) => None,
+        Target::Bundle(_) | Target::StorePath { .. } => {
+            Some(crate::source::open(common, opts, offline)?)
+        }
     };
-    let reference = opened
-        .as_ref()
-        .map_or(&opts.reference, |o| &o.opts.reference);
+    let reference = match &opened {
+        Some(source) => source.reference(),
+        None => opts.target.reference(),
+    };
     // `dry-activate` changes nothing, so looking at an older release is
     // no downgrade.
-    if !offline.allow_downgrade && opts.action != crate::cli::Action::DryActivate {
-        let state = crate::state::StateDir::of(common);
-        match opened.as_ref().and_then(|o| o.unproven.as_deref()) {
-            Some(what) => crate::versions::check_unproven(&state, reference, what)?,
-            None => crate::versions::check(&state, reference)?,
+    if let Some(reference) = reference {
+        if !offline.allow_downgrade && opts.action != crate::cli::Action::DryActivate {
+            let state = crate::state::StateDir::of(common);
+            match opened.as_ref().and_then(|o| o.unproven()) {
+                Some(what) => crate::versions::check_unproven(&state, reference, what)?,
+                None => crate::versions::check(&state, reference)?,
+            }
         }
     }
     Ok(opened)
-}
-
-/// After a successful apply: remember its exact version (if any).
-fn remember(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
-    crate::versions::remember(&crate::state::StateDir::of(common), &opts.reference)
 }

@@ -1,7 +1,7 @@
 //! Resume a NAR body that breaks off, with an HTTP Range request.
 //!
 //! [`Resuming`] sits between the HTTP body and the rest of the fetch stack
-//! (fetch.rs: BodyLimit, decoder, NarHash). It counts the bytes received.
+//! (fetch/mod.rs: BodyLimit, decoder, NarHash). It counts the bytes received.
 //! When the body breaks off — a read error (connection reset, read timeout,
 //! the peer closing before the declared Content-Length) or an end before
 //! the expected size (the narinfo's FileSize) — it asks the cache again for

@@ -618,7 +618,7 @@ impl<'a> SwitchBack<'a> {
 
     /// The journal entry written before [`SwitchBack::run`] changes
     /// anything: a kill before the switch script has finished leaves it,
-    /// and recovery (recover.rs) switches to the same generation again.
+    /// and recovery (cmd/recover.rs) switches to the same generation again.
     pub fn journal_entry(&self, reference: &str) -> Pending {
         let kind = match self.flavor {
             Flavor::Darwin => "nix-darwin",

@@ -21,10 +21,9 @@ use crate::bundle::{self, Entry, Manifest, SecretKey};
 use crate::cache::CacheClient;
 use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
-use crate::http::Client;
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
-use crate::offline::EmptyStore;
+use crate::pipeline::Pipeline;
 
 /// A secret key file others can read draws one warning with the fix.
 fn warn_if_readable(f: &std::path::Path) {
@@ -74,18 +73,25 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             Some(SecretKey::parse(&text, &f.display().to_string())?)
         }
     };
-    // `--cache URL`: a store path from any signed cache (direct.rs).
-    let client;
-    let mut source = match offline.cache {
-        Some(_) => crate::direct::open(common, opts, offline)?.source,
+    // FlakeHub, or with `--cache URL` a store path from any signed cache
+    // (source/cache.rs).
+    let source = crate::source::open(common, opts, offline)?;
+    let root = source.store_path().clone();
+    let mut pipeline = Pipeline::whole_closure(common, opts, source);
+    let plan = pipeline.plan()?;
+    // A bundle made from a store path records the reference that says so.
+    let store_path_ref;
+    let reference = match pipeline.source().reference() {
+        Some(r) => r,
         None => {
-            client = Client::new(common)?;
-            crate::apply::flakehub_source(&client, common, opts)?
+            store_path_ref = crate::outref::parse(
+                bundle::STORE_PATH_REF,
+                &common.frontend_addr,
+                &opts.default_attr,
+            )?;
+            &store_path_ref
         }
     };
-    let root = source.store_path().clone();
-    let plan = source.plan(&EmptyStore, &opts.trusted_keys, opts.jobs)?;
-    let reference = &opts.reference;
     let manifest = Manifest {
         format: bundle::FORMAT.to_string(),
         reference: reference.to_string(),
@@ -99,7 +105,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let manifest_json = miniserde::json::to_string(&manifest) + "\n";
     fits_a_bundle(&root, plan.paths.len(), manifest_json.len(), &[])?;
     let sig = sign_key.map(|k| k.sign(manifest_json.as_bytes()));
-    let cache = source.cache();
+    let cache = pipeline.source().cache();
     let cache = cache.as_ref();
     // Each narinfo as served, its URL pointing at the bundle's NAR.
     let mut narinfos = Vec::new();
@@ -282,7 +288,7 @@ impl Read for Hashing {
     }
 }
 
-/// Refuse a closure larger than `apply --from` reads (bundle/source.rs:
+/// Refuse a closure larger than `apply --from` reads (source/bundle.rs:
 /// paths, manifest bytes, narinfo bytes), before any NAR is copied.
 fn fits_a_bundle(
     root: &crate::nix::store_path::StorePath,
@@ -296,10 +302,10 @@ fn fits_a_bundle(
             format!("the closure of {root} is too large for a bundle: {what}; no bundle written"),
         ))
     };
-    if paths > bundle::source::MAX_NARINFOS {
+    if paths > crate::source::bundle::MAX_NARINFOS {
         return too(format!(
             "{paths} paths, more than the {} a bundle holds",
-            bundle::source::MAX_NARINFOS
+            crate::source::bundle::MAX_NARINFOS
         ));
     }
     if manifest as u64 > bundle::MANIFEST_LIMIT {
@@ -319,11 +325,11 @@ fn fits_a_bundle(
         ));
     }
     let total: u64 = narinfos.iter().map(|(_, t)| t.len() as u64).sum();
-    if total > bundle::source::NARINFOS_TOTAL_LIMIT {
+    if total > crate::source::bundle::NARINFOS_TOTAL_LIMIT {
         return too(format!(
             "its narinfos come to {}, more than {}",
             crate::util::size(total),
-            crate::util::size(bundle::source::NARINFOS_TOTAL_LIMIT)
+            crate::util::size(crate::source::bundle::NARINFOS_TOTAL_LIMIT)
         ));
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! directly, from any signed Nix binary cache, without FlakeHub.
 //!
 //! The cache is `https://…` (or `http://…` with `--allow-insecure-http`)
-//! through the one HTTP client, or a `file://` directory (cache_file.rs).
+//! through the one HTTP client, or a `file://` directory (cache/file.rs).
 //! Its credential comes from `--netrc-file FILE` (the netrc format Nix
 //! reads through curl: `machine HOST login NAME password SECRET`, a
 //! `default` entry; sent as HTTP Basic) or `--cache-token-file FILE`
@@ -15,18 +15,15 @@
 use std::io::Read;
 use std::path::Path;
 
+use crate::cache::file::FileCache;
 use crate::cache::{status_error, CacheClient, FetchError};
-use crate::cache_file::FileCache;
-use crate::cli::{ApplyOpts, Common, OfflineOpts};
+use crate::cli::{Common, OfflineOpts};
 use crate::error::{Error, Exit};
-use crate::fetch::FetchOptions;
 use crate::http::{Auth, Client, RangeAnswer, Secret};
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
-use crate::offline::{Opened, Source};
-use crate::plan::{self, Plan};
-use crate::progress::{Mode, Progress};
+use crate::outref::OutputRef;
+use crate::source::Source;
 use crate::store::Store;
 
 /// The credential of an HTTP cache, and where it came from (for messages).
@@ -120,8 +117,6 @@ pub struct Direct {
     /// Where the credential came from (`--netrc-file F`, …), for a 401.
     credential_from: Option<String>,
     no_token: Secret,
-    quiet: bool,
-    json: bool,
 }
 
 impl Direct {
@@ -148,41 +143,35 @@ impl Source for Direct {
     fn store_path(&self) -> &StorePath {
         &self.store_path
     }
+    fn reference(&self) -> Option<&OutputRef> {
+        None
+    }
     fn token(&self) -> &Secret {
         &self.no_token
     }
     fn cache(&self) -> Box<dyn CacheClient + '_> {
         Box::new(Borrowed(self.cache.as_ref()))
     }
-    fn plan(&mut self, store: &dyn Store, keys: &TrustedKeys, jobs: usize) -> Result<Plan, Error> {
-        if !store.reads_nar() {
-            return Err(Error::usage(
+    fn check_store(&self, store: &dyn Store) -> Result<(), Error> {
+        match store.reads_nar() {
+            true => Ok(()),
+            false => Err(Error::usage(
                 "--cache cannot use --store nix (it passes FlakeHub's cache credential to nix copy); pick another store",
-            ));
+            )),
         }
-        plan::plan(self.cache.as_ref(), store, keys, &self.store_path, jobs)
-            .map_err(|e| self.explain(e))
     }
-    fn fetch(
-        &mut self,
-        store: &dyn Store,
-        _keys: &TrustedKeys,
-        how: &FetchOptions,
-        plan: Plan,
-    ) -> Result<(), Error> {
-        let progress = Progress::new(Mode::detect(self.quiet, self.json));
-        progress.plan(&plan);
-        crate::fetch::fetch_all(self.cache.as_ref(), store, &plan, how, &progress)
-            .map_err(|e| self.explain(e))
+    fn explain(&self, e: FetchError) -> Error {
+        Direct::explain(self, e)
     }
 }
 
 /// The cache `--cache URL` names, with its credential, and the store path.
-pub fn open(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Opened, Error> {
-    let url = offline.cache.as_deref().unwrap_or_default();
-    let path = offline.store_path.as_deref().unwrap_or_default();
-    let store_path = StorePath::parse(path)
-        .map_err(|e| Error::usage(format!("--cache takes a store path: {e}")))?;
+pub fn open(
+    common: &Common,
+    offline: &OfflineOpts,
+    store_path: &StorePath,
+    url: &str,
+) -> Result<Direct, Error> {
     let creds_given = offline.netrc_file.is_some() || offline.cache_token_file.is_some();
     let (cache, credential_from): (Box<dyn CacheClient>, _) = if url.starts_with("file://") {
         if creds_given {
@@ -208,18 +197,11 @@ pub fn open(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<
         };
         (Box::new(cache), from)
     };
-    let direct = Direct {
-        store_path,
+    Ok(Direct {
+        store_path: store_path.clone(),
         cache,
         credential_from,
         no_token: Secret::new(""),
-        quiet: common.quiet,
-        json: common.json,
-    };
-    Ok(Opened {
-        opts: opts.clone(),
-        source: Box::new(direct),
-        unproven: None,
     })
 }
 
@@ -397,13 +379,16 @@ mod tests {
             .map(|k| k.name.as_str())
             .collect();
         assert_eq!(names, ["cache.example.org-1"]);
+        let target = |o: &crate::cli::ApplyOpts| match &o.target {
+            crate::source::Target::StorePath { path, cache } => (path.to_absolute(), cache.clone()),
+            t => panic!("not a store path: {t:?}"),
+        };
+        // No reference: no version is remembered.
+        assert!(o.target.reference().is_none());
         assert_eq!(
-            o.reference.to_string(),
-            format!("{}#nixosConfigurations.pi", crate::cli::DIRECT_REF)
+            target(&o),
+            (SP.to_string(), "https://c.example".to_string())
         );
-        assert!(o.reference.is_loose(), "no version is remembered");
-        assert_eq!(c.offline.cache.as_deref(), Some("https://c.example"));
-        assert_eq!(c.offline.store_path.as_deref(), Some(SP));
         assert_eq!(c.offline.netrc_file.as_deref(), Some(Path::new("/n")));
         let hm = cli(&format!(
             "apply home-manager {SP} --cache file:///c --trusted-key {KEY}"
@@ -414,9 +399,15 @@ mod tests {
             format!("fetch {SP} --cache file:///c --trusted-key {KEY}"),
             format!("bundle create {SP} --cache file:///c --trusted-key {KEY} --output -"),
         ] {
-            let c = cli(&args).unwrap();
-            assert_eq!(c.offline.store_path.as_deref(), Some(SP), "{args}");
-            assert_eq!(c.offline.cache.as_deref(), Some("file:///c"), "{args}");
+            let o = match cli(&args).unwrap().command {
+                crate::cli::Command::Fetch(o) | crate::cli::Command::BundleCreate(o) => o,
+                c => panic!("{args}: {c:?}"),
+            };
+            assert_eq!(
+                target(&o),
+                (SP.to_string(), "file:///c".to_string()),
+                "{args}"
+            );
         }
     }
 

@@ -6,13 +6,15 @@
 //! trusted keys before anything looks at it. [`FetchError`] is the error of
 //! the whole transfer: the cache's, and that of plan and fetch built on it.
 
+pub mod file;
+
 use std::fmt;
 use std::io::Read;
 
 use crate::error::{Error, Exit};
 use crate::http::RangeAnswer;
+use crate::nix::narinfo::signature::{SigError, TrustedKeys};
 use crate::nix::narinfo::NarInfo;
-use crate::nix::signature::{SigError, TrustedKeys};
 use crate::nix::store_path::StorePath;
 use crate::store::StoreError;
 use crate::util::size;
@@ -28,7 +30,7 @@ pub trait CacheClient: Sync {
     fn get_nar(&self, url: &str) -> Result<Box<dyn Read + Send>, FetchError>;
     /// [`CacheClient::get_nar`] from byte `offset` on (`Range:
     /// bytes=<offset>-`, the same credentials), to resume a body that broke
-    /// off (resume.rs). The default answers like a server that ignores
+    /// off (fetch/resume.rs). The default answers like a server that ignores
     /// Range (status 200, no request made): the path starts over.
     fn get_nar_from(&self, _url: &str, _offset: u64) -> Result<RangeAnswer, FetchError> {
         Ok(RangeAnswer {
@@ -168,7 +170,7 @@ pub enum FetchError {
         detail: String,
     },
     /// No FileSize in the narinfo, and the compressed body went on past
-    /// what a NAR of its NarSize can take (fetch.rs `body_bound`).
+    /// what a NAR of its NarSize can take (fetch/mod.rs `body_bound`).
     CompressedTooLong {
         path: StorePath,
         url: String,

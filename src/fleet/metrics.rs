@@ -99,7 +99,7 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
         _ => state.last_success.as_ref(),
     };
     let reboot = state.fleet.as_ref().is_some_and(|f| f.reboot.is_some());
-    let token = crate::flakehub::token_info(common)
+    let token = crate::source::flakehub::token_info(common)
         .ok()
         .and_then(|t| t.expires_at);
 
