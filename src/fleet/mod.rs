@@ -251,9 +251,9 @@ fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
     ));
     // --no-block: systemd stops this unit on the way down; waiting for the
     // reboot job from inside it would wait for ourselves.
-    let status = std::process::Command::new(&systemctl)
-        .args(["--no-block", "reboot"])
-        .status();
+    let mut cmd = std::process::Command::new(&systemctl);
+    crate::util::scrub_env(&mut cmd);
+    let status = cmd.args(["--no-block", "reboot"]).status();
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),
         other => {

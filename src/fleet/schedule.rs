@@ -139,7 +139,9 @@ pub fn local_secs_of_day(t: u64) -> u64 {
 
 /// `date -d @t +%z` as seconds east of UTC.
 fn utc_offset(t: u64) -> Option<i64> {
-    let out = std::process::Command::new("date")
+    let mut date = std::process::Command::new("date");
+    crate::util::scrub_env(&mut date);
+    let out = date
         .args(["-d", &format!("@{t}"), "+%z"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
