@@ -14,8 +14,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Exit};
 use crate::nix::narinfo::signature::{PublicKey, TrustedKeys};
+use crate::nix::store_path::StorePath;
+use crate::options::{
+    Action, ApplyKind, ApplyOpts, Common, FleetOpts, OfflineOpts, StoreKind, Target,
+    DEFAULT_DECODER_MEMORY,
+};
 use crate::outref::{self, OutputRef};
-pub use crate::source::Target;
 
 pub const DEFAULT_API: &str = "https://api.flakehub.com";
 pub const DEFAULT_CACHE: &str = "https://cache.flakehub.com";
@@ -259,189 +263,6 @@ SIGNALS:
 
 EXIT STATUS:
 ";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ApplyKind {
-    Nixos,
-    NixDarwin,
-    HomeManager,
-}
-
-impl ApplyKind {
-    pub fn parse(s: &str) -> Result<ApplyKind, Error> {
-        match s {
-            "nixos" => Ok(ApplyKind::Nixos),
-            "nix-darwin" => Ok(ApplyKind::NixDarwin),
-            "home-manager" => Ok(ApplyKind::HomeManager),
-            _ => Err(Error::usage(format!(
-                "unknown apply type '{s}' [pick from: nixos, nix-darwin, home-manager]"
-            ))),
-        }
-    }
-
-    /// The word on the command line (and in the journal).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApplyKind::Nixos => "nixos",
-            ApplyKind::NixDarwin => "nix-darwin",
-            ApplyKind::HomeManager => "home-manager",
-        }
-    }
-
-    /// The attribute path used when REF has no `#ATTR_PATH`.
-    fn default_attr(self, env: &Env) -> String {
-        match self {
-            ApplyKind::Nixos => format!("nixosConfigurations.{}", env.hostname),
-            ApplyKind::NixDarwin => format!("darwinConfigurations.{}", env.hostname),
-            ApplyKind::HomeManager => format!("homeConfigurations.{}", env.user),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Switch,
-    Boot,
-    Test,
-    DryActivate,
-}
-
-impl Action {
-    pub fn parse(s: &str) -> Result<Action, Error> {
-        match s {
-            "switch" => Ok(Action::Switch),
-            "boot" => Ok(Action::Boot),
-            "test" => Ok(Action::Test),
-            "dry-activate" => Ok(Action::DryActivate),
-            _ => Err(Error::usage(format!(
-                "unknown action '{s}' [pick from: switch, boot, test, dry-activate]"
-            ))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Switch => "switch",
-            Action::Boot => "boot",
-            Action::Test => "test",
-            Action::DryActivate => "dry-activate",
-        }
-    }
-
-    /// `switch` and `boot` create a profile generation; `test` and
-    /// `dry-activate` do not (as nixos-rebuild).
-    pub fn makes_generation(self) -> bool {
-        matches!(self, Action::Switch | Action::Boot)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreKind {
-    Auto,
-    Daemon,
-    Local,
-    Nix,
-    Image,
-}
-
-impl StoreKind {
-    fn parse(s: &str) -> Result<StoreKind, Error> {
-        match s {
-            "auto" => Ok(StoreKind::Auto),
-            "daemon" => Ok(StoreKind::Daemon),
-            "local" => Ok(StoreKind::Local),
-            "nix" => Ok(StoreKind::Nix),
-            "image" => Ok(StoreKind::Image),
-            _ => Err(Error::usage(format!(
-                "unknown store '{s}' [pick from: auto, daemon, local, nix, image]"
-            ))),
-        }
-    }
-}
-
-/// The default of `--max-decoder-memory`: the largest xz dictionary and
-/// zstd window a NAR may ask for. 64 MiB is what `xz -9` and `zstd -19`
-/// use (and Nix's own compressors stay below it); a hostile body could ask
-/// for up to 4 GiB (xz) or 2 GiB (zstd `--long=31`) before a byte of
-/// output.
-pub const DEFAULT_DECODER_MEMORY: u64 = 64 << 20;
-/// Options every command shares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Common {
-    pub api_addr: String,
-    pub cache_addr: String,
-    pub frontend_addr: String,
-    pub token_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    pub allow_insecure_http: bool,
-    pub json: bool,
-    pub quiet: bool,
-    pub verbose: bool,
-    pub root: Option<PathBuf>,
-    pub state_dir: PathBuf,
-    pub profile: PathBuf,
-    /// `--max-decoder-memory`, in bytes (fetch/mod.rs caps the decoders).
-    pub max_decoder_memory: u64,
-}
-
-#[derive(Clone, Debug)]
-pub struct ApplyOpts {
-    pub kind: ApplyKind,
-    /// Where the closure comes from: REF, `--from`, or a store path with
-    /// `--cache`.
-    pub target: Target,
-    /// The attribute path REF defaults to (`nixosConfigurations.<hostname>`,
-    /// …); a bundle made from a store path records it.
-    pub default_attr: String,
-    pub action: Action,
-    /// Never empty: phase two refuses `--no-default-keys` without a key.
-    pub trusted_keys: TrustedKeys,
-    pub jobs: usize,
-    pub dry_run: bool,
-    pub store: StoreKind,
-    pub daemon_socket: Option<PathBuf>,
-    pub install_bootloader: bool,
-    pub force: bool,
-    pub no_rollback: bool,
-    pub rollback_on: Vec<i32>,
-    pub health_check: Option<String>,
-    pub health_timeout: Duration,
-    pub retry_failed: bool,
-    /// `--no-loose-warning`: a loose REF is meant (a timer following the
-    /// newest release); no warning.
-    pub no_loose_warning: bool,
-    /// `--trial`: `test`, health check, then generation and `boot`.
-    pub trial: bool,
-    /// `--activation-timeout`: a longer switch-to-configuration is killed.
-    pub activation_timeout: Option<Duration>,
-}
-
-/// Fleet options (fleet/mod.rs, fleet/metrics.rs).
-#[derive(Clone, Debug, Default)]
-pub struct FleetOpts {
-    pub metrics_file: Option<PathBuf>,
-    /// `--reboot if-needed`.
-    pub reboot_if_needed: bool,
-    pub reboot_window: Option<crate::fleet::schedule::Window>,
-    pub window: Option<crate::fleet::schedule::Window>,
-    /// `--rollout-spread`, seconds.
-    pub rollout_spread: Option<u64>,
-}
-
-/// Options of `fetch`, `bundle create` and `apply --from` (source/mod.rs).
-#[derive(Clone, Debug, Default)]
-pub struct OfflineOpts {
-    pub out_link: Option<PathBuf>,
-    pub output: Option<PathBuf>,
-    /// `--format dir`: a binary-cache directory instead of one tar file.
-    pub dir_format: bool,
-    pub sign_key: Option<PathBuf>,
-    pub trusted_bundle_keys: Vec<PublicKey>,
-    pub allow_unsigned_bundle: bool,
-    pub allow_downgrade: bool,
-    pub netrc_file: Option<PathBuf>,
-    pub cache_token_file: Option<PathBuf>,
-}
 
 #[derive(Clone, Debug)]
 pub enum Command {
@@ -842,10 +663,9 @@ impl RawArgs {
             }
             None => None,
         };
-        let under_root = |given: &Option<PathBuf>, default: &str| match (given, &root) {
-            (Some(p), _) => p.clone(),
-            (None, Some(root)) => root.join(default.trim_start_matches('/')),
-            (None, None) => PathBuf::from(default),
+        let under_root = |given: &Option<PathBuf>, default: &str| match given {
+            Some(p) => p.clone(),
+            None => crate::rootfs::real(root.as_deref(), std::path::Path::new(default)),
         };
         Ok(Common {
             api_addr: addr(&self.api_addr, "FH_API_ADDR", DEFAULT_API),
@@ -1029,7 +849,7 @@ impl RawArgs {
         Ok(ApplyOpts {
             kind,
             target,
-            default_attr: kind.default_attr(env),
+            default_attr: default_attr(kind, env),
             action,
             trusted_keys: self.trusted_keys()?,
             jobs,
@@ -1184,7 +1004,7 @@ impl RawArgs {
                 "{cmd} --cache URL needs a store path, e.g. /nix/store/HASH-nixos-system-NAME"
             )));
         };
-        let path = crate::nix::store_path::StorePath::parse(path).map_err(|e| {
+        let path = StorePath::parse(path).map_err(|e| {
             Error::usage(format!(
                 "with --cache, {cmd} takes a store path (/nix/store/HASH-NAME), not a reference: {e}"
             ))
@@ -1233,9 +1053,18 @@ fn at_most(rest: &[String], max: usize, after: &str) -> Result<(), Error> {
     }
 }
 
+/// The attribute path used when REF has no `#ATTR_PATH`.
+fn default_attr(kind: ApplyKind, env: &Env) -> String {
+    match kind {
+        ApplyKind::Nixos => format!("nixosConfigurations.{}", env.hostname),
+        ApplyKind::NixDarwin => format!("darwinConfigurations.{}", env.hostname),
+        ApplyKind::HomeManager => format!("homeConfigurations.{}", env.user),
+    }
+}
+
 /// REF parsed, its attribute path defaulting to the one for `kind`.
 fn output_ref(s: &str, common: &Common, kind: ApplyKind, env: &Env) -> Result<OutputRef, Error> {
-    let attr = kind.default_attr(env);
+    let attr = default_attr(kind, env);
     Ok(outref::parse(s, &common.frontend_addr, &attr)?)
 }
 

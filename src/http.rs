@@ -35,8 +35,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cli::Common;
 use crate::error::Exit;
+use crate::options::Common;
 use crate::url::{host_of, join_location, Origin};
 
 /// Largest FlakeHub API answer read (1 MiB).

@@ -8,12 +8,12 @@
 //! followed as if DIR were `/`, and one at a link's name is replaced, never
 //! followed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::activate::profiles::replace_symlink;
-use crate::cli::Common;
 use crate::error::Error;
 use crate::nix::store_path::StorePath;
+use crate::options::Common;
 use crate::rootfs;
 
 /// `link` → store path, and Nix's indirect root → `link`, both as the
@@ -21,10 +21,7 @@ use crate::rootfs;
 pub(crate) fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> Result<(), Error> {
     let root = common.root.as_deref();
     let link = std::path::absolute(link).map_err(|e| Error::io("resolve", link, &e))?;
-    let logical: PathBuf = match root.and_then(|r| link.strip_prefix(r).ok()) {
-        Some(rel) => Path::new("/").join(rel),
-        None => link.clone(),
-    };
+    let logical = rootfs::logical(root, &link);
     let (Some(dir), Some(name)) = (link.parent(), link.file_name().and_then(|n| n.to_str())) else {
         return Err(Error::io(
             "create GC root",

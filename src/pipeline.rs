@@ -15,10 +15,10 @@
 
 use std::path::Path;
 
-use crate::cli::{ApplyOpts, Common};
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::nix::narinfo::signature::TrustedKeys;
+use crate::options::{ApplyOpts, Common};
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
 use crate::source::{EmptyStore, Source};

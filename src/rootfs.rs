@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -653,6 +653,65 @@ fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     Err(last.map_or_else(|| Errno::AGAIN.into(), io::Error::from))
 }
 
+/// A path as the managed system sees it → this machine's filesystem: the
+/// same path under `root` (`--root DIR`), or itself without one.
+pub fn real(root: Option<&Path>, logical: &Path) -> PathBuf {
+    match root {
+        Some(r) => r.join(logical.strip_prefix("/").unwrap_or(logical)),
+        None => logical.to_path_buf(),
+    }
+}
+
+/// A path on this machine's filesystem → as the managed system sees it:
+/// `/` and the part beneath `root`; a path not under `root` is itself.
+pub fn logical(root: Option<&Path>, real: &Path) -> PathBuf {
+    match root.and_then(|r| real.strip_prefix(r).ok()) {
+        Some(rel) => Path::new("/").join(rel),
+        None => real.to_path_buf(),
+    }
+}
+
+/// Follow `logical` inside `root` the way the kernel would inside a chroot:
+/// absolute symlink targets restart at `root`. Returns the real path.
+pub fn resolve_in_root(root: &Path, logical: &Path) -> io::Result<PathBuf> {
+    let mut pending: Vec<PathBuf> = Vec::new();
+    let push_all = |pending: &mut Vec<PathBuf>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => pending.push(PathBuf::from(n)),
+                Component::ParentDir => pending.push(PathBuf::from("..")),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    };
+    push_all(&mut pending, logical);
+    let mut cur = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        if c == Path::new("..") {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&c);
+        let real = real(Some(root), &next);
+        let meta = std::fs::symlink_metadata(&real)?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return Err(io::Error::other("too many levels of symbolic links"));
+            }
+            let target = std::fs::read_link(&real)?;
+            if target.is_absolute() {
+                cur = PathBuf::from("/");
+            }
+            push_all(&mut pending, &target);
+        } else {
+            cur = next;
+        }
+    }
+    Ok(real(Some(root), &cur))
+}
+
 /// A directory that is (same device and inode) the directory `other` on
 /// this machine, e.g. the host's `/nix/store` reached through DIR.
 pub fn same_dir(dir: &Dir, other: &Path) -> bool {
@@ -731,6 +790,43 @@ mod tests {
             .join("new/f")
             .exists());
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn real_and_logical_paths_convert_both_ways() {
+        let root = Path::new("/mnt/img");
+        for (seen, on_disk) in [
+            (
+                "/nix/var/nix/profiles/system",
+                "/mnt/img/nix/var/nix/profiles/system",
+            ),
+            ("/", "/mnt/img"),
+        ] {
+            assert_eq!(real(Some(root), Path::new(seen)), Path::new(on_disk));
+            assert_eq!(logical(Some(root), Path::new(on_disk)), Path::new(seen));
+        }
+        // Without --root, and for a path outside it, nothing changes.
+        assert_eq!(real(None, Path::new("/etc/x")), Path::new("/etc/x"));
+        assert_eq!(logical(None, Path::new("/etc/x")), Path::new("/etc/x"));
+        assert_eq!(
+            logical(Some(root), Path::new("/srv/x")),
+            Path::new("/srv/x")
+        );
+    }
+
+    #[test]
+    fn resolve_in_root_follows_links_as_chroot_sees_them() {
+        let t = crate::testutil::TempDir::new("rootfs");
+        let (root, outside) = tree(t.path());
+        symlink("/real", root.join("abs")).unwrap();
+        symlink("../../../../real/deep", root.join("up")).unwrap();
+        symlink(&outside, root.join("escape")).unwrap();
+        let resolved = |l: &str| resolve_in_root(&root, Path::new(l));
+        assert_eq!(resolved("/abs/deep").unwrap(), root.join("real/deep"));
+        assert_eq!(resolved("/up").unwrap(), root.join("real/deep"));
+        // The outside directory is looked for beneath root, where it is not.
+        let e = resolved("/escape/canary").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 
     #[test]

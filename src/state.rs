@@ -396,7 +396,7 @@ impl StateDir {
     }
 
     /// The state directory of a command: `--state-dir`, beneath `--root`.
-    pub fn of(common: &crate::cli::Common) -> StateDir {
+    pub fn of(common: &crate::options::Common) -> StateDir {
         StateDir {
             dir: common.state_dir.clone(),
             root: common.root.clone(),

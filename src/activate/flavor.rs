@@ -28,8 +28,8 @@
 //! **Home Manager**: `<path>/activate` (see `home_manager`); 0 is success,
 //! anything else `ActivationFailed`.
 
-use crate::cli::{Action, ApplyKind};
 use crate::error::Exit;
+use crate::options::{Action, ApplyKind};
 
 /// What kind of system is activated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

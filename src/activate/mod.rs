@@ -8,7 +8,7 @@
 //! activate(common, opts, path, &mut report) -> Result<Exit, Error>
 //! ```
 //!
-//! and the rollback command [`run::SwitchBack`]. Neither takes the
+//! and the rollback command [`switch_back::SwitchBack`]. Neither takes the
 //! state lock nor writes the state file: the commands do, from [`Report`].
 //!
 //! `activate` for NixOS `switch`/`boot` and nix-darwin: create (or reuse)
@@ -36,15 +36,16 @@ pub mod home_manager;
 pub mod orphan;
 pub mod profiles;
 pub mod run;
+pub mod switch_back;
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Action, ApplyKind, ApplyOpts, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::options::{Action, ApplyKind, ApplyOpts, Common};
 use crate::state::{Pending, Phase};
 pub use flavor::Flavor;
 use profiles::{Generation, Profile};
@@ -314,19 +315,13 @@ impl<'a> Ctx<'a> {
 
     /// A path as the managed system sees it → this machine's filesystem.
     pub fn real(&self, logical: &Path) -> PathBuf {
-        match self.root {
-            Some(r) => r.join(logical.strip_prefix("/").unwrap_or(logical)),
-            None => logical.to_path_buf(),
-        }
+        crate::rootfs::real(self.root, logical)
     }
 
     /// The profile path as the managed system sees it (the program path for
     /// generation links when chrooted).
     pub fn logical(&self, real: &Path) -> PathBuf {
-        match self.root.and_then(|r| real.strip_prefix(r).ok()) {
-            Some(rel) => Path::new("/").join(rel),
-            None => real.to_path_buf(),
-        }
+        crate::rootfs::logical(self.root, real)
     }
 
     /// A progress line on stderr ([`crate::ui::say`]).
@@ -426,7 +421,7 @@ impl<'a> Ctx<'a> {
             path: shown.clone(),
             problem,
         };
-        let real = resolve_in_root(self.root.unwrap_or(Path::new("/")), logical)
+        let real = crate::rootfs::resolve_in_root(self.root.unwrap_or(Path::new("/")), logical)
             .map_err(|_| bad("does not exist (is this store path the right kind of system?)"))?;
         let meta = std::fs::metadata(&real)
             .map_err(|_| bad("does not exist (is this store path the right kind of system?)"))?;
@@ -501,47 +496,6 @@ impl<'a> Ctx<'a> {
             .ok()
             .map(|t| t.to_string_lossy().into_owned())
     }
-}
-
-/// Follow `logical` inside `root` the way the kernel would inside a chroot:
-/// absolute symlink targets restart at `root`. Returns the real path.
-pub(crate) fn resolve_in_root(root: &Path, logical: &Path) -> std::io::Result<PathBuf> {
-    let mut pending: Vec<PathBuf> = Vec::new();
-    let push_all = |pending: &mut Vec<PathBuf>, p: &Path| {
-        for c in p.components().rev() {
-            match c {
-                Component::Normal(n) => pending.push(PathBuf::from(n)),
-                Component::ParentDir => pending.push(PathBuf::from("..")),
-                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            }
-        }
-    };
-    push_all(&mut pending, logical);
-    let mut cur = PathBuf::from("/");
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        if c == Path::new("..") {
-            cur.pop();
-            continue;
-        }
-        let next = cur.join(&c);
-        let real = root.join(next.strip_prefix("/").unwrap_or(&next));
-        let meta = std::fs::symlink_metadata(&real)?;
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > 40 {
-                return Err(std::io::Error::other("too many levels of symbolic links"));
-            }
-            let target = std::fs::read_link(&real)?;
-            if target.is_absolute() {
-                cur = PathBuf::from("/");
-            }
-            push_all(&mut pending, &target);
-        } else {
-            cur = next;
-        }
-    }
-    Ok(root.join(cur.strip_prefix("/").unwrap_or(&cur)))
 }
 
 /// Activate `store_path` (already valid in the store under `--root`) for
@@ -627,7 +581,7 @@ pub fn preflight(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
 /// Whether DIR/bin/sh is an executable file (symlinks followed inside DIR).
 fn has_shell(root: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    resolve_in_root(root, Path::new("/bin/sh"))
+    crate::rootfs::resolve_in_root(root, Path::new("/bin/sh"))
         .and_then(std::fs::metadata)
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

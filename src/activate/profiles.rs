@@ -87,10 +87,7 @@ fn next_tmp() -> u32 {
 impl Profile {
     /// `path` is the profile on this filesystem; `root` the `--root` dir.
     pub fn new(path: &Path, root: Option<&Path>) -> Profile {
-        let logical = match root.and_then(|r| path.strip_prefix(r).ok()) {
-            Some(rel) => Path::new("/").join(rel),
-            None => path.to_path_buf(),
-        };
+        let logical = rootfs::logical(root, path);
         let state = root.unwrap_or(Path::new("/")).join("nix/var/nix");
         Profile {
             path: path.to_path_buf(),

@@ -1,5 +1,5 @@
-//! Running a system's activation, health checks, and rollback (automatic
-//! after a failure, and the mechanics of the `fh-lite rollback` command).
+//! Running a system's activation ([`SystemRun`]): the switch script, the
+//! trial, the health check, and the automatic rollback after a failure.
 //!
 //! Automatic rollback re-points the profile at the *exact* generation that
 //! was current before this run (read from the profile before anything
@@ -15,10 +15,7 @@
 //! after `switch` and `test`; after `boot` nothing new is running, so it is
 //! skipped with a notice.
 //!
-//! `fh-lite rollback [--to N]` ([`SwitchBack`]) switches the profile to the
-//! highest generation below the current one (or N) and runs its
-//! `switch-to-configuration switch` (nix-darwin: `darwin-rebuild
-//! activate`), like `nixos-rebuild switch --rollback`.
+//! The `fh-lite rollback` command is switch_back.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,10 +24,10 @@ use std::time::{Duration, Instant};
 use super::flavor::{Flavor, Verdict};
 use super::profiles::Generation;
 use super::{ActivateError, Before, Ctx, Journal, Ran, Report, Settings};
-use crate::cli::{Action, Common};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
-use crate::state::{FailedPath, Pending, Phase, ROLLBACK_ACTION};
+use crate::options::Action;
+use crate::state::Phase;
 
 /// Run the health check; Err is the sentence saying why it failed.
 pub(crate) fn health_check(ctx: &Ctx, cmd: &str, timeout: Duration) -> Result<(), String> {
@@ -383,87 +380,122 @@ loader knew; to update it, run this again as root with --install-bootloader, or 
     ) -> Error {
         report.path_failed = true;
         let ctx = self.ctx;
-        let profile = ctx.profile.path.display().to_string();
-        let prev_gen = self
-            .before
-            .generation
-            .and_then(|n| ctx.profile.generation(n).ok());
-        let target = self
-            .before
-            .system
-            .clone()
-            .or_else(|| prev_gen.as_ref().map(|g| g.target.clone()));
-        let Some(target) = target else {
-            let stays = match report.generation {
-                Some(n) => format!("; it stays at generation {n}"),
-                None => String::new(),
-            };
-            return Error::new(
-                Exit::ActivationFailed,
-                format!(
-                    "{why}; nothing to roll back to: profile {profile} had no generation before this one{stays}"
-                ),
-            );
-        };
-        if target == store_path.to_string() {
-            // --force on the current path: "before" was this very path.
-            let what = match &prev_gen {
-                Some(g) if g.target == target => format!("generation {}", g.number),
-                _ => target.clone(),
-            };
-            return Error::new(
+        let prev_gen = (self.before.generation).and_then(|n| ctx.profile.generation(n).ok());
+        let gens = ctx.profile.generations().unwrap_or_default();
+        let before = self.before.system.as_deref();
+        let back = decide_rollback(before, prev_gen.as_ref(), &gens, store_path, action);
+        self.go_back(back, why, action, journal, report)
+    }
+
+    /// Carry out a [`Back`] decision; the error to report.
+    fn go_back(
+        &self,
+        back: Back,
+        why: &str,
+        action: Action,
+        journal: &mut dyn Journal,
+        report: &mut Report,
+    ) -> Error {
+        let profile = self.ctx.profile.path.display().to_string();
+        match back {
+            Back::Nothing => {
+                let stays = match report.generation {
+                    Some(n) => format!("; it stays at generation {n}"),
+                    None => String::new(),
+                };
+                Error::new(
+                    Exit::ActivationFailed,
+                    format!(
+                        "{why}; nothing to roll back to: profile {profile} had no generation before this one{stays}"
+                    ),
+                )
+            }
+            Back::SamePath { what } => Error::new(
                 Exit::ActivationFailed,
                 format!("{why}; nothing to roll back to: {what} was already this path"),
-            );
+            ),
+            Back::Retest { target, gen } => {
+                journal_or_warn(journal, Phase::RollingBack);
+                self.retest(&target, gen.as_ref(), why, report)
+            }
+            Back::Unlinked { target, prev } => {
+                journal_or_warn(journal, Phase::RollingBack);
+                self.reactivate_unlinked(&target, prev.as_ref(), why, report)
+            }
+            Back::Switch { target, gen } => {
+                journal_or_warn(journal, Phase::RollingBack);
+                self.switch_back(&gen, &target, why, action, report)
+            }
         }
-        journal_or_warn(journal, Phase::RollingBack);
-        // The generation pointing at the old system: the one current before
-        // when it does, else the newest that does (after a `boot`, the
-        // profile was ahead of the running system).
-        let gens = ctx.profile.generations().unwrap_or_default();
-        let gen = prev_gen
-            .clone()
-            .filter(|g| g.target == target)
-            .or_else(|| gens.iter().rev().find(|g| g.target == target).cloned());
-        if action == Action::Test || !action.makes_generation() {
-            // The profile never moved: activate the old system again with
-            // `test` (through its generation when it has one).
-            let (base, to) = match &gen {
-                Some(g) => (
-                    ctx.logical(&g.link),
-                    format!("generation {} ({target})", g.number),
-                ),
-                None => (PathBuf::from(&target), format!("{target} (test)")),
-            };
-            report.rolled_back_to = gen.as_ref().map(|g| g.number);
-            ctx.say(&format!("{why}; rolling back to {to}"));
-            return self.restore(&base, Action::Test, why, &to);
-        }
-        let Some(gen) = gen else {
-            // No generation runs it: keep the profile as before the
-            // attempt and activate the old system now without making it
-            // the boot default.
-            let kept = match &prev_gen {
-                Some(g) => match ctx.profile.switch_to(g.number) {
-                    Ok(()) => {
-                        report.rolled_back_to = Some(g.number);
-                        format!("the profile is back at generation {}", g.number)
-                    }
-                    Err(e) => format!("the profile could not be put back: {e}"),
-                },
-                None => "the profile had no generation before".to_string(),
-            };
-            ctx.say(&format!(
-                "{why}; no generation of profile {profile} points at the system that ran before ({target}); {kept}; re-activating {target} with 'test'"
-            ));
-            let base = PathBuf::from(&target);
-            return self.restore(
-                &base,
-                Action::Test,
-                why,
-                &format!("{target} (test; {kept})"),
-            );
+    }
+
+    /// The profile never moved: activate the old system again with `test`
+    /// (through its generation when it has one).
+    fn retest(
+        &self,
+        target: &str,
+        gen: Option<&Generation>,
+        why: &str,
+        report: &mut Report,
+    ) -> Error {
+        let (base, to) = match gen {
+            Some(g) => (
+                self.ctx.logical(&g.link),
+                format!("generation {} ({target})", g.number),
+            ),
+            None => (PathBuf::from(target), format!("{target} (test)")),
         };
+        report.rolled_back_to = gen.map(|g| g.number);
+        self.ctx.say(&format!("{why}; rolling back to {to}"));
+        self.restore(&base, Action::Test, why, &to)
+    }
+
+    /// No generation runs the old system: keep the profile as before the
+    /// attempt and activate the old system now without making it the boot
+    /// default.
+    fn reactivate_unlinked(
+        &self,
+        target: &str,
+        prev_gen: Option<&Generation>,
+        why: &str,
+        report: &mut Report,
+    ) -> Error {
+        let ctx = self.ctx;
+        let profile = ctx.profile.path.display().to_string();
+        let kept = match prev_gen {
+            Some(g) => match ctx.profile.switch_to(g.number) {
+                Ok(()) => {
+                    report.rolled_back_to = Some(g.number);
+                    format!("the profile is back at generation {}", g.number)
+                }
+                Err(e) => format!("the profile could not be put back: {e}"),
+            },
+            None => "the profile had no generation before".to_string(),
+        };
+        ctx.say(&format!(
+            "{why}; no generation of profile {profile} points at the system that ran before ({target}); {kept}; re-activating {target} with 'test'"
+        ));
+        let base = PathBuf::from(target);
+        self.restore(
+            &base,
+            Action::Test,
+            why,
+            &format!("{target} (test; {kept})"),
+        )
+    }
+
+    /// Point the profile at `gen`, the old system's generation, and run its
+    /// script with the attempt's action.
+    fn switch_back(
+        &self,
+        gen: &Generation,
+        target: &str,
+        why: &str,
+        action: Action,
+        report: &mut Report,
+    ) -> Error {
+        let ctx = self.ctx;
+        let profile = ctx.profile.path.display().to_string();
         let n = gen.number;
         if let Err(e) = ctx.profile.switch_to(n) {
             return Error::new(
@@ -517,173 +549,162 @@ loader knew; to update it, run this again as root with --install-bootloader, or 
     }
 }
 
-/// `fh-lite rollback [--to N]`: the generation to go back to, checked
-/// before anything changes; [`SwitchBack::run`] switches to it.
-pub struct SwitchBack<'a> {
-    ctx: Ctx<'a>,
-    pub target: Generation,
-    /// Its store path, for the state file.
-    pub store_path: StorePath,
-    pub current: Option<u64>,
-    /// The current generation's store path (what is rolled away from).
-    pub current_path: Option<String>,
-    /// Generations a plain rollback passed over because their systems
-    /// failed on this machine (newest first), with their failed entries.
-    pub skipped: Vec<(u64, FailedPath)>,
-    flavor: Flavor,
+/// Where a failed attempt goes back to, decided before anything changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Back {
+    /// No system ran before this one.
+    Nothing,
+    /// The system before was this very path (`--force` on the current
+    /// one); `what` names it.
+    SamePath { what: String },
+    /// The profile never moved (`test`, `dry-activate`): activate the old
+    /// system `target` again with `test`, through its generation when it
+    /// has one.
+    Retest {
+        target: String,
+        gen: Option<Generation>,
+    },
+    /// No generation points at the old system: put the profile back at the
+    /// generation current before (`prev`, if any) and activate `target`
+    /// with `test`.
+    Unlinked {
+        target: String,
+        prev: Option<Generation>,
+    },
+    /// Point the profile at `gen` (the old system's) and run its script
+    /// with the attempt's action.
+    Switch { target: String, gen: Generation },
 }
 
-impl<'a> SwitchBack<'a> {
-    /// The generation to switch to: `to`, else the highest one below the
-    /// current one whose system is not in `failed` (the failed list of
-    /// the state file): the last system that was good on this machine.
-    pub fn prepare(
-        common: &'a Common,
-        to: Option<u64>,
-        failed: &[FailedPath],
-    ) -> Result<SwitchBack<'a>, Error> {
-        let ctx = Ctx::new(common);
-        let profile = ctx.profile.path.display().to_string();
-        let current = ctx.profile.current()?;
-        let current_path = current
-            .and_then(|n| ctx.profile.generation(n).ok())
-            .map(|g| g.target);
-        let mut skipped = Vec::new();
-        let target = match (to, current) {
-            (Some(n), _) => ctx.profile.generation(n)?,
-            (None, None) => {
-                return Err(Error::usage(format!(
-                    "rollback: profile {profile} does not exist; nothing to roll back to"
-                )))
-            }
-            (None, Some(cur)) => {
-                let gens = ctx.profile.generations()?;
-                let mut found = None;
-                for g in gens.into_iter().rev().filter(|g| g.number < cur) {
-                    match failed.iter().find(|f| f.store_path == g.target) {
-                        Some(f) => skipped.push((g.number, f.clone())),
-                        None => {
-                            found = Some(g);
-                            break;
-                        }
-                    }
-                }
-                match found {
-                    Some(g) => g,
-                    None if skipped.is_empty() => {
-                        return Err(Error::usage(format!(
-                            "rollback: profile {profile} has no generation before the current one ({cur})"
-                        )))
-                    }
-                    None => {
-                        let numbers: Vec<String> =
-                            skipped.iter().map(|(n, _)| n.to_string()).collect();
-                        return Err(Error::usage(format!(
-                            "rollback: profile {profile} has no generation before the current one ({cur}) whose system has not failed on this machine (failed: generation {}); choose one with --to N",
-                            numbers.join(", ")
-                        )));
-                    }
-                }
-            }
+/// The decision of [`SystemRun::roll_back`], pure: from the system that
+/// ran before the attempt (`before`, else the target of `prev_gen`, the
+/// generation current before), the profile's generations, the path of the
+/// attempt and its action.
+fn decide_rollback(
+    before: Option<&str>,
+    prev_gen: Option<&Generation>,
+    gens: &[Generation],
+    store_path: &StorePath,
+    action: Action,
+) -> Back {
+    let Some(target) = before
+        .map(String::from)
+        .or_else(|| prev_gen.map(|g| g.target.clone()))
+    else {
+        return Back::Nothing;
+    };
+    if target == store_path.to_string() {
+        // --force on the current path: "before" was this very path.
+        let what = match prev_gen {
+            Some(g) if g.target == target => format!("generation {}", g.number),
+            _ => target,
         };
-        let store_path = StorePath::parse(&target.target).map_err(|e| {
-            Error::new(
-                Exit::Internal,
-                format!(
-                    "rollback: generation {} of profile {profile}: {e}",
-                    target.number
-                ),
-            )
-        })?;
-        // NixOS or nix-darwin, by what the generation contains.
-        let base = Path::new(&target.target);
-        let has = |f: Flavor| ctx.check_executable(&base.join(f.script()));
-        let flavor = if has(Flavor::Darwin).is_ok() && has(Flavor::NixOs).is_err() {
-            Flavor::Darwin
-        } else {
-            has(Flavor::NixOs)?;
-            Flavor::NixOs
-        };
-        ctx.check_can_run()?;
-        Ok(SwitchBack {
-            ctx,
+        return Back::SamePath { what };
+    }
+    // The generation pointing at the old system: the one current before
+    // when it does, else the newest that does (after a `boot`, the
+    // profile was ahead of the running system).
+    let gen = (prev_gen.filter(|g| g.target == target))
+        .or_else(|| gens.iter().rev().find(|g| g.target == target))
+        .cloned();
+    if action == Action::Test || !action.makes_generation() {
+        return Back::Retest { target, gen };
+    }
+    match gen {
+        Some(gen) => Back::Switch { target, gen },
+        None => Back::Unlinked {
             target,
-            store_path,
-            current,
-            current_path,
-            skipped,
-            flavor,
-        })
-    }
-
-    /// The journal entry written before [`SwitchBack::run`] changes
-    /// anything: a kill before the switch script has finished leaves it,
-    /// and recovery (cmd/recover.rs) switches to the same generation again.
-    pub fn journal_entry(&self, reference: &str) -> Pending {
-        let kind = match self.flavor {
-            Flavor::Darwin => "nix-darwin",
-            _ => "nixos",
-        };
-        Pending {
-            reference: reference.to_string(),
-            store_path: self.store_path.to_string(),
-            action: ROLLBACK_ACTION.to_string(),
-            phase: Phase::Activating.as_str().to_string(),
-            generation: Some(self.target.number),
-            previous_generation: self.current,
-            time: crate::util::unix_now(),
-            pid: std::process::id(),
-            kind: kind.to_string(),
-            ..Pending::default()
-        }
-    }
-
-    /// Switch the profile to the target and run its switch script.
-    pub fn run(&self, report: &mut Report) -> Result<Exit, Error> {
-        crate::signal::activation_begins();
-        let ctx = &self.ctx;
-        let (n, target) = (self.target.number, &self.target.target);
-        let profile = ctx.profile.path.display();
-        for (g, f) in &self.skipped {
-            ctx.say(&format!(
-                "rollback: skipping generation {g} ({}): it failed on this machine at {} ({}); --to {g} switches to it anyway",
-                f.store_path,
-                crate::state::format_time(f.time),
-                f.result
-            ));
-        }
-        ctx.profile.switch_to(n)?;
-        report.previous_generation = self.current;
-        report.generation = Some(n);
-        let from = self.current.map_or("none".to_string(), |n| n.to_string());
-        ctx.say(&format!(
-            "profile {profile}: generation {from} -> {n} ({target})"
-        ));
-        let script = ctx.logical(&self.target.link).join(self.flavor.script());
-        let args = self.flavor.args(Action::Switch);
-        let code = ctx.run(&script, &args, false, None)?.code();
-        report.script_status = code;
-        self.flavor.success(code).ok_or_else(|| {
-            Error::new(
-                Exit::RollbackFailed,
-                format!(
-                    "rollback: profile {profile} is now generation {n}, but {} {} {}; the system needs attention",
-                    script.display(),
-                    args.join(" "),
-                    self.flavor.describe(code)
-                ),
-            )
-        })
+            prev: prev_gen.cloned(),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{ApplyKind, ApplyOpts};
+    use crate::options::{ApplyKind, ApplyOpts, Common};
     use crate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
 
     const STC: &str = "bin/switch-to-configuration";
+
+    #[test]
+    fn the_rollback_decision_follows_what_ran_before() {
+        let a = "/nix/store/syd87l2rxw8cbsxmxl853h0r6pdwhwjr-nixos-system-a";
+        let b = "/nix/store/2f4jdx0pw3kv6n3bq4mqdbxbgs0gsnwc-nixos-system-b";
+        let new = sp("/nix/store/hx0r4kb1fw3qh0bb8ckx5iwr32wdcqcg-nixos-system-new");
+        let gen = |number: u64, target: &str| Generation {
+            number,
+            link: PathBuf::from(format!("/nix/var/nix/profiles/system-{number}-link")),
+            target: target.to_string(),
+        };
+        let (g1, g2) = (gen(1, a), gen(2, b));
+        let gens = [g1.clone(), g2.clone()];
+        let decide = |before: Option<&str>, prev: Option<&Generation>, action| {
+            decide_rollback(before, prev, &gens, &new, action)
+        };
+        // A first install: nothing ran before.
+        assert_eq!(decide(None, None, Action::Switch), Back::Nothing);
+        // --force on the current path.
+        let current = gen(3, &new.to_string());
+        assert_eq!(
+            decide(None, Some(&current), Action::Switch),
+            Back::SamePath {
+                what: "generation 3".to_string()
+            }
+        );
+        assert_eq!(
+            decide(Some(&new.to_string()), Some(&g2), Action::Switch),
+            Back::SamePath {
+                what: new.to_string()
+            }
+        );
+        // The generation current before runs the old system: back to it,
+        // with the attempt's action.
+        assert_eq!(
+            decide(Some(b), Some(&g2), Action::Boot),
+            Back::Switch {
+                target: b.to_string(),
+                gen: g2.clone()
+            }
+        );
+        // After a `boot` the profile was ahead of the running system: the
+        // newest generation that runs it.
+        assert_eq!(
+            decide(Some(a), Some(&g2), Action::Switch),
+            Back::Switch {
+                target: a.to_string(),
+                gen: g1.clone()
+            }
+        );
+        // `test` and `dry-activate` never moved the profile.
+        for action in [Action::Test, Action::DryActivate] {
+            assert_eq!(
+                decide(Some(b), Some(&g2), action),
+                Back::Retest {
+                    target: b.to_string(),
+                    gen: Some(g2.clone())
+                }
+            );
+        }
+        // No generation runs the old system: the profile goes back to the
+        // one current before, and the old system is re-activated with test.
+        let other = "/nix/store/0c8z7c3x4yq4x9z2zq4l7y9hxm3pfq3b-nixos-system-o";
+        assert_eq!(
+            decide(Some(other), Some(&g2), Action::Switch),
+            Back::Unlinked {
+                target: other.to_string(),
+                prev: Some(g2.clone())
+            }
+        );
+        // Without the running system, the generation current before is it.
+        assert_eq!(
+            decide(None, Some(&g2), Action::Switch),
+            Back::Switch {
+                target: b.to_string(),
+                gen: g2.clone()
+            }
+        );
+    }
 
     fn sp(p: &str) -> StorePath {
         StorePath::parse(p).unwrap()

@@ -8,13 +8,14 @@
 use std::time::Instant;
 
 use crate::activate::{self, Before, Report, Settings};
-use crate::cli::{ApplyOpts, Common, FleetOpts, OfflineOpts};
-use crate::cmd::recover::{self, AttemptJournal};
+use crate::cmd::recover;
 use crate::error::{Error, Exit};
 use crate::fetch::FetchOptions;
+use crate::journal::{Allowed, AttemptJournal};
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyOpts, Common, FleetOpts, OfflineOpts, Target};
 use crate::pipeline::Pipeline;
-use crate::source::{Source, Target};
+use crate::source::Source;
 use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
 use crate::ui::say;
 
@@ -52,7 +53,7 @@ pub fn run(
     if !opts.dry_run {
         // An attempt a kill interrupted is finished or undone first.
         if let Some(result) =
-            recover::before_command(common, &state, &recover::Allowed::of_apply(common, opts))?
+            recover::before_command(common, &state, &Allowed::of_apply(common, opts))?
         {
             return result;
         }
@@ -205,7 +206,7 @@ pub fn run(
     // (a dry-activate applied nothing; an unsigned bundle's version is
     // unproven).
     let unproven = pipeline.source().unproven().is_some();
-    if exit == Exit::Success && opts.action != crate::cli::Action::DryActivate && !unproven {
+    if exit == Exit::Success && opts.action != crate::options::Action::DryActivate && !unproven {
         if let Some(reference) = pipeline.source().reference() {
             crate::versions::remember(&state, reference)?;
         }
@@ -378,7 +379,7 @@ fn open_offline<'a>(
     // `dry-activate` changes nothing, so looking at an older release is
     // no downgrade.
     if let Some(reference) = reference {
-        if !offline.allow_downgrade && opts.action != crate::cli::Action::DryActivate {
+        if !offline.allow_downgrade && opts.action != crate::options::Action::DryActivate {
             let state = crate::state::StateDir::of(common);
             match opened.as_ref().and_then(|o| o.unproven()) {
                 Some(what) => crate::versions::check_unproven(&state, reference, what)?,

@@ -19,10 +19,10 @@ use crate::rootfs::Dir;
 use crate::bundle::tar::{StreamWriter, Writer};
 use crate::bundle::{self, Entry, Manifest, SecretKey};
 use crate::cache::CacheClient;
-use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
+use crate::options::{ApplyOpts, Common, OfflineOpts};
 use crate::pipeline::Pipeline;
 
 /// A secret key file others can read draws one warning with the fix.

@@ -9,8 +9,8 @@
 //! change, no activation; a later `apply` of the same path finds it valid
 //! and downloads nothing.
 
-use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::{Error, Exit};
+use crate::options::{ApplyOpts, Common, OfflineOpts};
 use crate::pipeline::Pipeline;
 use crate::state::StateDir;
 

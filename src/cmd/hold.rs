@@ -5,8 +5,8 @@
 //! to), and so do `fetch` and dry runs. Both take the state lock.
 
 use crate::activate::Ctx;
-use crate::cli::Common;
 use crate::error::{Error, Exit};
+use crate::options::Common;
 use crate::state::{format_time, Hold, StateDir};
 
 /// `fh-lite hold`: record the profile's current generation as held.

@@ -1,8 +1,8 @@
 //! `fh-lite resolve REF [--json]`: print the store path FlakeHub resolves
 //! the reference to (no download, no closure token).
 
-use crate::cli::Common;
 use crate::error::{Error, Exit};
+use crate::options::Common;
 use crate::outref::OutputRef;
 use crate::source::flakehub;
 

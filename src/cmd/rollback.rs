@@ -5,12 +5,12 @@
 //! kill interrupted (cmd/recover.rs). The switch is journaled like an apply's
 //! activation: killed before its script finished, the next run (or
 //! `fh-lite recover`) switches to the same generation again. The
-//! mechanics are `activate::run::SwitchBack`.
+//! mechanics are `activate::switch_back::SwitchBack`.
 
-use crate::activate::run::SwitchBack;
+use crate::activate::switch_back::SwitchBack;
 use crate::activate::Report;
-use crate::cli::Common;
 use crate::error::{Error, Exit};
+use crate::options::Common;
 use crate::state::{Attempt, StateDir};
 
 pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
@@ -21,7 +21,7 @@ pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
     if let Some(result) = crate::cmd::recover::before_command(
         common,
         &state,
-        &crate::cmd::recover::Allowed::of_command(common),
+        &crate::journal::Allowed::of_command(common),
     )? {
         return result;
     }

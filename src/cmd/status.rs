@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use miniserde::{json, Serialize};
 
 use crate::activate::Ctx;
-use crate::cli::Common;
 use crate::error::{Error, Exit};
+use crate::options::Common;
 use crate::source::flakehub;
 use crate::state::{format_time, FailedPath, Hold, Pending, Record, Scheduled, StateDir};
 use crate::util::unix_now;
@@ -226,10 +226,10 @@ fn pending_line(p: &Pending) -> String {
             p.store_path, p.action
         );
     }
-    let next = match crate::cmd::recover::decide(phase) {
-        crate::cmd::recover::Decision::Clear => "start it over",
-        crate::cmd::recover::Decision::Resume => "resume it",
-        crate::cmd::recover::Decision::RollBack => "roll it back",
+    let next = match crate::journal::decide(phase) {
+        crate::journal::Decision::Clear => "start it over",
+        crate::journal::Decision::Resume => "resume it",
+        crate::journal::Decision::RollBack => "roll it back",
     };
     format!(
         "{} ({}, killed during {}); the next run will {next}",

@@ -7,7 +7,7 @@
 //! HTTP body ─► BodyLimit (FileSize, truncation, progress; without a
 //!              FileSize at most NarSize + 1/64 + 64 KiB: see [`body_bound`])
 //!           ─► Decoder (none | xz | zstd | bzip2, from narinfo `Compression`;
-//!              xz dictionary and zstd window capped, see [`crate::cli::DEFAULT_DECODER_MEMORY`])
+//!              xz dictionary and zstd window capped, see [`crate::options::DEFAULT_DECODER_MEMORY`])
 //!           ─► NarLimit (NarSize: a decompression bomb stops there)
 //!           ─► Store::add_path (strict NAR parse, NarHash/NarSize check, write)
 //! ```
@@ -414,7 +414,7 @@ fn window() -> std::time::Duration {
 
 impl FetchOptions {
     /// The command's settings.
-    pub fn of(common: &crate::cli::Common, jobs: usize) -> FetchOptions {
+    pub fn of(common: &crate::options::Common, jobs: usize) -> FetchOptions {
         FetchOptions {
             jobs,
             max_decoder_memory: common.max_decoder_memory,

@@ -13,8 +13,8 @@
 use std::path::Path;
 
 use crate::activate::Ctx;
-use crate::cli::Common;
 use crate::error::{Error, Exit};
+use crate::options::Common;
 use crate::state::StateDir;
 
 /// What main knows of the run.

@@ -17,9 +17,9 @@ pub mod schedule;
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{ApplyKind, ApplyOpts, Common, FleetOpts};
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyKind, ApplyOpts, Common, FleetOpts};
 use crate::state::{format_time, Attempt, Pending, Phase, Scheduled, StateDir};
 use crate::ui::say;
 use schedule::Window;
@@ -304,22 +304,11 @@ fn kernel_differs(common: &Common, new: &str) -> bool {
         .any(|f| resolve(root, &booted.join(f)) != resolve(root, &Path::new(new).join(f)))
 }
 
-/// `logical` with its final symlinks followed, as the managed system sees
-/// it (targets read under `root`); None when it does not exist.
+/// `logical` resolved as the managed system sees it (symlinks followed
+/// beneath `root`); None when it does not exist.
 fn resolve(root: Option<&Path>, logical: &Path) -> Option<PathBuf> {
-    let real = |l: &Path| match root {
-        Some(r) => r.join(l.strip_prefix("/").unwrap_or(l)),
-        None => l.to_path_buf(),
-    };
-    let mut cur = logical.to_path_buf();
-    for _ in 0..40 {
-        match std::fs::read_link(real(&cur)) {
-            Ok(t) if t.is_absolute() => cur = t,
-            Ok(t) => cur = cur.parent().unwrap_or(Path::new("/")).join(t),
-            Err(_) => return real(&cur).exists().then_some(cur),
-        }
-    }
-    None
+    let real = crate::rootfs::resolve_in_root(root.unwrap_or(Path::new("/")), logical).ok()?;
+    Some(crate::rootfs::logical(root, &real))
 }
 
 #[cfg(test)]

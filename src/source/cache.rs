@@ -17,11 +17,11 @@ use std::path::Path;
 
 use crate::cache::file::FileCache;
 use crate::cache::{status_error, CacheClient, FetchError};
-use crate::cli::{Common, OfflineOpts};
 use crate::error::{Error, Exit};
 use crate::http::{Auth, Client, RangeAnswer, Secret};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::options::{Common, OfflineOpts};
 use crate::outref::OutputRef;
 use crate::source::Source;
 use crate::store::Store;
@@ -370,7 +370,7 @@ mod tests {
         let crate::cli::Command::Apply(o) = c.command else {
             panic!("not apply");
         };
-        assert_eq!(o.action, crate::cli::Action::Boot);
+        assert_eq!(o.action, crate::options::Action::Boot);
         // No built-in FlakeHub key in this mode.
         let names: Vec<&str> = o
             .trusted_keys
@@ -379,8 +379,10 @@ mod tests {
             .map(|k| k.name.as_str())
             .collect();
         assert_eq!(names, ["cache.example.org-1"]);
-        let target = |o: &crate::cli::ApplyOpts| match &o.target {
-            crate::source::Target::StorePath { path, cache } => (path.to_absolute(), cache.clone()),
+        let target = |o: &crate::options::ApplyOpts| match &o.target {
+            crate::options::Target::StorePath { path, cache } => {
+                (path.to_absolute(), cache.clone())
+            }
             t => panic!("not a store path: {t:?}"),
         };
         // No reference: no version is remembered.

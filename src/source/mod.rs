@@ -1,5 +1,5 @@
-//! Where a closure comes from: a [`Target`] on the command line, opened
-//! as a [`Source`].
+//! Where a closure comes from: a [`Target`] on the command line (cli.rs),
+//! opened as a [`Source`].
 //!
 //! FlakeHub with its closure token (flakehub/), a bundle (`--from
 //! FILE|DIR|-`, bundle.rs), or a store path from any signed binary cache
@@ -14,43 +14,18 @@ pub mod flakehub;
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::PathBuf;
 
 use crate::cache::{CacheClient, FetchError};
-use crate::cli::{ApplyOpts, Common, OfflineOpts};
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyOpts, Common, OfflineOpts, Target};
 use crate::outref::OutputRef;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::store::{Store, StoreError};
-
-/// Where the closure to deploy comes from, as the command line names it.
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// `REF`: a FlakeHub output, resolved to a store path and a closure
-    /// token.
-    FlakeHub(OutputRef),
-    /// `--from FILE|DIR|-`: a bundle; its verified manifest names the
-    /// reference.
-    Bundle(PathBuf),
-    /// `/nix/store/HASH-NAME --cache URL`: a store path from any signed
-    /// binary cache.
-    StorePath { path: StorePath, cache: String },
-}
-
-impl Target {
-    /// The FlakeHub reference given on the command line, if any.
-    pub fn reference(&self) -> Option<&OutputRef> {
-        match self {
-            Target::FlakeHub(r) => Some(r),
-            Target::Bundle(_) | Target::StorePath { .. } => None,
-        }
-    }
-}
 
 /// A closure's source, opened: the store path, and the cache its narinfos
 /// and NARs come from.

@@ -18,11 +18,11 @@ use super::image::ImageStore;
 use super::local::LocalStore;
 use super::nix_copy::NixCopyStore;
 use super::{Store, StoreError};
-use crate::cli::{ApplyOpts, Common, StoreKind};
 use crate::error::{Error, Exit};
 use crate::http::Secret;
 use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
+use crate::options::{ApplyOpts, Common, StoreKind};
 
 fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     let probe = DaemonStore::connect(socket, true)?;

@@ -204,7 +204,7 @@ impl CacheClient for TestCache {
 pub fn test_opts() -> crate::fetch::FetchOptions {
     crate::fetch::FetchOptions {
         jobs: 3,
-        max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
+        max_decoder_memory: crate::options::DEFAULT_DECODER_MEMORY,
         notes: false,
         min_bytes: crate::fetch::MIN_BYTES,
         window: crate::fetch::WINDOW,

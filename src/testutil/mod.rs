@@ -91,8 +91,8 @@ pub fn sp(hash_digit: char, name: &str) -> StorePath {
 
 /// Common options for a system installed at `root` (quiet).
 #[cfg(test)]
-pub fn common(root: &Path) -> crate::cli::Common {
-    crate::cli::Common {
+pub fn common(root: &Path) -> crate::options::Common {
+    crate::options::Common {
         api_addr: String::new(),
         cache_addr: String::new(),
         frontend_addr: String::new(),
@@ -105,16 +105,19 @@ pub fn common(root: &Path) -> crate::cli::Common {
         root: Some(root.to_path_buf()),
         state_dir: root.join("var/lib/fh-lite"),
         profile: root.join("nix/var/nix/profiles/system"),
-        max_decoder_memory: crate::cli::DEFAULT_DECODER_MEMORY,
+        max_decoder_memory: crate::options::DEFAULT_DECODER_MEMORY,
     }
 }
 
 /// Apply options with the defaults of the command line, the image store.
 #[cfg(test)]
-pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::cli::ApplyOpts {
-    crate::cli::ApplyOpts {
+pub fn opts(
+    kind: crate::options::ApplyKind,
+    action: crate::options::Action,
+) -> crate::options::ApplyOpts {
+    crate::options::ApplyOpts {
         kind,
-        target: crate::source::Target::FlakeHub(
+        target: crate::options::Target::FlakeHub(
             crate::outref::parse("org/proj/0.1#x", "https://flakehub.com", "x").unwrap(),
         ),
         default_attr: "x".to_string(),
@@ -122,7 +125,7 @@ pub fn opts(kind: crate::cli::ApplyKind, action: crate::cli::Action) -> crate::c
         trusted_keys: crate::nix::narinfo::signature::TrustedKeys::flakehub_defaults(),
         jobs: 1,
         dry_run: false,
-        store: crate::cli::StoreKind::Image,
+        store: crate::options::StoreKind::Image,
         daemon_socket: None,
         install_bootloader: false,
         force: false,

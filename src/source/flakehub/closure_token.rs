@@ -3,10 +3,10 @@
 //! cache, renewed when it expires.
 
 use crate::cache::{CacheClient, FetchError, HttpCache};
-use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::http::{Client, Secret};
 use crate::nix::store_path::StorePath;
+use crate::options::Common;
 use crate::outref::OutputRef;
 use crate::source::Source;
 use crate::store::Store;

@@ -29,10 +29,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::Common;
 use crate::error::{Error, Exit};
 use crate::http::{Auth, Client, HttpError};
 use crate::nix::store_path::StorePath;
+use crate::options::Common;
 use crate::outref::OutputRef;
 
 pub use crate::http::Secret;
