@@ -22,7 +22,8 @@ use crate::nix::narinfo::signature::TrustedKeys;
 use crate::options::{ApplyOpts, Common};
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
-use crate::source::{EmptyStore, Source};
+use crate::source::Source;
+use crate::store::EmptyStore;
 use crate::store::{select, Store};
 
 pub struct Pipeline<'a> {

@@ -472,8 +472,7 @@ pub fn temp_name_parts(tmp: &OsStr, name: &OsStr, tag: &str) -> Option<(u32, u64
 /// The first 16 bits of this boot's id (`/proc/sys/kernel/random/boot_id`,
 /// new at every boot), or None where the kernel does not say.
 pub fn boot_tag() -> Option<u16> {
-    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    u16::from_str_radix(id.get(..4)?, 16).ok()
+    u16::from_str_radix(crate::util::boot_id()?.get(..4)?, 16).ok()
 }
 
 /// 64 random bits whose top 16 are this boot's tag ([`boot_tag`]), for the

@@ -33,7 +33,7 @@
 //!     "activation_timeout", "running": Running | null, and "rebooting":
 //!     true when it waits for a reboot's confirmation, else null }
 //! Running = the script it runs now (activate/orphan.rs):
-//!   { "program", "pgid", "start_ticks", "since" }
+//!   { "program", "pgid", "start_ticks", "since", "boot_id" }
 //! ```
 //!
 //! - The command writes each [`Phase`] before its step starts; the write
@@ -253,6 +253,10 @@ pub struct Running {
     pub start_ticks: u64,
     /// Unix seconds when it started; `--activation-timeout` counts from it.
     pub since: u64,
+    /// The boot it ran in (/proc/sys/kernel/random/boot_id): start ticks
+    /// compare within one boot only. (An option: state files from before
+    /// it lack the field.)
+    pub boot_id: Option<String>,
 }
 
 /// The `action` of a journal entry written by `fh-lite rollback`.
@@ -312,14 +316,27 @@ impl Attempt {
             result: exit.map_or("running", Exit::name).to_string(),
             exit_code: exit.map(Exit::code),
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            bytes_by_source: crate::cache::mirror::any().then(|| {
-                (crate::cache::mirror::by_source().into_iter())
+            bytes_by_source: BYTES_BY_SOURCE.get().map(|tally| {
+                (tally().into_iter())
                     .map(|(source, bytes)| SourceBytes { source, bytes })
                     .collect()
             }),
             bytes_downloaded: self.bytes_downloaded,
         }
     }
+}
+
+/// Where the records of this run read the bytes each source delivered
+/// (set with `--mirror`: [`count_bytes_by_source`]).
+static BYTES_BY_SOURCE: std::sync::OnceLock<Tally> = std::sync::OnceLock::new();
+
+/// Bytes per source, in order: (URL, bytes).
+pub type Tally = fn() -> Vec<(String, u64)>;
+
+/// From now on, every record of this run carries `bytes_by_source` as
+/// `tally` reports it (the cache layer's counters, when there are mirrors).
+pub fn count_bytes_by_source(tally: Tally) {
+    let _ = BYTES_BY_SOURCE.set(tally);
 }
 
 enum Loaded {

@@ -86,6 +86,24 @@ pub fn check(state_dir: &StateDir, r: &OutputRef) -> Result<(), Error> {
     }
 }
 
+/// Refuse a bundle whose manifest no trusted key signed (`what` names it)
+/// when a version of its project and attribute was applied here before:
+/// its reference is unproven, so a version it claims (exact or loose)
+/// cannot show that it is not older. Nothing remembered: allowed (and an
+/// apply of it never remembers a version either).
+pub fn check_unproven(state_dir: &StateDir, r: &OutputRef, what: &str) -> Result<(), Error> {
+    let Some(have) = remembered(state_dir, r)? else {
+        return Ok(());
+    };
+    Err(Error::new(
+        Exit::Downgrade,
+        format!(
+            "{what}: its manifest is not signed by a trusted bundle key, so its version ({r}) is unproven, and {have} of {}/{}#{} was applied here before; refusing a possible downgrade (sign the bundle, or run with --allow-downgrade if you mean it)",
+            r.org, r.project, r.attr_path
+        ),
+    ))
+}
+
 /// After a successful apply: remember `r`'s exact version when it is
 /// newer than the one remembered.
 pub fn remember(state_dir: &StateDir, r: &OutputRef) -> Result<(), Error> {

@@ -366,8 +366,10 @@ impl<'a> Ctx<'a> {
             None => Command::new(program),
         };
         // Never fh-lite's own standard input (under `--from -` the bundle
-        // pipe): activation scripts and health checks read nothing.
+        // pipe): activation scripts and health checks read nothing. No
+        // loader variables either (util::scrub_env).
         c.stdin(std::process::Stdio::null());
+        crate::util::scrub_env(&mut c);
         Ok(c)
     }
 
@@ -420,6 +422,7 @@ impl<'a> Ctx<'a> {
             .arg("sh")
             .arg(root)
             .arg(program);
+        crate::util::scrub_env(&mut c);
         Ok(c)
     }
 

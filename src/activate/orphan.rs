@@ -23,18 +23,7 @@ use crate::error::{Error, Exit};
 use crate::state::{Pending, Running};
 use crate::util::unix_now;
 
-/// `(state, pgid, start ticks)` of `pid`, from /proc/PID/stat.
-fn stat(pid: u32) -> Option<(char, u32, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // pid (comm) state ppid pgrp …; comm may hold spaces and parens.
-    let rest = s.get(s.rfind(')')? + 1..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((
-        f.first()?.chars().next()?,
-        f.get(2)?.parse().ok()?,
-        f.get(19)?.parse().ok()?,
-    ))
-}
+use crate::util::proc_stat as stat;
 
 /// Record that `pid` (leading its own process group) runs `program` for
 /// the pending attempt. A failure to write is a warning: the script runs
@@ -51,6 +40,7 @@ pub(crate) fn started(ctx: &Ctx, program: &Path, args: &[&str], pid: u32) {
         pgid: pid,
         start_ticks,
         since: unix_now(),
+        boot_id: crate::util::boot_id(),
     };
     if let Err(e) = ctx.state.set_running(Some(running)) {
         crate::ui::warn(&e.message);
@@ -64,10 +54,26 @@ pub(crate) fn finished(ctx: &Ctx) {
     }
 }
 
-/// Whether a process of `r`'s group, started no earlier than its leader,
-/// is alive (not a zombie). A process group id is not reused while any of
-/// its members lives, so these are the script's own.
+/// Whether the script's process group lives on (a member not a zombie).
+/// Its id alone says little: a dead run's pid may belong to another
+/// process by now, on this boot or the next (a device boots the same way
+/// each time, with the same pids).
+/// - Recorded on another boot: everything it ran has ended.
+/// - A process with the leader's pid but another start time: that pid was
+///   free, so no member of the recorded group is left (Linux gives out no
+///   id still in use as a process group).
+/// - Otherwise a member of the group, started no earlier than its leader.
 fn alive(r: &Running) -> bool {
+    if let (Some(then), Some(now)) = (&r.boot_id, crate::util::boot_id()) {
+        if *then != now {
+            return false;
+        }
+    }
+    match stat(r.pgid) {
+        Some((_, _, start)) if start != r.start_ticks => return false,
+        Some((state, _, _)) if state != 'Z' => return true,
+        _ => {}
+    }
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -164,6 +170,7 @@ mod tests {
             pgid: pid,
             start_ticks: stat(pid).unwrap().2,
             since,
+            boot_id: crate::util::boot_id(),
         }
     }
 
@@ -185,6 +192,43 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert!(!alive(&r));
+    }
+
+    #[test]
+    fn a_dead_scripts_pid_now_held_by_another_process_is_neither_awaited_nor_killed() {
+        // A live group whose leader has the recorded pid but started after
+        // the recorded script: the script died and its pid was reused.
+        let mut other = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut r = running(&other, unix_now() - 100);
+        r.start_ticks -= 1;
+        let p = Pending {
+            running: Some(r.clone()),
+            activation_timeout: Some(1),
+            ..Pending::default()
+        };
+        let start = std::time::Instant::now();
+        settle(&p).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "waited for an unrelated process"
+        );
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "killed an unrelated process group that got the dead script's pid"
+        );
+        // The very process, but recorded on another boot.
+        let mut r = running(&other, unix_now() - 100);
+        assert!(alive(&r));
+        r.boot_id = Some("00000000-0000-0000-0000-000000000000".into());
+        if crate::util::boot_id().is_some() {
+            assert!(!alive(&r), "a script of another boot was taken for alive");
+        }
+        let _ = other.kill();
+        let _ = other.wait();
     }
 
     #[test]

@@ -388,9 +388,7 @@ pub fn booted_system(root: Option<&Path>) -> Option<String> {
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), or "" when unknown.
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    crate::util::boot_id().unwrap_or_default()
 }
 
 /// Whether a hardware watchdog looks armed: systemd's runtime watchdog

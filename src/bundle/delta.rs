@@ -51,7 +51,7 @@ pub fn read_since(
     if !bundle_dir {
         if let Ok(root) = StorePath::parse(since) {
             let plan =
-                crate::plan::plan(cache, &crate::source::EmptyStore, keys, &root, jobs)
+                crate::plan::plan(cache, &crate::store::EmptyStore, keys, &root, jobs)
                     .map_err(|e| {
                         let e = Error::from(e);
                         Error::new(

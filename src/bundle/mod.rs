@@ -180,18 +180,21 @@ impl SecretKey {
 }
 
 /// Check the manifest signature `sig` (`NAME:BASE64`) over `manifest` with
-/// the trusted bundle keys; `what` names the bundle in messages.
+/// the trusted bundle keys; `what` names the bundle in messages. Ok(true)
+/// when a trusted key signed it; Ok(false) when `allow_unsigned` let an
+/// unsigned manifest (or one signed by an untrusted key) through: its
+/// reference, and so its version, is then unproven.
 pub fn verify_manifest(
     what: &str,
     manifest: &[u8],
     sig: Option<&[u8]>,
     keys: &[PublicKey],
     allow_unsigned: bool,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let refuse = |msg: String| Error::new(Exit::Verification, format!("{what}: {msg}"));
     let Some(sig) = sig else {
         if allow_unsigned {
-            return Ok(());
+            return Ok(false);
         }
         return Err(refuse(format!(
             "the manifest is not signed (no {SIGNATURE}); refusing the bundle (--allow-unsigned-bundle accepts it on the strength of the narinfo signatures alone)"
@@ -207,7 +210,7 @@ pub fn verify_manifest(
         .map_err(|e| refuse(format!("{SIGNATURE}: {e}")))?;
     let Some(key) = keys.iter().find(|k| k.name == sig.name) else {
         if allow_unsigned {
-            return Ok(());
+            return Ok(false);
         }
         let trusted: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
         return Err(refuse(format!(
@@ -222,7 +225,8 @@ pub fn verify_manifest(
             "the manifest signature by {} does not verify: the manifest was altered or the signature is corrupt",
             key.name
         ))
-    })
+    })?;
+    Ok(true)
 }
 
 #[cfg(test)]

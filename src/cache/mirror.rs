@@ -9,7 +9,7 @@
 //! reached (connect, DNS, TLS, timeout) is not asked again in this run.
 //! The narinfo's unsigned `URL:` is rewritten to the absolute URL on that
 //! mirror, so the NAR is asked of the same mirror, with the mirror's own
-//! client and credential ([`crate::source::cache::mirror_client`]: its
+//! client and credential (`source::cache::mirror_client`: its
 //! `--netrc-file` entry, never the closure token). The upstream cache is
 //! asked last, as before.
 //!
@@ -84,13 +84,19 @@ fn mirrors() -> &'static Mirrors {
 
 /// Set this run's mirrors (once per process; a second call is refused).
 pub fn install(list: Vec<Mirror>) -> Result<(), Error> {
+    let some = !list.is_empty();
     MIRRORS
         .set(Mirrors {
             list,
             upstream_bytes: AtomicU64::new(0),
             upstream_url: OnceLock::new(),
         })
-        .map_err(|_| Error::new(Exit::Internal, "the mirrors were set twice"))
+        .map_err(|_| Error::new(Exit::Internal, "the mirrors were set twice"))?;
+    if some {
+        // The state file's records count bytes per source from here on.
+        crate::state::count_bytes_by_source(by_source);
+    }
+    Ok(())
 }
 
 /// Whether this run has mirrors.

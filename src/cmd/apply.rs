@@ -224,8 +224,10 @@ pub fn run(
     }
     state.record_result(&attempt, exit, report.generation, report.path_failed)?;
     // Anti-downgrade memory (versions.rs): the exact version now applied
-    // (a dry-activate applied nothing).
-    if exit == Exit::Success && opts.action != crate::options::Action::DryActivate {
+    // (a dry-activate applied nothing; an unsigned bundle's version is
+    // unproven).
+    let unproven = pipeline.source().unproven().is_some();
+    if exit == Exit::Success && opts.action != crate::options::Action::DryActivate && !unproven {
         if let Some(reference) = pipeline.source().reference() {
             crate::versions::remember(&state, reference)?;
         }
@@ -403,7 +405,11 @@ fn open_offline<'a>(
     // no downgrade.
     if let Some(reference) = reference {
         if !offline.allow_downgrade && opts.action != crate::options::Action::DryActivate {
-            crate::versions::check(&crate::state::StateDir::of(common), reference)?;
+            let state = crate::state::StateDir::of(common);
+            match opened.as_ref().and_then(|o| o.unproven()) {
+                Some(what) => crate::versions::check_unproven(&state, reference, what)?,
+                None => crate::versions::check(&state, reference)?,
+            }
         }
     }
     Ok(opened)

@@ -135,6 +135,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         left_out: left_out.clone(),
     };
     let manifest_json = miniserde::json::to_string(&manifest) + "\n";
+    fits_a_bundle(&root, plan.paths.len(), manifest_json.len(), &[])?;
     let sig = sign_key.map(|k| k.sign(manifest_json.as_bytes()));
     // Through the mirrors, as the plan was (cache/mirror.rs).
     let upstream = pipeline.source().cache();
@@ -159,6 +160,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             bundle::rewrite_url(&text, &bundle::nar_name(info)),
         ));
     }
+    fits_a_bundle(&root, plan.paths.len(), manifest_json.len(), &narinfos)?;
     if to_stdout {
         write_tar_stdout(
             &manifest,
@@ -284,8 +286,13 @@ fn copy_nar(
 ) -> Result<(), Error> {
     let url = cache.nar_url(info);
     let body = cache.get_nar(&url)?;
+    // Never more than FileSize, or without one, than the most a NAR of
+    // its NarSize takes compressed (one byte more tells it is over).
+    let bound = info
+        .file_size
+        .unwrap_or_else(|| crate::fetch::body_bound(info.nar_size));
     let mut hashing = Hashing {
-        inner: body,
+        inner: Box::new(body.take(bound.saturating_add(1))),
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
     };
     let n = out(&mut hashing).map_err(|e| Error::new(Exit::Cache, format!("GET {url}: {e}")))?;
@@ -299,6 +306,12 @@ fn copy_nar(
             ),
         )
     };
+    if info.file_size.is_none() && n > bound {
+        return Err(bad(format!(
+            "more than {bound} bytes, the most a NAR of NarSize {} takes (the narinfo gives no FileSize)",
+            info.nar_size
+        )));
+    }
     if info.file_size.is_some_and(|s| s != n) {
         return Err(bad(format!(
             "{n} bytes, narinfo FileSize {}",
@@ -322,6 +335,53 @@ impl Read for Hashing {
         self.ctx.update(&buf[..n]);
         Ok(n)
     }
+}
+
+/// Refuse a closure larger than `apply --from` reads (source/bundle.rs:
+/// paths, manifest bytes, narinfo bytes), before any NAR is copied.
+fn fits_a_bundle(
+    root: &crate::nix::store_path::StorePath,
+    paths: usize,
+    manifest: usize,
+    narinfos: &[(String, String)],
+) -> Result<(), Error> {
+    let too = |what: String| {
+        Err(Error::new(
+            Exit::Cache,
+            format!("the closure of {root} is too large for a bundle: {what}; no bundle written"),
+        ))
+    };
+    if paths > crate::source::bundle::MAX_NARINFOS {
+        return too(format!(
+            "{paths} paths, more than the {} a bundle holds",
+            crate::source::bundle::MAX_NARINFOS
+        ));
+    }
+    if manifest as u64 > bundle::MANIFEST_LIMIT {
+        return too(format!(
+            "its manifest would take {}, more than {}",
+            crate::util::size(manifest as u64),
+            crate::util::size(bundle::MANIFEST_LIMIT)
+        ));
+    }
+    if let Some((name, _)) = narinfos
+        .iter()
+        .find(|(_, t)| t.len() as u64 > bundle::NARINFO_LIMIT)
+    {
+        return too(format!(
+            "{name} is larger than {}",
+            crate::util::size(bundle::NARINFO_LIMIT)
+        ));
+    }
+    let total: u64 = narinfos.iter().map(|(_, t)| t.len() as u64).sum();
+    if total > crate::source::bundle::NARINFOS_TOTAL_LIMIT {
+        return too(format!(
+            "its narinfos come to {}, more than {}",
+            crate::util::size(total),
+            crate::util::size(crate::source::bundle::NARINFOS_TOTAL_LIMIT)
+        ));
+    }
+    Ok(())
 }
 
 /// The members before the NARs, in the order readers expect: the
@@ -504,5 +564,100 @@ fn remove_dead_parts(dir: &Dir, out_name: &std::ffi::OsStr) {
             dir.join(&name).display()
         ));
         let _ = dir.remove_tree(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::FetchError;
+
+    /// A cache whose every NAR is `len` zero bytes.
+    struct Zeros {
+        len: u64,
+    }
+
+    impl CacheClient for Zeros {
+        fn base_url(&self) -> &str {
+            "http://cache.test"
+        }
+        fn get_narinfo(&self, _: &str) -> Result<Option<String>, FetchError> {
+            Ok(None)
+        }
+        fn get_nar(&self, _: &str) -> Result<Box<dyn Read + Send>, FetchError> {
+            Ok(Box::new(io::repeat(0).take(self.len)))
+        }
+    }
+
+    fn info(file_size: Option<u64>) -> NarInfo {
+        NarInfo {
+            store_path: crate::testutil::sp('1', "a"),
+            url: "nar/x.nar".into(),
+            compression: crate::nix::narinfo::Compression::None,
+            file_hash: None,
+            file_size,
+            nar_hash: Sha256([0; 32]),
+            nar_size: 1000,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn a_nar_without_file_size_is_copied_only_up_to_its_bound() {
+        let bound = crate::fetch::body_bound(1000);
+        let mut written = 0;
+        let e = copy_nar(&Zeros { len: 64 << 20 }, &info(None), &mut |r| {
+            let n = io::copy(r, &mut io::sink())?;
+            written = n;
+            Ok(n)
+        })
+        .unwrap_err();
+        assert_eq!(e.exit, Exit::Verification);
+        assert!(
+            e.message.contains(&format!(
+                "more than {bound} bytes, the most a NAR of NarSize 1000 takes"
+            )),
+            "{}",
+            e.message
+        );
+        assert!(written <= bound + 1, "copied {written} bytes");
+        // Within the bound, or exactly FileSize: copied.
+        copy_nar(&Zeros { len: bound }, &info(None), &mut |r| {
+            io::copy(r, &mut io::sink())
+        })
+        .unwrap();
+        let e = copy_nar(&Zeros { len: 5000 }, &info(Some(4000)), &mut |r| {
+            io::copy(r, &mut io::sink())
+        })
+        .unwrap_err();
+        assert!(e.message.contains("narinfo FileSize 4000"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_closure_larger_than_a_bundle_holds_is_refused_naming_the_limit() {
+        let root = crate::testutil::sp('1', "system");
+        fits_a_bundle(&root, 100_000, 1 << 20, &[]).unwrap();
+        let e = fits_a_bundle(&root, 100_001, 1 << 20, &[]).unwrap_err();
+        assert!(
+            e.message.starts_with(&format!("the closure of {root} is too large for a bundle: 100001 paths, more than the 100000 a bundle holds")),
+            "{}",
+            e.message
+        );
+        let e = fits_a_bundle(&root, 1, (32 << 20) + 1, &[]).unwrap_err();
+        assert!(
+            e.message.contains("its manifest would take"),
+            "{}",
+            e.message
+        );
+        let big = vec![("h.narinfo".to_string(), "x".repeat((64 << 10) + 1))];
+        let e = fits_a_bundle(&root, 1, 10, &big).unwrap_err();
+        assert!(
+            e.message.contains("h.narinfo is larger than 64.0 KiB"),
+            "{}",
+            e.message
+        );
     }
 }

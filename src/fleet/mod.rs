@@ -74,29 +74,39 @@ pub fn gate(
         };
         let path = store_path.to_string();
         let delay = schedule::rollout_delay(&id, &path, spread);
+        let fresh = Scheduled {
+            store_path: path.clone(),
+            reference: reference.to_string(),
+            first_seen: now,
+            activate_at: now + delay,
+        };
+        // A recorded time in the future beyond the spread was recorded
+        // under a wrong clock (or written by someone else): recomputed
+        // from now, never trusted to defer a release for years.
+        let wrong =
+            |s: &Scheduled| s.first_seen > now || s.activate_at > now.saturating_add(spread);
         let mut entry = Scheduled::default();
+        let mut recomputed = None;
         if dry_run {
             // What the real run would record, recording nothing.
             let known = state.load().ok().and_then(|s| s.fleet).unwrap_or_default();
-            entry = known
-                .rollout
-                .into_iter()
-                .find(|s| s.store_path == path)
-                .unwrap_or(Scheduled {
-                    store_path: path.clone(),
-                    reference: reference.to_string(),
-                    first_seen: now,
-                    activate_at: now + delay,
-                });
+            entry = match known.rollout.into_iter().find(|s| s.store_path == path) {
+                Some(s) if wrong(&s) => {
+                    recomputed = Some(s.activate_at);
+                    fresh
+                }
+                Some(s) => s,
+                None => fresh,
+            };
         } else {
             state.update_fleet(|f, _| {
-                if !f.rollout.iter().any(|s| s.store_path == path) {
-                    f.rollout.push(Scheduled {
-                        store_path: path.clone(),
-                        reference: reference.to_string(),
-                        first_seen: now,
-                        activate_at: now + delay,
-                    });
+                match f.rollout.iter_mut().find(|s| s.store_path == path) {
+                    Some(s) if wrong(s) => {
+                        recomputed = Some(s.activate_at);
+                        *s = fresh.clone();
+                    }
+                    Some(_) => {}
+                    None => f.rollout.push(fresh.clone()),
                 }
                 let over = f.rollout.len().saturating_sub(MAX_SCHEDULED);
                 f.rollout.drain(..over);
@@ -107,6 +117,13 @@ pub fn gate(
                     .cloned()
                     .unwrap_or_default();
             })?;
+        }
+        if let Some(was) = recomputed {
+            crate::ui::warn(&format!(
+                "rollout: {path} was recorded to activate at {}, beyond now plus the {} spread (a wrong clock then?); recomputed from now",
+                format_time(was),
+                hm(spread)
+            ));
         }
         if now < entry.activate_at {
             return Ok(Some(format!(
@@ -302,9 +319,9 @@ fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
     ));
     // --no-block: systemd stops this unit on the way down; waiting for the
     // reboot job from inside it would wait for ourselves.
-    let status = std::process::Command::new(&systemctl)
-        .args(["--no-block", "reboot"])
-        .status();
+    let mut cmd = std::process::Command::new(&systemctl);
+    crate::util::scrub_env(&mut cmd);
+    let status = cmd.args(["--no-block", "reboot"]).status();
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),
         other => {

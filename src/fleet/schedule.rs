@@ -139,7 +139,9 @@ pub fn local_secs_of_day(t: u64) -> u64 {
 
 /// `date -d @t +%z` as seconds east of UTC.
 pub(crate) fn utc_offset(t: u64) -> Option<i64> {
-    let out = std::process::Command::new("date")
+    let mut date = std::process::Command::new("date");
+    crate::util::scrub_env(&mut date);
+    let out = date
         .args(["-d", &format!("@{t}"), "+%z"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -169,22 +171,56 @@ pub fn in_window(w: Window, t: u64) -> bool {
 
 /// This device's stable identity: `/etc/machine-id` (under `--root`).
 pub fn machine_id(root: Option<&Path>) -> Result<String, Error> {
-    let path = root.unwrap_or(Path::new("/")).join("etc/machine-id");
-    let id = std::fs::read_to_string(&path).map_err(|e| {
+    use std::io::Read;
+    let base = root.unwrap_or(Path::new("/"));
+    let path = base.join("etc/machine-id");
+    let unreadable = |e: &dyn std::fmt::Display| {
         Error::usage(format!(
             "--rollout-spread needs this device's machine id, but {} cannot be read: {e} (systemd-machine-id-setup makes one)",
             path.display()
         ))
-    })?;
-    let id = id.trim().to_string();
+    };
+    // Beneath --root (a symlink there is not followed), without blocking
+    // on a FIFO, a regular file only, and never more than a few bytes.
+    let mut f = crate::rootfs::open_dir(root, &base.join("etc"))
+        .and_then(|d| {
+            d.open_file(
+                "machine-id",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+                0,
+            )
+        })
+        .map_err(|e| unreadable(&e))?;
+    if !f.metadata().map_err(|e| unreadable(&e))?.is_file() {
+        return Err(unreadable(&"it is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    (&mut f)
+        .take(MACHINE_ID_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(&e))?;
+    let id = String::from_utf8_lossy(&bytes);
+    let id = id.trim();
     if id.is_empty() {
         return Err(Error::usage(format!(
             "{} is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)",
             path.display()
         )));
     }
-    Ok(id)
+    if bytes.len() as u64 > MACHINE_ID_MAX
+        || id.len() != 32
+        || !id.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(Error::usage(format!(
+            "{} does not hold a machine id (32 hexadecimal digits, as systemd-machine-id-setup writes): --rollout-spread needs one",
+            path.display()
+        )));
+    }
+    Ok(id.to_string())
 }
+
+/// More than /etc/machine-id ever holds (32 hex digits and a newline).
+const MACHINE_ID_MAX: u64 = 4096;
 
 /// The delay in [0, spread) of device `machine_id` for `store_path`.
 pub fn rollout_delay(machine_id: &str, store_path: &str, spread: u64) -> u64 {

@@ -49,6 +49,9 @@ enum Place {
 pub struct Bundle {
     /// The bundle's name in messages (the path, or "standard input").
     what: String,
+    /// Some(what) when no trusted key signed the manifest
+    /// (`--allow-unsigned-bundle`): its reference is unproven.
+    unproven: Option<String>,
     place: Place,
     store_path: StorePath,
     /// The manifest's reference; None for a bundle made from a store path.
@@ -111,7 +114,7 @@ pub fn open(
         };
         read_head(Reader::new(input, &what), &what)?
     };
-    crate::bundle::verify_manifest(
+    let signed = crate::bundle::verify_manifest(
         &what,
         &manifest_bytes,
         sig.as_deref(),
@@ -163,8 +166,10 @@ pub fn open(
             (e.nar.clone(), bound)
         })
         .collect();
+    let unproven = (!signed).then(|| what.clone());
     Ok(Bundle {
         what,
+        unproven,
         place,
         store_path,
         reference,
@@ -366,8 +371,8 @@ fn read_dir(dir: &Path, what: &str) -> Result<Head, Error> {
 
 /// More narinfos than any closure has, or more bytes of them: refused
 /// before they are read (the signature is not checked yet).
-const MAX_NARINFOS: usize = 100_000;
-const NARINFOS_TOTAL_LIMIT: u64 = 32 << 20;
+pub const MAX_NARINFOS: usize = 100_000;
+pub const NARINFOS_TOTAL_LIMIT: u64 = 32 << 20;
 
 fn check_narinfo_caps(what: &str, count: usize, total: u64) -> Result<(), Error> {
     if count > MAX_NARINFOS {
@@ -634,6 +639,9 @@ impl Source for Bundle {
     }
     fn reference(&self) -> Option<&OutputRef> {
         self.reference.as_ref()
+    }
+    fn unproven(&self) -> Option<&str> {
+        self.unproven.as_deref()
     }
     fn token(&self) -> &Secret {
         &self.no_token

@@ -12,20 +12,16 @@ pub mod bundle;
 pub mod cache;
 pub mod flakehub;
 
-use std::collections::BTreeSet;
-use std::io::Read;
-
 use crate::cache::{CacheClient, FetchError};
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::http::Secret;
-use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
 use crate::options::{ApplyOpts, Common, OfflineOpts, Target};
 use crate::outref::OutputRef;
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// A closure's source, opened: the store path, and the cache its narinfos
 /// and NARs come from.
@@ -35,6 +31,13 @@ pub trait Source {
     /// The FlakeHub reference the store path is the output of (a bundle's
     /// from its manifest); None for a store path given directly.
     fn reference(&self) -> Option<&OutputRef>;
+    /// Some(name) for a bundle whose manifest no trusted key signed
+    /// (`--allow-unsigned-bundle`): its reference, and so its version, is
+    /// unproven, and the anti-downgrade memory neither trusts nor learns
+    /// it ([`crate::versions::check_unproven`]).
+    fn unproven(&self) -> Option<&str> {
+        None
+    }
     /// The cache credential (for the `nix copy` backend); empty offline.
     fn token(&self) -> &Secret;
     /// The binary cache the narinfos and NARs come from.
@@ -84,26 +87,5 @@ pub fn open<'a>(
         Target::StorePath { path, cache } => {
             Ok(Box::new(cache::open(common, offline, path, cache)?))
         }
-    }
-}
-
-/// A store that has nothing: `bundle create` plans the whole closure.
-pub struct EmptyStore;
-
-impl Store for EmptyStore {
-    fn describe(&self) -> String {
-        "the bundle".to_string()
-    }
-    fn query_valid(&self, _: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
-        Ok(BTreeSet::new())
-    }
-    fn add_temp_roots(&self, _: &[StorePath]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn add_path(&self, _: &NarInfo, _: &mut dyn Read) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn finish(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }

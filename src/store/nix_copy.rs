@@ -10,7 +10,12 @@
 //! (`machine <cache host> login flakehub password <token>`), mode 0600,
 //! inside a fresh private directory (0700, created exclusively) that a
 //! guard removes when the copy ends, also on error or panic. The token is
-//! never in argv or the environment, and this type has no `Debug`.
+//! never in argv or the environment, and this type has no `Debug`. A run
+//! that is killed (SIGKILL, power cut) leaves its directory behind: its
+//! name holds the run's pid and start time (`fh-lite-netrc-PID-TICKS-N`),
+//! and the first copy of a later run removes every such directory whose
+//! run is gone ([`sweep_netrc_dirs`]), also when a later process got the
+//! same pid.
 //!
 //! One `nix copy` runs at a time: Nix 2.8 keeps a narinfo disk cache
 //! (`$XDG_CACHE_HOME/nix/binary-cache-v6.sqlite`), and several processes
@@ -66,6 +71,8 @@ pub struct NixCopyStore {
     tmp_base: PathBuf,
     /// Held while a `nix copy` runs (see the module doc).
     copying: Mutex<()>,
+    /// Dead runs' netrc directories were swept ([`sweep_netrc_dirs`]).
+    swept: std::sync::Once,
     /// A SIGTERM or SIGINT arrived ([`crate::signal::interrupted`]).
     interrupted: fn() -> bool,
 }
@@ -87,7 +94,9 @@ static NETRC_SEQ: AtomicU64 = AtomicU64::new(0);
 impl NetrcDir {
     fn create(base: &Path, host: &str, token: &Secret) -> Result<(NetrcDir, PathBuf), StoreError> {
         let n = NETRC_SEQ.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("fh-lite-netrc-{}-{n}", std::process::id()));
+        let pid = std::process::id();
+        let ticks = crate::util::proc_stat(pid).map_or(0, |s| s.2);
+        let dir = base.join(format!("{NETRC_PREFIX}{pid}-{ticks}-{n}"));
         // `create` (not create_all) fails if it exists: nobody can have
         // prepared it for us.
         fs::DirBuilder::new()
@@ -142,6 +151,75 @@ impl NetrcDir {
     }
 }
 
+/// The start of a netrc directory's name; then `PID-TICKS-N` (older
+/// versions: `PID-N`).
+const NETRC_PREFIX: &str = "fh-lite-netrc-";
+
+/// The pid and (newer names) start time in a netrc directory's name.
+fn netrc_dir_owner(name: &str) -> Option<(u32, Option<u64>)> {
+    let rest = name.strip_prefix(NETRC_PREFIX)?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    if !parts
+        .iter()
+        .all(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    match parts[..] {
+        [pid, _] => Some((pid.parse().ok()?, None)),
+        [pid, ticks, _] => Some((pid.parse().ok()?, Some(ticks.parse().ok()?))),
+        _ => None,
+    }
+}
+
+/// Remove the netrc directories in `base` that runs which are gone left
+/// behind (killed before their guard ran; each holds a closure token until
+/// it expires). A directory's run is alive when its pid is, with the
+/// start time in the name (a later process with the same pid is another
+/// run: a device boots the same way each time), or for an older name, a
+/// pid other than ours. Only directories this user owns are touched,
+/// never followed ([`crate::rootfs::Dir::remove_tree`]); without /proc
+/// nothing is. A directory that cannot be removed is a warning.
+fn sweep_netrc_dirs(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if fs::symlink_metadata("/proc/self").is_err() {
+        return;
+    }
+    let (Ok(entries), Ok(dir)) = (fs::read_dir(base), crate::rootfs::open_dir(None, base)) else {
+        return;
+    };
+    let me = std::process::id();
+    let uid = rustix::process::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some((pid, ticks)) = name.to_str().and_then(netrc_dir_owner) else {
+            continue;
+        };
+        let alive = crate::util::proc_stat(pid).is_some_and(|(state, _, start)| {
+            state != 'Z'
+                && match ticks {
+                    Some(t) => t == start,
+                    None => pid != me,
+                }
+        });
+        let ours = fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if alive || !ours {
+            continue;
+        }
+        let p = base.join(&name);
+        match dir.remove_tree(&name) {
+            Ok(()) => crate::ui::say(&format!(
+                "removed {}, left by an interrupted run (pid {pid})",
+                p.display()
+            )),
+            Err(err) => crate::ui::warn(&format!(
+                "cannot remove {}, left by an interrupted run (pid {pid}): {err}",
+                p.display()
+            )),
+        }
+    }
+}
+
 impl Drop for NetrcDir {
     fn drop(&mut self) {
         if let Some((done, watch)) = self.watcher.take() {
@@ -170,6 +248,7 @@ impl NixCopyStore {
             ca_file: None,
             tmp_base: std::env::temp_dir(),
             copying: Mutex::new(()),
+            swept: std::sync::Once::new(),
             interrupted: crate::signal::interrupted,
         }
     }
@@ -268,6 +347,7 @@ impl Store for NixCopyStore {
     }
 
     fn add_path(&self, info: &NarInfo, _nar: &mut dyn Read) -> Result<(), StoreError> {
+        self.swept.call_once(|| sweep_netrc_dirs(&self.tmp_base));
         let mut args: Vec<OsString> = vec![
             "copy".into(),
             "--from".into(),
@@ -478,6 +558,85 @@ mod tests {
             "the netrc outlived the signal while the copy ran"
         );
         assert!(empty(&tmp));
+    }
+
+    #[test]
+    fn netrc_dirs_of_dead_runs_are_swept_and_live_ones_kept() {
+        use crate::util::proc_stat;
+        let dir = TempDir::new("nixcopy-sweep");
+        let tmp = dir.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        // A pid that has ended, a live process, and this process.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let mut live = Command::new("sleep").arg("30").spawn().unwrap();
+        let (lpid, lticks) = (live.id(), proc_stat(live.id()).unwrap().2);
+        let me = std::process::id();
+        let make = |name: &str| {
+            fs::create_dir(tmp.join(name)).unwrap();
+            fs::write(
+                tmp.join(name).join("netrc"),
+                "machine h login flakehub password t\n",
+            )
+            .unwrap();
+        };
+        let removed = [
+            format!("fh-lite-netrc-{dead}-7"),
+            format!("fh-lite-netrc-{dead}-{lticks}-0"),
+            // The live pid, another start time: a dead run whose pid was reused.
+            format!("fh-lite-netrc-{lpid}-{}-0", lticks + 1),
+            // This pid in the older name: a dead run (the sweep runs first).
+            format!("fh-lite-netrc-{me}-3"),
+        ];
+        let kept = [
+            format!("fh-lite-netrc-{lpid}-{lticks}-0"),
+            format!("fh-lite-netrc-{lpid}-2"),
+            "fh-lite-netrc-x-1".to_string(),
+            "other".to_string(),
+        ];
+        for n in removed.iter().chain(&kept) {
+            make(n);
+        }
+        // Not a directory: left alone.
+        std::os::unix::fs::symlink(dir.path(), tmp.join(format!("fh-lite-netrc-{dead}-8")))
+            .unwrap();
+        let fake = dir.path().join("nix");
+        crate::testutil::write_executable(&fake, "#!/bin/sh\nexit 0\n");
+        let store = NixCopyStore::new("http://127.0.0.1:1", Some(&token()), None, vec![])
+            .with_test_setup(vec![], &tmp, fake.to_str().unwrap());
+        store
+            .add_path(&info_of(crate::testutil::sp('1', "a")), &mut io::empty())
+            .unwrap();
+        let _ = live.kill();
+        let _ = live.wait();
+        for n in &removed {
+            assert!(!tmp.join(n).exists(), "{n} was not swept");
+        }
+        for n in &kept {
+            assert!(tmp.join(n).join("netrc").exists(), "{n} was removed");
+        }
+        assert!(fs::symlink_metadata(tmp.join(format!("fh-lite-netrc-{dead}-8"))).is_ok());
+        assert!(
+            dir.path().join("nix").exists(),
+            "the sweep followed a symlink"
+        );
+    }
+
+    fn info_of(store_path: StorePath) -> NarInfo {
+        NarInfo {
+            store_path,
+            url: String::new(),
+            compression: crate::nix::narinfo::Compression::None,
+            file_hash: None,
+            file_size: None,
+            nar_hash: crate::nix::hash::Sha256([0; 32]),
+            nar_size: 1,
+            references: Vec::new(),
+            deriver: None,
+            sigs: Vec::new(),
+            ca: None,
+        }
     }
 
     #[test]

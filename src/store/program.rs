@@ -26,6 +26,7 @@ pub(crate) fn run_then(
     stdin: Option<&[u8]>,
     started: impl FnOnce(),
 ) -> Result<String, StoreError> {
+    crate::util::scrub_env(&mut cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {

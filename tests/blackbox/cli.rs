@@ -126,7 +126,11 @@ fn unknown_option_is_a_usage_error() {
 fn rollout_spread_takes_days_and_compound_durations() {
     let t = crate::support::util::TempDir::new("spread-units");
     std::fs::create_dir_all(t.path().join("etc")).unwrap();
-    std::fs::write(t.path().join("etc/machine-id"), "0123456789abcdef\n").unwrap();
+    std::fs::write(
+        t.path().join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     for spread in ["1d", "1h30m", "24s", "3600"] {
         let r = run(&[
             "apply",
@@ -185,6 +189,31 @@ fn rollout_spread_without_a_machine_id_is_refused_first() {
     assert_eq!(
         r.stderr,
         format!("fh-lite: {root}/etc/machine-id is empty: --rollout-spread needs a machine id (systemd-machine-id-setup makes one)\n")
+    );
+    // Not a machine id: too short, or a megabyte; both before any network work.
+    let id = t.path().join("etc/machine-id");
+    for text in ["0123456789abcdef\n".to_string(), "a".repeat(1 << 20)] {
+        std::fs::write(&id, &text).unwrap();
+        let r = run(&args);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert_eq!(
+            r.stderr,
+            format!("fh-lite: {root}/etc/machine-id does not hold a machine id (32 hexadecimal digits, as systemd-machine-id-setup writes): --rollout-spread needs one\n")
+        );
+    }
+    // A symlink out of the image root is not followed.
+    let outside = crate::support::util::TempDir::new("machine-id-outside");
+    let real = outside.path().join("machine-id");
+    std::fs::write(&real, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::remove_file(&id).unwrap();
+    std::os::unix::fs::symlink(&real, &id).unwrap();
+    let r = run(&args);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.starts_with(&format!(
+            "fh-lite: --rollout-spread needs this device's machine id, but {root}/etc/machine-id cannot be read: it is a symbolic link"
+        )),
+        "{r:?}"
     );
 }
 

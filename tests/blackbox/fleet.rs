@@ -516,3 +516,38 @@ fn rollout_spread_holds_a_new_path_for_this_devices_delay() {
     apply_at(&other, "=0.1.1", &spread, EIGHT_UTC, "UTC0");
     assert_ne!(scheduled(&other).1, at);
 }
+
+/// A run under a wrong clock (here the year 2100) records a rollout time
+/// far ahead; the next run with the right clock recomputes it from now,
+/// says so, and activates at this device's delay, not in 2100.
+#[test]
+fn a_rollout_time_recorded_under_a_wrong_clock_is_recomputed() {
+    if !can_chroot() {
+        return;
+    }
+    let spread = ["--rollout-spread", "24h"];
+    let d = deploy();
+    std::fs::create_dir_all(d.root.join("etc")).unwrap();
+    std::fs::write(
+        d.root.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let y2100 = 4_102_444_800;
+    let r = apply_at(&d, "=0.1.1", &spread, y2100, "UTC0");
+    assert_eq!(r.code, 43, "{r:?}");
+    let (first, _) = scheduled(&d);
+    assert_eq!(first, y2100);
+    let r = apply_at(&d, "=0.1.1", &spread, EIGHT_UTC, "UTC0");
+    assert!(
+        r.stderr.contains("beyond now plus the 24h00m spread")
+            && r.stderr.contains("recomputed from now"),
+        "{r:?}"
+    );
+    let (first, at) = scheduled(&d);
+    assert_eq!(first, EIGHT_UTC, "first seen not recomputed");
+    assert!((EIGHT_UTC..EIGHT_UTC + 86_400).contains(&at), "{at}");
+    let r = apply_at(&d, "=0.1.1", &spread, at, "UTC0");
+    assert_eq!(r.code, 0, "activates at its delay after the fix: {r:?}");
+    assert!(profile_exists(&d));
+}

@@ -850,3 +850,76 @@ fn bundle_to_stdout_refuses_dir_and_fails_clearly_on_a_broken_pipe() {
         .collect();
     assert!(names.is_empty(), "files left: {names:?}");
 }
+
+/// An unsigned bundle (`--allow-unsigned-bundle`) cannot prove the version
+/// its manifest claims: after 0.1.176 was applied, one holding 0.1.175
+/// is refused as a possible downgrade whether its reference is loose
+/// (`*`) or claims a newer exact version; with `--allow-downgrade` it
+/// applies and the remembered version stays 0.1.176. On a device that
+/// remembers nothing it applies and is not remembered.
+#[test]
+fn an_unsigned_bundle_neither_passes_nor_moves_the_anti_downgrade_memory() {
+    let d = Deploy::new(
+        "zstd",
+        &[("0.1.175", "system-v1"), ("0.1.176", "system-v2")],
+        "{}",
+    );
+    let r = d.apply("=0.1.176", &["boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let versions = d.root.join("var/lib/fh-lite/versions.json");
+    let remembered = || std::fs::read_to_string(&versions).unwrap_or_default();
+    assert!(remembered().contains("\"0.1.176\""), "{}", remembered());
+    let dir = d.tmp.path().join("old-bundle");
+    create(&d, &dir, &["--format", "dir"]);
+    let manifest = dir.join("fh-lite-manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("org/demo/=0.1.175#"), "{text}");
+    for claim in ["*", "=9.9.9"] {
+        std::fs::write(&manifest, text.replace("/=0.1.175#", &format!("/{claim}#"))).unwrap();
+        let r = apply_from(
+            &d,
+            &d.root,
+            dir.to_str().unwrap(),
+            &["--allow-unsigned-bundle"],
+            None,
+        );
+        assert_eq!(r.code, 35, "unsigned bundle claiming {claim}: {r:?}");
+        assert!(
+            r.stderr.contains("is unproven") && r.stderr.contains("0.1.176 of org/demo"),
+            "{claim}: {}",
+            r.stderr
+        );
+        assert!(
+            remembered().contains("\"0.1.176\""),
+            "{claim}: {}",
+            remembered()
+        );
+    }
+    let r = apply_from(
+        &d,
+        &d.root,
+        dir.to_str().unwrap(),
+        &["--allow-unsigned-bundle", "--allow-downgrade"],
+        None,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        remembered().contains("\"0.1.176\"") && !remembered().contains("9.9.9"),
+        "an unsigned bundle moved the memory: {}",
+        remembered()
+    );
+    // A device that remembers nothing: applied, and nothing remembered.
+    let root = d.tmp.path().join("fresh-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let r = apply_from(
+        &d,
+        &root,
+        dir.to_str().unwrap(),
+        &["--allow-unsigned-bundle"],
+        None,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let fresh =
+        std::fs::read_to_string(root.join("var/lib/fh-lite/versions.json")).unwrap_or_default();
+    assert!(!fresh.contains("9.9.9"), "{fresh}");
+}
