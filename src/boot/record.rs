@@ -35,7 +35,7 @@ impl Choice {
 pub struct TrialBoot {
     pub reference: String,
     pub store_path: String,
-    /// A [`Step`] word: the step about to run (or done, for "rebooting").
+    /// A `boot::Step` word: the step about to run (or done, for "rebooting").
     pub phase: String,
     /// The new generation, once made.
     pub generation: Option<u64>,

@@ -2,7 +2,7 @@
 //!
 //! A delta carries the narinfos and NARs of the paths of REF's closure
 //! that are not in OLD's closure, and nothing else. Its manifest (format
-//! [`DELTA_FORMAT`](super::DELTA_FORMAT)) still lists the whole closure it
+//! [`DELTA_FORMAT`]) still lists the whole closure it
 //! completes, with NarHash, NarSize and references for every path, and
 //! names the paths it leaves out (`left_out`), so a reader can check the
 //! closure as for a full bundle and knows what the device must already
