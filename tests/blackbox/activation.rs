@@ -112,7 +112,7 @@ fn status_json_shows_generations_and_the_running_system() {
     assert_eq!(
         r.stdout,
         format!(
-            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"pending\":null,\"token_file\":null,\"token_expires_at\":null,\"token_searched\":[\"/etc/fh-lite/token\",\"/nix/var/determinate/token\",\"/nonexistent-fh-lite-test-config/flakehub/auth\"],\"reboot_needed\":null,\"rollout\":[],\"versions\":{{}},\"held\":null,\"last_check\":null}}\n",
+            "{{\"profile\":\"{}/nix/var/nix/profiles/system\",\"generation\":1,\"generation_path\":\"{a}\",\"generations\":[1,2],\"current_system\":\"{a}\",\"last_attempt\":null,\"last_success\":null,\"failed\":[],\"pending\":null,\"token_file\":null,\"token_expires_at\":null,\"token_searched\":[\"/etc/fh-lite/token\",\"/nix/var/determinate/token\",\"/nonexistent-fh-lite-test-config/flakehub/auth\"],\"reboot_needed\":null,\"rollout\":[],\"versions\":{{}},\"held\":null,\"last_check\":null,\"trial_boot\":null,\"last_trial_boot\":null,\"watchdog_active\":null}}\n",
             root.display()
         )
     );
