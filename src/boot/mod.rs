@@ -367,23 +367,7 @@ pub fn decide(t: &TrialBoot, boot_id: &str, booted: Option<&str>) -> Decision {
 
 /// `/run/booted-system` resolved (under `--root`).
 pub fn booted_system(root: Option<&Path>) -> Option<String> {
-    let real = |l: &Path| {
-        root.unwrap_or(Path::new("/"))
-            .join(l.strip_prefix("/").unwrap_or(l))
-    };
-    let mut cur = std::path::PathBuf::from("/run/booted-system");
-    for _ in 0..40 {
-        match std::fs::read_link(real(&cur)) {
-            Ok(t) if t.is_absolute() => cur = t,
-            Ok(t) => cur = cur.parent().unwrap_or(Path::new("/")).join(t),
-            Err(_) => {
-                return real(&cur)
-                    .exists()
-                    .then(|| cur.to_string_lossy().into_owned())
-            }
-        }
-    }
-    None
+    resolve(root, Path::new("/run/booted-system")).map(|p| p.to_string_lossy().into_owned())
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), or "" when unknown.

@@ -15,7 +15,7 @@
 pub mod metrics;
 pub mod schedule;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Exit};
 use crate::nix::store_path::StorePath;
@@ -356,8 +356,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// `/run/booted-system` resolved (under `--root`), if it exists.
 fn booted_system(common: &Common) -> Option<String> {
-    let p = crate::boot::resolve(common.root.as_deref(), Path::new("/run/booted-system"))?;
-    Some(p.to_string_lossy().into_owned())
+    crate::boot::booted_system(common.root.as_deref())
 }
 
 /// As autoUpgrade checks: kernel, initrd or kernel-modules of `new`
@@ -369,6 +368,7 @@ fn kernel_differs(common: &Common, new: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn resolve_follows_links_under_root() {
