@@ -49,7 +49,7 @@ fn warn_if_readable(f: &std::path::Path) {
 /// leave out what `--since OLD` has, build and sign the manifest, take each
 /// narinfo as served, write the bundle, say what was written.
 pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
-    let output = output_of(common, offline)?;
+    let output = output_of(offline, common.json)?;
     let sign_key = read_sign_key(offline)?;
     // FlakeHub, or with `--cache URL` a store path from any signed cache
     // (source/cache.rs).
@@ -57,7 +57,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     let root = source.store_path().clone();
     let mut pipeline = Pipeline::whole_closure(common.progress(), opts, source);
     let mut plan = pipeline.plan()?;
-    let reference = reference_of(common, opts, pipeline.source())?;
+    let reference = reference_of(&common.frontend_addr, opts, pipeline.source())?;
     let closure: Vec<Entry> = plan.paths.iter().map(Entry::of).collect();
     // `--since OLD`: a delta carries only what OLD's closure lacks.
     let since = match &offline.since {
@@ -118,7 +118,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     crate::outcome::store_path(&root);
     crate::outcome::outcome("bundle-created");
     report(
-        common,
+        common.json,
         output,
         &contents,
         plan.download_bytes,
@@ -140,7 +140,7 @@ struct Contents<'a> {
 
 /// `--output FILE`, checked: `-` (standard output) only for a tar bundle,
 /// without `--json`, and not to a terminal.
-fn output_of<'o>(common: &Common, offline: &'o OfflineOpts) -> Result<&'o Path, Error> {
+fn output_of(offline: &OfflineOpts, json: bool) -> Result<&Path, Error> {
     let Some(output) = offline.output.as_deref() else {
         return Err(Error::usage("bundle create needs --output FILE"));
     };
@@ -150,7 +150,7 @@ fn output_of<'o>(common: &Common, offline: &'o OfflineOpts) -> Result<&'o Path, 
                 "--output - writes a tar bundle to standard output; --format dir needs a directory path",
             ));
         }
-        if common.json {
+        if json {
             return Err(Error::usage(
                 "--json cannot be combined with --output -: standard output carries the bundle",
             ));
@@ -177,7 +177,7 @@ fn read_sign_key(offline: &OfflineOpts) -> Result<Option<SecretKey>, Error> {
 /// The reference the manifest records: the source's, or for a store path
 /// the reference that says so.
 fn reference_of(
-    common: &Common,
+    frontend_addr: &str,
     opts: &ApplyOpts,
     source: &dyn Source,
 ) -> Result<OutputRef, Error> {
@@ -185,7 +185,7 @@ fn reference_of(
         Some(r) => Ok(r.clone()),
         None => Ok(crate::outref::parse(
             bundle::STORE_PATH_REF,
-            &common.frontend_addr,
+            frontend_addr,
             &opts.default_attr,
         )?),
     }
@@ -275,7 +275,7 @@ fn signed_note(contents: &Contents) -> &'static str {
 
 /// What was written: the `--json` event, or a line.
 fn report(
-    common: &Common,
+    json: bool,
     output: &Path,
     contents: &Contents,
     bytes: u64,
@@ -283,7 +283,7 @@ fn report(
 ) {
     let paths = contents.paths.len() as u64;
     let left_out = &contents.manifest.left_out;
-    if common.json {
+    if json {
         #[derive(miniserde::Serialize)]
         struct Out {
             event: &'static str,
