@@ -320,7 +320,7 @@ pub fn command(program: impl AsRef<OsStr>, env: Env) -> std::io::Result<Command>
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!(
-                    "{name} is not on the PATH searched for programs run as root ({})",
+                    "{name} is not on the PATH searched for programs run as root ({}; -v names the entries left out)",
                     safe_path().to_string_lossy()
                 ),
             )

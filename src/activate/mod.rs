@@ -429,7 +429,7 @@ impl<'a> Ctx<'a> {
                 program: name.to_string(),
                 err: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    "not on the PATH searched for programs run as root",
+                    "not on the PATH searched for programs run as root (-v names the entries left out)",
                 ),
             })
         };

@@ -260,7 +260,7 @@ fn reboot_for(common: &Common, fleet: &FleetOpts, path: &str, doing: &str) -> Re
         return Ok(Exit::RebootNeeded);
     }
     let Some(systemctl) = crate::exec::find("systemctl") else {
-        say("a reboot is due but systemctl is not on the PATH searched for programs run as root; reboot by hand");
+        say("a reboot is due but systemctl is not on the PATH searched for programs run as root (-v names the entries left out); reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
     say(&format!(
@@ -298,7 +298,7 @@ fn waiting(store_path: &str, w: Option<Window>) -> String {
 /// the need is kept for the next run.
 fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
     let Some(systemctl) = crate::exec::find("systemctl") else {
-        say("a reboot is due but systemctl is not on the PATH searched for programs run as root; reboot by hand");
+        say("a reboot is due but systemctl is not on the PATH searched for programs run as root (-v names the entries left out); reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
     let mut confirm = need.clone();
