@@ -36,7 +36,11 @@
 //! not be writable by others, sticky or not. Relative entries, empty
 //! entries and `.` are dropped. When nothing is left (or `PATH` is unset),
 //! [`DEFAULT_PATH`] is used, the same list filtered by the same rule.
-//! Dropped entries are named once on stderr with `--verbose`.
+//! Dropped entries are named once on stderr with `--verbose`. A program
+//! found there is run only if the file it resolves to is owned by root
+//! (or that user), writable by nobody else, and in a directory that passes
+//! the same rule: a safe directory's symlink into a writable one is
+//! skipped, and the search goes on.
 //!
 //! The check is made once, when fh-lite starts ([`init`]); fh-lite runs
 //! for minutes, and a directory that was safe then cannot be made unsafe
@@ -141,9 +145,13 @@ const UNSAFE_ENV: &[&str] = &[
 /// The sanitised PATH, made once.
 static SAFE_PATH: OnceLock<OsString> = OnceLock::new();
 
+/// `--verbose`: say what was left out.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Make the sanitised PATH now (once per run, before anything is started)
 /// and, with `verbose`, say which entries were dropped and why.
 pub fn init(verbose: bool) {
+    VERBOSE.store(verbose, std::sync::atomic::Ordering::Relaxed);
     SAFE_PATH.get_or_init(|| {
         let (path, dropped) = compute();
         if verbose {
@@ -296,15 +304,80 @@ fn components(p: &Path) -> std::collections::VecDeque<OsString> {
         .collect()
 }
 
-/// `name` found on the sanitised PATH: the first executable regular file.
+/// `name` found on the sanitised PATH: the first executable regular file
+/// that is itself safe ([`check_program`]); an unsafe one is skipped (and
+/// named with `--verbose`).
 pub fn find(name: &str) -> Option<PathBuf> {
+    let (found, skipped) = find_in(name, safe_path(), rustix::process::geteuid().as_raw());
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        // Once per program a run.
+        static SAID: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+        for (p, why) in skipped {
+            if !said.contains(&p) {
+                crate::ui::say(&format!("{} is not run as root: {why}", p.display()));
+                said.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// [`find`] in the directories `path` for a process of effective uid
+/// `euid`: the program found, and the candidates skipped with the reason.
+fn find_in(name: &str, path: &OsStr, euid: u32) -> (Option<PathBuf>, Vec<(PathBuf, String)>) {
     use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(safe_path())
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    let mut skipped = Vec::new();
+    for dir in std::env::split_paths(path) {
+        let p = dir.join(name);
+        let executable = p
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            continue;
+        }
+        match check_program(&p, euid) {
+            Ok(()) => return (Some(p), skipped),
+            Err(why) => skipped.push((p, why)),
+        }
+    }
+    (None, skipped)
+}
+
+/// A program in a safe directory may still be a symlink to a file in an
+/// unsafe one, or a file others can write: the file it resolves to must be
+/// owned by root (or this user) and writable by nobody else, in a
+/// directory that passes [`check_dir`].
+fn check_program(p: &Path, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(p).map_err(|e| format!("cannot be resolved ({e})"))?;
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot be read ({e})"))?;
+    let shown = |why: String| {
+        if real == p {
+            why
+        } else {
+            format!("{} {why}", real.display())
+        }
+    };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(shown(format!("is owned by uid {}", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(shown(format!(
+            "is writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    match real.parent() {
+        Some(dir) => check_dir(dir, euid).map_err(|w| {
+            if w.starts_with('/') {
+                w
+            } else {
+                format!("{} {w}", dir.display())
+            }
+        }),
+        None => Err("has no directory".into()),
+    }
 }
 
 /// A command for `program` with the environment `env` and stdin
@@ -569,6 +642,41 @@ mod tests {
                 "https_proxy=http://p:3128".into()
             ]
         );
+    }
+
+    #[test]
+    fn a_program_others_can_write_or_reached_through_an_unsafe_link_is_skipped() {
+        let t = crate::testutil::TempDir::new("exec-find");
+        let (a, b, c) = (dir(&t, "a"), dir(&t, "b"), dir(&t, "c"));
+        let open = dir(&t, "open");
+        mode(&open, 0o777);
+        let prog = |d: &Path, m: u32| {
+            let p = d.join("prog");
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            mode(&p, m);
+            p
+        };
+        prog(&a, 0o777);
+        // b/prog: a link into the writable directory.
+        std::os::unix::fs::symlink(prog(&open, 0o755), b.join("prog")).unwrap();
+        let good = prog(&c, 0o755);
+        let path = std::env::join_paths([&a, &b, &c]).unwrap();
+        let (found, skipped) = find_in("prog", &path, me());
+        assert_eq!(found, Some(good));
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped[0]
+                .1
+                .contains("writable by group or others (mode 777)"),
+            "{skipped:?}"
+        );
+        assert!(
+            skipped[1]
+                .1
+                .contains(&format!("{} writable by group or others", open.display())),
+            "{skipped:?}"
+        );
+        assert_eq!(find_in("nothing-here", &path, me()).0, None);
     }
 
     #[test]
