@@ -14,8 +14,10 @@
 //!   searched. A path (with a `/`) is taken as given: those come from the
 //!   store (`switch-to-configuration`) or are fixed (`/bin/sh`).
 //! - **A minimal environment** ([`Env`]): the child's environment is
-//!   cleared and gets only what its kind needs (`PATH` always the sanitised
-//!   one); what the caller sets afterwards is kept.
+//!   cleared and gets only what its kind needs (`PATH` the sanitised one;
+//!   a program chrooted into `--root DIR` gets [`DEFAULT_PATH`] instead,
+//!   as this machine's directories say nothing about DIR's); what the
+//!   caller sets afterwards is kept.
 //! - **stdin is /dev/null** unless the caller sets it: under `--from -`
 //!   fh-lite's stdin is the bundle pipe.
 //!
@@ -23,8 +25,8 @@
 //!
 //! The inherited `PATH`'s entries, in order, each kept only when it is
 //! absolute and every directory reached while resolving it is safe:
-//! owned by root (or, when fh-lite itself does not run as root — an image
-//! builder's `--store image` as a normal user — by that user), and not
+//! owned by root (or, when fh-lite itself does not run as root — Home
+//! Manager, an image build as a normal user — by that user), and not
 //! writable by group or others. Symlinks are followed as the kernel
 //! follows them, checking every directory passed on the way: the final
 //! directory, and also the directories above it and those holding the
@@ -42,9 +44,9 @@
 //! the same rule: a safe directory's symlink into a writable one is
 //! skipped, and the search goes on.
 //!
-//! The check is made once, when fh-lite starts ([`init`]); fh-lite runs
-//! for minutes, and a directory that was safe then cannot be made unsafe
-//! later by anyone the rule keeps out.
+//! The directories are checked once, when fh-lite starts ([`init`]): a
+//! directory that was safe then cannot be made unsafe later by anyone the
+//! rule keeps out. The program file is checked each time it is looked up.
 //!
 //! # The environment
 //!
