@@ -1143,7 +1143,7 @@ def main():
     p = sub.add_parser("trialboot", help="trial boots on x86_64 with OVMF + systemd-boot")
     p.add_argument("--keep", metavar="DIR")
     p.add_argument("--scenario", action="append",
-                   choices=["good", "panic", "hang", "powercut", "cut-preparing"])
+                   choices=["good", "panic", "hang", "powercut", "cut-preparing", "cut-held"])
     p.add_argument("--seed", type=int, help="the power cut's moment")
     p.add_argument("--by-hand", action="store_true",
                    help="the guest arms the one-shot boot itself (checks the lab, not fh-lite)")

@@ -90,4 +90,11 @@ esac
 sync
 log "end $action @variant@ $$"
 sync
+# `--scenario cut-held`: with lab.announce-switch=@variant@, say on the
+# console that this `boot` wrote loader.conf and is returning.
+case "$action" in switch|boot)
+    for w in $(cat /sys/firmware/qemu_fw_cfg/by_name/opt/fh-lite-lab/cmdline/raw 2>/dev/null); do
+        [ "$w" = "lab.announce-switch=@variant@" ] && echo "LAB-SWITCH-END @variant@ $action" > /dev/console
+    done ;;
+esac
 exit 0

@@ -27,6 +27,12 @@ Scenarios (each from the installed generation 1, on copies of its disks):
             confirm-boot undoes the trial (not "did not boot": the path is
             not failed), the default is 1; that boot runs no timer apply
             (lab.timer=off), which would only try the trial again
+  cut-held  SIGKILL of qemu as soon as the ESP image shows loader.conf's
+            default set back to generation 1 after generation 2's `boot`
+            (which says LAB-SWITCH-END with lab.announce-switch=good) had
+            set it to 2: fh-lite's hold, then maybe its journal or the
+            one-shot; the next boot is back on 1 with the trial undone or
+            failed, or on 2 committed
 
 In the guest: the first boot of a scenario runs `fh-lite apply ... --trial
 --reboot if-needed --boot-loader systemd-boot --health-check /lab/health`,
@@ -64,12 +70,14 @@ import uuid
 ARCH = "x86_64"
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 VARIANTS = ("v1", "good", "panic", "hang")
-SCENARIOS = ("good", "panic", "hang", "powercut", "cut-preparing")
-TARGET = {"good": "good", "panic": "panic", "hang": "hang", "powercut": "good", "cut-preparing": "good"}
+SCENARIOS = ("good", "panic", "hang", "powercut", "cut-preparing", "cut-held")
+TARGET = {"good": "good", "panic": "panic", "hang": "hang", "powercut": "good", "cut-preparing": "good",
+          "cut-held": "good"}
+CUTS = ("cut-preparing", "cut-held")
 # Extra lab arguments (fw_cfg) of a scenario's first VM run and of the one
 # after its cut.
-FIRST_ARGS = {"cut-preparing": "lab.stall-switch=good"}
-AFTER_ARGS = {"cut-preparing": "lab.timer=off"}
+FIRST_ARGS = {"cut-preparing": "lab.stall-switch=good", "cut-held": "lab.announce-switch=good"}
+AFTER_ARGS = {"cut-preparing": "lab.timer=off", "cut-held": "lab.timer=off"}
 ENTRY2 = "nixos-generation-2.conf"
 
 # The panic variant's stage 1: it exits, the kernel panics ("Attempted to
@@ -478,29 +486,45 @@ class TrialLab:
         b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name,
                     extra=FIRST_ARGS.get(name, ""))
         vms.append(b)
-        if name == "cut-preparing":
-            # Generation 2's `boot` stalls inside fh-lite's step 2: cut then.
+        if name in CUTS:
+            # cut-preparing: generation 2's `boot` stalls inside fh-lite's
+            # step 2: cut then. cut-held: it returned; cut when the ESP
+            # image shows loader.conf's default back on generation 1.
+            marker = "LAB-SWITCH-STALL" if name == "cut-preparing" else "LAB-SWITCH-END"
             end = time.monotonic() + self.limit
-            stalled = None
+            seen = None
             while time.monotonic() < end:
                 try:
                     ev, rest, tm = b.events.get(timeout=end - time.monotonic())
                 except queue.Empty:
                     break
-                if ev == "LAB-SWITCH-STALL":
-                    stalled = tm
+                if ev == marker:
+                    seen = tm
                     break
                 if ev == "EOF":
                     break
+            held = None
+            if seen is not None and name == "cut-held":
+                while time.monotonic() < end and b.proc.poll() is None:
+                    conf = esp_text(d["esp.img"], "/loader/loader.conf")
+                    if conf_value(conf, "default") == "nixos-generation-1.conf":
+                        held = time.monotonic()
+                        break
+                    time.sleep(0.02)
             b.power_cut()
-            if stalled is None:
-                raise L.LabError(f"{name}: generation 2's boot script never stalled (serial log {b.log_path}):\n  "
+            if seen is None or (name == "cut-held" and held is None):
+                raise L.LabError(f"{name}: no {marker}{'' if seen is None else ' then loader.conf on 1'} "
+                                 f"(serial log {b.log_path}):\n  "
                                  + "\n  ".join(describe(segments(b.lines), self.names)))
-            cut = self.snapshot(d, variant, "cut in step 2")
-            cut["at_s"] = round(stalled - b.t0, 1)
+            cut = self.snapshot(d, variant, "cut in step 2" if name == "cut-preparing"
+                                else "cut after loader.conf was held")
+            cut["at_s"] = round(seen - b.t0, 1)
+            if held is not None:
+                cut["held_after_s"] = round(held - seen, 2)
             self.record_at_cut(d, variant, cut)
-            L.say(f"{ARCH}: {name}: qemu killed while generation 2's switch-to-configuration boot "
-                  f"stalled inside fh-lite's step 2 (journal phase {cut['trial_phase']})")
+            L.say(f"{ARCH}: {name}: qemu killed {'while generation 2' if name == 'cut-preparing' else 'after generation 2'}"
+                  f"'s switch-to-configuration boot {'stalled' if name == 'cut-preparing' else 'returned and loader.conf was held'}"
+                  f" (journal phase at the cut: {cut['trial_phase']})")
             b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name + "-after",
                         extra=AFTER_ARGS.get(name, ""))
             vms.append(b)
@@ -551,7 +575,7 @@ class TrialLab:
             if snap["loader.conf"] == ENTRY2:
                 entry["problems"].append(f"{snap['when']}: loader.conf's default is {ENTRY2}, "
                                          f"which has not booted yet")
-        if name != "cut-preparing" and not samples:
+        if name not in CUTS and not samples:
             entry["problems"].append("no reading of loader.conf after the trial apply (no LAB-TRIAL-APPLIED)")
         if cut:
             entry["cut"] = cut
@@ -678,7 +702,7 @@ class TrialLab:
         first = final[0] if len(vms) == 1 else segs_all[0][0]
         if gen.get(first["init"]) != 1:
             bad.append(f"the scenario's first boot came up on {first['init']}, not generation 1")
-        if name != "cut-preparing" and not first["reboot_requested"] and not first["reboot_by_hand"]:
+        if name not in CUTS and not first["reboot_requested"] and not first["reboot_by_hand"]:
             bad.append(f"the trial apply did not arm a reboot (runs: {first['runs']})")
         if name == "good":
             if booted != 2 or default != 2 or recorded != "committed":
@@ -717,6 +741,15 @@ class TrialLab:
                 bad.append(f"{name}: generation 2 was booted")
             if last["confirm"][-1:] != ["0"]:
                 bad.append(f"{name}: confirm-boot after the cut exited {last['confirm']}, wanted 0 (undone)")
+        elif name == "cut-held":
+            # Cut after the hold: undone (phase preparing), or the one-shot
+            # armed: 2 boots once and is committed (or, cut in its boot,
+            # did not boot).
+            if booted == 2 and recorded != "committed":
+                bad.append(f"{name}: on generation 2 but fh-lite recorded {recorded!r}")
+            if booted == 1 and (ltb.get("store_path") != new
+                                or ltb.get("result") not in ("undone", "did-not-boot")):
+                bad.append(f"{name}: back on generation 1 but fh-lite recorded {recorded!r}")
         elif name == "powercut":
             if booted == 2 and recorded != "committed":
                 bad.append(f"powercut: on generation 2 but fh-lite recorded {recorded!r}")
