@@ -56,7 +56,8 @@ pub fn settle(
     };
     let root = common.root.as_deref();
     let loader = Loader::of_journal(&t, root, fleet.efivars.as_deref(), &common.profile);
-    let ctx = Ctx::new(common);
+    let machine = common.machine();
+    let ctx = Ctx::new(&machine);
     let gen = |t: &TrialBoot| {
         t.generation
             .map_or(String::new(), |n| format!(" (generation {n})"))
@@ -148,7 +149,7 @@ pub fn settle_before(common: &Common, state: &StateDir) -> Result<(), Error> {
     };
     let loader = Loader::of_journal(&waiting, common.root.as_deref(), None, &common.profile);
     match fall_back(
-        &Ctx::new(common),
+        &Ctx::new(&common.machine()),
         &loader,
         state,
         *waiting,
@@ -232,7 +233,7 @@ fn finish(
 
 /// `fh-lite confirm-boot`: settle the trial boot, if any, under the lock.
 pub fn run(common: &Common, fleet: &FleetOpts) -> Result<Exit, Error> {
-    let state = StateDir::of(common);
+    let state = common.machine().state();
     let _lock = state.lock()?;
     match settle(common, fleet, &state)? {
         None => {
@@ -258,7 +259,7 @@ pub fn reboot_back(common: &Common, fleet: &FleetOpts, e: Error, path: &str) -> 
     if e.exit != Exit::RolledBack {
         return e;
     }
-    match crate::fleet::reboot_back(common, fleet, path) {
+    match crate::fleet::reboot_back(&common.machine(), fleet, path) {
         Ok(_) => e,
         Err(r) => {
             crate::ui::warn(&r.message);
