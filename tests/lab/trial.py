@@ -688,6 +688,8 @@ class TrialLab:
             bad.append("status --json still shows a trial boot in progress")
         if status is None:
             bad.append("no status --json from the last boot")
+        elif (status.get("last_attempt") or {}).get("result") == "running":
+            bad.append("status --json's last_attempt is still `running` at the end")
         r = subprocess.run(["e2fsck", "-fn", d["root.img"]], capture_output=True, text=True)
         if r.returncode != 0:
             bad.append(f"e2fsck -fn finds errors: {r.stdout.strip()[-300:]}")
