@@ -255,11 +255,12 @@ impl<'a> SystemRun<'a> {
                 }
                 if by_running {
                     // The running generation writes the entries: the new
-                    // one is listed, the default stays the running one.
+                    // one is listed, the default stays the running one
+                    // (the new generation's `boot` runs at the commit).
                     let Some(prev) = r.before.generation else {
                         return Err(Error::new(
                             Exit::ActivationFailed,
-                            "a GRUB trial boot needs the running generation's boot script, but the profile had no generation before",
+                            "a trial boot needs the running generation's boot script, but the profile had no generation before",
                         ));
                     };
                     link = r.ctx.logical(&r.ctx.profile.link_path(prev));

@@ -19,7 +19,8 @@ pub fn undo_now(ctx: &Ctx, loader: &Loader, t: &TrialBoot) -> Result<(), Error> 
 /// may have run, so the old one's runs again.
 pub fn restore(ctx: &Ctx, loader: &Loader, t: &TrialBoot, started: bool) -> Result<(), Error> {
     // loader.conf on the running entry first (the new generation's `boot`
-    // may have been cut before it was held); the old `boot` then rewrites
+    // may have run: a commit that failed or was cut, or step 2 of a
+    // journal written by an earlier version); the old `boot` then rewrites
     // it for its own generation.
     if let (true, Some(pinned)) = (started, t.pinned.as_deref()) {
         if let Err(e) = loader.hold_default(pinned, false) {

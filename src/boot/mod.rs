@@ -6,24 +6,33 @@
 //! ```text
 //! apply --trial --reboot if-needed, reboot needed:
 //!   journal "pinning"    pin the persistent default on the running entry
-//!   journal "preparing"  generation + switch-to-configuration boot,
-//!                        loader.conf's default held on the running entry
-//!   journal "one-shot"   one-shot boot of the new entry
+//!   journal "preparing"  generation N; the RUNNING generation's
+//!                        switch-to-configuration boot: entries for every
+//!                        generation (N too), the default its own
+//!   journal "one-shot"   one-shot boot of N's entry
 //!   journal "rebooting"  systemctl reboot
 //! next boot (confirm-boot, also first in every apply):
-//!   booted the new system  → health check → commit (release the pin)
+//!   booted the new system  → health check → commit (N's `boot`: N is the
+//!                                          default; release the pin)
 //!                                          or fall back (profile back,
 //!                                          its `boot`, release)
 //!   back on the old system → "did not boot": fall back, path failed
 //! ```
 //!
 //! The rule: the persistent default never points at a generation that has
-//! not booted and passed its health check here. The pin is written before
-//! anything that could move the default (the new generation's `boot`
-//! writes loader.conf's `default`, which the pin overrides and fh-lite
-//! then sets back to the running entry, for firmware that loses the EFI
-//! variables; the commit restores it before the pin goes), the one-shot
-//! after the entry exists, and each step is journaled before it starts,
+//! not booted and passed its health check here. Nothing before the commit
+//! runs the new generation's `boot`: the entries it boots from are written
+//! by the running generation's `boot`, whose builder (NixOS's systemd-boot
+//! and GRUB builders alike) lists every generation of the profile and
+//! makes the system that invoked it the default, so the boot loader's own
+//! default (loader.conf, grub.cfg) names the running system throughout,
+//! also on firmware that loses the EFI variables written at run time. On
+//! systemd-boot the pin (`LoaderEntryDefault` on the running entry) is
+//! written before that anyway, and loader.conf's `default` is checked
+//! after it (set to the running entry where it names another, e.g. when
+//! the profile's generation was not the booted one). The one-shot is armed
+//! after the entry exists, each step is journaled before it starts, and
+//! only the commit runs the new generation's `boot` (then the pin goes),
 //! so a power cut anywhere leaves the default on the running system, and
 //! the next run finishes or undoes the trial.
 //!
@@ -31,10 +40,11 @@
 //! rollback and recover) is the command's: src/cmd/confirm_boot.rs.
 //!
 //! Backends: systemd-boot ([`systemd_boot`]: pin + one-shot EFI
-//! variables); GRUB ([`grub`]: the running generation's `boot` lists the
-//! new one, grubenv's `next_entry` boots it once, the commit runs the new
-//! generation's `boot`); Raspberry Pi tryboot and U-Boot/extlinux have no
-//! backend here (today's behaviour: commit, then reboot).
+//! variables); GRUB ([`grub`]: grubenv's `next_entry` boots the new
+//! generation once). Both: the running generation's `boot` lists the new
+//! one, the commit runs the new generation's `boot`. Raspberry Pi tryboot
+//! and U-Boot/extlinux have no backend here (today's behaviour: commit,
+//! then reboot).
 
 pub mod efivars;
 pub mod grub;
@@ -173,12 +183,14 @@ impl Loader {
         }
     }
 
-    /// GRUB: the running generation's `boot` writes the new entries (the
-    /// default is the system that wrote them), and the commit runs the new
-    /// generation's `boot`. systemd-boot: the new generation's `boot`
-    /// writes them, the pin keeps the default.
+    /// Whether the running generation's `boot` writes the new entries in
+    /// step 2 (its builder lists every generation of the profile and keeps
+    /// the default on the system that invoked it), and the commit runs the
+    /// new generation's `boot` (which makes it the default). Every loader
+    /// here does: nothing before the commit makes the new generation the
+    /// boot loader's own default.
     pub fn entries_by_running(&self) -> bool {
-        matches!(self, Loader::Grub(_))
+        matches!(self, Loader::Grub(_) | Loader::SystemdBoot(_))
     }
 
     /// Rebuild the loader a journal entry names.
@@ -290,11 +302,13 @@ impl Loader {
         }
     }
 
-    /// systemd-boot: hold loader.conf's `default` on `entry` (the running
-    /// one, as pinned), so that firmware which loses the EFI variables
-    /// written at run time still boots it; the value the line had. No
-    /// ESP mounted here: the pin alone holds it (said in one line when
-    /// `say`). GRUB: nothing (its default is the system whose `boot` ran).
+    /// systemd-boot: check that loader.conf's `default` names `entry` (the
+    /// running one, as pinned), and set it so where it names another (the
+    /// running generation's `boot` normally wrote exactly that: then
+    /// nothing is written), so that firmware which loses the EFI variables
+    /// written at run time still boots it; the value the line had. No ESP
+    /// mounted here: the pin alone holds it (said in one line when `say`).
+    /// GRUB: nothing (its default is the system whose `boot` ran).
     pub fn hold_default(&self, entry: &str, say: bool) -> Result<Option<String>, Error> {
         let Loader::SystemdBoot(sb) = self else {
             return Ok(None);
@@ -316,9 +330,13 @@ impl Loader {
         }
     }
 
-    /// The commit: loader.conf's `default` back to what the new
-    /// generation's `boot` wrote (journaled), else to its entry. Before
-    /// the pin goes. GRUB: nothing here (the commit runs its `boot`).
+    /// The commit, after the new generation's `boot` ran (it wrote
+    /// loader.conf's `default` for its own entry): check that the line
+    /// names the new entry, before the pin goes; nothing is written when
+    /// it does. A journal written by an earlier fh-lite, which ran the new
+    /// generation's `boot` in step 2 and held the line on the running
+    /// entry, has the builder's value in `conf_default`: that value (the
+    /// same entry) is used. GRUB: nothing here.
     pub fn commit_default(&self, t: &TrialBoot) -> Result<(), Error> {
         let Loader::SystemdBoot(sb) = self else {
             return Ok(());
@@ -381,9 +399,11 @@ pub fn prepare(loader: &Loader, t: &mut TrialBoot, steps: &mut dyn Steps) -> Res
     t.phase = Step::Preparing.as_str().to_string();
     steps.journal(t)?;
     let n = steps.boot_entries(loader.entries_by_running())?;
-    // The new generation's `boot` named itself in loader.conf: back to
-    // the running entry before anything can boot.
-    t.conf_default = loader.hold_default(&running, true)?;
+    // The running generation's `boot` named itself in loader.conf: a
+    // check (and a repair where it names another entry) before anything
+    // can boot. Nothing to put back at the commit: the new generation's
+    // `boot` writes its own default then (`conf_default` stays null).
+    loader.hold_default(&running, true)?;
     let entry = loader.entry(n, &running)?;
     t.generation = Some(n);
     t.entry = Some(entry.clone());
@@ -590,32 +610,59 @@ mod tests {
         }
     }
 
+    impl Machine {
+        /// NixOS's systemd-boot builder run by generation `by`'s
+        /// `switch-to-configuration boot`: an entry for every generation
+        /// of the profile, then loader.conf (temporary file, rename) with
+        /// `default` naming the generation of the system that invoked it.
+        fn builder(&mut self, by: u64, generations: u64) -> Result<(), Error> {
+            for g in 1..=generations {
+                let e = format!("nixos-generation-{g}.conf");
+                std::fs::write(self.t.path().join("boot/loader/entries").join(&e), "").unwrap();
+                self.tick()?;
+            }
+            std::fs::write(
+                self.t.path().join("boot/loader/loader.conf"),
+                format!("timeout 0\ndefault nixos-generation-{by}.conf\neditor 0\n"),
+            )
+            .unwrap();
+            self.tick()
+        }
+        fn conf(&self) -> String {
+            std::fs::read_to_string(self.t.path().join("boot/loader/loader.conf")).unwrap()
+        }
+    }
+
     impl Steps for Machine {
         fn journal(&mut self, t: &TrialBoot) -> Result<(), Error> {
             self.tick()?;
             self.journaled = t.phase.clone();
             Ok(())
         }
-        fn boot_entries(&mut self, _: bool) -> Result<u64, Error> {
+        fn boot_entries(&mut self, by_running: bool) -> Result<u64, Error> {
             self.tick()?;
-            // switch-to-configuration boot: the entry, then the default.
+            // The generation made (the profile on it), then the `boot` of
+            // the running generation (1) or of the new one.
             let n = self.next_gen;
-            let e = format!("nixos-generation-{n}.conf");
-            std::fs::write(self.t.path().join("boot/loader/entries").join(&e), "").unwrap();
-            self.tick()?;
-            std::fs::write(
-                self.t.path().join("boot/loader/loader.conf"),
-                format!("timeout 0\ndefault {e}\neditor 0\n"),
-            )
-            .unwrap();
-            // A cut right after the script returned.
-            self.tick()?;
+            self.builder(if by_running { 1 } else { n }, n)?;
             Ok(n)
         }
     }
 
-    /// Cut the power after each step: the persistent default is always
-    /// the running generation; the new one is only ever a one-shot.
+    /// The commit as confirm-boot does it: the new generation's `boot`,
+    /// loader.conf's default checked, the one-shot and the pin removed.
+    fn commit(m: &mut Machine, loader: &Loader, t: &TrialBoot) {
+        m.cut_after = usize::MAX;
+        m.builder(2, 2).unwrap();
+        loader.commit_default(t).unwrap();
+        loader.release().unwrap();
+    }
+
+    /// Cut the power after each step, also inside the builder's run in
+    /// step 2: the persistent default is always the running generation,
+    /// by the pin and by loader.conf alike (firmware that loses the EFI
+    /// variables boots loader.conf's); the new one is only ever a
+    /// one-shot, and loader.conf names it only after the commit.
     #[test]
     fn a_power_cut_at_any_step_leaves_the_default_on_the_running_entry() {
         let mut full = 0;
@@ -629,6 +676,12 @@ mod tests {
             let (once, default) = m.boots();
             assert_eq!(default, "nixos-generation-1.conf", "cut after {cut} steps");
             assert!(
+                m.conf().contains("default nixos-generation-1.conf\n"),
+                "cut after {cut} steps (journaled {}): loader.conf is {:?}",
+                m.journaled,
+                m.conf()
+            );
+            assert!(
                 once.is_none() || once.as_deref() == Some("nixos-generation-2.conf"),
                 "cut after {cut}: {once:?}"
             );
@@ -636,32 +689,31 @@ mod tests {
                 assert_eq!(once.as_deref(), Some("nixos-generation-2.conf"));
                 assert_eq!(t.phase, "rebooting");
                 assert_eq!(t.pinned.as_deref(), Some("nixos-generation-1.conf"));
+                assert_eq!(t.conf_default, None, "nothing to put back at the commit");
                 full += 1;
             }
         }
         assert!(full > 0, "prepare never completed");
-        // Committing: loader.conf's default back on the new entry, the
-        // pin released.
+        // Committing: the new generation's `boot` names it in loader.conf,
+        // the pin is released.
         let mut m = Machine::new(100);
         let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
             panic!()
         };
         let mut t = <TrialBoot as Default>::default();
         prepare(&loader, &mut t, &mut m).unwrap();
-        loader.commit_default(&t).unwrap();
-        loader.release().unwrap();
+        commit(&mut m, &loader, &t);
         assert_eq!(m.boots(), (None, "nixos-generation-2.conf".to_string()));
     }
 
     /// Firmware that loses the EFI variables written at run time boots
-    /// loader.conf's default: from the moment the one-shot may be armed
-    /// it names the running entry (other lines as the builder wrote
-    /// them), and the commit makes it the new entry before the pin goes.
+    /// loader.conf's default: it names the running entry, exactly as the
+    /// running generation's builder wrote it (fh-lite writes nothing
+    /// there), right after step 2 and until the commit, where the new
+    /// generation's `boot` names the new entry while the pin still holds.
     #[test]
     fn loader_conf_names_the_running_entry_until_the_commit() {
-        let conf = |m: &Machine| {
-            std::fs::read_to_string(m.t.path().join("boot/loader/loader.conf")).unwrap()
-        };
+        let built = |n: u64| format!("timeout 0\ndefault nixos-generation-{n}.conf\neditor 0\n");
         let mut full = 0;
         for cut in 0..20 {
             let mut m = Machine::new(cut);
@@ -670,23 +722,22 @@ mod tests {
             };
             let mut t = <TrialBoot as Default>::default();
             let done = prepare(&loader, &mut t, &mut m).is_ok();
-            if matches!(m.journaled.as_str(), "one-shot" | "rebooting") {
-                assert_eq!(
-                    conf(&m),
-                    "timeout 0\ndefault nixos-generation-1.conf\neditor 0\n",
-                    "cut after {cut} steps, journaled {}",
-                    m.journaled
+            if matches!(m.journaled.as_str(), "preparing" | "one-shot" | "rebooting") {
+                assert!(
+                    m.conf() == built(1) || m.conf() == "default nixos-generation-1.conf\n",
+                    "cut after {cut} steps, journaled {}: {:?}",
+                    m.journaled,
+                    m.conf()
                 );
             }
             if done {
                 full += 1;
-                assert_eq!(t.conf_default.as_deref(), Some("nixos-generation-2.conf"));
-                // The commit: loader.conf as the builder wrote it, then no pin.
+                assert_eq!(m.conf(), built(1), "right after step 2");
+                // The commit: the new generation's `boot`, then no pin.
+                m.cut_after = usize::MAX;
+                m.builder(2, 2).unwrap();
                 loader.commit_default(&t).unwrap();
-                assert_eq!(
-                    conf(&m),
-                    "timeout 0\ndefault nixos-generation-2.conf\neditor 0\n"
-                );
+                assert_eq!(m.conf(), built(2), "nothing stale put back");
                 assert_eq!(
                     m.vars().read(DEFAULT, GUID).unwrap().as_deref(),
                     Some("nixos-generation-1.conf"),
@@ -697,6 +748,90 @@ mod tests {
             }
         }
         assert!(full > 0, "prepare never completed");
+    }
+
+    /// A journal written by an earlier version (the new generation's `boot`
+    /// ran in step 2, loader.conf held on the running entry, the builder's
+    /// value in `conf_default`), settled by this one: the commit runs the
+    /// new generation's `boot` again and ends on the new entry; a fallback
+    /// ends on the running one.
+    #[test]
+    fn a_journal_of_the_earlier_order_still_settles() {
+        let earlier = |m: &mut Machine, loader: &Loader| {
+            let mut t = TrialBoot {
+                pinned: Some("nixos-generation-1.conf".into()),
+                generation: Some(2),
+                entry: Some("nixos-generation-2.conf".into()),
+                loader: "systemd-boot".into(),
+                phase: "rebooting".into(),
+                ..<TrialBoot as Default>::default()
+            };
+            loader.pin("nixos-generation-1.conf").unwrap();
+            m.builder(2, 2).unwrap();
+            t.conf_default = loader
+                .hold_default("nixos-generation-1.conf", false)
+                .unwrap();
+            loader.one_shot("nixos-generation-2.conf").unwrap();
+            t
+        };
+        let mut m = Machine::new(usize::MAX);
+        let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
+            panic!()
+        };
+        let t = earlier(&mut m, &loader);
+        assert_eq!(t.conf_default.as_deref(), Some("nixos-generation-2.conf"));
+        assert_eq!(m.boots().1, "nixos-generation-1.conf");
+        assert!(m.conf().contains("default nixos-generation-1.conf\n"));
+        commit(&mut m, &loader, &t);
+        assert_eq!(m.boots(), (None, "nixos-generation-2.conf".to_string()));
+        assert!(m.conf().contains("default nixos-generation-2.conf\n"));
+        // Falling back from it: held, the old generation's `boot`, released.
+        let mut m = Machine::new(usize::MAX);
+        let loader = loader_of(&m);
+        let t = earlier(&mut m, &loader);
+        loader
+            .hold_default(t.pinned.as_deref().unwrap(), false)
+            .unwrap();
+        m.builder(1, 2).unwrap();
+        loader.release().unwrap();
+        assert_eq!(m.boots(), (None, "nixos-generation-1.conf".to_string()));
+    }
+
+    fn loader_of(m: &Machine) -> Loader {
+        let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
+            panic!()
+        };
+        loader
+    }
+
+    /// The check after step 2 writes nothing when loader.conf names the
+    /// running entry (with or without `.conf`), and repairs it where the
+    /// running generation's `boot` named another (the profile was on a
+    /// generation that had not booted).
+    #[test]
+    fn the_hold_is_a_check_and_a_repair() {
+        let m = Machine::new(usize::MAX);
+        let loader = loader_of(&m);
+        let conf = m.t.path().join("boot/loader/loader.conf");
+        std::fs::write(&conf, "timeout 0\ndefault nixos-generation-1.conf\n").unwrap();
+        let before = std::fs::metadata(&conf).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        for running in ["nixos-generation-1.conf", "nixos-generation-1"] {
+            assert_eq!(
+                loader.hold_default(running, false).unwrap().as_deref(),
+                Some("nixos-generation-1.conf")
+            );
+            let after = std::fs::metadata(&conf).unwrap();
+            assert_eq!(after.ino(), before.ino(), "not rewritten");
+        }
+        std::fs::write(&conf, "timeout 0\ndefault nixos-generation-3.conf\n").unwrap();
+        loader
+            .hold_default("nixos-generation-1.conf", false)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&conf).unwrap(),
+            "timeout 0\ndefault nixos-generation-1.conf\n"
+        );
     }
 
     /// A fake GRUB machine: grub.cfg's default is the system whose `boot`

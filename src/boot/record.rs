@@ -47,9 +47,11 @@ pub struct TrialBoot {
     /// The new entry (one-shot) and the running one (pinned).
     pub entry: Option<String>,
     pub pinned: Option<String>,
-    /// systemd-boot: the `default` of loader.conf as the new generation's
-    /// `boot` wrote it, held on the pinned entry until the commit puts it
-    /// back (null: there was none, or no ESP is mounted).
+    /// systemd-boot, journals of earlier versions only (which ran the new
+    /// generation's `boot` in step 2 and held loader.conf's `default` on
+    /// the pinned entry): the `default` that `boot` wrote, put back at the
+    /// commit. This version never sets it (null): the running generation's
+    /// `boot` runs in step 2, the new one's at the commit.
     pub conf_default: Option<String>,
     /// `--efivars DIR` of the apply (null: efivarfs).
     pub efivars: Option<String>,

@@ -18,11 +18,13 @@
 //! `boot` (temporary file, fsync, rename), its `default` line naming the
 //! entry of the generation that ran it (`default nixos-generation-N.conf`,
 //! never a specialisation; users sometimes edit it to `@saved`). During a
-//! trial boot fh-lite holds that line on the running entry too
-//! ([`SystemdBoot::set_conf_default`]), so firmware that loses the EFI
-//! variables written at run time (some Raspberry Pi UEFI builds, an NVRAM
-//! reset) still boots the running entry; the commit puts the builder's
-//! line back. Every other line is kept byte for byte.
+//! trial boot only the running generation's `boot` runs before the commit,
+//! so the line names the running entry; fh-lite checks that it does
+//! ([`SystemdBoot::set_conf_default`]: written only where it names
+//! another entry), so firmware that loses the EFI variables written at run
+//! time (some Raspberry Pi UEFI builds, an NVRAM reset) still boots the
+//! running entry. The commit runs the new generation's `boot`, which names
+//! the new entry. Every other line is kept byte for byte.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -154,7 +156,10 @@ impl SystemdBoot {
             Err(e) => return Err(e),
         };
         let (new, before) = with_default(&old, entry);
-        if new != old || !dir.exists(LOADER_CONF) {
+        // Already naming it (with or without `.conf`, as systemd-boot
+        // matches ids): the file is left as it is.
+        let named = before.as_deref().is_some_and(|b| same_entry(b, entry));
+        if !named && (new != old || !dir.exists(LOADER_CONF)) {
             let mut f = dir.new_file(LOADER_CONF, 0o644)?;
             f.write_all(&new)?;
             f.commit()?;
@@ -258,6 +263,11 @@ pub fn with_default(conf: &[u8], value: &str) -> (Vec<u8>, Option<String>) {
         out.extend_from_slice(format!("default {value}\n").as_bytes());
     }
     (out, before)
+}
+
+/// Whether two entry ids name the same entry (one may lack `.conf`).
+pub fn same_entry(a: &str, b: &str) -> bool {
+    a.trim_end_matches(".conf") == b.trim_end_matches(".conf")
 }
 
 /// `NAME+LEFT.conf` or `NAME+LEFT-DONE.conf` (LEFT, DONE decimal).

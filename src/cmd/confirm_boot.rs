@@ -4,9 +4,9 @@
 //! [`settle`] reads state.json's `trial_boot`, decides ([`crate::boot::decide`])
 //! and acts:
 //! - the new system is booted and its health check passes: commit —
-//!   loader.conf's `default` is set back to what the new generation's
-//!   `switch-to-configuration boot` wrote, then the one-shot and the pin
-//!   are removed; the profile stays on it;
+//!   the new generation's `switch-to-configuration boot` runs (its builder
+//!   makes it the boot loader's default: loader.conf, grub.cfg), then the
+//!   one-shot and the pin are removed; the profile stays on it;
 //! - it fails its health check, or the machine came back on the old system
 //!   ("did not boot"): fall back — the profile returns to the generation
 //!   that was running, its `switch-to-configuration boot` makes it the
@@ -86,8 +86,9 @@ pub fn settle(
                     return fall_back(&ctx, &loader, state, t, Exit::RolledBack, &why).map(Some);
                 }
             }
-            // GRUB: the commit is the new generation's `boot` (it makes
-            // itself the default); redone if cut, the check runs again.
+            // The commit is the new generation's `boot` (it makes itself
+            // the default); redone if cut, the check runs again. The pin
+            // stays until it has run.
             if let (true, Some(n)) = (loader.entries_by_running(), t.generation) {
                 if crate::activate::runs_commands(
                     &ctx,
@@ -108,7 +109,9 @@ pub fn settle(
                     }
                 }
             }
-            // loader.conf's default on the new entry, then the pin goes.
+            // loader.conf's default checked on the new entry (a journal of
+            // an earlier version: its builder's value put back), then the
+            // pin goes.
             loader.commit_default(&t)?;
             loader.release()?;
             let msg = format!(
