@@ -4,8 +4,10 @@
 # does on an ESP mounted at /boot -- a `nixos-generation-N.conf` entry for
 # every generation of the system profile (`linux`, `initrd` copied to
 # /EFI/nixos/, `options init=<system>/init <kernel-params>`), loader.conf's
-# `default` set to the profile's current generation, stale entries and
-# files removed; every file written to a temporary name, synced, renamed.
+# `default` set to the generation of the system that runs this script (the
+# last generation whose system is @out@; not written when none is), stale
+# entries and files removed; every file written to a temporary name,
+# synced, renamed.
 export PATH=/bin:/usr/bin
 action="$1"
 mkdir -p /var/log/lab /etc/lab
@@ -38,6 +40,8 @@ install_bootloader() {
     fi
     mkdir -p /boot/EFI/nixos /boot/loader/entries || return 1
     keep=""
+    self=$(readlink -f @out@)
+    def=""
     for link in /nix/var/nix/profiles/system-*-link; do
         [ -L "$link" ] || continue
         gen=${link##*/system-}
@@ -50,6 +54,7 @@ install_bootloader() {
         [ -e "/boot/EFI/nixos/$kn" ] || put "$k" "/boot/EFI/nixos/$kn" || return 1
         [ -e "/boot/EFI/nixos/$in" ] || put "$i" "/boot/EFI/nixos/$in" || return 1
         keep="$keep $kn $in"
+        [ "$sys" = "$self" ] && def=$gen
         e=/boot/loader/entries/nixos-generation-$gen.conf
         {
             echo "title NixOS"
@@ -60,11 +65,10 @@ install_bootloader() {
             echo "sort-key nixos"
         } > /tmp/lab-entry && put /tmp/lab-entry "$e" || return 1
     done
-    cur=$(readlink /nix/var/nix/profiles/system)
-    cur=${cur#system-}
-    cur=${cur%-link}
-    printf 'timeout 0\ndefault nixos-generation-%s.conf\n' "$cur" > /tmp/lab-loader &&
-        put /tmp/lab-loader /boot/loader/loader.conf || return 1
+    if [ -n "$def" ]; then
+        printf 'timeout 0\ndefault nixos-generation-%s.conf\n' "$def" > /tmp/lab-loader &&
+            put /tmp/lab-loader /boot/loader/loader.conf || return 1
+    fi
     for e in /boot/loader/entries/nixos-generation-*.conf; do
         [ -e "$e" ] || continue
         g=${e##*-generation-}

@@ -21,18 +21,19 @@ Scenarios (each from the installed generation 1, on copies of its disks):
             2 committed; never a default that has not booted
   cut-preparing
             SIGKILL of qemu inside fh-lite's step 2, after the pin and
-            before the one-shot: generation 2's `boot` (trial-switch.sh,
-            with lab.stall-switch=good on fw_cfg) says LAB-SWITCH-STALL and
-            stalls, and the lab cuts then; the next boot comes up on 1,
-            confirm-boot undoes the trial (not "did not boot": the path is
-            not failed), the default is 1; that boot runs no timer apply
-            (lab.timer=off), which would only try the trial again
-  cut-held  SIGKILL of qemu as soon as the ESP image shows loader.conf's
-            default set back to generation 1 after generation 2's `boot`
-            (which says LAB-SWITCH-END with lab.announce-switch=good) had
-            set it to 2: fh-lite's hold, then maybe its journal or the
-            one-shot; the next boot is back on 1 with the trial undone or
-            failed, or on 2 committed
+            before the one-shot: the running generation 1's `boot`
+            (trial-switch.sh, with lab.stall-switch=v1 on fw_cfg), which
+            lists generation 2, says LAB-SWITCH-STALL and stalls, and the
+            lab cuts then; the next boot comes up on 1, confirm-boot undoes
+            the trial (not "did not boot": the path is not failed), the
+            default is 1; that boot runs no timer apply (lab.timer=off),
+            which would only try the trial again
+  cut-held  SIGKILL of qemu as soon as generation 1's `boot` in step 2
+            returned (it says LAB-SWITCH-END with lab.announce-switch=v1)
+            and the ESP image shows loader.conf's default on generation 1:
+            fh-lite's check of it, then maybe its journal or the one-shot;
+            the next boot is back on 1 with the trial undone or failed, or
+            on 2 committed
 
 In the guest: the first boot of a scenario runs `fh-lite apply ... --trial
 --reboot if-needed --boot-loader systemd-boot --health-check /lab/health`,
@@ -76,7 +77,8 @@ TARGET = {"good": "good", "panic": "panic", "hang": "hang", "powercut": "good", 
 CUTS = ("cut-preparing", "cut-held")
 # Extra lab arguments (fw_cfg) of a scenario's first VM run and of the one
 # after its cut.
-FIRST_ARGS = {"cut-preparing": "lab.stall-switch=good", "cut-held": "lab.announce-switch=good"}
+# Step 2 runs the running generation's (v1's) `boot`.
+FIRST_ARGS = {"cut-preparing": "lab.stall-switch=v1", "cut-held": "lab.announce-switch=v1"}
 AFTER_ARGS = {"cut-preparing": "lab.timer=off", "cut-held": "lab.timer=off"}
 ENTRY2 = "nixos-generation-2.conf"
 
@@ -487,9 +489,9 @@ class TrialLab:
                     extra=FIRST_ARGS.get(name, ""))
         vms.append(b)
         if name in CUTS:
-            # cut-preparing: generation 2's `boot` stalls inside fh-lite's
+            # cut-preparing: generation 1's `boot` stalls inside fh-lite's
             # step 2: cut then. cut-held: it returned; cut when the ESP
-            # image shows loader.conf's default back on generation 1.
+            # image shows loader.conf's default on generation 1.
             marker = "LAB-SWITCH-STALL" if name == "cut-preparing" else "LAB-SWITCH-END"
             end = time.monotonic() + self.limit
             seen = None
@@ -517,13 +519,13 @@ class TrialLab:
                                  f"(serial log {b.log_path}):\n  "
                                  + "\n  ".join(describe(segments(b.lines), self.names)))
             cut = self.snapshot(d, variant, "cut in step 2" if name == "cut-preparing"
-                                else "cut after loader.conf was held")
+                                else "cut after step 2's boot returned")
             cut["at_s"] = round(seen - b.t0, 1)
             if held is not None:
                 cut["held_after_s"] = round(held - seen, 2)
             self.record_at_cut(d, variant, cut)
-            L.say(f"{ARCH}: {name}: qemu killed {'while generation 2' if name == 'cut-preparing' else 'after generation 2'}"
-                  f"'s switch-to-configuration boot {'stalled' if name == 'cut-preparing' else 'returned and loader.conf was held'}"
+            L.say(f"{ARCH}: {name}: qemu killed {'while generation 1' if name == 'cut-preparing' else 'after generation 1'}"
+                  f"'s switch-to-configuration boot in step 2 {'stalled' if name == 'cut-preparing' else 'returned with loader.conf on 1'}"
                   f" (journal phase at the cut: {cut['trial_phase']})")
             b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name + "-after",
                         extra=AFTER_ARGS.get(name, ""))
