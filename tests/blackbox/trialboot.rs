@@ -79,10 +79,11 @@ fn built_conf(n: u64) -> String {
     format!("timeout 0\r\ndefault nixos-generation-{n}.conf\r\neditor 0\r\nconsole-mode keep\r\n")
 }
 
-/// An ESP at ROOT/boot as generation 2's `switch-to-configuration boot`
-/// leaves it (the fixtures' script writes no boot files): entries for 1
-/// and 2, loader.conf's default on 2.
-fn esp_after_boot_of_2(d: &Deploy) -> PathBuf {
+/// An ESP at ROOT/boot as NixOS's builder leaves it when the running
+/// generation 1's `switch-to-configuration boot` runs with generation 2 in
+/// the profile (the fixtures' script writes no boot files): entries for 1
+/// and 2, loader.conf's default on 1, the system that invoked it.
+fn esp_listing_2(d: &Deploy) -> PathBuf {
     let entries = d.root.join("boot/loader/entries");
     std::fs::create_dir_all(&entries).unwrap();
     for n in [1, 2] {
@@ -93,8 +94,20 @@ fn esp_after_boot_of_2(d: &Deploy) -> PathBuf {
         .unwrap();
     }
     let conf = d.root.join("boot/loader/loader.conf");
-    std::fs::write(&conf, built_conf(2)).unwrap();
+    std::fs::write(&conf, built_conf(1)).unwrap();
     conf
+}
+
+/// The variants whose `switch-to-configuration boot` ran, in order (the
+/// fixtures' switch.log).
+fn boots(d: &Deploy) -> Vec<String> {
+    let log =
+        std::fs::read_to_string(d.root.join("var/log/fh-lite-test/switch.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.ends_with(" args=boot"))
+        .filter_map(|l| l.split(' ').find_map(|w| w.strip_prefix("variant=")))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The machine rebooted into `fixture`.
@@ -145,11 +158,19 @@ fn a_trial_boot_is_pinned_booted_once_and_committed() {
     }
     let d = deploy();
     let vars = booted_v1(&d);
-    let conf = esp_after_boot_of_2(&d);
-    let r = trial(&d, &vars, "exit 0", &[]);
+    let conf = esp_listing_2(&d);
+    let before = boots(&d);
+    let r = trial(&d, &vars, "exit 0", &["--install-bootloader"]);
     assert_eq!(r.code, 40, "armed, never rebooting under --root: {r:?}");
-    // Firmware that lost the pin still boots the running entry: loader.conf
-    // names it, every other byte as the builder wrote it.
+    // Only the running generation's `boot` ran (NixOS's builder then names
+    // generation 1 in loader.conf): firmware that lost the pin still boots
+    // the running entry, from the first write of step 2 on. fh-lite left
+    // loader.conf as the builder wrote it.
+    assert_eq!(
+        boots(&d)[before.len()..],
+        ["v1".to_string()],
+        "step 2 runs the running generation's boot, never the new one's"
+    );
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), built_conf(1));
     assert!(
         r.stderr.contains(&format!(
@@ -194,6 +215,11 @@ fn a_trial_boot_is_pinned_booted_once_and_committed() {
             .contains("booted and passed its health check; committed"),
         "{r:?}"
     );
+    assert_eq!(
+        boots(&d)[before.len()..],
+        ["v1".to_string(), "v2".to_string()],
+        "the commit runs the new generation's boot"
+    );
     assert_eq!(var(&vars, "LoaderEntryDefault"), None, "the pin is gone");
     assert_eq!(var(&vars, "LoaderEntryOneShot"), None);
     assert_eq!(profile(&d), "system-2-link");
@@ -235,7 +261,7 @@ fn a_trial_boot_that_does_not_come_up_falls_back_and_is_not_retried() {
     }
     let d = deploy();
     let vars = booted_v1(&d);
-    let conf = esp_after_boot_of_2(&d);
+    let conf = esp_listing_2(&d);
     let r = trial(&d, &vars, "exit 0", &[]);
     assert_eq!(r.code, 40, "{r:?}");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), built_conf(1));
@@ -346,16 +372,19 @@ fn a_grub_trial_boot_arms_next_entry_and_commits() {
     assert!(st.stdout.contains("\"result\":\"committed\""), "{st:?}");
 }
 
-/// The new generation's `boot` fails while a trial boot is prepared: it is
-/// undone at once — profile back, the running generation's `boot` again,
-/// the pin removed, no one-shot, nothing journaled — and the path failed.
+/// The new generation's `boot` fails at the commit (it ran for the first
+/// time there: step 2 runs the running generation's): it falls back —
+/// profile back, the running generation's `boot` again, the pin removed,
+/// nothing journaled — and the path failed; loader.conf never named it.
 #[test]
-fn a_trial_boot_whose_boot_script_fails_is_undone_at_once() {
+fn a_trial_boot_whose_boot_script_fails_at_the_commit_falls_back() {
     if !require("root to chroot", is_root()) {
         return;
     }
     let d = deploy();
     let vars = booted_v1(&d);
+    let conf = esp_listing_2(&d);
+    let before = boots(&d);
     let r = d.apply(
         "=0.1.2",
         &[
@@ -368,20 +397,23 @@ fn a_trial_boot_whose_boot_script_fails_is_undone_at_once() {
             vars.to_str().unwrap(),
         ],
     );
-    assert_eq!(r.code, 30, "{r:?}");
+    assert_eq!(r.code, 40, "armed: {r:?}");
+    assert_eq!(boots(&d)[before.len()..], ["v1".to_string()]);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), built_conf(1));
+    std::fs::remove_file(vars.join(format!("LoaderEntryOneShot-{GUID}"))).unwrap();
+    boot(&d, "system-exit1");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 32, "{r:?}");
+    assert!(r.stderr.contains("boot failed at the commit"), "{r:?}");
     assert_eq!(profile(&d), "system-1-link");
     assert_eq!(var(&vars, "LoaderEntryDefault"), None, "the pin is gone");
-    assert_eq!(var(&vars, "LoaderEntryOneShot"), None, "never armed");
-    let log = std::fs::read_to_string(d.root.join("var/log/fh-lite-test/switch.log")).unwrap();
-    let last: Vec<&str> = log.lines().rev().take(2).collect();
-    assert!(
-        last[1].contains("variant=exit1") && last[1].ends_with("args=boot"),
-        "the new generation's boot ran: {log}"
+    assert_eq!(var(&vars, "LoaderEntryOneShot"), None, "never armed again");
+    assert_eq!(
+        boots(&d)[before.len()..],
+        ["v1".to_string(), "exit1".to_string(), "v1".to_string()],
+        "the running generation's boot, the new one's at the commit, the old one's again"
     );
-    assert!(
-        last[0].contains("variant=v1") && last[0].ends_with("args=boot"),
-        "then the running generation's boot again: {log}"
-    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), built_conf(1));
     let st = d.fh(&["status", "--json"]);
     assert!(st.stdout.contains("\"trial_boot\":null"), "{st:?}");
     assert!(st.stdout.contains(&path("system-exit1")), "{st:?}");
