@@ -27,7 +27,11 @@ case "$action" in switch|boot)
         fi
     done ;;
 esac
-echo "@out@" > /etc/lab/system.tmp && mv /etc/lab/system.tmp /etc/lab/system
+# An activation (switch, test) records this system for the lab's health
+# check; `boot` activates nothing (as NixOS's), the next boot's init does.
+case "$action" in switch|test)
+    echo "@out@" > /etc/lab/system.tmp && mv /etc/lab/system.tmp /etc/lab/system ;;
+esac
 
 put() { # put SRC DEST: copy, sync, rename
     cp "$1" "$2.tmp" && sync && mv "$2.tmp" "$2"
