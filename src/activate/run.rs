@@ -227,6 +227,9 @@ impl<'a> SystemRun<'a> {
             efivars: (self.s.boot.as_ref())
                 .and_then(|b| b.at.efivars.as_ref())
                 .map(|p| p.display().to_string()),
+            firmware_dir: (self.s.boot.as_ref())
+                .and_then(|b| b.at.firmware.as_ref())
+                .map(|p| p.display().to_string()),
             health_check: self.s.health_check.clone(),
             health_timeout: self.s.health_timeout.as_secs(),
             activation_timeout: self.s.activation_timeout.map(|d| d.as_secs()),
@@ -259,7 +262,7 @@ impl<'a> SystemRun<'a> {
                     let Some(prev) = r.before.generation else {
                         return Err(Error::new(
                             Exit::ActivationFailed,
-                            "a GRUB trial boot needs the running generation's boot script, but the profile had no generation before",
+                            "a GRUB or tryboot trial boot needs the running generation's boot script, but the profile had no generation before",
                         ));
                     };
                     link = r.ctx.logical(&r.ctx.profile.link_path(prev));

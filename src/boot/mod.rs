@@ -30,13 +30,26 @@
 //! Backends: systemd-boot ([`systemd_boot`]: pin + one-shot EFI
 //! variables); GRUB ([`grub`]: the running generation's `boot` lists the
 //! new one, grubenv's `next_entry` boots it once, the commit runs the new
-//! generation's `boot`); Raspberry Pi tryboot and U-Boot/extlinux have no
-//! backend here (today's behaviour: commit, then reboot).
+//! generation's `boot`); Raspberry Pi firmware tryboot ([`tryboot`]: like
+//! GRUB, the running generation's `boot`; the new kernel, initrd and
+//! device trees copied to the firmware partition with a `tryboot.txt`
+//! naming them, booted once by rebooting with `0 tryboot`; the commit runs
+//! the new generation's `boot`). U-Boot/extlinux has no backend here
+//! (today's behaviour: commit, then reboot).
+//!
+//! Auto-detection order: systemd-boot first (its `LoaderInfo` variable is
+//! proof that it booted this machine, also on a Pi with UEFI firmware,
+//! whose firmware partition exists too), then tryboot (a Raspberry Pi by
+//! its device tree with a firmware partition: config.txt starts the boot
+//! there, before U-Boot or anything on the root), then GRUB (a grub.cfg
+//! on the root does not prove GRUB boots the machine, so it comes after
+//! the two that are proven by the firmware), then extlinux (no one-shot).
 
 pub mod efivars;
 pub mod grub;
 pub mod record;
 pub mod systemd_boot;
+pub mod tryboot;
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +97,7 @@ impl Step {
 pub enum Loader {
     SystemdBoot(SystemdBoot),
     Grub(grub::Grub),
+    Tryboot(tryboot::Tryboot),
 }
 
 /// What [`detect`] found.
@@ -110,6 +124,8 @@ pub struct Where {
     pub efivars: Option<PathBuf>,
     /// The profile (real path), for GRUB's entry titles.
     pub profile: PathBuf,
+    /// `--firmware-dir DIR`: the Raspberry Pi firmware partition.
+    pub firmware: Option<PathBuf>,
 }
 
 impl Where {
@@ -144,13 +160,14 @@ pub fn detect(choice: Choice, at: &Where) -> Detected {
             &at.profile,
         )))
     };
-    let tryboot = "Raspberry Pi tryboot is not supported in this version";
+    let pi = tryboot::Tryboot::new(at.root.as_deref(), at.firmware.as_deref());
     match choice {
         Choice::None => Detected::Unsupported("--boot-loader none".to_string()),
         Choice::SystemdBoot => systemd_boot(),
         Choice::Grub => grub(),
-        Choice::Tryboot => Detected::Unsupported(tryboot.to_string()),
+        Choice::Tryboot => Detected::Loader(Loader::Tryboot(pi)),
         Choice::Auto if SystemdBoot::detect(&vars) => systemd_boot(),
+        Choice::Auto if pi.detect() => Detected::Loader(Loader::Tryboot(pi)),
         Choice::Auto if grub::Grub::detect(at.root.as_deref()) => grub(),
         Choice::Auto if at.real("boot/extlinux/extlinux.conf").exists() => Detected::Unsupported(
             "U-Boot with extlinux has no safe one-shot boot (it needs bootcount, bootlimit and altbootcmd; see README)".to_string(),
@@ -167,6 +184,7 @@ impl Loader {
         match self {
             Loader::SystemdBoot(_) => "systemd-boot",
             Loader::Grub(_) => "grub",
+            Loader::Tryboot(_) => "tryboot",
         }
     }
 
@@ -175,7 +193,7 @@ impl Loader {
     /// generation's `boot`. systemd-boot: the new generation's `boot`
     /// writes them, the pin keeps the default.
     pub fn entries_by_running(&self) -> bool {
-        matches!(self, Loader::Grub(_))
+        matches!(self, Loader::Grub(_) | Loader::Tryboot(_))
     }
 
     /// Rebuild the loader a journal entry names.
@@ -183,10 +201,18 @@ impl Loader {
         t: &TrialBoot,
         root: Option<&Path>,
         efivars: Option<&Path>,
+        firmware: Option<&Path>,
         profile: &Path,
     ) -> Loader {
         if t.loader == "grub" {
             return Loader::Grub(grub::Grub::new(root, profile));
+        }
+        if t.loader == "tryboot" {
+            let journaled = t.firmware_dir.as_ref().map(PathBuf::from);
+            return Loader::Tryboot(tryboot::Tryboot::new(
+                root,
+                firmware.or(journaled.as_deref()),
+            ));
         }
         let efivars = efivars
             .map(Path::to_path_buf)
@@ -214,6 +240,8 @@ impl Loader {
             },
             // The first entry: the running system's, as its `boot` writes it.
             Loader::Grub(_) => Ok("NixOS - Default".to_string()),
+            // The firmware's persistent configuration.
+            Loader::Tryboot(_) => Ok(tryboot::CONFIG.to_string()),
         }
     }
 
@@ -237,6 +265,7 @@ impl Loader {
                     ),
                 )
             }),
+            Loader::Tryboot(_) => Ok(format!("{}/", tryboot::DIR)),
         }
     }
 
@@ -256,6 +285,10 @@ impl Loader {
                 Exit::Internal,
                 format!("{what} {var} in {}: {e}", g.env.display()),
             ),
+            Loader::Tryboot(p) => Error::new(
+                Exit::Internal,
+                format!("{what} {var} in {}: {e}", p.dir.display()),
+            ),
         }
     }
 
@@ -264,12 +297,14 @@ impl Loader {
             Loader::SystemdBoot(sb) => sb
                 .pin(entry)
                 .map_err(|e| self.error("write", systemd_boot::DEFAULT, &e)),
-            // Nothing to pin: the default is the system whose `boot` ran.
-            Loader::Grub(_) => Ok(()),
+            // Nothing to pin: the default is the system whose `boot` ran
+            // (and config.txt is not touched).
+            Loader::Grub(_) | Loader::Tryboot(_) => Ok(()),
         }
     }
 
-    pub fn one_shot(&self, entry: &str) -> Result<(), Error> {
+    /// Arm the one-shot boot of `entry`, the system `store_path`.
+    pub fn one_shot(&self, entry: &str, store_path: &str) -> Result<(), Error> {
         match self {
             Loader::SystemdBoot(sb) => {
                 if sb.has_entry(entry) == Some(false) {
@@ -284,6 +319,7 @@ impl Loader {
             Loader::Grub(g) => g
                 .one_shot(entry)
                 .map_err(|e| self.error("write", "next_entry", &e)),
+            Loader::Tryboot(p) => p.arm(store_path),
         }
     }
 
@@ -296,6 +332,7 @@ impl Loader {
             Loader::Grub(g) => g
                 .release()
                 .map_err(|e| self.error("clear", "next_entry", &e)),
+            Loader::Tryboot(p) => p.release(),
         }
     }
 }
@@ -328,7 +365,7 @@ pub fn prepare(loader: &Loader, t: &mut TrialBoot, steps: &mut dyn Steps) -> Res
     t.entry = Some(entry.clone());
     t.phase = Step::OneShot.as_str().to_string();
     steps.journal(t)?;
-    loader.one_shot(&entry)?;
+    loader.one_shot(&entry, &t.store_path)?;
     t.phase = Step::Rebooting.as_str().to_string();
     steps.journal(t)
 }
@@ -502,6 +539,7 @@ mod tests {
                 root: Some(self.t.path().to_path_buf()),
                 efivars: Some(self.t.path().join("vars")),
                 profile: self.t.path().join("nix/var/nix/profiles/system"),
+                firmware: None,
             }
         }
         fn tick(&mut self) -> Result<(), Error> {
@@ -612,6 +650,7 @@ mod tests {
                 root: Some(self.t.path().to_path_buf()),
                 efivars: Some(self.t.path().join("vars")),
                 profile: self.t.path().join("nix/var/nix/profiles/system"),
+                firmware: None,
             }
         }
         fn tick(&mut self) -> Result<(), Error> {

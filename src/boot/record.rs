@@ -42,13 +42,15 @@ pub struct TrialBoot {
     /// The profile's generation before, and the system that was booted.
     pub previous_generation: Option<u64>,
     pub previous_system: Option<String>,
-    /// "systemd-boot".
+    /// "systemd-boot", "grub" or "tryboot".
     pub loader: String,
     /// The new entry (one-shot) and the running one (pinned).
     pub entry: Option<String>,
     pub pinned: Option<String>,
     /// `--efivars DIR` of the apply (null: efivarfs).
     pub efivars: Option<String>,
+    /// `--firmware-dir DIR` of the apply (tryboot; null: looked for).
+    pub firmware_dir: Option<String>,
     pub health_check: Option<String>,
     /// Seconds.
     pub health_timeout: u64,

@@ -150,6 +150,7 @@ pub fn run(
                 root: common.root.clone(),
                 efivars: fleet.efivars.clone(),
                 profile: common.profile.clone(),
+                firmware: fleet.firmware_dir.clone(),
             },
         });
     }

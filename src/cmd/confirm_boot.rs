@@ -55,7 +55,13 @@ pub fn settle(
         return Ok(None);
     };
     let root = common.root.as_deref();
-    let loader = Loader::of_journal(&t, root, fleet.efivars.as_deref(), &common.profile);
+    let loader = Loader::of_journal(
+        &t,
+        root,
+        fleet.efivars.as_deref(),
+        fleet.firmware_dir.as_deref(),
+        &common.profile,
+    );
     let ctx = Ctx::new(common);
     let gen = |t: &TrialBoot| {
         t.generation
@@ -85,8 +91,9 @@ pub fn settle(
                     return fall_back(&ctx, &loader, state, t, Exit::RolledBack, &why).map(Some);
                 }
             }
-            // GRUB: the commit is the new generation's `boot` (it makes
-            // itself the default); redone if cut, the check runs again.
+            // GRUB, tryboot: the commit is the new generation's `boot` (it
+            // makes itself the default); redone if cut, the check runs
+            // again.
             if let (true, Some(n)) = (loader.entries_by_running(), t.generation) {
                 if crate::activate::runs_commands(
                     &ctx,
@@ -144,7 +151,13 @@ pub fn settle_before(common: &Common, state: &StateDir) -> Result<(), Error> {
         }
         _ => return Ok(()),
     };
-    let loader = Loader::of_journal(&waiting, common.root.as_deref(), None, &common.profile);
+    let loader = Loader::of_journal(
+        &waiting,
+        common.root.as_deref(),
+        None,
+        None,
+        &common.profile,
+    );
     match fall_back(
         &Ctx::new(common),
         &loader,

@@ -230,7 +230,11 @@ pub fn trial_reboot(
     let path = &t.store_path;
     let doing =
         format!("rebooting for the trial boot of {path}; the next boot confirms it or falls back");
-    reboot_for(common, fleet, path, &doing)
+    // Raspberry Pi tryboot: the one-shot flag is the reboot argument
+    // (boot/tryboot.rs): systemctl hands it to reboot(2), Raspberry Pi's
+    // kernel passes it to the firmware.
+    let arg = (t.loader == "tryboot").then_some(crate::boot::tryboot::REBOOT_ARG);
+    reboot_for(common, fleet, path, &doing, arg)
 }
 
 /// After a trial boot's health check failed on the new system and the
@@ -238,13 +242,19 @@ pub fn trial_reboot(
 /// and window allow (Ok(true): the reboot was started).
 pub fn reboot_back(common: &Common, fleet: &FleetOpts, path: &str) -> Result<bool, Error> {
     let doing = format!("rebooting back from {path} to the previous system");
-    Ok(reboot_for(common, fleet, path, &doing)? == Exit::Success)
+    Ok(reboot_for(common, fleet, path, &doing, None)? == Exit::Success)
 }
 
-/// `systemctl --no-block reboot` when `--reboot if-needed`, not under
-/// `--root`, inside the window; Success when it was started, else
+/// `systemctl --no-block reboot [ARG]` when `--reboot if-needed`, not
+/// under `--root`, inside the window; Success when it was started, else
 /// RebootNeeded (said why).
-fn reboot_for(common: &Common, fleet: &FleetOpts, path: &str, doing: &str) -> Result<Exit, Error> {
+fn reboot_for(
+    common: &Common,
+    fleet: &FleetOpts,
+    path: &str,
+    doing: &str,
+    arg: Option<&str>,
+) -> Result<Exit, Error> {
     if !fleet.reboot_if_needed {
         say(&format!(
             "{path} waits for a reboot (a run with --reboot if-needed reboots; so does any reboot)"
@@ -265,13 +275,13 @@ fn reboot_for(common: &Common, fleet: &FleetOpts, path: &str, doing: &str) -> Re
         say("a reboot is due but systemctl is not on PATH; reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
-    say(&format!(
-        "{doing} ({} --no-block reboot)",
-        systemctl.display()
-    ));
-    let status = std::process::Command::new(&systemctl)
-        .args(["--no-block", "reboot"])
-        .status();
+    let args: Vec<&str> = ["--no-block", "reboot"].into_iter().chain(arg).collect();
+    let shown = match arg {
+        Some(a) => format!("--no-block reboot '{a}'"),
+        None => "--no-block reboot".to_string(),
+    };
+    say(&format!("{doing} ({} {shown})", systemctl.display()));
+    let status = std::process::Command::new(&systemctl).args(&args).status();
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),
         other => {
