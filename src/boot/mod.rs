@@ -394,9 +394,14 @@ pub fn decide(t: &TrialBoot, boot_id: &str, booted: Option<&str>) -> Decision {
         return Decision::Check;
     }
     let rebooted = t.boot_id != boot_id;
+    // tryboot: the one-shot is the reboot itself (its argument sets the
+    // firmware's flag); any other reboot boots config.txt, the old system.
+    let by_reboot = t.loader == "tryboot";
     match (rebooted, step) {
         (false, Step::Rebooting) => Decision::Wait,
         (false, _) => Decision::Undo,
+        (true, Step::OneShot) if by_reboot => Decision::Undo,
+        (true, Step::Rebooting) if by_reboot && t.reboot_requested.is_none() => Decision::Undo,
         (true, Step::OneShot | Step::Rebooting) => Decision::DidNotBoot,
         (true, Step::Pinning | Step::Preparing) => Decision::Undo,
     }
@@ -497,6 +502,36 @@ mod tests {
             decide(&trial(Step::Rebooting), "boot-1", old),
             Decision::Wait
         );
+    }
+
+    /// tryboot's one-shot is the reboot with its argument: back on the old
+    /// system is "did not boot" only after fh-lite asked for that reboot
+    /// (a power cut or a plain reboot before it boots config.txt).
+    #[test]
+    fn tryboot_decisions() {
+        let (new, old) = (Some("/nix/store/new"), Some("/nix/store/old"));
+        let tb = |phase: Step, requested: bool| TrialBoot {
+            loader: "tryboot".into(),
+            reboot_requested: requested.then(|| "boot-1".to_string()),
+            ..trial(phase)
+        };
+        let cases = [
+            (tb(Step::OneShot, false), "boot-2", old, Decision::Undo),
+            (tb(Step::Rebooting, false), "boot-2", old, Decision::Undo),
+            (
+                tb(Step::Rebooting, true),
+                "boot-2",
+                old,
+                Decision::DidNotBoot,
+            ),
+            (tb(Step::Rebooting, true), "boot-2", new, Decision::Check),
+            (tb(Step::Rebooting, false), "boot-1", old, Decision::Wait),
+            (tb(Step::Rebooting, true), "boot-1", old, Decision::Wait),
+            (tb(Step::Preparing, false), "boot-2", old, Decision::Undo),
+        ];
+        for (t, id, booted, want) in cases {
+            assert_eq!(decide(&t, id, booted), want, "{t:?} {id} {booted:?}");
+        }
     }
 
     /// A fake ESP and efivars dir; the default as systemd-boot picks it:

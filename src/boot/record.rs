@@ -56,6 +56,10 @@ pub struct TrialBoot {
     pub health_timeout: u64,
     pub activation_timeout: Option<u64>,
     pub install_bootloader: bool,
+    /// tryboot: the boot id in which fh-lite asked for the reboot that
+    /// sets the firmware's one-shot flag (null: not asked; a machine back
+    /// on the old system without it did not try the new one).
+    pub reboot_requested: Option<String>,
     /// Falling back: why (null: an undo, the path is not failed).
     pub failure: Option<String>,
     /// The kernel's boot id when journaled: a different one means the

@@ -458,21 +458,22 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    const TOP: &str = "/nix/store/00000000000000000000000000000000-nixos-system-pi-25.05";
+    pub(super) const TOP: &str =
+        "/nix/store/00000000000000000000000000000000-nixos-system-pi-25.05";
     const LINUX: &str = "/nix/store/11111111111111111111111111111111-linux-6.6";
     const INITRD_SP: &str = "/nix/store/22222222222222222222222222222222-initrd-linux";
-    const CONFIG_TXT: &[u8] =
+    pub(super) const CONFIG_TXT: &[u8] =
         b"[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\n\n[all]\narm_64bit=1\nenable_uart=1";
 
     /// An image root: a Pi 4's device tree model, a firmware partition
     /// with config.txt at /boot/firmware, and a toplevel whose kernel,
     /// initrd and dtbs live in other store paths.
-    struct Pi {
-        t: crate::testutil::TempDir,
+    pub(super) struct Pi {
+        pub(super) t: crate::testutil::TempDir,
     }
 
     impl Pi {
-        fn new() -> Pi {
+        pub(super) fn new() -> Pi {
             let t = crate::testutil::TempDir::new("tryboot");
             let r = t.path();
             let mk = |p: &str| std::fs::create_dir_all(r.join(p.trim_start_matches('/'))).unwrap();
@@ -522,14 +523,14 @@ mod tests {
         fn tb(&self) -> Tryboot {
             Tryboot::new(Some(self.t.path()), None)
         }
-        fn fw(&self) -> PathBuf {
+        pub(super) fn fw(&self) -> PathBuf {
             self.t.path().join("boot/firmware")
         }
         fn store(&self, p: &str) -> PathBuf {
             self.t.path().join(p.trim_start_matches('/'))
         }
         /// The firmware partition's names, sorted.
-        fn names(&self) -> Vec<String> {
+        pub(super) fn names(&self) -> Vec<String> {
             let mut v: Vec<String> = std::fs::read_dir(self.fw())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -735,5 +736,89 @@ mod tests {
         )
         .unwrap();
         assert!(!tb.detect());
+    }
+}
+
+#[cfg(test)]
+mod steps {
+    use super::tests::{Pi, TOP};
+    use super::*;
+    use crate::boot::{detect, prepare, Choice, Detected, Steps, TrialBoot, Where};
+
+    /// The trial's steps with a power cut after `cut_after` of them.
+    struct Cut {
+        cut_after: usize,
+        steps: usize,
+    }
+
+    impl Cut {
+        fn tick(&mut self) -> Result<(), Error> {
+            self.steps += 1;
+            match self.steps > self.cut_after {
+                true => Err(Error::new(Exit::Internal, "power cut")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl Steps for Cut {
+        fn journal(&mut self, _: &TrialBoot) -> Result<(), Error> {
+            self.tick()
+        }
+        fn boot_entries(&mut self, by_running: bool) -> Result<u64, Error> {
+            assert!(by_running, "the running generation's boot");
+            self.tick()?;
+            Ok(2)
+        }
+    }
+
+    /// Cut anywhere: config.txt is never touched, and a tryboot.txt only
+    /// ever exists with its complete directory beside it.
+    #[test]
+    fn a_power_cut_at_any_step_leaves_config_txt_and_a_whole_tryboot() {
+        let mut full = 0;
+        for cut in 0..8 {
+            let pi = Pi::new();
+            let at = Where {
+                root: Some(pi.t.path().to_path_buf()),
+                profile: pi.t.path().join("nix/var/nix/profiles/system"),
+                ..Where::default()
+            };
+            let Detected::Loader(loader) = detect(Choice::Auto, &at) else {
+                panic!("tryboot not detected");
+            };
+            assert_eq!(loader.name(), "tryboot");
+            let mut t = TrialBoot {
+                store_path: TOP.to_string(),
+                ..TrialBoot::default()
+            };
+            let mut steps = Cut {
+                cut_after: cut,
+                steps: 0,
+            };
+            let done = prepare(&loader, &mut t, &mut steps).is_ok();
+            assert_eq!(
+                std::fs::read(pi.fw().join(CONFIG)).unwrap(),
+                super::tests::CONFIG_TXT,
+                "cut after {cut}"
+            );
+            let names = pi.names();
+            if names.contains(&TRYBOOT.to_string()) {
+                assert!(pi.fw().join(DIR).join(CMDLINE).is_file(), "cut after {cut}");
+            }
+            if done {
+                assert_eq!(t.phase, "rebooting");
+                assert_eq!(t.entry.as_deref(), Some("fh-lite-trial/"));
+                assert_eq!(t.pinned.as_deref(), Some("config.txt"));
+                assert_eq!(
+                    names,
+                    ["config.txt", "fh-lite-trial", "start4.elf", "tryboot.txt"]
+                );
+                loader.release().unwrap();
+                assert_eq!(pi.names(), ["config.txt", "start4.elf"]);
+                full += 1;
+            }
+        }
+        assert!(full > 0, "prepare never completed");
     }
 }

@@ -61,7 +61,9 @@ pub fn run(
         // A trial boot journaled earlier is settled first (cmd/confirm_boot.rs).
         match crate::cmd::confirm_boot::settle(common, fleet, &state)? {
             None | Some(Settled::Committed | Settled::Undone) => {}
-            Some(Settled::Wait(t)) => return crate::fleet::trial_reboot(common, fleet, &t),
+            Some(Settled::Wait(t)) => {
+                return crate::cmd::confirm_boot::reboot_into(common, fleet, &state, &t)
+            }
             Some(Settled::Failed(e, path)) => {
                 return Err(crate::cmd::confirm_boot::reboot_back(
                     common, fleet, e, &path,
@@ -235,7 +237,7 @@ pub fn run(
     }
     // A trial boot is armed: reboot into it (fleet/mod.rs).
     if let Some(t) = &report.trial_boot {
-        return crate::fleet::trial_reboot(common, fleet, t);
+        return crate::cmd::confirm_boot::reboot_into(common, fleet, &state, t);
     }
     // Reboot need and policy (fleet/mod.rs).
     crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)

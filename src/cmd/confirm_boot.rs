@@ -262,6 +262,32 @@ pub fn run(common: &Common, fleet: &FleetOpts) -> Result<Exit, Error> {
     }
 }
 
+/// Reboot into the armed trial boot `t` (fleet/mod.rs). tryboot: the
+/// request is journaled first (`reboot_requested`: only a machine that
+/// came back after it did not boot the new system), and withdrawn when
+/// the reboot did not start.
+pub fn reboot_into(
+    common: &Common,
+    fleet: &FleetOpts,
+    state: &StateDir,
+    t: &TrialBoot,
+) -> Result<Exit, Error> {
+    let journaled = state.trial_boot()?.filter(|j| {
+        j.loader == "tryboot" && j.store_path == t.store_path && j.phase == Step::Rebooting.as_str()
+    });
+    let Some(mut j) = journaled else {
+        return crate::fleet::trial_reboot(common, fleet, t);
+    };
+    j.reboot_requested = Some(boot_id());
+    state.set_trial_boot(Some(&j))?;
+    let exit = crate::fleet::trial_reboot(common, fleet, &j)?;
+    if exit != Exit::Success {
+        j.reboot_requested = None;
+        state.set_trial_boot(Some(&j))?;
+    }
+    Ok(exit)
+}
+
 /// A failed health check on the new system: the default is the previous
 /// system again; with `--reboot if-needed` (inside the window) reboot
 /// into it. The error stands either way.
