@@ -240,8 +240,9 @@ impl Loader {
             },
             // The first entry: the running system's, as its `boot` writes it.
             Loader::Grub(_) => Ok("NixOS - Default".to_string()),
-            // The firmware's persistent configuration.
-            Loader::Tryboot(_) => Ok(tryboot::CONFIG.to_string()),
+            // The firmware's persistent configuration (checked before
+            // anything changes: the partition may not be mounted).
+            Loader::Tryboot(p) => p.config_present().map(|()| tryboot::CONFIG.to_string()),
         }
     }
 

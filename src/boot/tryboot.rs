@@ -120,6 +120,21 @@ impl Tryboot {
         pi && is_firmware_config(&self.dir)
     }
 
+    /// The firmware partition's config.txt is there (a usage error
+    /// before the trial starts, when the partition is not mounted).
+    pub fn config_present(&self) -> Result<(), Error> {
+        match self.dir.join(CONFIG).is_file() {
+            true => Ok(()),
+            false => Err(Error::new(
+                Exit::Usage,
+                format!(
+                    "a tryboot trial boot needs the Raspberry Pi firmware partition, but {} does not exist (mount the partition: NixOS's sd-image mounts /boot/firmware with noauto; or name its mount point with --firmware-dir)",
+                    self.dir.join(CONFIG).display()
+                ),
+            )),
+        }
+    }
+
     fn open(&self) -> Result<Dir, Error> {
         rootfs::open_dir(self.root.as_deref(), &self.dir).map_err(|e| {
             bad(format!(
@@ -729,6 +744,16 @@ mod tests {
         let tb = Tryboot::new(r, None);
         assert_eq!(tb.dir, pi.t.path().join("boot"));
         assert!(tb.detect());
+        // An unmounted partition: refused before the trial starts.
+        let unmounted = Tryboot::new(r, Some(&pi.t.path().join("mnt/empty")));
+        let e = unmounted.config_present().unwrap_err();
+        assert_eq!(e.exit, Exit::Usage);
+        assert!(
+            e.message.contains("mnt/empty/config.txt does not exist"),
+            "{}",
+            e.message
+        );
+        assert!(tb.config_present().is_ok());
         // Not a Raspberry Pi.
         std::fs::write(
             pi.t.path().join("proc/device-tree/model"),
