@@ -16,8 +16,9 @@
 //! 3. writes `tryboot.txt` (temporary file, fsync, rename, directory
 //!    fsync): `config.txt` as it is, then an `[all]` section pointing the
 //!    firmware at that directory;
-//! 4. reboots with the argument `0 tryboot` (fleet/mod.rs), which Raspberry
-//!    Pi's kernel turns into the firmware's tryboot flag.
+//! 4. reboots with the argument `0 tryboot` (`systemctl
+//!    --reboot-argument=`, fleet/mod.rs), which Raspberry Pi's kernel turns
+//!    into the firmware's tryboot flag.
 //!
 //! `config.txt` is never written here: the commit is the new generation's
 //! own `switch-to-configuration boot` (as for GRUB), and afterwards, or on
@@ -199,7 +200,7 @@ impl Tryboot {
         let (tmp, t) = dir
             .create_temp_dir(DIR, "tmp")
             .map_err(|e| self.io("creating a directory", e))?;
-        let filled = fill(&t, &files, &cmdline);
+        let filled = fill(self.root.as_deref(), &t, &files, &cmdline);
         let placed = filled.and_then(|()| {
             // The directory in place: renamed, its parent fsynced.
             dir.rename(&tmp, DIR)?;
@@ -402,8 +403,9 @@ fn regular_len(p: &Path) -> Result<u64, Error> {
 }
 
 /// Copy every file into the temporary directory `t` (each fsynced by its
-/// commit), write cmdline.txt, fsync the directories.
-fn fill(t: &Dir, files: &[Copy], cmdline: &str) -> io::Result<()> {
+/// commit), write cmdline.txt, fsync the directories. The sources are
+/// opened beneath the root, never following a symlink at their name.
+fn fill(root: Option<&Path>, t: &Dir, files: &[Copy], cmdline: &str) -> io::Result<()> {
     let mut overlays: Option<Dir> = None;
     for f in files {
         let (into, name) = match f.to.strip_prefix(OVERLAYS) {
@@ -420,7 +422,8 @@ fn fill(t: &Dir, files: &[Copy], cmdline: &str) -> io::Result<()> {
         if f.from.as_os_str().is_empty() {
             out.write_all(README.as_bytes())?;
         } else {
-            let mut src = std::fs::File::open(&f.from)?;
+            let (parent, file) = rootfs::split(&f.from)?;
+            let mut src = rootfs::open_dir(root, parent)?.open_read(file)?;
             let n = io::copy(&mut src, &mut out)?;
             if n != f.len {
                 return Err(io::Error::other(format!(

@@ -232,7 +232,8 @@ pub fn trial_reboot(
         format!("rebooting for the trial boot of {path}; the next boot confirms it or falls back");
     // Raspberry Pi tryboot: the one-shot flag is the reboot argument
     // (boot/tryboot.rs): systemctl hands it to reboot(2), Raspberry Pi's
-    // kernel passes it to the firmware.
+    // kernel passes it to the firmware. `--reboot-argument=` (systemd 246
+    // on); systemd 253 dropped the positional argument of `reboot`.
     let arg = (t.loader == "tryboot").then_some(crate::boot::tryboot::REBOOT_ARG);
     reboot_for(common, fleet, path, &doing, arg)
 }
@@ -245,7 +246,7 @@ pub fn reboot_back(common: &Common, fleet: &FleetOpts, path: &str) -> Result<boo
     Ok(reboot_for(common, fleet, path, &doing, None)? == Exit::Success)
 }
 
-/// `systemctl --no-block reboot [ARG]` when `--reboot if-needed`, not
+/// `systemctl --no-block [--reboot-argument=ARG] reboot` when `--reboot if-needed`, not
 /// under `--root`, inside the window; Success when it was started, else
 /// RebootNeeded (said why).
 fn reboot_for(
@@ -275,9 +276,12 @@ fn reboot_for(
         say("a reboot is due but systemctl is not on PATH; reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
-    let args: Vec<&str> = ["--no-block", "reboot"].into_iter().chain(arg).collect();
+    let mut args = vec!["--no-block".to_string(), "reboot".to_string()];
+    if let Some(a) = arg {
+        args.insert(1, format!("--reboot-argument={a}"));
+    }
     let shown = match arg {
-        Some(a) => format!("--no-block reboot '{a}'"),
+        Some(a) => format!("--no-block --reboot-argument='{a}' reboot"),
         None => "--no-block reboot".to_string(),
     };
     say(&format!("{doing} ({} {shown})", systemctl.display()));

@@ -536,7 +536,10 @@ fn tryboot_copies_to_the_firmware_partition_reboots_with_tryboot_and_commits() {
     // Its running system reboots with the tryboot argument.
     let (r, calls) = live_reboot(&d);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(calls, "[--no-block][reboot][0 tryboot]\n", "{r:?}");
+    assert_eq!(
+        calls, "[--no-block][--reboot-argument=0 tryboot][reboot]\n",
+        "{r:?}"
+    );
     assert!(
         r.stderr.contains(&format!(
             "rebooting for the trial boot of {pi}; the next boot confirms it or falls back"
@@ -594,7 +597,7 @@ fn tryboot_back_on_the_old_system_did_not_boot_only_after_the_tryboot_reboot() {
     assert_eq!(r.code, 40, "not skipped: {r:?}");
     let (r, calls) = live_reboot(&d);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(calls, "[--no-block][reboot][0 tryboot]\n");
+    assert_eq!(calls, "[--no-block][--reboot-argument=0 tryboot][reboot]\n");
     boot(&d, "system-v1");
     let r = d.fh(&["confirm-boot"]);
     assert_eq!(r.code, 36, "{r:?}");
