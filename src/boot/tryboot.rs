@@ -60,10 +60,14 @@ const OVERLAYS: &str = "overlays";
 /// The reboot argument that sets the firmware's tryboot flag (`0`: the
 /// boot partition, as Raspberry Pi's `reboot '0 tryboot'`).
 pub const REBOOT_ARG: &str = "0 tryboot";
-/// Bytes needed on top of the files: FAT rounds every file up to its
-/// cluster size (up to 32 KiB), plus directories and tryboot.txt.
+/// Bytes needed on top of the files, each rounded up to the partition's
+/// block (FAT's cluster): directory entries, and room to spare.
 const MARGIN: u64 = 1024 * 1024;
-const PER_FILE: u64 = 32 * 1024;
+/// The block size assumed when the filesystem does not say.
+const BLOCK: u64 = 32 * 1024;
+
+/// What the firmware partition has: (bytes free, block size).
+pub type Space = Option<(u64, u64)>;
 
 /// The firmware partition of a Raspberry Pi.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,16 +164,12 @@ impl Tryboot {
     pub fn arm(&self, store_path: &str) -> Result<(), Error> {
         self.arm_with(store_path, &|d| {
             let st = rustix::fs::statvfs(d).ok()?;
-            Some(st.f_bavail.saturating_mul(st.f_frsize))
+            Some((st.f_bavail.saturating_mul(st.f_frsize), st.f_frsize))
         })
     }
 
-    /// [`Tryboot::arm`] with `free` telling the bytes free at a path.
-    pub fn arm_with(
-        &self,
-        store_path: &str,
-        free: &dyn Fn(&Path) -> Option<u64>,
-    ) -> Result<(), Error> {
+    /// [`Tryboot::arm`] with `free` telling the space at a path.
+    pub fn arm_with(&self, store_path: &str, free: &dyn Fn(&Path) -> Space) -> Result<(), Error> {
         let dir = self.open()?;
         let config = read_to_vec(&dir, CONFIG).map_err(|e| {
             bad(format!(
@@ -182,11 +182,14 @@ impl Tryboot {
         // bytes count as free.
         self.remove(&dir)?;
         let tryboot = tryboot_txt(&config, store_path);
-        let needed = files.iter().map(|f| f.len + PER_FILE).sum::<u64>()
-            + cmdline.len() as u64
-            + tryboot.len() as u64
+        let space = free(&self.dir);
+        let block = space.map_or(BLOCK, |(_, b)| b).clamp(512, 1 << 20);
+        let round = |n: u64| n.div_ceil(block) * block;
+        let needed = files.iter().map(|f| round(f.len)).sum::<u64>()
+            + round(cmdline.len() as u64)
+            + round(tryboot.len() as u64)
             + MARGIN;
-        if let Some(available) = free(&self.dir) {
+        if let Some((available, _)) = space {
             if available < needed {
                 return Err(Error::new(
                     Exit::Store,
@@ -402,9 +405,12 @@ fn regular_len(p: &Path) -> Result<u64, Error> {
     }
 }
 
-/// Copy every file into the temporary directory `t` (each fsynced by its
-/// commit), write cmdline.txt, fsync the directories. The sources are
-/// opened beneath the root, never following a symlink at their name.
+/// Copy every file into the temporary directory `t`, write cmdline.txt,
+/// fsync every file and then the directories. The files are created
+/// under their final names (`O_EXCL`, never through a symlink): nothing
+/// reads the directory before it is renamed into place as a whole. The
+/// sources are opened beneath the root, never following a symlink at
+/// their name.
 fn fill(root: Option<&Path>, t: &Dir, files: &[Copy], cmdline: &str) -> io::Result<()> {
     let mut overlays: Option<Dir> = None;
     for f in files {
@@ -418,7 +424,7 @@ fn fill(root: Option<&Path>, t: &Dir, files: &[Copy], cmdline: &str) -> io::Resu
             }
             Err(_) => (t, f.to.as_os_str()),
         };
-        let mut out = into.new_file(name, 0o644)?;
+        let mut out = into.create_new(name, 0o644)?;
         if f.from.as_os_str().is_empty() {
             out.write_all(README.as_bytes())?;
         } else {
@@ -432,9 +438,11 @@ fn fill(root: Option<&Path>, t: &Dir, files: &[Copy], cmdline: &str) -> io::Resu
                 )));
             }
         }
-        out.commit()?;
+        out.sync_all()?;
     }
-    t.write_atomic(CMDLINE, 0o644, cmdline.as_bytes())?;
+    let mut out = t.create_new(CMDLINE, 0o644)?;
+    out.write_all(cmdline.as_bytes())?;
+    out.sync_all()?;
     if let Some(o) = &overlays {
         o.sync()?;
     }
@@ -558,8 +566,8 @@ mod tests {
         }
     }
 
-    fn plenty(_: &Path) -> Option<u64> {
-        Some(1 << 40)
+    fn plenty(_: &Path) -> Space {
+        Some((1 << 40, 4096))
     }
 
     #[test]
@@ -646,7 +654,7 @@ mod tests {
     fn too_little_space_is_refused_before_anything_is_written() {
         let pi = Pi::new();
         let tb = pi.tb();
-        let e = tb.arm_with(TOP, &|_| Some(500_000)).unwrap_err();
+        let e = tb.arm_with(TOP, &|_| Some((500_000, 4096))).unwrap_err();
         assert_eq!(e.exit, Exit::Store);
         assert!(
             e.message.contains(&format!(
@@ -667,8 +675,12 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .unwrap();
         assert!(needed > 70_000 + 1024 * 1024, "{needed}");
-        tb.arm_with(TOP, &|_| Some(needed)).unwrap();
-        tb.arm_with(TOP, &|_| Some(needed - 1)).unwrap_err();
+        // Every file rounded up to the 4 KiB block: the kernel (70,000 B)
+        // takes 73,728; initrd, two .dtb, the overlay, its README,
+        // cmdline.txt and tryboot.txt one block each; plus 1 MiB.
+        assert_eq!(needed, 73_728 + 7 * 4096 + 1024 * 1024);
+        tb.arm_with(TOP, &|_| Some((needed, 4096))).unwrap();
+        tb.arm_with(TOP, &|_| Some((needed - 1, 4096))).unwrap_err();
         assert_eq!(
             pi.names(),
             ["config.txt", "start4.elf"],
