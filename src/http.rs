@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::Exit;
-use crate::options::Common;
 use crate::url::{host_of, join_location, Origin};
 
 /// Largest FlakeHub API answer read (1 MiB).
@@ -335,6 +334,18 @@ pub struct RangeAnswer {
     pub body: Box<dyn Read + Send>,
 }
 
+/// What the command line sets of the HTTP client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `--ca-file`: trusted besides `SSL_CERT_FILE` (else the built-in
+    /// roots).
+    pub ca_file: Option<PathBuf>,
+    /// `--allow-insecure-http`.
+    pub allow_insecure_http: bool,
+    /// `--verbose` without `--quiet`: one line per request.
+    pub verbose: bool,
+}
+
 /// The one HTTP client (see the module doc).
 pub struct Client {
     agent: ureq::Agent,
@@ -347,12 +358,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// The client for `common`'s options; `SSL_CERT_FILE` is read here.
-    pub fn new(common: &Common) -> Result<Client, HttpError> {
+    /// The client with `settings`; `SSL_CERT_FILE` is read here.
+    pub fn new(settings: &Settings) -> Result<Client, HttpError> {
         let env_ca = std::env::var_os("SSL_CERT_FILE")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        let ca_files: Vec<&Path> = common
+        let ca_files: Vec<&Path> = settings
             .ca_file
             .as_deref()
             .into_iter()
@@ -360,10 +371,10 @@ impl Client {
             .collect();
         let mut client = Client::build(
             &ca_files,
-            common.allow_insecure_http,
+            settings.allow_insecure_http,
             RetryPolicy::default(),
         )?;
-        client.verbose = common.verbose && !common.quiet;
+        client.verbose = settings.verbose;
         Ok(client)
     }
 
@@ -371,8 +382,8 @@ impl Client {
     /// (what a mirror serves is verified), only the `--limit-rate` cap (not
     /// `--limit-rate-uplink`), and one retry in at most 20 s, so that a
     /// mirror that went away costs little before the next source is asked.
-    pub fn for_mirror(common: &Common) -> Result<Client, HttpError> {
-        let mut client = Client::new(common)?;
+    pub fn for_mirror(settings: &Settings) -> Result<Client, HttpError> {
+        let mut client = Client::new(settings)?;
         client.allow_insecure_http = true;
         client.mirror = true;
         client.retry = RetryPolicy {

@@ -4,13 +4,13 @@
 //! journal of one attempt as it runs ([`AttemptJournal`]). The `recover`
 //! command (cmd/recover.rs) and `status` act on these decisions.
 
-use std::path::PathBuf;
-
 use crate::activate::{self, Ctx, Journal, Settings};
 use crate::error::Error;
+use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
-use crate::options::{ApplyOpts, Common, StoreKind};
+use crate::options::ApplyOpts;
 use crate::state::{Pending, Phase, StateDir};
+use crate::store::select::StoreChoice;
 
 /// What to do with a pending attempt, by the phase it reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,32 +42,30 @@ pub struct Allowed {
     pub commands: bool,
     /// Its own `--health-check`.
     pub health_check: Option<String>,
-    /// The store it uses (`--store`, `--daemon-socket`).
-    pub store: StoreKind,
-    pub daemon_socket: Option<PathBuf>,
+    /// The store it uses (`--store`, `--daemon-socket`, `--root`).
+    pub store: StoreChoice,
 }
 
 impl Allowed {
-    /// An apply with `opts`.
-    pub fn of_apply(common: &Common, opts: &ApplyOpts) -> Allowed {
-        let ctx = Ctx::new(common);
+    /// An apply with `opts` on `machine`, using `store`.
+    pub fn of_apply(machine: &Machine, opts: &ApplyOpts, store: StoreChoice) -> Allowed {
+        let ctx = Ctx::new(machine);
         let action = activate::flavor::Flavor::of(opts.kind).action(opts.action);
         Allowed {
             commands: activate::runs_commands(&ctx, action, opts.install_bootloader),
             health_check: opts.health_check.clone(),
-            store: opts.store,
-            daemon_socket: opts.daemon_socket.clone(),
+            store,
         }
     }
 
     /// `fh-lite recover` and `fh-lite rollback`: they activate (a system
-    /// of the profile), and have no health check of their own.
-    pub fn of_command(_common: &Common) -> Allowed {
+    /// of the profile), and have no health check of their own; `store` is
+    /// the one `--store auto` finds.
+    pub fn of_command(store: StoreChoice) -> Allowed {
         Allowed {
             commands: true,
             health_check: None,
-            store: StoreKind::Auto,
-            daemon_socket: None,
+            store,
         }
     }
 }
@@ -75,15 +73,14 @@ impl Allowed {
 /// Why the journal entry `p` is not redone, if it is not: see the module
 /// text.
 pub fn vouch(
-    common: &Common,
+    machine: &Machine,
     p: &Pending,
     path: &StorePath,
     settings: Option<&Settings>,
     allowed: &Allowed,
 ) -> Result<(), String> {
     let valid = |what: &str, sp: &StorePath| -> Result<(), String> {
-        let socket = allowed.daemon_socket.as_deref();
-        match crate::store::select::is_valid_here(common, allowed.store, socket, sp) {
+        match crate::store::select::is_valid_here(&allowed.store, sp) {
             Ok(true) => Ok(()),
             Ok(false) => Err(format!(
                 "{what} {sp} is not registered and valid in this store"
@@ -95,13 +92,13 @@ pub fn vouch(
         }
     };
     valid("its store path", path)?;
-    let ctx = Ctx::new(common);
+    let ctx = Ctx::new(machine);
     let target_of = |n: u64| ctx.profile.generation(n).ok().map(|g| g.target);
     if let Some(n) = p.generation {
         if target_of(n).as_deref() != Some(p.store_path.as_str()) {
             return Err(format!(
                 "generation {n} of the profile {} is not {path}",
-                common.profile.display()
+                machine.profile.display()
             ));
         }
     }
@@ -113,7 +110,7 @@ pub fn vouch(
             if target_of(m).as_deref() != Some(sys.as_str()) {
                 return Err(format!(
                     "generation {m} of the profile {} is not {sys}",
-                    common.profile.display()
+                    machine.profile.display()
                 ));
             }
         }

@@ -29,6 +29,7 @@ mod fetch;
 mod fleet;
 mod http;
 mod journal;
+mod machine;
 pub mod nix;
 mod options;
 mod outcome;
@@ -83,7 +84,12 @@ pub fn run(cli: Cli) -> Result<Exit, Error> {
                 duration_secs,
                 exit,
             };
-            fleet::metrics::write_after(&cli.common, path, &run);
+            fleet::metrics::write_after(
+                &cli.common.machine(),
+                cli.common.token_file.as_deref(),
+                path,
+                &run,
+            );
         }
     }
     result
@@ -113,7 +119,7 @@ fn run_command(cli: &Cli) -> Result<Exit, Error> {
         cli::check_root(&cli.common, cli.create_root)?;
     }
     if !cli.offline.mirrors.is_empty() {
-        source::cache::install_mirrors(&cli.common, &cli.offline)?;
+        source::cache::install_mirrors(&cli.common.http(), &cli.offline)?;
     }
     match cli.command {
         Command::Help { all } => {

@@ -1,5 +1,6 @@
 //! The options a command runs with, validated: what cli.rs makes of the
-//! command line, and all that the layers below it see of it.
+//! command line. The layers below see the command's own options
+//! ([`ApplyOpts`], …) and, of [`Common`], only what cmd/mod.rs hands them.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -105,7 +106,8 @@ impl StoreKind {
 /// for up to 4 GiB (xz) or 2 GiB (zstd `--long=31`) before a byte of
 /// output.
 pub const DEFAULT_DECODER_MEMORY: u64 = 64 << 20;
-/// Options every command shares.
+/// Options every command shares. Only the commands see them: cmd/mod.rs
+/// makes what each layer below takes of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Common {
     pub api_addr: String,

@@ -13,13 +13,15 @@ use std::path::Path;
 use crate::activate::profiles::replace_symlink;
 use crate::error::Error;
 use crate::nix::store_path::StorePath;
-use crate::options::Common;
 use crate::rootfs;
 
 /// `link` → store path, and Nix's indirect root → `link`, both as the
 /// managed system sees them (under `--root`, without the DIR prefix).
-pub(crate) fn gc_root(common: &Common, link: &Path, store_path: &StorePath) -> Result<(), Error> {
-    let root = common.root.as_deref();
+pub(crate) fn gc_root(
+    root: Option<&Path>,
+    link: &Path,
+    store_path: &StorePath,
+) -> Result<(), Error> {
     let link = std::path::absolute(link).map_err(|e| Error::io("resolve", link, &e))?;
     let logical = rootfs::logical(root, &link);
     let (Some(dir), Some(name)) = (link.parent(), link.file_name().and_then(|n| n.to_str())) else {

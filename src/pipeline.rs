@@ -19,10 +19,11 @@ use crate::cache::mirror;
 use crate::error::Error;
 use crate::fetch::FetchOptions;
 use crate::nix::narinfo::signature::TrustedKeys;
-use crate::options::{ApplyOpts, Common};
+use crate::options::ApplyOpts;
 use crate::plan::{self, Plan};
 use crate::progress::{Mode, Progress};
 use crate::source::Source;
+use crate::store::select::StoreChoice;
 use crate::store::EmptyStore;
 use crate::store::{select, Store};
 
@@ -35,28 +36,29 @@ pub struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    /// The store backend `opts` selects for `source` (refused when the
-    /// source cannot feed it).
+    /// The store backend `store` names for `source` (refused when the
+    /// source cannot feed it); progress shown as `progress` says.
     pub fn new(
-        common: &Common,
+        store: &StoreChoice,
+        progress: Mode,
         opts: &'a ApplyOpts,
         source: Box<dyn Source + 'a>,
     ) -> Result<Pipeline<'a>, Error> {
-        let store = select::select(common, opts, &opts.trusted_keys, source.token())?;
+        let store = select::select(store, &opts.trusted_keys, source.token())?;
         source.check_store(store.as_ref())?;
         Ok(Pipeline {
             source,
             store,
             keys: &opts.trusted_keys,
             jobs: opts.jobs,
-            progress: Mode::detect(common.quiet, common.json),
+            progress,
         })
     }
 
     /// A store that has nothing, so that the plan is the whole closure
     /// (`bundle create`).
     pub fn whole_closure(
-        common: &Common,
+        progress: Mode,
         opts: &'a ApplyOpts,
         source: Box<dyn Source + 'a>,
     ) -> Pipeline<'a> {
@@ -65,7 +67,7 @@ impl<'a> Pipeline<'a> {
             store: Box::new(EmptyStore),
             keys: &opts.trusted_keys,
             jobs: opts.jobs,
-            progress: Mode::detect(common.quiet, common.json),
+            progress,
         }
     }
 

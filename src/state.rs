@@ -58,7 +58,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use miniserde::{json, Deserialize, Serialize};
@@ -435,11 +435,12 @@ impl StateDir {
         }
     }
 
-    /// The state directory of a command: `--state-dir`, beneath `--root`.
-    pub fn of(common: &crate::options::Common) -> StateDir {
+    /// The state directory `dir` (`--state-dir`), beneath `root`
+    /// (`--root`).
+    pub fn under(root: Option<&Path>, dir: &Path) -> StateDir {
         StateDir {
-            dir: common.state_dir.clone(),
-            root: common.root.clone(),
+            dir: dir.to_path_buf(),
+            root: root.map(Path::to_path_buf),
         }
     }
 

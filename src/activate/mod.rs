@@ -4,8 +4,8 @@
 //! The apply command calls, after the closure is valid in the store:
 //!
 //! ```text
-//! is_current(common, opts, path)        no-op check (skip unless --force)
-//! activate(common, opts, path, &mut report) -> Result<Exit, Error>
+//! is_current(machine, opts, path)       no-op check (skip unless --force)
+//! activate(machine, settings, path, before, journal, &mut report) -> Result<Exit, Error>
 //! ```
 //!
 //! and the rollback command [`switch_back::SwitchBack`]. Neither takes the
@@ -45,8 +45,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Exit};
+use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
-use crate::options::{Action, ApplyKind, ApplyOpts, Common};
+use crate::options::{Action, ApplyKind, ApplyOpts};
 use crate::state::{Pending, Phase};
 pub use flavor::Flavor;
 use profiles::{Generation, Profile};
@@ -275,8 +276,8 @@ pub struct Before {
 }
 
 impl Before {
-    pub fn read(common: &Common) -> Result<Before, Error> {
-        let ctx = Ctx::new(common);
+    pub fn read(machine: &Machine) -> Result<Before, Error> {
+        let ctx = Ctx::new(machine);
         Ok(Before {
             generation: ctx.profile.current()?,
             system: ctx.current_system(),
@@ -318,12 +319,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(common: &'a Common) -> Ctx<'a> {
-        let root = common.root.as_deref();
+    pub fn new(machine: &'a Machine) -> Ctx<'a> {
+        let root = machine.root();
         Ctx {
             root,
-            profile: Profile::new(&common.profile, root),
-            state: crate::state::StateDir::of(common),
+            profile: Profile::new(&machine.profile, root),
+            state: machine.state(),
         }
     }
 
@@ -523,7 +524,7 @@ impl<'a> Ctx<'a> {
 /// `before` is what a rollback returns to; `journal` records each phase
 /// before its step.
 pub fn activate(
-    common: &Common,
+    machine: &Machine,
     settings: &Settings,
     store_path: &StorePath,
     before: &Before,
@@ -531,7 +532,7 @@ pub fn activate(
     report: &mut Report,
 ) -> Result<Exit, Error> {
     crate::signal::activation_begins();
-    let ctx = Ctx::new(common);
+    let ctx = Ctx::new(machine);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => home_manager::activate(&ctx, settings, store_path, journal, report),
         flavor => run::SystemRun::new(&ctx, settings, flavor, before)
@@ -542,7 +543,7 @@ pub fn activate(
 /// Redo only the rollback of an attempt killed while rolling back
 /// (recovery): back to `before`, recorded as failed.
 pub fn redo_rollback(
-    common: &Common,
+    machine: &Machine,
     settings: &Settings,
     store_path: &StorePath,
     before: &Before,
@@ -551,7 +552,7 @@ pub fn redo_rollback(
     report: &mut Report,
 ) -> Error {
     crate::signal::activation_begins();
-    let ctx = Ctx::new(common);
+    let ctx = Ctx::new(machine);
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => {
             report.path_failed = true;
@@ -569,8 +570,8 @@ pub fn redo_rollback(
 /// Home Manager under `--root`, and (unless `--dry-run`) a `--root`
 /// activation that would have to chroot without being root. Without this
 /// the closure would be fetched into the root first, only to be refused.
-pub fn preflight(common: &Common, opts: &ApplyOpts) -> Result<(), Error> {
-    let ctx = Ctx::new(common);
+pub fn preflight(machine: &Machine, opts: &ApplyOpts) -> Result<(), Error> {
+    let ctx = Ctx::new(machine);
     let flavor = Flavor::of(opts.kind);
     if flavor == Flavor::HomeManager && ctx.root.is_some() {
         return Err(ActivateError::HomeManagerRoot.into());
@@ -612,8 +613,8 @@ pub(crate) fn runs_commands(ctx: &Ctx, action: Action, install_bootloader: bool)
 /// (under `--root` only when DIR/run/current-system exists); `boot` only
 /// needs the profile; `test` only `/run/current-system`; `dry-activate`
 /// is never "current". Home Manager: its own profile points at it.
-pub fn is_current(common: &Common, opts: &ApplyOpts, store_path: &StorePath) -> bool {
-    let ctx = Ctx::new(common);
+pub fn is_current(machine: &Machine, opts: &ApplyOpts, store_path: &StorePath) -> bool {
+    let ctx = Ctx::new(machine);
     let flavor = Flavor::of(opts.kind);
     let path = store_path.to_string();
     if flavor == Flavor::HomeManager {

@@ -764,8 +764,9 @@ fn decide_rollback(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::{ApplyKind, ApplyOpts, Common};
-    use crate::testutil::{chroot_root, common, fake_system, log, opts, TempDir};
+    use crate::machine::Machine;
+    use crate::options::{ApplyKind, ApplyOpts};
+    use crate::testutil::{chroot_root, fake_system, log, machine, opts, TempDir};
 
     const STC: &str = "bin/switch-to-configuration";
 
@@ -860,7 +861,7 @@ mod tests {
     }
 
     /// Apply `path` and return (exit class, message, report).
-    fn apply(c: &Common, o: &ApplyOpts, path: &str) -> (Exit, String, Report) {
+    fn apply(c: &Machine, o: &ApplyOpts, path: &str) -> (Exit, String, Report) {
         let mut r = Report::default();
         let before = Before::read(c).unwrap();
         let s = Settings::of(o);
@@ -875,7 +876,7 @@ mod tests {
     fn switch_creates_generation_and_runs_its_script() {
         let t = TempDir::new("act-switch");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 100);
         let o = opts(ApplyKind::Nixos, Action::Switch);
@@ -900,7 +901,7 @@ mod tests {
     fn test_and_dry_activate_make_no_generation() {
         let t = TempDir::new("act-test");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         for action in [Action::Test, Action::DryActivate] {
             let (exit, _, r) = apply(&c, &opts(ApplyKind::Nixos, action), &a);
@@ -918,7 +919,7 @@ mod tests {
     fn failing_switch_rolls_back_to_the_exact_previous_generation() {
         let t = TempDir::new("act-rollback");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
         let bad = fake_system(&root, "sys-bad", STC, 4);
@@ -960,7 +961,7 @@ mod tests {
     fn exit_codes_without_rollback() {
         let t = TempDir::new("act-kept");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let four = fake_system(&root, "sys-four", STC, 4);
         let three = fake_system(&root, "sys-three", STC, 3);
@@ -1013,7 +1014,7 @@ mod tests {
     fn nothing_to_roll_back_to_and_failed_rollback() {
         let t = TempDir::new("act-norb");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let bad = fake_system(&root, "sys-bad", STC, 2);
         let o = opts(ApplyKind::Nixos, Action::Switch);
         let (exit, msg, _) = apply(&c, &o, &bad);
@@ -1041,7 +1042,7 @@ mod tests {
     fn failing_or_slow_health_check_rolls_back() {
         let t = TempDir::new("act-health");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
         let o = opts(ApplyKind::Nixos, Action::Switch);
@@ -1086,7 +1087,7 @@ mod tests {
     fn boot_under_root_runs_nothing_unless_installing_the_bootloader() {
         let t = TempDir::new("act-boot");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let mut o = opts(ApplyKind::Nixos, Action::Boot);
         let (exit, _, r) = apply(&c, &o, &a);
@@ -1107,7 +1108,7 @@ mod tests {
     fn missing_script_or_path_is_an_error_naming_it() {
         let t = TempDir::new("act-missing");
         let root = t.path().to_path_buf();
-        let c = common(&root);
+        let c = machine(&root);
         let o = opts(ApplyKind::Nixos, Action::Switch);
         let a = fake_system(&root, "sys-a", "bin/other", 0);
         let noexec = fake_system(&root, "sys-noexec", STC, 0);
@@ -1132,7 +1133,7 @@ mod tests {
     fn darwin_makes_a_generation_and_runs_darwin_rebuild_activate() {
         let t = TempDir::new("act-darwin");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "darwin-a", "sw/bin/darwin-rebuild", 0);
         let bad = fake_system(&root, "darwin-bad", "sw/bin/darwin-rebuild", 1);
         let o = opts(ApplyKind::NixDarwin, Action::Switch);
@@ -1152,7 +1153,7 @@ mod tests {
     fn is_current_checks_profile_and_running_system() {
         let t = TempDir::new("act-current");
         let root = t.path().to_path_buf();
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
         let p = Ctx::new(&c).profile;
@@ -1201,7 +1202,7 @@ mod tests {
 
     /// Apply with `o`, journaling into `j`; the "before" is read now.
     fn apply_journaled(
-        c: &Common,
+        c: &Machine,
         o: &ApplyOpts,
         path: &str,
         j: &mut Phases,
@@ -1227,7 +1228,7 @@ mod tests {
     fn rollback_after_boot_returns_to_the_running_system() {
         let t = TempDir::new("act-after-boot");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
         let bad = fake_system(&root, "sys-bad", STC, 2);
@@ -1265,7 +1266,7 @@ mod tests {
     fn a_failed_test_reactivates_the_running_system_with_test() {
         let t = TempDir::new("act-test-back");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let bad = fake_system(&root, "sys-bad", STC, 2);
         assert_eq!(
@@ -1296,7 +1297,7 @@ mod tests {
     fn trial_commits_only_after_test_and_health_check() {
         let t = TempDir::new("act-trial");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let b = fake_system(&root, "sys-b", STC, 0);
         assert_eq!(
@@ -1347,7 +1348,7 @@ mod tests {
     fn a_hung_activation_is_killed_and_rolled_back() {
         let t = TempDir::new("act-timeout");
         let Some(root) = chroot_root(&t) else { return };
-        let c = common(&root);
+        let c = machine(&root);
         let a = fake_system(&root, "sys-a", STC, 0);
         let hung = fake_system(&root, "sys-hung", STC, 0);
         let script = root.join(hung.trim_start_matches('/')).join(STC);

@@ -9,8 +9,9 @@ use super::flavor::Flavor;
 use super::profiles::Generation;
 use super::{Ctx, Report};
 use crate::error::{Error, Exit};
+use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
-use crate::options::{Action, Common};
+use crate::options::Action;
 use crate::state::{FailedPath, Pending, Phase, ROLLBACK_ACTION};
 
 /// `fh-lite rollback [--to N]`: the generation to go back to, checked
@@ -34,11 +35,11 @@ impl<'a> SwitchBack<'a> {
     /// current one whose system is not in `failed` (the failed list of
     /// the state file): the last system that was good on this machine.
     pub fn prepare(
-        common: &'a Common,
+        machine: &'a Machine,
         to: Option<u64>,
         failed: &[FailedPath],
     ) -> Result<SwitchBack<'a>, Error> {
-        let ctx = Ctx::new(common);
+        let ctx = Ctx::new(machine);
         let profile = ctx.profile.path.display().to_string();
         let current = ctx.profile.current()?;
         let current_path = current

@@ -11,7 +11,6 @@ use crate::activate::{self, Before, Report, Settings};
 use crate::cmd::confirm_boot::Settled;
 use crate::cmd::recover;
 use crate::error::{Error, Exit};
-use crate::fetch::FetchOptions;
 use crate::journal::{Allowed, AttemptJournal};
 use crate::nix::store_path::StorePath;
 use crate::options::{ApplyOpts, Common, FleetOpts, OfflineOpts, Target};
@@ -27,6 +26,8 @@ pub fn run(
     fleet: &FleetOpts,
 ) -> Result<Exit, Error> {
     let started = Instant::now();
+    let machine = common.machine();
+    let store_choice = common.store(opts.store, opts.daemon_socket.as_deref());
     // SIGTERM/SIGINT stop the run from here on, also while the bundle is
     // read (a FIFO, a pipe that never ends; signal.rs), and never cut an
     // activation short.
@@ -43,19 +44,21 @@ pub fn run(
     if let Some(r) = reference.filter(|r| r.is_loose() && !opts.no_loose_warning) {
         crate::ui::warn(&crate::outref::loose_warning(r));
     }
-    activate::preflight(common, opts)?;
+    activate::preflight(&machine, opts)?;
     // --rollout-spread needs the machine id: checked before any network work.
     if fleet.rollout_spread.is_some() && !opts.dry_run {
         crate::fleet::schedule::machine_id(common.root.as_deref())?;
     }
-    let state = StateDir::of(common);
+    let state = machine.state();
     // One apply at a time (a dry run changes nothing and takes no lock).
     let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
     if !opts.dry_run {
         // An attempt a kill interrupted is finished or undone first.
-        if let Some(result) =
-            recover::before_command(common, &state, &Allowed::of_apply(common, opts))?
-        {
+        if let Some(result) = recover::before_command(
+            common,
+            &state,
+            &Allowed::of_apply(&machine, opts, store_choice.clone()),
+        )? {
             return result;
         }
         // A trial boot journaled earlier is settled first (cmd/confirm_boot.rs).
@@ -75,7 +78,7 @@ pub fn run(
             return Err(held(&h));
         }
         // A reboot recorded earlier and due now (fleet/mod.rs).
-        if let Some(exit) = crate::fleet::reboot_if_due(common, fleet, &state)? {
+        if let Some(exit) = crate::fleet::reboot_if_due(&machine, fleet, &state)? {
             return Ok(exit);
         }
     }
@@ -83,7 +86,8 @@ pub fn run(
     // resolve (offline: the bundle or the cache was opened above)
     let source = match offline_source {
         Some(source) => source,
-        None => crate::source::open(common, opts, offline).map_err(interrupted_or)?,
+        None => crate::source::open(&common.flakehub(), &common.http(), opts, offline)
+            .map_err(interrupted_or)?,
     };
     let root_path = source.store_path().clone();
     // `--cache` (source/cache.rs), or a bundle made from one: the store path is
@@ -112,7 +116,7 @@ pub fn run(
     }
     // Outside --window or before the --rollout-spread time: stage only.
     let deferred = crate::fleet::gate(
-        common,
+        &machine,
         fleet,
         &state,
         &attempt.reference,
@@ -126,7 +130,7 @@ pub fn run(
     };
 
     // plan
-    let mut pipeline = Pipeline::new(common, opts, source)?;
+    let mut pipeline = Pipeline::new(&store_choice, common.progress(), opts, source)?;
     let plan = pipeline.plan().map_err(interrupted_or)?;
     if let Some((verdict, exit, msg)) = verdict {
         say(&msg);
@@ -156,7 +160,7 @@ pub fn run(
             },
         });
     }
-    let before = Before::read(common)?;
+    let before = Before::read(&machine)?;
     let mut pending = Pending {
         reference: attempt.reference.clone(),
         store_path: root_path.to_string(),
@@ -174,7 +178,7 @@ pub fn run(
     // fetch + register
     attempt.bytes_downloaded = plan.download_bytes;
     let total_paths = plan.paths.len();
-    let fetched = pipeline.fetch(&FetchOptions::of(common, opts.jobs), plan);
+    let fetched = pipeline.fetch(&common.fetch(opts.jobs), plan);
     if let Err(e) = fetched.map_err(interrupted_or) {
         // Stopped midway: what actually arrived, not the planned total.
         attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
@@ -197,7 +201,7 @@ pub fn run(
     };
     say(&msg);
     if let Some(why) = &deferred {
-        return crate::fleet::stage_deferred(common, &state, &attempt, why);
+        return crate::fleet::stage_deferred(&machine, &state, &attempt, why);
     }
 
     // activate: from here a signal no longer stops anything; each phase is
@@ -205,7 +209,7 @@ pub fn run(
     let mut report = Report::default();
     let mut journal = AttemptJournal::new(&state, pending);
     let result = activate::activate(
-        common,
+        &machine,
         &settings,
         &root_path,
         &before,
@@ -240,7 +244,7 @@ pub fn run(
         return crate::cmd::confirm_boot::reboot_into(common, fleet, &state, t);
     }
     // Reboot need and policy (fleet/mod.rs).
-    crate::fleet::after_activation(common, opts, fleet, &state, &journal.pending, result)
+    crate::fleet::after_activation(&machine, opts, fleet, &state, &journal.pending, result)
 }
 
 /// The refusal of an apply while `fh-lite hold` holds the device.
@@ -316,7 +320,7 @@ fn dry_verdict(
             return Ok(("skip", exit, msg));
         }
     }
-    if !opts.force && activate::is_current(common, opts, store_path) {
+    if !opts.force && activate::is_current(&common.machine(), opts, store_path) {
         let msg = format!(
             "dry run: {store_path} is already current; a real run does nothing (--force re-runs activation)"
         );
@@ -369,7 +373,7 @@ fn already_done(
     if pending.is_some_and(|p| p.store_path == store_path.to_string()) {
         return Ok(false);
     }
-    if opts.force || !activate::is_current(common, opts, store_path) {
+    if opts.force || !activate::is_current(&common.machine(), opts, store_path) {
         return Ok(false);
     }
     say(&format!(
@@ -377,7 +381,7 @@ fn already_done(
     ));
     crate::outcome::outcome("already-current");
     crate::outcome::generation(
-        crate::activate::Ctx::new(common)
+        crate::activate::Ctx::new(&common.machine())
             .profile
             .current()
             .ok()
@@ -396,9 +400,12 @@ fn open_offline<'a>(
 ) -> Result<Option<Box<dyn Source + 'a>>, Error> {
     let opened = match opts.target {
         Target::FlakeHub(_) => None,
-        Target::Bundle(_) | Target::StorePath { .. } => {
-            Some(crate::source::open(common, opts, offline)?)
-        }
+        Target::Bundle(_) | Target::StorePath { .. } => Some(crate::source::open(
+            &common.flakehub(),
+            &common.http(),
+            opts,
+            offline,
+        )?),
     };
     let reference = match &opened {
         Some(source) => source.reference(),
@@ -408,7 +415,7 @@ fn open_offline<'a>(
     // no downgrade.
     if let Some(reference) = reference {
         if !offline.allow_downgrade && opts.action != crate::options::Action::DryActivate {
-            let state = crate::state::StateDir::of(common);
+            let state = common.machine().state();
             match opened.as_ref().and_then(|o| o.unproven()) {
                 Some(what) => crate::versions::check_unproven(&state, reference, what)?,
                 None => crate::versions::check(&state, reference)?,

@@ -75,9 +75,9 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     };
     // FlakeHub, or with `--cache URL` a store path from any signed cache
     // (source/cache.rs).
-    let source = crate::source::open(common, opts, offline)?;
+    let source = crate::source::open(&common.flakehub(), &common.http(), opts, offline)?;
     let root = source.store_path().clone();
-    let mut pipeline = Pipeline::whole_closure(common, opts, source);
+    let mut pipeline = Pipeline::whole_closure(common.progress(), opts, source);
     let mut plan = pipeline.plan()?;
     // A bundle made from a store path records the reference that says so.
     let store_path_ref;

@@ -62,7 +62,8 @@ pub fn settle(
         fleet.firmware_dir.as_deref(),
         &common.profile,
     );
-    let ctx = Ctx::new(common);
+    let machine = common.machine();
+    let ctx = Ctx::new(&machine);
     let gen = |t: &TrialBoot| {
         t.generation
             .map_or(String::new(), |n| format!(" (generation {n})"))
@@ -159,7 +160,7 @@ pub fn settle_before(common: &Common, state: &StateDir) -> Result<(), Error> {
         &common.profile,
     );
     match fall_back(
-        &Ctx::new(common),
+        &Ctx::new(&common.machine()),
         &loader,
         state,
         *waiting,
@@ -243,7 +244,7 @@ fn finish(
 
 /// `fh-lite confirm-boot`: settle the trial boot, if any, under the lock.
 pub fn run(common: &Common, fleet: &FleetOpts) -> Result<Exit, Error> {
-    let state = StateDir::of(common);
+    let state = common.machine().state();
     let _lock = state.lock()?;
     match settle(common, fleet, &state)? {
         None => {
@@ -276,11 +277,11 @@ pub fn reboot_into(
         j.loader == "tryboot" && j.store_path == t.store_path && j.phase == Step::Rebooting.as_str()
     });
     let Some(mut j) = journaled else {
-        return crate::fleet::trial_reboot(common, fleet, t);
+        return crate::fleet::trial_reboot(&common.machine(), fleet, t);
     };
     j.reboot_requested = Some(boot_id());
     state.set_trial_boot(Some(&j))?;
-    let exit = crate::fleet::trial_reboot(common, fleet, &j)?;
+    let exit = crate::fleet::trial_reboot(&common.machine(), fleet, &j)?;
     if exit != Exit::Success {
         j.reboot_requested = None;
         state.set_trial_boot(Some(&j))?;
@@ -295,7 +296,7 @@ pub fn reboot_back(common: &Common, fleet: &FleetOpts, e: Error, path: &str) -> 
     if e.exit != Exit::RolledBack {
         return e;
     }
-    match crate::fleet::reboot_back(common, fleet, path) {
+    match crate::fleet::reboot_back(&common.machine(), fleet, path) {
         Ok(_) => e,
         Err(r) => {
             crate::ui::warn(&r.message);

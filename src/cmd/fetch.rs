@@ -12,23 +12,27 @@
 use crate::error::{Error, Exit};
 use crate::options::{ApplyOpts, Common, OfflineOpts};
 use crate::pipeline::Pipeline;
-use crate::state::StateDir;
 
 pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
-    let state = StateDir::of(common);
+    let state = common.machine().state();
     let _lock = state.lock()?;
-    let source = crate::source::open(common, opts, offline)?;
+    let source = crate::source::open(&common.flakehub(), &common.http(), opts, offline)?;
     let root_path = source.store_path().clone();
-    let mut pipeline = Pipeline::new(common, opts, source)?;
+    let mut pipeline = Pipeline::new(
+        &common.store(opts.store, opts.daemon_socket.as_deref()),
+        common.progress(),
+        opts,
+        source,
+    )?;
     let plan = pipeline.plan()?;
     let (paths, download, unpack) = (plan.paths.len(), plan.download_bytes, plan.unpack_bytes);
     pipeline.make_room(common.root.as_deref(), &plan)?;
-    pipeline.fetch(&crate::fetch::FetchOptions::of(common, opts.jobs), plan)?;
+    pipeline.fetch(&common.fetch(opts.jobs), plan)?;
     let link = offline
         .out_link
         .clone()
         .unwrap_or_else(|| common.state_dir.join("fetched"));
-    crate::pin::gc_root(common, &link, &root_path)?;
+    crate::pin::gc_root(common.root.as_deref(), &link, &root_path)?;
     crate::outcome::store_path(&root_path);
     crate::outcome::outcome("fetched");
     if common.json {

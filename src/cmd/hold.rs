@@ -7,11 +7,11 @@
 use crate::activate::Ctx;
 use crate::error::{Error, Exit};
 use crate::options::Common;
-use crate::state::{format_time, Hold, StateDir};
+use crate::state::{format_time, Hold};
 
 /// `fh-lite hold`: record the profile's current generation as held.
 pub fn hold(common: &Common) -> Result<Exit, Error> {
-    let state = StateDir::of(common);
+    let state = common.machine().state();
     let _lock = state.lock()?;
     if let Some(h) = state.current()?.hold {
         say(
@@ -21,7 +21,8 @@ pub fn hold(common: &Common) -> Result<Exit, Error> {
         crate::outcome::outcome("held");
         return Ok(Exit::Success);
     }
-    let ctx = Ctx::new(common);
+    let machine = common.machine();
+    let ctx = Ctx::new(&machine);
     let current = ctx.profile.current_target()?;
     let h = Hold {
         generation: current.as_ref().map(|g| g.number),
@@ -46,7 +47,7 @@ pub fn hold(common: &Common) -> Result<Exit, Error> {
 
 /// `fh-lite unhold`: release the hold.
 pub fn unhold(common: &Common) -> Result<Exit, Error> {
-    let state = StateDir::of(common);
+    let state = common.machine().state();
     let _lock = state.lock()?;
     match state.current()?.hold {
         None => say(common, "not held; nothing to do"),

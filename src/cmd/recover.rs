@@ -47,7 +47,7 @@ use crate::ui::say;
 
 /// `fh-lite recover`: recover, or say there is nothing to recover.
 pub fn run(common: &Common) -> Result<Exit, Error> {
-    let state = StateDir::of(common);
+    let state = common.machine().state();
     let _lock = state.lock()?;
     crate::signal::install()?;
     // A trial boot: settled as at boot (confirm-boot).
@@ -64,7 +64,11 @@ pub fn run(common: &Common) -> Result<Exit, Error> {
         }
         Some(_) => return Ok(Exit::Success),
     }
-    match recover(common, &state, &Allowed::of_command(common))? {
+    match recover(
+        common,
+        &state,
+        &Allowed::of_command(common.store(crate::options::StoreKind::Auto, None)),
+    )? {
         Recovery::Nothing => {
             say("no interrupted attempt; nothing to recover");
             Ok(Exit::Success)
@@ -106,6 +110,7 @@ fn refuse(
 /// Recover the pending attempt, if any, running no more than `allowed`;
 /// the caller holds the lock.
 pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<Recovery, Error> {
+    let machine = common.machine();
     let Some(p) = state.pending()? else {
         return Ok(Recovery::Nothing);
     };
@@ -122,7 +127,7 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
     let attempt = Attempt::resumed(&p.reference, &path, p.time);
     let what = format!("{path}, {}, killed during {}", p.action, phase.as_str());
     if p.action == ROLLBACK_ACTION {
-        if let Err(why) = vouch(common, &p, &path, None, allowed) {
+        if let Err(why) = vouch(&machine, &p, &path, None, allowed) {
             return refuse(common, state, &attempt, &what, &why);
         }
         // A script the dead run started may still run: never a second
@@ -149,7 +154,7 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
         state.record_result(&attempt, Exit::Interrupted, None, false)?;
         return Ok(Recovery::Cleared);
     }
-    if let Err(why) = vouch(common, &p, &path, Some(&settings), allowed) {
+    if let Err(why) = vouch(&machine, &p, &path, Some(&settings), allowed) {
         return refuse(common, state, &attempt, &what, &why);
     }
     // A script the dead run started may still run: never a second beside it.
@@ -175,7 +180,7 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
     let mut report = Report::default();
     let result = match decision {
         Decision::RollBack => Err(activate::redo_rollback(
-            common,
+            &machine,
             &settings,
             &path,
             &before,
@@ -183,7 +188,14 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
             &mut journal,
             &mut report,
         )),
-        _ => activate::activate(common, &settings, &path, &before, &mut journal, &mut report),
+        _ => activate::activate(
+            &machine,
+            &settings,
+            &path,
+            &before,
+            &mut journal,
+            &mut report,
+        ),
     };
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     let generation = report.generation.or(journal.pending.generation);
@@ -224,7 +236,7 @@ fn redo_rollback_command(
         p.store_path
     ));
     let mut report = Report::default();
-    let result = activate::switch_back::SwitchBack::prepare(common, Some(n), &[])
+    let result = activate::switch_back::SwitchBack::prepare(&common.machine(), Some(n), &[])
         .and_then(|back| back.run(&mut report));
     let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
     state.record_result(attempt, exit, report.generation, false)?;
@@ -260,6 +272,11 @@ mod tests {
 
     const STC: &str = "bin/switch-to-configuration";
 
+    /// What `fh-lite recover` allows.
+    fn allowed(c: &Common) -> Allowed {
+        Allowed::of_command(c.store(crate::options::StoreKind::Auto, None))
+    }
+
     /// A journal entry for `path` (switch, slow-v1-like `a` ran before).
     fn entry(path: &str, phase: Phase, before: &str) -> Pending {
         Pending {
@@ -284,14 +301,14 @@ mod tests {
         let c = common(t.path());
         let state = StateDir::new(&c.state_dir);
         assert!(matches!(
-            recover(&c, &state, &Allowed::of_command(&c)).unwrap(),
+            recover(&c, &state, &allowed(&c)).unwrap(),
             Recovery::Nothing
         ));
         let p = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a";
         let a = Attempt::start("r", &StorePath::parse(p).unwrap());
         state.begin(&a, &entry(p, Phase::Fetching, p)).unwrap();
         assert!(matches!(
-            recover(&c, &state, &Allowed::of_command(&c)).unwrap(),
+            recover(&c, &state, &allowed(&c)).unwrap(),
             Recovery::Cleared
         ));
         let s = state.load().unwrap();
@@ -344,12 +361,18 @@ mod tests {
             let path = StorePath::parse(&p.store_path).unwrap();
             let att = Attempt::start("r", &path);
             state.begin(&att, &p).unwrap();
-            let allowed = Allowed::of_command(&c);
+            let allowed = allowed(&c);
             assert!(matches!(
                 recover(&c, &state, &allowed).unwrap(),
                 Recovery::Cleared
             ));
-            let err = vouch(&c, &p, &path, Settings::of_pending(&p).as_ref(), &allowed);
+            let err = vouch(
+                &c.machine(),
+                &p,
+                &path,
+                Settings::of_pending(&p).as_ref(),
+                &allowed,
+            );
             assert!(err.unwrap_err().contains(why), "{why}");
             let s = state.load().unwrap();
             assert_eq!(s.pending, None);
@@ -379,7 +402,7 @@ mod tests {
         state
             .begin(&att, &entry(&b, Phase::Activating, &a))
             .unwrap();
-        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &allowed(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap(), Exit::RebootNeeded);
@@ -405,7 +428,7 @@ mod tests {
         state
             .begin(&att, &entry(&b, Phase::Activating, &a))
             .unwrap();
-        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &allowed(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap(), Exit::Success);
@@ -430,7 +453,7 @@ mod tests {
         state
             .begin(&att, &entry(&b, Phase::RollingBack, &a))
             .unwrap();
-        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &allowed(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap_err().exit, Exit::RolledBack);
@@ -491,8 +514,7 @@ mod tests {
             }
             let att = Attempt::start("r", &StorePath::parse(&b).unwrap());
             state.begin(&att, &entry(&b, Phase::Profile, &a)).unwrap();
-            let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap()
-            else {
+            let Recovery::Finished(r) = recover(&c, &state, &allowed(&c)).unwrap() else {
                 panic!("{what}: not recovered")
             };
             assert_eq!(r.unwrap(), Exit::Success, "{what}");
@@ -546,13 +568,14 @@ mod tests {
         // `fh-lite rollback` from 2 to 1, killed after the profile moved
         // and before a's script finished (its journal entry, as written).
         profile.switch_to(1).unwrap();
-        let back = crate::activate::switch_back::SwitchBack::prepare(&c, Some(1), &[]).unwrap();
+        let m = c.machine();
+        let back = crate::activate::switch_back::SwitchBack::prepare(&m, Some(1), &[]).unwrap();
         let entry = back.journal_entry("rollback to generation 1");
         assert_eq!(entry.action, ROLLBACK_ACTION);
         assert_eq!(entry.generation, Some(1));
         let att = Attempt::start(&entry.reference, &StorePath::parse(&a).unwrap());
         state.begin(&att, &entry).unwrap();
-        let Recovery::Finished(r) = recover(&c, &state, &Allowed::of_command(&c)).unwrap() else {
+        let Recovery::Finished(r) = recover(&c, &state, &allowed(&c)).unwrap() else {
             panic!("not recovered")
         };
         assert_eq!(r.unwrap(), Exit::Success);
@@ -575,7 +598,7 @@ mod tests {
         profile.switch_to(2).unwrap();
         state.begin(&att, &entry).unwrap();
         assert!(matches!(
-            recover(&c, &state, &Allowed::of_command(&c)).unwrap(),
+            recover(&c, &state, &allowed(&c)).unwrap(),
             Recovery::Finished(Ok(Exit::Success))
         ));
         assert_eq!(profile.current().unwrap(), Some(1));

@@ -7,7 +7,7 @@ use crate::outref::OutputRef;
 use crate::source::flakehub;
 
 pub fn run(common: &Common, reference: &OutputRef) -> Result<Exit, Error> {
-    let r = flakehub::resolve(common, reference)?;
+    let r = flakehub::resolve(&common.flakehub(), &common.http(), reference)?;
     if common.json {
         #[derive(miniserde::Serialize)]
         struct Out<'a> {

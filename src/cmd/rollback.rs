@@ -11,23 +11,24 @@ use crate::activate::switch_back::SwitchBack;
 use crate::activate::Report;
 use crate::error::{Error, Exit};
 use crate::options::Common;
-use crate::state::{Attempt, StateDir};
+use crate::state::Attempt;
 
 pub fn run(common: &Common, to: Option<u64>) -> Result<Exit, Error> {
-    let state = StateDir::of(common);
+    let state = common.machine().state();
     let _lock = state.lock()?;
     crate::signal::install()?;
     // An attempt a kill interrupted is finished or undone first.
     if let Some(result) = crate::cmd::recover::before_command(
         common,
         &state,
-        &crate::journal::Allowed::of_command(common),
+        &crate::journal::Allowed::of_command(common.store(crate::options::StoreKind::Auto, None)),
     )? {
         return result;
     }
     // A trial boot is settled (or, still waiting, undone) first.
     crate::cmd::confirm_boot::settle_before(common, &state)?;
-    let back = SwitchBack::prepare(common, to, &state.failed()?)?;
+    let machine = common.machine();
+    let back = SwitchBack::prepare(&machine, to, &state.failed()?)?;
     let reference = format!("rollback to generation {}", back.target.number);
     let attempt = Attempt::start(&reference, &back.store_path);
     // The operator's decision: the system rolled away from is not applied

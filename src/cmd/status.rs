@@ -11,7 +11,7 @@ use crate::activate::Ctx;
 use crate::error::{Error, Exit};
 use crate::options::Common;
 use crate::source::flakehub;
-use crate::state::{format_time, FailedPath, Hold, Pending, Record, Scheduled, StateDir};
+use crate::state::{format_time, FailedPath, Hold, Pending, Record, Scheduled};
 use crate::util::unix_now;
 
 pub fn run(common: &Common) -> Result<Exit, Error> {
@@ -71,12 +71,13 @@ struct StatusJson {
 }
 
 pub fn gather(common: &Common) -> Result<Status, Error> {
-    let ctx = Ctx::new(common);
+    let machine = common.machine();
+    let ctx = Ctx::new(&machine);
     let current = ctx.profile.current_target()?;
-    let state = StateDir::of(common).load()?;
-    let token = flakehub::token_info(common);
+    let state = machine.state().load()?;
+    let token = flakehub::token_info(common.token_file.as_deref());
     let fleet = state.fleet.unwrap_or_default();
-    let versions = crate::versions::all(&StateDir::of(common))?;
+    let versions = crate::versions::all(&machine.state())?;
     let trials = state.trial_boot.is_some() || state.last_trial_boot.is_some();
     let json = StatusJson {
         profile: common.profile.display().to_string(),
@@ -362,7 +363,7 @@ mod tests {
         p.switch_to(1).unwrap();
         std::fs::create_dir_all(root.join("run")).unwrap();
         std::os::unix::fs::symlink(P, root.join("run/current-system")).unwrap();
-        StateDir::new(&c.state_dir)
+        crate::state::StateDir::new(&c.state_dir)
             .mark_failed(
                 "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b",
                 "org/p/1",

@@ -413,12 +413,13 @@ fn window() -> std::time::Duration {
 }
 
 impl FetchOptions {
-    /// The command's settings.
-    pub fn of(common: &crate::options::Common, jobs: usize) -> FetchOptions {
+    /// `jobs` NARs at once, decoders capped at `max_decoder_memory`
+    /// bytes, lines about the transfer if `notes`.
+    pub fn new(jobs: usize, max_decoder_memory: u64, notes: bool) -> FetchOptions {
         FetchOptions {
             jobs,
-            max_decoder_memory: common.max_decoder_memory,
-            notes: !common.quiet,
+            max_decoder_memory,
+            notes,
             min_bytes: MIN_BYTES,
             window: window(),
         }

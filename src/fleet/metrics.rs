@@ -14,8 +14,7 @@ use std::path::Path;
 
 use crate::activate::Ctx;
 use crate::error::{Error, Exit};
-use crate::options::Common;
-use crate::state::StateDir;
+use crate::machine::Machine;
 
 /// What main knows of the run.
 pub struct Run {
@@ -27,14 +26,19 @@ pub struct Run {
 
 /// Write the metrics of `run`; a failure is a warning (the run's exit
 /// status stands).
-pub fn write_after(common: &Common, path: &Path, run: &Run) {
-    if let Err(e) = write(common, path, run) {
+pub fn write_after(machine: &Machine, token_file: Option<&Path>, path: &Path, run: &Run) {
+    if let Err(e) = write(machine, token_file, path, run) {
         crate::ui::warn(&format!("metrics file not written: {e}"));
     }
 }
 
-fn write(common: &Common, path: &Path, run: &Run) -> Result<(), Error> {
-    let text = render(common, path, run);
+fn write(
+    machine: &Machine,
+    token_file: Option<&Path>,
+    path: &Path,
+    run: &Run,
+) -> Result<(), Error> {
+    let text = render(machine, token_file, path, run);
     // A random temporary name, created O_EXCL|O_NOFOLLOW, renamed over
     // the file: a textfile directory others can write to cannot redirect
     // the write (rootfs::Dir::write_atomic).
@@ -68,8 +72,8 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn render(common: &Common, path: &Path, run: &Run) -> String {
-    let state = StateDir::of(common).load().unwrap_or_default();
+fn render(machine: &Machine, token_file: Option<&Path>, path: &Path, run: &Run) -> String {
+    let state = machine.state().load().unwrap_or_default();
     let ok = matches!(run.exit, Exit::Success | Exit::RebootNeeded);
     let now = run.started + run.duration_secs as u64;
     let previous_ok = previous(path, "fh_lite_last_success_timestamp_seconds");
@@ -85,7 +89,7 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
     let bytes = (state.last_attempt.as_ref())
         .filter(|a| a.time >= run.started)
         .map_or(0, |a| a.bytes_downloaded);
-    let current = Ctx::new(common).profile.current_target().ok().flatten();
+    let current = Ctx::new(machine).profile.current_target().ok().flatten();
     let generation = current.as_ref().map(|g| g.number);
     // What runs: the last success, unless a rollback whose script failed
     // (33) left the profile on the system it switched to since.
@@ -99,7 +103,7 @@ fn render(common: &Common, path: &Path, run: &Run) -> String {
         _ => state.last_success.as_ref(),
     };
     let reboot = state.fleet.as_ref().is_some_and(|f| f.reboot.is_some());
-    let token = crate::source::flakehub::token_info(common)
+    let token = crate::source::flakehub::token_info(token_file)
         .ok()
         .and_then(|t| t.expires_at);
 
@@ -239,7 +243,7 @@ mod tests {
             duration_secs: 2.5,
             exit,
         };
-        write(&c, &file, &run(Exit::Success)).unwrap();
+        write(&c.machine(), None, &file, &run(Exit::Success)).unwrap();
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains("# HELP fh_lite_last_exit_code "), "{text}");
         assert!(
@@ -251,7 +255,8 @@ mod tests {
             "{text}"
         );
         write(
-            &c,
+            &c.machine(),
+            None,
             &file,
             &Run {
                 started: 2_000,

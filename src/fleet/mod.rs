@@ -18,8 +18,9 @@ pub mod schedule;
 use std::path::PathBuf;
 
 use crate::error::{Error, Exit};
+use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
-use crate::options::{ApplyKind, ApplyOpts, Common, FleetOpts};
+use crate::options::{ApplyKind, ApplyOpts, FleetOpts};
 use crate::state::{format_time, Attempt, Pending, Phase, Scheduled, StateDir};
 use crate::ui::say;
 use schedule::Window;
@@ -31,17 +32,17 @@ const MAX_SCHEDULED: usize = 20;
 /// if-needed`, inside the reboot window, not under `--root`), is done:
 /// Some(exit) ends the run.
 pub fn reboot_if_due(
-    common: &Common,
+    machine: &Machine,
     fleet: &FleetOpts,
     state: &StateDir,
 ) -> Result<Option<Exit>, Error> {
-    if !fleet.reboot_if_needed || common.root.is_some() {
+    if !fleet.reboot_if_needed || machine.root.is_some() {
         return Ok(None);
     }
     let Some(need) = state.fleet()?.reboot else {
         return Ok(None);
     };
-    if booted_system(common).as_deref() == Some(need.store_path.as_str()) {
+    if booted_system(machine).as_deref() == Some(need.store_path.as_str()) {
         // Booted into it already (a reboot by other means).
         state.update_fleet(|f, _| f.reboot = None)?;
         return Ok(None);
@@ -57,7 +58,7 @@ pub fn reboot_if_due(
 /// activated (outside `--window`, or before this device's rollout time,
 /// which the first run that sees the path records).
 pub fn gate(
-    common: &Common,
+    machine: &Machine,
     fleet: &FleetOpts,
     state: &StateDir,
     reference: &str,
@@ -66,7 +67,7 @@ pub fn gate(
 ) -> Result<Option<String>, Error> {
     let now = schedule::now();
     if let Some(spread) = fleet.rollout_spread {
-        let id = match (dry_run, schedule::machine_id(common.root.as_deref())) {
+        let id = match (dry_run, schedule::machine_id(machine.root())) {
             (_, Ok(id)) => id,
             // A dry run without a machine id cannot tell; the real run refuses.
             (true, Err(_)) => return Ok(None),
@@ -159,13 +160,13 @@ fn hm(secs: u64) -> String {
 /// A deferred apply after its fetch: pin the closure like `fetch` does
 /// (STATE_DIR/fetched), record the attempt as "deferred", exit 43.
 pub fn stage_deferred(
-    common: &Common,
+    machine: &Machine,
     state: &StateDir,
     attempt: &Attempt,
     why: &str,
 ) -> Result<Exit, Error> {
-    let link = common.state_dir.join("fetched");
-    crate::pin::gc_root(common, &link, &attempt.store_path)?;
+    let link = machine.state_dir.join("fetched");
+    crate::pin::gc_root(machine.root(), &link, &attempt.store_path)?;
     state.record_result(attempt, Exit::Deferred, None, false)?;
     say(&format!(
         "{why}; staged and pinned by {}, nothing activated",
@@ -178,7 +179,7 @@ pub fn stage_deferred(
 /// (exit 100, or its kernel, initrd or modules differ from the booted
 /// system's), remember it and reboot if the policy and window allow.
 pub fn after_activation(
-    common: &Common,
+    machine: &Machine,
     opts: &ApplyOpts,
     fleet: &FleetOpts,
     state: &StateDir,
@@ -188,7 +189,7 @@ pub fn after_activation(
     let exit = result?;
     let counts = opts.kind == ApplyKind::Nixos && opts.action.makes_generation();
     let needed = exit == Exit::RebootNeeded
-        || (exit == Exit::Success && counts && kernel_differs(common, &attempt.store_path));
+        || (exit == Exit::Success && counts && kernel_differs(machine, &attempt.store_path));
     if !needed {
         state.update_fleet(|f, _| f.reboot = None)?;
         return Ok(exit);
@@ -206,7 +207,7 @@ pub fn after_activation(
         }
         return Ok(Exit::RebootNeeded);
     }
-    if common.root.is_some() {
+    if machine.root.is_some() {
         say(&format!(
             "{} needs a reboot; never rebooting under --root",
             need.store_path
@@ -223,7 +224,7 @@ pub fn after_activation(
 /// A trial boot is armed (boot/): reboot into it when the policy and the
 /// window allow; else it waits, armed, for a later run (or any reboot).
 pub fn trial_reboot(
-    common: &Common,
+    machine: &Machine,
     fleet: &FleetOpts,
     t: &crate::boot::TrialBoot,
 ) -> Result<Exit, Error> {
@@ -235,22 +236,22 @@ pub fn trial_reboot(
     // kernel passes it to the firmware. `--reboot-argument=` (systemd 246
     // on); systemd 253 dropped the positional argument of `reboot`.
     let arg = (t.loader == "tryboot").then_some(crate::boot::tryboot::REBOOT_ARG);
-    reboot_for(common, fleet, path, &doing, arg)
+    reboot_for(machine, fleet, path, &doing, arg)
 }
 
 /// After a trial boot's health check failed on the new system and the
 /// default is back on the previous one: reboot into it when the policy
 /// and window allow (Ok(true): the reboot was started).
-pub fn reboot_back(common: &Common, fleet: &FleetOpts, path: &str) -> Result<bool, Error> {
+pub fn reboot_back(machine: &Machine, fleet: &FleetOpts, path: &str) -> Result<bool, Error> {
     let doing = format!("rebooting back from {path} to the previous system");
-    Ok(reboot_for(common, fleet, path, &doing, None)? == Exit::Success)
+    Ok(reboot_for(machine, fleet, path, &doing, None)? == Exit::Success)
 }
 
 /// `systemctl --no-block [--reboot-argument=ARG] reboot` when `--reboot if-needed`, not
 /// under `--root`, inside the window; Success when it was started, else
 /// RebootNeeded (said why).
 fn reboot_for(
-    common: &Common,
+    machine: &Machine,
     fleet: &FleetOpts,
     path: &str,
     doing: &str,
@@ -262,7 +263,7 @@ fn reboot_for(
         ));
         return Ok(Exit::RebootNeeded);
     }
-    if common.root.is_some() {
+    if machine.root.is_some() {
         say(&format!(
             "{path} needs a reboot; never rebooting under --root (its trial boot is armed)"
         ));
@@ -369,14 +370,14 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// `/run/booted-system` resolved (under `--root`), if it exists.
-fn booted_system(common: &Common) -> Option<String> {
-    crate::boot::booted_system(common.root.as_deref())
+fn booted_system(machine: &Machine) -> Option<String> {
+    crate::boot::booted_system(machine.root())
 }
 
 /// As autoUpgrade checks: kernel, initrd or kernel-modules of `new`
 /// resolve elsewhere than the booted system's. No booted system: false.
-fn kernel_differs(common: &Common, new: &str) -> bool {
-    crate::boot::kernel_differs_at(common.root.as_deref(), new)
+fn kernel_differs(machine: &Machine, new: &str) -> bool {
+    crate::boot::kernel_differs_at(machine.root(), new)
 }
 
 #[cfg(test)]

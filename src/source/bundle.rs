@@ -29,7 +29,7 @@ use crate::nix::hash::Sha256;
 use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
-use crate::options::{ApplyOpts, Common, OfflineOpts};
+use crate::options::{ApplyOpts, OfflineOpts};
 use crate::outref::OutputRef;
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -92,7 +92,7 @@ fn read_err(what: &str, e: io::Error) -> Error {
 
 /// Open `from` (`-`: standard input) and verify everything but the NARs.
 pub fn open(
-    common: &Common,
+    frontend_addr: &str,
     opts: &ApplyOpts,
     offline: &OfflineOpts,
     from: &Path,
@@ -146,12 +146,9 @@ pub fn open(
     if regular {
         prepass(from, &what, &manifest)?;
     }
-    let reference = crate::outref::parse(
-        &manifest.reference,
-        &common.frontend_addr,
-        &manifest.attribute_path,
-    )
-    .map_err(|e| refuse(&what, format!("manifest reference: {e}")))?;
+    let reference =
+        crate::outref::parse(&manifest.reference, frontend_addr, &manifest.attribute_path)
+            .map_err(|e| refuse(&what, format!("manifest reference: {e}")))?;
     let reference = (!crate::bundle::is_store_path_ref(&reference)).then_some(reference);
     let nars = (manifest.carried())
         .filter_map(|e| Some((e.nar.clone(), StorePath::parse(&e.path).ok()?)))

@@ -18,10 +18,11 @@ use std::path::Path;
 use crate::cache::file::FileCache;
 use crate::cache::{status_error, CacheClient, FetchError};
 use crate::error::{Error, Exit};
+use crate::http::Settings;
 use crate::http::{Auth, Client, RangeAnswer, Secret};
 use crate::nix::narinfo::NarInfo;
 use crate::nix::store_path::StorePath;
-use crate::options::{Common, OfflineOpts};
+use crate::options::OfflineOpts;
 use crate::outref::OutputRef;
 use crate::source::Source;
 use crate::store::Store;
@@ -167,7 +168,7 @@ impl Source for Direct {
 
 /// The cache `--cache URL` names, with its credential, and the store path.
 pub fn open(
-    common: &Common,
+    http: &Settings,
     offline: &OfflineOpts,
     store_path: &StorePath,
     url: &str,
@@ -199,7 +200,7 @@ pub fn open(
         };
         let from = credential.from().map(String::from);
         let cache = HttpCache {
-            client: Client::new(common)?,
+            client: Client::new(http)?,
             base: url.to_string(),
             credential,
         };
@@ -218,7 +219,7 @@ pub fn open(
 /// `--netrc-file` (never a `default` entry, never the closure token or the
 /// `--cache-token-file`). `http://` is allowed for a mirror without
 /// `--allow-insecure-http`: what it serves is verified like anything else.
-pub fn install_mirrors(common: &Common, offline: &OfflineOpts) -> Result<(), Error> {
+pub fn install_mirrors(http: &Settings, offline: &OfflineOpts) -> Result<(), Error> {
     let mut list = Vec::new();
     for url in &offline.mirrors {
         let client: Box<dyn CacheClient + Send> = if url.starts_with("file://") {
@@ -256,7 +257,7 @@ pub fn install_mirrors(common: &Common, offline: &OfflineOpts) -> Result<(), Err
                 }
             };
             Box::new(HttpCache {
-                client: Client::for_mirror(common)?,
+                client: Client::for_mirror(http)?,
                 base: url.clone(),
                 credential,
             })

@@ -12,12 +12,14 @@ pub mod bundle;
 pub mod cache;
 pub mod flakehub;
 
+use flakehub::FlakeHub;
+
 use crate::cache::{CacheClient, FetchError};
 use crate::error::Error;
 use crate::fetch::FetchOptions;
-use crate::http::Secret;
+use crate::http::{Secret, Settings};
 use crate::nix::store_path::StorePath;
-use crate::options::{ApplyOpts, Common, OfflineOpts, Target};
+use crate::options::{ApplyOpts, OfflineOpts, Target};
 use crate::outref::OutputRef;
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -71,21 +73,26 @@ pub trait Source {
 
 /// Open the source of `opts.target`: the bundle (verified, its reference
 /// from the manifest), the cache `--cache` names, or FlakeHub (resolve:
-/// the store path and a closure token).
+/// the store path and a closure token). Every HTTP client is made with
+/// `http`.
 pub fn open<'a>(
-    common: &'a Common,
+    flakehub: &FlakeHub,
+    http: &Settings,
     opts: &'a ApplyOpts,
     offline: &OfflineOpts,
 ) -> Result<Box<dyn Source + 'a>, Error> {
     match &opts.target {
         Target::FlakeHub(reference) => Ok(Box::new(flakehub::ClosureToken::resolve(
-            crate::http::Client::new(common)?,
-            common,
+            crate::http::Client::new(http)?,
+            flakehub.clone(),
             reference,
         )?)),
-        Target::Bundle(from) => Ok(Box::new(bundle::open(common, opts, offline, from)?)),
-        Target::StorePath { path, cache } => {
-            Ok(Box::new(cache::open(common, offline, path, cache)?))
-        }
+        Target::Bundle(from) => Ok(Box::new(bundle::open(
+            &flakehub.frontend_addr,
+            opts,
+            offline,
+            from,
+        )?)),
+        Target::StorePath { path, cache } => Ok(Box::new(cache::open(http, offline, path, cache)?)),
     }
 }

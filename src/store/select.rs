@@ -22,7 +22,7 @@ use crate::error::{Error, Exit};
 use crate::http::Secret;
 use crate::nix::narinfo::signature::TrustedKeys;
 use crate::nix::store_path::StorePath;
-use crate::options::{ApplyOpts, Common, StoreKind};
+use crate::options::StoreKind;
 
 fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     let probe = DaemonStore::connect(socket, true)?;
@@ -42,20 +42,31 @@ fn daemon_store(socket: &Path) -> Result<DaemonStore, StoreError> {
     }
 }
 
-/// Open the backend `opts.store` asks for. The `nix copy` backend gets the
-/// cache (`--cache-addr`), the closure token and the trusted keys.
+/// The store a command uses: `--store`, `--daemon-socket`, beneath
+/// `--root`; the `nix copy` backend's cache (`--cache-addr`) and the CA
+/// fh-lite trusts for it (`--ca-file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreChoice {
+    pub kind: StoreKind,
+    pub daemon_socket: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub cache_addr: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Open the backend `choice.kind` asks for. The `nix copy` backend gets the
+/// cache, the closure token and the trusted keys.
 pub fn select(
-    common: &Common,
-    opts: &ApplyOpts,
+    choice: &StoreChoice,
     keys: &TrustedKeys,
     token: &Secret,
 ) -> Result<Box<dyn Store>, Error> {
-    let root: PathBuf = common.root.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let socket = opts
+    let root: PathBuf = choice.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let socket = choice
         .daemon_socket
         .clone()
         .unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_SOCKET));
-    match opts.store {
+    match choice.kind {
         StoreKind::Daemon => Ok(Box::new(daemon_store(&socket)?)),
         StoreKind::Local => {
             // A fresh root is fine: Nix creates the database on first use.
@@ -64,13 +75,13 @@ pub fn select(
         }
         StoreKind::Nix => Ok(Box::new(
             NixCopyStore::new(
-                &common.cache_addr,
+                &choice.cache_addr,
                 Some(token),
-                common.root.as_deref(),
+                choice.root.as_deref(),
                 keys.keys.iter().map(|k| k.to_string()).collect(),
             )
             // The CA fh-lite trusts for the cache, as http.rs reads it.
-            .with_ca_file(common.ca_file.clone().or_else(|| {
+            .with_ca_file(choice.ca_file.clone().or_else(|| {
                 std::env::var_os("SSL_CERT_FILE")
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
@@ -78,7 +89,7 @@ pub fn select(
         )),
         StoreKind::Auto => {
             let mut tried = Vec::new();
-            if common.root.is_none() || opts.daemon_socket.is_some() {
+            if choice.root.is_none() || choice.daemon_socket.is_some() {
                 match daemon_store(&socket) {
                     Ok(s) => return Ok(Box::new(s)),
                     Err(e) => tried.push(e.to_string()),
@@ -99,7 +110,7 @@ pub fn select(
                 ),
             ))
         }
-        StoreKind::Image => match &common.root {
+        StoreKind::Image => match &choice.root {
             Some(root) => Ok(Box::new(ImageStore::open(root)?)),
             None => Err(Error::usage(
                 "--store image needs --root DIR (the image being built)",
@@ -108,19 +119,14 @@ pub fn select(
     }
 }
 
-/// Whether `path` is registered and valid in the store this command
-/// uses (`kind`, `socket` as `--store`, `--daemon-socket`): under `--root`
-/// the image root's registration first; then the Nix store (the daemon,
-/// the local database, or `nix path-info`). Recovery (cmd/recover.rs) redoes
-/// nothing this store does not vouch for.
-pub fn is_valid_here(
-    common: &Common,
-    kind: StoreKind,
-    socket: Option<&Path>,
-    path: &StorePath,
-) -> Result<bool, Error> {
+/// Whether `path` is registered and valid in the store `choice` names:
+/// under `--root` the image root's registration first; then the Nix store
+/// (the daemon, the local database, or `nix path-info`). Recovery
+/// (cmd/recover.rs) redoes nothing this store does not vouch for.
+pub fn is_valid_here(choice: &StoreChoice, path: &StorePath) -> Result<bool, Error> {
     let one = std::slice::from_ref(path);
-    if let Some(root) = &common.root {
+    let (kind, socket) = (choice.kind, choice.daemon_socket.as_deref());
+    if let Some(root) = &choice.root {
         if ImageStore::open(root)?.query_valid(one)?.contains(path) {
             return Ok(true);
         }
@@ -128,19 +134,19 @@ pub fn is_valid_here(
             return Ok(false);
         }
     }
-    let root: PathBuf = common.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let root: PathBuf = choice.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let default_socket = PathBuf::from(daemon::DEFAULT_SOCKET);
     let store: Box<dyn Store> = match kind {
         StoreKind::Daemon => Box::new(daemon_store(socket.unwrap_or(&default_socket))?),
         StoreKind::Local => Box::new(LocalStore::new(&root)),
         StoreKind::Nix => Box::new(NixCopyStore::new(
-            &common.cache_addr,
+            &choice.cache_addr,
             None,
-            common.root.as_deref(),
+            choice.root.as_deref(),
             Vec::new(),
         )),
         StoreKind::Auto | StoreKind::Image => {
-            let daemon = (common.root.is_none() || socket.is_some())
+            let daemon = (choice.root.is_none() || socket.is_some())
                 .then(|| daemon_store(socket.unwrap_or(&default_socket)).ok())
                 .flatten();
             match daemon {
@@ -168,7 +174,8 @@ mod tests {
             panic!("{args}: not apply")
         };
         let keys = TrustedKeys::flakehub_defaults();
-        select(&cli.common, &opts, &keys, &Secret::new("t"))
+        let choice = cli.common.store(opts.store, opts.daemon_socket.as_deref());
+        select(&choice, &keys, &Secret::new("t"))
     }
 
     #[test]

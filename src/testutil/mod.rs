@@ -111,6 +111,12 @@ pub fn common(root: &Path) -> crate::options::Common {
     }
 }
 
+/// The machine of [`common`]`(root)`.
+#[cfg(test)]
+pub fn machine(root: &Path) -> crate::machine::Machine {
+    common(root).machine()
+}
+
 /// Apply options with the defaults of the command line, the image store.
 #[cfg(test)]
 pub fn opts(

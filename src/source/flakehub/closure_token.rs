@@ -2,11 +2,11 @@
 //! resolves to, and the closure token that reads it from the FlakeHub
 //! cache, renewed when it expires.
 
+use super::FlakeHub;
 use crate::cache::{CacheClient, FetchError, HttpCache};
 use crate::error::{Error, Exit};
 use crate::http::{Client, Secret};
 use crate::nix::store_path::StorePath;
-use crate::options::Common;
 use crate::outref::OutputRef;
 use crate::source::Source;
 use crate::store::Store;
@@ -20,7 +20,7 @@ const MAX_TOKEN_REFRESHES: u32 = 8;
 /// fresh one (for the same store path), and the work goes on.
 pub struct ClosureToken<'a> {
     client: Client,
-    common: &'a Common,
+    flakehub: FlakeHub,
     reference: &'a OutputRef,
     store_path: StorePath,
     token: Secret,
@@ -31,13 +31,13 @@ impl<'a> ClosureToken<'a> {
     /// Resolve `reference`: its store path and a closure token.
     pub fn resolve(
         client: Client,
-        common: &'a Common,
+        flakehub: FlakeHub,
         reference: &'a OutputRef,
     ) -> Result<ClosureToken<'a>, Error> {
-        let r = super::resolve_with_token(&client, common, reference)?;
+        let r = super::resolve_with_token(&client, &flakehub, reference)?;
         Ok(ClosureToken {
             client,
-            common,
+            flakehub,
             reference,
             store_path: r.store_path,
             token: r.token,
@@ -60,7 +60,7 @@ impl Source for ClosureToken<'_> {
     fn cache(&self) -> Box<dyn CacheClient + '_> {
         Box::new(HttpCache {
             client: &self.client,
-            base: self.common.cache_addr.clone(),
+            base: self.flakehub.cache_addr.clone(),
             token: &self.token,
         })
     }
@@ -73,7 +73,7 @@ impl Source for ClosureToken<'_> {
         // The reference must still resolve to the same path (a loose
         // requirement may have moved on).
         let reference = self.reference;
-        let again = super::resolve_with_token(&self.client, self.common, reference)?;
+        let again = super::resolve_with_token(&self.client, &self.flakehub, reference)?;
         if again.store_path != self.store_path {
             return Err(Error::new(
                 Exit::Cache,

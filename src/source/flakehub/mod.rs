@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Exit};
 use crate::http::{Auth, Client, HttpError};
 use crate::nix::store_path::StorePath;
-use crate::options::Common;
 use crate::outref::OutputRef;
 
 pub use crate::http::Secret;
@@ -50,6 +49,17 @@ pub const FH_LITE_TOKEN: &str = "/etc/fh-lite/token";
 pub const DETERMINATE_TOKEN: &str = "/nix/var/determinate/token";
 /// Largest token file read (JWTs are about 1 KiB).
 const TOKEN_FILE_LIMIT: u64 = 64 << 10;
+
+/// Where FlakeHub answers and what fh-lite shows it: `--api-addr`,
+/// `--cache-addr`, `--frontend-addr` (the web address of a REF's URL
+/// form), `--token-file` (else the default places of the device token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlakeHub {
+    pub api_addr: String,
+    pub cache_addr: String,
+    pub frontend_addr: String,
+    pub token_file: Option<PathBuf>,
+}
 
 /// What `resolve` found. `token` is the closure token, if FlakeHub sent one.
 #[derive(Debug)]
@@ -266,26 +276,30 @@ impl From<FlakehubError> for Error {
 }
 
 /// Resolve `reference` with the device token (no closure token).
-pub fn resolve(common: &Common, reference: &OutputRef) -> Result<Resolved, FlakehubError> {
-    let client = Client::new(common)?;
-    get_output(&client, common, reference, false)
+pub fn resolve(
+    flakehub: &FlakeHub,
+    http: &crate::http::Settings,
+    reference: &OutputRef,
+) -> Result<Resolved, FlakehubError> {
+    let client = Client::new(http)?;
+    get_output(&client, flakehub, reference, false)
 }
 
 /// Resolve `reference` for apply, with a client the caller keeps for the
 /// cache: the answer must carry a closure token.
 pub fn resolve_with_token(
     client: &Client,
-    common: &Common,
+    flakehub: &FlakeHub,
     reference: &OutputRef,
 ) -> Result<ResolvedWithToken, FlakehubError> {
-    let r = get_output(client, common, reference, true)?;
+    let r = get_output(client, flakehub, reference, true)?;
     match r.token {
         Some(token) => Ok(ResolvedWithToken {
             store_path: r.store_path,
             token,
         }),
         None => Err(FlakehubError::NoClosureToken {
-            url: output_url(&common.api_addr, reference, true),
+            url: output_url(&flakehub.api_addr, reference, true),
         }),
     }
 }
@@ -293,17 +307,17 @@ pub fn resolve_with_token(
 /// GET the output endpoint with the device token.
 fn get_output(
     client: &Client,
-    common: &Common,
+    flakehub: &FlakeHub,
     reference: &OutputRef,
     include_token: bool,
 ) -> Result<Resolved, FlakehubError> {
     let (token_file, device_token) = find_token(
-        common.token_file.as_deref(),
+        flakehub.token_file.as_deref(),
         &|k| std::env::var(k).ok(),
         // A security warning, not progress: shown even with --quiet.
         true,
     )?;
-    let url = output_url(&common.api_addr, reference, include_token);
+    let url = output_url(&flakehub.api_addr, reference, include_token);
     let body = match client.get_json(&url, Auth::Bearer(&device_token)) {
         Ok(b) => b,
         Err(e) => {
@@ -477,10 +491,11 @@ run 'chmod 600 {}'",
     Ok(Secret::new(token))
 }
 
-/// For `status`: the token file in use and the token's JWT `exp`.
-pub fn token_info(common: &Common) -> Result<TokenInfo, FlakehubError> {
+/// For `status`: the token file in use (`token_file`: `--token-file`) and
+/// the token's JWT `exp`.
+pub fn token_info(token_file: Option<&Path>) -> Result<TokenInfo, FlakehubError> {
     let (path, token) = find_token(
-        common.token_file.as_deref(),
+        token_file,
         &|k| std::env::var(k).ok(),
         // A security warning, not progress: shown even with --quiet.
         true,
