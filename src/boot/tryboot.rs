@@ -234,11 +234,12 @@ impl Tryboot {
             dir.remove_file(TRYBOOT).map_err(what)?;
             dir.sync().map_err(what)?;
         }
-        let temp = format!(".{DIR}.");
+        // Temporary names a cut run left: `.NAME.tmp-PID-RANDOM`.
+        let (temp, temp_txt) = (format!(".{DIR}."), format!(".{TRYBOOT}."));
         let mut removed = false;
         for name in dir.entries().map_err(what)? {
             let n = name.to_string_lossy();
-            if n == DIR || n.starts_with(&temp) {
+            if n == DIR || n.starts_with(&temp) || n.starts_with(&temp_txt) {
                 dir.remove_tree(&name).map_err(what)?;
                 removed = true;
             }
@@ -376,8 +377,8 @@ fn store_path_of(p: &Path) -> Option<PathBuf> {
         .then(|| parts.iter().collect())
 }
 
-/// The entries of `dir` (none when it does not exist), each resolved by
-/// `inside`, sorted by name.
+/// The files in `dir` (none when it does not exist), each resolved by
+/// `inside`, sorted by name; subdirectories are skipped.
 fn listing(
     dir: &Path,
     inside: &dyn Fn(&Path) -> Result<PathBuf, Error>,
@@ -391,6 +392,9 @@ fn listing(
     for e in entries {
         let e = e.map_err(|e| bad(format!("{}: {e}", dir.display())))?;
         let real = inside(&e.path())?;
+        if real.is_dir() {
+            continue;
+        }
         out.push((e.file_name(), real));
     }
     out.sort();
@@ -735,6 +739,7 @@ mod tests {
         std::fs::create_dir_all(tmp.join("overlays")).unwrap();
         std::fs::write(tmp.join("kernel.img"), "half").unwrap();
         std::fs::write(pi.fw().join(TRYBOOT), "old").unwrap();
+        std::fs::write(pi.fw().join(".tryboot.txt.tmp-123-456"), "half").unwrap();
         pi.tb().release().unwrap();
         assert_eq!(pi.names(), ["config.txt", "start4.elf"]);
     }
