@@ -614,3 +614,28 @@ fn tryboot_back_on_the_old_system_did_not_boot_only_after_the_tryboot_reboot() {
     let r = tryboot_trial(&d, &fw);
     assert_eq!(r.code, 34, "not retried without --retry-failed: {r:?}");
 }
+
+/// `--boot-loader tryboot` with the firmware partition not mounted (an
+/// empty mount point): refused before anything changes (exit 2).
+#[test]
+fn tryboot_without_a_mounted_firmware_partition_is_refused_before_anything_changes() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = pi_deploy();
+    let fw = booted_pi(&d);
+    std::fs::remove_file(fw.join("config.txt")).unwrap();
+    let r = tryboot_trial(&d, &fw);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "a tryboot trial boot needs the Raspberry Pi firmware partition, but {}/config.txt does not exist",
+            fw.display()
+        )),
+        "{r:?}"
+    );
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(names(&fw), ["start4.elf"]);
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"trial_boot\":null"), "{st:?}");
+}
