@@ -25,6 +25,7 @@ mod cache;
 pub mod cli;
 mod cmd;
 pub mod error;
+mod exec;
 mod fetch;
 mod fleet;
 mod http;
@@ -68,6 +69,7 @@ pub mod fuzzing {
 /// unless another run holds the lock (it writes its own).
 pub fn run(cli: Cli) -> Result<Exit, Error> {
     ui::set_quiet(cli.common.quiet || cli.common.json);
+    exec::init(cli.common.verbose);
     rate::install(cli.common.limit_rate, cli.common.limit_rate_uplink);
     let (started, clock) = (util::unix_now(), std::time::Instant::now());
     let result = run_command(&cli);

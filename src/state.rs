@@ -15,7 +15,7 @@
 //! TrialBoot = the journal of a trial boot (boot/mod.rs, docs/journal.md):
 //!   { "reference", "store_path", "phase", "generation",
 //!     "previous_generation", "previous_system", "loader", "entry",
-//!     "pinned", "efivars", "firmware_dir", "health_check",
+//!     "pinned", "conf_default", "efivars", "firmware_dir", "health_check",
 //!     "health_timeout", "activation_timeout", "install_bootloader",
 //!     "reboot_requested", "failure", "boot_id", "time" }
 //! TrialOutcome = { "reference", "store_path", "generation", "result":
@@ -730,13 +730,29 @@ impl StateDir {
 
     /// A trial boot ended: its outcome recorded, its journal entry cleared,
     /// and (`failed`) the path listed as failed, or (committed) no longer
-    /// failed, in one write.
+    /// failed, in one write. The apply that armed it, if it died before
+    /// it recorded its result (a power cut inside the trial), is still
+    /// `running` in `last_attempt`: it gets the outcome's result (an undo
+    /// reads "interrupted"). Settling runs under the lock before any new
+    /// attempt is recorded, so that record is never a live one.
     pub fn end_trial_boot(
         &self,
         outcome: &crate::boot::record::TrialOutcome,
         failed: Option<Exit>,
     ) -> Result<(), Error> {
         self.update(|s| {
+            if let Some(a) = s.last_attempt.as_mut().filter(|a| {
+                a.result == "running" && a.exit_code.is_none() && a.store_path == outcome.store_path
+            }) {
+                let exit = match (failed, outcome.result.as_str()) {
+                    (Some(e), _) => e,
+                    (None, "committed") => Exit::Success,
+                    (None, _) => Exit::Interrupted,
+                };
+                a.result = exit.name().to_string();
+                a.exit_code = Some(exit.code());
+                a.generation = a.generation.or(outcome.generation);
+            }
             match failed {
                 Some(exit) => push_failed(s, &outcome.store_path, &outcome.reference, exit),
                 None if outcome.result == "committed" => {
@@ -845,6 +861,54 @@ mod tests {
 
     fn sp() -> StorePath {
         StorePath::parse(P).unwrap()
+    }
+
+    /// An apply cut inside its trial boot stays `running` until the
+    /// trial is settled; then it reads as the trial ended.
+    #[test]
+    fn a_trial_apply_cut_before_its_result_gets_the_trials_outcome() {
+        let t = TempDir::new("state-trial-cut");
+        let d = dir(&t);
+        for (result, failed, want) in [
+            ("undone", None, ("interrupted", 42)),
+            ("did-not-boot", Some(Exit::DidNotBoot), ("did-not-boot", 36)),
+            ("committed", None, ("success", 0)),
+        ] {
+            let a = Attempt::start("org/proj/=0.1.2#x", &sp());
+            d.record_attempt(&a).unwrap();
+            let outcome = crate::boot::record::TrialOutcome {
+                store_path: P.to_string(),
+                generation: Some(4),
+                result: result.to_string(),
+                ..Default::default()
+            };
+            d.end_trial_boot(&outcome, failed).unwrap();
+            let last = d.load().unwrap().last_attempt.unwrap();
+            assert_eq!(
+                (last.result.as_str(), last.exit_code, last.generation),
+                (want.0, Some(want.1), Some(4)),
+                "{result}"
+            );
+        }
+        // A finished attempt, or another path's, is left as it is.
+        let a = Attempt::start("org/proj/=0.1.2#x", &sp());
+        d.record_result(&a, Exit::RebootNeeded, Some(4), false)
+            .unwrap();
+        let outcome = crate::boot::record::TrialOutcome {
+            store_path: P.to_string(),
+            result: "undone".to_string(),
+            ..Default::default()
+        };
+        d.end_trial_boot(&outcome, None).unwrap();
+        assert_eq!(d.load().unwrap().last_attempt.unwrap().exit_code, Some(40));
+        d.record_attempt(&a).unwrap();
+        let other = crate::boot::record::TrialOutcome {
+            store_path: "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b".to_string(),
+            result: "undone".to_string(),
+            ..Default::default()
+        };
+        d.end_trial_boot(&other, None).unwrap();
+        assert_eq!(d.load().unwrap().last_attempt.unwrap().result, "running");
     }
 
     #[test]

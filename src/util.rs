@@ -45,61 +45,9 @@ pub fn boot_id() -> Option<String> {
     (s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then(|| s.to_string())
 }
 
-/// Variables through which the C library and the dynamic loader load code
-/// or read data chosen by whoever set them (glibc ignores them for setuid
-/// programs for that reason). Programs fh-lite runs as root (activation
-/// scripts, health checks, nix-store, nix, date, systemctl) never inherit
-/// them: [`scrub_env`].
-const UNSAFE_ENV: &[&str] = &[
-    "GCONV_PATH",
-    "GETCONF_DIR",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "LOCPATH",
-    "MALLOC_TRACE",
-    "NIS_PATH",
-    "NLSPATH",
-    "RESOLV_HOST_CONF",
-    "RES_OPTIONS",
-];
-
-/// Remove from `cmd`'s environment every `LD_*` variable and those of
-/// [`UNSAFE_ENV`] that fh-lite inherited. What the caller sets on `cmd`
-/// afterwards is kept.
-pub fn scrub_env(cmd: &mut std::process::Command) {
-    scrub_env_of(cmd, std::env::vars_os().map(|(k, _)| k));
-}
-
-fn scrub_env_of(cmd: &mut std::process::Command, names: impl Iterator<Item = std::ffi::OsString>) {
-    for k in names {
-        let k = k.to_string_lossy();
-        if k.starts_with("LD_") || UNSAFE_ENV.contains(&&*k) {
-            cmd.env_remove(&*k);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn programs_run_as_root_inherit_no_loader_variables() {
-        // Set on the command as fh-lite would have inherited them.
-        let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.args([
-            "-c",
-            "echo ${LD_LIBRARY_PATH-none} ${GCONV_PATH-none} ${KEEP-none}",
-        ]);
-        cmd.env("LD_LIBRARY_PATH", "/evil")
-            .env("GCONV_PATH", "/evil");
-        cmd.env("KEEP", "kept");
-        let inherited = ["LD_LIBRARY_PATH", "GCONV_PATH", "KEEP", "PATH"];
-        scrub_env_of(&mut cmd, inherited.iter().map(std::ffi::OsString::from));
-        cmd.env("KEEP", "kept");
-        let out = cmd.output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "none none kept\n");
-    }
 
     #[test]
     fn size_picks_the_unit() {

@@ -45,6 +45,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Exit};
+use crate::exec::Env;
 use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
 use crate::options::{Action, ApplyKind, ApplyOpts};
@@ -316,6 +317,9 @@ pub(crate) struct Ctx<'a> {
     pub profile: Profile,
     /// Where the journal is: a running script is recorded there ([`orphan`]).
     pub state: crate::state::StateDir,
+    /// The environment of what runs ([`crate::exec`]): the minimal one,
+    /// or the calling user's for Home Manager.
+    pub env: Env,
 }
 
 impl<'a> Ctx<'a> {
@@ -325,6 +329,7 @@ impl<'a> Ctx<'a> {
             root,
             profile: Profile::new(&machine.profile, root),
             state: machine.state(),
+            env: Env::System,
         }
     }
 
@@ -356,22 +361,26 @@ impl<'a> Ctx<'a> {
 
     /// `program` (a path inside the system) as a command: chrooted under
     /// `--root` through the `chroot` program (no `unsafe` pre_exec here).
+    /// Started through [`crate::exec`]: `chroot` found on the sanitised
+    /// PATH, the minimal environment ([`Ctx::env`]), stdin /dev/null
+    /// (never fh-lite's own: under `--from -` that is the bundle pipe).
+    /// Inside the root the PATH is [`crate::exec::DEFAULT_PATH`]: this
+    /// machine's directories say nothing about the root's.
     pub fn command(&self, program: &Path) -> Result<Command, ActivateError> {
         self.check_can_run()?;
-        let mut c = match self.root {
+        let spawn = |program: &Path, err| ActivateError::Spawn {
+            program: program.display().to_string(),
+            err,
+        };
+        Ok(match self.root {
             Some(r) => {
-                let mut c = Command::new("chroot");
-                c.arg(r).arg(program);
+                let mut c = crate::exec::command("chroot", self.env)
+                    .map_err(|e| spawn(Path::new("chroot"), e))?;
+                c.arg(r).arg(program).env("PATH", crate::exec::DEFAULT_PATH);
                 c
             }
-            None => Command::new(program),
-        };
-        // Never fh-lite's own standard input (under `--from -` the bundle
-        // pipe): activation scripts and health checks read nothing. No
-        // loader variables either (util::scrub_env).
-        c.stdin(std::process::Stdio::null());
-        crate::util::scrub_env(&mut c);
-        Ok(c)
+            None => crate::exec::command(program, self.env).map_err(|e| spawn(program, e))?,
+        })
     }
 
     /// `program` chrooted into the root as `nixos-install` runs the boot
@@ -414,16 +423,36 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        let mut c = Command::new("unshare");
-        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        // Every program by the absolute path found on the sanitised PATH:
+        // the one PATH the child has is the root's (DEFAULT_PATH).
+        let find = |name: &str| {
+            crate::exec::find(name).ok_or_else(|| ActivateError::Spawn {
+                program: name.to_string(),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not on the PATH searched for programs run as root (-v names the entries left out)",
+                ),
+            })
+        };
+        let (sh, mount, chroot) = (find("sh")?, find("mount")?, find("chroot")?);
+        let mut c =
+            crate::exec::command("unshare", self.env).map_err(|err| ActivateError::Spawn {
+                program: "unshare".into(),
+                err,
+            })?;
+        c.args(["--mount", "--propagation", "private", "--"])
+            .arg(sh)
+            .arg("-c")
             .arg(
-                "r=$1; shift; mount --rbind /dev \"$r/dev\" && mount -t proc proc \"$r/proc\" \
-                 && mount --rbind /sys \"$r/sys\" && exec chroot \"$r\" \"$@\"",
+                "m=$1; c=$2; r=$3; shift 3; \"$m\" --rbind /dev \"$r/dev\" && \"$m\" -t proc proc \"$r/proc\" \
+                 && \"$m\" --rbind /sys \"$r/sys\" && exec \"$c\" \"$r\" \"$@\"",
             )
             .arg("sh")
+            .arg(mount)
+            .arg(chroot)
             .arg(root)
-            .arg(program);
-        crate::util::scrub_env(&mut c);
+            .arg(program)
+            .env("PATH", crate::exec::DEFAULT_PATH);
         Ok(c)
     }
 
@@ -532,7 +561,11 @@ pub fn activate(
     report: &mut Report,
 ) -> Result<Exit, Error> {
     crate::signal::activation_begins();
-    let ctx = Ctx::new(machine);
+    let mut ctx = Ctx::new(machine);
+    if Flavor::of(settings.kind) == Flavor::HomeManager {
+        // The calling user's session, not the minimal environment.
+        ctx.env = Env::User;
+    }
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => home_manager::activate(&ctx, settings, store_path, journal, report),
         flavor => run::SystemRun::new(&ctx, settings, flavor, before)
@@ -552,7 +585,11 @@ pub fn redo_rollback(
     report: &mut Report,
 ) -> Error {
     crate::signal::activation_begins();
-    let ctx = Ctx::new(machine);
+    let mut ctx = Ctx::new(machine);
+    if Flavor::of(settings.kind) == Flavor::HomeManager {
+        // The calling user's session, not the minimal environment.
+        ctx.env = Env::User;
+    }
     match Flavor::of(settings.kind) {
         Flavor::HomeManager => {
             report.path_failed = true;

@@ -18,6 +18,14 @@ pub fn undo_now(ctx: &Ctx, loader: &Loader, t: &TrialBoot) -> Result<(), Error> 
 /// The mechanics of a fallback; `started`: the new generation's `boot`
 /// may have run, so the old one's runs again.
 pub fn restore(ctx: &Ctx, loader: &Loader, t: &TrialBoot, started: bool) -> Result<(), Error> {
+    // loader.conf on the running entry first (the new generation's `boot`
+    // may have been cut before it was held); the old `boot` then rewrites
+    // it for its own generation.
+    if let (true, Some(pinned)) = (started, t.pinned.as_deref()) {
+        if let Err(e) = loader.hold_default(pinned, false) {
+            crate::ui::warn(&e.message);
+        }
+    }
     if let Some(prev) = t.previous_generation {
         if ctx.profile.current()? != Some(prev) {
             ctx.profile.switch_to(prev)?;

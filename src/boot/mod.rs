@@ -6,7 +6,8 @@
 //! ```text
 //! apply --trial --reboot if-needed, reboot needed:
 //!   journal "pinning"    pin the persistent default on the running entry
-//!   journal "preparing"  generation + switch-to-configuration boot
+//!   journal "preparing"  generation + switch-to-configuration boot,
+//!                        loader.conf's default held on the running entry
 //!   journal "one-shot"   one-shot boot of the new entry
 //!   journal "rebooting"  systemctl reboot
 //! next boot (confirm-boot, also first in every apply):
@@ -19,7 +20,9 @@
 //! The rule: the persistent default never points at a generation that has
 //! not booted and passed its health check here. The pin is written before
 //! anything that could move the default (the new generation's `boot`
-//! writes loader.conf's `default`, which the pin overrides), the one-shot
+//! writes loader.conf's `default`, which the pin overrides and fh-lite
+//! then sets back to the running entry, for firmware that loses the EFI
+//! variables; the commit restores it before the pin goes), the one-shot
 //! after the entry exists, and each step is journaled before it starts,
 //! so a power cut anywhere leaves the default on the running system, and
 //! the next run finishes or undoes the trial.
@@ -324,6 +327,49 @@ impl Loader {
         }
     }
 
+    /// systemd-boot: hold loader.conf's `default` on `entry` (the running
+    /// one, as pinned), so that firmware which loses the EFI variables
+    /// written at run time still boots it; the value the line had. No
+    /// ESP mounted here: the pin alone holds it (said in one line when
+    /// `say`). GRUB, tryboot: nothing (the default is the system whose
+    /// `boot` ran).
+    pub fn hold_default(&self, entry: &str, say: bool) -> Result<Option<String>, Error> {
+        let Loader::SystemdBoot(sb) = self else {
+            return Ok(None);
+        };
+        match sb.set_conf_default(entry) {
+            Ok(Some((_, before))) => Ok(before),
+            Ok(None) => {
+                if !say {
+                    return Ok(None);
+                }
+                crate::ui::warn(&format!(
+                    "no ESP (loader/loader.conf or loader/entries) found at /boot, /efi or /boot/efi under {}: only the {} EFI variable keeps the default on {entry} during the trial boot",
+                    sb.root.as_deref().unwrap_or(Path::new("/")).display(),
+                    systemd_boot::DEFAULT
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(conf_error(sb, entry, &e)),
+        }
+    }
+
+    /// The commit: loader.conf's `default` back to what the new
+    /// generation's `boot` wrote (journaled), else to its entry. Before
+    /// the pin goes. GRUB, tryboot: nothing here (the commit runs its
+    /// `boot`).
+    pub fn commit_default(&self, t: &TrialBoot) -> Result<(), Error> {
+        let Loader::SystemdBoot(sb) = self else {
+            return Ok(());
+        };
+        let Some(value) = t.conf_default.as_ref().or(t.entry.as_ref()) else {
+            return Ok(());
+        };
+        sb.set_conf_default(value)
+            .map(|_| ())
+            .map_err(|e| conf_error(sb, value, &e))
+    }
+
     /// Remove the one-shot and the pin.
     pub fn release(&self) -> Result<(), Error> {
         match self {
@@ -336,6 +382,20 @@ impl Loader {
             Loader::Tryboot(p) => p.release(),
         }
     }
+}
+
+fn conf_error(sb: &SystemdBoot, value: &str, e: &std::io::Error) -> Error {
+    let file = match sb.loader_dir() {
+        Some(d) => d.join(systemd_boot::LOADER_CONF),
+        None => PathBuf::from("loader/loader.conf"),
+    };
+    Error::new(
+        Exit::Internal,
+        format!(
+            "cannot set the default of {} to {value}: {e}",
+            file.display()
+        ),
+    )
 }
 
 /// What [`prepare`] needs from the activation layer.
@@ -361,6 +421,9 @@ pub fn prepare(loader: &Loader, t: &mut TrialBoot, steps: &mut dyn Steps) -> Res
     t.phase = Step::Preparing.as_str().to_string();
     steps.journal(t)?;
     let n = steps.boot_entries(loader.entries_by_running())?;
+    // The new generation's `boot` named itself in loader.conf: back to
+    // the running entry before anything can boot.
+    t.conf_default = loader.hold_default(&running, true)?;
     let entry = loader.entry(n, &running)?;
     t.generation = Some(n);
     t.entry = Some(entry.clone());
@@ -542,6 +605,8 @@ mod tests {
         cut_after: usize,
         steps: usize,
         next_gen: u64,
+        /// The last phase journaled.
+        journaled: String,
     }
 
     impl Machine {
@@ -561,6 +626,7 @@ mod tests {
                 cut_after,
                 steps: 0,
                 next_gen: 2,
+                journaled: String::new(),
             };
             let v = m.vars();
             v.write(INFO, GUID, "systemd-boot 252").unwrap();
@@ -590,15 +656,21 @@ mod tests {
             let v = self.vars();
             let conf =
                 std::fs::read_to_string(self.t.path().join("boot/loader/loader.conf")).unwrap();
-            let conf_default = conf.trim().trim_start_matches("default ").to_string();
+            let conf_default = conf
+                .lines()
+                .find_map(|l| l.strip_prefix("default "))
+                .unwrap_or_default()
+                .to_string();
             let default = v.read(DEFAULT, GUID).unwrap().unwrap_or(conf_default);
             (v.read(ONESHOT, GUID).unwrap(), default)
         }
     }
 
     impl Steps for Machine {
-        fn journal(&mut self, _: &TrialBoot) -> Result<(), Error> {
-            self.tick()
+        fn journal(&mut self, t: &TrialBoot) -> Result<(), Error> {
+            self.tick()?;
+            self.journaled = t.phase.clone();
+            Ok(())
         }
         fn boot_entries(&mut self, _: bool) -> Result<u64, Error> {
             self.tick()?;
@@ -609,7 +681,7 @@ mod tests {
             self.tick()?;
             std::fs::write(
                 self.t.path().join("boot/loader/loader.conf"),
-                format!("default {e}\n"),
+                format!("timeout 0\ndefault {e}\neditor 0\n"),
             )
             .unwrap();
             // A cut right after the script returned.
@@ -644,14 +716,63 @@ mod tests {
             }
         }
         assert!(full > 0, "prepare never completed");
-        // Committing is releasing the pin: loader.conf's default applies.
+        // Committing: loader.conf's default back on the new entry, the
+        // pin released.
         let mut m = Machine::new(100);
         let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
             panic!()
         };
-        prepare(&loader, &mut <TrialBoot as Default>::default(), &mut m).unwrap();
+        let mut t = <TrialBoot as Default>::default();
+        prepare(&loader, &mut t, &mut m).unwrap();
+        loader.commit_default(&t).unwrap();
         loader.release().unwrap();
         assert_eq!(m.boots(), (None, "nixos-generation-2.conf".to_string()));
+    }
+
+    /// Firmware that loses the EFI variables written at run time boots
+    /// loader.conf's default: from the moment the one-shot may be armed
+    /// it names the running entry (other lines as the builder wrote
+    /// them), and the commit makes it the new entry before the pin goes.
+    #[test]
+    fn loader_conf_names_the_running_entry_until_the_commit() {
+        let conf = |m: &Machine| {
+            std::fs::read_to_string(m.t.path().join("boot/loader/loader.conf")).unwrap()
+        };
+        let mut full = 0;
+        for cut in 0..20 {
+            let mut m = Machine::new(cut);
+            let Detected::Loader(loader) = detect(Choice::Auto, &m.at()) else {
+                panic!("systemd-boot not detected");
+            };
+            let mut t = <TrialBoot as Default>::default();
+            let done = prepare(&loader, &mut t, &mut m).is_ok();
+            if matches!(m.journaled.as_str(), "one-shot" | "rebooting") {
+                assert_eq!(
+                    conf(&m),
+                    "timeout 0\ndefault nixos-generation-1.conf\neditor 0\n",
+                    "cut after {cut} steps, journaled {}",
+                    m.journaled
+                );
+            }
+            if done {
+                full += 1;
+                assert_eq!(t.conf_default.as_deref(), Some("nixos-generation-2.conf"));
+                // The commit: loader.conf as the builder wrote it, then no pin.
+                loader.commit_default(&t).unwrap();
+                assert_eq!(
+                    conf(&m),
+                    "timeout 0\ndefault nixos-generation-2.conf\neditor 0\n"
+                );
+                assert_eq!(
+                    m.vars().read(DEFAULT, GUID).unwrap().as_deref(),
+                    Some("nixos-generation-1.conf"),
+                    "the pin stays until the release"
+                );
+                loader.release().unwrap();
+                assert_eq!(m.boots(), (None, "nixos-generation-2.conf".to_string()));
+            }
+        }
+        assert!(full > 0, "prepare never completed");
     }
 
     /// A fake GRUB machine: grub.cfg's default is the system whose `boot`

@@ -47,6 +47,10 @@ pub struct TrialBoot {
     /// The new entry (one-shot) and the running one (pinned).
     pub entry: Option<String>,
     pub pinned: Option<String>,
+    /// systemd-boot: the `default` of loader.conf as the new generation's
+    /// `boot` wrote it, held on the pinned entry until the commit puts it
+    /// back (null: there was none, or no ESP is mounted).
+    pub conf_default: Option<String>,
     /// `--efivars DIR` of the apply (null: efivarfs).
     pub efivars: Option<String>,
     /// `--firmware-dir DIR` of the apply (tryboot; null: looked for).

@@ -12,13 +12,19 @@ use crate::cmd::confirm_boot::Settled;
 use crate::cmd::recover;
 use crate::error::{Error, Exit};
 use crate::journal::{Allowed, AttemptJournal};
+use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
 use crate::options::{ApplyOpts, Common, FleetOpts, OfflineOpts, Target};
 use crate::pipeline::Pipeline;
+use crate::plan::Plan;
 use crate::source::Source;
 use crate::state::{format_time, Attempt, Pending, Phase, StateDir};
+use crate::store::select::StoreChoice;
 use crate::ui::say;
 
+/// `fh-lite apply`: checks that need nothing fetched, then under the lock
+/// what earlier runs left, resolve, the fleet's gate, plan, the journal,
+/// fetch and activate; the attempt and its result go to the state file.
 pub fn run(
     common: &Common,
     opts: &ApplyOpts,
@@ -27,112 +33,201 @@ pub fn run(
 ) -> Result<Exit, Error> {
     let started = Instant::now();
     let machine = common.machine();
-    let store_choice = common.store(opts.store, opts.daemon_socket.as_deref());
+    let run = Apply {
+        common,
+        opts,
+        fleet,
+        store: common.store(opts.store, opts.daemon_socket.as_deref()),
+        state: machine.state(),
+        machine,
+    };
     // SIGTERM/SIGINT stop the run from here on, also while the bundle is
     // read (a FIFO, a pipe that never ends; signal.rs), and never cut an
     // activation short.
     crate::signal::install()?;
-    // Offline targets ([`open_offline`]): `--from` opens the bundle and
-    // takes REF from its verified manifest; the bundle (or the `--cache`)
-    // then stands in for resolve and the FlakeHub cache below. Refuses an
-    // older exact version (anti-downgrade) unless --allow-downgrade.
-    let offline_source = open_offline(common, opts, offline)?;
-    let reference = match &offline_source {
-        Some(source) => source.reference(),
-        None => opts.target.reference(),
-    };
-    if let Some(r) = reference.filter(|r| r.is_loose() && !opts.no_loose_warning) {
-        crate::ui::warn(&crate::outref::loose_warning(r));
-    }
-    activate::preflight(&machine, opts)?;
-    // --rollout-spread needs the machine id: checked before any network work.
-    if fleet.rollout_spread.is_some() && !opts.dry_run {
-        crate::fleet::schedule::machine_id(common.root.as_deref())?;
-    }
-    let state = machine.state();
+    let offline_source = run.check_first(offline)?;
     // One apply at a time (a dry run changes nothing and takes no lock).
-    let _lock = (!opts.dry_run).then(|| state.lock()).transpose()?;
+    let _lock = (!opts.dry_run).then(|| run.state.lock()).transpose()?;
     if !opts.dry_run {
-        // An attempt a kill interrupted is finished or undone first.
-        if let Some(result) = recover::before_command(
-            common,
-            &state,
-            &Allowed::of_apply(&machine, opts, store_choice.clone()),
-        )? {
+        if let Some(result) = run.settle_earlier_runs()? {
             return result;
-        }
-        // A trial boot journaled earlier is settled first (cmd/confirm_boot.rs).
-        match crate::cmd::confirm_boot::settle(common, fleet, &state)? {
-            None | Some(Settled::Committed | Settled::Undone) => {}
-            Some(Settled::Wait(t)) => {
-                return crate::cmd::confirm_boot::reboot_into(common, fleet, &state, &t)
-            }
-            Some(Settled::Failed(e, path)) => {
-                return Err(crate::cmd::confirm_boot::reboot_back(
-                    common, fleet, e, &path,
-                ))
-            }
-        }
-        // `fh-lite hold`: the device stays where it is.
-        if let Some(h) = state.current()?.hold {
-            return Err(held(&h));
-        }
-        // A reboot recorded earlier and due now (fleet/mod.rs).
-        if let Some(exit) = crate::fleet::reboot_if_due(&machine, fleet, &state)? {
-            return Ok(exit);
         }
     }
 
     // resolve (offline: the bundle or the cache was opened above)
-    let source = match offline_source {
-        Some(source) => source,
-        None => crate::source::open(&common.flakehub(), &common.http(), opts, offline)
-            .map_err(interrupted_or)?,
-    };
-    let root_path = source.store_path().clone();
-    // `--cache` (source/cache.rs), or a bundle made from one: the store path is
-    // the reference recorded.
-    let (reference, msg) = match (&opts.target, source.reference()) {
-        (Target::StorePath { cache, .. }, _) => {
-            (root_path.to_string(), format!("{root_path} from {cache}"))
-        }
-        (_, None) => (
-            root_path.to_string(),
-            format!("{root_path} from the bundle"),
-        ),
-        (_, Some(r)) => (r.to_string(), format!("{r} resolves to {root_path}")),
-    };
-    say(&msg);
-    crate::outcome::store_path(&root_path);
-    crate::outcome::action(opts.action.as_str());
-    let mut attempt = Attempt::start(&reference, &root_path);
-    if !opts.dry_run {
-        // The device checked in, whatever comes of it.
-        state.checked(attempt.time())?;
-        stop_if_interrupted(&state, &attempt)?;
-        if already_done(common, opts, &state, &root_path)? {
-            return Ok(Exit::Success);
-        }
+    let (source, mut attempt) = run.resolve(offline_source, offline)?;
+    if !opts.dry_run && run.check_in(&attempt)? {
+        return Ok(Exit::Success);
     }
     // Outside --window or before the --rollout-spread time: stage only.
     let deferred = crate::fleet::gate(
-        &machine,
+        &run.machine,
         fleet,
-        &state,
+        &run.state,
         &attempt.reference,
-        &root_path,
+        source.store_path(),
         opts.dry_run,
     )?;
-    // A dry run says what the real run would decide.
-    let verdict = match opts.dry_run {
-        true => Some(dry_verdict(common, opts, &state, &root_path, &deferred)?),
-        false => None,
-    };
+    if opts.dry_run {
+        return run.dry_run(source, &deferred);
+    }
 
     // plan
-    let mut pipeline = Pipeline::new(&store_choice, common.progress(), opts, source)?;
+    let mut pipeline = Pipeline::new(&run.store, common.progress(), opts, source)?;
     let plan = pipeline.plan().map_err(interrupted_or)?;
-    if let Some((verdict, exit, msg)) = verdict {
+    stop_if_interrupted(&run.state, &attempt)?;
+    pipeline.make_room(run.machine.root(), &plan)?;
+
+    // The journal: what ran before (the rollback target), read before
+    // anything irreversible, then phase "fetching".
+    let journaled = run.begin(&attempt)?;
+
+    // fetch + register
+    run.fetch(&mut pipeline, plan, &mut attempt, started)?;
+    if let Some(why) = &deferred {
+        return crate::fleet::stage_deferred(&run.machine, &run.state, &attempt, why);
+    }
+
+    // activate: from here a signal no longer stops anything; each phase is
+    // journaled before its step, so a kill is recovered by the next run.
+    run.activate(&pipeline, &attempt, journaled)
+}
+
+/// One apply: what its steps share.
+struct Apply<'a> {
+    common: &'a Common,
+    opts: &'a ApplyOpts,
+    fleet: &'a FleetOpts,
+    machine: Machine,
+    /// The store it uses (`--store`).
+    store: StoreChoice,
+    state: StateDir,
+}
+
+/// An attempt's journal, begun: what activation and recovery go on from.
+struct Journaled {
+    settings: Settings,
+    before: Before,
+    pending: Pending,
+}
+
+impl<'a> Apply<'a> {
+    /// What is refused before anything is locked, resolved or fetched.
+    /// Offline targets ([`open_offline`]): `--from` opens the bundle and
+    /// takes REF from its verified manifest; the bundle (or the `--cache`)
+    /// then stands in for resolve and the FlakeHub cache. Refuses an
+    /// older exact version (anti-downgrade) unless --allow-downgrade.
+    fn check_first(&self, offline: &OfflineOpts) -> Result<Option<Box<dyn Source + 'a>>, Error> {
+        let (common, opts) = (self.common, self.opts);
+        let offline_source = open_offline(common, opts, offline)?;
+        let reference = match &offline_source {
+            Some(source) => source.reference(),
+            None => opts.target.reference(),
+        };
+        if let Some(r) = reference.filter(|r| r.is_loose() && !opts.no_loose_warning) {
+            crate::ui::warn(&crate::outref::loose_warning(r));
+        }
+        activate::preflight(&self.machine, opts)?;
+        // --rollout-spread needs the machine id: checked before any network work.
+        if self.fleet.rollout_spread.is_some() && !opts.dry_run {
+            crate::fleet::schedule::machine_id(self.machine.root())?;
+        }
+        Ok(offline_source)
+    }
+
+    /// Under the lock, before resolve: what earlier runs left is settled
+    /// first. Some(result) ends this run with it.
+    fn settle_earlier_runs(&self) -> Result<Option<Result<Exit, Error>>, Error> {
+        let (common, fleet, state) = (self.common, self.fleet, &self.state);
+        // An attempt a kill interrupted is finished or undone first.
+        let allowed = Allowed::of_apply(&self.machine, self.opts, self.store.clone());
+        if let Some(result) = recover::before_command(common, state, &allowed)? {
+            return Ok(Some(result));
+        }
+        // A trial boot journaled earlier is settled first (cmd/confirm_boot.rs).
+        match crate::cmd::confirm_boot::settle(common, fleet, state)? {
+            None | Some(Settled::Committed | Settled::Undone) => {}
+            Some(Settled::Wait(t)) => {
+                return Ok(Some(crate::cmd::confirm_boot::reboot_into(
+                    common, fleet, state, &t,
+                )))
+            }
+            Some(Settled::Failed(e, path)) => {
+                return Ok(Some(Err(crate::cmd::confirm_boot::reboot_back(
+                    common, fleet, e, &path,
+                ))))
+            }
+        }
+        // `fh-lite hold`: the device stays where it is.
+        if let Some(h) = state.current()?.hold {
+            return Ok(Some(Err(held(&h))));
+        }
+        // A reboot recorded earlier and due now (fleet/mod.rs).
+        Ok(crate::fleet::reboot_if_due(&self.machine, fleet, state)?.map(Ok))
+    }
+
+    /// The source (offline: opened already) and the attempt, said: what
+    /// is applied, from where.
+    fn resolve(
+        &self,
+        offline_source: Option<Box<dyn Source + 'a>>,
+        offline: &OfflineOpts,
+    ) -> Result<(Box<dyn Source + 'a>, Attempt), Error> {
+        let source = match offline_source {
+            Some(source) => source,
+            None => crate::source::open(
+                &self.common.flakehub(),
+                &self.common.http(),
+                self.opts,
+                offline,
+            )
+            .map_err(interrupted_or)?,
+        };
+        let attempt = self.announce(source.as_ref());
+        Ok((source, attempt))
+    }
+
+    /// The device checked in, whatever comes of it; Ok(true): nothing to
+    /// do ([`already_done`]).
+    fn check_in(&self, attempt: &Attempt) -> Result<bool, Error> {
+        self.state.checked(attempt.time())?;
+        stop_if_interrupted(&self.state, attempt)?;
+        already_done(self.common, self.opts, &self.state, &attempt.store_path)
+    }
+
+    /// Say what is applied, from where; the attempt starts.
+    fn announce(&self, source: &dyn Source) -> Attempt {
+        let root_path = source.store_path();
+        // `--cache` (source/cache.rs), or a bundle made from one: the store path is
+        // the reference recorded.
+        let (reference, msg) = match (&self.opts.target, source.reference()) {
+            (Target::StorePath { cache, .. }, _) => {
+                (root_path.to_string(), format!("{root_path} from {cache}"))
+            }
+            (_, None) => (
+                root_path.to_string(),
+                format!("{root_path} from the bundle"),
+            ),
+            (_, Some(r)) => (r.to_string(), format!("{r} resolves to {root_path}")),
+        };
+        say(&msg);
+        crate::outcome::store_path(root_path);
+        crate::outcome::action(self.opts.action.as_str());
+        Attempt::start(&reference, root_path)
+    }
+
+    /// `--dry-run`: the plan and what the real run would decide; nothing
+    /// changes.
+    fn dry_run(
+        &self,
+        source: Box<dyn Source + 'a>,
+        deferred: &Option<String>,
+    ) -> Result<Exit, Error> {
+        let (common, opts) = (self.common, self.opts);
+        let root_path = source.store_path().clone();
+        let (verdict, exit, msg) = dry_verdict(common, opts, &self.state, &root_path, deferred)?;
+        let mut pipeline = Pipeline::new(&self.store, common.progress(), opts, source)?;
+        let plan = pipeline.plan().map_err(interrupted_or)?;
         say(&msg);
         let out = if common.json {
             plan.render_json(verdict, exit.code())
@@ -141,110 +236,143 @@ pub fn run(
         };
         crate::ui::print_stdout(&out);
         crate::outcome::outcome("dry-run");
-        return Ok(Exit::Success);
-    }
-    stop_if_interrupted(&state, &attempt)?;
-    pipeline.make_room(common.root.as_deref(), &plan)?;
-
-    // The journal: what ran before (the rollback target), read before
-    // anything irreversible, then phase "fetching".
-    let mut settings = Settings::of(opts);
-    if opts.trial && fleet.reboot_if_needed && fleet.boot_loader != crate::boot::Choice::None {
-        settings.boot = Some(crate::boot::BootTrial {
-            choice: fleet.boot_loader,
-            at: crate::boot::Where {
-                root: common.root.clone(),
-                efivars: fleet.efivars.clone(),
-                profile: common.profile.clone(),
-                firmware: fleet.firmware_dir.clone(),
-            },
-        });
-    }
-    let before = Before::read(&machine)?;
-    let mut pending = Pending {
-        reference: attempt.reference.clone(),
-        store_path: root_path.to_string(),
-        phase: Phase::Fetching.as_str().to_string(),
-        generation: None,
-        previous_generation: before.generation,
-        previous_system: before.system.clone(),
-        time: attempt.time(),
-        pid: std::process::id(),
-        ..Pending::default()
-    };
-    settings.record(&mut pending);
-    state.begin(&attempt, &pending)?;
-
-    // fetch + register
-    attempt.bytes_downloaded = plan.download_bytes;
-    let total_paths = plan.paths.len();
-    let fetched = pipeline.fetch(&common.fetch(opts.jobs), plan);
-    if let Err(e) = fetched.map_err(interrupted_or) {
-        // Stopped midway: what actually arrived, not the planned total.
-        attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
-        state.record_result(&attempt, e.exit, None, false)?;
-        return Err(e);
-    }
-    stop_if_interrupted(&state, &attempt)?;
-    let store = pipeline.store();
-    let secs = started.elapsed().as_secs_f64();
-    let msg = match total_paths {
-        0 => format!(
-            "nothing to fetch: the closure of {root_path} is already in {} ({secs:.1}s)",
-            store.describe()
-        ),
-        n => format!(
-            "{} fetched into {} ({secs:.1}s)",
-            crate::progress::plural(n as u64, "path"),
-            store.describe()
-        ),
-    };
-    say(&msg);
-    if let Some(why) = &deferred {
-        return crate::fleet::stage_deferred(&machine, &state, &attempt, why);
+        Ok(Exit::Success)
     }
 
-    // activate: from here a signal no longer stops anything; each phase is
-    // journaled before its step, so a kill is recovered by the next run.
-    let mut report = Report::default();
-    let mut journal = AttemptJournal::new(&state, pending);
-    let result = activate::activate(
-        &machine,
-        &settings,
-        &root_path,
-        &before,
-        &mut journal,
-        &mut report,
-    );
-    // The generation (if the action made one) is a permanent root now, but
-    // a collection that started before it existed may read our temp roots
-    // only after we exit. Announcing the root again closes that window: Nix
-    // passes a new temp root straight to a running collector; any later
-    // collection sees the generation.
-    if let Err(e) = store.add_temp_roots(std::slice::from_ref(&root_path)) {
-        crate::ui::warn(&e.to_string());
-    }
-    let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
-    crate::outcome::generation(report.generation);
-    if matches!(exit, Exit::Success | Exit::RebootNeeded) {
-        crate::outcome::outcome("activated");
-    }
-    state.record_result(&attempt, exit, report.generation, report.path_failed)?;
-    // Anti-downgrade memory (versions.rs): the exact version now applied
-    // (a dry-activate applied nothing; an unsigned bundle's version is
-    // unproven).
-    let unproven = pipeline.source().unproven().is_some();
-    if exit == Exit::Success && opts.action != crate::options::Action::DryActivate && !unproven {
-        if let Some(reference) = pipeline.source().reference() {
-            crate::versions::remember(&state, reference)?;
+    /// The journal of `attempt` begins (phase "fetching"): the settings
+    /// activation runs with, and the system before it (the rollback
+    /// target), read before anything irreversible.
+    fn begin(&self, attempt: &Attempt) -> Result<Journaled, Error> {
+        let (opts, fleet) = (self.opts, self.fleet);
+        let mut settings = Settings::of(opts);
+        if opts.trial && fleet.reboot_if_needed && fleet.boot_loader != crate::boot::Choice::None {
+            settings.boot = Some(crate::boot::BootTrial {
+                choice: fleet.boot_loader,
+                at: crate::boot::Where {
+                    root: self.machine.root.clone(),
+                    efivars: fleet.efivars.clone(),
+                    profile: self.machine.profile.clone(),
+                    firmware: fleet.firmware_dir.clone(),
+                },
+            });
         }
+        let before = Before::read(&self.machine)?;
+        let mut pending = Pending {
+            reference: attempt.reference.clone(),
+            store_path: attempt.store_path.to_string(),
+            phase: Phase::Fetching.as_str().to_string(),
+            generation: None,
+            previous_generation: before.generation,
+            previous_system: before.system.clone(),
+            time: attempt.time(),
+            pid: std::process::id(),
+            ..Pending::default()
+        };
+        settings.record(&mut pending);
+        self.state.begin(attempt, &pending)?;
+        Ok(Journaled {
+            settings,
+            before,
+            pending,
+        })
     }
-    // A trial boot is armed: reboot into it (fleet/mod.rs).
-    if let Some(t) = &report.trial_boot {
-        return crate::cmd::confirm_boot::reboot_into(common, fleet, &state, t);
+
+    /// Fetch `plan` into the store and register it; a failure is the
+    /// attempt's result.
+    fn fetch(
+        &self,
+        pipeline: &mut Pipeline<'_>,
+        plan: Plan,
+        attempt: &mut Attempt,
+        started: Instant,
+    ) -> Result<(), Error> {
+        let state = &self.state;
+        attempt.bytes_downloaded = plan.download_bytes;
+        let total_paths = plan.paths.len();
+        let fetched = pipeline.fetch(&self.common.fetch(self.opts.jobs), plan);
+        if let Err(e) = fetched.map_err(interrupted_or) {
+            // Stopped midway: what actually arrived, not the planned total.
+            attempt.bytes_downloaded = crate::progress::downloaded().min(attempt.bytes_downloaded);
+            state.record_result(attempt, e.exit, None, false)?;
+            return Err(e);
+        }
+        stop_if_interrupted(state, attempt)?;
+        let store = pipeline.store();
+        let secs = started.elapsed().as_secs_f64();
+        let root_path = &attempt.store_path;
+        let msg = match total_paths {
+            0 => format!(
+                "nothing to fetch: the closure of {root_path} is already in {} ({secs:.1}s)",
+                store.describe()
+            ),
+            n => format!(
+                "{} fetched into {} ({secs:.1}s)",
+                crate::progress::plural(n as u64, "path"),
+                store.describe()
+            ),
+        };
+        say(&msg);
+        Ok(())
     }
-    // Reboot need and policy (fleet/mod.rs).
-    crate::fleet::after_activation(&machine, opts, fleet, &state, &journal.pending, result)
+
+    /// Activate, record the result, then reboot as the policy says.
+    fn activate(
+        &self,
+        pipeline: &Pipeline<'_>,
+        attempt: &Attempt,
+        journaled: Journaled,
+    ) -> Result<Exit, Error> {
+        let (opts, fleet, state) = (self.opts, self.fleet, &self.state);
+        let root_path = &attempt.store_path;
+        let Journaled {
+            settings,
+            before,
+            pending,
+        } = journaled;
+        let mut report = Report::default();
+        let mut journal = AttemptJournal::new(state, pending);
+        let result = activate::activate(
+            &self.machine,
+            &settings,
+            root_path,
+            &before,
+            &mut journal,
+            &mut report,
+        );
+        // The generation (if the action made one) is a permanent root now, but
+        // a collection that started before it existed may read our temp roots
+        // only after we exit. Announcing the root again closes that window: Nix
+        // passes a new temp root straight to a running collector; any later
+        // collection sees the generation.
+        if let Err(e) = pipeline
+            .store()
+            .add_temp_roots(std::slice::from_ref(root_path))
+        {
+            crate::ui::warn(&e.to_string());
+        }
+        let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+        crate::outcome::generation(report.generation);
+        if matches!(exit, Exit::Success | Exit::RebootNeeded) {
+            crate::outcome::outcome("activated");
+        }
+        state.record_result(attempt, exit, report.generation, report.path_failed)?;
+        // Anti-downgrade memory (versions.rs): the exact version now applied
+        // (a dry-activate applied nothing; an unsigned bundle's version is
+        // unproven).
+        let unproven = pipeline.source().unproven().is_some();
+        if exit == Exit::Success && opts.action != crate::options::Action::DryActivate && !unproven
+        {
+            if let Some(reference) = pipeline.source().reference() {
+                crate::versions::remember(state, reference)?;
+            }
+        }
+        // A trial boot is armed: reboot into it (fleet/mod.rs).
+        if let Some(t) = &report.trial_boot {
+            return crate::cmd::confirm_boot::reboot_into(self.common, fleet, state, t);
+        }
+        // Reboot need and policy (fleet/mod.rs).
+        crate::fleet::after_activation(&self.machine, opts, fleet, state, &journal.pending, result)
+    }
 }
 
 /// The refusal of an apply while `fh-lite hold` holds the device.

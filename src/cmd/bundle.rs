@@ -23,7 +23,10 @@ use crate::error::{Error, Exit};
 use crate::nix::hash::Sha256;
 use crate::nix::narinfo::NarInfo;
 use crate::options::{ApplyOpts, Common, OfflineOpts};
+use crate::outref::OutputRef;
 use crate::pipeline::Pipeline;
+use crate::plan::Plan;
+use crate::source::Source;
 
 /// A secret key file others can read draws one warning with the fix.
 fn warn_if_readable(f: &std::path::Path) {
@@ -42,56 +45,19 @@ fn warn_if_readable(f: &std::path::Path) {
     }
 }
 
+/// `bundle create`: check the output, resolve and walk the whole closure,
+/// leave out what `--since OLD` has, build and sign the manifest, take each
+/// narinfo as served, write the bundle, say what was written.
 pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<Exit, Error> {
-    let Some(output) = offline.output.as_deref() else {
-        return Err(Error::usage("bundle create needs --output FILE"));
-    };
-    let to_stdout = output == Path::new("-");
-    if to_stdout {
-        if offline.dir_format {
-            return Err(Error::usage(
-                "--output - writes a tar bundle to standard output; --format dir needs a directory path",
-            ));
-        }
-        if common.json {
-            return Err(Error::usage(
-                "--json cannot be combined with --output -: standard output carries the bundle",
-            ));
-        }
-        if io::stdout().is_terminal() {
-            return Err(Error::usage(
-                "--output -: standard output is a terminal; redirect it to a file or a pipe",
-            ));
-        }
-    }
-    let sign_key = match &offline.sign_key {
-        None => None,
-        Some(f) => {
-            let text =
-                std::fs::read_to_string(f).map_err(|e| Error::option_file("--sign-key", f, &e))?;
-            warn_if_readable(f);
-            Some(SecretKey::parse(&text, &f.display().to_string())?)
-        }
-    };
+    let output = output_of(offline, common.json)?;
+    let sign_key = read_sign_key(offline)?;
     // FlakeHub, or with `--cache URL` a store path from any signed cache
     // (source/cache.rs).
     let source = crate::source::open(&common.flakehub(), &common.http(), opts, offline)?;
     let root = source.store_path().clone();
     let mut pipeline = Pipeline::whole_closure(common.progress(), opts, source);
     let mut plan = pipeline.plan()?;
-    // A bundle made from a store path records the reference that says so.
-    let store_path_ref;
-    let reference = match pipeline.source().reference() {
-        Some(r) => r,
-        None => {
-            store_path_ref = crate::outref::parse(
-                bundle::STORE_PATH_REF,
-                &common.frontend_addr,
-                &opts.default_attr,
-            )?;
-            &store_path_ref
-        }
-    };
+    let reference = reference_of(&common.frontend_addr, opts, pipeline.source())?;
     let closure: Vec<Entry> = plan.paths.iter().map(Entry::of).collect();
     // `--since OLD`: a delta carries only what OLD's closure lacks.
     let since = match &offline.since {
@@ -103,20 +69,7 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             opts.jobs,
         )?),
     };
-    let left_out: Option<Vec<String>> = since.as_ref().map(|s| {
-        (plan.paths.iter())
-            .map(|i| i.store_path.to_absolute())
-            .filter(|p| s.closure.contains(p))
-            .collect()
-    });
-    if let Some(out) = &left_out {
-        let out: std::collections::BTreeSet<&String> = out.iter().collect();
-        plan.paths
-            .retain(|i| !out.contains(&i.store_path.to_absolute()));
-        plan.download_bytes = (plan.paths.iter())
-            .map(|i| i.file_size.unwrap_or(i.nar_size))
-            .sum();
-    }
+    let left_out = since.as_ref().map(|s| leave_out(&mut plan, s));
     let manifest = Manifest {
         format: if since.is_some() {
             bundle::DELTA_FORMAT
@@ -125,14 +78,14 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         }
         .to_string(),
         reference: reference.to_string(),
-        version: crate::versions::exact_version(reference).map(|v| v.to_string()),
+        version: crate::versions::exact_version(&reference).map(|v| v.to_string()),
         attribute_path: reference.attr_path.clone(),
         store_path: root.to_absolute(),
         created: crate::util::unix_now(),
         fh_lite_version: env!("CARGO_PKG_VERSION").to_string(),
         closure,
         since: since.as_ref().map(|s| s.root.clone()),
-        left_out: left_out.clone(),
+        left_out,
     };
     let manifest_json = miniserde::json::to_string(&manifest) + "\n";
     fits_a_bundle(&root, plan.paths.len(), manifest_json.len(), &[])?;
@@ -140,10 +93,128 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
     // Through the mirrors, as the plan was (cache/mirror.rs).
     let upstream = pipeline.source().cache();
     let chain = crate::cache::mirror::wrap(upstream.as_ref(), &opts.trusted_keys);
-    let cache: &dyn CacheClient = &chain;
-    // Each narinfo as served, its URL pointing at the bundle's NAR.
+    let narinfos = served_narinfos(&chain, &plan.paths)?;
+    fits_a_bundle(&root, plan.paths.len(), manifest_json.len(), &narinfos)?;
+    let contents = Contents {
+        manifest,
+        manifest_json,
+        sig,
+        narinfos,
+        paths: &plan.paths,
+        cache: &chain,
+    };
+    if output == Path::new("-") {
+        write_tar_stdout(&contents)?;
+        crate::ui::say(&format!(
+            "wrote the bundle to standard output ({} of {}, {}){}",
+            crate::progress::plural(plan.paths.len() as u64, "path"),
+            root,
+            crate::util::size(plan.download_bytes),
+            signed_note(&contents)
+        ));
+        return Ok(Exit::Success);
+    }
+    write_output(output, offline.dir_format, &contents)?;
+    crate::outcome::store_path(&root);
+    crate::outcome::outcome("bundle-created");
+    report(
+        common.json,
+        output,
+        &contents,
+        plan.download_bytes,
+        since.as_ref(),
+    );
+    Ok(Exit::Success)
+}
+
+/// What a bundle holds, ready to be written: the manifest (as JSON, and its
+/// signature), the narinfos as served, and the NARs of `paths` from `cache`.
+struct Contents<'a> {
+    manifest: Manifest,
+    manifest_json: String,
+    sig: Option<String>,
+    narinfos: Vec<(String, String)>,
+    paths: &'a [NarInfo],
+    cache: &'a dyn CacheClient,
+}
+
+/// `--output FILE`, checked: `-` (standard output) only for a tar bundle,
+/// without `--json`, and not to a terminal.
+fn output_of(offline: &OfflineOpts, json: bool) -> Result<&Path, Error> {
+    let Some(output) = offline.output.as_deref() else {
+        return Err(Error::usage("bundle create needs --output FILE"));
+    };
+    if output == Path::new("-") {
+        if offline.dir_format {
+            return Err(Error::usage(
+                "--output - writes a tar bundle to standard output; --format dir needs a directory path",
+            ));
+        }
+        if json {
+            return Err(Error::usage(
+                "--json cannot be combined with --output -: standard output carries the bundle",
+            ));
+        }
+        if io::stdout().is_terminal() {
+            return Err(Error::usage(
+                "--output -: standard output is a terminal; redirect it to a file or a pipe",
+            ));
+        }
+    }
+    Ok(output)
+}
+
+/// `--sign-key FILE`, read and parsed (a warning when others can read it).
+fn read_sign_key(offline: &OfflineOpts) -> Result<Option<SecretKey>, Error> {
+    let Some(f) = &offline.sign_key else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(f).map_err(|e| Error::option_file("--sign-key", f, &e))?;
+    warn_if_readable(f);
+    Ok(Some(SecretKey::parse(&text, &f.display().to_string())?))
+}
+
+/// The reference the manifest records: the source's, or for a store path
+/// the reference that says so.
+fn reference_of(
+    frontend_addr: &str,
+    opts: &ApplyOpts,
+    source: &dyn Source,
+) -> Result<OutputRef, Error> {
+    match source.reference() {
+        Some(r) => Ok(r.clone()),
+        None => Ok(crate::outref::parse(
+            bundle::STORE_PATH_REF,
+            frontend_addr,
+            &opts.default_attr,
+        )?),
+    }
+}
+
+/// A delta: the paths of `plan` in the closure of OLD are left out of it
+/// (and out of its download size); their store paths, for the manifest.
+fn leave_out(plan: &mut Plan, since: &bundle::delta::Since) -> Vec<String> {
+    let left_out: Vec<String> = (plan.paths.iter())
+        .map(|i| i.store_path.to_absolute())
+        .filter(|p| since.closure.contains(p))
+        .collect();
+    let out: std::collections::BTreeSet<&String> = left_out.iter().collect();
+    plan.paths
+        .retain(|i| !out.contains(&i.store_path.to_absolute()));
+    plan.download_bytes = (plan.paths.iter())
+        .map(|i| i.file_size.unwrap_or(i.nar_size))
+        .sum();
+    left_out
+}
+
+/// Each narinfo of `paths` as `cache` serves it, its URL pointing at the
+/// bundle's NAR.
+fn served_narinfos(
+    cache: &dyn CacheClient,
+    paths: &[NarInfo],
+) -> Result<Vec<(String, String)>, Error> {
     let mut narinfos = Vec::new();
-    for info in &plan.paths {
+    for info in paths {
         let hash = info.store_path.hash_part();
         let text = cache.get_narinfo(hash)?.ok_or_else(|| {
             Error::new(
@@ -160,44 +231,20 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
             bundle::rewrite_url(&text, &bundle::nar_name(info)),
         ));
     }
-    fits_a_bundle(&root, plan.paths.len(), manifest_json.len(), &narinfos)?;
-    if to_stdout {
-        write_tar_stdout(
-            &manifest,
-            &manifest_json,
-            sig.as_deref(),
-            &narinfos,
-            &plan.paths,
-            cache,
-        )?;
-        crate::ui::say(&format!(
-            "wrote the bundle to standard output ({} of {}, {}){}",
-            crate::progress::plural(plan.paths.len() as u64, "path"),
-            root,
-            crate::util::size(plan.download_bytes),
-            if sig.is_some() {
-                ", manifest signed"
-            } else {
-                ", manifest NOT signed"
-            }
-        ));
-        return Ok(Exit::Success);
-    }
+    Ok(narinfos)
+}
+
+/// Write the bundle to `output`: a directory (`--format dir`) filled under
+/// a random name and renamed into place, or a tar file that appears under
+/// its name only when complete.
+fn write_output(output: &Path, dir_format: bool, contents: &Contents) -> Result<(), Error> {
     let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
     let (out_dir, out_name) = crate::rootfs::split(output).map_err(io_err)?;
     let out_dir = crate::rootfs::open_dir(None, out_dir).map_err(io_err)?;
     remove_dead_parts(&out_dir, out_name);
-    if offline.dir_format {
-        // Filled under a random name, then renamed into place.
+    if dir_format {
         let (tmp, d) = out_dir.create_temp_dir(out_name, PART).map_err(io_err)?;
-        let written = write_dir(
-            &d,
-            &manifest_json,
-            sig.as_deref(),
-            &narinfos,
-            &plan.paths,
-            cache,
-        );
+        let written = write_dir(&d, contents);
         let placed = written.and_then(|()| {
             if out_dir.exists(out_name) {
                 out_dir.remove_tree(out_name).map_err(io_err)?;
@@ -211,22 +258,32 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         }
     } else {
         let mut f = out_dir.new_file(out_name, 0o644).map_err(io_err)?;
-        write_tar(
-            &mut f,
-            output,
-            &manifest,
-            &manifest_json,
-            sig.as_deref(),
-            &narinfos,
-            &plan.paths,
-            cache,
-        )?;
+        write_tar(&mut f, output, contents)?;
         f.commit().map_err(io_err)?;
     }
-    let bytes: u64 = plan.download_bytes;
-    crate::outcome::store_path(&root);
-    crate::outcome::outcome("bundle-created");
-    if common.json {
+    Ok(())
+}
+
+/// `, manifest signed` or `, manifest NOT signed`.
+fn signed_note(contents: &Contents) -> &'static str {
+    if contents.sig.is_some() {
+        ", manifest signed"
+    } else {
+        ", manifest NOT signed"
+    }
+}
+
+/// What was written: the `--json` event, or a line.
+fn report(
+    json: bool,
+    output: &Path,
+    contents: &Contents,
+    bytes: u64,
+    since: Option<&bundle::delta::Since>,
+) {
+    let paths = contents.paths.len() as u64;
+    let left_out = &contents.manifest.left_out;
+    if json {
         #[derive(miniserde::Serialize)]
         struct Out {
             event: &'static str,
@@ -240,10 +297,10 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         let out = Out {
             event: "bundle-created",
             output: output.display().to_string(),
-            store_path: root.to_string(),
-            paths: plan.paths.len() as u64,
+            store_path: contents.manifest.store_path.clone(),
+            paths,
             nar_bytes: bytes,
-            signed: sig.is_some(),
+            signed: contents.sig.is_some(),
             left_out: left_out.as_ref().map(|l| l.len() as u64),
         };
         crate::ui::print_stdout(&format!("{}\n", miniserde::json::to_string(&out)));
@@ -251,18 +308,13 @@ pub fn run(common: &Common, opts: &ApplyOpts, offline: &OfflineOpts) -> Result<E
         crate::ui::say(&format!(
             "wrote {} ({} of {}, {}{}){}",
             output.display(),
-            crate::progress::plural(plan.paths.len() as u64, "path"),
-            root,
+            crate::progress::plural(paths, "path"),
+            contents.manifest.store_path,
             crate::util::size(bytes),
-            delta_note(&left_out, since.as_ref()),
-            if sig.is_some() {
-                ", manifest signed"
-            } else {
-                ", manifest NOT signed"
-            }
+            delta_note(left_out, since),
+            signed_note(contents)
         ));
     }
-    Ok(Exit::Success)
 }
 
 /// `; a delta: N paths left out, in the closure of OLD`, or nothing.
@@ -386,39 +438,28 @@ fn fits_a_bundle(
 
 /// The members before the NARs, in the order readers expect: the
 /// manifest first, its signature, then the narinfos.
-fn add_members(
-    add: &mut dyn FnMut(&str, &[u8]) -> io::Result<()>,
-    manifest_json: &str,
-    sig: Option<&str>,
-    narinfos: &[(String, String)],
-) -> io::Result<()> {
-    add(bundle::MANIFEST, manifest_json.as_bytes())?;
-    if let Some(sig) = sig {
+fn add_members(add: &mut dyn FnMut(&str, &[u8]) -> io::Result<()>, c: &Contents) -> io::Result<()> {
+    add(bundle::MANIFEST, c.manifest_json.as_bytes())?;
+    if let Some(sig) = &c.sig {
         add(bundle::SIGNATURE, sig.as_bytes())?;
     }
-    for (name, text) in narinfos {
+    for (name, text) in &c.narinfos {
         add(name, text.as_bytes())?;
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_tar(
     file: &mut crate::rootfs::NewFile<'_>,
     output: &Path,
-    manifest: &Manifest,
-    manifest_json: &str,
-    sig: Option<&str>,
-    narinfos: &[(String, String)],
-    paths: &[NarInfo],
-    cache: &dyn CacheClient,
+    c: &Contents,
 ) -> Result<(), Error> {
     let io_err = |e: io::Error| Error::option_file("write bundle", output, &e);
-    let mut w = Writer::new(io::BufWriter::new(file), manifest.created);
-    add_members(&mut |n, b| w.add(n, b), manifest_json, sig, narinfos).map_err(io_err)?;
-    for info in paths {
+    let mut w = Writer::new(io::BufWriter::new(file), c.manifest.created);
+    add_members(&mut |n, b| w.add(n, b), c).map_err(io_err)?;
+    for info in c.paths {
         let name = bundle::nar_name(info);
-        copy_nar(cache, info, &mut |r| w.add_stream(&name, r))?;
+        copy_nar(c.cache, info, &mut |r| w.add_stream(&name, r))?;
     }
     let out = w.finish().map_err(io_err)?;
     out.into_inner().map_err(|e| io_err(e.into_error()))?;
@@ -447,21 +488,14 @@ impl Write for Stdout<'_> {
 
 /// The tar bundle to standard output: a pipe cannot seek, so each NAR's
 /// size comes from its narinfo's FileSize, and the bytes must match it.
-fn write_tar_stdout(
-    manifest: &Manifest,
-    manifest_json: &str,
-    sig: Option<&str>,
-    narinfos: &[(String, String)],
-    paths: &[NarInfo],
-    cache: &dyn CacheClient,
-) -> Result<(), Error> {
-    for info in paths {
+fn write_tar_stdout(c: &Contents) -> Result<(), Error> {
+    for info in c.paths {
         if info.file_size.is_none() {
             return Err(Error::new(
                 Exit::Cache,
                 format!(
                     "{}: the narinfo of {} has no FileSize, which --output - needs; write the bundle to a file instead",
-                    cache.narinfo_url(info.store_path.hash_part()),
+                    c.cache.narinfo_url(info.store_path.hash_part()),
                     info.store_path
                 ),
             ));
@@ -473,13 +507,13 @@ fn write_tar_stdout(
         failed: &failed,
     };
     let written = (|| {
-        let mut w = StreamWriter::new(io::BufWriter::new(out), manifest.created);
+        let mut w = StreamWriter::new(io::BufWriter::new(out), c.manifest.created);
         let io_err = |e: io::Error| Error::new(Exit::Internal, format!("write bundle: {e}"));
-        add_members(&mut |n, b| w.add(n, b), manifest_json, sig, narinfos).map_err(io_err)?;
-        for info in paths {
+        add_members(&mut |n, b| w.add(n, b), c).map_err(io_err)?;
+        for info in c.paths {
             let name = bundle::nar_name(info);
             let size = info.file_size.unwrap_or(0);
-            copy_nar(cache, info, &mut |r| w.add_sized(&name, size, r))?;
+            copy_nar(c.cache, info, &mut |r| w.add_sized(&name, size, r))?;
         }
         w.finish().map_err(io_err)?.flush().map_err(io_err)
     })();
@@ -502,34 +536,27 @@ fn write_tar_stdout(
 
 /// The files of a dir bundle, each written crash-safely into `d` (a fresh
 /// private directory, renamed into place by the caller).
-fn write_dir(
-    d: &Dir,
-    manifest_json: &str,
-    sig: Option<&str>,
-    narinfos: &[(String, String)],
-    paths: &[NarInfo],
-    cache: &dyn CacheClient,
-) -> Result<(), Error> {
+fn write_dir(d: &Dir, c: &Contents) -> Result<(), Error> {
     let io_err = |e: io::Error| Error::io("write bundle", d.path(), &e);
     let put = |name: &str, data: &[u8]| d.write_atomic(name, 0o644, data).map_err(io_err);
     put(
         "nix-cache-info",
         b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
     )?;
-    put(bundle::MANIFEST, manifest_json.as_bytes())?;
-    if let Some(sig) = sig {
+    put(bundle::MANIFEST, c.manifest_json.as_bytes())?;
+    if let Some(sig) = &c.sig {
         put(bundle::SIGNATURE, sig.as_bytes())?;
     }
-    for (name, text) in narinfos {
+    for (name, text) in &c.narinfos {
         put(name, text.as_bytes())?;
     }
     d.create_dir("nar").map_err(io_err)?;
     let nar_dir = d.open_subdir("nar").map_err(io_err)?;
-    for info in paths {
+    for info in c.paths {
         let name = bundle::nar_name(info);
         let base = name.strip_prefix("nar/").unwrap_or(&name);
         let mut f = nar_dir.new_file(base, 0o644).map_err(io_err)?;
-        copy_nar(cache, info, &mut |r| io::copy(r, &mut f))?;
+        copy_nar(c.cache, info, &mut |r| io::copy(r, &mut f))?;
         f.commit().map_err(io_err)?;
     }
     // The directory itself is made readable as a bundle is.

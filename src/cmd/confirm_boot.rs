@@ -3,10 +3,10 @@
 //!
 //! [`settle`] reads state.json's `trial_boot`, decides ([`crate::boot::decide`])
 //! and acts:
-//! - the new system is booted and its health check passes: commit — the
-//!   pin and the one-shot are removed, so the default written by the new
-//!   generation's `switch-to-configuration boot` applies; the profile
-//!   stays on it;
+//! - the new system is booted and its health check passes: commit —
+//!   loader.conf's `default` is set back to what the new generation's
+//!   `switch-to-configuration boot` wrote, then the one-shot and the pin
+//!   are removed; the profile stays on it;
 //! - it fails its health check, or the machine came back on the old system
 //!   ("did not boot"): fall back — the profile returns to the generation
 //!   that was running, its `switch-to-configuration boot` makes it the
@@ -115,6 +115,8 @@ pub fn settle(
                     }
                 }
             }
+            // loader.conf's default on the new entry, then the pin goes.
+            loader.commit_default(&t)?;
             loader.release()?;
             let msg = format!(
                 "trial boot: {}{} booted and passed its health check; committed (it is the boot default now)",

@@ -40,6 +40,7 @@
 use crate::activate::{self, Before, Report, Settings};
 use crate::error::{Error, Exit};
 use crate::journal::{decide, vouch, Allowed, AttemptJournal, Decision};
+use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
 use crate::options::Common;
 use crate::state::{Attempt, Pending, Phase, StateDir, ROLLBACK_ACTION};
@@ -171,45 +172,67 @@ pub fn recover(common: &Common, state: &StateDir, allowed: &Allowed) -> Result<R
             phase.as_str()
         )
     });
-    let before = Before {
-        generation: p.previous_generation,
-        system: p.previous_system.clone(),
+    let redo = Redo {
+        machine: &machine,
+        state,
+        settings: &settings,
+        path: &path,
+        attempt: &attempt,
     };
-    let committed = p.generation.is_some();
-    let mut journal = AttemptJournal::new(state, p);
-    let mut report = Report::default();
-    let result = match decision {
-        Decision::RollBack => Err(activate::redo_rollback(
-            &machine,
-            &settings,
-            &path,
-            &before,
-            committed,
-            &mut journal,
-            &mut report,
-        )),
-        _ => activate::activate(
-            &machine,
-            &settings,
-            &path,
-            &before,
-            &mut journal,
-            &mut report,
-        ),
-    };
-    let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
-    let generation = report.generation.or(journal.pending.generation);
-    state.record_result(&attempt, exit, generation, report.path_failed)?;
-    if exit == Exit::RebootNeeded {
-        // As after an apply (fleet/mod.rs): the need is remembered, `status`
-        // shows it and `--reboot if-needed` acts on it.
-        let mut need = journal.pending.clone();
-        need.phase = Phase::HealthCheck.as_str().to_string();
-        need.running = None;
-        need.rebooting = None;
-        state.update_fleet(|f, _| f.reboot = Some(need))?;
+    redo.run(p, decision).map(Recovery::Finished)
+}
+
+/// An interrupted attempt this store vouches for, to be redone.
+struct Redo<'a> {
+    machine: &'a Machine,
+    state: &'a StateDir,
+    settings: &'a Settings,
+    path: &'a StorePath,
+    attempt: &'a Attempt,
+}
+
+impl Redo<'_> {
+    /// Activate again (or only roll back, as `decision` says) from the
+    /// journal entry `p`, and record how that ended.
+    fn run(&self, p: Pending, decision: Decision) -> Result<Result<Exit, Error>, Error> {
+        let (machine, settings, path, state) = (self.machine, self.settings, self.path, self.state);
+        let before = Before {
+            generation: p.previous_generation,
+            system: p.previous_system.clone(),
+        };
+        let committed = p.generation.is_some();
+        let mut journal = AttemptJournal::new(state, p);
+        let mut report = Report::default();
+        let result = match decision {
+            Decision::RollBack => Err(activate::redo_rollback(
+                machine,
+                settings,
+                path,
+                &before,
+                committed,
+                &mut journal,
+                &mut report,
+            )),
+            _ => activate::activate(machine, settings, path, &before, &mut journal, &mut report),
+        };
+        let exit = result.as_ref().map_or_else(|e| e.exit, |x| *x);
+        let generation = report.generation.or(journal.pending.generation);
+        state.record_result(self.attempt, exit, generation, report.path_failed)?;
+        if exit == Exit::RebootNeeded {
+            remember_reboot(state, &journal.pending)?;
+        }
+        Ok(result)
     }
-    Ok(Recovery::Finished(result))
+}
+
+/// As after an apply (fleet/mod.rs): the reboot need of `pending` is
+/// remembered, `status` shows it and `--reboot if-needed` acts on it.
+fn remember_reboot(state: &StateDir, pending: &Pending) -> Result<(), Error> {
+    let mut need = pending.clone();
+    need.phase = Phase::HealthCheck.as_str().to_string();
+    need.running = None;
+    need.rebooting = None;
+    state.update_fleet(|f, _| f.reboot = Some(need))
 }
 
 /// A `fh-lite rollback` killed before its switch script finished: switch

@@ -15,8 +15,6 @@
 pub mod metrics;
 pub mod schedule;
 
-use std::path::PathBuf;
-
 use crate::error::{Error, Exit};
 use crate::machine::Machine;
 use crate::nix::store_path::StorePath;
@@ -273,8 +271,8 @@ fn reboot_for(
         say(&waiting(path, fleet.reboot_window));
         return Ok(Exit::RebootNeeded);
     }
-    let Some(systemctl) = on_path("systemctl") else {
-        say("a reboot is due but systemctl is not on PATH; reboot by hand");
+    let Some(systemctl) = crate::exec::find("systemctl") else {
+        say("a reboot is due but systemctl is not on the PATH searched for programs run as root (-v names the entries left out); reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
     let mut args = vec!["--no-block".to_string(), "reboot".to_string()];
@@ -286,7 +284,8 @@ fn reboot_for(
         None => "--no-block reboot".to_string(),
     };
     say(&format!("{doing} ({} {shown})", systemctl.display()));
-    let status = std::process::Command::new(&systemctl).args(&args).status();
+    let status = crate::exec::command(&systemctl, crate::exec::Env::System)
+        .and_then(|mut c| c.args(&args).status());
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),
         other => {
@@ -315,8 +314,8 @@ fn waiting(store_path: &str, w: Option<Window>) -> String {
 /// Journal the confirmation, then `systemctl reboot`; when that fails,
 /// the need is kept for the next run.
 fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
-    let Some(systemctl) = on_path("systemctl") else {
-        say("a reboot is due but systemctl is not on PATH; reboot by hand");
+    let Some(systemctl) = crate::exec::find("systemctl") else {
+        say("a reboot is due but systemctl is not on the PATH searched for programs run as root (-v names the entries left out); reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
     let mut confirm = need.clone();
@@ -334,9 +333,8 @@ fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
     ));
     // --no-block: systemd stops this unit on the way down; waiting for the
     // reboot job from inside it would wait for ourselves.
-    let mut cmd = std::process::Command::new(&systemctl);
-    crate::util::scrub_env(&mut cmd);
-    let status = cmd.args(["--no-block", "reboot"]).status();
+    let status = crate::exec::command(&systemctl, crate::exec::Env::System)
+        .and_then(|mut c| c.args(["--no-block", "reboot"]).status());
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),
         other => {
@@ -355,18 +353,6 @@ fn reboot(state: &StateDir, need: &Pending) -> Result<Exit, Error> {
             Ok(Exit::RebootNeeded)
         }
     }
-}
-
-/// The first executable `name` in `$PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// `/run/booted-system` resolved (under `--root`), if it exists.

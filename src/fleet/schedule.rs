@@ -137,13 +137,16 @@ pub fn local_secs_of_day(t: u64) -> u64 {
     (t as i64 + offset).rem_euclid(86_400) as u64
 }
 
-/// `date -d @t +%z` as seconds east of UTC.
+/// `date -d @t +%z` as seconds east of UTC. `date` gets the minimal
+/// environment ([`crate::exec`]) plus fh-lite's own `TZ`: the windows are
+/// documented to honour it (a service has none: /etc/localtime).
 pub(crate) fn utc_offset(t: u64) -> Option<i64> {
-    let mut date = std::process::Command::new("date");
-    crate::util::scrub_env(&mut date);
+    let mut date = crate::exec::command("date", crate::exec::Env::System).ok()?;
+    if let Some(tz) = std::env::var_os("TZ") {
+        date.env("TZ", tz);
+    }
     let out = date
         .args(["-d", &format!("@{t}"), "+%z"])
-        .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;

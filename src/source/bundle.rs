@@ -121,23 +121,7 @@ pub fn open(
         &offline.trusted_bundle_keys,
         offline.allow_unsigned_bundle,
     )?;
-    let text = std::str::from_utf8(&manifest_bytes)
-        .map_err(|_| refuse(&what, "the manifest is not UTF-8"))?;
-    let manifest: Manifest = miniserde::json::from_str(text)
-        .map_err(|_| refuse(&what, format!("{MANIFEST} is not a valid manifest")))?;
-    let delta = manifest.format == DELTA_FORMAT;
-    if manifest.format != FORMAT && !delta {
-        return Err(refuse(
-            &what,
-            format!("manifest format '{}' is not {FORMAT}", manifest.format),
-        ));
-    }
-    if delta != manifest.left_out.is_some() {
-        return Err(refuse(
-            &what,
-            "the manifest's format and its left_out list disagree: the manifest was altered",
-        ));
-    }
+    let manifest = parse_manifest(&what, &manifest_bytes)?;
     let left_out = check_left_out(&what, &manifest)?;
     let store_path = check_closure(&what, &manifest, &narinfos, &opts.trusted_keys)?;
     // A regular file can be read twice; a FIFO or a device is a stream,
@@ -180,6 +164,28 @@ pub fn open(
         broken: Arc::new(Mutex::new(None)),
         no_token: Secret::new(""),
     })
+}
+
+/// The manifest of the bundle `what`: UTF-8 JSON of a format this fh-lite
+/// reads, a delta exactly when it has a left_out list.
+fn parse_manifest(what: &str, bytes: &[u8]) -> Result<Manifest, Error> {
+    let text = std::str::from_utf8(bytes).map_err(|_| refuse(what, "the manifest is not UTF-8"))?;
+    let manifest: Manifest = miniserde::json::from_str(text)
+        .map_err(|_| refuse(what, format!("{MANIFEST} is not a valid manifest")))?;
+    let delta = manifest.format == DELTA_FORMAT;
+    if manifest.format != FORMAT && !delta {
+        return Err(refuse(
+            what,
+            format!("manifest format '{}' is not {FORMAT}", manifest.format),
+        ));
+    }
+    if delta != manifest.left_out.is_some() {
+        return Err(refuse(
+            what,
+            "the manifest's format and its left_out list disagree: the manifest was altered",
+        ));
+    }
+    Ok(manifest)
 }
 
 fn open_file(p: &Path) -> Result<std::fs::File, Error> {

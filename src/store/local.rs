@@ -44,7 +44,6 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 use super::program::{self, show_args};
@@ -189,7 +188,7 @@ impl LocalStore {
         args: &[&std::ffi::OsStr],
         stdin: Option<&[u8]>,
     ) -> Result<String, StoreError> {
-        let mut cmd = Command::new(&self.nix_store);
+        let mut cmd = program::command(&self.nix_store)?;
         cmd.arg("--store").arg(&self.root).args(args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let shown = format!("--store {} {}", self.root.display(), show_args(args));
@@ -310,7 +309,7 @@ impl LocalStore {
             return Ok(());
         }
         let cache = SigCache::create(infos)?;
-        let mut cmd = Command::new(&self.nix);
+        let mut cmd = program::command(&self.nix)?;
         let mut args: Vec<OsString> = vec![
             "--extra-experimental-features".into(),
             "nix-command".into(),

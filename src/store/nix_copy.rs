@@ -44,7 +44,6 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -286,7 +285,7 @@ impl NixCopyStore {
         shown: &str,
         started: impl FnOnce(),
     ) -> Result<String, StoreError> {
-        let mut cmd = Command::new(&self.nix);
+        let mut cmd = program::command(&self.nix)?;
         cmd.arg("--extra-experimental-features").arg("nix-command");
         cmd.args(args);
         if let Some(root) = &self.root {
@@ -567,10 +566,13 @@ mod tests {
         let tmp = dir.path().join("tmp");
         fs::create_dir(&tmp).unwrap();
         // A pid that has ended, a live process, and this process.
-        let mut gone = Command::new("true").spawn().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead = gone.id();
         gone.wait().unwrap();
-        let mut live = Command::new("sleep").arg("30").spawn().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let (lpid, lticks) = (live.id(), proc_stat(live.id()).unwrap().2);
         let me = std::process::id();
         let make = |name: &str| {
@@ -697,10 +699,9 @@ mod tests {
             .add_path(&c.dep, &mut io::empty())
             .unwrap_err()
             .to_string();
-        assert!(
-            e.starts_with("nix --extra-experimental-features") || e.starts_with("nix copy"),
-            "{e}"
-        );
+        // The program by the path found on the sanitised PATH (crate::exec).
+        let nix = crate::exec::find("nix").unwrap();
+        assert!(e.starts_with(&format!("{} copy", nix.display())), "{e}");
         assert!(!e.contains(TOKEN), "{e}");
         assert!(!env.valid(&dest2, &c.dep.store_path));
         assert!(empty(tmp.path()));

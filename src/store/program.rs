@@ -8,7 +8,16 @@ use std::process::{Command, Stdio};
 
 use super::StoreError;
 
-/// Runs `cmd` (arguments and environment already set), feeding it `stdin`
+/// `program` (`nix-store`, `nix`; a bare name is found on the sanitised
+/// PATH) as a command with Nix's environment ([`crate::exec::Env::Nix`]).
+pub(crate) fn command(program: &OsStr) -> Result<Command, StoreError> {
+    crate::exec::command(program, crate::exec::Env::Nix).map_err(|err| StoreError::NoProgram {
+        program: program.to_string_lossy().into_owned(),
+        err,
+    })
+}
+
+/// Runs `cmd` (from [`command`], arguments and environment set), feeding it `stdin`
 /// if given, and returns its stdout. `shown` is what errors print after
 /// the program name: its arguments as a user would read them, with no
 /// secrets.
@@ -26,7 +35,6 @@ pub(crate) fn run_then(
     stdin: Option<&[u8]>,
     started: impl FnOnce(),
 ) -> Result<String, StoreError> {
-    crate::util::scrub_env(&mut cmd);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {

@@ -45,10 +45,19 @@ const STATE: &str = "var/lib/fh-lite/state.json";
 /// The health check scripts, at the image root's top (they run chrooted).
 const HEALTH_OK: &str = "/fh-lite-health-ok";
 const HEALTH_FAIL: &str = "/fh-lite-health-fail";
-/// How long switch-to-configuration (`FH_LITE_SLOW_SLEEP`) and the health
+/// How long switch-to-configuration ([`set_sleep`]) and the health
 /// check sleep in these tests, in seconds: long enough to be hit, short
 /// enough to keep the module within a few minutes.
 const SLEEP: &str = "0.7";
+/// How long the slow switch-to-configuration under `root` sleeps: it
+/// reads `SLOW_LOG.sleep` in the root (activation gets a minimal
+/// environment, never a test's variables).
+fn set_sleep(root: &Path, secs: &str) {
+    let f = root.join(format!("{SLOW_LOG}.sleep"));
+    fs::create_dir_all(f.parent().unwrap()).unwrap();
+    fs::write(f, secs).unwrap();
+}
+
 /// Any single fh-lite run that takes longer than this is hung.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
@@ -249,8 +258,8 @@ impl Lab {
             let p = d.root.join(file.trim_start_matches('/'));
             crate::support::host::write_executable(&p, &script);
         }
-        let mut c = d.command("=0.1.1", &["switch"]);
-        c.env("FH_LITE_SLOW_SLEEP", "0");
+        set_sleep(&d.root, "0");
+        let c = d.command("=0.1.1", &["switch"]);
         let r = crate::support::deploy::no_secret(crate::support::util::output(c));
         assert_eq!(r.code, 0, "preparing the template (slow-v1, switch): {r:?}");
         let template = d.tmp.path().join("template");
@@ -295,9 +304,9 @@ impl Lab {
         self.runs += 1;
         let out = self.d.tmp.path().join(format!("run-{}.out", self.runs));
         let err = self.d.tmp.path().join(format!("run-{}.err", self.runs));
+        set_sleep(&self.d.root, SLEEP);
         let mut c = self.d.command(req, extra);
-        c.env("FH_LITE_SLOW_SLEEP", SLEEP)
-            .stdout(fs::File::create(&out).unwrap())
+        c.stdout(fs::File::create(&out).unwrap())
             .stderr(fs::File::create(&err).unwrap())
             .process_group(0);
         (crate::support::watchdog::spawn(c), out, err)
@@ -1264,8 +1273,8 @@ fn rollback_killed_mid_switch_is_finished_by_recover() {
     let err = lab.d.tmp.path().join("rollback.err");
     let mut c =
         crate::support::util::fh_lite(&["rollback", "--root", lab.root().to_str().unwrap()]);
-    c.env("FH_LITE_SLOW_SLEEP", SLEEP)
-        .stdout(Stdio::null())
+    set_sleep(lab.root(), SLEEP);
+    c.stdout(Stdio::null())
         .stderr(fs::File::create(&err).unwrap())
         .process_group(0);
     let mut child = crate::support::watchdog::spawn(c);
@@ -1374,9 +1383,9 @@ fn alive(pid: &str) -> bool {
 fn kill_alone_mid_activation(lab: &mut Lab, sleep: &str, extra: &[&str]) -> (Run, String) {
     lab.reset();
     let err = lab.d.tmp.path().join("alone.err");
+    set_sleep(lab.root(), sleep);
     let mut c = lab.d.command("=0.1.2", extra);
-    c.env("FH_LITE_SLOW_SLEEP", sleep)
-        .stdout(Stdio::null())
+    c.stdout(Stdio::null())
         .stderr(fs::File::create(&err).unwrap());
     let mut child = crate::support::watchdog::spawn(c);
     let began = Instant::now();
@@ -1406,8 +1415,8 @@ fn kill_alone_mid_activation(lab: &mut Lab, sleep: &str, extra: &[&str]) -> (Run
         alive(&orphan),
         "the script (pid {orphan}) should outlive fh-lite"
     );
-    let mut c = lab.d.command("=0.1.2", extra);
-    c.env("FH_LITE_SLOW_SLEEP", SLEEP);
+    set_sleep(lab.root(), SLEEP);
+    let c = lab.d.command("=0.1.2", extra);
     let r = crate::support::deploy::no_secret(crate::support::util::output(c));
     (r, orphan)
 }

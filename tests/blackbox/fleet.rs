@@ -200,7 +200,9 @@ fn metrics_after_success_rollback_noop_and_reboot_needed() {
     assert_eq!(left, [std::ffi::OsString::from("fh-lite.prom")]);
 }
 
-/// A `systemctl` that only records its arguments, first on PATH.
+/// A `systemctl` that only records its arguments, on PATH after a
+/// directory anyone may write holding another `systemctl` (and fakes of
+/// every other program), which must never run: [`no_writable_fakes_ran`].
 fn fake_systemctl(d: &Deploy) -> (String, PathBuf) {
     let bin = d.tmp.path().join("fakebin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -213,12 +215,21 @@ fn fake_systemctl(d: &Deploy) -> (String, PathBuf) {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (evil, _) = crate::rootenv::writable_dir_of_fakes(d.tmp.path());
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
+        evil.display(),
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     (path, log)
+}
+
+/// None of the fakes in the writable PATH directory ran (fh-lite finds
+/// what it runs as root on the sanitised PATH only).
+fn no_writable_fakes_ran(d: &Deploy) {
+    let log = d.tmp.path().join("evil.log");
+    assert_eq!(std::fs::read_to_string(log).unwrap_or_default(), "");
 }
 
 fn systemctl_calls(log: &Path) -> String {
@@ -301,6 +312,7 @@ fn reboot_only_when_needed_inside_the_window_never_under_root() {
     // 07:00 UTC is 10:00 local time in UTC+3: inside; it reboots before
     // resolving anything.
     let r = live(&state, EIGHT_UTC - 3600, "XXX-3");
+    no_writable_fakes_ran(&d);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(systemctl_calls(&log), "--no-block reboot\n");
     assert!(

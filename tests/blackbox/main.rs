@@ -78,6 +78,10 @@ mod fleet;
 /// The operator's decisions: rollback past failed systems, hold.
 mod decisions;
 
+/// What runs as root: found on the sanitised PATH only, with a minimal
+/// environment.
+mod rootenv;
+
 /// What a run reports: the --json result event, status and metrics.
 mod outcomes;
 

@@ -74,6 +74,29 @@ fn booted_v1(d: &Deploy) -> PathBuf {
     vars
 }
 
+/// loader.conf as NixOS's builder writes it for generation `n`.
+fn built_conf(n: u64) -> String {
+    format!("timeout 0\r\ndefault nixos-generation-{n}.conf\r\neditor 0\r\nconsole-mode keep\r\n")
+}
+
+/// An ESP at ROOT/boot as generation 2's `switch-to-configuration boot`
+/// leaves it (the fixtures' script writes no boot files): entries for 1
+/// and 2, loader.conf's default on 2.
+fn esp_after_boot_of_2(d: &Deploy) -> PathBuf {
+    let entries = d.root.join("boot/loader/entries");
+    std::fs::create_dir_all(&entries).unwrap();
+    for n in [1, 2] {
+        std::fs::write(
+            entries.join(format!("nixos-generation-{n}.conf")),
+            "title NixOS\n",
+        )
+        .unwrap();
+    }
+    let conf = d.root.join("boot/loader/loader.conf");
+    std::fs::write(&conf, built_conf(2)).unwrap();
+    conf
+}
+
 /// The machine rebooted into `fixture`.
 fn boot(d: &Deploy, fixture: &str) {
     let link = d.root.join("run/booted-system");
@@ -122,8 +145,12 @@ fn a_trial_boot_is_pinned_booted_once_and_committed() {
     }
     let d = deploy();
     let vars = booted_v1(&d);
+    let conf = esp_after_boot_of_2(&d);
     let r = trial(&d, &vars, "exit 0", &[]);
     assert_eq!(r.code, 40, "armed, never rebooting under --root: {r:?}");
+    // Firmware that lost the pin still boots the running entry: loader.conf
+    // names it, every other byte as the builder wrote it.
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), built_conf(1));
     assert!(
         r.stderr.contains(&format!(
             "trial boot: {} boots once as systemd-boot entry nixos-generation-2.conf; the boot default stays nixos-generation-1.conf",
@@ -170,6 +197,11 @@ fn a_trial_boot_is_pinned_booted_once_and_committed() {
     assert_eq!(var(&vars, "LoaderEntryDefault"), None, "the pin is gone");
     assert_eq!(var(&vars, "LoaderEntryOneShot"), None);
     assert_eq!(profile(&d), "system-2-link");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        built_conf(2),
+        "committed: loader.conf's default is generation 2 again"
+    );
     let st = d.fh(&["status"]);
     assert!(st.stdout.contains("last trial boot"), "{st:?}");
     assert!(st.stdout.contains(": committed at "), "{st:?}");
@@ -203,8 +235,10 @@ fn a_trial_boot_that_does_not_come_up_falls_back_and_is_not_retried() {
     }
     let d = deploy();
     let vars = booted_v1(&d);
+    let conf = esp_after_boot_of_2(&d);
     let r = trial(&d, &vars, "exit 0", &[]);
     assert_eq!(r.code, 40, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), built_conf(1));
     // It panicked: the firmware came back on the default, v1.
     std::fs::remove_file(vars.join(format!("LoaderEntryOneShot-{GUID}"))).unwrap();
     boot(&d, "system-v1");
@@ -218,6 +252,7 @@ fn a_trial_boot_that_does_not_come_up_falls_back_and_is_not_retried() {
     assert_eq!(profile(&d), "system-1-link");
     assert_eq!(var(&vars, "LoaderEntryDefault"), None);
     assert_eq!(var(&vars, "LoaderEntryOneShot"), None);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), built_conf(1));
     let prom = std::fs::read_to_string(&metrics).unwrap();
     assert!(prom.contains("fh_lite_last_exit_code 36\n"), "{prom}");
     assert!(

@@ -561,17 +561,17 @@ def dump_root(img, dest):
 class Boot:
     """One boot of a VM; serial output to LOG, markers watched live."""
 
-    def __init__(self, arch, img, run_name, target, log, accel, limit, efi=None):
+    def __init__(self, arch, img, run_name, target, log, accel, limit, efi=None, extra=""):
         """EFI: {"esp", "vars"} for a UEFI machine (x86_64): OVMF's code
         read-only, its variable store VARS (a per-VM copy), systemd-boot on
         the ESP image (the second disk, first to boot), the i6300esb
         watchdog (a reset when it fires), and qemu kept across the guest's
         reboots (one serial log for all its boots); the lab's arguments
         come through fw_cfg. Else the kernel is booted directly and a
-        reboot ends qemu."""
+        reboot ends qemu. EXTRA: more of the lab's `lab.*=` arguments."""
         self.arch, self.log_path, self.limit = arch, log, limit
         a = ARCHES[arch]
-        args = f"lab.run={run_name} lab.target={target}"
+        args = f"lab.run={run_name} lab.target={target}" + (f" {extra}" if extra else "")
         self.cmd = [a["qemu"], *a["machine"], "-accel", accel, "-m", "512", "-smp", "1",
                     "-nographic", "-nodefaults", "-serial", "stdio"]
         if efi:
@@ -1142,7 +1142,8 @@ def main():
                            help="run only trial N of the seed's sequence (repeatable): replays one cut")
     p = sub.add_parser("trialboot", help="trial boots on x86_64 with OVMF + systemd-boot")
     p.add_argument("--keep", metavar="DIR")
-    p.add_argument("--scenario", action="append", choices=["good", "panic", "hang", "powercut"])
+    p.add_argument("--scenario", action="append",
+                   choices=["good", "panic", "hang", "powercut", "cut-preparing", "cut-held"])
     p.add_argument("--seed", type=int, help="the power cut's moment")
     p.add_argument("--by-hand", action="store_true",
                    help="the guest arms the one-shot boot itself (checks the lab, not fh-lite)")

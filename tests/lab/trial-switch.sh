@@ -11,6 +11,20 @@ action="$1"
 mkdir -p /var/log/lab /etc/lab
 log() { echo "$*" >> /var/log/lab/switch.log; }
 log "start $action @variant@ $$"
+
+# `scripts/lab trialboot --scenario cut-preparing`: with
+# lab.stall-switch=@variant@ among the lab's arguments (qemu's fw_cfg),
+# this system's `boot` says so on the console and stalls before it writes
+# anything, until the lab cuts the power: a cut inside fh-lite's step 2,
+# after the pin and before the one-shot.
+case "$action" in switch|boot)
+    for w in $(cat /sys/firmware/qemu_fw_cfg/by_name/opt/fh-lite-lab/cmdline/raw 2>/dev/null); do
+        if [ "$w" = "lab.stall-switch=@variant@" ]; then
+            echo "LAB-SWITCH-STALL @variant@ $action" > /dev/console
+            while :; do sleep 3600; done
+        fi
+    done ;;
+esac
 echo "@out@" > /etc/lab/system.tmp && mv /etc/lab/system.tmp /etc/lab/system
 
 put() { # put SRC DEST: copy, sync, rename
@@ -76,4 +90,11 @@ esac
 sync
 log "end $action @variant@ $$"
 sync
+# `--scenario cut-held`: with lab.announce-switch=@variant@, say on the
+# console that this `boot` wrote loader.conf and is returning.
+case "$action" in switch|boot)
+    for w in $(cat /sys/firmware/qemu_fw_cfg/by_name/opt/fh-lite-lab/cmdline/raw 2>/dev/null); do
+        [ "$w" = "lab.announce-switch=@variant@" ] && echo "LAB-SWITCH-END @variant@ $action" > /dev/console
+    done ;;
+esac
 exit 0

@@ -19,6 +19,20 @@ Scenarios (each from the installed generation 1, on copies of its disks):
   powercut  SIGKILL of qemu at a random moment of 2's first boot (seed
             printed), then a boot: back on 1 with 2 recorded failed, or on
             2 committed; never a default that has not booted
+  cut-preparing
+            SIGKILL of qemu inside fh-lite's step 2, after the pin and
+            before the one-shot: generation 2's `boot` (trial-switch.sh,
+            with lab.stall-switch=good on fw_cfg) says LAB-SWITCH-STALL and
+            stalls, and the lab cuts then; the next boot comes up on 1,
+            confirm-boot undoes the trial (not "did not boot": the path is
+            not failed), the default is 1; that boot runs no timer apply
+            (lab.timer=off), which would only try the trial again
+  cut-held  SIGKILL of qemu as soon as the ESP image shows loader.conf's
+            default set back to generation 1 after generation 2's `boot`
+            (which says LAB-SWITCH-END with lab.announce-switch=good) had
+            set it to 2: fh-lite's hold, then maybe its journal or the
+            one-shot; the next boot is back on 1 with the trial undone or
+            failed, or on 2 committed
 
 In the guest: the first boot of a scenario runs `fh-lite apply ... --trial
 --reboot if-needed --boot-loader systemd-boot --health-check /lab/health`,
@@ -35,6 +49,11 @@ init=`), the persistent default (the variable store's live, non-deleted
 `LoaderEntryDefault` of systemd-boot's vendor GUID, parsed from the OVMF
 vars copy; else loader.conf's `default` on the ESP, read with mtype), and
 what fh-lite's state records (state.json and status --json, via debugfs).
+loader.conf is also read when the trial apply has armed the one-shot (the
+guest syncs, says LAB-TRIAL-APPLIED and waits 3 s before it reboots) and at
+every cut: while generation 2 is untried it must never be loader.conf's
+`default` (firmware that loses the EFI variables written at run time would
+boot it without the pin).
 """
 import json
 import os
@@ -51,8 +70,15 @@ import uuid
 ARCH = "x86_64"
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 VARIANTS = ("v1", "good", "panic", "hang")
-SCENARIOS = ("good", "panic", "hang", "powercut")
-TARGET = {"good": "good", "panic": "panic", "hang": "hang", "powercut": "good"}
+SCENARIOS = ("good", "panic", "hang", "powercut", "cut-preparing", "cut-held")
+TARGET = {"good": "good", "panic": "panic", "hang": "hang", "powercut": "good", "cut-preparing": "good",
+          "cut-held": "good"}
+CUTS = ("cut-preparing", "cut-held")
+# Extra lab arguments (fw_cfg) of a scenario's first VM run and of the one
+# after its cut.
+FIRST_ARGS = {"cut-preparing": "lab.stall-switch=good", "cut-held": "lab.announce-switch=good"}
+AFTER_ARGS = {"cut-preparing": "lab.timer=off", "cut-held": "lab.timer=off"}
+ENTRY2 = "nixos-generation-2.conf"
 
 # The panic variant's stage 1: it exits, the kernel panics ("Attempted to
 # kill init"), and `panic=5` on its command line reboots the machine.
@@ -84,14 +110,20 @@ if [ ! -e $step ]; then
             : > /run/lab-reboot
         fi
     fi
+    # The ESP as the trial left it, for the lab to read before the reboot.
+    sync
+    echo "LAB-TRIAL-APPLIED"
+    sleep 3
 else
     /lab/trial-timer "$1"
 fi
 """
 
 TRIAL_TIMER = r"""#!/bin/sh
-# The timer's run after the trial boot, as a device's timer runs it.
-if [ ! -x /lab/by-hand ]; then
+# The timer's run after the trial boot, as a device's timer runs it (not
+# with lab.timer=off among the lab's arguments).
+fw=/sys/firmware/qemu_fw_cfg/by_name/opt/fh-lite-lab/cmdline/raw
+if [ ! -x /lab/by-hand ] && ! grep -qw "lab.timer=off" $fw 2>/dev/null; then
     echo "LAB-RUN-START $1 timer"
     fh-lite apply nixos "org/lab/0.1#nixosConfigurations.$1" switch $(cat /lab/args-trial)
     echo "LAB-RUN-EXIT $?"
@@ -345,19 +377,20 @@ class TrialLab:
         self.seed = seed
         self.vms = 0
 
-    def vm(self, root, esp, vars_fd, run_name, target, tag):
+    def vm(self, root, esp, vars_fd, run_name, target, tag, extra=""):
         """Start a VM run of the UEFI machine (qemu up across reboots)."""
         L = self.L
         self.vms += 1
         log = os.path.join(self.lab.work, f"vm-{self.vms:02d}-{tag}.log")
         b = L.Boot(ARCH, root, run_name, target, log, self.lab.accel, self.limit,
-                   efi={"esp": esp, "vars": vars_fd})
+                   efi={"esp": esp, "vars": vars_fd}, extra=extra)
         self.lab.boots_all.append(b)
         return b
 
-    def through(self, b, max_boots):
+    def through(self, b, max_boots, on=None):
         """Wait for the VM run's clean power-off; a run that boots more than
-        MAX_BOOTS times (a loop) or overruns the limit is cut and fails."""
+        MAX_BOOTS times (a loop) or overruns the limit is cut and fails.
+        ON: {marker: function(rest)} called as markers arrive."""
         end = time.monotonic() + self.limit
         while True:
             left = end - time.monotonic()
@@ -369,6 +402,8 @@ class TrialLab:
                 ev, rest, _ = b.events.get(timeout=left)
             except queue.Empty:
                 continue
+            if on and ev in on:
+                on[ev](rest)
             if ev == "FIRMWARE" and int(rest) > max_boots:
                 b.power_cut()
                 raise self.L.LabError(f"the machine booted more than {max_boots} times in one run "
@@ -410,6 +445,31 @@ class TrialLab:
             self.L.run(["cp", "--sparse=always", p, out[k]])
         return out
 
+    def snapshot(self, d, variant, when):
+        """The boot loader's view now (what the next boot follows): the
+        variables, loader.conf's default, and fh-lite's record."""
+        L = self.L
+        with open(d["vars.fd"], "rb") as f:
+            try:
+                variables = efi_variables(f.read())
+            except ValueError:
+                variables = []
+        snap = {"when": when,
+                "LoaderEntryDefault": utf16z(live_variable(variables, "LoaderEntryDefault")),
+                "LoaderEntryOneShot": utf16z(live_variable(variables, "LoaderEntryOneShot")),
+                "loader.conf": conf_value(esp_text(d["esp.img"], "/loader/loader.conf"), "default")}
+        return snap
+
+    def record_at_cut(self, d, variant, cut):
+        """fh-lite's record after a cut (the journal replayed, as the next
+        mount does)."""
+        L = self.L
+        L.replay_journal(d["root.img"])
+        st = L.parse_json(L.read_file(d["root.img"], "/var/lib/fh-lite/state.json") or b"") or {}
+        ltb = st.get("last_trial_boot") if isinstance(st.get("last_trial_boot"), dict) else {}
+        cut["committed"] = ltb.get("store_path") == self.paths[variant] and ltb.get("result") == "committed"
+        cut["trial_phase"] = (st.get("trial_boot") or {}).get("phase") if isinstance(st.get("trial_boot"), dict) else None
+
     def scenario(self, name, base, calib):
         """Run one scenario from copies of the installed machine; returns its
         summary entry and the boot durations it measured."""
@@ -419,8 +479,55 @@ class TrialLab:
         d = self.copies(base, name)
         t0 = time.monotonic()
         vms, cut = [], None
-        b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name)
+        # loader.conf (and the variables) once the trial apply armed the
+        # one-shot, before the reboot.
+        samples = []
+        on = {"LAB-TRIAL-APPLIED": lambda _rest: samples.append(self.snapshot(d, variant, "trial applied"))}
+        b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name,
+                    extra=FIRST_ARGS.get(name, ""))
         vms.append(b)
+        if name in CUTS:
+            # cut-preparing: generation 2's `boot` stalls inside fh-lite's
+            # step 2: cut then. cut-held: it returned; cut when the ESP
+            # image shows loader.conf's default back on generation 1.
+            marker = "LAB-SWITCH-STALL" if name == "cut-preparing" else "LAB-SWITCH-END"
+            end = time.monotonic() + self.limit
+            seen = None
+            while time.monotonic() < end:
+                try:
+                    ev, rest, tm = b.events.get(timeout=end - time.monotonic())
+                except queue.Empty:
+                    break
+                if ev == marker:
+                    seen = tm
+                    break
+                if ev == "EOF":
+                    break
+            held = None
+            if seen is not None and name == "cut-held":
+                while time.monotonic() < end and b.proc.poll() is None:
+                    conf = esp_text(d["esp.img"], "/loader/loader.conf")
+                    if conf_value(conf, "default") == "nixos-generation-1.conf":
+                        held = time.monotonic()
+                        break
+                    time.sleep(0.02)
+            b.power_cut()
+            if seen is None or (name == "cut-held" and held is None):
+                raise L.LabError(f"{name}: no {marker}{'' if seen is None else ' then loader.conf on 1'} "
+                                 f"(serial log {b.log_path}):\n  "
+                                 + "\n  ".join(describe(segments(b.lines), self.names)))
+            cut = self.snapshot(d, variant, "cut in step 2" if name == "cut-preparing"
+                                else "cut after loader.conf was held")
+            cut["at_s"] = round(seen - b.t0, 1)
+            if held is not None:
+                cut["held_after_s"] = round(held - seen, 2)
+            self.record_at_cut(d, variant, cut)
+            L.say(f"{ARCH}: {name}: qemu killed {'while generation 2' if name == 'cut-preparing' else 'after generation 2'}"
+                  f"'s switch-to-configuration boot {'stalled' if name == 'cut-preparing' else 'returned and loader.conf was held'}"
+                  f" (journal phase at the cut: {cut['trial_phase']})")
+            b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name + "-after",
+                        extra=AFTER_ARGS.get(name, ""))
+            vms.append(b)
         if name == "powercut":
             rng = random.Random(self.seed)
             span = calib or 45.0
@@ -433,6 +540,8 @@ class TrialLab:
                     ev, rest, tm = b.events.get(timeout=end - time.monotonic())
                 except queue.Empty:
                     break
+                if ev in on:
+                    on[ev](rest)
                 if ev == "FIRMWARE" and rest == "2":
                     started = tm
                     break
@@ -445,38 +554,47 @@ class TrialLab:
             time.sleep(max(0.0, started + at - time.monotonic()))
             ended = b.proc.poll() is not None
             b.power_cut()
-            cut = {"seed": self.seed, "at_s": round(at, 2), "span_s": round(span, 1),
-                   "after_end": ended}
             # The boot loader's view at the moment of the cut (what the next
-            # boot will follow): the variables and loader.conf as left.
-            with open(d["vars.fd"], "rb") as f:
-                try:
-                    variables = efi_variables(f.read())
-                except ValueError:
-                    variables = []
-            cut["LoaderEntryDefault"] = utf16z(live_variable(variables, "LoaderEntryDefault"))
-            cut["LoaderEntryOneShot"] = utf16z(live_variable(variables, "LoaderEntryOneShot"))
-            cut["loader.conf"] = conf_value(esp_text(d["esp.img"], "/loader/loader.conf"), "default")
-            # ... and fh-lite's record then (the journal replayed, as the next mount does).
-            L.replay_journal(d["root.img"])
-            st = L.parse_json(L.read_file(d["root.img"], "/var/lib/fh-lite/state.json") or b"") or {}
-            ltb = st.get("last_trial_boot") if isinstance(st.get("last_trial_boot"), dict) else {}
-            cut["committed"] = ltb.get("store_path") == self.paths[variant] and ltb.get("result") == "committed"
-            cut["trial_phase"] = (st.get("trial_boot") or {}).get("phase") if isinstance(st.get("trial_boot"), dict) else None
+            # boot will follow), and fh-lite's record then.
+            cut = {"seed": self.seed, "at_s": round(at, 2), "span_s": round(span, 1),
+                   "after_end": ended, **self.snapshot(d, variant, "cut in 2's first boot")}
+            self.record_at_cut(d, variant, cut)
             L.say(f"{ARCH}: powercut: seed {self.seed}: qemu killed {at:.1f} s into generation 2's "
                   f"first boot (of ~{span:.0f} s){' (the run had already ended)' if ended else ''}")
             b = self.vm(d["root.img"], d["esp.img"], d["vars.fd"], "trial", target, name + "-after")
             vms.append(b)
-        self.through(b, 4)
+        self.through(b, 4, on=on)
         wall = time.monotonic() - t0
         entry = self.judge(name, variant, d, vms)
         entry["wall_s"] = round(wall)
+        entry["loader_conf_during_trial"] = samples
+        n_judged = len(entry["problems"])
+        # Generation 2 untried: neither the persistent default nor
+        # loader.conf's default may name it.
+        for snap in samples:
+            if snap["loader.conf"] == ENTRY2:
+                entry["problems"].append(f"{snap['when']}: loader.conf's default is {ENTRY2}, "
+                                         f"which has not booted yet")
+        if name not in CUTS and not samples:
+            entry["problems"].append("no reading of loader.conf after the trial apply (no LAB-TRIAL-APPLIED)")
         if cut:
             entry["cut"] = cut
             eff = cut["LoaderEntryDefault"] or cut["loader.conf"]
             if eff and eff != "nixos-generation-1.conf" and not cut["committed"]:
                 entry["problems"].append(f"at the cut the persistent default was {eff}, not yet committed")
-                entry["verdict"] = "FAIL"
+            if cut["loader.conf"] == ENTRY2 and not cut["committed"]:
+                entry["problems"].append(f"at the cut loader.conf's default was {ENTRY2}, not yet committed")
+        if name == "cut-preparing":
+            if cut["trial_phase"] != "preparing" or cut["LoaderEntryDefault"] != "nixos-generation-1.conf" \
+                    or cut["LoaderEntryOneShot"]:
+                entry["problems"].append(
+                    f"cut-preparing: the cut was not between the pin and the one-shot (journal phase "
+                    f"{cut['trial_phase']}, LoaderEntryDefault {cut['LoaderEntryDefault']}, "
+                    f"LoaderEntryOneShot {cut['LoaderEntryOneShot']})")
+        if entry["problems"]:
+            entry["verdict"] = "FAIL"
+        if entry["problems"][n_judged:]:
+            L.say(f"{ARCH}: trialboot {name}: more problems:\n    " + "\n    ".join(entry["problems"][n_judged:]))
         # Generation 2's first boot, for the power cut's span.
         segs = segments(vms[0].lines)
         second = None
@@ -570,6 +688,8 @@ class TrialLab:
             bad.append("status --json still shows a trial boot in progress")
         if status is None:
             bad.append("no status --json from the last boot")
+        elif (status.get("last_attempt") or {}).get("result") == "running":
+            bad.append("status --json's last_attempt is still `running` at the end")
         r = subprocess.run(["e2fsck", "-fn", d["root.img"]], capture_output=True, text=True)
         if r.returncode != 0:
             bad.append(f"e2fsck -fn finds errors: {r.stdout.strip()[-300:]}")
@@ -584,7 +704,7 @@ class TrialLab:
         first = final[0] if len(vms) == 1 else segs_all[0][0]
         if gen.get(first["init"]) != 1:
             bad.append(f"the scenario's first boot came up on {first['init']}, not generation 1")
-        if not first["reboot_requested"] and not first["reboot_by_hand"]:
+        if name not in CUTS and not first["reboot_requested"] and not first["reboot_by_hand"]:
             bad.append(f"the trial apply did not arm a reboot (runs: {first['runs']})")
         if name == "good":
             if booted != 2 or default != 2 or recorded != "committed":
@@ -611,6 +731,27 @@ class TrialLab:
                 bad.append(f"{name}: the last boot's timer run asked for a reboot again")
             if not last["runs"] or last["runs"][-1][1] != "34":
                 bad.append(f"{name}: the timer run after the fallback: {last['runs']}, wanted exit 34 (skipped-failed)")
+        elif name == "cut-preparing":
+            # Cut before the one-shot: the next boot undoes the trial.
+            if booted != 1 or default != 1:
+                bad.append(f"{name}: wanted back on generation 1 with the default on 1")
+            if failed:
+                bad.append(f"{name}: generation 2 was recorded failed ({recorded}); the trial never armed")
+            if ltb.get("store_path") != new or ltb.get("result") != "undone":
+                bad.append(f"{name}: fh-lite recorded {recorded!r}, wanted the trial of generation 2 undone")
+            if any(s["init"] == new or s["stage1_panic"] for segs in segs_all for s in segs):
+                bad.append(f"{name}: generation 2 was booted")
+            if last["confirm"][-1:] != ["0"]:
+                bad.append(f"{name}: confirm-boot after the cut exited {last['confirm']}, wanted 0 (undone)")
+        elif name == "cut-held":
+            # Cut after the hold: undone (phase preparing), or the one-shot
+            # armed: 2 boots once and is committed (or, cut in its boot,
+            # did not boot).
+            if booted == 2 and recorded != "committed":
+                bad.append(f"{name}: on generation 2 but fh-lite recorded {recorded!r}")
+            if booted == 1 and (ltb.get("store_path") != new
+                                or ltb.get("result") not in ("undone", "did-not-boot")):
+                bad.append(f"{name}: back on generation 1 but fh-lite recorded {recorded!r}")
         elif name == "powercut":
             if booted == 2 and recorded != "committed":
                 bad.append(f"powercut: on generation 2 but fh-lite recorded {recorded!r}")
