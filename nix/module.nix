@@ -42,6 +42,8 @@ let
     ++ optionals (cfg.rolloutSpread != null) [ "--rollout-spread" cfg.rolloutSpread ]
     ++ optionals (cfg.trialBoot.bootLoader != "auto" || !cfg.trialBoot.enable)
       [ "--boot-loader" (if cfg.trialBoot.enable then cfg.trialBoot.bootLoader else "none") ]
+    ++ optionals (cfg.trialBoot.enable && cfg.trialBoot.firmwareDir != null)
+      [ "--firmware-dir" cfg.trialBoot.firmwareDir ]
     ++ lib.concatMap (m: [ "--mirror" m ]) cfg.mirrors
     ++ optionals (cfg.limitRate != null) [ "--limit-rate" cfg.limitRate ]
     ++ optionals (cfg.limitRateUplink != null) [ "--limit-rate-uplink" cfg.limitRateUplink ]
@@ -53,7 +55,8 @@ let
   confirmArgs = [ "confirm-boot" ]
     ++ optionals (cfg.metricsFile != null) [ "--metrics-file" cfg.metricsFile ]
     ++ optionals (cfg.reboot != "never") [ "--reboot" cfg.reboot ]
-    ++ optionals (cfg.rebootWindow != null) [ "--reboot-window" cfg.rebootWindow ];
+    ++ optionals (cfg.rebootWindow != null) [ "--reboot-window" cfg.rebootWindow ]
+    ++ optionals (cfg.trialBoot.firmwareDir != null) [ "--firmware-dir" cfg.trialBoot.firmwareDir ];
 in
 {
   options.services.fh-lite = {
@@ -215,8 +218,10 @@ in
           does not come up, the machine boots the previous system and fh-lite
           records the release as failed ("did not boot", exit 36). Adds
           fh-lite-confirm-boot.service, which settles the trial at boot.
-          Needs systemd-boot (UEFI) or GRUB; elsewhere (U-Boot, the Pi's
-          firmware) fh-lite says so and commits before the reboot. A hang while booting only becomes a reset with
+          Needs systemd-boot (UEFI), the Raspberry Pi firmware's tryboot
+          (its firmware partition mounted: sd-image mounts /boot/firmware
+          with noauto) or GRUB; elsewhere (U-Boot/extlinux alone) fh-lite
+          says so and commits before the reboot. A hang while booting only becomes a reset with
           a watchdog: set `systemd.watchdog.runtimeTime = "30s";` (systemd
           arms the hardware watchdog; `fh-lite status` warns when none is
           active).
@@ -225,7 +230,13 @@ in
       bootLoader = mkOption {
         type = types.enum [ "auto" "systemd-boot" "grub" "tryboot" "none" ];
         default = "auto";
-        description = "The one-shot boot mechanism (--boot-loader); auto detects systemd-boot, then GRUB.";
+        description = "The one-shot boot mechanism (--boot-loader); auto detects systemd-boot, then tryboot (a Raspberry Pi with its firmware partition mounted), then GRUB.";
+      };
+      firmwareDir = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/boot/firmware";
+        description = "Where the Raspberry Pi firmware partition is mounted, for tryboot (--firmware-dir); null: /boot/firmware, else /boot.";
       };
     };
 

@@ -188,11 +188,15 @@ FLEETS (apply; see Fleets in README.md):
         --boot-loader auto|systemd-boot|grub|tryboot|none
                                the one-shot boot a trial boot uses (default
                                auto: systemd-boot when its LoaderInfo EFI
-                               variable exists, else GRUB when
-                               /boot/grub/grub.cfg does); none, or no
+                               variable exists, else tryboot on a Raspberry
+                               Pi with a firmware partition, else GRUB when
+                               /boot/grub/grub.cfg exists); none, or no
                                one-shot here: commit, then reboot
         --efivars DIR          EFI variables in DIR instead of
                                /sys/firmware/efi/efivars (under --root)
+        --firmware-dir DIR     the Raspberry Pi firmware partition is
+                               mounted at DIR (tryboot; default
+                               /boot/firmware, else /boot, under --root)
         --reboot-window HH:MM-HH:MM
                                local time; may wrap past midnight (23:00-01:00)
         --window HH:MM-HH:MM   activate only inside this local-time window;
@@ -443,6 +447,7 @@ pub struct RawArgs {
     rollout_spread: Option<String>,
     boot_loader: Option<String>,
     efivars: Option<PathBuf>,
+    firmware_dir: Option<PathBuf>,
     /// Options given, in order, for the "does not apply to" check.
     seen: Vec<&'static str>,
 }
@@ -506,6 +511,7 @@ pub const LONG_OPTIONS: &[(&str, Option<&str>)] = &[
     ("reboot", Some("apply confirm-boot")),
     ("boot-loader", Some("apply confirm-boot")),
     ("efivars", Some("apply confirm-boot")),
+    ("firmware-dir", Some("apply confirm-boot")),
     ("reboot-window", Some("apply confirm-boot")),
     ("window", Some("apply")),
     ("rollout-spread", Some("apply")),
@@ -616,6 +622,7 @@ where
             "ca-file" => a.ca_file = Some(p.value().map_err(usage)?.into()),
             "daemon-socket" => a.daemon_socket = Some(p.value().map_err(usage)?.into()),
             "efivars" => a.efivars = Some(p.value().map_err(usage)?.into()),
+            "firmware-dir" => a.firmware_dir = Some(p.value().map_err(usage)?.into()),
             other => {
                 let v = string(p.value().map_err(usage)?, other)?;
                 match other {
@@ -1012,6 +1019,7 @@ impl RawArgs {
                 .transpose()?,
             boot_loader,
             efivars: self.efivars.clone(),
+            firmware_dir: self.firmware_dir.clone(),
         })
     }
 

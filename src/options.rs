@@ -200,6 +200,8 @@ pub struct FleetOpts {
     pub boot_loader: crate::boot::record::Choice,
     /// `--efivars DIR`: EFI variables there instead of efivarfs.
     pub efivars: Option<PathBuf>,
+    /// `--firmware-dir DIR`: the Raspberry Pi firmware partition (tryboot).
+    pub firmware_dir: Option<PathBuf>,
 }
 
 /// Options of `fetch`, `bundle create` and `apply --from` (source/mod.rs).

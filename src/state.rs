@@ -15,9 +15,9 @@
 //! TrialBoot = the journal of a trial boot (boot/mod.rs, docs/journal.md):
 //!   { "reference", "store_path", "phase", "generation",
 //!     "previous_generation", "previous_system", "loader", "entry",
-//!     "pinned", "conf_default", "efivars", "health_check", "health_timeout",
-//!     "activation_timeout", "install_bootloader", "failure", "boot_id",
-//!     "time" }
+//!     "pinned", "conf_default", "efivars", "firmware_dir", "health_check",
+//!     "health_timeout", "activation_timeout", "install_bootloader",
+//!     "reboot_requested", "failure", "boot_id", "time" }
 //! TrialOutcome = { "reference", "store_path", "generation", "result":
 //!   "committed" | "did-not-boot" | "health-check-failed" | "undone",
 //!   "reason", "time" }

@@ -227,6 +227,9 @@ impl<'a> SystemRun<'a> {
             efivars: (self.s.boot.as_ref())
                 .and_then(|b| b.at.efivars.as_ref())
                 .map(|p| p.display().to_string()),
+            firmware_dir: (self.s.boot.as_ref())
+                .and_then(|b| b.at.firmware.as_ref())
+                .map(|p| p.display().to_string()),
             health_check: self.s.health_check.clone(),
             health_timeout: self.s.health_timeout.as_secs(),
             activation_timeout: self.s.activation_timeout.map(|d| d.as_secs()),

@@ -41,15 +41,26 @@
 //!
 //! Backends: systemd-boot ([`systemd_boot`]: pin + one-shot EFI
 //! variables); GRUB ([`grub`]: grubenv's `next_entry` boots the new
-//! generation once). Both: the running generation's `boot` lists the new
-//! one, the commit runs the new generation's `boot`. Raspberry Pi tryboot
-//! and U-Boot/extlinux have no backend here (today's behaviour: commit,
-//! then reboot).
+//! generation once); Raspberry Pi firmware tryboot ([`tryboot`]: the new
+//! kernel, initrd and device trees copied to the firmware partition with a
+//! `tryboot.txt` naming them, booted once by rebooting with `0 tryboot`).
+//! All three: the running generation's `boot` lists the new one, the
+//! commit runs the new generation's `boot`. U-Boot/extlinux has no backend
+//! here (today's behaviour: commit, then reboot).
+//!
+//! Auto-detection order: systemd-boot first (its `LoaderInfo` variable is
+//! proof that it booted this machine, also on a Pi with UEFI firmware,
+//! whose firmware partition exists too), then tryboot (a Raspberry Pi by
+//! its device tree with a firmware partition: config.txt starts the boot
+//! there, before U-Boot or anything on the root), then GRUB (a grub.cfg
+//! on the root does not prove GRUB boots the machine, so it comes after
+//! the two that are proven by the firmware), then extlinux (no one-shot).
 
 pub mod efivars;
 pub mod grub;
 pub mod record;
 pub mod systemd_boot;
+pub mod tryboot;
 
 use std::path::{Path, PathBuf};
 
@@ -97,6 +108,7 @@ impl Step {
 pub enum Loader {
     SystemdBoot(SystemdBoot),
     Grub(grub::Grub),
+    Tryboot(tryboot::Tryboot),
 }
 
 /// What [`detect`] found.
@@ -123,6 +135,8 @@ pub struct Where {
     pub efivars: Option<PathBuf>,
     /// The profile (real path), for GRUB's entry titles.
     pub profile: PathBuf,
+    /// `--firmware-dir DIR`: the Raspberry Pi firmware partition.
+    pub firmware: Option<PathBuf>,
 }
 
 impl Where {
@@ -157,13 +171,14 @@ pub fn detect(choice: Choice, at: &Where) -> Detected {
             &at.profile,
         )))
     };
-    let tryboot = "Raspberry Pi tryboot is not supported in this version";
+    let pi = tryboot::Tryboot::new(at.root.as_deref(), at.firmware.as_deref());
     match choice {
         Choice::None => Detected::Unsupported("--boot-loader none".to_string()),
         Choice::SystemdBoot => systemd_boot(),
         Choice::Grub => grub(),
-        Choice::Tryboot => Detected::Unsupported(tryboot.to_string()),
+        Choice::Tryboot => Detected::Loader(Loader::Tryboot(pi)),
         Choice::Auto if SystemdBoot::detect(&vars) => systemd_boot(),
+        Choice::Auto if pi.detect() => Detected::Loader(Loader::Tryboot(pi)),
         Choice::Auto if grub::Grub::detect(at.root.as_deref()) => grub(),
         Choice::Auto if at.real("boot/extlinux/extlinux.conf").exists() => Detected::Unsupported(
             "U-Boot with extlinux has no safe one-shot boot (it needs bootcount, bootlimit and altbootcmd; see README)".to_string(),
@@ -180,6 +195,7 @@ impl Loader {
         match self {
             Loader::SystemdBoot(_) => "systemd-boot",
             Loader::Grub(_) => "grub",
+            Loader::Tryboot(_) => "tryboot",
         }
     }
 
@@ -190,7 +206,10 @@ impl Loader {
     /// here does: nothing before the commit makes the new generation the
     /// boot loader's own default.
     pub fn entries_by_running(&self) -> bool {
-        matches!(self, Loader::Grub(_) | Loader::SystemdBoot(_))
+        matches!(
+            self,
+            Loader::Grub(_) | Loader::SystemdBoot(_) | Loader::Tryboot(_)
+        )
     }
 
     /// Rebuild the loader a journal entry names.
@@ -198,10 +217,18 @@ impl Loader {
         t: &TrialBoot,
         root: Option<&Path>,
         efivars: Option<&Path>,
+        firmware: Option<&Path>,
         profile: &Path,
     ) -> Loader {
         if t.loader == "grub" {
             return Loader::Grub(grub::Grub::new(root, profile));
+        }
+        if t.loader == "tryboot" {
+            let journaled = t.firmware_dir.as_ref().map(PathBuf::from);
+            return Loader::Tryboot(tryboot::Tryboot::new(
+                root,
+                firmware.or(journaled.as_deref()),
+            ));
         }
         let efivars = efivars
             .map(Path::to_path_buf)
@@ -229,6 +256,9 @@ impl Loader {
             },
             // The first entry: the running system's, as its `boot` writes it.
             Loader::Grub(_) => Ok("NixOS - Default".to_string()),
+            // The firmware's persistent configuration (checked before
+            // anything changes: the partition may not be mounted).
+            Loader::Tryboot(p) => p.config_present().map(|()| tryboot::CONFIG.to_string()),
         }
     }
 
@@ -252,6 +282,7 @@ impl Loader {
                     ),
                 )
             }),
+            Loader::Tryboot(_) => Ok(format!("{}/", tryboot::DIR)),
         }
     }
 
@@ -271,6 +302,10 @@ impl Loader {
                 Exit::Internal,
                 format!("{what} {var} in {}: {e}", g.env.display()),
             ),
+            Loader::Tryboot(p) => Error::new(
+                Exit::Internal,
+                format!("{what} {var} in {}: {e}", p.dir.display()),
+            ),
         }
     }
 
@@ -279,12 +314,14 @@ impl Loader {
             Loader::SystemdBoot(sb) => sb
                 .pin(entry)
                 .map_err(|e| self.error("write", systemd_boot::DEFAULT, &e)),
-            // Nothing to pin: the default is the system whose `boot` ran.
-            Loader::Grub(_) => Ok(()),
+            // Nothing to pin: the default is the system whose `boot` ran
+            // (and config.txt is not touched).
+            Loader::Grub(_) | Loader::Tryboot(_) => Ok(()),
         }
     }
 
-    pub fn one_shot(&self, entry: &str) -> Result<(), Error> {
+    /// Arm the one-shot boot of `entry`, the system `store_path`.
+    pub fn one_shot(&self, entry: &str, store_path: &str) -> Result<(), Error> {
         match self {
             Loader::SystemdBoot(sb) => {
                 if sb.has_entry(entry) == Some(false) {
@@ -299,6 +336,7 @@ impl Loader {
             Loader::Grub(g) => g
                 .one_shot(entry)
                 .map_err(|e| self.error("write", "next_entry", &e)),
+            Loader::Tryboot(p) => p.arm(store_path),
         }
     }
 
@@ -308,7 +346,7 @@ impl Loader {
     /// nothing is written), so that firmware which loses the EFI variables
     /// written at run time still boots it; the value the line had. No ESP
     /// mounted here: the pin alone holds it (said in one line when `say`).
-    /// GRUB: nothing (its default is the system whose `boot` ran).
+    /// GRUB, tryboot: nothing (the default is the system whose `boot` ran).
     pub fn hold_default(&self, entry: &str, say: bool) -> Result<Option<String>, Error> {
         let Loader::SystemdBoot(sb) = self else {
             return Ok(None);
@@ -336,7 +374,7 @@ impl Loader {
     /// it does. A journal written by an earlier fh-lite, which ran the new
     /// generation's `boot` in step 2 and held the line on the running
     /// entry, has the builder's value in `conf_default`: that value (the
-    /// same entry) is used. GRUB: nothing here.
+    /// same entry) is used. GRUB, tryboot: nothing here.
     pub fn commit_default(&self, t: &TrialBoot) -> Result<(), Error> {
         let Loader::SystemdBoot(sb) = self else {
             return Ok(());
@@ -358,6 +396,7 @@ impl Loader {
             Loader::Grub(g) => g
                 .release()
                 .map_err(|e| self.error("clear", "next_entry", &e)),
+            Loader::Tryboot(p) => p.release(),
         }
     }
 }
@@ -409,7 +448,7 @@ pub fn prepare(loader: &Loader, t: &mut TrialBoot, steps: &mut dyn Steps) -> Res
     t.entry = Some(entry.clone());
     t.phase = Step::OneShot.as_str().to_string();
     steps.journal(t)?;
-    loader.one_shot(&entry)?;
+    loader.one_shot(&entry, &t.store_path)?;
     t.phase = Step::Rebooting.as_str().to_string();
     steps.journal(t)
 }
@@ -438,9 +477,14 @@ pub fn decide(t: &TrialBoot, boot_id: &str, booted: Option<&str>) -> Decision {
         return Decision::Check;
     }
     let rebooted = t.boot_id != boot_id;
+    // tryboot: the one-shot is the reboot itself (its argument sets the
+    // firmware's flag); any other reboot boots config.txt, the old system.
+    let by_reboot = t.loader == "tryboot";
     match (rebooted, step) {
         (false, Step::Rebooting) => Decision::Wait,
         (false, _) => Decision::Undo,
+        (true, Step::OneShot) if by_reboot => Decision::Undo,
+        (true, Step::Rebooting) if by_reboot && t.reboot_requested.is_none() => Decision::Undo,
         (true, Step::OneShot | Step::Rebooting) => Decision::DidNotBoot,
         (true, Step::Pinning | Step::Preparing) => Decision::Undo,
     }
@@ -543,6 +587,36 @@ mod tests {
         );
     }
 
+    /// tryboot's one-shot is the reboot with its argument: back on the old
+    /// system is "did not boot" only after fh-lite asked for that reboot
+    /// (a power cut or a plain reboot before it boots config.txt).
+    #[test]
+    fn tryboot_decisions() {
+        let (new, old) = (Some("/nix/store/new"), Some("/nix/store/old"));
+        let tb = |phase: Step, requested: bool| TrialBoot {
+            loader: "tryboot".into(),
+            reboot_requested: requested.then(|| "boot-1".to_string()),
+            ..trial(phase)
+        };
+        let cases = [
+            (tb(Step::OneShot, false), "boot-2", old, Decision::Undo),
+            (tb(Step::Rebooting, false), "boot-2", old, Decision::Undo),
+            (
+                tb(Step::Rebooting, true),
+                "boot-2",
+                old,
+                Decision::DidNotBoot,
+            ),
+            (tb(Step::Rebooting, true), "boot-2", new, Decision::Check),
+            (tb(Step::Rebooting, false), "boot-1", old, Decision::Wait),
+            (tb(Step::Rebooting, true), "boot-1", old, Decision::Wait),
+            (tb(Step::Preparing, false), "boot-2", old, Decision::Undo),
+        ];
+        for (t, id, booted, want) in cases {
+            assert_eq!(decide(&t, id, booted), want, "{t:?} {id} {booted:?}");
+        }
+    }
+
     /// A fake ESP and efivars dir; the default as systemd-boot picks it:
     /// LoaderEntryDefault if set, else loader.conf's `default`.
     struct Machine {
@@ -586,6 +660,7 @@ mod tests {
                 root: Some(self.t.path().to_path_buf()),
                 efivars: Some(self.t.path().join("vars")),
                 profile: self.t.path().join("nix/var/nix/profiles/system"),
+                firmware: None,
             }
         }
         fn tick(&mut self) -> Result<(), Error> {
@@ -771,7 +846,9 @@ mod tests {
             t.conf_default = loader
                 .hold_default("nixos-generation-1.conf", false)
                 .unwrap();
-            loader.one_shot("nixos-generation-2.conf").unwrap();
+            loader
+                .one_shot("nixos-generation-2.conf", "/nix/store/new")
+                .unwrap();
             t
         };
         let mut m = Machine::new(usize::MAX);
@@ -866,6 +943,7 @@ mod tests {
                 root: Some(self.t.path().to_path_buf()),
                 efivars: Some(self.t.path().join("vars")),
                 profile: self.t.path().join("nix/var/nix/profiles/system"),
+                firmware: None,
             }
         }
         fn tick(&mut self) -> Result<(), Error> {

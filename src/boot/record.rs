@@ -42,7 +42,7 @@ pub struct TrialBoot {
     /// The profile's generation before, and the system that was booted.
     pub previous_generation: Option<u64>,
     pub previous_system: Option<String>,
-    /// "systemd-boot".
+    /// "systemd-boot", "grub" or "tryboot".
     pub loader: String,
     /// The new entry (one-shot) and the running one (pinned).
     pub entry: Option<String>,
@@ -55,11 +55,17 @@ pub struct TrialBoot {
     pub conf_default: Option<String>,
     /// `--efivars DIR` of the apply (null: efivarfs).
     pub efivars: Option<String>,
+    /// `--firmware-dir DIR` of the apply (tryboot; null: looked for).
+    pub firmware_dir: Option<String>,
     pub health_check: Option<String>,
     /// Seconds.
     pub health_timeout: u64,
     pub activation_timeout: Option<u64>,
     pub install_bootloader: bool,
+    /// tryboot: the boot id in which fh-lite asked for the reboot that
+    /// sets the firmware's one-shot flag (null: not asked; a machine back
+    /// on the old system without it did not try the new one).
+    pub reboot_requested: Option<String>,
     /// Falling back: why (null: an undo, the path is not failed).
     pub failure: Option<String>,
     /// The kernel's boot id when journaled: a different one means the

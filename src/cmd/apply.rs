@@ -148,7 +148,9 @@ impl<'a> Apply<'a> {
         match crate::cmd::confirm_boot::settle(common, fleet, state)? {
             None | Some(Settled::Committed | Settled::Undone) => {}
             Some(Settled::Wait(t)) => {
-                return Ok(Some(crate::fleet::trial_reboot(&self.machine, fleet, &t)))
+                return Ok(Some(crate::cmd::confirm_boot::reboot_into(
+                    common, fleet, state, &t,
+                )))
             }
             Some(Settled::Failed(e, path)) => {
                 return Ok(Some(Err(crate::cmd::confirm_boot::reboot_back(
@@ -250,6 +252,7 @@ impl<'a> Apply<'a> {
                     root: self.machine.root.clone(),
                     efivars: fleet.efivars.clone(),
                     profile: self.machine.profile.clone(),
+                    firmware: fleet.firmware_dir.clone(),
                 },
             });
         }
@@ -365,7 +368,7 @@ impl<'a> Apply<'a> {
         }
         // A trial boot is armed: reboot into it (fleet/mod.rs).
         if let Some(t) = &report.trial_boot {
-            return crate::fleet::trial_reboot(&self.machine, fleet, t);
+            return crate::cmd::confirm_boot::reboot_into(self.common, fleet, state, t);
         }
         // Reboot need and policy (fleet/mod.rs).
         crate::fleet::after_activation(&self.machine, opts, fleet, state, &journal.pending, result)

@@ -55,7 +55,13 @@ pub fn settle(
         return Ok(None);
     };
     let root = common.root.as_deref();
-    let loader = Loader::of_journal(&t, root, fleet.efivars.as_deref(), &common.profile);
+    let loader = Loader::of_journal(
+        &t,
+        root,
+        fleet.efivars.as_deref(),
+        fleet.firmware_dir.as_deref(),
+        &common.profile,
+    );
     let machine = common.machine();
     let ctx = Ctx::new(&machine);
     let gen = |t: &TrialBoot| {
@@ -87,8 +93,8 @@ pub fn settle(
                 }
             }
             // The commit is the new generation's `boot` (it makes itself
-            // the default); redone if cut, the check runs again. The pin
-            // stays until it has run.
+            // the default: loader.conf, grub.cfg, config.txt); redone if
+            // cut, the check runs again. The pin stays until it has run.
             if let (true, Some(n)) = (loader.entries_by_running(), t.generation) {
                 if crate::activate::runs_commands(
                     &ctx,
@@ -150,7 +156,13 @@ pub fn settle_before(common: &Common, state: &StateDir) -> Result<(), Error> {
         }
         _ => return Ok(()),
     };
-    let loader = Loader::of_journal(&waiting, common.root.as_deref(), None, &common.profile);
+    let loader = Loader::of_journal(
+        &waiting,
+        common.root.as_deref(),
+        None,
+        None,
+        &common.profile,
+    );
     match fall_back(
         &Ctx::new(&common.machine()),
         &loader,
@@ -253,6 +265,32 @@ pub fn run(common: &Common, fleet: &FleetOpts) -> Result<Exit, Error> {
         }
         Some(Settled::Failed(e, path)) => Err(reboot_back(common, fleet, e, &path)),
     }
+}
+
+/// Reboot into the armed trial boot `t` (fleet/mod.rs). tryboot: the
+/// request is journaled first (`reboot_requested`: only a machine that
+/// came back after it did not boot the new system), and withdrawn when
+/// the reboot did not start.
+pub fn reboot_into(
+    common: &Common,
+    fleet: &FleetOpts,
+    state: &StateDir,
+    t: &TrialBoot,
+) -> Result<Exit, Error> {
+    let journaled = state.trial_boot()?.filter(|j| {
+        j.loader == "tryboot" && j.store_path == t.store_path && j.phase == Step::Rebooting.as_str()
+    });
+    let Some(mut j) = journaled else {
+        return crate::fleet::trial_reboot(&common.machine(), fleet, t);
+    };
+    j.reboot_requested = Some(boot_id());
+    state.set_trial_boot(Some(&j))?;
+    let exit = crate::fleet::trial_reboot(&common.machine(), fleet, &j)?;
+    if exit != Exit::Success {
+        j.reboot_requested = None;
+        state.set_trial_boot(Some(&j))?;
+    }
+    Ok(exit)
 }
 
 /// A failed health check on the new system: the default is the previous

@@ -229,7 +229,12 @@ pub fn trial_reboot(
     let path = &t.store_path;
     let doing =
         format!("rebooting for the trial boot of {path}; the next boot confirms it or falls back");
-    reboot_for(machine, fleet, path, &doing)
+    // Raspberry Pi tryboot: the one-shot flag is the reboot argument
+    // (boot/tryboot.rs): systemctl hands it to reboot(2), Raspberry Pi's
+    // kernel passes it to the firmware. `--reboot-argument=` (systemd 246
+    // on); systemd 253 dropped the positional argument of `reboot`.
+    let arg = (t.loader == "tryboot").then_some(crate::boot::tryboot::REBOOT_ARG);
+    reboot_for(machine, fleet, path, &doing, arg)
 }
 
 /// After a trial boot's health check failed on the new system and the
@@ -237,17 +242,18 @@ pub fn trial_reboot(
 /// and window allow (Ok(true): the reboot was started).
 pub fn reboot_back(machine: &Machine, fleet: &FleetOpts, path: &str) -> Result<bool, Error> {
     let doing = format!("rebooting back from {path} to the previous system");
-    Ok(reboot_for(machine, fleet, path, &doing)? == Exit::Success)
+    Ok(reboot_for(machine, fleet, path, &doing, None)? == Exit::Success)
 }
 
-/// `systemctl --no-block reboot` when `--reboot if-needed`, not under
-/// `--root`, inside the window; Success when it was started, else
+/// `systemctl --no-block [--reboot-argument=ARG] reboot` when `--reboot if-needed`, not
+/// under `--root`, inside the window; Success when it was started, else
 /// RebootNeeded (said why).
 fn reboot_for(
     machine: &Machine,
     fleet: &FleetOpts,
     path: &str,
     doing: &str,
+    arg: Option<&str>,
 ) -> Result<Exit, Error> {
     if !fleet.reboot_if_needed {
         say(&format!(
@@ -269,12 +275,17 @@ fn reboot_for(
         say("a reboot is due but systemctl is not on the PATH searched for programs run as root (-v names the entries left out); reboot by hand");
         return Ok(Exit::RebootNeeded);
     };
-    say(&format!(
-        "{doing} ({} --no-block reboot)",
-        systemctl.display()
-    ));
+    let mut args = vec!["--no-block".to_string(), "reboot".to_string()];
+    if let Some(a) = arg {
+        args.insert(1, format!("--reboot-argument={a}"));
+    }
+    let shown = match arg {
+        Some(a) => format!("--no-block --reboot-argument='{a}' reboot"),
+        None => "--no-block reboot".to_string(),
+    };
+    say(&format!("{doing} ({} {shown})", systemctl.display()));
     let status = crate::exec::command(&systemctl, crate::exec::Env::System)
-        .and_then(|mut c| c.args(["--no-block", "reboot"]).status());
+        .and_then(|mut c| c.args(&args).status());
     match status {
         Ok(s) if s.success() => Ok(Exit::Success),
         other => {

@@ -314,8 +314,20 @@ fn nixos_module_evaluates_for_arm_hosts_and_systemd_accepts_its_units() {
         let cwords = exec_words(confirm_exec).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(
             cwords[1..],
-            ["confirm-boot", "--reboot", "if-needed"],
+            [
+                "confirm-boot",
+                "--reboot",
+                "if-needed",
+                "--firmware-dir",
+                "/boot/firmware"
+            ],
             "{what}: {confirm}"
+        );
+        assert!(
+            words
+                .windows(2)
+                .any(|w| w == ["--firmware-dir", "/boot/firmware"]),
+            "{what}: {exec}"
         );
         assert!(
             confirm.contains("After=local-fs.target multi-user.target\n"),

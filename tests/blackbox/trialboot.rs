@@ -418,3 +418,291 @@ fn a_trial_boot_whose_boot_script_fails_at_the_commit_falls_back() {
     assert!(st.stdout.contains("\"trial_boot\":null"), "{st:?}");
     assert!(st.stdout.contains(&path("system-exit1")), "{st:?}");
 }
+
+/// A Raspberry Pi firmware partition outside the root (`--firmware-dir`):
+/// NixOS sd-image's config.txt (U-Boot on a Pi 4).
+const PI_CONFIG: &str =
+    "[pi4]\nkernel=u-boot-rpi4.bin\nenable_gic=1\narmstub=armstub8-gic.bin\n\n[all]\narm_64bit=1\nenable_uart=1\navoid_warnings=1\n";
+
+fn pi_deploy() -> Deploy {
+    Deploy::new(
+        "zstd",
+        &[("0.1.1", "system-v1"), ("0.1.5", "system-pi")],
+        "{}",
+    )
+}
+
+/// v1 booted (no EFI variables), a firmware partition; its path.
+fn booted_pi(d: &Deploy) -> PathBuf {
+    let vars = booted_v1(d);
+    std::fs::remove_dir_all(&vars).unwrap();
+    let fw = d.tmp.path().join("firmware");
+    std::fs::create_dir_all(&fw).unwrap();
+    std::fs::write(fw.join("config.txt"), PI_CONFIG).unwrap();
+    std::fs::write(fw.join("start4.elf"), "firmware").unwrap();
+    fw
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn tryboot_trial(d: &Deploy, fw: &Path) -> crate::support::util::Run {
+    d.apply(
+        "=0.1.5",
+        &[
+            "switch",
+            "--trial",
+            "--reboot",
+            "if-needed",
+            "--boot-loader",
+            "tryboot",
+            "--firmware-dir",
+            fw.to_str().unwrap(),
+            "--install-bootloader",
+            "--health-check",
+            "exit 0",
+        ],
+    )
+}
+
+/// The same machine's state seen from its running system (no --root),
+/// with a `systemctl` that records its arguments first on PATH: the
+/// armed trial boot's reboot is done before anything is resolved (the
+/// reference does not resolve, so nothing else happens and the host's
+/// /nix is never touched). The recorded systemctl calls.
+fn live_reboot(d: &Deploy) -> (crate::support::util::Run, String) {
+    let bin = d.tmp.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = d.tmp.path().join("systemctl.log");
+    let script = bin.join("systemctl");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done >> {0}\necho >> {0}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let url = d.hub.url();
+    let state = d.root.join("var/lib/fh-lite");
+    let profile = d.tmp.path().join("live-profile/system");
+    let mut c = crate::support::util::fh_lite(&["apply", "nixos", &d.reference("=0.1.99")]);
+    c.args(["--reboot", "if-needed"])
+        .args(["--state-dir", state.to_str().unwrap()])
+        .args(["--profile", profile.to_str().unwrap()])
+        .args([
+            "--api-addr",
+            &url,
+            "--cache-addr",
+            &url,
+            "--allow-insecure-http",
+        ])
+        .args(["--token-file", d.token_file.to_str().unwrap()])
+        .env("PATH", &path);
+    let r = crate::support::deploy::no_secret(crate::support::util::output(c));
+    (r, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// Raspberry Pi tryboot: the new kernel, initrd and device trees are
+/// copied to the firmware partition with a tryboot.txt naming them,
+/// config.txt is untouched, the reboot carries '0 tryboot'; booted and
+/// healthy, the trial is committed and its files removed.
+#[test]
+fn tryboot_copies_to_the_firmware_partition_reboots_with_tryboot_and_commits() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = pi_deploy();
+    let fw = booted_pi(&d);
+    let pi = path("system-pi");
+    let r = tryboot_trial(&d, &fw);
+    assert_eq!(r.code, 40, "armed, never rebooting under --root: {r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "trial boot: {pi} boots once as tryboot entry fh-lite-trial/; the boot default stays config.txt"
+        )),
+        "{r:?}"
+    );
+    assert_eq!(
+        names(&fw),
+        ["config.txt", "fh-lite-trial", "start4.elf", "tryboot.txt"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(fw.join("config.txt")).unwrap(),
+        PI_CONFIG
+    );
+    assert_eq!(
+        std::fs::read_to_string(fw.join("tryboot.txt")).unwrap(),
+        format!(
+            "{PI_CONFIG}\n# fh-lite: the trial boot of {pi} (this file is removed after it)\n[all]\nos_prefix=fh-lite-trial/\nkernel=kernel.img\ninitramfs initrd followkernel\ncmdline=cmdline.txt\n"
+        )
+    );
+    let trial = fw.join("fh-lite-trial");
+    assert_eq!(
+        names(&trial),
+        [
+            "bcm2711-rpi-4-b.dtb",
+            "bcm2837-rpi-3-b.dtb",
+            "cmdline.txt",
+            "initrd",
+            "kernel.img",
+            "overlays"
+        ]
+    );
+    let store = |f: &str| std::fs::read(d.root.join(&pi[1..]).join(f)).unwrap();
+    assert_eq!(
+        std::fs::read(trial.join("kernel.img")).unwrap(),
+        store("kernel")
+    );
+    assert_eq!(
+        std::fs::read(trial.join("initrd")).unwrap(),
+        store("initrd")
+    );
+    assert_eq!(
+        std::fs::read(trial.join("bcm2711-rpi-4-b.dtb")).unwrap(),
+        store("dtbs/broadcom/bcm2711-rpi-4-b.dtb")
+    );
+    assert_eq!(
+        std::fs::read(trial.join("overlays/vc4-kms-v3d.dtbo")).unwrap(),
+        store("dtbs/overlays/vc4-kms-v3d.dtbo")
+    );
+    assert!(trial.join("overlays/README").is_file());
+    assert_eq!(
+        std::fs::read_to_string(trial.join("cmdline.txt")).unwrap(),
+        format!("init={pi}/init init={pi}/init loglevel=4\n"),
+        "init= then the toplevel's kernel-params (the fixture's has its own init=)"
+    );
+    assert_eq!(profile(&d), "system-2-link");
+    let log = std::fs::read_to_string(d.root.join("var/log/fh-lite-test/switch.log")).unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("variant=v1") && last.ends_with("args=boot"),
+        "the running generation's boot (config.txt's default stays): {log}"
+    );
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"loader\":\"tryboot\""), "{st:?}");
+    assert!(
+        st.stdout
+            .contains(&format!("\"firmware_dir\":\"{}\"", fw.display())),
+        "{st:?}"
+    );
+
+    // Its running system reboots with the tryboot argument.
+    let (r, calls) = live_reboot(&d);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        calls, "[--no-block][--reboot-argument=0 tryboot][reboot]\n",
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "rebooting for the trial boot of {pi}; the next boot confirms it or falls back"
+        )),
+        "{r:?}"
+    );
+
+    // The firmware booted tryboot.txt once; healthy: committed by the new
+    // generation's own boot, the trial's files removed.
+    boot(&d, "system-pi");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("booted and passed its health check; committed"),
+        "{r:?}"
+    );
+    assert_eq!(names(&fw), ["config.txt", "start4.elf"]);
+    assert_eq!(
+        std::fs::read_to_string(fw.join("config.txt")).unwrap(),
+        PI_CONFIG
+    );
+    let log = std::fs::read_to_string(d.root.join("var/log/fh-lite-test/switch.log")).unwrap();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("variant=pi") && last.ends_with("args=boot"),
+        "the commit is the new generation's boot: {log}"
+    );
+    assert_eq!(profile(&d), "system-2-link");
+}
+
+/// Back on the old system after the reboot with '0 tryboot': "did not
+/// boot" (exit 36), the trial's files removed, config.txt as it was. A
+/// reboot that fh-lite did not ask for (a power cut while armed) is not a
+/// failed boot: the trial is undone, and a later run arms it again.
+#[test]
+fn tryboot_back_on_the_old_system_did_not_boot_only_after_the_tryboot_reboot() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = pi_deploy();
+    let fw = booted_pi(&d);
+    // Armed, then the power was cut before any reboot was asked for.
+    let r = tryboot_trial(&d, &fw);
+    assert_eq!(r.code, 40, "{r:?}");
+    boot(&d, "system-v1");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("undone"), "{r:?}");
+    assert_eq!(names(&fw), ["config.txt", "start4.elf"]);
+    assert_eq!(profile(&d), "system-1-link");
+    // Not failed: the next run arms it again; this time the reboot is
+    // asked for, and the machine comes back on v1.
+    let r = tryboot_trial(&d, &fw);
+    assert_eq!(r.code, 40, "not skipped: {r:?}");
+    let (r, calls) = live_reboot(&d);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(calls, "[--no-block][--reboot-argument=0 tryboot][reboot]\n");
+    boot(&d, "system-v1");
+    let r = d.fh(&["confirm-boot"]);
+    assert_eq!(r.code, 36, "{r:?}");
+    assert!(
+        r.stderr.contains("did not boot: the machine came back on"),
+        "{r:?}"
+    );
+    assert_eq!(names(&fw), ["config.txt", "start4.elf"]);
+    assert_eq!(
+        std::fs::read_to_string(fw.join("config.txt")).unwrap(),
+        PI_CONFIG
+    );
+    assert_eq!(profile(&d), "system-1-link");
+    let r = tryboot_trial(&d, &fw);
+    assert_eq!(r.code, 34, "not retried without --retry-failed: {r:?}");
+}
+
+/// `--boot-loader tryboot` with the firmware partition not mounted (an
+/// empty mount point): refused before anything changes (exit 2).
+#[test]
+fn tryboot_without_a_mounted_firmware_partition_is_refused_before_anything_changes() {
+    if !require("root to chroot", is_root()) {
+        return;
+    }
+    let d = pi_deploy();
+    let fw = booted_pi(&d);
+    std::fs::remove_file(fw.join("config.txt")).unwrap();
+    let r = tryboot_trial(&d, &fw);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "a tryboot trial boot needs the Raspberry Pi firmware partition, but {}/config.txt does not exist",
+            fw.display()
+        )),
+        "{r:?}"
+    );
+    assert_eq!(profile(&d), "system-1-link");
+    assert_eq!(names(&fw), ["start4.elf"]);
+    let st = d.fh(&["status", "--json"]);
+    assert!(st.stdout.contains("\"trial_boot\":null"), "{st:?}");
+}

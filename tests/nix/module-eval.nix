@@ -125,6 +125,7 @@ let
               inherit healthCheck;
               mirrors = [ "http://lan-box:8080" "file:///srv/fh-mirror" ];
               limitRate = "2M";
+              trialBoot.firmwareDir = "/boot/firmware";
             };
           }
         ];
