@@ -26,7 +26,7 @@
 //! running entry. The commit runs the new generation's `boot`, which names
 //! the new entry. Every other line is kept byte for byte.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::efivars::EfiVars;
@@ -140,18 +140,8 @@ impl SystemdBoot {
             return Ok(None);
         };
         let file = dir.join(LOADER_CONF);
-        let old = match dir.open_read(LOADER_CONF) {
-            Ok(f) => {
-                let mut bytes = Vec::new();
-                f.take(MAX_CONF + 1).read_to_end(&mut bytes)?;
-                if bytes.len() as u64 > MAX_CONF {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("it is bigger than {MAX_CONF} bytes"),
-                    ));
-                }
-                bytes
-            }
+        let old = match dir.read_small(LOADER_CONF, MAX_CONF) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
@@ -174,13 +164,11 @@ impl SystemdBoot {
         let Some(dir) = self.loader_dir() else {
             return Ok(None);
         };
-        let f = match dir.open_read(LOADER_CONF) {
-            Ok(f) => f,
+        let bytes = match dir.read_small(LOADER_CONF, MAX_CONF) {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut bytes = Vec::new();
-        f.take(MAX_CONF).read_to_end(&mut bytes)?;
         Ok(default_lines(&bytes).last().map(|(_, v)| v.clone()))
     }
 

@@ -42,7 +42,7 @@
 //!   copies overlays); otherwise the partition's own overlays are used.
 
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Exit};
@@ -100,7 +100,9 @@ impl Tryboot {
             None => {
                 let base = root.unwrap_or(Path::new("/"));
                 let firmware = base.join("boot/firmware");
-                match !firmware.join(CONFIG).is_file() && is_firmware_config(&base.join("boot")) {
+                match !firmware.join(CONFIG).is_file()
+                    && is_firmware_config(root, &base.join("boot"))
+                {
                     true => base.join("boot"),
                     false => firmware,
                 }
@@ -121,8 +123,12 @@ impl Tryboot {
             .as_deref()
             .unwrap_or(Path::new("/"))
             .join("proc/device-tree/model");
-        let pi = std::fs::read(model).is_ok_and(|m| m.starts_with(b"Raspberry Pi"));
-        pi && is_firmware_config(&self.dir)
+        let pi = rootfs::split(&model)
+            .and_then(|(dir, name)| {
+                rootfs::open_dir(self.root.as_deref(), dir)?.read_small(name, 4096)
+            })
+            .is_ok_and(|m| m.starts_with(b"Raspberry Pi"));
+        pi && is_firmware_config(self.root.as_deref(), &self.dir)
     }
 
     /// The firmware partition's config.txt is there (a usage error
@@ -171,7 +177,7 @@ impl Tryboot {
     /// [`Tryboot::arm`] with `free` telling the space at a path.
     pub fn arm_with(&self, store_path: &str, free: &dyn Fn(&Path) -> Space) -> Result<(), Error> {
         let dir = self.open()?;
-        let config = read_to_vec(&dir, CONFIG).map_err(|e| {
+        let config = dir.read_small(CONFIG, MAX_CONFIG).map_err(|e| {
             bad(format!(
                 "{}: {e} (the firmware partition needs its config.txt for a tryboot trial boot)",
                 dir.join(CONFIG).display()
@@ -453,22 +459,24 @@ fn fill(root: Option<&Path>, t: &Dir, files: &[Copy], cmdline: &str) -> io::Resu
     t.sync()
 }
 
-fn read_to_vec(dir: &Dir, name: &str) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    dir.open_read(name)?.read_to_end(&mut out)?;
-    Ok(out)
-}
+/// config.txt is small (the firmware reads at most a few KiB of it); this
+/// bounds what an image root's file can make fh-lite read.
+const MAX_CONFIG: u64 = 1024 * 1024;
 
 /// A config.txt of firmware settings in `dir`: a `[filter]` line or a
 /// setting (`name=value`, or `initramfs FILE ADDR`) outside comments.
-fn is_firmware_config(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join(CONFIG)) else {
+fn is_firmware_config(root: Option<&Path>, dir: &Path) -> bool {
+    let Ok(bytes) = rootfs::open_dir(root, dir).and_then(|d| d.read_small(CONFIG, MAX_CONFIG))
+    else {
         return false;
     };
-    text.lines().map(str::trim).any(|l| {
-        !l.starts_with('#')
-            && (l.starts_with('[') || l.contains('=') || l.starts_with("initramfs "))
-    })
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::trim)
+        .any(|l| {
+            !l.starts_with('#')
+                && (l.starts_with('[') || l.contains('=') || l.starts_with("initramfs "))
+        })
 }
 
 /// tryboot.txt: `config` as it is, then the section booting [`DIR`].

@@ -205,17 +205,7 @@ fn sweep_netrc_dirs(base: &Path) {
         if alive || !ours {
             continue;
         }
-        let p = base.join(&name);
-        match dir.remove_tree(&name) {
-            Ok(()) => crate::ui::say(&format!(
-                "removed {}, left by an interrupted run (pid {pid})",
-                p.display()
-            )),
-            Err(err) => crate::ui::warn(&format!(
-                "cannot remove {}, left by an interrupted run (pid {pid}): {err}",
-                p.display()
-            )),
-        }
+        crate::store::unpack::remove_left_by(&dir, &name, pid);
     }
 }
 

@@ -185,17 +185,7 @@ pub fn remove_debris(store_dir: &Dir) {
         if pid != std::process::id() && !rootfs::left_by_dead_run(pid, rand, this_boot) {
             continue;
         }
-        let p = store_dir.join(&name);
-        match store_dir.remove_tree(&name) {
-            Ok(()) => crate::ui::say(&format!(
-                "removed {}, left by an interrupted run (pid {pid})",
-                p.display()
-            )),
-            Err(err) => crate::ui::warn(&format!(
-                "cannot remove {}, left by an interrupted run (pid {pid}): {err}",
-                p.display()
-            )),
-        }
+        remove_left_by(store_dir, &name, pid);
     }
 }
 
@@ -404,6 +394,22 @@ impl NarSink for DirSink<'_> {
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|e| self.fail("setting symlink mtime", &p, io::Error::from(e)))
+    }
+}
+
+/// Remove `name` in `dir`, a tree the interrupted run `pid` left, and say
+/// so (a warning when it cannot be removed: the next run tries again).
+pub(crate) fn remove_left_by(dir: &Dir, name: &std::ffi::OsStr, pid: u32) {
+    let p = dir.join(name);
+    match dir.remove_tree(name) {
+        Ok(()) => crate::ui::say(&format!(
+            "removed {}, left by an interrupted run (pid {pid})",
+            p.display()
+        )),
+        Err(err) => crate::ui::warn(&format!(
+            "cannot remove {}, left by an interrupted run (pid {pid}): {err}",
+            p.display()
+        )),
     }
 }
 
